@@ -1,0 +1,102 @@
+//! The command-line operations besides serving: migrate, create a user, create an API key.
+//! Each opens the database itself (migrating it first, so they work on a fresh one).
+
+use diesel::Connection;
+
+use crate::auth::{password, token};
+use crate::config::Settings;
+use crate::domain::audit::Actor;
+use crate::domain::role::Role;
+use crate::domain::user::{DisplayName, Email, NewPassword};
+use crate::startup::prepare_database;
+use crate::storage::{self, Db, api_keys, audit, settings as app_settings, users};
+
+fn actor() -> Actor {
+    Actor::system("command line")
+}
+
+pub fn migrate(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    let db = Db::connect(&settings.database_url, 1)?;
+    let mut conn = db.get()?;
+    storage::run_migrations(&mut conn)
+}
+
+/// Creates an account. Without a password (`None`), a temporary one is generated, returned,
+/// and must be changed at first sign-in.
+pub fn create_user(
+    settings: &Settings,
+    email: &str,
+    name: &str,
+    role: &str,
+    password_given: Option<String>,
+) -> anyhow::Result<(users::User, Option<String>)> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let name = DisplayName::parse(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let role: Role = role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+    let generated = password_given.is_none();
+    let plain = password_given.unwrap_or_else(token::readable_password);
+    let pw =
+        NewPassword::parse(&plain, Some(&email)).map_err(|e| anyhow::anyhow!("password: {e}"))?;
+    let hash = password::hash(pw.expose())?;
+
+    let (db, _) = prepare_database(settings, false)?;
+    let mut conn = db.get()?;
+    let user = conn.transaction(|conn| {
+        if users::find_by_email(conn, email.as_str())?.is_some() {
+            anyhow::bail!("{email} already has an account");
+        }
+        let user = users::insert(
+            conn,
+            &users::NewUser {
+                email: email.as_str(),
+                name: name.as_str(),
+                role,
+                password_hash: &hash,
+                must_change_password: generated,
+            },
+        )?;
+        // The shell did what the setup page does; the page is gone for good now.
+        app_settings::insert_if_absent(conn, app_settings::SETUP_COMPLETED, "1")?;
+        audit::record(
+            conn,
+            &actor(),
+            "user.created",
+            "user",
+            Some(&user.id.to_string()),
+            serde_json::json!({"email": user.email, "role": role.as_str()}),
+        )?;
+        Ok(user)
+    })?;
+    Ok((user, generated.then_some(plain)))
+}
+
+/// Creates an API key and returns the secret, which is never stored.
+pub fn create_api_key(settings: &Settings, name: &str, role: &str) -> anyhow::Result<String> {
+    let name = DisplayName::parse(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let role: Role = role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+    let (db, _) = prepare_database(settings, false)?;
+    let mut conn = db.get()?;
+    let new = token::new_api_key();
+    conn.transaction(|conn| {
+        let key = api_keys::insert(
+            conn,
+            &api_keys::NewApiKey {
+                name: name.as_str(),
+                role,
+                prefix: &new.prefix,
+                key_hash: &new.hash,
+                created_by: None,
+            },
+        )?;
+        audit::record(
+            conn,
+            &actor(),
+            "api_key.created",
+            "api_key",
+            Some(&key.public_id),
+            serde_json::json!({"name": key.name, "role": role.as_str(), "prefix": key.prefix}),
+        )?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(new.secret)
+}

@@ -1,0 +1,244 @@
+//! One error type for requests, with a deliberate status map. Its default rendering is the
+//! JSON error shape of the API (`{"error":{"code","message"}}`); for pages, the
+//! `web::errors::render` middleware turns the same error into the layout's error page, an
+//! htmx toast or a redirect to sign in.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::storage::StorageError;
+
+#[derive(thiserror::Error)]
+pub enum AppError {
+    /// A page needs a signed-in person.
+    #[error("Sign in to continue.")]
+    Unauthenticated,
+    /// An API call without a valid key.
+    #[error("A valid API key is required: send the header `Authorization: Bearer <key>`.")]
+    InvalidApiKey,
+    /// Signed in, but the role does not allow it; carries the words for what was attempted.
+    #[error("Your role does not allow you to {0}.")]
+    Forbidden(&'static str),
+    /// Refused for a reason that is not the role (e.g. approving one's own template).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Input that parses but breaks a rule; `code` is machine-readable (snake_case).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("This form has expired or did not come from Herald. Reload the page and try again.")]
+    Csrf,
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    #[error("Herald is busy right now; try again in a moment.")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("Something went wrong on our side. The error has been logged.")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub fn not_found(what: &str) -> Self {
+        AppError::NotFound(format!("{what} was not found."))
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        AppError::Internal(err.into())
+    }
+
+    /// The machine-readable code of the JSON error shape.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated | AppError::InvalidApiKey => "unauthorized",
+            AppError::Forbidden(_) | AppError::Refused(_) => "forbidden",
+            AppError::NotFound(_) => "not_found",
+            AppError::Invalid { code, .. } => code,
+            AppError::BadRequest(_) => "bad_request",
+            AppError::Conflict(_) => "conflict",
+            AppError::Csrf => "csrf_failed",
+            AppError::TooManyRequests { .. } => "rate_limited",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The body of every API error.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(ErrorBody {
+        error: ErrorDetail { code, message },
+    })
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::Unauthenticated | AppError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) | AppError::Refused(_) | AppError::Csrf => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = json_error(self.status_code(), self.code(), &self.to_string());
+        match self {
+            AppError::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            AppError::InvalidApiKey => {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"herald\""),
+                );
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+impl std::fmt::Debug for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            writeln!(f, "Caused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(err: diesel::result::Error) -> Self {
+        match err {
+            diesel::result::Error::NotFound => {
+                AppError::NotFound("The record was not found.".into())
+            }
+            other => AppError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<StorageError> for AppError {
+    fn from(err: StorageError) -> Self {
+        match err {
+            StorageError::Pool(_) => AppError::Unavailable(err.into()),
+            StorageError::Task(_) => AppError::Internal(err.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(err: anyhow::Error) -> Self {
+        AppError::Internal(err)
+    }
+}
+
+impl From<askama::Error> for AppError {
+    fn from(err: askama::Error) -> Self {
+        AppError::Internal(anyhow::anyhow!("rendering a template failed: {err}"))
+    }
+}
+
+impl From<actix_session::SessionInsertError> for AppError {
+    fn from(err: actix_session::SessionInsertError) -> Self {
+        AppError::Internal(anyhow::anyhow!("writing the session failed: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_map_is_deliberate() {
+        let cases: Vec<(AppError, u16, &str)> = vec![
+            (AppError::Unauthenticated, 401, "unauthorized"),
+            (AppError::InvalidApiKey, 401, "unauthorized"),
+            (AppError::Forbidden("manage users"), 403, "forbidden"),
+            (AppError::Csrf, 403, "csrf_failed"),
+            (AppError::not_found("Contact"), 404, "not_found"),
+            (
+                AppError::invalid("window_closed", "closed"),
+                422,
+                "window_closed",
+            ),
+            (AppError::BadRequest("x".into()), 400, "bad_request"),
+            (AppError::Conflict("x".into()), 409, "conflict"),
+            (
+                AppError::TooManyRequests {
+                    message: "slow down".into(),
+                    retry_after_secs: 30,
+                },
+                429,
+                "rate_limited",
+            ),
+            (
+                AppError::Unavailable(anyhow::anyhow!("pool")),
+                503,
+                "unavailable",
+            ),
+            (AppError::internal(anyhow::anyhow!("boom")), 500, "internal"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status_code().as_u16(), status, "{err:?}");
+            assert_eq!(err.code(), code);
+        }
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause_from_users_but_not_from_logs() {
+        let err = AppError::internal(anyhow::anyhow!("disk on fire"));
+        assert!(!err.to_string().contains("disk"));
+        assert!(format!("{err:?}").contains("disk on fire"));
+    }
+
+    #[test]
+    fn database_not_found_is_a_404_and_other_database_errors_are_500() {
+        assert_eq!(
+            AppError::from(diesel::result::Error::NotFound).status_code(),
+            404
+        );
+        assert_eq!(
+            AppError::from(diesel::result::Error::RollbackTransaction).status_code(),
+            500
+        );
+    }
+}

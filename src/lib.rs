@@ -1,0 +1,12 @@
+//! Herald: a self-hosted dashboard for proactive messaging over WhatsApp, SMS and Viber.
+//! See README.md for the architecture map.
+
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,187 @@
+//! Builds the application: database, keys, middleware, routes. Tests build it on port 0.
+
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
+
+use actix_session::SessionMiddleware;
+use actix_session::config::{CookieContentSecurity, PersistentSession};
+use actix_session::storage::CookieSessionStore;
+use actix_web::cookie::SameSite;
+use actix_web::dev::Server;
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::keys::Keys;
+use crate::auth::password;
+use crate::config::{Settings, redact_url};
+use crate::storage::{self, Db, channels, settings as app_settings};
+use crate::web as routes;
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub db: Db,
+    pub settings: Settings,
+    /// The base URL people and providers reach Herald at (no trailing slash).
+    pub public_url: String,
+    /// Set once an account exists; see `identity::setup_needed`.
+    pub setup_done: AtomicBool,
+    /// Verified for unknown e-mails so sign-in takes as long either way.
+    pub dummy_hash: String,
+    pub keys: Keys,
+}
+
+pub struct Application {
+    port: u16,
+    url: String,
+    server: Server,
+}
+
+/// The CSP allows scripts and styles from Herald itself only: no inline script anywhere.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+                   form-action 'self'; frame-ancestors 'none'";
+
+/// Opens the pool, applies migrations and seeds what a first start needs. Blocking.
+pub fn prepare_database(settings: &Settings, seed: bool) -> anyhow::Result<(Db, String)> {
+    let db = Db::connect(&settings.database_url, settings.db_pool_size)?;
+    let mut conn = db.get()?;
+    let applied = storage::run_migrations(&mut conn)?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "applied database migrations");
+    }
+    let master = match &settings.secret_key {
+        Some(k) => k.clone(),
+        None => {
+            let k = app_settings::get_or_insert_with(
+                &mut conn,
+                app_settings::SECRET_KEY,
+                Keys::generate_master,
+            )?;
+            tracing::warn!(
+                "HERALD_SECRET_KEY is not set: using the key generated on first start and kept in the \
+                 database. Set HERALD_SECRET_KEY in production so the key is not stored beside the data."
+            );
+            k
+        }
+    };
+    if seed {
+        let created = channels::seed_sandbox(&mut conn)?;
+        if !created.is_empty() {
+            tracing::info!(
+                count = created.len(),
+                "created sandbox channels for the first start"
+            );
+        }
+    }
+    Ok((db, master))
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        tracing::info!(
+            database = %redact_url(&settings.database_url),
+            bind = %settings.bind,
+            "starting Herald"
+        );
+        let prepared = settings.clone();
+        let (db, master) =
+            tokio::task::spawn_blocking(move || prepare_database(&prepared, true)).await??;
+        let keys = Keys::derive(&master)?;
+        let dummy_hash = tokio::task::spawn_blocking(password::dummy_hash).await??;
+
+        let listener = TcpListener::bind(&settings.bind)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
+        let addr = listener.local_addr()?;
+        let public_url = settings.public_url_for(addr);
+        let workers = settings.workers;
+        let state = web::Data::new(AppState {
+            db,
+            public_url: public_url.clone(),
+            setup_done: AtomicBool::new(false),
+            dummy_hash,
+            keys,
+            settings,
+        });
+
+        let server = HttpServer::new(move || {
+            let s = state.clone();
+            App::new()
+                .app_data(s.clone())
+                .app_data(web::FormConfig::default().limit(256 * 1024))
+                .app_data(web::PayloadConfig::new(1 << 20))
+                .configure(routes::configure)
+                .wrap(from_fn(routes::csrf::protect))
+                .wrap(from_fn(routes::identity::identify))
+                .wrap(from_fn(routes::errors::render))
+                .wrap(session_middleware(&s))
+                .wrap(security_headers(&s.settings))
+                .wrap(from_fn(routes::access_log))
+                .wrap(TracingLogger::default())
+        })
+        .listen(listener)?
+        .workers(workers)
+        .shutdown_timeout(30)
+        .run();
+
+        Ok(Application {
+            port: addr.port(),
+            url: public_url,
+            server,
+        })
+    }
+
+    /// Stops the server from elsewhere (tests, or a supervisor).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The public URL (from `HERALD_PUBLIC_URL`, or the bound address).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Serves until SIGINT/SIGTERM, then stops taking connections and lets requests in flight
+    /// finish (up to 30 s).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn session_middleware(state: &AppState) -> SessionMiddleware<CookieSessionStore> {
+    SessionMiddleware::builder(CookieSessionStore::default(), state.keys.cookie.clone())
+        .cookie_name("herald_session".into())
+        .cookie_content_security(CookieContentSecurity::Private)
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Lax)
+        .cookie_secure(state.settings.secure_cookies())
+        .session_lifecycle(PersistentSession::default().session_ttl(
+            actix_web::cookie::time::Duration::seconds(
+                i64::try_from(state.settings.session_ttl.as_secs()).unwrap_or(43_200),
+            ),
+        ))
+        .build()
+}
+
+fn security_headers(settings: &Settings) -> DefaultHeaders {
+    let headers = DefaultHeaders::new()
+        .add(("Content-Security-Policy", CSP))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "same-origin"))
+        .add((
+            "Permissions-Policy",
+            "camera=(), microphone=(), geolocation=()",
+        ))
+        .add(("Cross-Origin-Opener-Policy", "same-origin"))
+        .add(("Cache-Control", "no-store"));
+    if settings.secure_cookies() {
+        headers.add(("Strict-Transport-Security", "max-age=31536000"))
+    } else {
+        headers
+    }
+}

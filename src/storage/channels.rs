@@ -1,0 +1,150 @@
+//! Channels: a sender account on a provider (or the sandbox) and its settings.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::channels;
+use super::{DbConnection, new_public_id, now, settings};
+use crate::domain::channel::{ChannelKind, Provider};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = channels)]
+struct ChannelRow {
+    id: i64,
+    public_id: String,
+    kind: String,
+    provider: String,
+    name: String,
+    sender: String,
+    settings: String,
+    secrets: Option<String>,
+    rate_limit_per_second: i32,
+    disabled_at: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub id: i64,
+    pub public_id: String,
+    pub kind: ChannelKind,
+    pub provider: Provider,
+    pub name: String,
+    pub sender: String,
+    /// Non-secret provider settings, JSON.
+    pub settings: String,
+    /// Encrypted secrets (never shown again once saved).
+    pub secrets: Option<String>,
+    pub rate_limit_per_second: i32,
+    pub disabled_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl Channel {
+    pub fn is_enabled(&self) -> bool {
+        self.disabled_at.is_none()
+    }
+
+    pub fn is_sandbox(&self) -> bool {
+        self.provider == Provider::Sandbox
+    }
+}
+
+impl TryFrom<ChannelRow> for Channel {
+    type Error = diesel::result::Error;
+
+    fn try_from(r: ChannelRow) -> Result<Self, Self::Error> {
+        let bad = |e: String| diesel::result::Error::DeserializationError(e.into());
+        Ok(Channel {
+            id: r.id,
+            public_id: r.public_id,
+            kind: r.kind.parse().map_err(bad)?,
+            provider: r.provider.parse().map_err(bad)?,
+            name: r.name,
+            sender: r.sender,
+            settings: r.settings,
+            secrets: r.secrets,
+            rate_limit_per_second: r.rate_limit_per_second,
+            disabled_at: r.disabled_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+pub struct NewChannel<'a> {
+    pub kind: ChannelKind,
+    pub provider: Provider,
+    pub name: &'a str,
+    pub sender: &'a str,
+    pub settings: &'a str,
+    pub secrets: Option<&'a str>,
+    pub rate_limit_per_second: i32,
+}
+
+pub fn insert(conn: &mut DbConnection, new: &NewChannel<'_>) -> QueryResult<Channel> {
+    let at = now();
+    let row = diesel::insert_into(channels::table)
+        .values((
+            channels::public_id.eq(new_public_id()),
+            channels::kind.eq(new.kind.as_str()),
+            channels::provider.eq(new.provider.as_str()),
+            channels::name.eq(new.name),
+            channels::sender.eq(new.sender),
+            channels::settings.eq(new.settings),
+            channels::secrets.eq(new.secrets),
+            channels::rate_limit_per_second.eq(new.rate_limit_per_second),
+            channels::created_at.eq(at),
+            channels::updated_at.eq(at),
+        ))
+        .returning(channels::all_columns)
+        .get_result::<ChannelRow>(conn)?;
+    Channel::try_from(row)
+}
+
+/// All channels, enabled first, by kind and name.
+pub fn list(conn: &mut DbConnection) -> QueryResult<Vec<Channel>> {
+    channels::table
+        .select(ChannelRow::as_select())
+        .order((
+            channels::disabled_at.is_not_null(),
+            channels::kind,
+            channels::name,
+        ))
+        .load(conn)?
+        .into_iter()
+        .map(Channel::try_from)
+        .collect()
+}
+
+/// Creates one sandbox channel per kind the first time Herald starts on a database. A flag
+/// records that it happened, so channels an admin deletes later do not come back.
+pub fn seed_sandbox(conn: &mut DbConnection) -> QueryResult<Vec<Channel>> {
+    if settings::get(conn, settings::SANDBOX_SEEDED)?.is_some() {
+        return Ok(Vec::new());
+    }
+    conn.transaction(|conn| {
+        if !settings::insert_if_absent(conn, settings::SANDBOX_SEEDED, "1")? {
+            return Ok(Vec::new());
+        }
+        ChannelKind::ALL
+            .iter()
+            .map(|&kind| {
+                insert(
+                    conn,
+                    &NewChannel {
+                        kind,
+                        provider: Provider::Sandbox,
+                        name: &format!("Sandbox {}", kind.label()),
+                        sender: "sandbox",
+                        settings: "{}",
+                        secrets: None,
+                        rate_limit_per_second: Provider::Sandbox.default_rate_limit(),
+                    },
+                )
+            })
+            .collect()
+    })
+}

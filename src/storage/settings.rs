@@ -1,0 +1,48 @@
+//! Instance-wide key/value settings (the generated secret key, one-time flags).
+
+use diesel::prelude::*;
+
+use super::schema::app_settings;
+use super::{DbConnection, is_unique_violation, now};
+
+pub const SECRET_KEY: &str = "secret_key";
+pub const SETUP_COMPLETED: &str = "setup_completed";
+pub const SANDBOX_SEEDED: &str = "sandbox_seeded";
+
+pub fn get(conn: &mut DbConnection, key: &str) -> QueryResult<Option<String>> {
+    app_settings::table
+        .find(key)
+        .select(app_settings::value)
+        .first(conn)
+        .optional()
+}
+
+/// Inserts the setting unless it exists; true when this call inserted it. Safe against
+/// concurrent callers (the primary key decides who wins).
+pub fn insert_if_absent(conn: &mut DbConnection, key: &str, value: &str) -> QueryResult<bool> {
+    let result = diesel::insert_into(app_settings::table)
+        .values((
+            app_settings::key.eq(key),
+            app_settings::value.eq(value),
+            app_settings::updated_at.eq(now()),
+        ))
+        .execute(conn);
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Returns the stored value, storing `make()` first when there is none.
+pub fn get_or_insert_with(
+    conn: &mut DbConnection,
+    key: &str,
+    make: impl FnOnce() -> String,
+) -> QueryResult<String> {
+    if let Some(v) = get(conn, key)? {
+        return Ok(v);
+    }
+    insert_if_absent(conn, key, &make())?;
+    get(conn, key)?.ok_or(diesel::result::Error::NotFound)
+}

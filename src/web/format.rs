@@ -1,0 +1,47 @@
+//! How times read on the pages.
+
+use chrono::NaiveDateTime;
+
+/// "25 Nov 2026, 16:04 UTC".
+pub fn datetime(at: &NaiveDateTime) -> String {
+    at.format("%-d %b %Y, %H:%M UTC").to_string()
+}
+
+/// "never", "just now", "5 min ago", "3 h ago", "2 days ago", or the date past a month.
+pub fn ago(at: Option<&NaiveDateTime>) -> String {
+    ago_at(at, chrono::Utc::now().naive_utc())
+}
+
+pub fn ago_at(at: Option<&NaiveDateTime>, now: NaiveDateTime) -> String {
+    let Some(at) = at else {
+        return "never".into();
+    };
+    let secs = (now - *at).num_seconds();
+    match secs {
+        s if s < 60 => "just now".into(),
+        s if s < 3600 => format!("{} min ago", s / 60),
+        s if s < 86_400 => format!("{} h ago", s / 3600),
+        s if s < 86_400 * 2 => "yesterday".into(),
+        s if s < 86_400 * 31 => format!("{} days ago", s / 86_400),
+        _ => at.format("%-d %b %Y").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times() {
+        let now = NaiveDateTime::parse_from_str("2026-11-25 16:00:00", "%F %T").unwrap();
+        let at = |s: i64| now - chrono::Duration::seconds(s);
+        assert_eq!(ago_at(None, now), "never");
+        assert_eq!(ago_at(Some(&at(5)), now), "just now");
+        assert_eq!(ago_at(Some(&at(300)), now), "5 min ago");
+        assert_eq!(ago_at(Some(&at(7200)), now), "2 h ago");
+        assert_eq!(ago_at(Some(&at(90_000)), now), "yesterday");
+        assert_eq!(ago_at(Some(&at(86_400 * 3)), now), "3 days ago");
+        assert_eq!(ago_at(Some(&at(86_400 * 60)), now), "26 Sep 2026");
+        assert_eq!(datetime(&now), "25 Nov 2026, 16:00 UTC");
+    }
+}

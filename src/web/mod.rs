@@ -1,0 +1,166 @@
+//! The web side: thin handlers, askama views, and the one route table (`configure`).
+
+pub mod account;
+pub mod api;
+pub mod api_keys;
+pub mod assets;
+pub mod audit;
+pub mod auth_pages;
+pub mod channels;
+pub mod chrome;
+pub mod csrf;
+pub mod errors;
+pub mod format;
+pub mod health;
+pub mod home;
+pub mod identity;
+pub mod session;
+pub mod users;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::error::AppError;
+
+/// Route paths used in more than one place.
+pub mod paths {
+    pub const HOME: &str = "/";
+    pub const SETUP: &str = "/setup";
+    pub const LOGIN: &str = "/login";
+    pub const LOGOUT: &str = "/logout";
+    pub const ACCOUNT_PASSWORD: &str = "/account/password";
+    pub const USERS: &str = "/settings/users";
+    pub const API_KEYS: &str = "/settings/api-keys";
+    pub const CHANNELS: &str = "/settings/channels";
+    pub const AUDIT: &str = "/settings/audit";
+}
+
+/// Marks the `/api/v1` scope: `Auth<P>` authenticates with bearer keys there.
+#[derive(Clone, Copy)]
+pub struct ApiScope;
+
+pub fn is_htmx(req: &HttpRequest) -> bool {
+    req.headers().contains_key("HX-Request")
+}
+
+/// The route table: every path Herald serves. A path with several methods is one resource, so
+/// other methods get 405.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use web::{get, post, resource};
+    cfg.service(resource("/healthz").get(health::healthz))
+        .service(resource("/favicon.ico").get(assets::favicon))
+        .service(resource("/assets/{path:.*}").get(assets::serve))
+        .service(
+            web::scope("/api/v1")
+                .app_data(ApiScope)
+                .configure(api::configure),
+        )
+        .service(
+            resource(paths::SETUP)
+                .route(get().to(auth_pages::setup_form))
+                .route(post().to(auth_pages::setup)),
+        )
+        .service(
+            resource(paths::LOGIN)
+                .route(get().to(auth_pages::login_form))
+                .route(post().to(auth_pages::login)),
+        )
+        .service(resource(paths::LOGOUT).post(auth_pages::logout))
+        .service(resource(paths::HOME).get(home::dashboard))
+        .service(
+            resource(paths::ACCOUNT_PASSWORD)
+                .route(get().to(account::password_form))
+                .route(post().to(account::change_password)),
+        )
+        .service(
+            resource(paths::USERS)
+                .route(get().to(users::index))
+                .route(post().to(users::create)),
+        )
+        .service(resource("/settings/users/{id}/role").post(users::change_role))
+        .service(resource("/settings/users/{id}/disable").post(users::disable))
+        .service(resource("/settings/users/{id}/enable").post(users::enable))
+        .service(resource("/settings/users/{id}/reset-password").post(users::reset_password))
+        .service(
+            resource(paths::API_KEYS)
+                .route(get().to(api_keys::index))
+                .route(post().to(api_keys::create)),
+        )
+        .service(resource("/settings/api-keys/{id}/revoke").post(api_keys::revoke))
+        .service(resource(paths::CHANNELS).get(channels::index))
+        .service(resource(paths::AUDIT).get(audit::index))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::NotFound(
+        "There is no page at this address.".into(),
+    ))
+}
+
+/// One log line per request, inside the request's span (which carries the request id):
+/// method, path, status and latency.
+pub async fn access_log(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let res = next.call(req).await?;
+    let status = res.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::error!(%method, %path, status, latency_ms, "request failed");
+    } else {
+        tracing::info!(%method, %path, status, latency_ms, "request");
+    }
+    Ok(res)
+}
+
+/// Renders a template as an HTML response.
+pub fn render(template: &impl askama::Template) -> Result<HttpResponse, AppError> {
+    render_with_status(template, StatusCode::OK)
+}
+
+pub fn render_with_status(
+    template: &impl askama::Template,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::build(status)
+        .content_type(ContentType::html())
+        .body(template.render()?))
+}
+
+/// Errors for the fields of a form, shown next to each field.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<(&'static str, String)>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.push((field, message.into()));
+    }
+
+    /// Records the error of a parse result and returns its value.
+    pub fn check<T>(&mut self, field: &'static str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e);
+                None
+            }
+        }
+    }
+
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, m)| m.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

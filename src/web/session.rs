@@ -1,0 +1,192 @@
+//! Typed access to the session cookie: who is signed in, since when, the CSRF token and
+//! flash messages. The cookie is private (encrypted and authenticated).
+
+use actix_session::{Session, SessionExt};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::token;
+use crate::error::AppError;
+
+const USER_ID: &str = "uid";
+const EPOCH: &str = "epoch";
+const ISSUED_AT: &str = "iat";
+const CSRF: &str = "csrf";
+const FLASH: &str = "flash";
+const REVEAL: &str = "reveal";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashLevel {
+    Success,
+    Info,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flash {
+    pub level: FlashLevel,
+    pub text: String,
+}
+
+impl Flash {
+    pub fn class(&self) -> &'static str {
+        match self.level {
+            FlashLevel::Success => "flash flash-success",
+            FlashLevel::Info => "flash flash-info",
+            FlashLevel::Error => "flash flash-error",
+        }
+    }
+
+    pub fn aria_role(&self) -> &'static str {
+        match self.level {
+            FlashLevel::Error => "alert",
+            _ => "status",
+        }
+    }
+}
+
+/// A secret shown exactly once after it was created (a new API key, a temporary password).
+/// It rides in the encrypted cookie across the redirect and is removed when shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reveal {
+    pub title: String,
+    pub value: String,
+    pub note: String,
+}
+
+/// Who the cookie says is signed in; checked against the database on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionUser {
+    pub user_id: i64,
+    pub epoch: i32,
+    pub issued_at: i64,
+}
+
+pub struct TypedSession(Session);
+
+impl TypedSession {
+    pub fn new(session: Session) -> Self {
+        TypedSession(session)
+    }
+
+    /// Starts a fresh session for a person who just signed in: everything from before (the
+    /// anonymous CSRF token included) is dropped and the cookie is re-issued.
+    pub fn sign_in(&self, user_id: i64, epoch: i32) -> Result<(), AppError> {
+        let flashes = self.take_flashes();
+        self.0.clear();
+        self.0.renew();
+        self.0.insert(USER_ID, user_id)?;
+        self.0.insert(EPOCH, epoch)?;
+        self.0.insert(ISSUED_AT, chrono::Utc::now().timestamp())?;
+        self.0.insert(CSRF, token::random_token())?;
+        if !flashes.is_empty() {
+            self.0.insert(FLASH, flashes)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the person signed in after their epoch moved (e.g. they changed their password).
+    pub fn set_epoch(&self, epoch: i32) -> Result<(), AppError> {
+        self.0.insert(EPOCH, epoch)?;
+        Ok(())
+    }
+
+    /// Forgets who was signed in (and everything else); the cookie is re-issued, so a flash
+    /// message added afterwards still reaches the next page.
+    pub fn sign_out(&self) {
+        self.0.clear();
+        self.0.renew();
+    }
+
+    pub fn user(&self) -> Option<SessionUser> {
+        Some(SessionUser {
+            user_id: self.0.get(USER_ID).ok()??,
+            epoch: self.0.get(EPOCH).ok()??,
+            issued_at: self.0.get(ISSUED_AT).ok()??,
+        })
+    }
+
+    /// The CSRF token, created on first use.
+    pub fn csrf_token(&self) -> String {
+        if let Ok(Some(t)) = self.0.get::<String>(CSRF) {
+            return t;
+        }
+        let t = token::random_token();
+        // A failed insert only means the form will be refused and can be retried.
+        let _ = self.0.insert(CSRF, &t);
+        t
+    }
+
+    pub fn existing_csrf_token(&self) -> Option<String> {
+        self.0.get::<String>(CSRF).ok().flatten()
+    }
+
+    pub fn flash(&self, level: FlashLevel, text: impl Into<String>) {
+        let mut all = self.peek_flashes();
+        all.push(Flash {
+            level,
+            text: text.into(),
+        });
+        let _ = self.0.insert(FLASH, all);
+    }
+
+    pub fn success(&self, text: impl Into<String>) {
+        self.flash(FlashLevel::Success, text);
+    }
+
+    pub fn error(&self, text: impl Into<String>) {
+        self.flash(FlashLevel::Error, text);
+    }
+
+    pub fn reveal(
+        &self,
+        title: impl Into<String>,
+        value: impl Into<String>,
+        note: impl Into<String>,
+    ) -> Result<(), AppError> {
+        self.0.insert(
+            REVEAL,
+            Reveal {
+                title: title.into(),
+                value: value.into(),
+                note: note.into(),
+            },
+        )?;
+        Ok(())
+    }
+
+    pub fn take_reveal(&self) -> Option<Reveal> {
+        let r = self.0.get::<Reveal>(REVEAL).ok().flatten();
+        if r.is_some() {
+            self.0.remove(REVEAL);
+        }
+        r
+    }
+
+    fn peek_flashes(&self) -> Vec<Flash> {
+        self.0
+            .get::<Vec<Flash>>(FLASH)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    pub fn take_flashes(&self) -> Vec<Flash> {
+        let all = self.peek_flashes();
+        if !all.is_empty() {
+            self.0.remove(FLASH);
+        }
+        all
+    }
+}
+
+impl FromRequest for TypedSession {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(TypedSession(req.get_session())))
+    }
+}

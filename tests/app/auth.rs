@@ -1,0 +1,379 @@
+//! First-run setup, sign-in, sign-out, throttling and CSRF.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{ADMIN_EMAIL, PASSWORD, TestApp, location, texts};
+
+crate::both_backends!(
+    setup_creates_the_first_admin_exactly_once,
+    sign_in_and_sign_out,
+    unknown_emails_and_wrong_passwords_get_the_same_answer,
+    failed_sign_ins_are_throttled_per_account,
+    failed_sign_ins_are_throttled_per_address,
+    state_changing_forms_need_the_sessions_csrf_token,
+    anonymous_visitors_are_rejected_everywhere,
+    sign_in_returns_to_the_page_asked_for_but_never_off_site,
+    signing_in_renews_the_session,
+);
+
+fn count_users(app: &TestApp) -> i64 {
+    use diesel::prelude::*;
+    use herald::storage::schema::users;
+    users::table.count().get_result(&mut *app.db()).unwrap()
+}
+
+async fn setup_creates_the_first_admin_exactly_once(app: TestApp) {
+    let visitor = app.client();
+    for path in ["/", "/login", "/settings/users"] {
+        let res = visitor.get(path).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(location(&res), "/setup", "{path} leads to setup");
+    }
+    let page = visitor.get_html("/setup").await;
+    assert!(page.contains("Create the first admin"));
+
+    // Bad input is refused at the field and nothing is created.
+    let res = visitor
+        .post_form(
+            "/setup",
+            &[
+                ("name", ""),
+                ("email", "not-an-email"),
+                ("password", "short"),
+                ("password_confirm", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("Enter a name."));
+    assert!(
+        texts(&body, ".field-error")
+            .contains(&"\"not-an-email\" is not a valid e-mail address.".to_owned())
+    );
+    assert!(body.contains("Use at least 10 characters (this one has 5)."));
+    let res = visitor
+        .post_form(
+            "/setup",
+            &[
+                ("name", "Ada"),
+                ("email", ADMIN_EMAIL),
+                ("password", PASSWORD),
+                ("password_confirm", "something else"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("The two passwords differ.")
+    );
+    assert_eq!(count_users(&app), 0);
+
+    let admin = app.admin().await;
+    let home = admin.get_html("/").await;
+    assert!(home.contains("Hello, Ada"), "{home}");
+    assert_eq!(count_users(&app), 1);
+
+    // Gone for good, for everyone.
+    let other = app.client();
+    assert_eq!(other.get("/setup").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(admin.get("/setup").await.status(), StatusCode::NOT_FOUND);
+    let res = other
+        .post_form(
+            "/setup",
+            &[
+                ("name", "Mallory"),
+                ("email", "mallory@example.com"),
+                ("password", PASSWORD),
+                ("password_confirm", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(count_users(&app), 1);
+    assert_eq!(location(&other.get("/").await), "/login");
+}
+
+async fn sign_in_and_sign_out(app: TestApp) {
+    let admin = app.admin().await;
+    let res = admin.post_form("/logout", &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/login");
+    let login = admin.get_html("/login").await;
+    assert!(login.contains("You have signed out."));
+    assert_eq!(location(&admin.get("/").await), "/login");
+
+    let res = admin.login(ADMIN_EMAIL, "wrong password here").await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("The e-mail address or password is not right.")
+    );
+    assert_eq!(location(&admin.get("/").await), "/login");
+
+    // E-mails are matched case-insensitively.
+    let res = admin.login("  ADA@example.com ", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/");
+    assert_eq!(admin.get("/").await.status(), StatusCode::OK);
+}
+
+async fn unknown_emails_and_wrong_passwords_get_the_same_answer(app: TestApp) {
+    let _admin = app.admin().await;
+    let c = app.client();
+    let unknown = c.login("nobody@example.com", PASSWORD).await;
+    let unknown_status = unknown.status();
+    let unknown_errors = texts(&unknown.text().await.unwrap(), ".flash-error");
+    let wrong = c.login(ADMIN_EMAIL, "not the password").await;
+    let wrong_status = wrong.status();
+    let wrong_errors = texts(&wrong.text().await.unwrap(), ".flash-error");
+    assert_eq!(unknown_status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown_status, wrong_status);
+    assert_eq!(unknown_errors, wrong_errors);
+    assert_eq!(unknown_errors.len(), 1);
+}
+
+async fn failed_sign_ins_are_throttled_per_account(app: TestApp) {
+    let _admin = app.admin().await;
+    let c = app.client();
+    for attempt in 1..=5 {
+        let res = c.login(ADMIN_EMAIL, "wrong password!").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    // Now even the right password is refused for a while, with how long to wait.
+    let res = c.login(ADMIN_EMAIL, PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("Too many failed sign-ins for this account."),
+        "{body}"
+    );
+    // From another browser too: the limit belongs to the account.
+    assert_eq!(
+        app.client().login(ADMIN_EMAIL, PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Once the window has passed, the account opens again.
+    {
+        use diesel::prelude::*;
+        use herald::storage::schema::login_attempts;
+        let old = herald::storage::now() - chrono::Duration::minutes(16);
+        diesel::update(login_attempts::table)
+            .set(login_attempts::attempted_at.eq(old))
+            .execute(&mut *app.db())
+            .unwrap();
+    }
+    assert_eq!(
+        c.login(ADMIN_EMAIL, PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+}
+
+async fn failed_sign_ins_are_throttled_per_address(app: TestApp) {
+    let _admin = app.admin().await;
+    let c = app.client();
+    // Spread over many e-mails so no account reaches its own limit.
+    for i in 0..20 {
+        let res = c
+            .login(&format!("guess{i}@example.com"), "wrong password!")
+            .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let res = c.login(ADMIN_EMAIL, PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins for your address.")
+    );
+}
+
+async fn state_changing_forms_need_the_sessions_csrf_token(app: TestApp) {
+    let admin = app.admin().await;
+    let fields = [
+        ("name", "Eve"),
+        ("email", "eve@example.com"),
+        ("role", "admin"),
+        ("password", ""),
+    ];
+    let count_before = count_users(&app);
+
+    // No token.
+    let res = admin.post_form_raw("/settings/users", &fields).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("This form has expired or did not come from Herald.")
+    );
+    // A made-up token, and a token from another session.
+    let mut forged = fields.to_vec();
+    forged.push(("csrf_token", "forged"));
+    assert_eq!(
+        admin
+            .post_form_raw("/settings/users", &forged)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let stranger_token = app.client().csrf_token().await;
+    let mut stolen = fields.to_vec();
+    stolen.push(("csrf_token", &stranger_token));
+    assert_eq!(
+        admin
+            .post_form_raw("/settings/users", &stolen)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    // Sign-out is protected too.
+    assert_eq!(
+        admin.post_form_raw("/logout", &[]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        admin.get("/").await.status(),
+        StatusCode::OK,
+        "still signed in"
+    );
+    assert_eq!(count_users(&app), count_before, "nothing changed");
+
+    // htmx sends the token as a header.
+    let token = admin.csrf_token().await;
+    let res = admin
+        .http
+        .post(admin.url("/settings/users"))
+        .header("X-CSRF-Token", token)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(count_users(&app), count_before + 1);
+}
+
+async fn anonymous_visitors_are_rejected_everywhere(app: TestApp) {
+    let _admin = app.admin().await;
+    let visitor = app.client();
+    for path in [
+        "/",
+        "/account/password",
+        "/settings/users",
+        "/settings/api-keys",
+        "/settings/channels",
+        "/settings/audit",
+    ] {
+        let res = visitor.get(path).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "GET {path}");
+        assert!(
+            location(&res).starts_with("/login"),
+            "GET {path} -> {}",
+            location(&res)
+        );
+    }
+    for path in [
+        "/account/password",
+        "/settings/users",
+        "/settings/users/1/role",
+        "/settings/users/1/disable",
+        "/settings/users/1/enable",
+        "/settings/users/1/reset-password",
+        "/settings/api-keys",
+        "/settings/api-keys/x/revoke",
+    ] {
+        // Even with a valid (anonymous) CSRF token.
+        let res = visitor.post_form(path, &[("role", "admin")]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "POST {path}");
+        assert_eq!(location(&res), "/login", "POST {path}");
+    }
+    // htmx requests are told to navigate to sign in.
+    let res = visitor
+        .http
+        .get(visitor.url("/settings/users"))
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["hx-redirect"],
+        "/login?next=%2Fsettings%2Fusers"
+    );
+    for path in ["/api/v1/channels", "/api/v1/audit"] {
+        let res = visitor.get(path).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let json: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(json["error"]["code"], "unauthorized");
+    }
+    assert_eq!(count_users(&app), 1);
+}
+
+async fn sign_in_returns_to_the_page_asked_for_but_never_off_site(app: TestApp) {
+    let admin = app.admin().await;
+    admin.post_form("/logout", &[]).await;
+    let res = admin.get("/settings/api-keys").await;
+    assert_eq!(location(&res), "/login?next=%2Fsettings%2Fapi-keys");
+    let page = admin.get_html("/login?next=%2Fsettings%2Fapi-keys").await;
+    assert!(page.contains("value=\"/settings/api-keys\""));
+    let res = admin
+        .post_form(
+            "/login",
+            &[
+                ("email", ADMIN_EMAIL),
+                ("password", PASSWORD),
+                ("next", "/settings/api-keys"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&res), "/settings/api-keys");
+
+    admin.post_form("/logout", &[]).await;
+    for evil in [
+        "//evil.example/x",
+        "https://evil.example",
+        "/\\evil.example",
+    ] {
+        let res = admin
+            .post_form(
+                "/login",
+                &[
+                    ("email", ADMIN_EMAIL),
+                    ("password", PASSWORD),
+                    ("next", evil),
+                ],
+            )
+            .await;
+        assert_eq!(location(&res), "/", "{evil}");
+        admin.post_form("/logout", &[]).await;
+    }
+}
+
+async fn signing_in_renews_the_session(app: TestApp) {
+    let _admin = app.admin().await;
+    let c = app.client();
+    let before = c.csrf_token().await;
+    let res = c.login(ADMIN_EMAIL, PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(
+        res.headers().get("set-cookie").is_some(),
+        "a new cookie is issued"
+    );
+    let after = c.csrf_token().await;
+    assert_ne!(before, after, "the pre-login token is replaced");
+    // The old token no longer works.
+    let res = c.post_form_raw("/logout", &[("csrf_token", &before)]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}

@@ -1,0 +1,320 @@
+//! Browser tests in headless Chromium through chromedriver, run when HERALD_TEST_CHROMEDRIVER
+//! names the chromedriver binary (HERALD_TEST_CHROMIUM may name the browser; default
+//! /usr/bin/chromium). They do what a newcomer does on the first day.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::helpers::{Backend, PASSWORD, TestApp};
+
+/// A chromedriver process with one Chromium session; both are killed when dropped.
+pub struct Browser {
+    pub client: Client,
+    base: String,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Browser {
+    pub async fn start(base: &str) -> Browser {
+        use std::os::unix::process::CommandExt;
+        let driver_path = std::env::var("HERALD_TEST_CHROMEDRIVER").expect(
+            "HERALD_TEST_CHROMEDRIVER was set when the tests were built but is not set now",
+        );
+        let chromium =
+            std::env::var("HERALD_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let port = free_port();
+        let driver = Command::new(&driver_path)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so Chromium's processes go with it.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {driver_path}: {e}"));
+        let profile = tempfile::tempdir().expect("profile dir");
+        let caps = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }
+        });
+        let caps = match caps {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last_error = String::new();
+        for _ in 0..100 {
+            match ClientBuilder::rustls()
+                .expect("tls")
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        client,
+                        base: base.to_owned(),
+                        driver,
+                        _profile: profile,
+                    };
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        panic!("chromedriver did not answer: {last_error}");
+    }
+
+    pub async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .expect("goto");
+    }
+
+    pub async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("url");
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    pub async fn fill(&self, css: &str, text: &str) {
+        let el = self
+            .client
+            .wait()
+            .for_element(Locator::Css(css))
+            .await
+            .expect(css);
+        el.clear().await.expect("clear");
+        el.send_keys(text).await.expect("type");
+    }
+
+    pub async fn click(&self, css: &str) {
+        let el = self
+            .client
+            .wait()
+            .for_element(Locator::Css(css))
+            .await
+            .expect(css);
+        el.click().await.expect("click");
+    }
+
+    /// Waits (up to 10 s) until the page body contains `text`.
+    pub async fn wait_for_text(&self, text: &str) {
+        for _ in 0..100 {
+            let body = self.text("body").await;
+            if body.contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "page never showed {text:?}; it shows:\n{}",
+            self.text("body").await
+        );
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(el) => el.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) {
+        self.goto("/login").await;
+        self.fill("#email", email).await;
+        self.fill("#password", password).await;
+        self.click("form[action='/login'] button[type=submit]")
+            .await;
+    }
+
+    pub async fn sign_out(&self) {
+        self.click("form[action='/logout'] button").await;
+        self.wait_for_text("You have signed out.").await;
+    }
+
+    /// Ends the browser session cleanly; the processes are killed when `self` drops.
+    pub async fn finish(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let pgid = self.driver.id();
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{pgid}")])
+            .status();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn invite(b: &Browser, name: &str, email: &str, role: &str, temporary: &str) {
+    b.fill("#new-name", name).await;
+    b.fill("#new-email", email).await;
+    b.client
+        .find(Locator::Css("#new-role"))
+        .await
+        .expect("role select")
+        .select_by_value(role)
+        .await
+        .expect("select role");
+    b.fill("#new-password", temporary).await;
+    b.click("#invite button[type=submit]").await;
+    b.wait_for_text(&format!("{name} can now sign in")).await;
+}
+
+/// First sign-in with a temporary password: the person must choose their own first.
+async fn first_sign_in(b: &Browser, email: &str, temporary: &str) {
+    b.sign_in(email, temporary).await;
+    b.wait_for_text("An admin set a temporary password for you.")
+        .await;
+    assert_eq!(b.path().await, "/account/password");
+    b.fill("#current_password", temporary).await;
+    b.fill("#new_password", PASSWORD).await;
+    b.fill("#new_password_confirm", PASSWORD).await;
+    b.click("form[action='/account/password'] button[type=submit]")
+        .await;
+    b.wait_for_text("Your password has been changed.").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn a_newcomer_sets_up_herald_and_each_role_sees_its_pages() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let b = Browser::start(&app.address).await;
+
+    // First run: every page leads to the setup page.
+    b.goto("/settings/users").await;
+    b.wait_for_text("Create the first admin").await;
+    assert_eq!(b.path().await, "/setup");
+    b.fill("#name", "Ada Admin").await;
+    b.fill("#email", "ada@example.com").await;
+    b.fill("#password", PASSWORD).await;
+    b.fill("#password_confirm", PASSWORD).await;
+    b.click("form[action='/setup'] button[type=submit]").await;
+    b.wait_for_text("Hello, Ada").await;
+    assert!(b.text(".flashes").await.contains("Herald is ready"));
+
+    // Navigation is boosted by htmx: the content swaps in and the URL follows.
+    b.click(".sidebar a[href='/settings/users']").await;
+    b.wait_for_text("Invite someone").await;
+    assert_eq!(b.path().await, "/settings/users");
+    assert_eq!(b.client.title().await.expect("title"), "Users · Herald");
+    invite(
+        &b,
+        "Mia Marketer",
+        "mia@example.com",
+        "marketer",
+        "temporary pass 1",
+    )
+    .await;
+    invite(
+        &b,
+        "Sam Lead",
+        "sam@example.com",
+        "support_lead",
+        "temporary pass 2",
+    )
+    .await;
+    b.sign_out().await;
+
+    // A wrong password is refused with a clear message.
+    b.sign_in("mia@example.com", "not the password").await;
+    b.wait_for_text("The e-mail address or password is not right.")
+        .await;
+
+    // The marketer chooses a password, sees the marketer's navigation, and no admin pages.
+    first_sign_in(&b, "mia@example.com", "temporary pass 1").await;
+    let nav = b.text(".sidebar").await;
+    assert!(nav.contains("Mia Marketer") && nav.contains("Marketer"));
+    assert!(!nav.contains("Users") && !nav.contains("API keys"), "{nav}");
+    b.goto("/settings/users").await;
+    b.wait_for_text("Your role does not allow you to manage users.")
+        .await;
+    assert!(b.text("h1").await.contains("Not allowed"));
+    b.sign_out().await;
+
+    // The support lead likewise.
+    first_sign_in(&b, "sam@example.com", "temporary pass 2").await;
+    assert!(b.text(".sidebar").await.contains("Support lead"));
+    b.goto("/settings/api-keys").await;
+    b.wait_for_text("Your role does not allow you to manage API keys.")
+        .await;
+    b.sign_out().await;
+
+    // The admin creates an API key, sees it once, and revokes it after confirming.
+    b.sign_in("ada@example.com", PASSWORD).await;
+    b.wait_for_text("Getting started").await;
+    b.goto("/settings/api-keys").await;
+    b.fill("#key-name", "Order system").await;
+    b.click("form[action='/settings/api-keys'] button[type=submit]")
+        .await;
+    b.wait_for_text("Copy it now").await;
+    let key = b.text("#revealed-secret").await;
+    assert!(key.starts_with("hrld_"), "{key}");
+    let res = crate::helpers::api_get(&app, "/api/v1/channels", Some(&key)).await;
+    assert_eq!(res.status(), 200);
+    b.click("tr[data-key='Order system'] button.danger").await;
+    b.client.accept_alert().await.expect("confirm dialog");
+    b.wait_for_text("is revoked").await;
+    let res = crate::helpers::api_get(&app, "/api/v1/channels", Some(&key)).await;
+    assert_eq!(res.status(), 401);
+
+    b.sign_out().await;
+    b.goto("/").await;
+    b.wait_for_text("Sign in").await;
+    assert!(b.path().await.starts_with("/login"));
+    b.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn declining_a_confirmation_changes_nothing() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin().await;
+    let _mia = app
+        .user_with_role(&admin, "mia@example.com", "marketer")
+        .await;
+    let b = Browser::start(&app.address).await;
+    b.sign_in(crate::helpers::ADMIN_EMAIL, PASSWORD).await;
+    b.wait_for_text("Getting started").await;
+    b.goto("/settings/users").await;
+    b.click("tr[data-user='mia@example.com'] button.danger")
+        .await;
+    b.client.dismiss_alert().await.expect("confirm dialog");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.goto("/settings/users").await;
+    let row = b.text("tr[data-user='mia@example.com']").await;
+    assert!(row.contains("Active") && !row.contains("Disabled"), "{row}");
+    b.finish().await;
+}

@@ -1,0 +1,10 @@
+//! Herald's integration tests: one binary (each file in tests/ would be a separately linked,
+//! slow binary). Every test spawns the real server on port 0 with its own database.
+
+mod helpers;
+
+mod api_keys;
+mod auth;
+mod browser;
+mod platform;
+mod users;
