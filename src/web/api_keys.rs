@@ -172,7 +172,7 @@ pub async fn create(
     session.reveal(
         format!("API key \"{}\"", name.as_str()),
         new.secret,
-        "Copy it now: Herald stores only a hash and cannot show it again. Send it as `Authorization: Bearer <key>`.",
+        "Copy it now: Herald stores only a hash and cannot show it again. Send it in the header Authorization: Bearer <key>.",
     )?;
     Ok(redirect_response(&req, paths::API_KEYS))
 }
