@@ -2,5 +2,9 @@
 
 pub mod audit;
 pub mod channel;
+pub mod consent;
+pub mod content;
+pub mod phone;
 pub mod role;
 pub mod user;
+pub mod window;
