@@ -6,5 +6,6 @@ pub mod consent;
 pub mod content;
 pub mod phone;
 pub mod role;
+pub mod sms;
 pub mod user;
 pub mod window;
