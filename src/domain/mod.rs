@@ -9,5 +9,6 @@ pub mod phone;
 pub mod retry;
 pub mod role;
 pub mod sms;
+pub mod template;
 pub mod user;
 pub mod window;
