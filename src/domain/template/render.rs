@@ -310,45 +310,39 @@ pub fn render(
         &value_of,
     );
 
-    let longest_in = |location: fn(&PlaceholderLocation) -> bool| {
-        slots
-            .iter()
-            .filter(|s| location(&s.location))
-            .max_by_key(|s| values.get(&s.key).map_or(0, |v| char_len(v)))
-            .map(|s| s.key.clone())
-            .unwrap_or_default()
-    };
-    let too_long = |part: &'static str,
-                    limit: usize,
-                    text: &str,
-                    location: fn(&PlaceholderLocation) -> bool| {
-        let actual = char_len(text);
-        (actual > limit).then(|| RenderError::TooLong {
-            name: longest_in(location),
-            part,
-            limit,
-            actual,
-        })
-    };
-    if let Some(header) = &filled.header
-        && let Some(e) = too_long("header", WHATSAPP_HEADER_MAX, header, |l| {
+    // Each filled part against its limit; a part that is too long names its longest value.
+    type InPart = fn(&PlaceholderLocation) -> bool;
+    let mut parts: Vec<(&'static str, usize, &str, InPart)> = Vec::new();
+    if let Some(header) = &filled.header {
+        parts.push(("header", WHATSAPP_HEADER_MAX, header, |l| {
             *l == PlaceholderLocation::Header
-        })
-    {
-        return Err(e);
+        }));
     }
-    if let Some(e) = too_long("text", body_limit(kind), &filled.body, |l| {
+    parts.push(("text", body_limit(kind), &filled.body, |l| {
         *l == PlaceholderLocation::Body
-    }) {
-        return Err(e);
-    }
-    for button in &filled.buttons {
-        if let Some(url) = button.target.as_deref().filter(|_| button.kind == "url")
-            && let Some(e) = too_long("button link", WHATSAPP_BUTTON_URL_MAX, url, |l| {
+    }));
+    for button in filled.buttons.iter().filter(|b| b.kind == "url") {
+        if let Some(url) = &button.target {
+            parts.push(("button link", WHATSAPP_BUTTON_URL_MAX, url, |l| {
                 matches!(l, PlaceholderLocation::Button { .. })
-            })
-        {
-            return Err(e);
+            }));
+        }
+    }
+    for (part, limit, text, in_part) in parts {
+        let actual = char_len(text);
+        if actual > limit {
+            let longest = slots
+                .iter()
+                .filter(|s| in_part(&s.location))
+                .max_by_key(|s| values.get(&s.key).map_or(0, |v| char_len(v)))
+                .map(|s| s.key.clone())
+                .unwrap_or_default();
+            return Err(RenderError::TooLong {
+                name: longest,
+                part,
+                limit,
+                actual,
+            });
         }
     }
 
@@ -455,10 +449,13 @@ pub fn preview(kind: ChannelKind, draft: &TemplateDraft) -> Preview {
                     ("phone_number", text, Some(b.phone_number.trim().to_owned()))
                 }
                 Ok(ButtonType::QuickReply) => ("quick_reply", text, None),
-                _ if kind == ChannelKind::Viber || b.kind.trim() == "url" => {
+                Ok(ButtonType::Url) => ("url", text, Some(b.url.trim().to_owned())),
+                // A Viber button is always a link; a WhatsApp row without a valid type shows
+                // as a plain button until its type is chosen.
+                Err(_) if kind == ChannelKind::Viber => {
                     ("url", text, Some(b.url.trim().to_owned()))
                 }
-                _ => ("quick_reply", text, None),
+                Err(_) => ("quick_reply", text, None),
             }
         })
         .collect();

@@ -965,7 +965,10 @@ fn variables_read_as_a_list_or_a_map_in_json() {
 fn an_invalid_draft_still_previews() {
     let mut d = wa("Hi {{1}}, order {{3}} ships {{ 4 }} today, thank you.");
     d.samples = samples(&[("1", "Alex")]);
-    d.buttons = vec![button("url", "Track", "https://example.com/t/{{1}}")];
+    d.buttons = vec![ButtonDraft {
+        kind: "URL".into(),
+        ..button("url", "Track", "https://example.com/t/{{1}}")
+    }];
     let p = preview(WA, &d);
     assert_eq!(
         p.body,
