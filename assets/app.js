@@ -3,16 +3,99 @@
 (function () {
   "use strict";
 
-  // <form data-confirm="Really?">: ask before a destructive action.
+  // Ask before destructive actions: <form data-confirm="Really?">, or on the submit button
+  // (data-confirm, and data-confirm-delete when the form's action select says "delete").
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
+    var button = event.submitter;
     var question = form.getAttribute("data-confirm");
+    if (button) {
+      var action = form.querySelector("select[name=action]");
+      if (action && action.value === "delete" && button.getAttribute("data-confirm-delete")) {
+        question = button.getAttribute("data-confirm-delete");
+      } else if (button.getAttribute("data-confirm")) {
+        question = button.getAttribute("data-confirm");
+      }
+    }
     if (question && !window.confirm(question)) {
       event.preventDefault();
       event.stopImmediatePropagation();
     }
   }, true);
+
+  // <input type=checkbox data-check-all="ids">: (un)check every "ids" box of its form.
+  document.addEventListener("change", function (event) {
+    var box = event.target;
+    if (!(box instanceof HTMLInputElement) || !box.hasAttribute("data-check-all")) return;
+    var name = box.getAttribute("data-check-all");
+    var scope = box.form || document;
+    scope.querySelectorAll("input[type=checkbox][name='" + name + "']").forEach(function (b) { b.checked = box.checked; });
+  });
+
+  // <button data-add-row="#rows">: append an empty copy of the last row.
+  document.addEventListener("click", function (event) {
+    var button = event.target instanceof Element ? event.target.closest("[data-add-row]") : null;
+    if (!button) return;
+    var rows = document.querySelector(button.getAttribute("data-add-row"));
+    var last = rows && rows.lastElementChild;
+    if (!last) return;
+    var copy = last.cloneNode(true);
+    copy.querySelectorAll("input").forEach(function (i) { i.value = ""; });
+    rows.appendChild(copy);
+    var first = copy.querySelector("input");
+    if (first) first.focus();
+  });
+
+  // <input type=file data-preview="/url" data-preview-target="#el">: send the first 64 KiB of
+  // the chosen file to the server, which answers with the column mapping form.
+  document.addEventListener("change", function (event) {
+    var input = event.target;
+    if (!(input instanceof HTMLInputElement) || input.type !== "file" || !input.hasAttribute("data-preview")) return;
+    var file = input.files && input.files[0];
+    var target = document.querySelector(input.getAttribute("data-preview-target"));
+    if (!file || !target) return;
+    var body = new FormData();
+    body.append("file_name", file.name);
+    body.append("sample", file.slice(0, 65536), file.name);
+    var token = document.body.getAttribute("hx-headers");
+    var headers = { "HX-Request": "true" };
+    try { headers["X-CSRF-Token"] = JSON.parse(token)["X-CSRF-Token"]; } catch (e) { /* no token: the server refuses */ }
+    target.innerHTML = "<p class=\"muted\">Reading " + file.name.replace(/[<>&"]/g, "") + "…</p>";
+    fetch(input.getAttribute("data-preview"), { method: "POST", body: body, headers: headers, credentials: "same-origin" })
+      .then(function (r) { return r.text(); })
+      .then(function (html) {
+        target.innerHTML = html;
+        var size = target.querySelector("[data-file-size]");
+        if (size) size.value = String(file.size);
+        if (window.htmx) window.htmx.process(target);
+      })
+      .catch(function () { target.innerHTML = "<div class=\"flash flash-error\">The file could not be read. Try again.</div>"; });
+  });
+
+  // Import progress: show the box, poll the server's counts, and follow the upload.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail && event.detail.elt;
+    if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-import-progress")) return;
+    var box = document.querySelector(form.getAttribute("data-import-progress"));
+    var id = form.querySelector("input[name=import_id]");
+    if (!box) return;
+    box.hidden = false;
+    form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = true; });
+    if (id && window.htmx) {
+      var status = document.createElement("div");
+      status.setAttribute("hx-get", "/contacts/imports/" + encodeURIComponent(id.value) + "/progress");
+      status.setAttribute("hx-trigger", "every 1s");
+      status.setAttribute("hx-swap", "outerHTML");
+      box.appendChild(status);
+      window.htmx.process(status);
+    }
+  });
+  document.addEventListener("htmx:xhr:progress", function (event) {
+    var bar = document.getElementById("upload-progress");
+    var d = event.detail;
+    if (bar && d && d.lengthComputable && d.total > 0) bar.value = Math.round(d.loaded * 100 / d.total);
+  });
 
   // <button data-copy="#selector">: copy the text of an element.
   document.addEventListener("click", function (event) {

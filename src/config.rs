@@ -27,6 +27,9 @@ pub struct Settings {
     pub trust_proxy: bool,
     /// `HERALD_SESSION_HOURS`: how long a sign-in lasts.
     pub session_ttl: Duration,
+    /// `HERALD_DEFAULT_COUNTRY`: the country assumed for phone numbers written without a
+    /// country code (imports may choose another).
+    pub default_country: crate::domain::phone::DefaultCountry,
     /// `HERALD_LOG`: log filter, e.g. `info` or `herald=debug,actix_web=info`.
     pub log_filter: String,
     /// `HERALD_LOG_FORMAT`: `text` (default) or `json`.
@@ -136,7 +139,17 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        let default_country = match get("HERALD_DEFAULT_COUNTRY") {
+            None => crate::domain::phone::DefaultCountry::default(),
+            Some(c) => {
+                crate::domain::phone::DefaultCountry::parse(&c).map_err(|message| ConfigError {
+                    name: "HERALD_DEFAULT_COUNTRY",
+                    message,
+                })?
+            }
+        };
         Ok(Settings {
+            default_country,
             database_url: get("DATABASE_URL").unwrap_or_else(|| "sqlite://herald.db".into()),
             bind: get("HERALD_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
             secret_key,

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod import;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -3,9 +3,11 @@
 pub mod audit;
 pub mod channel;
 pub mod consent;
+pub mod contact;
 pub mod content;
 pub mod message;
 pub mod phone;
+pub mod policy;
 pub mod retry;
 pub mod role;
 pub mod sms;

@@ -148,3 +148,23 @@ pub fn seed_sandbox(conn: &mut DbConnection) -> QueryResult<Vec<Channel>> {
             .collect()
     })
 }
+
+pub fn find(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Channel>> {
+    channels::table
+        .find(id)
+        .select(ChannelRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Channel::try_from)
+        .transpose()
+}
+
+pub fn find_by_public_id(conn: &mut DbConnection, public_id: &str) -> QueryResult<Option<Channel>> {
+    channels::table
+        .filter(channels::public_id.eq(public_id))
+        .select(ChannelRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Channel::try_from)
+        .transpose()
+}

@@ -4,6 +4,11 @@
 pub mod api_keys;
 pub mod audit;
 pub mod channels;
+pub mod consents;
+pub mod contacts;
+pub mod conversations;
+pub mod imports;
+pub mod lists;
 pub mod login_attempts;
 pub mod schema;
 pub mod settings;
@@ -18,6 +23,19 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Runs the same Diesel expression against whichever backend the connection is, for the
+/// statements a MultiConnection cannot express (upserts, insert-or-ignore). The body is
+/// type-checked once per backend.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::storage::DbConnection::Sqlite($c) => $body,
+            $crate::storage::DbConnection::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;
 
 /// A connection to whichever database `DATABASE_URL` names.
 #[derive(diesel::MultiConnection)]

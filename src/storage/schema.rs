@@ -79,7 +79,177 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    contacts (id) {
+        id -> BigInt,
+        public_id -> Text,
+        phone -> Text,
+        name -> Text,
+        email -> Text,
+        language -> Text,
+        time_zone -> Text,
+        attributes -> Text,
+        last_import_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    attribute_keys (key) {
+        key -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    lists (id) {
+        id -> BigInt,
+        public_id -> Text,
+        name -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    list_members (list_id, contact_id) {
+        list_id -> BigInt,
+        contact_id -> BigInt,
+        added_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    contact_consents (contact_id, channel_kind) {
+        contact_id -> BigInt,
+        channel_kind -> Text,
+        status -> Text,
+        source -> Text,
+        detail -> Text,
+        changed_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    consent_events (id) {
+        id -> BigInt,
+        contact_id -> BigInt,
+        channel_kind -> Text,
+        status -> Text,
+        source -> Text,
+        detail -> Text,
+        actor_label -> Text,
+        occurred_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    contact_windows (contact_id, channel_id) {
+        contact_id -> BigInt,
+        channel_id -> BigInt,
+        last_inbound_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    inbound_messages (id) {
+        id -> BigInt,
+        public_id -> Text,
+        channel_id -> BigInt,
+        contact_id -> BigInt,
+        provider_message_id -> Nullable<Text>,
+        body -> Text,
+        received_at -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> BigInt,
+        public_id -> Text,
+        channel_id -> BigInt,
+        contact_id -> BigInt,
+        to_address -> Text,
+        campaign_id -> Nullable<BigInt>,
+        template_id -> Nullable<BigInt>,
+        content_kind -> Text,
+        body -> Text,
+        content -> Text,
+        status -> Text,
+        provider_message_id -> Nullable<Text>,
+        error_code -> Nullable<Text>,
+        error_message -> Nullable<Text>,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        lease_expires_at -> Nullable<Timestamp>,
+        idempotency_key -> Nullable<Text>,
+        requested_by -> Text,
+        resend_of -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+        delivered_at -> Nullable<Timestamp>,
+        read_at -> Nullable<Timestamp>,
+        failed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    message_events (id) {
+        id -> BigInt,
+        message_id -> BigInt,
+        status -> Text,
+        source -> Text,
+        detail -> Text,
+        occurred_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    imports (id) {
+        id -> BigInt,
+        public_id -> Text,
+        file_name -> Text,
+        status -> Text,
+        list_id -> Nullable<BigInt>,
+        bytes_total -> Nullable<BigInt>,
+        bytes_read -> BigInt,
+        rows_read -> BigInt,
+        imported -> BigInt,
+        updated -> BigInt,
+        rejected -> BigInt,
+        error -> Nullable<Text>,
+        requested_by -> Text,
+        created_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    import_rejections (id) {
+        id -> BigInt,
+        import_id -> BigInt,
+        row_number -> BigInt,
+        value -> Text,
+        reason -> Text,
+    }
+}
+
 diesel::joinable!(api_keys -> users (created_by));
+diesel::joinable!(list_members -> lists (list_id));
+diesel::joinable!(list_members -> contacts (contact_id));
+diesel::joinable!(contact_consents -> contacts (contact_id));
+diesel::joinable!(consent_events -> contacts (contact_id));
+diesel::joinable!(contact_windows -> contacts (contact_id));
+diesel::joinable!(contact_windows -> channels (channel_id));
+diesel::joinable!(inbound_messages -> contacts (contact_id));
+diesel::joinable!(inbound_messages -> channels (channel_id));
+diesel::joinable!(messages -> contacts (contact_id));
+diesel::joinable!(messages -> channels (channel_id));
+diesel::joinable!(message_events -> messages (message_id));
+diesel::joinable!(import_rejections -> imports (import_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     app_settings,
@@ -87,5 +257,17 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     login_attempts,
     channels,
-    audit_log
+    audit_log,
+    contacts,
+    attribute_keys,
+    lists,
+    list_members,
+    contact_consents,
+    consent_events,
+    contact_windows,
+    inbound_messages,
+    messages,
+    message_events,
+    imports,
+    import_rejections,
 );

@@ -27,6 +27,15 @@ pub fn ago_at(at: Option<&NaiveDateTime>, now: NaiveDateTime) -> String {
     }
 }
 
+/// Escapes text for an HTML attribute or element (for the few fragments built without a template).
+pub fn attr_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&#39;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

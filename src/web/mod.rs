@@ -8,12 +8,16 @@ pub mod audit;
 pub mod auth_pages;
 pub mod channels;
 pub mod chrome;
+pub mod contacts;
 pub mod csrf;
+pub mod download;
 pub mod errors;
 pub mod format;
 pub mod health;
 pub mod home;
 pub mod identity;
+pub mod imports;
+pub mod lists;
 pub mod session;
 pub mod users;
 
@@ -88,6 +92,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(post().to(api_keys::create)),
         )
         .service(resource("/settings/api-keys/{id}/revoke").post(api_keys::revoke))
+        .service(
+            resource("/contacts")
+                .route(get().to(contacts::index))
+                .route(post().to(contacts::create)),
+        )
+        .service(resource("/contacts/new").get(contacts::new_form))
+        .service(resource("/contacts/export.csv").get(contacts::export))
+        .service(resource("/contacts/bulk").post(contacts::bulk))
+        .service(
+            resource(lists::PATH)
+                .route(get().to(lists::index))
+                .route(post().to(lists::create)),
+        )
+        .service(resource("/contacts/lists/{id}/rename").post(lists::rename))
+        .service(resource("/contacts/lists/{id}/delete").post(lists::delete))
+        .service(
+            resource("/contacts/import")
+                .route(get().to(imports::index))
+                .route(post().to(imports::start)),
+        )
+        .service(resource("/contacts/import/preview").post(imports::preview))
+        .service(resource("/contacts/imports/{id}").get(imports::show))
+        .service(resource("/contacts/imports/{id}/progress").get(imports::progress))
+        .service(resource("/contacts/imports/{id}/rejected.csv").get(imports::rejected_csv))
+        .service(
+            resource("/contacts/{id}")
+                .route(get().to(contacts::show))
+                .route(post().to(contacts::update)),
+        )
+        .service(resource("/contacts/{id}/delete").post(contacts::delete))
+        .service(resource("/contacts/{id}/consent").post(contacts::set_consent))
+        .service(resource("/contacts/{id}/lists").post(contacts::add_to_list))
+        .service(resource("/contacts/{id}/lists/{list}/remove").post(contacts::remove_from_list))
+        .service(resource("/contacts/{id}/simulate-reply").post(contacts::simulate_reply))
         .service(resource(paths::CHANNELS).get(channels::index))
         .service(resource(paths::AUDIT).get(audit::index))
         .default_service(web::to(not_found));

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod channels;
+pub mod contacts;
 
 use actix_web::{HttpRequest, error, web};
 
@@ -19,6 +20,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(path_error))
     .route("/channels", web::get().to(channels::list))
     .route("/audit", web::get().to(audit::list))
+    .route("/contacts/import", web::post().to(contacts::import))
+    .service(
+        web::resource("/contacts")
+            .route(web::get().to(contacts::list))
+            .route(web::post().to(contacts::upsert)),
+    )
+    .route("/contacts/{id}", web::get().to(contacts::get))
     .default_service(web::to(not_found));
 }
 

@@ -1,0 +1,12 @@
+DROP TABLE import_rejections;
+DROP TABLE imports;
+DROP TABLE message_events;
+DROP TABLE messages;
+DROP TABLE inbound_messages;
+DROP TABLE contact_windows;
+DROP TABLE consent_events;
+DROP TABLE contact_consents;
+DROP TABLE list_members;
+DROP TABLE lists;
+DROP TABLE attribute_keys;
+DROP TABLE contacts;

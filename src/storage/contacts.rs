@@ -1,0 +1,463 @@
+//! Contacts: one per phone number, with fields, free-form attributes, and search with keyset
+//! pagination that stays fast at a million rows.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{attribute_keys, contact_consents, contacts, list_members};
+use super::{DbConnection, new_public_id, now, on_backend};
+use crate::domain::channel::ChannelKind;
+use crate::domain::contact::{Attributes, attributes_from_json, attributes_to_json};
+use crate::domain::phone::E164;
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = contacts)]
+struct ContactRow {
+    id: i64,
+    public_id: String,
+    phone: String,
+    name: String,
+    email: String,
+    language: String,
+    time_zone: String,
+    attributes: String,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub id: i64,
+    pub public_id: String,
+    pub phone: E164,
+    pub name: String,
+    pub email: String,
+    pub language: String,
+    pub time_zone: String,
+    pub attributes: Attributes,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl From<ContactRow> for Contact {
+    fn from(r: ContactRow) -> Self {
+        Contact {
+            id: r.id,
+            public_id: r.public_id,
+            phone: E164::from_trusted(r.phone),
+            name: r.name,
+            email: r.email,
+            language: r.language,
+            time_zone: r.time_zone,
+            attributes: attributes_from_json(&r.attributes),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl Contact {
+    /// The name, or the phone number for contacts without one.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            self.phone.as_str()
+        } else {
+            &self.name
+        }
+    }
+
+    /// A field or attribute by name, for template variables and exports.
+    pub fn value_of(&self, key: &str) -> Option<String> {
+        match key {
+            "phone" => Some(self.phone.to_string()),
+            "name" => Some(self.name.clone()),
+            "first_name" if !self.attributes.contains_key("first_name") => {
+                self.name.split_whitespace().next().map(str::to_owned)
+            }
+            "email" => Some(self.email.clone()),
+            "language" => Some(self.language.clone()),
+            "time_zone" => Some(self.time_zone.clone()),
+            other => self.attributes.get(other).cloned(),
+        }
+        .filter(|v| !v.is_empty())
+    }
+}
+
+/// Changes to a contact; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ContactPatch {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub language: Option<String>,
+    pub time_zone: Option<String>,
+    /// Attributes to add or overwrite (an empty value removes the attribute).
+    pub attributes: Attributes,
+    /// Replace all attributes with `attributes` instead of merging.
+    pub replace_attributes: bool,
+}
+
+impl ContactPatch {
+    fn apply(&self, contact: &mut Contact) {
+        if let Some(v) = &self.name {
+            contact.name.clone_from(v);
+        }
+        if let Some(v) = &self.email {
+            contact.email.clone_from(v);
+        }
+        if let Some(v) = &self.language {
+            contact.language.clone_from(v);
+        }
+        if let Some(v) = &self.time_zone {
+            contact.time_zone.clone_from(v);
+        }
+        if self.replace_attributes {
+            contact.attributes.clear();
+        }
+        for (k, v) in &self.attributes {
+            if v.is_empty() {
+                contact.attributes.remove(k);
+            } else {
+                contact.attributes.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+pub fn find(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Contact>> {
+    Ok(contacts::table
+        .find(id)
+        .select(ContactRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Contact::from))
+}
+
+pub fn find_by_public_id(conn: &mut DbConnection, public_id: &str) -> QueryResult<Option<Contact>> {
+    Ok(contacts::table
+        .filter(contacts::public_id.eq(public_id))
+        .select(ContactRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Contact::from))
+}
+
+pub fn find_by_phone(conn: &mut DbConnection, phone: &E164) -> QueryResult<Option<Contact>> {
+    Ok(contacts::table
+        .filter(contacts::phone.eq(phone.as_str()))
+        .select(ContactRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Contact::from))
+}
+
+/// Records attribute names in use (for exports, filters and import mappings).
+pub fn register_attribute_keys<'a>(
+    conn: &mut DbConnection,
+    keys: impl IntoIterator<Item = &'a String>,
+) -> QueryResult<()> {
+    let at = now();
+    for key in keys {
+        on_backend!(conn, |c| diesel::insert_into(attribute_keys::table)
+            .values((
+                attribute_keys::key.eq(key),
+                attribute_keys::created_at.eq(at)
+            ))
+            .on_conflict_do_nothing()
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+pub fn attribute_keys(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+    attribute_keys::table
+        .select(attribute_keys::key)
+        .order(attribute_keys::key)
+        .load(conn)
+}
+
+fn insert(conn: &mut DbConnection, phone: &E164, patch: &ContactPatch) -> QueryResult<Contact> {
+    let mut contact = Contact {
+        id: 0,
+        public_id: new_public_id(),
+        phone: phone.clone(),
+        name: String::new(),
+        email: String::new(),
+        language: String::new(),
+        time_zone: String::new(),
+        attributes: Attributes::new(),
+        created_at: now(),
+        updated_at: now(),
+    };
+    patch.apply(&mut contact);
+    let id = diesel::insert_into(contacts::table)
+        .values((
+            contacts::public_id.eq(&contact.public_id),
+            contacts::phone.eq(contact.phone.as_str()),
+            contacts::name.eq(&contact.name),
+            contacts::email.eq(&contact.email),
+            contacts::language.eq(&contact.language),
+            contacts::time_zone.eq(&contact.time_zone),
+            contacts::attributes.eq(attributes_to_json(&contact.attributes)),
+            contacts::created_at.eq(contact.created_at),
+            contacts::updated_at.eq(contact.updated_at),
+        ))
+        .returning(contacts::id)
+        .get_result(conn)?;
+    contact.id = id;
+    register_attribute_keys(conn, contact.attributes.keys())?;
+    Ok(contact)
+}
+
+/// Applies a patch to an existing contact and returns it as stored.
+pub fn update(
+    conn: &mut DbConnection,
+    mut contact: Contact,
+    patch: &ContactPatch,
+) -> QueryResult<Contact> {
+    patch.apply(&mut contact);
+    contact.updated_at = now();
+    diesel::update(contacts::table.find(contact.id))
+        .set((
+            contacts::name.eq(&contact.name),
+            contacts::email.eq(&contact.email),
+            contacts::language.eq(&contact.language),
+            contacts::time_zone.eq(&contact.time_zone),
+            contacts::attributes.eq(attributes_to_json(&contact.attributes)),
+            contacts::updated_at.eq(contact.updated_at),
+        ))
+        .execute(conn)?;
+    register_attribute_keys(
+        conn,
+        patch
+            .attributes
+            .keys()
+            .filter(|k| !patch.attributes[*k].is_empty()),
+    )?;
+    Ok(contact)
+}
+
+/// Creates the contact for this phone number, or updates the one that has it. True when created.
+/// Two callers racing for the same new number both succeed: the loser updates.
+pub fn upsert(
+    conn: &mut DbConnection,
+    phone: &E164,
+    patch: &ContactPatch,
+) -> QueryResult<(Contact, bool)> {
+    if let Some(existing) = find_by_phone(conn, phone)? {
+        return Ok((update(conn, existing, patch)?, false));
+    }
+    // A savepoint, so a lost race (unique violation) does not abort an outer transaction.
+    match conn.transaction(|c| insert(c, phone, patch)) {
+        Ok(c) => Ok((c, true)),
+        Err(e) if super::is_unique_violation(&e) => {
+            let existing = find_by_phone(conn, phone)?.ok_or(diesel::result::Error::NotFound)?;
+            Ok((update(conn, existing, patch)?, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes contacts (with their list memberships, consent, windows and conversation).
+pub fn delete(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<usize> {
+    let mut n = 0;
+    for chunk in ids.chunks(500) {
+        n += diesel::delete(contacts::table.filter(contacts::id.eq_any(chunk))).execute(conn)?;
+    }
+    Ok(n)
+}
+
+/// What the contacts page and the export filter on.
+#[derive(Debug, Clone, Default)]
+pub struct ContactFilter {
+    /// Part of a phone number, name, e-mail or attribute value.
+    pub q: Option<String>,
+    pub list_id: Option<i64>,
+    /// Only contacts opted out of this kind of channel.
+    pub opted_out: Option<ChannelKind>,
+    pub language: Option<String>,
+}
+
+impl ContactFilter {
+    pub fn is_empty(&self) -> bool {
+        self.q.is_none()
+            && self.list_id.is_none()
+            && self.opted_out.is_none()
+            && self.language.is_none()
+    }
+}
+
+fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// Digits of a query that looks like (part of) a phone number: "+44 20 79" -> "442079".
+fn phone_digits(q: &str) -> Option<String> {
+    let looks_like_phone = q
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+    let digits: String = q.chars().filter(char::is_ascii_digit).collect();
+    (looks_like_phone && digits.len() >= 3).then_some(digits)
+}
+
+type BoxedContacts<'a> = contacts::BoxedQuery<'a, super::MultiBackend>;
+
+fn filtered(filter: &ContactFilter) -> BoxedContacts<'static> {
+    let mut query = contacts::table.into_boxed();
+    if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        if let Some(digits) = phone_digits(q) {
+            query = query.filter(contacts::phone.like(like_pattern(&digits)).escape('\\'));
+        } else {
+            let pattern = like_pattern(&q.to_lowercase());
+            query = query.filter(
+                lower(contacts::name)
+                    .like(pattern.clone())
+                    .escape('\\')
+                    .or(lower(contacts::email).like(pattern.clone()).escape('\\'))
+                    .or(lower(contacts::attributes).like(pattern).escape('\\')),
+            );
+        }
+    }
+    if let Some(list_id) = filter.list_id {
+        query = query.filter(
+            contacts::id.eq_any(
+                list_members::table
+                    .filter(list_members::list_id.eq(list_id))
+                    .select(list_members::contact_id),
+            ),
+        );
+    }
+    if let Some(kind) = filter.opted_out {
+        query = query.filter(
+            contacts::id.eq_any(
+                contact_consents::table
+                    .filter(contact_consents::channel_kind.eq(kind.as_str()))
+                    .filter(contact_consents::status.eq("opted_out"))
+                    .select(contact_consents::contact_id),
+            ),
+        );
+    }
+    if let Some(lang) = filter.language.clone() {
+        query = query.filter(contacts::language.eq(lang));
+    }
+    query
+}
+
+/// Which way a page goes from its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    First,
+    /// Rows older than this id (the next page).
+    Before(i64),
+    /// Rows newer than this id (the previous page).
+    After(i64),
+}
+
+/// A page of contacts, newest first, by keyset (no OFFSET: the 20,000th page costs what the
+/// first does). Returns up to `limit` rows plus whether more exist beyond them in that direction.
+pub fn page(
+    conn: &mut DbConnection,
+    filter: &ContactFilter,
+    cursor: Cursor,
+    limit: i64,
+) -> QueryResult<(Vec<Contact>, bool)> {
+    let query = filtered(filter)
+        .select(ContactRow::as_select())
+        .limit(limit + 1);
+    let mut rows: Vec<ContactRow> = match cursor {
+        Cursor::First => query.order(contacts::id.desc()).load(conn)?,
+        Cursor::Before(id) => query
+            .filter(contacts::id.lt(id))
+            .order(contacts::id.desc())
+            .load(conn)?,
+        Cursor::After(id) => {
+            let mut r: Vec<ContactRow> = query
+                .filter(contacts::id.gt(id))
+                .order(contacts::id.asc())
+                .load(conn)?;
+            let more = r.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+            r.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            r.reverse();
+            return Ok((r.into_iter().map(Contact::from).collect(), more));
+        }
+    };
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok((rows.into_iter().map(Contact::from).collect(), more))
+}
+
+/// How many contacts match (for "1,284 contacts" and bulk-action confirmations).
+pub fn count(conn: &mut DbConnection, filter: &ContactFilter) -> QueryResult<i64> {
+    filtered(filter).count().get_result(conn)
+}
+
+/// Ids of the matching contacts with id below `before`, newest first, for bulk actions and
+/// exports that walk a whole filter in batches.
+pub fn ids_batch(
+    conn: &mut DbConnection,
+    filter: &ContactFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<i64>> {
+    let mut query = filtered(filter)
+        .select(contacts::id)
+        .order(contacts::id.desc())
+        .limit(limit);
+    if let Some(b) = before {
+        query = query.filter(contacts::id.lt(b));
+    }
+    query.load(conn)
+}
+
+/// Full rows for an export batch (same walk as `ids_batch`).
+pub fn rows_batch(
+    conn: &mut DbConnection,
+    filter: &ContactFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<Contact>> {
+    let mut query = filtered(filter)
+        .select(ContactRow::as_select())
+        .order(contacts::id.desc())
+        .limit(limit);
+    if let Some(b) = before {
+        query = query.filter(contacts::id.lt(b));
+    }
+    Ok(query.load(conn)?.into_iter().map(Contact::from).collect())
+}
+
+/// Contacts by id, in no particular order.
+pub fn by_ids(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<Contact>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let rows: Vec<ContactRow> = contacts::table
+            .filter(contacts::id.eq_any(chunk))
+            .select(ContactRow::as_select())
+            .load(conn)?;
+        out.extend(rows.into_iter().map(Contact::from));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_like_queries_search_digits() {
+        assert_eq!(phone_digits("+44 20 79").as_deref(), Some("442079"));
+        assert_eq!(phone_digits("(201) 555"), Some("201555".into()));
+        assert_eq!(phone_digits("12"), None);
+        assert_eq!(phone_digits("ada 123"), None);
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("50%_off"), "%50\\%\\_off%");
+    }
+}

@@ -1,0 +1,244 @@
+//! The conversation with a contact: inbound messages (which open the customer-service window
+//! and may carry an opt-out keyword), the windows, and the timeline of both directions.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::channels::Channel;
+use super::contacts::{self, Contact, ContactPatch};
+use super::schema::{contact_windows, inbound_messages, messages};
+use super::{DbConnection, consents, new_public_id, now, on_backend};
+use crate::domain::consent::{ConsentSource, ConsentStatus, KeywordIntent, keyword_intent};
+use crate::domain::phone::E164;
+
+/// What recording an inbound message did.
+#[derive(Debug, Clone)]
+pub struct InboundOutcome {
+    pub contact: Contact,
+    pub created_contact: bool,
+    /// The provider had already delivered this message (a webhook retry): nothing was changed.
+    pub duplicate: bool,
+    /// The consent change a keyword caused, if any.
+    pub consent_change: Option<ConsentStatus>,
+}
+
+pub struct Inbound<'a> {
+    pub from: &'a E164,
+    pub text: &'a str,
+    pub provider_message_id: Option<&'a str>,
+    pub received_at: NaiveDateTime,
+    /// A name the provider knows the sender by (WhatsApp profile name), used for new contacts.
+    pub profile_name: Option<&'a str>,
+}
+
+/// Records a message from a customer: creates the contact if the number is new, stores the
+/// message (once, whatever the provider retries), restarts the window on this channel, and
+/// applies an opt-out or opt-in keyword to this kind of channel.
+pub fn record_inbound(
+    conn: &mut DbConnection,
+    channel: &Channel,
+    msg: &Inbound<'_>,
+) -> QueryResult<InboundOutcome> {
+    conn.transaction(|conn| {
+        let patch = ContactPatch::default();
+        let (mut contact, created_contact) = contacts::upsert(conn, msg.from, &patch)?;
+        if created_contact
+            && let Some(name) = msg.profile_name.map(str::trim).filter(|n| !n.is_empty())
+        {
+            let with_name = ContactPatch {
+                name: Some(
+                    name.chars()
+                        .take(crate::domain::contact::MAX_NAME_CHARS)
+                        .collect(),
+                ),
+                ..ContactPatch::default()
+            };
+            contact = contacts::update(conn, contact, &with_name)?;
+        }
+
+        let row = (
+            inbound_messages::public_id.eq(new_public_id()),
+            inbound_messages::channel_id.eq(channel.id),
+            inbound_messages::contact_id.eq(contact.id),
+            inbound_messages::provider_message_id.eq(msg.provider_message_id),
+            inbound_messages::body.eq(msg.text),
+            inbound_messages::received_at.eq(msg.received_at),
+            inbound_messages::created_at.eq(now()),
+        );
+        let inserted = on_backend!(conn, |c| diesel::insert_into(inbound_messages::table)
+            .values(row)
+            .on_conflict_do_nothing()
+            .execute(c))?;
+        if inserted == 0 {
+            return Ok(InboundOutcome {
+                contact,
+                created_contact,
+                duplicate: true,
+                consent_change: None,
+            });
+        }
+
+        touch_window(conn, contact.id, channel.id, msg.received_at)?;
+
+        let consent_change = match keyword_intent(msg.text) {
+            Some(intent) => {
+                let status = match intent {
+                    KeywordIntent::OptOut => ConsentStatus::OptedOut,
+                    KeywordIntent::OptIn => ConsentStatus::OptedIn,
+                };
+                let keyword = msg.text.trim().to_uppercase();
+                let changed = consents::set(
+                    conn,
+                    contact.id,
+                    channel.kind,
+                    status,
+                    ConsentSource::Keyword,
+                    &format!("{keyword} on {}", channel.name),
+                    &format!("{} (by keyword)", contact.phone),
+                )?;
+                changed.then_some(status)
+            }
+            None => None,
+        };
+        Ok(InboundOutcome {
+            contact,
+            created_contact,
+            duplicate: false,
+            consent_change,
+        })
+    })
+}
+
+/// Moves the window's start forward to `at` (never backwards: webhooks arrive out of order).
+fn touch_window(
+    conn: &mut DbConnection,
+    contact_id: i64,
+    channel_id: i64,
+    at: NaiveDateTime,
+) -> QueryResult<()> {
+    let row = (
+        contact_windows::contact_id.eq(contact_id),
+        contact_windows::channel_id.eq(channel_id),
+        contact_windows::last_inbound_at.eq(at),
+    );
+    on_backend!(conn, |c| diesel::insert_into(contact_windows::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    diesel::update(
+        contact_windows::table
+            .filter(contact_windows::contact_id.eq(contact_id))
+            .filter(contact_windows::channel_id.eq(channel_id))
+            .filter(contact_windows::last_inbound_at.lt(at)),
+    )
+    .set(contact_windows::last_inbound_at.eq(at))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// When the contact last wrote on each channel: `(channel_id, last_inbound_at)`.
+pub fn windows(conn: &mut DbConnection, contact_id: i64) -> QueryResult<Vec<(i64, NaiveDateTime)>> {
+    contact_windows::table
+        .filter(contact_windows::contact_id.eq(contact_id))
+        .select((
+            contact_windows::channel_id,
+            contact_windows::last_inbound_at,
+        ))
+        .load(conn)
+}
+
+/// One entry of a contact's conversation.
+#[derive(Debug, Clone)]
+pub enum TimelineItem {
+    Inbound {
+        channel_id: i64,
+        body: String,
+        at: NaiveDateTime,
+    },
+    Outbound {
+        public_id: String,
+        channel_id: i64,
+        body: String,
+        status: String,
+        error: Option<String>,
+        at: NaiveDateTime,
+    },
+}
+
+impl TimelineItem {
+    pub fn at(&self) -> NaiveDateTime {
+        match self {
+            TimelineItem::Inbound { at, .. } | TimelineItem::Outbound { at, .. } => *at,
+        }
+    }
+}
+
+/// The newest `limit` messages in both directions, newest first.
+pub fn timeline(
+    conn: &mut DbConnection,
+    contact_id: i64,
+    limit: i64,
+) -> QueryResult<Vec<TimelineItem>> {
+    let inbound: Vec<(i64, String, NaiveDateTime)> = inbound_messages::table
+        .filter(inbound_messages::contact_id.eq(contact_id))
+        .select((
+            inbound_messages::channel_id,
+            inbound_messages::body,
+            inbound_messages::received_at,
+        ))
+        .order(inbound_messages::received_at.desc())
+        .limit(limit)
+        .load(conn)?;
+    #[allow(clippy::type_complexity)]
+    let outbound: Vec<(
+        String,
+        i64,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        NaiveDateTime,
+    )> = messages::table
+        .filter(messages::contact_id.eq(contact_id))
+        .select((
+            messages::public_id,
+            messages::channel_id,
+            messages::body,
+            messages::status,
+            messages::error_code,
+            messages::error_message,
+            messages::created_at,
+        ))
+        .order(messages::created_at.desc())
+        .limit(limit)
+        .load(conn)?;
+    let mut items: Vec<TimelineItem> = inbound
+        .into_iter()
+        .map(|(channel_id, body, at)| TimelineItem::Inbound {
+            channel_id,
+            body,
+            at,
+        })
+        .chain(outbound.into_iter().map(
+            |(public_id, channel_id, body, status, code, message, at)| {
+                let error = match (code, message) {
+                    (Some(c), Some(m)) => Some(format!("{m} ({c})")),
+                    (None, Some(m)) => Some(m),
+                    (Some(c), None) => Some(c),
+                    (None, None) => None,
+                };
+                TimelineItem::Outbound {
+                    public_id,
+                    channel_id,
+                    body,
+                    status,
+                    error,
+                    at,
+                }
+            },
+        ))
+        .collect();
+    items.sort_by_key(|i| std::cmp::Reverse(i.at()));
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(items)
+}

@@ -1,0 +1,466 @@
+//! CSV imports: their progress, their rejected rows, and the batched upsert that writes a
+//! thousand contacts per statement.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+
+use super::schema::{contacts, import_rejections, imports};
+use super::{DbConnection, lists, new_public_id, now};
+use crate::domain::channel::ChannelKind;
+use crate::domain::consent::ConsentStatus;
+use crate::domain::contact::{Attributes, attributes_to_json};
+use crate::domain::phone::E164;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = imports)]
+pub struct Import {
+    pub id: i64,
+    pub public_id: String,
+    pub file_name: String,
+    pub status: String,
+    pub list_id: Option<i64>,
+    pub bytes_total: Option<i64>,
+    pub bytes_read: i64,
+    pub rows_read: i64,
+    pub imported: i64,
+    pub updated: i64,
+    pub rejected: i64,
+    pub error: Option<String>,
+    pub requested_by: String,
+    pub created_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+impl Import {
+    pub fn is_running(&self) -> bool {
+        self.status == "running"
+    }
+
+    /// Progress in percent when the size is known.
+    pub fn percent(&self) -> Option<i64> {
+        self.bytes_total
+            .filter(|t| *t > 0)
+            .map(|t| (self.bytes_read * 100 / t).clamp(0, 100))
+    }
+}
+
+pub fn create(
+    conn: &mut DbConnection,
+    public_id: &str,
+    file_name: &str,
+    list_id: Option<i64>,
+    bytes_total: Option<i64>,
+    requested_by: &str,
+) -> QueryResult<Import> {
+    let id: i64 = diesel::insert_into(imports::table)
+        .values((
+            imports::public_id.eq(public_id),
+            imports::file_name.eq(file_name),
+            imports::status.eq("running"),
+            imports::list_id.eq(list_id),
+            imports::bytes_total.eq(bytes_total),
+            imports::requested_by.eq(requested_by),
+            imports::created_at.eq(now()),
+        ))
+        .returning(imports::id)
+        .get_result(conn)?;
+    imports::table
+        .find(id)
+        .select(Import::as_select())
+        .first(conn)
+}
+
+pub fn find_by_public_id(conn: &mut DbConnection, public_id: &str) -> QueryResult<Option<Import>> {
+    imports::table
+        .filter(imports::public_id.eq(public_id))
+        .select(Import::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn recent(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<Import>> {
+    imports::table
+        .select(Import::as_select())
+        .order(imports::id.desc())
+        .limit(limit)
+        .load(conn)
+}
+
+pub fn finish(conn: &mut DbConnection, id: i64, error: Option<&str>) -> QueryResult<usize> {
+    diesel::update(imports::table.find(id))
+        .set((
+            imports::status.eq(if error.is_some() { "failed" } else { "done" }),
+            imports::error.eq(error),
+            imports::finished_at.eq(now()),
+        ))
+        .execute(conn)
+}
+
+/// Marks imports still "running" from before a restart as failed: their request is gone.
+pub fn fail_abandoned(conn: &mut DbConnection, older_than: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(
+        imports::table
+            .filter(imports::status.eq("running"))
+            .filter(imports::created_at.lt(older_than)),
+    )
+    .set((
+        imports::status.eq("failed"),
+        imports::error.eq("The import stopped before the end of the file (the server restarted or the upload was cut)."),
+        imports::finished_at.eq(now()),
+    ))
+    .execute(conn)
+}
+
+#[derive(Debug, Clone, Queryable)]
+pub struct Rejection {
+    pub row_number: i64,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Rejected rows in file order, a batch at a time (the report is streamed).
+pub fn rejections(
+    conn: &mut DbConnection,
+    import_id: i64,
+    after_row: i64,
+    limit: i64,
+) -> QueryResult<Vec<(i64, Rejection)>> {
+    let rows: Vec<(i64, i64, String, String)> = import_rejections::table
+        .filter(import_rejections::import_id.eq(import_id))
+        .filter(import_rejections::id.gt(after_row))
+        .select((
+            import_rejections::id,
+            import_rejections::row_number,
+            import_rejections::value,
+            import_rejections::reason,
+        ))
+        .order(import_rejections::id)
+        .limit(limit)
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, row_number, value, reason)| {
+            (
+                id,
+                Rejection {
+                    row_number,
+                    value,
+                    reason,
+                },
+            )
+        })
+        .collect())
+}
+
+/// A row that passed validation. Empty strings mean "leave the field as it is" for contacts
+/// that exist already (an import never erases data).
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub line: u64,
+    pub phone: E164,
+    pub name: String,
+    pub email: String,
+    pub language: String,
+    pub time_zone: String,
+    pub attributes: Attributes,
+    pub consents: Vec<(ChannelKind, ConsentStatus)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RejectedRow {
+    pub line: u64,
+    pub value: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchResult {
+    pub imported: u64,
+    pub updated: u64,
+    /// Rows rejected here (duplicates within the file), on top of those passed in.
+    pub rejected: u64,
+}
+
+#[derive(QueryableByName)]
+struct Upserted {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    phone: String,
+}
+
+const UPSERT_COLUMNS: &str = "public_id, phone, name, email, language, time_zone, attributes, last_import_id, created_at, updated_at";
+
+fn upsert_sql(rows: usize, postgres: bool) -> String {
+    let mut sql = format!("INSERT INTO contacts ({UPSERT_COLUMNS}) VALUES ");
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..10 {
+            if c > 0 {
+                sql.push(',');
+            }
+            if postgres {
+                n += 1;
+                sql.push_str(&format!("${n}"));
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    let keep = |col: &str| {
+        format!(
+            "{col} = CASE WHEN excluded.{col} <> '' THEN excluded.{col} ELSE contacts.{col} END"
+        )
+    };
+    let merge = if postgres {
+        "attributes = (contacts.attributes::jsonb || excluded.attributes::jsonb)::text"
+    } else {
+        "attributes = json_patch(contacts.attributes, excluded.attributes)"
+    };
+    sql.push_str(&format!(
+        " ON CONFLICT (phone) DO UPDATE SET {}, {}, {}, {}, {merge}, last_import_id = excluded.last_import_id, updated_at = excluded.updated_at RETURNING id, phone",
+        keep("name"),
+        keep("email"),
+        keep("language"),
+        keep("time_zone"),
+    ));
+    sql
+}
+
+macro_rules! bind_rows {
+    ($query:expr, $rows:expr, $import_id:expr, $at:expr) => {{
+        let mut q = $query;
+        for row in $rows {
+            q = q
+                .bind::<Text, _>(new_public_id())
+                .bind::<Text, _>(row.phone.as_str().to_owned())
+                .bind::<Text, _>(row.name.clone())
+                .bind::<Text, _>(row.email.clone())
+                .bind::<Text, _>(row.language.clone())
+                .bind::<Text, _>(row.time_zone.clone())
+                .bind::<Text, _>(attributes_to_json(&row.attributes))
+                .bind::<Nullable<BigInt>, _>(Some($import_id))
+                .bind::<Timestamp, _>($at)
+                .bind::<Timestamp, _>($at);
+        }
+        q
+    }};
+}
+
+fn upsert_contacts(
+    conn: &mut DbConnection,
+    rows: &[&ImportRow],
+    import_id: i64,
+) -> QueryResult<Vec<Upserted>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let at = now();
+    match conn {
+        DbConnection::Sqlite(c) => {
+            let q = diesel::sql_query(upsert_sql(rows.len(), false))
+                .into_boxed::<diesel::sqlite::Sqlite>();
+            bind_rows!(q, rows, import_id, at).load(c)
+        }
+        DbConnection::Postgres(c) => {
+            let q = diesel::sql_query(upsert_sql(rows.len(), true)).into_boxed::<diesel::pg::Pg>();
+            bind_rows!(q, rows, import_id, at).load(c)
+        }
+    }
+}
+
+/// Consent from an import: an opt-out always applies; an opt-in never overrides a recorded
+/// opt-out (only an admin may opt a person back in), so it only fills in missing consent.
+fn import_consents(
+    conn: &mut DbConnection,
+    entries: &[(i64, ChannelKind, ConsentStatus)],
+    detail: &str,
+) -> QueryResult<()> {
+    use super::schema::contact_consents as cc;
+    let at = now();
+    for (contact_id, kind, status) in entries {
+        let row = (
+            cc::contact_id.eq(*contact_id),
+            cc::channel_kind.eq(kind.as_str()),
+            cc::status.eq(status.as_str()),
+            cc::source.eq("import"),
+            cc::detail.eq(detail),
+            cc::changed_at.eq(at),
+        );
+        match status {
+            ConsentStatus::OptedOut => {
+                super::on_backend!(conn, |c| diesel::insert_into(cc::table)
+                    .values(row)
+                    .on_conflict((cc::contact_id, cc::channel_kind))
+                    .do_update()
+                    .set((
+                        cc::status.eq("opted_out"),
+                        cc::source.eq("import"),
+                        cc::detail.eq(detail),
+                        cc::changed_at.eq(at)
+                    ))
+                    .execute(c))?
+            }
+            ConsentStatus::OptedIn => super::on_backend!(conn, |c| diesel::insert_into(cc::table)
+                .values(row)
+                .on_conflict_do_nothing()
+                .execute(c))?,
+        };
+    }
+    Ok(())
+}
+
+/// Writes one batch of an import in one transaction: new and existing contacts (counted apart),
+/// duplicates within the file (rejected, the first occurrence wins), list membership, consent,
+/// the rejected rows, and the import's progress.
+pub fn write_batch(
+    conn: &mut DbConnection,
+    import: &Import,
+    rows: &[ImportRow],
+    rejected: &[RejectedRow],
+    bytes_read: u64,
+) -> QueryResult<BatchResult> {
+    conn.transaction(|conn| {
+        let mut result = BatchResult::default();
+        let mut rejections: Vec<RejectedRow> = rejected.to_vec();
+
+        // Duplicates inside this batch.
+        let mut first_line: HashMap<&str, u64> = HashMap::with_capacity(rows.len());
+        let mut unique: Vec<&ImportRow> = Vec::with_capacity(rows.len());
+        for row in rows {
+            match first_line.get(row.phone.as_str()) {
+                Some(first) => rejections.push(RejectedRow {
+                    line: row.line,
+                    value: row.phone.to_string(),
+                    reason: format!(
+                        "phone: {} is already on row {first} of this file; that row was imported",
+                        row.phone
+                    ),
+                }),
+                None => {
+                    first_line.insert(row.phone.as_str(), row.line);
+                    unique.push(row);
+                }
+            }
+        }
+
+        // Which exist already, and which an earlier batch of this same file wrote.
+        let phones: Vec<&str> = unique.iter().map(|r| r.phone.as_str()).collect();
+        let mut existing: HashMap<String, Option<i64>> = HashMap::with_capacity(phones.len());
+        for chunk in phones.chunks(900) {
+            let found: Vec<(String, Option<i64>)> = contacts::table
+                .filter(contacts::phone.eq_any(chunk))
+                .select((contacts::phone, contacts::last_import_id))
+                .load(conn)?;
+            existing.extend(found);
+        }
+        let mut to_write: Vec<&ImportRow> = Vec::with_capacity(unique.len());
+        for row in unique {
+            match existing.get(row.phone.as_str()) {
+                Some(Some(id)) if *id == import.id => rejections.push(RejectedRow {
+                    line: row.line,
+                    value: row.phone.to_string(),
+                    reason: format!(
+                        "phone: {} appears earlier in this file; the first occurrence was imported",
+                        row.phone
+                    ),
+                }),
+                Some(_) => {
+                    result.updated += 1;
+                    to_write.push(row);
+                }
+                None => {
+                    result.imported += 1;
+                    to_write.push(row);
+                }
+            }
+        }
+
+        let mut ids: HashMap<String, i64> = HashMap::with_capacity(to_write.len());
+        for chunk in to_write.chunks(500) {
+            for u in upsert_contacts(conn, chunk, import.id)? {
+                ids.insert(u.phone, u.id);
+            }
+        }
+        if let Some(list_id) = import.list_id {
+            let members: Vec<i64> = ids.values().copied().collect();
+            lists::add_members(conn, list_id, &members)?;
+        }
+        let consents: Vec<(i64, ChannelKind, ConsentStatus)> = to_write
+            .iter()
+            .flat_map(|r| {
+                let id = ids.get(r.phone.as_str()).copied();
+                r.consents
+                    .iter()
+                    .filter_map(move |(k, s)| id.map(|id| (id, *k, *s)))
+            })
+            .collect();
+        if !consents.is_empty() {
+            import_consents(conn, &consents, &format!("import {}", import.file_name))?;
+        }
+
+        result.rejected = (rejections.len() - rejected.len()) as u64;
+        for chunk in rejections.chunks(300) {
+            let values: Vec<_> = chunk
+                .iter()
+                .map(|r| {
+                    (
+                        import_rejections::import_id.eq(import.id),
+                        import_rejections::row_number.eq(i64::try_from(r.line).unwrap_or(i64::MAX)),
+                        import_rejections::value.eq(&r.value),
+                        import_rejections::reason.eq(&r.reason),
+                    )
+                })
+                .collect();
+            super::on_backend!(conn, |c| diesel::insert_into(import_rejections::table)
+                .values(&values)
+                .execute(c))?;
+        }
+
+        let rows_in_batch = i64::try_from(rows.len()).unwrap_or(0);
+        let rejected_rows_in_batch =
+            count_rows(rejected) + i64::try_from(result.rejected).unwrap_or(0);
+        diesel::update(imports::table.find(import.id))
+            .set((
+                imports::bytes_read.eq(i64::try_from(bytes_read).unwrap_or(i64::MAX)),
+                imports::rows_read.eq(imports::rows_read + rows_in_batch + count_rows(rejected)),
+                imports::imported
+                    .eq(imports::imported + i64::try_from(result.imported).unwrap_or(0)),
+                imports::updated.eq(imports::updated + i64::try_from(result.updated).unwrap_or(0)),
+                imports::rejected.eq(imports::rejected + rejected_rows_in_batch),
+            ))
+            .execute(conn)?;
+        Ok(result)
+    })
+}
+
+/// How many distinct rows a list of rejections covers (one row can have several problems).
+fn count_rows(rejected: &[RejectedRow]) -> i64 {
+    let mut lines: Vec<u64> = rejected.iter().map(|r| r.line).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    i64::try_from(lines.len()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsert_sql_has_one_placeholder_per_value() {
+        let s = upsert_sql(2, false);
+        assert_eq!(s.matches('?').count(), 20);
+        assert!(s.contains("json_patch"));
+        let p = upsert_sql(2, true);
+        assert!(p.contains("$20") && !p.contains("$21"));
+        assert!(p.contains("jsonb"));
+    }
+}

@@ -1,0 +1,551 @@
+//! Contacts › Import: choose a CSV, map its columns with a preview of the first rows, import it
+//! while it uploads (progress shown), then read the report of rejected rows.
+
+use std::collections::HashMap;
+
+use actix_multipart::Multipart;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use futures_util::StreamExt;
+
+use crate::domain::phone::DefaultCountry;
+use crate::error::AppError;
+use crate::import::mapping::{self, CHOICES, Mapping, Preview, Target};
+use crate::import::{self, ImportError, Plan, Summary};
+use crate::startup::AppState;
+use crate::storage::imports::{self, Import};
+use crate::storage::lists::{self, List};
+use crate::storage::{audit, is_unique_violation, new_public_id};
+use crate::web::chrome::Chrome;
+use crate::web::contacts::thousands;
+use crate::web::download::{csv_download, csv_rows};
+use crate::web::format;
+use crate::web::identity::{Auth, perm, redirect_response};
+use crate::web::render;
+use crate::web::session::TypedSession;
+
+/// How much of the file the browser sends for the preview.
+pub const SAMPLE_BYTES: usize = 64 * 1024;
+/// The largest form field read into memory (everything but the file itself).
+const MAX_FORM_FIELD: usize = 16 * 1024;
+
+pub struct ImportRowView {
+    pub import: Import,
+    pub when: String,
+}
+
+#[derive(Template)]
+#[template(path = "contacts/import.html")]
+struct ImportPage {
+    chrome: Chrome,
+    recent: Vec<ImportRowView>,
+}
+
+pub async fn index(
+    _auth: Auth<perm::ImportContacts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+) -> Result<HttpResponse, AppError> {
+    let recent = state
+        .db
+        .run(|conn| Ok::<_, AppError>(imports::recent(conn, 20)?))
+        .await?;
+    render(&ImportPage {
+        chrome,
+        recent: recent
+            .into_iter()
+            .map(|i| ImportRowView {
+                when: format::datetime(&i.created_at),
+                import: i,
+            })
+            .collect(),
+    })
+}
+
+pub struct ColumnView {
+    pub index: usize,
+    pub header: String,
+    pub samples: Vec<String>,
+    pub target: String,
+    pub attribute: String,
+}
+
+#[derive(Template)]
+#[template(path = "contacts/_mapping.html")]
+struct MappingForm {
+    import_id: String,
+    file_name: String,
+    preview: Preview,
+    columns: Vec<ColumnView>,
+    choices: &'static [(&'static str, &'static str)],
+    lists: Vec<List>,
+    default_country: String,
+}
+
+#[derive(Template)]
+#[template(path = "contacts/_import_problem.html")]
+struct ProblemPartial {
+    message: String,
+}
+
+/// Reads the small fields of a multipart form up to `stop_at` (which is returned unread).
+async fn read_fields(
+    multipart: &mut Multipart,
+    stop_at: &str,
+) -> Result<(HashMap<String, String>, Option<actix_multipart::Field>), AppError> {
+    let mut fields = HashMap::new();
+    while let Some(item) = multipart.next().await {
+        let mut field =
+            item.map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == stop_at {
+            return Ok((fields, Some(field)));
+        }
+        let mut value = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk
+                .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
+            if value.len() + chunk.len() > MAX_FORM_FIELD.max(SAMPLE_BYTES + 1024) {
+                return Err(AppError::BadRequest(format!(
+                    "The form field \"{name}\" is too large."
+                )));
+            }
+            value.extend_from_slice(&chunk);
+        }
+        fields.insert(name, String::from_utf8_lossy(&value).into_owned());
+    }
+    Ok((fields, None))
+}
+
+/// `POST /contacts/import/preview`: the browser sends the first 64 KiB of the chosen file;
+/// the answer is the mapping form with the first rows.
+pub async fn preview(
+    _auth: Auth<perm::ImportContacts>,
+    state: web::Data<AppState>,
+    mut multipart: Multipart,
+) -> Result<HttpResponse, AppError> {
+    let mut sample = Vec::new();
+    let mut file_name = String::from("contacts.csv");
+    while let Some(item) = multipart.next().await {
+        let mut field =
+            item.map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
+        let name = field.name().unwrap_or_default().to_owned();
+        let mut value = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk
+                .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
+            if value.len() < SAMPLE_BYTES {
+                value.extend_from_slice(&chunk[..chunk.len().min(SAMPLE_BYTES - value.len())]);
+            }
+        }
+        match name.as_str() {
+            "sample" => sample = value,
+            "file_name" => file_name = String::from_utf8_lossy(&value).trim().to_owned(),
+            _ => {}
+        }
+    }
+    let preview = match mapping::preview(&sample) {
+        Ok(p) => p,
+        Err(message) => {
+            return render(&ProblemPartial {
+                message: format!("{file_name}: {message}."),
+            });
+        }
+    };
+    if preview.headers.len() > import::records::MAX_FIELDS {
+        return render(&ProblemPartial {
+            message: format!(
+                "{file_name} has more than {} columns.",
+                import::records::MAX_FIELDS
+            ),
+        });
+    }
+    let columns = preview
+        .headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| ColumnView {
+            index: i,
+            header: h.clone(),
+            samples: preview
+                .rows
+                .iter()
+                .map(|r| r.get(i).cloned().unwrap_or_default())
+                .collect(),
+            target: preview.guesses[i].form_value(),
+            attribute: preview.guesses[i]
+                .attribute_name()
+                .map(str::to_owned)
+                .unwrap_or_else(|| mapping::sanitise_key(h)),
+        })
+        .collect();
+    let all_lists = state
+        .db
+        .run(|conn| Ok::<_, AppError>(lists::all(conn)?))
+        .await?;
+    render(&MappingForm {
+        import_id: new_public_id(),
+        file_name,
+        columns,
+        choices: &CHOICES[..12],
+        lists: all_lists,
+        default_country: state.settings.default_country.code().to_owned(),
+        preview,
+    })
+}
+
+/// The mapping from the form's `columns`, `header_N`, `target_N` and `attribute_N` fields;
+/// `None` when the form has none (the page without JavaScript: guess from the header).
+fn mapping_from(fields: &HashMap<String, String>) -> Result<Option<Mapping>, String> {
+    let Some(n) = fields
+        .get("columns")
+        .and_then(|c| c.trim().parse::<usize>().ok())
+    else {
+        return Ok(None);
+    };
+    if n == 0 || n > import::records::MAX_FIELDS {
+        return Err("the mapping has no columns".into());
+    }
+    let mut headers = Vec::with_capacity(n);
+    let mut targets = Vec::with_capacity(n);
+    for i in 0..n {
+        let header = fields
+            .get(&format!("header_{i}"))
+            .cloned()
+            .unwrap_or_default();
+        let target = fields
+            .get(&format!("target_{i}"))
+            .map(String::as_str)
+            .unwrap_or("ignore");
+        let attr = fields
+            .get(&format!("attribute_{i}"))
+            .map(String::as_str)
+            .unwrap_or("");
+        let t = Target::from_form(target, attr)
+            .map_err(|e| format!("column {} (\"{header}\"): {e}", i + 1))?;
+        headers.push(header);
+        targets.push(t);
+    }
+    Mapping::new(targets, &headers).map(Some)
+}
+
+/// Where the imported contacts go: an existing list (by public id) or a new one (by name).
+pub fn resolve_list(
+    conn: &mut crate::storage::DbConnection,
+    existing: &str,
+    new_name: &str,
+) -> Result<Option<List>, AppError> {
+    let new_name = new_name.trim();
+    if !new_name.is_empty() {
+        let name = crate::domain::user::DisplayName::parse(new_name)
+            .map_err(|e| AppError::invalid("invalid_list", e.replace("a name", "a list name")))?;
+        return Ok(Some(lists::find_or_create(conn, name.as_str())?));
+    }
+    match existing.trim() {
+        "" => Ok(None),
+        id => Ok(Some(
+            lists::find_by_public_id(conn, id)?
+                .or(lists::find_by_name(conn, id)?)
+                .ok_or_else(|| {
+                    AppError::invalid("unknown_list", format!("There is no list \"{id}\"."))
+                })?,
+        )),
+    }
+}
+
+/// Creates the import's record (a second submit of the same form is refused: double clicks do
+/// not import twice).
+pub async fn begin(
+    state: &AppState,
+    public_id: String,
+    file_name: String,
+    list: (String, String),
+    bytes_total: Option<i64>,
+    actor: crate::domain::audit::Actor,
+) -> Result<Import, AppError> {
+    state
+        .db
+        .run(move |conn| {
+            let list = resolve_list(conn, &list.0, &list.1)?;
+            let created = diesel::Connection::transaction(conn, |conn| {
+                let i = imports::create(conn, &public_id, &file_name, list.as_ref().map(|l| l.id), bytes_total, &actor.label)?;
+                audit::record(
+                    conn,
+                    &actor,
+                    "contacts.import_started",
+                    "import",
+                    Some(&i.public_id),
+                    serde_json::json!({"file": i.file_name, "list": list.as_ref().map(|l| l.name.clone())}),
+                )?;
+                Ok::<_, diesel::result::Error>(i)
+            });
+            match created {
+                Ok(i) => Ok(i),
+                Err(e) if is_unique_violation(&e) => Err(AppError::Conflict("This import was already started; see Contacts › Import for its result.".into())),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+}
+
+pub fn summary_text(s: &Summary) -> String {
+    format!(
+        "{} rows read: {} new contacts, {} updated, {} rejected.",
+        thousands(i64::try_from(s.rows).unwrap_or(i64::MAX)),
+        thousands(i64::try_from(s.imported).unwrap_or(i64::MAX)),
+        thousands(i64::try_from(s.updated).unwrap_or(i64::MAX)),
+        thousands(i64::try_from(s.rejected).unwrap_or(i64::MAX)),
+    )
+}
+
+/// `POST /contacts/import`: the mapping fields, then the file (in that order), imported as the
+/// upload arrives.
+pub async fn start(
+    req: HttpRequest,
+    auth: Auth<perm::ImportContacts>,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    mut multipart: Multipart,
+) -> Result<HttpResponse, AppError> {
+    let (fields, file) = read_fields(&mut multipart, "file").await?;
+    let Some(file) = file else {
+        return Err(AppError::invalid("no_file", "Choose a CSV file to import."));
+    };
+    let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    let file_name = file
+        .content_disposition()
+        .and_then(|cd| cd.get_filename().map(str::to_owned))
+        .filter(|n| !n.trim().is_empty())
+        .or_else(|| fields.get("file_name").cloned())
+        .unwrap_or_else(|| "upload.csv".into());
+
+    let mapping = match mapping_from(&fields) {
+        Ok(m) => m,
+        Err(e) => {
+            drain(file, multipart).await;
+            return Err(AppError::invalid(
+                "invalid_mapping",
+                format!("Check the mapping: {e}."),
+            ));
+        }
+    };
+    let country = match get("default_country").trim() {
+        "" => state.settings.default_country,
+        c => match DefaultCountry::parse(c) {
+            Ok(c) => c,
+            Err(e) => {
+                drain(file, multipart).await;
+                return Err(AppError::invalid("invalid_country", e));
+            }
+        },
+    };
+    let delimiter = match get("delimiter").as_str() {
+        ";" | "semicolon" => Some(b';'),
+        "\t" | "tab" => Some(b'\t'),
+        "," | "comma" => Some(b','),
+        _ => None,
+    };
+    let public_id = Some(get("import_id"))
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(new_public_id);
+    let bytes_total = get("file_size")
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0);
+    let import = match begin(
+        &state,
+        public_id,
+        file_name,
+        (get("list"), get("new_list")),
+        bytes_total,
+        auth.actor(),
+    )
+    .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            drain(file, multipart).await;
+            return Err(e);
+        }
+    };
+    let id = import.public_id.clone();
+    let result = run_upload(&state, import, mapping, country, delimiter, file).await;
+    match result {
+        Ok(summary) => session.success(format!("Import finished. {}", summary_text(&summary))),
+        Err(e) => session.error(format!("The import stopped: {e}")),
+    }
+    Ok(redirect_response(&req, &format!("/contacts/imports/{id}")))
+}
+
+/// Imports a multipart file field. Without a chosen delimiter, it is guessed from the first
+/// chunk (the reader needs it before the first record).
+pub async fn run_upload(
+    state: &AppState,
+    import: Import,
+    mapping: Option<Mapping>,
+    country: DefaultCountry,
+    delimiter: Option<u8>,
+    mut file: actix_multipart::Field,
+) -> Result<Summary, ImportError> {
+    let first = match file.next().await {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            let err = ImportError::Invalid(format!("the upload was interrupted: {e}"));
+            finish_failed(state, &import, &err).await;
+            return Err(err);
+        }
+        None => bytes::Bytes::new(),
+    };
+    let delimiter = delimiter.unwrap_or_else(|| {
+        import::records::sniff_delimiter(first.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&first))
+    });
+    let plan = Plan {
+        delimiter,
+        mapping,
+        country,
+    };
+    let head = futures_util::stream::iter([Ok::<_, actix_multipart::MultipartError>(first)]);
+    import::run_streaming(state.db.clone(), import, plan, head.chain(file)).await
+}
+
+async fn finish_failed(state: &AppState, import: &Import, err: &ImportError) {
+    let (id, message) = (import.id, err.to_string());
+    let _ = state
+        .db
+        .run(move |conn| Ok::<_, AppError>(imports::finish(conn, id, Some(&message))?))
+        .await;
+}
+
+/// Reads and drops the rest of an upload, so the browser gets the answer instead of a reset.
+async fn drain(mut file: actix_multipart::Field, mut rest: Multipart) {
+    while let Some(Ok(_)) = file.next().await {}
+    // The multipart stream yields the next field only once this one is gone.
+    drop(file);
+    while let Some(Ok(mut f)) = rest.next().await {
+        while let Some(Ok(_)) = f.next().await {}
+    }
+}
+
+#[derive(Template)]
+#[template(path = "contacts/import_result.html")]
+struct ResultPage {
+    chrome: Chrome,
+    progress: ProgressPartial,
+}
+
+#[derive(Template)]
+#[template(path = "contacts/_import_progress.html")]
+struct ProgressPartial {
+    import: Import,
+    list: Option<List>,
+    rows: String,
+    imported: String,
+    updated: String,
+    rejected: String,
+    started: String,
+}
+
+async fn load(state: &AppState, public_id: String) -> Result<ProgressPartial, AppError> {
+    state
+        .db
+        .run(move |conn| {
+            let import = imports::find_by_public_id(conn, &public_id)?
+                .ok_or_else(|| AppError::not_found("This import"))?;
+            let list = match import.list_id {
+                Some(id) => lists::find(conn, id)?,
+                None => None,
+            };
+            Ok::<_, AppError>(ProgressPartial {
+                rows: thousands(import.rows_read),
+                imported: thousands(import.imported),
+                updated: thousands(import.updated),
+                rejected: thousands(import.rejected),
+                started: format::datetime(&import.created_at),
+                import,
+                list,
+            })
+        })
+        .await
+}
+
+pub async fn show(
+    _auth: Auth<perm::ImportContacts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let progress = load(&state, path.into_inner()).await?;
+    render(&ResultPage { chrome, progress })
+}
+
+/// The progress box alone, polled every second while an import runs.
+pub async fn progress(
+    _auth: Auth<perm::ImportContacts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let found = state
+        .db
+        .run({
+            let id = id.clone();
+            move |conn| Ok::<_, AppError>(imports::find_by_public_id(conn, &id)?.is_some())
+        })
+        .await?;
+    if !found {
+        // The upload has not reached the server yet.
+        let id = crate::web::format::attr_escape(&id);
+        return Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
+            "<div hx-get=\"/contacts/imports/{id}/progress\" hx-trigger=\"every 1s\" hx-swap=\"outerHTML\">\
+             <p class=\"muted\">Uploading… the import starts as soon as the first rows arrive.</p></div>"
+        )));
+    }
+    render(&load(&state, id).await?)
+}
+
+/// `GET /contacts/imports/{id}/rejected.csv`: row, value, reason for every rejected row, streamed.
+pub async fn rejected_csv(
+    _auth: Auth<perm::ImportContacts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let public_id = path.into_inner();
+    let import = state
+        .db
+        .run(move |conn| {
+            imports::find_by_public_id(conn, &public_id)?
+                .ok_or_else(|| AppError::not_found("This import"))
+        })
+        .await?;
+    let import_id = import.id;
+    let stem = import
+        .file_name
+        .trim_end_matches(".csv")
+        .replace(['"', '\\', '/'], "_");
+    Ok(csv_download(
+        state.db.clone(),
+        format!("{stem}-rejected-rows.csv"),
+        move |conn, sink| {
+            if !sink(csv_rows([["row", "value", "reason"]])) {
+                return Ok(());
+            }
+            let mut after = 0;
+            loop {
+                let batch =
+                    imports::rejections(conn, import_id, after, 2000).map_err(|e| e.to_string())?;
+                let Some((last, _)) = batch.last() else {
+                    return Ok(());
+                };
+                after = *last;
+                if !sink(csv_rows(
+                    batch
+                        .into_iter()
+                        .map(|(_, r)| [r.row_number.to_string(), r.value, r.reason]),
+                )) {
+                    return Ok(());
+                }
+            }
+        },
+    ))
+}
