@@ -88,7 +88,13 @@ impl Application {
         let (db, master) =
             tokio::task::spawn_blocking(move || prepare_database(&prepared, true)).await??;
         let keys = Keys::derive(&master)?;
-        let dummy_hash = tokio::task::spawn_blocking(password::dummy_hash).await??;
+        let dummy_hash = tokio::task::spawn_blocking(|| {
+            // libphonenumber's metadata loads on first use (tens of milliseconds): pay it now,
+            // not in the first person's request.
+            let _ = crate::domain::phone::E164::parse("+14155550100", None);
+            password::dummy_hash()
+        })
+        .await??;
 
         let listener = TcpListener::bind(&settings.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;

@@ -307,11 +307,33 @@ fn phone_digits(q: &str) -> Option<String> {
 
 type BoxedContacts<'a> = contacts::BoxedQuery<'a, super::MultiBackend>;
 
-fn filtered(filter: &ContactFilter) -> BoxedContacts<'static> {
+impl ContactFilter {
+    /// The search is a whole international number: at most one contact, found by the index.
+    fn exact_phone(&self) -> Option<E164> {
+        self.q
+            .as_deref()
+            .map(str::trim)
+            .and_then(|q| E164::parse(q, None).ok())
+    }
+}
+
+fn filtered(filter: &ContactFilter, sqlite: bool) -> BoxedContacts<'static> {
     let mut query = contacts::table.into_boxed();
     if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        if let Some(digits) = phone_digits(q) {
+        if let Some(exact) = filter.exact_phone() {
+            query = query.filter(contacts::phone.eq(exact.into_inner()));
+        } else if let Some(digits) = phone_digits(q) {
             query = query.filter(contacts::phone.like(like_pattern(&digits)).escape('\\'));
+        } else if sqlite {
+            // SQLite's LIKE ignores ASCII case already; lower() would only slow the scan.
+            let pattern = like_pattern(q);
+            query = query.filter(
+                contacts::name
+                    .like(pattern.clone())
+                    .escape('\\')
+                    .or(contacts::email.like(pattern.clone()).escape('\\'))
+                    .or(contacts::attributes.like(pattern).escape('\\')),
+            );
         } else {
             let pattern = like_pattern(&q.to_lowercase());
             query = query.filter(
@@ -366,10 +388,12 @@ pub fn page(
     cursor: Cursor,
     limit: i64,
 ) -> QueryResult<(Vec<Contact>, bool)> {
-    let query = filtered(filter)
+    let query = filtered(filter, matches!(conn, DbConnection::Sqlite(_)))
         .select(ContactRow::as_select())
         .limit(limit + 1);
     let mut rows: Vec<ContactRow> = match cursor {
+        // One row at most: no ordering, or SQLite may walk the whole table in id order.
+        _ if filter.exact_phone().is_some() => query.load(conn)?,
         Cursor::First => query.order(contacts::id.desc()).load(conn)?,
         Cursor::Before(id) => query
             .filter(contacts::id.lt(id))
@@ -393,7 +417,9 @@ pub fn page(
 
 /// How many contacts match (for "1,284 contacts" and bulk-action confirmations).
 pub fn count(conn: &mut DbConnection, filter: &ContactFilter) -> QueryResult<i64> {
-    filtered(filter).count().get_result(conn)
+    filtered(filter, matches!(conn, DbConnection::Sqlite(_)))
+        .count()
+        .get_result(conn)
 }
 
 /// Ids of the matching contacts with id below `before`, newest first, for bulk actions and
@@ -404,7 +430,7 @@ pub fn ids_batch(
     before: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<i64>> {
-    let mut query = filtered(filter)
+    let mut query = filtered(filter, matches!(conn, DbConnection::Sqlite(_)))
         .select(contacts::id)
         .order(contacts::id.desc())
         .limit(limit);
@@ -421,7 +447,7 @@ pub fn rows_batch(
     before: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<Contact>> {
-    let mut query = filtered(filter)
+    let mut query = filtered(filter, matches!(conn, DbConnection::Sqlite(_)))
         .select(ContactRow::as_select())
         .order(contacts::id.desc())
         .limit(limit);

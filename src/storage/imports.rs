@@ -7,7 +7,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 
-use super::schema::{contacts, import_rejections, imports};
+use super::schema::{import_rejections, imports};
 use super::{DbConnection, lists, new_public_id, now};
 use crate::domain::channel::ChannelKind;
 use crate::domain::consent::ConsentStatus;
@@ -190,6 +190,9 @@ struct Upserted {
     id: i64,
     #[diesel(sql_type = Text)]
     phone: String,
+    /// 1 when the row was inserted, 0 when an existing contact was updated.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    inserted: i32,
 }
 
 const UPSERT_COLUMNS: &str = "public_id, phone, name, email, language, time_zone, attributes, last_import_id, created_at, updated_at";
@@ -220,13 +223,24 @@ fn upsert_sql(rows: usize, postgres: bool) -> String {
             "{col} = CASE WHEN excluded.{col} <> '' THEN excluded.{col} ELSE contacts.{col} END"
         )
     };
-    let merge = if postgres {
-        "attributes = (contacts.attributes::jsonb || excluded.attributes::jsonb)::text"
+    let (merge, distinct) = if postgres {
+        (
+            "attributes = (contacts.attributes::jsonb || excluded.attributes::jsonb)::text",
+            "IS DISTINCT FROM",
+        )
     } else {
-        "attributes = json_patch(contacts.attributes, excluded.attributes)"
+        (
+            "attributes = json_patch(contacts.attributes, excluded.attributes)",
+            "IS NOT",
+        )
     };
+    // The WHERE skips contacts this same import already wrote (a number repeated further down
+    // the file): they are not updated and not returned, which is how they are found. New rows
+    // have created_at = updated_at (both set to this batch's time).
     sql.push_str(&format!(
-        " ON CONFLICT (phone) DO UPDATE SET {}, {}, {}, {}, {merge}, last_import_id = excluded.last_import_id, updated_at = excluded.updated_at RETURNING id, phone",
+        " ON CONFLICT (phone) DO UPDATE SET {}, {}, {}, {}, {merge}, last_import_id = excluded.last_import_id, \
+         updated_at = excluded.updated_at WHERE contacts.last_import_id {distinct} excluded.last_import_id \
+         RETURNING id, phone, CASE WHEN created_at = updated_at THEN 1 ELSE 0 END AS inserted",
         keep("name"),
         keep("email"),
         keep("language"),
@@ -352,44 +366,36 @@ pub fn write_batch(
             }
         }
 
-        // Which exist already, and which an earlier batch of this same file wrote.
-        let phones: Vec<&str> = unique.iter().map(|r| r.phone.as_str()).collect();
-        let mut existing: HashMap<String, Option<i64>> = HashMap::with_capacity(phones.len());
-        for chunk in phones.chunks(900) {
-            let found: Vec<(String, Option<i64>)> = contacts::table
-                .filter(contacts::phone.eq_any(chunk))
-                .select((contacts::phone, contacts::last_import_id))
-                .load(conn)?;
-            existing.extend(found);
-        }
-        let mut to_write: Vec<&ImportRow> = Vec::with_capacity(unique.len());
-        for row in unique {
-            match existing.get(row.phone.as_str()) {
-                Some(Some(id)) if *id == import.id => rejections.push(RejectedRow {
-                    line: row.line,
-                    value: row.phone.to_string(),
-                    reason: format!(
-                        "phone: {} appears earlier in this file; the first occurrence was imported",
-                        row.phone
-                    ),
-                }),
-                Some(_) => {
-                    result.updated += 1;
-                    to_write.push(row);
-                }
-                None => {
-                    result.imported += 1;
-                    to_write.push(row);
-                }
-            }
-        }
-
-        let mut ids: HashMap<String, i64> = HashMap::with_capacity(to_write.len());
-        for chunk in to_write.chunks(500) {
+        // One statement per 500 rows inserts new numbers, updates known ones and skips the
+        // ones an earlier batch of this file wrote (those come back missing).
+        let mut ids: HashMap<String, i64> = HashMap::with_capacity(unique.len());
+        for chunk in unique.chunks(500) {
             for u in upsert_contacts(conn, chunk, import.id)? {
+                if u.inserted == 1 {
+                    result.imported += 1;
+                } else {
+                    result.updated += 1;
+                }
                 ids.insert(u.phone, u.id);
             }
         }
+        let to_write: Vec<&ImportRow> = unique
+            .into_iter()
+            .filter(|row| {
+                let written = ids.contains_key(row.phone.as_str());
+                if !written {
+                    rejections.push(RejectedRow {
+                        line: row.line,
+                        value: row.phone.to_string(),
+                        reason: format!(
+                            "phone: {} appears earlier in this file; the first occurrence was imported",
+                            row.phone
+                        ),
+                    });
+                }
+                written
+            })
+            .collect();
         if let Some(list_id) = import.list_id {
             let members: Vec<i64> = ids.values().copied().collect();
             lists::add_members(conn, list_id, &members)?;
