@@ -7,6 +7,7 @@
 //!   - herald: the real import pipeline (streamed CSV, phone validation, upsert by phone, list
 //!     membership) into a fresh SQLite database;
 //!   - the same import at a tenth of the size, to show memory does not grow with the file.
+//!
 //! Then times searches on the imported million. Figures are printed as a table; nothing here
 //! asserts a time (benchmarks are not tests).
 
