@@ -30,6 +30,8 @@ pub mod whatsapp;
 mod settings;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod webhook_robustness;
 mod wire;
 
 use std::fmt;
