@@ -6,5 +6,6 @@ mod helpers;
 mod api_keys;
 mod auth;
 mod browser;
+mod conformance;
 mod platform;
 mod users;
