@@ -3,50 +3,19 @@
 //! the parsers behind the signature checks are reached too. (The cargo-fuzz target in fuzz/
 //! does the same with coverage guidance.)
 
+use super::infobip_viber::SECRET_HEADER;
 use proptest::prelude::*;
-use serde_json::json;
 
-use super::infobip_viber::{InfobipViberAdapter, InfobipViberSettings, SECRET_HEADER};
-use super::twilio::{TwilioAdapter, TwilioSettings};
-use super::whatsapp::{WhatsappAdapter, WhatsappSettings};
-use super::{ChannelAdapter, WebhookRequest, test_support::client};
+use super::{ChannelAdapter, WebhookRequest};
+use crate::testkit::WebhookAdapters;
 
 const SECRET: &str = "robustness-secret-0123456789";
 const URL: &str = "https://herald.example/webhooks/x/ch?secret=robustness-secret-0123456789";
 
-struct Adapters {
-    whatsapp: WhatsappAdapter,
-    twilio: TwilioAdapter,
-    infobip: InfobipViberAdapter,
-}
-
 /// Built once: a client per proptest case would dominate the run time.
-fn adapters() -> &'static Adapters {
-    static ADAPTERS: std::sync::OnceLock<Adapters> = std::sync::OnceLock::new();
-    ADAPTERS.get_or_init(build)
-}
-
-fn build() -> Adapters {
-    let whatsapp = WhatsappSettings::from_json(
-        &json!({"phone_number_id": "1", "waba_id": "2"}),
-        &json!({"access_token": "t", "app_secret": SECRET, "verify_token": SECRET}),
-    )
-    .expect("settings");
-    let twilio = TwilioSettings::from_json(
-        &json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "from": "HERALD"}),
-        &json!({"auth_token": SECRET}),
-    )
-    .expect("settings");
-    let infobip = InfobipViberSettings::from_json(
-        &json!({"base_url": "https://api.infobip.com", "sender": "S"}),
-        &json!({"api_key": "k", "webhook_secret": SECRET}),
-    )
-    .expect("settings");
-    Adapters {
-        whatsapp: WhatsappAdapter::new(whatsapp, client()),
-        twilio: TwilioAdapter::new(twilio, client(), URL.into()),
-        infobip: InfobipViberAdapter::new(infobip, client(), URL.into()),
-    }
+fn adapters() -> &'static WebhookAdapters {
+    static ADAPTERS: std::sync::OnceLock<WebhookAdapters> = std::sync::OnceLock::new();
+    ADAPTERS.get_or_init(|| WebhookAdapters::new(SECRET, URL).expect("adapters"))
 }
 
 const SEEDS: &[&str] = &[
@@ -63,24 +32,21 @@ fn request(body: &[u8], post: bool, headers: &[(String, String)]) -> WebhookRequ
 }
 
 /// Feeds one body to all three adapters, unsigned and signed.
-fn feed(a: &Adapters, body: &[u8], post: bool, headers: &[(String, String)]) {
+fn feed(a: &WebhookAdapters, body: &[u8], post: bool, headers: &[(String, String)]) {
     let plain = request(body, post, headers);
     let _ = a.whatsapp.parse_webhook(&plain);
     let _ = a.twilio.parse_webhook(&plain);
     let _ = a.infobip.parse_webhook(&plain);
-
-    let meta = plain
-        .clone()
-        .with_header("X-Hub-Signature-256", super::whatsapp::sign(SECRET, body));
-    let _ = a.whatsapp.parse_webhook(&meta);
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
-    let twilio = plain.clone().with_header(
-        "X-Twilio-Signature",
-        super::twilio::sign(SECRET, URL, &params),
-    );
-    let _ = a.twilio.parse_webhook(&twilio);
-    let infobip = plain.with_header(SECRET_HEADER, SECRET);
-    let _ = a.infobip.parse_webhook(&infobip);
+    let [meta, twilio, infobip] = WebhookAdapters::signatures(SECRET, URL, body);
+    let _ = a
+        .whatsapp
+        .parse_webhook(&plain.clone().with_header(meta.0, meta.1));
+    let _ = a
+        .twilio
+        .parse_webhook(&plain.clone().with_header(twilio.0, twilio.1));
+    let _ = a
+        .infobip
+        .parse_webhook(&plain.with_header(infobip.0, infobip.1));
 }
 
 fn header() -> impl Strategy<Value = (String, String)> {
@@ -133,20 +99,18 @@ fn the_seeds_themselves_parse() {
     let a = adapters();
     for (i, seed) in SEEDS.iter().enumerate() {
         let body = seed.as_bytes();
+        let [meta, twilio, infobip] = WebhookAdapters::signatures(SECRET, URL, body);
+        let request = request(body, true, &[]);
         let ok = match i {
-            0 => a.whatsapp.parse_webhook(
-                &request(body, true, &[])
-                    .with_header("X-Hub-Signature-256", super::whatsapp::sign(SECRET, body)),
-            ),
-            1 => a.infobip.parse_webhook(&request(body, true, &[])),
-            _ => {
-                let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap();
-                a.twilio
-                    .parse_webhook(&request(body, true, &[]).with_header(
-                        "X-Twilio-Signature",
-                        super::twilio::sign(SECRET, URL, &params),
-                    ))
-            }
+            0 => a
+                .whatsapp
+                .parse_webhook(&request.with_header(meta.0, meta.1)),
+            1 => a
+                .infobip
+                .parse_webhook(&request.with_header(infobip.0, infobip.1)),
+            _ => a
+                .twilio
+                .parse_webhook(&request.with_header(twilio.0, twilio.1)),
         };
         assert!(ok.is_ok(), "seed {i}: {ok:?}");
     }
