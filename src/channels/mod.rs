@@ -10,7 +10,8 @@
 //! # async fn demo(config: herald::channels::ChannelConfig, env: herald::channels::AdapterEnv,
 //! #               msg: herald::channels::OutboundMessage) {
 //! use herald::channels::{Adapter, ChannelAdapter, SendDisposition};
-//! let adapter = Adapter::from_config(&config, &env).expect("settings were validated when saved");
+//! // Settings were validated when the channel was saved; a failure here is a stored-data bug.
+//! let Ok(adapter) = Adapter::from_config(&config, &env) else { return };
 //! match adapter.send(&msg).await {
 //!     Ok(receipt) => { /* sent: store receipt.provider_message_id */ }
 //!     Err(e) => match e.disposition() {
