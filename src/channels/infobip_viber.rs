@@ -16,8 +16,11 @@
 //! - as the header `X-Herald-Webhook-Secret`, for setups that can add headers (a proxy, or
 //!   Infobip's subscription settings).
 //!
-//! A secret in a URL ends up wherever URLs are logged, so Herald's access log records paths
-//! without the query string; prefer the header where the setup allows it.
+//! A secret in a URL ends up wherever URLs are logged: Herald's own access-log line records the
+//! path only, but tracing-actix-web's request span records `http.target` with the query, so
+//! the webhook route must keep the query out of its span (or of the logs). Prefer the header
+//! where the setup allows it; rotate the secret by changing the setting (new sends carry the
+//! new URL at once).
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
