@@ -19,8 +19,8 @@
 //! A secret in a URL ends up wherever URLs are logged: Herald's own access-log line records the
 //! path only, but tracing-actix-web's request span records `http.target` with the query, so
 //! the webhook route must keep the query out of its span (or of the logs). Prefer the header
-//! where the setup allows it; rotate the secret by changing the setting (new sends carry the
-//! new URL at once).
+//! where the setup allows it. Changing the secret takes effect for new sends at once; reports
+//! for messages sent before the change carry the old secret and are refused.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
