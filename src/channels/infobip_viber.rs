@@ -123,6 +123,12 @@ impl InfobipViberAdapter {
         }
     }
 
+    /// The webhook URL with the secret, as given to Infobip with every message: the settings
+    /// page can show it for the inbound-message URL an admin sets up in Infobip's portal.
+    pub fn report_url(&self) -> &str {
+        &self.report_url
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.settings.base_url)
     }

@@ -51,6 +51,7 @@ async fn text_sends_carry_our_id_digits_only_and_the_report_urls() {
     );
     // The report URL verifies as Infobip will call it.
     let a = adapter(&fake.base_url);
+    assert_eq!(a.report_url(), REPORT_URL);
     let report = WebhookRequest::new("POST", REPORT_URL).with_body(r#"{"results": []}"#);
     assert_eq!(a.parse_webhook(&report), Ok(WebhookOutcome::Events(vec![])));
 }
