@@ -2,6 +2,7 @@
 //! See README.md for the architecture map.
 
 pub mod auth;
+pub mod channels;
 pub mod commands;
 pub mod config;
 pub mod domain;
@@ -10,4 +11,5 @@ pub mod import;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+pub mod testkit;
 pub mod web;

@@ -6,6 +6,7 @@ mod helpers;
 mod api_keys;
 mod auth;
 mod browser;
+mod conformance;
 mod contacts;
 mod platform;
 mod users;
