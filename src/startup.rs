@@ -66,6 +66,17 @@ pub fn prepare_database(settings: &Settings, seed: bool) -> anyhow::Result<(Db, 
         }
     };
     if seed {
+        // Imports whose upload died with a previous process (no import runs for hours).
+        let stale = storage::imports::fail_abandoned(
+            &mut conn,
+            storage::now() - chrono::Duration::hours(6),
+        )?;
+        if stale > 0 {
+            tracing::warn!(
+                count = stale,
+                "marked imports interrupted by a restart as failed"
+            );
+        }
         let created = channels::seed_sandbox(&mut conn)?;
         if !created.is_empty() {
             tracing::info!(

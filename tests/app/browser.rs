@@ -318,3 +318,99 @@ async fn declining_a_confirmation_changes_nothing() {
     assert!(row.contains("Active") && !row.contains("Disabled"), "{row}");
     b.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn a_marketer_imports_a_messy_csv_and_a_stop_reply_opts_a_contact_out() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin().await;
+    let _mia = app
+        .user_with_role(&admin, "mia@example.com", "marketer")
+        .await;
+
+    // A messy real-world file: BOM, semicolons, quoted cells, accents, bad and repeated numbers.
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("spring-customers.csv");
+    let mut csv = String::from("\u{feff}Mobile;First name;Last name;E-mail;Tier\n");
+    for i in 0..3000 {
+        csv.push_str(&format!(
+            "+1 201 555 {:04};Zoë{i};\"Müller; Jr\";z{i}@example.com;gold\n",
+            i
+        ));
+    }
+    csv.push_str("+1 555 0100;Bad;Number;bad@example.com;gold\n");
+    csv.push_str("+1 201 555 0007;Again;Repeat;again@example.com;gold\n");
+    std::fs::write(&path, csv).expect("write csv");
+
+    let b = Browser::start(&app.address).await;
+    b.sign_in("mia@example.com", PASSWORD).await;
+    b.wait_for_text("Hello, Test").await;
+    b.goto("/contacts/import").await;
+    b.client
+        .find(Locator::Css("#file"))
+        .await
+        .expect("file input")
+        .send_keys(&path.display().to_string())
+        .await
+        .expect("choose file");
+    // The preview shows the columns and guesses their meaning.
+    b.wait_for_text("Match the columns of spring-customers.csv")
+        .await;
+    assert!(b.text("#mapping").await.contains("Zoë0"));
+    b.fill("input[name=new_list]", "Spring").await;
+    b.click("#mapping button[type=submit]").await;
+    b.wait_for_text("Import finished.").await;
+    let summary = b.text(".flashes").await;
+    assert!(
+        summary.contains("3,002 rows read: 3,000 new contacts, 0 updated, 2 rejected."),
+        "{summary}"
+    );
+    assert!(b.path().await.starts_with("/contacts/imports/"));
+    let report_link = b
+        .client
+        .find(Locator::Css("a[href$='/rejected.csv']"))
+        .await
+        .expect("report link")
+        .attr("href")
+        .await
+        .expect("href")
+        .expect("href value");
+    let report = admin.get(&report_link).await.text().await.expect("report");
+    assert!(report.contains("3002,+1 555 0100,"), "{report}");
+    assert!(
+        report.contains("3003,+12015550007,phone: +12015550007 appears earlier in this file"),
+        "{report}"
+    );
+
+    // The list holds them; search finds one at once.
+    b.click("a[href^='/contacts?list=']").await;
+    b.wait_for_text("3,000 contacts match in Spring").await;
+    b.fill("#q", "+1 201 555 2999").await;
+    b.wait_for_text("1 contact matches").await;
+    b.click("#contacts-results tbody a").await;
+    b.wait_for_text("Zoë2999 Müller; Jr").await;
+
+    // The customer texts STOP on SMS: they are opted out of SMS, shown everywhere.
+    b.client
+        .find(Locator::Css("#sim-channel"))
+        .await
+        .expect("channel select")
+        .select_by_label("Sandbox SMS")
+        .await
+        .expect("choose SMS");
+    b.fill("#sim-text", "STOP").await;
+    b.click(".simulate button[type=submit]").await;
+    b.wait_for_text("That is an opt-out keyword").await;
+    assert!(b.text("tr[data-consent='sms']").await.contains("Opted out"));
+    b.goto("/contacts?opted_out=sms").await;
+    b.wait_for_text("1 contact matches").await;
+    assert!(
+        b.text("#contacts-results")
+            .await
+            .contains("Opted out of SMS")
+    );
+    b.finish().await;
+}
