@@ -30,6 +30,9 @@ pub struct Settings {
     /// `HERALD_DEFAULT_COUNTRY`: the country assumed for phone numbers written without a
     /// country code (imports may choose another).
     pub default_country: crate::domain::phone::DefaultCountry,
+    /// `HERALD_SEND_TIMEOUT_SECS`: how long a provider call may take before its outcome is
+    /// treated as unknown.
+    pub send_timeout: Duration,
     /// `HERALD_LOG`: log filter, e.g. `info` or `herald=debug,actix_web=info`.
     pub log_filter: String,
     /// `HERALD_LOG_FORMAT`: `text` (default) or `json`.
@@ -148,7 +151,14 @@ impl Settings {
                 })?
             }
         };
+        let send_timeout_secs: u64 = parse(
+            "HERALD_SEND_TIMEOUT_SECS",
+            get("HERALD_SEND_TIMEOUT_SECS"),
+            15,
+            "a number of seconds",
+        )?;
         Ok(Settings {
+            send_timeout: Duration::from_secs(send_timeout_secs.clamp(1, 300)),
             default_country,
             database_url: get("DATABASE_URL").unwrap_or_else(|| "sqlite://herald.db".into()),
             bind: get("HERALD_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),

@@ -29,6 +29,10 @@ pub struct AppState {
     /// Verified for unknown e-mails so sign-in takes as long either way.
     pub dummy_hash: String,
     pub keys: Keys,
+    /// Adapters for the stored channels.
+    pub channels: std::sync::Arc<crate::dispatch::registry::ChannelRegistry>,
+    /// Live updates for pages.
+    pub hub: crate::dispatch::hub::EventHub,
 }
 
 pub struct Application {
@@ -112,7 +116,22 @@ impl Application {
         let addr = listener.local_addr()?;
         let public_url = settings.public_url_for(addr);
         let workers = settings.workers;
+        let hub = crate::dispatch::hub::EventHub::new();
+        let (sandbox_tx, sandbox_rx) = tokio::sync::mpsc::channel(4096);
+        let channels = std::sync::Arc::new(crate::dispatch::registry::ChannelRegistry::new(
+            &public_url,
+            keys.channel_secrets,
+            sandbox_tx,
+            settings.send_timeout,
+        )?);
+        tokio::spawn(crate::dispatch::sandbox::run(
+            db.clone(),
+            hub.clone(),
+            sandbox_rx,
+        ));
         let state = web::Data::new(AppState {
+            channels,
+            hub,
             db,
             public_url: public_url.clone(),
             setup_done: AtomicBool::new(false),
@@ -134,7 +153,7 @@ impl Application {
                 .wrap(session_middleware(&s))
                 .wrap(security_headers(&s.settings))
                 .wrap(from_fn(routes::access_log))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RootSpan>::new())
         })
         .listen(listener)?
         .workers(workers)

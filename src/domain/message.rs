@@ -194,6 +194,17 @@ impl ProviderStatus {
     }
 }
 
+impl FromStr for ProviderStatus {
+    type Err = UnknownMessageStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProviderStatus::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownMessageStatus(s.to_owned()))
+    }
+}
+
 /// The status a message moves to when a provider reports `incoming`, or `None` when the report
 /// must be ignored (a late or repeated report, or a message no provider ever saw).
 pub fn apply_provider_status(

@@ -10,6 +10,8 @@ pub mod conversations;
 pub mod imports;
 pub mod lists;
 pub mod login_attempts;
+pub mod messages;
+pub mod receipts;
 pub mod schema;
 pub mod settings;
 pub mod users;

@@ -237,6 +237,28 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_receipts (channel_id, event_id) {
+        channel_id -> BigInt,
+        event_id -> Text,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    early_statuses (id) {
+        id -> BigInt,
+        channel_id -> BigInt,
+        provider_message_id -> Text,
+        status -> Text,
+        error_code -> Nullable<Text>,
+        error_message -> Nullable<Text>,
+        error_class -> Nullable<Text>,
+        occurred_at -> Timestamp,
+        received_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_keys -> users (created_by));
 diesel::joinable!(list_members -> lists (list_id));
 diesel::joinable!(list_members -> contacts (contact_id));
@@ -270,4 +292,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     message_events,
     imports,
     import_rejections,
+    webhook_receipts,
+    early_statuses,
 );

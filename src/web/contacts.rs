@@ -9,9 +9,11 @@ use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
 
+use crate::channels::Adapter;
+use crate::dispatch::events;
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
-use crate::domain::consent::{ConsentSource, ConsentStatus};
+use crate::domain::consent::{ConsentSource, ConsentStatus, KeywordIntent, keyword_intent};
 use crate::domain::contact::{self as rules, Attributes};
 use crate::domain::phone::E164;
 use crate::domain::role::{Permission, Role};
@@ -20,9 +22,9 @@ use crate::error::AppError;
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::contacts::{self, Contact, ContactFilter, ContactPatch, Cursor};
-use crate::storage::conversations::{self, Inbound, TimelineItem};
+use crate::storage::conversations::{self, TimelineItem};
 use crate::storage::lists::{self, List};
-use crate::storage::{DbConnection, audit, consents, now};
+use crate::storage::{DbConnection, audit, consents};
 use crate::web::chrome::Chrome;
 use crate::web::download::{csv_download, csv_rows};
 use crate::web::format;
@@ -915,39 +917,35 @@ pub async fn simulate_reply(
         ));
     }
     let channel_public = form.channel.clone();
-    let (contact, channel, outcome) = state
+    let (contact, channel) = state
         .db
         .run(move |conn| {
             let c = contact_or_404(conn, &public_id)?;
             let ch = channels::find_by_public_id(conn, &channel_public)?
                 .ok_or_else(|| AppError::not_found("This channel"))?;
-            if ch.provider != Provider::Sandbox {
-                return Err(AppError::Refused(
-                    "Replies can only be simulated on sandbox channels.".into(),
-                ));
-            }
-            let provider_id = format!("sandbox-in-{}", uuid::Uuid::new_v4());
-            let outcome = conversations::record_inbound(
-                conn,
-                &ch,
-                &Inbound {
-                    from: &c.phone,
-                    text: &text,
-                    provider_message_id: Some(&provider_id),
-                    received_at: now(),
-                    profile_name: None,
-                },
-            )?;
-            Ok::<_, AppError>((c, ch, outcome))
+            Ok::<_, AppError>((c, ch))
         })
         .await?;
+    // The reply goes the way a provider's webhook would: the sandbox adapter makes the event,
+    // and the same code that applies webhooks applies it.
+    let Ok(Adapter::Sandbox(sandbox)) = state.channels.adapter(&channel) else {
+        return Err(AppError::Refused(
+            "Replies can only be simulated on sandbox channels.".into(),
+        ));
+    };
+    let event = sandbox
+        .simulate_reply(contact.phone.clone(), &text)
+        .await
+        .map_err(AppError::internal)?;
+    events::apply(&state.db, &state.hub, &channel, vec![event]).await?;
+    let outcome_change = keyword_intent(&text);
     let mut msg = format!("{} replied on {}.", contact.display_name(), channel.name);
-    match outcome.consent_change {
-        Some(ConsentStatus::OptedOut) => msg.push_str(&format!(
+    match outcome_change {
+        Some(KeywordIntent::OptOut) => msg.push_str(&format!(
             " That is an opt-out keyword: no more {} messages go to them.",
             channel.kind.label()
         )),
-        Some(ConsentStatus::OptedIn) => msg.push_str(&format!(
+        Some(KeywordIntent::OptIn) => msg.push_str(&format!(
             " That is an opt-in keyword: {} messages may go to them again.",
             channel.kind.label()
         )),

@@ -20,6 +20,7 @@ pub mod imports;
 pub mod lists;
 pub mod session;
 pub mod users;
+pub mod webhooks;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
@@ -55,6 +56,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").get(health::healthz))
         .service(resource("/favicon.ico").get(assets::favicon))
         .service(resource("/assets/{path:.*}").get(assets::serve))
+        .service(
+            resource("/webhooks/{provider}/{channel}")
+                .app_data(web::PayloadConfig::new(1 << 20))
+                .route(get().to(webhooks::receive))
+                .route(post().to(webhooks::receive)),
+        )
         .service(
             web::scope("/api/v1")
                 .app_data(ApiScope)
@@ -137,22 +144,21 @@ async fn not_found() -> Result<HttpResponse, AppError> {
     ))
 }
 
-/// One log line per request, inside the request's span (which carries the request id):
-/// method, path, status and latency.
+/// One log line per request, inside the request's span (which carries the method, path and
+/// request id): status and latency.
 pub async fn access_log(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_owned();
     let res = next.call(req).await?;
     let status = res.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Method, path and request id are on the enclosing request span.
     if status >= 500 {
-        tracing::error!(%method, %path, status, latency_ms, "request failed");
+        tracing::error!(status, latency_ms, "request failed");
     } else {
-        tracing::info!(%method, %path, status, latency_ms, "request");
+        tracing::info!(status, latency_ms, "request");
     }
     Ok(res)
 }

@@ -1,0 +1,2 @@
+DROP TABLE early_statuses;
+DROP TABLE webhook_receipts;

@@ -1,0 +1,8 @@
+//! The background side: the channel registry (adapters built from stored channels), the event
+//! hub (live updates for pages), applying provider events (webhooks and the sandbox), and the
+//! outbox worker.
+
+pub mod events;
+pub mod hub;
+pub mod registry;
+pub mod sandbox;

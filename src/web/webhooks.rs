@@ -1,0 +1,95 @@
+//! Provider callbacks: `/webhooks/{whatsapp|twilio|infobip}/{channel id}`. The signature is
+//! checked first (401 and nothing stored when it fails); then events are de-duplicated by the
+//! provider's id and applied. A signed body Herald cannot read is logged and acknowledged, so a
+//! provider never retries it for days.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::channels::{ChannelAdapter, WebhookError, WebhookOutcome, WebhookRequest, twilio};
+use crate::dispatch::events;
+use crate::domain::channel::Provider;
+use crate::error::AppError;
+use crate::startup::AppState;
+use crate::storage::channels;
+
+fn provider_of(segment: &str) -> Option<Provider> {
+    match segment {
+        "whatsapp" => Some(Provider::WhatsappCloud),
+        "twilio" => Some(Provider::Twilio),
+        "infobip" => Some(Provider::Infobip),
+        _ => None,
+    }
+}
+
+/// GET (WhatsApp's verification handshake) and POST (events) for every provider.
+pub async fn receive(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let (segment, channel_id) = path.into_inner();
+    let provider = provider_of(&segment).ok_or_else(|| AppError::not_found("This webhook"))?;
+    let lookup = channel_id.clone();
+    let channel = state
+        .db
+        .run(move |conn| Ok::<_, AppError>(channels::find_by_public_id(conn, &lookup)?))
+        .await?
+        .filter(|c| c.provider == provider)
+        .ok_or_else(|| AppError::not_found("This webhook"))?;
+    let adapter = state.channels.adapter(&channel).map_err(|e| {
+        tracing::error!(channel = %channel.name, error = %e, "a webhook arrived for a channel whose settings cannot be used");
+        AppError::Unavailable(anyhow::anyhow!("channel settings unusable: {e}"))
+    })?;
+
+    // The URL the provider signed: the public one, as the provider was told it.
+    let mut url = format!("{}{}", state.public_url, req.path());
+    if !req.query_string().is_empty() {
+        url.push('?');
+        url.push_str(req.query_string());
+    }
+    let mut webhook = WebhookRequest::new(req.method().as_str(), url).with_body(body.to_vec());
+    for (name, value) in req.headers() {
+        if let Ok(v) = value.to_str() {
+            webhook = webhook.with_header(name.as_str(), v);
+        }
+    }
+
+    match adapter.parse_webhook(&webhook) {
+        Ok(WebhookOutcome::Challenge(challenge)) => Ok(HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(challenge)),
+        Ok(WebhookOutcome::Events(list)) => {
+            let count = list.len();
+            let applied = events::apply(&state.db, &state.hub, &channel, list).await?;
+            tracing::info!(channel = %channel.name, events = count, ?applied, "webhook applied");
+            Ok(acknowledge(provider))
+        }
+        Err(WebhookError::BadSignature) => {
+            tracing::warn!(channel = %channel.name, "webhook with a missing or wrong signature refused");
+            let status = if req.method() == actix_web::http::Method::GET {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            Ok(HttpResponse::build(status).json(serde_json::json!({
+                "error": {"code": "invalid_signature", "message": "The webhook signature is missing or wrong."}
+            })))
+        }
+        Err(WebhookError::Malformed(what)) => {
+            tracing::warn!(channel = %channel.name, problem = %what, "a webhook Herald cannot read was acknowledged and ignored");
+            Ok(acknowledge(provider))
+        }
+    }
+}
+
+/// The answer each provider expects (Twilio wants TwiML; an empty response sends nothing back).
+fn acknowledge(provider: Provider) -> HttpResponse {
+    match provider {
+        Provider::Twilio => HttpResponse::Ok()
+            .content_type("text/xml")
+            .body(twilio::EMPTY_TWIML),
+        _ => HttpResponse::Ok().json(serde_json::json!({"status": "ok"})),
+    }
+}
