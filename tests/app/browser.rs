@@ -26,20 +26,21 @@ fn free_port() -> u16 {
 
 impl Browser {
     pub async fn start(base: &str) -> Browser {
-        use std::os::unix::process::CommandExt;
         let driver_path = std::env::var("HERALD_TEST_CHROMEDRIVER").expect(
             "HERALD_TEST_CHROMEDRIVER was set when the tests were built but is not set now",
         );
         let chromium =
             std::env::var("HERALD_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let port = free_port();
-        let driver = Command::new(&driver_path)
+        // A session of its own (setsid(1) execs it in place, so the pid is chromedriver's and
+        // its process group is ours to kill): Chromium's processes go with it, and nothing it
+        // does reaches the terminal session that runs the tests.
+        let driver = Command::new("setsid")
+            .arg(&driver_path)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            // Its own process group, so Chromium's processes go with it.
-            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {driver_path}: {e}"));
         let profile = tempfile::tempdir().expect("profile dir");
@@ -163,10 +164,14 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let pgid = self.driver.id();
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{pgid}")])
-            .status();
+        if let Ok(pgid) = libc::pid_t::try_from(self.driver.id()) {
+            // SAFETY: killpg only sends a signal; `pgid` is the group setsid(1) made for
+            // chromedriver, so Chromium's processes are the only ones in it. (Not the `kill`
+            // binary: Debian's procps 4.0.2 reads `kill -KILL -12345` as `kill -KILL -1`.)
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
