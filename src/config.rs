@@ -30,6 +30,17 @@ pub struct Settings {
     /// `HERALD_DEFAULT_COUNTRY`: the country assumed for phone numbers written without a
     /// country code (imports may choose another).
     pub default_country: crate::domain::phone::DefaultCountry,
+    /// `HERALD_METRICS_TOKEN`: when set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
+    /// `HERALD_RUN_WORKER`: run the outbox worker inside `herald serve` (default true; set false
+    /// for instances that only serve pages while `herald worker` processes send).
+    pub run_worker: bool,
+    /// `HERALD_MAX_IN_FLIGHT`: messages a worker may have between claim and recorded outcome,
+    /// per channel (also the most a crash can leave `unknown`).
+    pub max_in_flight: usize,
+    /// `HERALD_WORKER_DEAD_AFTER_SECS`: a worker whose heartbeat is this old is dead; what it
+    /// held becomes `unknown`.
+    pub worker_dead_after: Duration,
     /// `HERALD_SEND_TIMEOUT_SECS`: how long a provider call may take before its outcome is
     /// treated as unknown.
     pub send_timeout: Duration,
@@ -157,7 +168,28 @@ impl Settings {
             15,
             "a number of seconds",
         )?;
+        let max_in_flight: usize = parse(
+            "HERALD_MAX_IN_FLIGHT",
+            get("HERALD_MAX_IN_FLIGHT"),
+            256,
+            "a number",
+        )?;
+        let dead_after: u64 = parse(
+            "HERALD_WORKER_DEAD_AFTER_SECS",
+            get("HERALD_WORKER_DEAD_AFTER_SECS"),
+            10,
+            "a number of seconds",
+        )?;
         Ok(Settings {
+            max_in_flight: max_in_flight.clamp(1, 10_000),
+            worker_dead_after: Duration::from_secs(dead_after.max(2)),
+            metrics_token: get("HERALD_METRICS_TOKEN"),
+            run_worker: parse(
+                "HERALD_RUN_WORKER",
+                get("HERALD_RUN_WORKER"),
+                true,
+                "true or false",
+            )?,
             send_timeout: Duration::from_secs(send_timeout_secs.clamp(1, 300)),
             default_country,
             database_url: get("DATABASE_URL").unwrap_or_else(|| "sqlite://herald.db".into()),

@@ -19,8 +19,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the dashboard and the API (the default).
+    /// Serve the dashboard and the API (the default); the outbox worker runs inside too.
     Serve,
+    /// Run the outbox worker alone (several may share one PostgreSQL database).
+    Worker,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage accounts.
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
 fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(settings),
+        Command::Worker => worker(settings),
         Command::Migrate => {
             let applied = commands::migrate(&settings)?;
             if applied.is_empty() {
@@ -127,6 +130,50 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             eprintln!("This key is shown once; Herald keeps only its hash.");
             Ok(())
         }
+    }
+}
+
+fn worker(settings: Settings) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let worker = herald::startup::Worker::build(settings).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping: finishing the sends under way");
+            let _ = stop_tx.send(true);
+        });
+        eprintln!(
+            "Herald worker {} is sending",
+            worker.background.dispatcher.worker_id()
+        );
+        worker.run_until(stop_rx).await
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }
 

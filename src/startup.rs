@@ -1,7 +1,10 @@
 //! Builds the application: database, keys, middleware, routes. Tests build it on port 0.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+
+use tokio::sync::watch;
 
 use actix_session::SessionMiddleware;
 use actix_session::config::{CookieContentSecurity, PersistentSession};
@@ -15,6 +18,10 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::keys::Keys;
 use crate::auth::password;
 use crate::config::{Settings, redact_url};
+use crate::dispatch::hub::EventHub;
+use crate::dispatch::metrics::Metrics;
+use crate::dispatch::registry::ChannelRegistry;
+use crate::dispatch::worker::{DispatchConfig, Dispatcher};
 use crate::storage::{self, Db, channels, settings as app_settings};
 use crate::web as routes;
 
@@ -30,15 +37,94 @@ pub struct AppState {
     pub dummy_hash: String,
     pub keys: Keys,
     /// Adapters for the stored channels.
-    pub channels: std::sync::Arc<crate::dispatch::registry::ChannelRegistry>,
+    pub channels: Arc<ChannelRegistry>,
     /// Live updates for pages.
-    pub hub: crate::dispatch::hub::EventHub,
+    pub hub: EventHub,
+    /// This process's outbox worker (woken when a message is queued here).
+    pub dispatcher: Dispatcher,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Application {
     port: u16,
     url: String,
     server: Server,
+    /// The outbox worker run beside the server (`HERALD_RUN_WORKER`, on by default).
+    dispatcher: Option<Dispatcher>,
+}
+
+/// What runs behind the pages: the channel registry, the event hub, the sandbox's reports and
+/// the outbox worker. `herald serve` and `herald worker` both build it.
+pub struct Background {
+    pub registry: Arc<ChannelRegistry>,
+    pub hub: EventHub,
+    pub metrics: Arc<Metrics>,
+    pub dispatcher: Dispatcher,
+}
+
+impl Background {
+    /// Must run inside the Tokio runtime (it spawns the sandbox loop).
+    pub fn start(
+        db: &Db,
+        settings: &Settings,
+        public_url: &str,
+        keys: &Keys,
+    ) -> anyhow::Result<Self> {
+        let hub = EventHub::new();
+        let (sandbox_tx, sandbox_rx) = tokio::sync::mpsc::channel(4096);
+        let registry = Arc::new(ChannelRegistry::new(
+            public_url,
+            keys.channel_secrets,
+            sandbox_tx,
+            settings.send_timeout,
+        )?);
+        tokio::spawn(crate::dispatch::sandbox::run(
+            db.clone(),
+            hub.clone(),
+            sandbox_rx,
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let dispatcher = Dispatcher::new(
+            db.clone(),
+            registry.clone(),
+            hub.clone(),
+            metrics.clone(),
+            DispatchConfig::from_settings(settings),
+        );
+        Ok(Background {
+            registry,
+            hub,
+            metrics,
+            dispatcher,
+        })
+    }
+}
+
+/// `herald worker`: the outbox worker alone (no pages), for scaling out on PostgreSQL.
+pub struct Worker {
+    pub background: Background,
+}
+
+impl Worker {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let prepared = settings.clone();
+        let (db, master) =
+            tokio::task::spawn_blocking(move || prepare_database(&prepared, false)).await??;
+        let keys = Keys::derive(&master)?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", settings.bind));
+        Ok(Worker {
+            background: Background::start(&db, &settings, &public_url, &keys)?,
+        })
+    }
+
+    /// Sends until `stop` turns true, then finishes what is in flight.
+    pub async fn run_until(self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        self.background.dispatcher.run(stop).await?;
+        Ok(())
+    }
 }
 
 /// The CSP allows scripts and styles from Herald itself only: no inline script anywhere.
@@ -116,22 +202,13 @@ impl Application {
         let addr = listener.local_addr()?;
         let public_url = settings.public_url_for(addr);
         let workers = settings.workers;
-        let hub = crate::dispatch::hub::EventHub::new();
-        let (sandbox_tx, sandbox_rx) = tokio::sync::mpsc::channel(4096);
-        let channels = std::sync::Arc::new(crate::dispatch::registry::ChannelRegistry::new(
-            &public_url,
-            keys.channel_secrets,
-            sandbox_tx,
-            settings.send_timeout,
-        )?);
-        tokio::spawn(crate::dispatch::sandbox::run(
-            db.clone(),
-            hub.clone(),
-            sandbox_rx,
-        ));
+        let background = Background::start(&db, &settings, &public_url, &keys)?;
+        let run_worker = settings.run_worker;
         let state = web::Data::new(AppState {
-            channels,
-            hub,
+            channels: background.registry.clone(),
+            hub: background.hub.clone(),
+            dispatcher: background.dispatcher.clone(),
+            metrics: background.metrics.clone(),
             db,
             public_url: public_url.clone(),
             setup_done: AtomicBool::new(false),
@@ -164,6 +241,7 @@ impl Application {
             port: addr.port(),
             url: public_url,
             server,
+            dispatcher: run_worker.then_some(background.dispatcher),
         })
     }
 
@@ -181,10 +259,24 @@ impl Application {
         &self.url
     }
 
-    /// Serves until SIGINT/SIGTERM, then stops taking connections and lets requests in flight
-    /// finish (up to 30 s).
+    /// Serves until SIGINT/SIGTERM (or `handle().stop()`), then stops taking connections, lets
+    /// requests in flight finish (up to 30 s), stops the worker's claiming and waits for the
+    /// sends under way to be recorded.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = self.dispatcher.map(|d| {
+            tokio::spawn(async move {
+                if let Err(e) = d.run(stop_rx).await {
+                    tracing::error!(error = ?e, "the dispatcher stopped with an error");
+                }
+            })
+        });
+        let result = self.server.await;
+        let _ = stop_tx.send(true);
+        if let Some(w) = worker {
+            let _ = w.await;
+        }
+        result
     }
 }
 

@@ -247,6 +247,23 @@ pub fn claim_early_statuses(
     Ok(out)
 }
 
+/// Applies early reports whose message is known by now (a report saved in the instant between
+/// the send's commit and its own check would otherwise wait until pruned).
+pub fn sweep_early_statuses(conn: &mut DbConnection) -> Result<Vec<HubEvent>, AppError> {
+    let before = (Utc::now() - chrono::Duration::seconds(5)).naive_utc();
+    let mut out = Vec::new();
+    for (channel_id, provider_id) in receipts::early_status_keys(conn, before, 500)? {
+        let Some(message) = messages::find_by_provider_id(conn, channel_id, &provider_id)? else {
+            continue;
+        };
+        let Some(channel) = crate::storage::channels::find(conn, channel_id)? else {
+            continue;
+        };
+        out.extend(conn.transaction(|conn| claim_early_statuses(conn, &channel, message.id))?);
+    }
+    Ok(out)
+}
+
 /// Drops receipts and early reports older than providers retry.
 pub fn prune(conn: &mut DbConnection) -> Result<(), AppError> {
     let week_ago = (Utc::now() - chrono::Duration::days(8)).naive_utc();

@@ -4,5 +4,7 @@
 
 pub mod events;
 pub mod hub;
+pub mod metrics;
 pub mod registry;
 pub mod sandbox;
+pub mod worker;

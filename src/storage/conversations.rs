@@ -242,3 +242,24 @@ pub fn timeline(
     items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     Ok(items)
 }
+
+/// When each of these contacts last wrote on this channel (for the window check at send time).
+pub fn windows_on_channel(
+    conn: &mut DbConnection,
+    channel_id: i64,
+    contact_ids: &[i64],
+) -> QueryResult<std::collections::HashMap<i64, NaiveDateTime>> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in contact_ids.chunks(500) {
+        let rows: Vec<(i64, NaiveDateTime)> = contact_windows::table
+            .filter(contact_windows::channel_id.eq(channel_id))
+            .filter(contact_windows::contact_id.eq_any(chunk))
+            .select((
+                contact_windows::contact_id,
+                contact_windows::last_inbound_at,
+            ))
+            .load(conn)?;
+        out.extend(rows);
+    }
+    Ok(out)
+}

@@ -8,7 +8,7 @@ use super::schema::{message_events, messages};
 use super::{DbConnection, now};
 use crate::domain::message::{MessageStatus, ProviderStatus, apply_provider_status};
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = messages)]
 pub struct MessageRow {
     pub id: i64,
@@ -37,6 +37,7 @@ pub struct MessageRow {
     pub delivered_at: Option<NaiveDateTime>,
     pub read_at: Option<NaiveDateTime>,
     pub failed_at: Option<NaiveDateTime>,
+    pub leased_by: Option<String>,
 }
 
 impl MessageRow {

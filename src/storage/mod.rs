@@ -11,6 +11,7 @@ pub mod imports;
 pub mod lists;
 pub mod login_attempts;
 pub mod messages;
+pub mod outbox;
 pub mod receipts;
 pub mod schema;
 pub mod settings;
@@ -135,8 +136,12 @@ impl ManageConnection for ConnectionManager {
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        use diesel::r2d2::R2D2Connection;
+        match conn {
+            DbConnection::Postgres(c) => c.is_broken(),
+            DbConnection::Sqlite(c) => c.is_broken(),
+        }
     }
 }
 
@@ -166,6 +171,9 @@ impl Db {
         let pool = Pool::builder()
             .max_size(max_size)
             .connection_timeout(Duration::from_secs(10))
+            // No `SELECT 1` before every use (the default): a broken connection fails its
+            // query, r2d2 drops it, and the caller's error says so.
+            .test_on_check_out(false)
             .build(ConnectionManager { url })
             .map_err(|e| anyhow::anyhow!("cannot open the {} database: {e}", backend.name()))?;
         Ok(Db { pool, backend })

@@ -97,3 +97,40 @@ pub fn prune_early_statuses(
     use super::schema::early_statuses as es;
     diesel::delete(es::table.filter(es::received_at.lt(before))).execute(conn)
 }
+
+/// Which of these provider ids have early reports waiting (usually none: one query per batch).
+pub fn early_statuses_for(
+    conn: &mut DbConnection,
+    channel_id: i64,
+    provider_ids: &[&str],
+) -> QueryResult<Vec<String>> {
+    use super::schema::early_statuses as es;
+    let mut out = Vec::new();
+    for chunk in provider_ids.chunks(500) {
+        out.extend(
+            es::table
+                .filter(es::channel_id.eq(channel_id))
+                .filter(es::provider_message_id.eq_any(chunk))
+                .select(es::provider_message_id)
+                .distinct()
+                .load::<String>(conn)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Early reports older than `before`, as `(channel id, provider message id)`: the sweep looks
+/// for their messages (on PostgreSQL a report can be saved just after the send's own check).
+pub fn early_status_keys(
+    conn: &mut DbConnection,
+    before: chrono::NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<(i64, String)>> {
+    use super::schema::early_statuses as es;
+    es::table
+        .filter(es::received_at.lt(before))
+        .select((es::channel_id, es::provider_message_id))
+        .distinct()
+        .limit(limit)
+        .load(conn)
+}

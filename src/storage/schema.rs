@@ -193,6 +193,7 @@ diesel::table! {
         delivered_at -> Nullable<Timestamp>,
         read_at -> Nullable<Timestamp>,
         failed_at -> Nullable<Timestamp>,
+        leased_by -> Nullable<Text>,
     }
 }
 
@@ -259,6 +260,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    workers (id) {
+        id -> Text,
+        host -> Text,
+        pid -> BigInt,
+        started_at -> Timestamp,
+        heartbeat_at -> Timestamp,
+        stopped_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    channel_throttle (channel_id) {
+        channel_id -> BigInt,
+        next_slot_us -> BigInt,
+        paused_until_us -> BigInt,
+    }
+}
+
 diesel::joinable!(api_keys -> users (created_by));
 diesel::joinable!(list_members -> lists (list_id));
 diesel::joinable!(list_members -> contacts (contact_id));
@@ -294,4 +314,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     import_rejections,
     webhook_receipts,
     early_statuses,
+    workers,
+    channel_throttle,
 );

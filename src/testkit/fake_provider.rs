@@ -92,6 +92,8 @@ pub struct FakeConfig {
     pub template_status: String,
     /// actix workers.
     pub workers: usize,
+    /// Keep the time of every accepted send (`FakeStats::accepted_at_ms`), to measure rates.
+    pub record_times: bool,
 }
 
 impl Default for FakeConfig {
@@ -112,6 +114,7 @@ impl Default for FakeConfig {
             infobip_webhook: None,
             template_status: "APPROVED".into(),
             workers: 1,
+            record_times: false,
         }
     }
 }
@@ -134,6 +137,9 @@ pub struct FakeStats {
     pub received_per_recipient: BTreeMap<String, u64>,
     /// Sends answered as accepted per recipient: more than one is a duplicate.
     pub accepted_per_recipient: BTreeMap<String, u64>,
+    /// When each accepted send arrived, in milliseconds since the Unix epoch (with
+    /// `record_times`).
+    pub accepted_at_ms: Vec<u64>,
 }
 
 impl FakeStats {
@@ -965,7 +971,14 @@ fn ib_template_get(state: &State, id: &str) -> HttpResponse {
 }
 
 fn accepted(state: &State, recipients: &[String]) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let record = state.config.record_times;
     state.stats(|s| {
+        if record {
+            s.accepted_at_ms.push(now_ms);
+        }
         s.sends_accepted += 1;
         for r in recipients {
             *s.accepted_per_recipient.entry(r.clone()).or_default() += 1;

@@ -18,6 +18,7 @@ pub mod home;
 pub mod identity;
 pub mod imports;
 pub mod lists;
+pub mod metrics;
 pub mod session;
 pub mod users;
 pub mod webhooks;
@@ -54,6 +55,7 @@ pub fn is_htmx(req: &HttpRequest) -> bool {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use web::{get, post, resource};
     cfg.service(resource("/healthz").get(health::healthz))
+        .service(resource("/metrics").get(metrics::metrics))
         .service(resource("/favicon.ico").get(assets::favicon))
         .service(resource("/assets/{path:.*}").get(assets::serve))
         .service(

@@ -143,6 +143,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.secret_key = Some("test-secret-key-of-sufficient-length-0123456789".into());
     settings.workers = 1;
     settings.db_pool_size = 4;
+    // Tests that send turn the in-process worker on (or drive one themselves).
+    settings.run_worker = false;
     settings
 }
 

@@ -8,5 +8,6 @@ mod auth;
 mod browser;
 mod conformance;
 mod contacts;
+mod dispatch;
 mod platform;
 mod users;

@@ -1,0 +1,345 @@
+//! Dispatcher benchmark: `cargo bench --bench dispatch` (on SQLite; set
+//! HERALD_BENCH_DATABASE_URL=postgres://… to add PostgreSQL). Options after `--`:
+//!   --messages N     messages for the throughput run (default 50,000)
+//!   --rate-secs S    length of each rate-accuracy run (default 30; 0 skips)
+//!   --drain N        also drain N queued messages and report memory (default 0)
+//!
+//! Throughput: the fake provider (in this process, on loopback) driven first by a bare HTTP
+//! client with as many requests in flight as Herald uses (the ceiling), then by Herald's
+//! dispatcher sending queued messages with no rate limit. Rate accuracy: a channel limited to
+//! 80/s and to 1,000/s, measured at the fake provider over the run (mean rate, and the most
+//! sends in any one-second window). Nothing here asserts a time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use herald::auth::keys::Keys;
+use herald::auth::sealed;
+use herald::dispatch::hub::EventHub;
+use herald::dispatch::metrics::Metrics;
+use herald::dispatch::registry::ChannelRegistry;
+use herald::dispatch::worker::{DispatchConfig, Dispatcher};
+use herald::domain::channel::{ChannelKind, Provider};
+use herald::storage::channels::{self, Channel, NewChannel};
+use herald::storage::{self, Db};
+use herald::testkit::fake_provider::{FakeConfig, FakeProvider, FakeProviderHandle};
+
+const SECRET: &str = "bench-secret-key-of-sufficient-length-0123456789";
+const IN_FLIGHT: usize = 256;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn phone(i: usize) -> String {
+    let area = 201 + (i / 8_000_000) % 700;
+    let exchange = 200 + (i / 10_000) % 800;
+    format!("+1{area}{exchange}{:04}", i % 10_000)
+}
+
+fn channel(db: &Db, name: &str, base_url: &str, rate: i32) -> Channel {
+    let key = Keys::derive(SECRET).expect("keys").channel_secrets;
+    let secrets = serde_json::json!({"access_token": "t", "app_secret": "app-secret-0123456789", "verify_token": "v"});
+    let settings = serde_json::json!({"base_url": base_url, "api_version": "v23.0", "phone_number_id": "1", "waba_id": "2"});
+    channels::insert(
+        &mut db.get().expect("conn"),
+        &NewChannel {
+            kind: ChannelKind::Whatsapp,
+            provider: Provider::WhatsappCloud,
+            name,
+            sender: "+15550001",
+            settings: &settings.to_string(),
+            secrets: Some(&sealed::seal(&key, &secrets.to_string()).expect("seal")),
+            rate_limit_per_second: rate,
+        },
+    )
+    .expect("channel")
+}
+
+const CONTENT: &str = r#"{"type":"template","name":"order_update","language":"en_US","provider_template_id":null,"parameter_format":"positional","header":[],"body":[{"name":null,"value":"1234"}],"buttons":[],"rendered":"Your order 1234 shipped."}"#;
+
+/// Queues `n` messages fast (bulk SQL: the benchmark is about sending, not queueing).
+fn queue(db: &Db, channel: &Channel, from: usize, n: usize) {
+    let mut conn = db.get().expect("conn");
+    let ts = "2026-01-01 00:00:00";
+    for chunk_start in (from..from + n).step_by(1000) {
+        let end = (chunk_start + 1000).min(from + n);
+        let contacts: Vec<String> = (chunk_start..end)
+            .map(|i| {
+                format!(
+                    "('{}','{}','{{}}','{ts}','{ts}')",
+                    storage::new_public_id(),
+                    phone(i)
+                )
+            })
+            .collect();
+        conn.batch_execute(&format!(
+            "INSERT INTO contacts (public_id, phone, attributes, created_at, updated_at) VALUES {} ON CONFLICT (phone) DO NOTHING;",
+            contacts.join(",")
+        ))
+        .expect("contacts");
+        let phones: Vec<String> = (chunk_start..end)
+            .map(|i| format!("'{}'", phone(i)))
+            .collect();
+        conn.batch_execute(&format!(
+            "INSERT INTO messages (public_id, channel_id, contact_id, to_address, content_kind, body, content, status, attempts, next_attempt_at, requested_by, created_at, updated_at) \
+             SELECT '{}-' || c.id, {}, c.id, c.phone, 'template', 'Your order 1234 shipped.', '{CONTENT}', 'queued', 0, '{ts}', 'bench', '{ts}', '{ts}' FROM contacts c WHERE c.phone IN ({});",
+            storage::new_public_id(),
+            channel.id,
+            phones.join(",")
+        ))
+        .expect("messages");
+    }
+}
+
+fn dispatcher(db: &Db) -> Dispatcher {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let registry = Arc::new(
+        ChannelRegistry::new(
+            "http://127.0.0.1:9",
+            Keys::derive(SECRET).expect("keys").channel_secrets,
+            tx,
+            Duration::from_secs(15),
+        )
+        .expect("registry"),
+    );
+    drop(rx);
+    let mut settings = herald::config::Settings::from_lookup(|_| None).expect("settings");
+    settings.max_in_flight = IN_FLIGHT;
+    let mut config = DispatchConfig::from_settings(&settings);
+    config.idle_poll = Duration::from_millis(20);
+    Dispatcher::new(
+        db.clone(),
+        registry,
+        EventHub::new(),
+        Arc::new(Metrics::new()),
+        config,
+    )
+}
+
+fn count(db: &Db, status: &str) -> i64 {
+    use diesel::prelude::*;
+    use herald::storage::schema::messages;
+    messages::table
+        .filter(messages::status.eq(status))
+        .count()
+        .get_result(&mut *db.get().expect("conn"))
+        .expect("count")
+}
+
+/// Runs the dispatcher until nothing is queued or sending; returns the elapsed time.
+async fn drain(db: &Db, expected_sent: i64, mut sample: impl FnMut(i64)) -> Duration {
+    let d = dispatcher(db);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let task = tokio::spawn(d.run(stop_rx));
+    loop {
+        let sent = count(db, "sent");
+        sample(sent);
+        if sent >= expected_sent || (count(db, "queued") == 0 && count(db, "sending") == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+    elapsed
+}
+
+/// The ceiling: the same fake provider driven by a bare HTTP client, `IN_FLIGHT` at a time.
+async fn ceiling(fake: &FakeProviderHandle, n: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let url = format!("{}/v23.0/1/messages", fake.base_url);
+    let sem = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let permit = sem.clone().acquire_owned().await.expect("permit");
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = serde_json::json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": format!("+1999{i:07}"), "type": "template",
+                "template": {"name": "order_update", "language": {"code": "en_US", "policy": "deterministic"}, "components": [{"type": "body", "parameters": [{"type": "text", "text": "1234"}]}]}});
+            let _ = client.post(&url).bearer_auth("t").json(&body).send().await.map(|r| r.status());
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn max_per_second(times_ms: &[u64]) -> usize {
+    let mut t = times_ms.to_vec();
+    t.sort_unstable();
+    let (mut best, mut start) = (0, 0);
+    for end in 0..t.len() {
+        while t[end] - t[start] >= 1000 {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+fn open_db(label: &str, url: &str) -> Db {
+    let db = Db::connect(url, 8).unwrap_or_else(|e| panic!("{label}: {e}"));
+    storage::run_migrations(&mut db.get().expect("conn")).expect("migrate");
+    db
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let messages: usize = arg("--messages")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let rate_secs: u64 = arg("--rate-secs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let drain_n: usize = arg("--drain").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let dir = tempfile::tempdir().expect("dir");
+
+    let mut backends: Vec<(String, String)> = vec![(
+        "SQLite".into(),
+        format!("sqlite://{}", dir.path().join("bench.db").display()),
+    )];
+    if let Ok(url) = std::env::var("HERALD_BENCH_DATABASE_URL") {
+        // A fresh database on that server.
+        let name = format!("herald_bench_{}", uuid::Uuid::new_v4().simple());
+        let admin = Db::connect(&url, 1).expect("postgres");
+        admin
+            .get()
+            .expect("conn")
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create db");
+        let base = url
+            .rsplit_once('/')
+            .map_or(url.clone(), |(b, _)| b.to_owned());
+        backends.push(("PostgreSQL".into(), format!("{base}/{name}")));
+    }
+
+    println!(
+        "Dispatcher benchmark, {} cores, {IN_FLIGHT} requests in flight",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!();
+    println!(
+        "| backend | ceiling: bare HTTP client (req/s) | Herald dispatcher (msg/s) | share of ceiling |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (label, url) in &backends {
+        let db = open_db(label, url);
+        let fake = FakeProvider::start(FakeConfig {
+            workers: 1,
+            keep_last: 1,
+            ..FakeConfig::default()
+        })
+        .await
+        .expect("fake");
+        let ceiling_rate = ceiling(&fake, messages).await;
+        let ch = channel(&db, "Unlimited", &fake.base_url, 1_000_000);
+        queue(&db, &ch, 0, messages);
+        let elapsed = drain(&db, messages as i64, |_| {}).await;
+        let rate = messages as f64 / elapsed.as_secs_f64();
+        let stats = fake.stats();
+        assert!(stats.duplicates().is_empty(), "duplicates in the benchmark");
+        println!(
+            "| {label} | {ceiling_rate:.0} | {rate:.0} | {:.0}% |",
+            rate / ceiling_rate * 100.0
+        );
+    }
+
+    if rate_secs > 0 {
+        println!();
+        println!(
+            "| backend | limit (msg/s) | measured over {rate_secs} s (msg/s) | below the limit | most in any 1 s window |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (label, url) in &backends {
+            let db = open_db(label, url);
+            for (i, limit) in [80i32, 1000].into_iter().enumerate() {
+                let fake = FakeProvider::start(FakeConfig {
+                    workers: 1,
+                    keep_last: 1,
+                    record_times: true,
+                    ..FakeConfig::default()
+                })
+                .await
+                .expect("fake");
+                let ch = channel(&db, &format!("Limited {limit}"), &fake.base_url, limit);
+                let n =
+                    usize::try_from(limit).unwrap_or(0) * usize::try_from(rate_secs).unwrap_or(0);
+                queue(&db, &ch, 1_000_000 * (i + 1), n);
+                drain(
+                    &db,
+                    i64::try_from(n).unwrap_or(0) + count(&db, "sent"),
+                    |_| {},
+                )
+                .await;
+                let times = fake.stats().accepted_at_ms;
+                let span_s = (times.iter().max().copied().unwrap_or(0)
+                    - times.iter().min().copied().unwrap_or(0)) as f64
+                    / 1000.0;
+                let measured = (times.len().saturating_sub(1)) as f64 / span_s.max(0.001);
+                println!(
+                    "| {label} | {limit} | {measured:.1} | {:.1}% | {} |",
+                    (1.0 - measured / f64::from(limit)) * 100.0,
+                    max_per_second(&times)
+                );
+            }
+        }
+    }
+
+    if drain_n > 0 {
+        println!();
+        println!("Draining {drain_n} queued messages (SQLite):");
+        let db = open_db(
+            "SQLite",
+            &format!("sqlite://{}", dir.path().join("drain.db").display()),
+        );
+        let fake = FakeProvider::start(FakeConfig {
+            workers: 1,
+            keep_last: 1,
+            ..FakeConfig::default()
+        })
+        .await
+        .expect("fake");
+        let ch = channel(&db, "Drain", &fake.base_url, 1_000_000);
+        queue(&db, &ch, 0, drain_n);
+        let base = rss_mib();
+        let mut samples: Vec<(i64, f64)> = Vec::new();
+        let mut next_mark = (drain_n / 10) as i64;
+        let elapsed = drain(&db, drain_n as i64, |sent| {
+            if sent >= next_mark {
+                samples.push((sent, rss_mib()));
+                next_mark += (drain_n / 10) as i64;
+            }
+        })
+        .await;
+        println!("| sent | RSS (MiB) |");
+        println!("|---:|---:|");
+        println!("| 0 | {base:.1} |");
+        for (sent, mib) in samples {
+            println!("| {sent} | {mib:.1} |");
+        }
+        println!(
+            "{:.0} msg/s over the whole drain",
+            drain_n as f64 / elapsed.as_secs_f64()
+        );
+    }
+}

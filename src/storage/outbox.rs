@@ -1,0 +1,669 @@
+//! The outbox side of `messages`: queueing, claiming due messages (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL, a single conditional `UPDATE` on SQLite, whose writers are serialised), recording
+//! outcomes, reaping what a dead worker held, workers' heartbeats, and each channel's shared
+//! send schedule.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text, Timestamp};
+
+use super::messages::MessageRow;
+use super::schema::{channel_throttle, message_events, messages, workers};
+use super::{DbConnection, new_public_id, now, on_backend};
+use crate::domain::message::MessageStatus;
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub channel_id: i64,
+    pub contact_id: i64,
+    pub to_address: &'a str,
+    pub campaign_id: Option<i64>,
+    pub template_id: Option<i64>,
+    pub content_kind: &'a str,
+    pub body: &'a str,
+    /// `MessageContent` as JSON.
+    pub content: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub requested_by: &'a str,
+    pub resend_of: Option<i64>,
+    /// When it may leave (now for immediate sends).
+    pub not_before: NaiveDateTime,
+}
+
+/// Queues a message and records the first event of its timeline. A unique violation on the
+/// idempotency key comes back as Diesel's error for the caller to answer with the first one.
+pub fn enqueue(conn: &mut DbConnection, m: &NewMessage<'_>) -> QueryResult<MessageRow> {
+    let at = now();
+    let id: i64 = diesel::insert_into(messages::table)
+        .values((
+            messages::public_id.eq(new_public_id()),
+            messages::channel_id.eq(m.channel_id),
+            messages::contact_id.eq(m.contact_id),
+            messages::to_address.eq(m.to_address),
+            messages::campaign_id.eq(m.campaign_id),
+            messages::template_id.eq(m.template_id),
+            messages::content_kind.eq(m.content_kind),
+            messages::body.eq(m.body),
+            messages::content.eq(m.content),
+            messages::status.eq(MessageStatus::Queued.as_str()),
+            messages::attempts.eq(0),
+            messages::next_attempt_at.eq(m.not_before),
+            messages::idempotency_key.eq(m.idempotency_key),
+            messages::requested_by.eq(m.requested_by),
+            messages::resend_of.eq(m.resend_of),
+            messages::created_at.eq(at),
+            messages::updated_at.eq(at),
+        ))
+        .returning(messages::id)
+        .get_result(conn)?;
+    super::messages::record_event(
+        conn,
+        id,
+        MessageStatus::Queued,
+        "herald",
+        m.requested_by,
+        at,
+    )?;
+    super::messages::find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+}
+
+pub fn find_by_idempotency_key(
+    conn: &mut DbConnection,
+    key: &str,
+) -> QueryResult<Option<MessageRow>> {
+    messages::table
+        .filter(messages::idempotency_key.eq(key))
+        .select(MessageRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+fn claim_sql(postgres: bool) -> String {
+    let columns = "id, public_id, channel_id, contact_id, to_address, campaign_id, template_id, content_kind, body, \
+                   content, status, provider_message_id, error_code, error_message, attempts, next_attempt_at, \
+                   lease_expires_at, idempotency_key, requested_by, resend_of, created_at, updated_at, sent_at, \
+                   delivered_at, read_at, failed_at, leased_by";
+    if postgres {
+        format!(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_expires_at = $1, leased_by = $2, \
+             updated_at = $3 WHERE id IN (SELECT id FROM messages WHERE channel_id = $4 AND status = 'queued' \
+             AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING {columns}"
+        )
+    } else {
+        format!(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_expires_at = ?1, leased_by = ?2, \
+             updated_at = ?3 WHERE id IN (SELECT id FROM messages WHERE channel_id = ?4 AND status = 'queued' \
+             AND next_attempt_at <= ?3 ORDER BY next_attempt_at, id LIMIT ?5) RETURNING {columns}"
+        )
+    }
+}
+
+/// Claims up to `limit` due messages of one channel for this worker: they become `sending`
+/// with a lease. Two workers never get the same row.
+pub fn claim(
+    conn: &mut DbConnection,
+    channel_id: i64,
+    worker_id: &str,
+    limit: i64,
+    lease_until: NaiveDateTime,
+) -> QueryResult<Vec<MessageRow>> {
+    let at = now();
+    let mut rows: Vec<MessageRow> = match conn {
+        DbConnection::Sqlite(c) => diesel::sql_query(claim_sql(false))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Text, _>(worker_id)
+            .bind::<Timestamp, _>(at)
+            .bind::<BigInt, _>(channel_id)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
+        DbConnection::Postgres(c) => diesel::sql_query(claim_sql(true))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Text, _>(worker_id)
+            .bind::<Timestamp, _>(at)
+            .bind::<BigInt, _>(channel_id)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
+    };
+    rows.sort_by_key(|r| (r.next_attempt_at, r.id));
+    Ok(rows)
+}
+
+/// Where a claimed message goes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider took it.
+    Sent {
+        provider_message_id: String,
+        provider_status: Option<String>,
+    },
+    /// Not taken, provably: queue again for `at`.
+    Retry {
+        at: NaiveDateTime,
+        code: Option<String>,
+        message: String,
+    },
+    /// A definite refusal, or the retries ran out.
+    Failed {
+        code: Option<String>,
+        message: String,
+    },
+    /// It may have reached the provider; never resent automatically.
+    Unknown { message: String },
+    /// Not sent because the policy said no at send time (opt-out, window, template).
+    Skipped { code: String, message: String },
+    /// Never attempted (shutdown, or a per-recipient spacing): back to the queue as it was.
+    Released { at: NaiveDateTime },
+}
+
+impl Outcome {
+    pub fn status(&self) -> MessageStatus {
+        match self {
+            Outcome::Sent { .. } => MessageStatus::Sent,
+            Outcome::Retry { .. } | Outcome::Released { .. } => MessageStatus::Queued,
+            Outcome::Failed { .. } => MessageStatus::Failed,
+            Outcome::Unknown { .. } => MessageStatus::Unknown,
+            Outcome::Skipped { .. } => MessageStatus::Skipped,
+        }
+    }
+}
+
+/// Writes one outcome of a message this worker holds. Returns false when the worker no longer
+/// held it (its lease was reaped as `unknown`): then a `Sent` is still recorded, moving the
+/// message forward, because it proves what happened.
+pub fn record_outcome(
+    conn: &mut DbConnection,
+    message: &MessageRow,
+    worker_id: &str,
+    outcome: &Outcome,
+) -> QueryResult<bool> {
+    let at = now();
+    let held = messages::table
+        .find(message.id)
+        .filter(messages::status.eq(MessageStatus::Sending.as_str()))
+        .filter(messages::leased_by.eq(worker_id));
+    let release = || {
+        (
+            messages::lease_expires_at.eq(None::<NaiveDateTime>),
+            messages::leased_by.eq(None::<String>),
+            messages::updated_at.eq(at),
+        )
+    };
+    let (updated, detail) = match outcome {
+        Outcome::Sent {
+            provider_message_id,
+            provider_status,
+        } => {
+            let n = diesel::update(held)
+                .set((
+                    release(),
+                    messages::status.eq(MessageStatus::Sent.as_str()),
+                    messages::provider_message_id.eq(provider_message_id),
+                    messages::sent_at.eq(at),
+                    messages::error_code.eq(None::<String>),
+                    messages::error_message.eq(None::<String>),
+                ))
+                .execute(conn)?;
+            let detail = match provider_status {
+                Some(s) => format!("provider id {provider_message_id} ({s})"),
+                None => format!("provider id {provider_message_id}"),
+            };
+            if n == 0 {
+                // Reaped meanwhile: the send's answer still proves it left.
+                diesel::update(
+                    messages::table
+                        .find(message.id)
+                        .filter(messages::status.eq(MessageStatus::Unknown.as_str())),
+                )
+                .set((
+                    release(),
+                    messages::status.eq(MessageStatus::Sent.as_str()),
+                    messages::provider_message_id.eq(provider_message_id),
+                    messages::sent_at.eq(at),
+                ))
+                .execute(conn)?;
+            }
+            (n, detail)
+        }
+        Outcome::Retry {
+            at: when,
+            code,
+            message: text,
+        } => (
+            diesel::update(held)
+                .set((
+                    release(),
+                    messages::status.eq(MessageStatus::Queued.as_str()),
+                    messages::next_attempt_at.eq(when),
+                    messages::error_code.eq(code),
+                    messages::error_message.eq(text),
+                ))
+                .execute(conn)?,
+            format!("will retry at {} UTC: {text}", when.format("%H:%M:%S")),
+        ),
+        Outcome::Failed {
+            code,
+            message: text,
+        } => (
+            diesel::update(held)
+                .set((
+                    release(),
+                    messages::status.eq(MessageStatus::Failed.as_str()),
+                    messages::failed_at.eq(at),
+                    messages::error_code.eq(code),
+                    messages::error_message.eq(text),
+                ))
+                .execute(conn)?,
+            text.clone(),
+        ),
+        Outcome::Unknown { message: text } => (
+            diesel::update(held)
+                .set((
+                    release(),
+                    messages::status.eq(MessageStatus::Unknown.as_str()),
+                    messages::error_code.eq(Some("unknown")),
+                    messages::error_message.eq(text),
+                ))
+                .execute(conn)?,
+            text.clone(),
+        ),
+        Outcome::Skipped {
+            code,
+            message: text,
+        } => (
+            diesel::update(held)
+                .set((
+                    release(),
+                    messages::status.eq(MessageStatus::Skipped.as_str()),
+                    messages::error_code.eq(code),
+                    messages::error_message.eq(text),
+                ))
+                .execute(conn)?,
+            text.clone(),
+        ),
+        Outcome::Released { at: when } => {
+            let n = diesel::update(held)
+                .set((
+                    release(),
+                    messages::status.eq(MessageStatus::Queued.as_str()),
+                    messages::next_attempt_at.eq(when),
+                    messages::attempts.eq(messages::attempts - 1),
+                ))
+                .execute(conn)?;
+            // Not a change anyone needs in the timeline.
+            return Ok(n == 1);
+        }
+    };
+    if updated == 1 || matches!(outcome, Outcome::Sent { .. }) {
+        super::messages::record_event(
+            conn,
+            message.id,
+            outcome.status(),
+            "dispatcher",
+            &detail,
+            at,
+        )?;
+    }
+    Ok(updated == 1)
+}
+
+/// Messages left `sending` by a worker that died (its heartbeat stopped) or whose lease ran
+/// out become `unknown`: they may have reached the provider, so they are never resent on their
+/// own. Returns `(id, public id, contact id, channel id)` of each.
+pub fn reap(
+    conn: &mut DbConnection,
+    now_at: NaiveDateTime,
+    dead_before: NaiveDateTime,
+) -> QueryResult<Vec<(i64, String, i64, i64)>> {
+    let dead: Vec<String> = workers::table
+        .filter(
+            workers::heartbeat_at
+                .lt(dead_before)
+                .or(workers::stopped_at.is_not_null()),
+        )
+        .select(workers::id)
+        .load(conn)?;
+    let stuck: Vec<(i64, String, i64, i64, Option<String>)> = messages::table
+        .filter(messages::status.eq(MessageStatus::Sending.as_str()))
+        .filter(
+            messages::lease_expires_at
+                .lt(now_at)
+                .or(messages::leased_by.eq_any(&dead))
+                .or(messages::leased_by.is_null()),
+        )
+        .select((
+            messages::id,
+            messages::public_id,
+            messages::contact_id,
+            messages::channel_id,
+            messages::leased_by,
+        ))
+        .limit(5000)
+        .load(conn)?;
+    let mut out = Vec::with_capacity(stuck.len());
+    for (id, public_id, contact_id, channel_id, holder) in stuck {
+        let text = "The worker sending this message stopped before the provider's answer was recorded: \
+                    it may or may not have been sent. Herald does not resend it on its own; an admin can.";
+        let n = diesel::update(
+            messages::table
+                .find(id)
+                .filter(messages::status.eq(MessageStatus::Sending.as_str()))
+                .filter(
+                    messages::leased_by
+                        .eq(holder.clone())
+                        .or(messages::leased_by.is_null()),
+                ),
+        )
+        .set((
+            messages::status.eq(MessageStatus::Unknown.as_str()),
+            messages::error_code.eq(Some("unknown")),
+            messages::error_message.eq(text),
+            messages::lease_expires_at.eq(None::<NaiveDateTime>),
+            messages::leased_by.eq(None::<String>),
+            messages::updated_at.eq(now_at),
+        ))
+        .execute(conn)?;
+        if n == 1 {
+            super::messages::record_event(
+                conn,
+                id,
+                MessageStatus::Unknown,
+                "dispatcher",
+                text,
+                now_at,
+            )?;
+            out.push((id, public_id, contact_id, channel_id));
+        }
+    }
+    Ok(out)
+}
+
+/// When each of these contacts last got a message on this channel after `since` (through the
+/// per-contact index: a contact has few messages).
+pub fn recent_sends(
+    conn: &mut DbConnection,
+    channel_id: i64,
+    contact_ids: &[i64],
+    since: NaiveDateTime,
+) -> QueryResult<HashMap<i64, NaiveDateTime>> {
+    let mut out = HashMap::new();
+    for chunk in contact_ids.chunks(500) {
+        let rows: Vec<(i64, Option<NaiveDateTime>)> = messages::table
+            .filter(messages::channel_id.eq(channel_id))
+            .filter(messages::contact_id.eq_any(chunk))
+            .filter(messages::sent_at.gt(since))
+            .select((messages::contact_id, messages::sent_at))
+            .load(conn)?;
+        for (contact, at) in rows {
+            if let Some(at) = at {
+                let e = out.entry(contact).or_insert(at);
+                if at > *e {
+                    *e = at;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How many messages wait, per channel.
+pub fn queue_depth(conn: &mut DbConnection) -> QueryResult<Vec<(i64, i64)>> {
+    messages::table
+        .filter(messages::status.eq(MessageStatus::Queued.as_str()))
+        .group_by(messages::channel_id)
+        .select((messages::channel_id, diesel::dsl::count_star()))
+        .load(conn)
+}
+
+/// How many this worker holds `sending` right now (tests check the in-flight bound with it).
+pub fn count_by_status(conn: &mut DbConnection, status: MessageStatus) -> QueryResult<i64> {
+    messages::table
+        .filter(messages::status.eq(status.as_str()))
+        .count()
+        .get_result(conn)
+}
+
+pub fn register_worker(
+    conn: &mut DbConnection,
+    id: &str,
+    host: &str,
+    pid: i64,
+) -> QueryResult<usize> {
+    let at = now();
+    diesel::insert_into(workers::table)
+        .values((
+            workers::id.eq(id),
+            workers::host.eq(host),
+            workers::pid.eq(pid),
+            workers::started_at.eq(at),
+            workers::heartbeat_at.eq(at),
+        ))
+        .execute(conn)
+}
+
+pub fn heartbeat(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {
+    diesel::update(workers::table.find(id))
+        .set(workers::heartbeat_at.eq(now()))
+        .execute(conn)
+}
+
+pub fn worker_stopped(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {
+    diesel::update(workers::table.find(id))
+        .set(workers::stopped_at.eq(Some(now())))
+        .execute(conn)
+}
+
+/// Forgets workers gone for a day (their messages were reaped long ago).
+pub fn prune_workers(conn: &mut DbConnection, before: NaiveDateTime) -> QueryResult<usize> {
+    diesel::delete(workers::table.filter(workers::heartbeat_at.lt(before))).execute(conn)
+}
+
+fn throttle_row(conn: &mut DbConnection, channel_id: i64) -> QueryResult<(i64, i64)> {
+    on_backend!(conn, |c| diesel::insert_into(channel_throttle::table)
+        .values((
+            channel_throttle::channel_id.eq(channel_id),
+            channel_throttle::next_slot_us.eq(0i64),
+            channel_throttle::paused_until_us.eq(0i64),
+        ))
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    channel_throttle::table
+        .find(channel_id)
+        .select((
+            channel_throttle::next_slot_us,
+            channel_throttle::paused_until_us,
+        ))
+        .first(conn)
+}
+
+/// Reserves `count` consecutive send slots, `interval_us` apart, on the channel's shared
+/// schedule, and returns the first slot's time (µs since the epoch). Workers compare and swap
+/// the schedule, so slots are never handed out twice and the channel's rate holds however
+/// many workers send.
+pub fn reserve_slots(
+    conn: &mut DbConnection,
+    channel_id: i64,
+    count: i64,
+    interval_us: i64,
+    now_us: i64,
+) -> QueryResult<i64> {
+    loop {
+        let (next, paused) = throttle_row(conn, channel_id)?;
+        let start = next.max(now_us).max(paused);
+        let updated = diesel::update(
+            channel_throttle::table
+                .find(channel_id)
+                .filter(channel_throttle::next_slot_us.eq(next))
+                .filter(channel_throttle::paused_until_us.eq(paused)),
+        )
+        .set(channel_throttle::next_slot_us.eq(start + count * interval_us))
+        .execute(conn)?;
+        if updated == 1 {
+            return Ok(start);
+        }
+    }
+}
+
+/// The provider said to slow down: no slot before `until_us`.
+pub fn pause_channel(
+    conn: &mut DbConnection,
+    channel_id: i64,
+    until_us: i64,
+) -> QueryResult<usize> {
+    throttle_row(conn, channel_id)?;
+    diesel::update(
+        channel_throttle::table
+            .find(channel_id)
+            .filter(channel_throttle::paused_until_us.lt(until_us)),
+    )
+    .set(channel_throttle::paused_until_us.eq(until_us))
+    .execute(conn)
+}
+
+/// A new message that sends a failed or unknown one again, linked to it (admins only; the old
+/// one keeps its outcome).
+pub fn resend(
+    conn: &mut DbConnection,
+    original: &MessageRow,
+    requested_by: &str,
+) -> QueryResult<MessageRow> {
+    enqueue(
+        conn,
+        &NewMessage {
+            channel_id: original.channel_id,
+            contact_id: original.contact_id,
+            to_address: &original.to_address,
+            campaign_id: original.campaign_id,
+            template_id: original.template_id,
+            content_kind: &original.content_kind,
+            body: &original.body,
+            content: &original.content,
+            idempotency_key: None,
+            requested_by,
+            resend_of: Some(original.id),
+            not_before: now(),
+        },
+    )
+}
+
+/// Events of many messages at once are not needed: `messages::events` reads one timeline.
+pub fn events_count(conn: &mut DbConnection, message_id: i64) -> QueryResult<i64> {
+    message_events::table
+        .filter(message_events::message_id.eq(message_id))
+        .count()
+        .get_result(conn)
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// Records many successful sends at once (one statement): each message this worker holds
+/// becomes `sent` with its provider id. Returns the ids updated; the others were no longer
+/// held (reaped meanwhile) and need `record_outcome`.
+pub fn mark_sent_batch(
+    conn: &mut DbConnection,
+    worker_id: &str,
+    sent: &[(i64, &str)],
+    at: NaiveDateTime,
+) -> QueryResult<Vec<i64>> {
+    if sent.is_empty() {
+        return Ok(Vec::new());
+    }
+    let postgres = matches!(conn, DbConnection::Postgres(_));
+    let mut values = String::new();
+    for i in 0..sent.len() {
+        if i > 0 {
+            values.push(',');
+        }
+        let (a, b) = (3 + 2 * i, 4 + 2 * i);
+        if postgres {
+            values.push_str(&format!("(${a}::bigint, ${b}::text)"));
+        } else {
+            values.push_str(&format!("(?{a}, ?{b})"));
+        }
+    }
+    let sql = if postgres {
+        format!(
+            "UPDATE messages SET status = 'sent', provider_message_id = v.pid, sent_at = $1, updated_at = $1, \
+             lease_expires_at = NULL, leased_by = NULL, error_code = NULL, error_message = NULL \
+             FROM (VALUES {values}) AS v(id, pid) \
+             WHERE messages.id = v.id AND messages.status = 'sending' AND messages.leased_by = $2 RETURNING messages.id"
+        )
+    } else {
+        format!(
+            "UPDATE messages SET status = 'sent', provider_message_id = v.column2, sent_at = ?1, updated_at = ?1, \
+             lease_expires_at = NULL, leased_by = NULL, error_code = NULL, error_message = NULL \
+             FROM (VALUES {values}) AS v \
+             WHERE messages.id = v.column1 AND messages.status = 'sending' AND messages.leased_by = ?2 RETURNING messages.id"
+        )
+    };
+    macro_rules! run {
+        ($c:expr, $backend:ty) => {{
+            let mut q = diesel::sql_query(sql)
+                .into_boxed::<$backend>()
+                .bind::<Timestamp, _>(at)
+                .bind::<Text, _>(worker_id);
+            for (id, pid) in sent {
+                q = q.bind::<BigInt, _>(*id).bind::<Text, _>(*pid);
+            }
+            q.load::<IdRow>($c)?
+        }};
+    }
+    let rows = match conn {
+        DbConnection::Sqlite(c) => run!(c, diesel::sqlite::Sqlite),
+        DbConnection::Postgres(c) => run!(c, diesel::pg::Pg),
+    };
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// Appends many timeline entries at once: `(message id, status, detail)`.
+pub fn record_events_batch(
+    conn: &mut DbConnection,
+    source: &str,
+    entries: &[(i64, MessageStatus, String)],
+    at: NaiveDateTime,
+) -> QueryResult<usize> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let postgres = matches!(conn, DbConnection::Postgres(_));
+    let mut values = String::new();
+    for i in 0..entries.len() {
+        if i > 0 {
+            values.push(',');
+        }
+        let (a, b, c) = (3 + 3 * i, 4 + 3 * i, 5 + 3 * i);
+        if postgres {
+            values.push_str(&format!("(${a}, ${b}, $1, ${c}, $2)"));
+        } else {
+            values.push_str(&format!("(?{a}, ?{b}, ?1, ?{c}, ?2)"));
+        }
+    }
+    let sql = format!(
+        "INSERT INTO message_events (message_id, status, source, detail, occurred_at) VALUES {values}"
+    );
+    macro_rules! run {
+        ($c:expr, $backend:ty) => {{
+            let mut q = diesel::sql_query(sql)
+                .into_boxed::<$backend>()
+                .bind::<Text, _>(source)
+                .bind::<Timestamp, _>(at);
+            for (id, status, detail) in entries {
+                q = q
+                    .bind::<BigInt, _>(*id)
+                    .bind::<Text, _>(status.as_str())
+                    .bind::<Text, _>(detail.as_str());
+            }
+            q.execute($c)?
+        }};
+    }
+    Ok(match conn {
+        DbConnection::Sqlite(c) => run!(c, diesel::sqlite::Sqlite),
+        DbConnection::Postgres(c) => run!(c, diesel::pg::Pg),
+    })
+}

@@ -1,0 +1,566 @@
+//! The outbox worker against the fake provider: faults, policy at send time, rate limits across
+//! two workers, and crashes of the real server process.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::auth::keys::Keys;
+use herald::auth::sealed;
+use herald::dispatch::hub::EventHub;
+use herald::dispatch::metrics::Metrics;
+use herald::dispatch::registry::ChannelRegistry;
+use herald::dispatch::worker::{DispatchConfig, Dispatcher};
+use herald::domain::channel::{ChannelKind, Provider};
+use herald::domain::content::{MessageContent, ParameterFormat, TemplateContent};
+use herald::domain::message::MessageStatus;
+use herald::domain::phone::E164;
+use herald::domain::retry::RetryPolicy;
+use herald::storage::channels::{self, Channel, NewChannel};
+use herald::storage::contacts::{self, ContactPatch};
+use herald::storage::outbox::{self, NewMessage};
+use herald::storage::{Db, now};
+use herald::testkit::fake_provider::{FakeConfig, FakeProvider, FakeProviderHandle};
+
+use crate::helpers::{TestApp, test_settings};
+
+crate::both_backends!(
+    faults_end_sent_failed_or_unknown_and_nothing_is_accepted_twice,
+    the_policy_is_asked_again_at_send_time,
+    sandbox_messages_are_sent_then_delivered_then_read,
+    two_workers_share_one_rate_limit_and_never_send_twice,
+    a_crashed_server_leaves_only_unknowns_it_held,
+);
+
+const SECRET: &str = "test-secret-key-of-sufficient-length-0123456789";
+
+fn db(app: &TestApp) -> Db {
+    Db::connect(&app.database_url, 4).expect("db")
+}
+
+/// A WhatsApp channel whose API is the fake provider (or any base URL).
+fn whatsapp_channel(db: &Db, name: &str, base_url: &str, rate: i32) -> Channel {
+    let key = Keys::derive(SECRET).expect("keys").channel_secrets;
+    let secrets = serde_json::json!({"access_token": "token", "app_secret": "app-secret-0123456789", "verify_token": "verify"});
+    let sealed_secrets = sealed::seal(&key, &secrets.to_string()).expect("seal");
+    let settings = serde_json::json!({"base_url": base_url, "api_version": "v23.0", "phone_number_id": "1055", "waba_id": "2077"});
+    channels::insert(
+        &mut db.get().expect("conn"),
+        &NewChannel {
+            kind: ChannelKind::Whatsapp,
+            provider: Provider::WhatsappCloud,
+            name,
+            sender: "+15550001",
+            settings: &settings.to_string(),
+            secrets: Some(&sealed_secrets),
+            rate_limit_per_second: rate,
+        },
+    )
+    .expect("channel")
+}
+
+fn template_content(i: usize) -> String {
+    serde_json::to_string(&MessageContent::Template(TemplateContent {
+        name: "order_update".into(),
+        language: "en_US".into(),
+        provider_template_id: None,
+        parameter_format: ParameterFormat::Positional,
+        header: vec![],
+        body: vec![herald::domain::content::TemplateParam {
+            name: None,
+            value: format!("#{i}"),
+        }],
+        buttons: vec![],
+        rendered: format!("Your order #{i} shipped."),
+    }))
+    .expect("json")
+}
+
+fn phone(i: usize) -> String {
+    let area = 201 + (i / 10_000) % 700;
+    format!("+1{area}555{:04}", i % 10_000)
+}
+
+/// Queues `n` template messages on `channel`, one per new contact.
+fn enqueue(db: &Db, channel: &Channel, from: usize, n: usize) -> Vec<i64> {
+    let mut conn = db.get().expect("conn");
+    let mut ids = Vec::with_capacity(n);
+    for i in from..from + n {
+        let p = E164::parse(&phone(i), None).expect("phone");
+        let (c, _) = contacts::upsert(&mut conn, &p, &ContactPatch::default()).expect("contact");
+        let m = outbox::enqueue(
+            &mut conn,
+            &NewMessage {
+                channel_id: channel.id,
+                contact_id: c.id,
+                to_address: p.as_str(),
+                campaign_id: None,
+                template_id: None,
+                content_kind: "template",
+                body: &format!("Your order #{i} shipped."),
+                content: &template_content(i),
+                idempotency_key: None,
+                requested_by: "test",
+                resend_of: None,
+                not_before: now(),
+            },
+        )
+        .expect("enqueue");
+        ids.push(m.id);
+    }
+    ids
+}
+
+fn dispatcher(
+    db: &Db,
+    send_timeout: Duration,
+    config: impl FnOnce(&mut DispatchConfig),
+) -> Dispatcher {
+    let mut settings = test_settings("sqlite://unused");
+    settings.send_timeout = send_timeout;
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let registry = Arc::new(
+        ChannelRegistry::new(
+            "http://127.0.0.1:9",
+            Keys::derive(SECRET).expect("keys").channel_secrets,
+            tx,
+            send_timeout,
+        )
+        .expect("registry"),
+    );
+    let hub = EventHub::new();
+    tokio::spawn(herald::dispatch::sandbox::run(db.clone(), hub.clone(), rx));
+    let mut c = DispatchConfig::from_settings(&settings);
+    config(&mut c);
+    Dispatcher::new(db.clone(), registry, hub, Arc::new(Metrics::new()), c)
+}
+
+fn statuses(db: &Db) -> BTreeMap<String, i64> {
+    use diesel::prelude::*;
+    use herald::storage::schema::messages;
+    let rows: Vec<(String, i64)> = messages::table
+        .group_by(messages::status)
+        .select((messages::status, diesel::dsl::count_star()))
+        .load(&mut *db.get().expect("conn"))
+        .expect("counts");
+    rows.into_iter().collect()
+}
+
+fn message_rows(db: &Db) -> Vec<herald::storage::messages::MessageRow> {
+    use diesel::prelude::*;
+    use herald::storage::schema::messages;
+    messages::table
+        .select(herald::storage::messages::MessageRow::as_select())
+        .load(&mut *db.get().expect("conn"))
+        .expect("rows")
+}
+
+async fn start_fake(config: FakeConfig) -> FakeProviderHandle {
+    FakeProvider::start(config).await.expect("fake provider")
+}
+
+async fn faults_end_sent_failed_or_unknown_and_nothing_is_accepted_twice(app: TestApp) {
+    let db = db(&app);
+    let fake = start_fake(FakeConfig {
+        error_rate: 0.08,
+        rate_limit_rate: 0.15,
+        retry_after: Duration::from_secs(1),
+        hang_rate: 0.04,
+        hang_for: Duration::from_secs(30),
+        seed: Some(7),
+        workers: 2,
+        ..FakeConfig::default()
+    })
+    .await;
+    let flaky = whatsapp_channel(&db, "Flaky", &fake.base_url, 10_000);
+    // Nothing listens on port 9: every send is refused before reaching anyone.
+    let refused = whatsapp_channel(&db, "Refused", "http://127.0.0.1:9", 10_000);
+    enqueue(&db, &flaky, 0, 200);
+    enqueue(&db, &refused, 1000, 5);
+
+    let d = dispatcher(&db, Duration::from_millis(800), |c| {
+        c.retry = RetryPolicy {
+            base: Duration::from_millis(20),
+            factor: 2,
+            cap: Duration::from_millis(200),
+            max_attempts: 4,
+            max_retry_after: Duration::from_millis(1500),
+        };
+    });
+    let started = Instant::now();
+    loop {
+        d.run_once().await.expect("run_once");
+        let s = statuses(&db);
+        let open = s.get("queued").copied().unwrap_or(0) + s.get("sending").copied().unwrap_or(0);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "still open: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let rows = message_rows(&db);
+    let stats = fake.stats();
+    assert!(
+        stats.duplicates().is_empty(),
+        "accepted twice: {:?}",
+        stats.duplicates()
+    );
+    let sent = rows
+        .iter()
+        .filter(|r| r.status() == MessageStatus::Sent)
+        .count() as u64;
+    assert_eq!(
+        sent, stats.sends_accepted,
+        "every accepted send is recorded as sent, and nothing else"
+    );
+    for r in &rows {
+        match r.status() {
+            MessageStatus::Sent => assert!(r.provider_message_id.is_some()),
+            MessageStatus::Failed | MessageStatus::Unknown => {
+                assert!(
+                    r.error_message.as_deref().is_some_and(|m| !m.is_empty()),
+                    "{r:?}"
+                )
+            }
+            other => panic!("message ended {other:?}: {r:?}"),
+        }
+        // Nothing that may have reached the provider was sent again: a recipient got one
+        // request per retryable refusal plus the final one.
+        let received = stats
+            .received_per_recipient
+            .get(&r.to_address)
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            received <= u64::try_from(r.attempts).unwrap_or(0),
+            "{r:?} received {received}"
+        );
+    }
+    let unknown: Vec<_> = rows
+        .iter()
+        .filter(|r| r.status() == MessageStatus::Unknown)
+        .collect();
+    assert!(!unknown.is_empty(), "500s and timeouts leave unknowns");
+    assert_eq!(
+        unknown.len() as u64,
+        stats.sends_received - stats.sends_accepted - stats.rate_limited,
+        "exactly the 500s and the hung requests are unknown"
+    );
+    let refused_rows: Vec<_> = rows.iter().filter(|r| r.channel_id == refused.id).collect();
+    assert_eq!(refused_rows.len(), 5);
+    for r in refused_rows {
+        assert_eq!(r.status(), MessageStatus::Failed);
+        assert_eq!(r.attempts, 4);
+        assert!(
+            r.error_message
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("Gave up after 4 attempts"),
+            "{r:?}"
+        );
+    }
+    // Rate-limited sends were retried after the provider's Retry-After and got through.
+    assert!(stats.rate_limited > 0);
+    // Every status change is in the message's timeline.
+    let events = herald::storage::messages::events(&mut db.get().unwrap(), rows[0].id).unwrap();
+    assert_eq!(events.first().map(|e| e.0.as_str()), Some("queued"));
+}
+
+async fn the_policy_is_asked_again_at_send_time(app: TestApp) {
+    let db = db(&app);
+    let fake = start_fake(FakeConfig::default()).await;
+    let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
+    let ids = enqueue(&db, &ch, 0, 3);
+    let mut conn = db.get().unwrap();
+    // Opted out after queueing.
+    let m0 = herald::storage::messages::find(&mut conn, ids[0])
+        .unwrap()
+        .unwrap();
+    herald::storage::consents::set(
+        &mut conn,
+        m0.contact_id,
+        ChannelKind::Whatsapp,
+        herald::domain::consent::ConsentStatus::OptedOut,
+        herald::domain::consent::ConsentSource::Keyword,
+        "STOP",
+        "test",
+    )
+    .unwrap();
+    // Free text with the window closed.
+    let m1 = herald::storage::messages::find(&mut conn, ids[1])
+        .unwrap()
+        .unwrap();
+    {
+        use diesel::prelude::*;
+        use herald::storage::schema::messages;
+        diesel::update(messages::table.find(m1.id))
+            .set((
+                messages::content_kind.eq("text"),
+                messages::content
+                    .eq(
+                        serde_json::to_string(&MessageContent::Text { body: "hi".into() }).unwrap(),
+                    ),
+            ))
+            .execute(&mut conn)
+            .unwrap();
+    }
+    drop(conn);
+    let d = dispatcher(&db, Duration::from_secs(5), |_| {});
+    let summary = d.run_once().await.unwrap();
+    assert_eq!(summary.claimed, 3);
+    assert_eq!(summary.sent, 1);
+    assert_eq!(summary.skipped, 2);
+    let mut conn = db.get().unwrap();
+    let m0 = herald::storage::messages::find(&mut conn, ids[0])
+        .unwrap()
+        .unwrap();
+    assert_eq!(m0.status(), MessageStatus::Skipped);
+    assert_eq!(m0.error_code.as_deref(), Some("opted_out"));
+    let m1 = herald::storage::messages::find(&mut conn, ids[1])
+        .unwrap()
+        .unwrap();
+    assert_eq!(m1.error_code.as_deref(), Some("window_closed"));
+    assert!(m1.error_message.unwrap().contains("24-hour window"));
+    assert_eq!(
+        fake.stats().sends_received,
+        1,
+        "nothing refused by the policy reached the provider"
+    );
+}
+
+async fn sandbox_messages_are_sent_then_delivered_then_read(app: TestApp) {
+    let db = db(&app);
+    let sandbox = channels::list(&mut db.get().unwrap())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.provider == Provider::Sandbox && c.kind == ChannelKind::Whatsapp)
+        .expect("the sandbox WhatsApp channel exists without any configuration");
+    {
+        use diesel::prelude::*;
+        use herald::storage::schema::channels as ch;
+        diesel::update(ch::table.find(sandbox.id))
+            .set((
+                ch::settings.eq(r#"{"delivered_after_ms":"100","read_after_ms":"300"}"#),
+                ch::updated_at.eq(now()),
+            ))
+            .execute(&mut *db.get().unwrap())
+            .unwrap();
+    }
+    let sandbox = channels::find(&mut db.get().unwrap(), sandbox.id)
+        .unwrap()
+        .unwrap();
+    let ids = enqueue(&db, &sandbox, 0, 2);
+    let d = dispatcher(&db, Duration::from_secs(5), |_| {});
+    let mut hub = d_hub_events(&d);
+    let s = d.run_once().await.unwrap();
+    assert_eq!(s.sent, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = herald::storage::messages::find(&mut db.get().unwrap(), ids[1])
+            .unwrap()
+            .unwrap();
+        if m.status() == MessageStatus::Read {
+            assert!(m.delivered_at.is_some() && m.read_at.is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {:?}", m.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = herald::storage::messages::events(&mut db.get().unwrap(), ids[1]).unwrap();
+    let seq: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(seq, ["queued", "sent", "delivered", "read"]);
+    // The hub heard every change.
+    let mut heard = Vec::new();
+    while let Ok(e) = hub.try_recv() {
+        if let herald::dispatch::hub::HubEvent::MessageStatus { status, .. } = e {
+            heard.push(status);
+        }
+    }
+    assert!(
+        heard.iter().filter(|s| *s == "read").count() >= 1,
+        "{heard:?}"
+    );
+}
+
+fn d_hub_events(
+    d: &Dispatcher,
+) -> tokio::sync::broadcast::Receiver<herald::dispatch::hub::HubEvent> {
+    d.hub().subscribe()
+}
+
+/// The most sends any sliding one-second window saw.
+fn max_per_second(times_ms: &[u64]) -> usize {
+    let mut t = times_ms.to_vec();
+    t.sort_unstable();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..t.len() {
+        while t[end] - t[start] >= 1000 {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+async fn two_workers_share_one_rate_limit_and_never_send_twice(app: TestApp) {
+    let db = db(&app);
+    let fake = start_fake(FakeConfig {
+        record_times: true,
+        workers: 2,
+        ..FakeConfig::default()
+    })
+    .await;
+    let ch = whatsapp_channel(&db, "Shared", &fake.base_url, 50);
+    enqueue(&db, &ch, 0, 250);
+    let a = dispatcher(&db, Duration::from_secs(5), |c| {
+        c.idle_poll = Duration::from_millis(20)
+    });
+    let b = dispatcher(&db, Duration::from_secs(5), |c| {
+        c.idle_poll = Duration::from_millis(20)
+    });
+    assert_ne!(a.worker_id(), b.worker_id());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ta = tokio::spawn(a.clone().run(stop_rx.clone()));
+    let tb = tokio::spawn(b.clone().run(stop_rx));
+    let started = Instant::now();
+    loop {
+        let s = statuses(&db);
+        if s.get("sent").copied().unwrap_or(0) == 250 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_tx.send(true).unwrap();
+    ta.await.unwrap().unwrap();
+    tb.await.unwrap().unwrap();
+    let stats = fake.stats();
+    assert!(stats.duplicates().is_empty());
+    assert_eq!(stats.sends_accepted, 250);
+    let peak = max_per_second(&stats.accepted_at_ms);
+    assert!(
+        peak <= 50,
+        "{peak} sends in one second on a channel limited to 50/s"
+    );
+    let span = (stats.accepted_at_ms.iter().max().unwrap()
+        - stats.accepted_at_ms.iter().min().unwrap()) as f64
+        / 1000.0;
+    assert!(
+        span >= 4.5,
+        "250 messages at 50/s take about 5 s, not {span} s"
+    );
+    // Both workers sent a share.
+    assert!(
+        a.sent_total() > 0 && b.sent_total() > 0,
+        "{} / {}",
+        a.sent_total(),
+        b.sent_total()
+    );
+    assert_eq!(a.sent_total() + b.sent_total(), 250);
+}
+
+async fn a_crashed_server_leaves_only_unknowns_it_held(app: TestApp) {
+    let db = db(&app);
+    let fake = start_fake(FakeConfig {
+        latency: Duration::from_millis(5),
+        workers: 2,
+        ..FakeConfig::default()
+    })
+    .await;
+    let ch = whatsapp_channel(&db, "Crashy", &fake.base_url, 100_000);
+    let total = 20_000;
+    enqueue(&db, &ch, 0, total);
+    let in_flight_bound: i64 = 64;
+    let mut expected_unknown = 0i64;
+    let wait_until =
+        |what: &str, deadline: Duration, done: &dyn Fn(&BTreeMap<String, i64>) -> bool| {
+            let started = Instant::now();
+            loop {
+                let s = statuses(&db);
+                if done(&s) {
+                    return s;
+                }
+                assert!(started.elapsed() < deadline, "{what}: {s:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+    let count = |s: &BTreeMap<String, i64>, k: &str| s.get(k).copied().unwrap_or(0);
+    for round in 0..3i64 {
+        let mut child = spawn_server(&app, in_flight_bound);
+        // What the killed server held becomes unknown once the new one sees it is dead.
+        let expected = expected_unknown;
+        wait_until("reaping", Duration::from_secs(30), &|s| {
+            count(s, "unknown") == expected
+        });
+        let goal = (round + 1) * total as i64 / 5;
+        wait_until("sending", Duration::from_secs(60), &|s| {
+            count(s, "sent") >= goal
+        });
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        // A commit the dead process sent just before dying may still land: let it.
+        std::thread::sleep(Duration::from_millis(500));
+        let held = count(&statuses(&db), "sending");
+        assert!(
+            held <= in_flight_bound,
+            "round {round}: {held} held at the crash"
+        );
+        expected_unknown += held;
+    }
+    // A last, clean run to the end.
+    let mut child = spawn_server(&app, in_flight_bound);
+    let expected = expected_unknown;
+    wait_until("the end", Duration::from_secs(120), &|s| {
+        count(s, "queued") + count(s, "sending") == 0 && count(s, "unknown") == expected
+    });
+    child.kill().expect("stop");
+    let _ = child.wait();
+
+    let s = statuses(&db);
+    let stats = fake.stats();
+    assert!(
+        stats.duplicates().is_empty(),
+        "a recipient got a duplicate: {:?}",
+        &stats.duplicates()[..stats.duplicates().len().min(5)]
+    );
+    let sent = s.get("sent").copied().unwrap_or(0);
+    let unknown = s.get("unknown").copied().unwrap_or(0);
+    assert_eq!(
+        sent + unknown,
+        total as i64,
+        "every message has an outcome: {s:?}"
+    );
+    assert!(
+        unknown <= 3 * in_flight_bound,
+        "{unknown} unknown after 3 crashes with at most {in_flight_bound} in flight"
+    );
+    assert_eq!(
+        unknown, expected_unknown,
+        "exactly what was held at the crashes is unknown"
+    );
+    // The provider took every sent message, and some of the unknown ones (sent, answer lost).
+    assert!(stats.sends_accepted as i64 >= sent);
+    assert!(stats.sends_accepted as i64 <= sent + unknown);
+}
+
+/// The real `herald serve` binary on this test's database, with its in-process worker.
+fn spawn_server(app: &TestApp, in_flight: i64) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("serve")
+        .env("DATABASE_URL", &app.database_url)
+        .env("HERALD_BIND", "127.0.0.1:0")
+        .env("HERALD_SECRET_KEY", SECRET)
+        .env("HERALD_LOG", "warn")
+        .env("HERALD_MAX_IN_FLIGHT", in_flight.to_string())
+        .env("HERALD_WORKER_DEAD_AFTER_SECS", "2")
+        .env("HERALD_WORKERS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start herald")
+}
