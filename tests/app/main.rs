@@ -12,3 +12,4 @@ mod contacts;
 mod platform;
 mod provider_kit;
 mod users;
+mod webhooks;
