@@ -321,7 +321,13 @@ fn check(
             changed.push("rate_limit_per_second".to_owned());
         }
         for spec in specs.iter().filter(|s| !s.secret) {
-            if c.settings.get(spec.key) != settings.get(spec.key) {
+            // A key saved without a value had its default: writing the default is no change.
+            let before = c
+                .settings
+                .get(spec.key)
+                .cloned()
+                .or_else(|| spec.default.map(|d| Value::String(d.to_owned())));
+            if before.as_ref() != settings.get(spec.key) {
                 changed.push(format!("settings.{}", spec.key));
             }
         }
@@ -814,6 +820,23 @@ mod tests {
             c.settings["base_url"], "https://api.twilio.com",
             "the default"
         );
+    }
+
+    #[test]
+    fn a_default_written_out_is_no_change() {
+        let seeded = Current {
+            name: "Sandbox SMS".into(),
+            sender: "sandbox".into(),
+            rate_limit_per_second: 100,
+            settings: Map::new(),
+            secrets: Map::new(),
+            secrets_readable: true,
+        };
+        let c = check(Provider::Sandbox, Some(&seeded), &ChannelDraft::default()).unwrap();
+        assert!(!c.changes_anything(), "{:?}", c.changed);
+        let d = draft(json!({"read_after_ms": "3000", "delivered_after_ms": 500}));
+        let c = check(Provider::Sandbox, Some(&seeded), &d).unwrap();
+        assert_eq!(c.changed, vec!["name", "settings.delivered_after_ms"]);
     }
 
     #[test]
