@@ -456,7 +456,7 @@ async fn channels_are_disabled_enabled_and_deleted_only_when_unused(app: TestApp
     let (_, one) = get_json(&app, &key, &format!("/api/v1/channels/{id}")).await;
     assert_eq!(one["enabled"], false);
     let list = admin.get_html("/settings/channels").await;
-    assert!(texts(&list, "tr[data-channel=\"Shop SMS\"]")[0].contains("Disabled"));
+    assert!(texts(&list, &format!("tr[data-channel=\"{id}\"]"))[0].contains("Disabled"));
 
     let res = admin
         .post_form(&format!("/settings/channels/{id}/enable"), &[])
