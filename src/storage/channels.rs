@@ -168,3 +168,82 @@ pub fn find_by_public_id(conn: &mut DbConnection, public_id: &str) -> QueryResul
         .map(Channel::try_from)
         .transpose()
 }
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+/// The channel already called `name` (compared without case), other than `except`.
+pub fn find_by_name(
+    conn: &mut DbConnection,
+    name: &str,
+    except: Option<i64>,
+) -> QueryResult<Option<Channel>> {
+    let mut query = channels::table
+        .filter(lower(channels::name).eq(name.to_lowercase()))
+        .select(ChannelRow::as_select())
+        .into_boxed();
+    if let Some(id) = except {
+        query = query.filter(channels::id.ne(id));
+    }
+    query
+        .first(conn)
+        .optional()?
+        .map(Channel::try_from)
+        .transpose()
+}
+
+/// What an edit changes; `secrets` replaces the sealed secrets as a whole.
+pub struct ChannelChanges<'a> {
+    pub name: &'a str,
+    pub sender: &'a str,
+    pub settings: &'a str,
+    pub secrets: Option<&'a str>,
+    pub rate_limit_per_second: i32,
+}
+
+/// Saves an edit; a new `updated_at` makes the registry build a fresh adapter.
+pub fn update(
+    conn: &mut DbConnection,
+    id: i64,
+    changes: &ChannelChanges<'_>,
+) -> QueryResult<Channel> {
+    let row = diesel::update(channels::table.find(id))
+        .set((
+            channels::name.eq(changes.name),
+            channels::sender.eq(changes.sender),
+            channels::settings.eq(changes.settings),
+            channels::secrets.eq(changes.secrets),
+            channels::rate_limit_per_second.eq(changes.rate_limit_per_second),
+            channels::updated_at.eq(now()),
+        ))
+        .returning(channels::all_columns)
+        .get_result::<ChannelRow>(conn)?;
+    Channel::try_from(row)
+}
+
+/// Disables (nothing is sent through it) or enables a channel.
+pub fn set_disabled(conn: &mut DbConnection, id: i64, disabled: bool) -> QueryResult<Channel> {
+    let at = now();
+    let row = diesel::update(channels::table.find(id))
+        .set((
+            channels::disabled_at.eq(disabled.then_some(at)),
+            channels::updated_at.eq(at),
+        ))
+        .returning(channels::all_columns)
+        .get_result::<ChannelRow>(conn)?;
+    Channel::try_from(row)
+}
+
+/// How many messages (sent or waiting) name this channel: their history needs it.
+pub fn messages_using(conn: &mut DbConnection, id: i64) -> QueryResult<i64> {
+    use super::schema::messages;
+    messages::table
+        .filter(messages::channel_id.eq(id))
+        .count()
+        .get_result(conn)
+}
+
+/// Deletes a channel no message uses (its windows, inbound messages and webhook receipts go
+/// with it). A message written meanwhile makes this fail on the foreign key.
+pub fn delete(conn: &mut DbConnection, id: i64) -> QueryResult<usize> {
+    diesel::delete(channels::table.find(id)).execute(conn)
+}

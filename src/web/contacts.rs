@@ -278,7 +278,8 @@ fn attribute_rows(pairs: &[(String, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn field_of(pairs: &[(String, String)], name: &str) -> String {
+/// The first value of a form field (empty when absent).
+pub(crate) fn field_of(pairs: &[(String, String)], name: &str) -> String {
     pairs
         .iter()
         .find(|(k, _)| k == name)

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod assets;
 pub mod audit;
 pub mod auth_pages;
+pub mod channel_settings;
 pub mod channels;
 pub mod chrome;
 pub mod contacts;
@@ -135,7 +136,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/contacts/{id}/lists").post(contacts::add_to_list))
         .service(resource("/contacts/{id}/lists/{list}/remove").post(contacts::remove_from_list))
         .service(resource("/contacts/{id}/simulate-reply").post(contacts::simulate_reply))
-        .service(resource(paths::CHANNELS).get(channels::index))
+        .service(
+            resource(paths::CHANNELS)
+                .route(get().to(channels::index))
+                .route(post().to(channels::create)),
+        )
+        .service(resource("/settings/channels/new").get(channels::new_form))
+        .service(
+            resource("/settings/channels/{id}")
+                .route(get().to(channels::show))
+                .route(post().to(channels::update)),
+        )
+        .service(resource("/settings/channels/{id}/test").post(channels::test))
+        .service(resource("/settings/channels/{id}/disable").post(channels::disable))
+        .service(resource("/settings/channels/{id}/enable").post(channels::enable))
+        .service(resource("/settings/channels/{id}/delete").post(channels::delete))
         .service(resource(paths::AUDIT).get(audit::index))
         .default_service(web::to(not_found));
 }

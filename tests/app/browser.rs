@@ -419,3 +419,117 @@ async fn a_marketer_imports_a_messy_csv_and_a_stop_reply_opts_a_contact_out() {
     );
     b.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn an_admin_connects_twilio_tests_it_edits_it_and_disables_it() {
+    use herald::testkit::fake_provider::{FakeConfig, FakeProvider};
+
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let _admin = app.admin().await;
+    let fake = FakeProvider::start(FakeConfig::default())
+        .await
+        .expect("fake provider");
+    let token = "browser-auth-token-0001";
+    let b = Browser::start(&app.address).await;
+    b.sign_in(crate::helpers::ADMIN_EMAIL, PASSWORD).await;
+    b.wait_for_text("Getting started").await;
+
+    // Settings › Channels › Add a channel › SMS through Twilio.
+    b.click(".sidebar a[href='/settings/channels']").await;
+    b.wait_for_text("Sandbox SMS").await;
+    b.click(".header-actions a[href='/settings/channels/new']")
+        .await;
+    b.wait_for_text("Pick what kind of messages it carries")
+        .await;
+    b.click("li[data-kind='sms'] a[href$='provider=twilio']")
+        .await;
+    b.wait_for_text("New SMS channel").await;
+    assert!(
+        b.text("#channel-form")
+            .await
+            .contains("Twilio Console › Account info")
+    );
+    b.fill("#name", "Shop SMS").await;
+    b.fill("#setting-base_url", &fake.base_url).await;
+    b.fill("#setting-account_sid", crate::provider_kit::TWILIO_SID)
+        .await;
+    b.fill("#setting-auth_token", token).await;
+    b.fill("#setting-from", "+15005550006").await;
+    b.click("#channel-form button[type=submit]").await;
+    b.wait_for_text("Shop SMS was added.").await;
+
+    // The webhook URL to paste into Twilio's console.
+    let webhook = b.text("#webhook-url").await;
+    let id = b
+        .path()
+        .await
+        .trim_start_matches("/settings/channels/")
+        .to_owned();
+    assert_eq!(webhook, format!("{}/webhooks/twilio/{id}", app.address));
+    assert!(b.text("#webhook").await.contains("A message comes in"));
+
+    // Test connection: the provider's answer, nothing saved.
+    b.click("#test-connection").await;
+    b.wait_for_text("Connected to Twilio account Herald fake account (active)")
+        .await;
+    assert!(
+        b.text("#test-result").await.starts_with("Connected."),
+        "{}",
+        b.text("#test-result").await
+    );
+
+    // Edit: the secret is not shown, an empty field keeps it.
+    let secret_field = b
+        .client
+        .find(Locator::Css("#setting-auth_token"))
+        .await
+        .expect("auth token field");
+    assert_eq!(
+        secret_field.prop("value").await.expect("value"),
+        Some(String::new())
+    );
+    assert_eq!(
+        secret_field
+            .attr("placeholder")
+            .await
+            .expect("placeholder")
+            .as_deref(),
+        Some("saved — leave empty to keep")
+    );
+    assert!(!b.client.source().await.expect("source").contains(token));
+    b.fill("#rate_limit_per_second", "3").await;
+    b.click("#channel-form button[type=submit]").await;
+    b.wait_for_text("Shop SMS was saved.").await;
+    assert_eq!(
+        b.client
+            .find(Locator::Css("#rate_limit_per_second"))
+            .await
+            .expect("rate")
+            .prop("value")
+            .await
+            .expect("value")
+            .as_deref(),
+        Some("3")
+    );
+    b.click("#test-connection").await;
+    b.wait_for_text("Connected to Twilio account").await;
+    let (registry, _rx) = crate::provider_kit::registry(&app, &app.address);
+    let stored = crate::provider_kit::channel(&app, &id);
+    assert_eq!(
+        registry.open_secrets(&stored).expect("secrets")["auth_token"],
+        token
+    );
+
+    // Disable, after confirming.
+    b.click("#disable-channel").await;
+    b.client.accept_alert().await.expect("confirm dialog");
+    b.wait_for_text("Shop SMS is disabled: nothing is sent through it.")
+        .await;
+    assert!(b.text("header").await.contains("Disabled"));
+    assert!(!crate::provider_kit::channel(&app, &id).is_enabled());
+    b.finish().await;
+}

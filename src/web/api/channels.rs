@@ -1,12 +1,19 @@
-//! `GET /api/v1/channels`: the channels a client can send through.
+//! Channels in the API: `GET /api/v1/channels` (anyone) lists them; admins create
+//! (`POST /api/v1/channels`), read one (`GET /api/v1/channels/{id}`, with its non-secret
+//! settings), change (`PATCH`) and delete (`DELETE`) them. Secrets go in, never out.
 
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, web};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
-use crate::error::AppError;
+use crate::domain::channel::{ChannelKind, Provider};
+use crate::domain::role::Permission;
+use crate::error::{AppError, json_error};
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
-use crate::web::channels::webhook_url;
+use crate::web::channel_settings::{self as saving, ChannelDraft, Deleted, FieldProblems, Refusal};
+use crate::web::channels::{in_use_message, webhook_url};
 use crate::web::identity::{Auth, perm};
 
 #[derive(Serialize)]
@@ -40,6 +47,36 @@ impl ChannelJson {
     }
 }
 
+/// One channel; admins also see its non-secret settings and which secrets are saved.
+#[derive(Serialize)]
+struct ChannelDetail {
+    #[serde(flatten)]
+    channel: ChannelJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settings: Option<Value>,
+    /// The names of the saved secrets (`["auth_token"]`), never their values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secrets_set: Option<Vec<String>>,
+}
+
+fn detail(state: &AppState, channel: Channel, admin: bool) -> ChannelDetail {
+    let (settings, secrets_set) = if admin {
+        let settings = serde_json::from_str::<Value>(&channel.settings).unwrap_or(json!({}));
+        let secrets = match state.channels.open_secrets(&channel) {
+            Ok(Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        (Some(settings), Some(secrets))
+    } else {
+        (None, None)
+    };
+    ChannelDetail {
+        channel: ChannelJson::new(channel, &state.public_url),
+        settings,
+        secrets_set,
+    }
+}
+
 #[derive(Serialize)]
 struct ChannelList {
     data: Vec<ChannelJson>,
@@ -58,4 +95,196 @@ pub async fn list(
         .map(|c| ChannelJson::new(c, &state.public_url))
         .collect();
     Ok(HttpResponse::Ok().json(ChannelList { data }))
+}
+
+/// 422 naming every field (`"fields": {"settings.account_sid": "…"}`), or 409 for a name in use.
+fn refused(refusal: Refusal) -> HttpResponse {
+    match refusal {
+        Refusal::Invalid(problems) => invalid(&problems),
+        Refusal::NameTaken(name) => json_error(
+            StatusCode::CONFLICT,
+            "name_taken",
+            &Refusal::name_taken_message(&name),
+        ),
+    }
+}
+
+fn invalid(problems: &FieldProblems) -> HttpResponse {
+    let fields: Map<String, Value> = problems
+        .iter()
+        .map(|(f, m)| (f.to_owned(), Value::String(m.to_owned())))
+        .collect();
+    HttpResponse::UnprocessableEntity().json(json!({
+        "error": {"code": "invalid_channel", "message": problems.summary(), "fields": fields}
+    }))
+}
+
+/// A number as the API sent it (`80` or `"80"`), as text for the same check the form runs.
+fn number_text(value: Option<Value>) -> Option<String> {
+    match value? {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    /// `whatsapp`, `sms`, `viber` (through the real provider) or `sandbox`.
+    kind: String,
+    /// For `kind: "sandbox"`: which kind's rules it follows (default `whatsapp`).
+    simulates: Option<String>,
+    name: Option<String>,
+    sender: Option<String>,
+    #[serde(default)]
+    settings: Map<String, Value>,
+    rate_limit_per_second: Option<Value>,
+}
+
+/// The kind and provider a create names, or the problems with them.
+fn target(body: &CreateBody) -> Result<(ChannelKind, Provider), FieldProblems> {
+    let mut problems = FieldProblems::default();
+    let kind_word = body.kind.trim().to_ascii_lowercase();
+    let target = if kind_word == "sandbox" {
+        let simulated = body.simulates.as_deref().unwrap_or("whatsapp");
+        match simulated.parse::<ChannelKind>() {
+            Ok(kind) => Some((kind, Provider::Sandbox)),
+            Err(_) => {
+                problems.add(
+                    "simulates",
+                    format!(
+                        "simulates is whatsapp, sms or viber (the kind whose rules the sandbox follows), not \"{simulated}\""
+                    ),
+                );
+                None
+            }
+        }
+    } else {
+        match kind_word.parse::<ChannelKind>() {
+            Ok(kind) => {
+                if body.simulates.is_some() {
+                    problems.add(
+                        "simulates",
+                        "simulates is only for kind \"sandbox\"; remove it or use kind \"sandbox\"",
+                    );
+                }
+                Some((kind, kind.real_provider()))
+            }
+            Err(_) => {
+                problems.add(
+                    "kind",
+                    format!(
+                        "kind is whatsapp, sms, viber or sandbox, not \"{}\"",
+                        body.kind
+                    ),
+                );
+                None
+            }
+        }
+    };
+    match target {
+        Some(t) if problems.is_empty() => Ok(t),
+        _ => Err(problems),
+    }
+}
+
+/// `POST /api/v1/channels` -> 201 with the channel (its `id` and `webhook_url` among the fields).
+pub async fn create(
+    auth: Auth<perm::ManageChannels>,
+    state: web::Data<AppState>,
+    body: web::Json<CreateBody>,
+) -> Result<HttpResponse, AppError> {
+    let body = body.into_inner();
+    let (kind, provider) = match target(&body) {
+        Ok(t) => t,
+        Err(problems) => return Ok(invalid(&problems)),
+    };
+    let draft = ChannelDraft {
+        name: Some(body.name.unwrap_or_default()),
+        sender: body.sender,
+        rate_limit_per_second: number_text(body.rate_limit_per_second),
+        settings: body.settings,
+    };
+    match saving::create(&state, auth.actor(), kind, provider, draft).await? {
+        Ok(channel) => {
+            let json = detail(&state, channel, true);
+            Ok(HttpResponse::Created()
+                .insert_header((
+                    header::LOCATION,
+                    format!("/api/v1/channels/{}", json.channel.id),
+                ))
+                .json(json))
+        }
+        Err(refusal) => Ok(refused(refusal)),
+    }
+}
+
+/// `GET /api/v1/channels/{id}`.
+pub async fn get(
+    auth: Auth<perm::ViewChannels>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let channel = state
+        .db
+        .run(move |conn| saving::channel_or_404(conn, &id))
+        .await?;
+    let admin = auth.principal.role().can(Permission::ManageChannels);
+    Ok(HttpResponse::Ok().json(detail(&state, channel, admin)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    name: Option<String>,
+    sender: Option<String>,
+    /// Keys to change: a secret replaces the saved one (empty keeps it), a non-secret `null`
+    /// or `""` removes the setting, keys not named stay as they are.
+    #[serde(default)]
+    settings: Map<String, Value>,
+    rate_limit_per_second: Option<Value>,
+    enabled: Option<bool>,
+}
+
+/// `PATCH /api/v1/channels/{id}` -> 200 with the channel.
+pub async fn patch(
+    auth: Auth<perm::ManageChannels>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<PatchBody>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let body = body.into_inner();
+    let draft = ChannelDraft {
+        name: body.name,
+        sender: body.sender,
+        rate_limit_per_second: number_text(body.rate_limit_per_second),
+        settings: body.settings,
+    };
+    let mut channel = match saving::update(&state, auth.actor(), id.clone(), draft).await? {
+        Ok(updated) => updated.channel,
+        Err(refusal) => return Ok(refused(refusal)),
+    };
+    if let Some(enabled) = body.enabled {
+        channel = saving::set_enabled(&state, auth.actor(), id, enabled).await?;
+    }
+    Ok(HttpResponse::Ok().json(detail(&state, channel, true)))
+}
+
+/// `DELETE /api/v1/channels/{id}` -> 204, or 409 when messages were sent through it.
+pub async fn delete(
+    auth: Auth<perm::ManageChannels>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    match saving::delete(&state, auth.actor(), path.into_inner()).await? {
+        Deleted::Deleted(_) => Ok(HttpResponse::NoContent().finish()),
+        Deleted::InUse { channel, messages } => Ok(json_error(
+            StatusCode::CONFLICT,
+            "channel_in_use",
+            &in_use_message(&channel, messages),
+        )),
+    }
 }

@@ -18,7 +18,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .app_data(web::QueryConfig::default().error_handler(query_error))
     .app_data(web::PathConfig::default().error_handler(path_error))
-    .route("/channels", web::get().to(channels::list))
+    .service(
+        web::resource("/channels")
+            .route(web::get().to(channels::list))
+            .route(web::post().to(channels::create)),
+    )
+    .service(
+        web::resource("/channels/{id}")
+            .route(web::get().to(channels::get))
+            .route(web::patch().to(channels::patch))
+            .route(web::delete().to(channels::delete)),
+    )
     .route("/audit", web::get().to(audit::list))
     .route("/contacts/import", web::post().to(contacts::import))
     .service(
