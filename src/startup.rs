@@ -129,6 +129,14 @@ impl Application {
             hub.clone(),
             sandbox_rx,
         ));
+        // Webhooks carry template verdicts; this catches the ones that never arrived.
+        tokio::spawn(crate::dispatch::templates::run_periodic_sync(
+            db.clone(),
+            hub.clone(),
+            channels.clone(),
+            std::time::Duration::from_secs(600),
+            crate::dispatch::templates::SyncBudget::default(),
+        ));
         let state = web::Data::new(AppState {
             channels,
             hub,

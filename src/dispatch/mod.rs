@@ -6,3 +6,4 @@ pub mod events;
 pub mod hub;
 pub mod registry;
 pub mod sandbox;
+pub mod templates;

@@ -14,6 +14,7 @@ pub mod messages;
 pub mod receipts;
 pub mod schema;
 pub mod settings;
+pub mod templates;
 pub mod users;
 
 use std::time::Duration;
