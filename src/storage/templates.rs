@@ -870,7 +870,7 @@ pub fn record_submission(
         };
         let template = find(conn, version.template_id)?.ok_or(diesel::result::Error::NotFound)?;
         let at = now();
-        match result {
+        let mut details = match result {
             SubmissionResult::Failed(text) => {
                 diesel::update(template_versions::table.find(version.id))
                     .set((
@@ -879,21 +879,11 @@ pub fn record_submission(
                         template_versions::updated_at.eq(at),
                     ))
                     .execute(conn)?;
-                record(
-                    conn,
-                    actor,
-                    "template.provider_status",
-                    &template,
-                    serde_json::json!({
-                        "version": version.number,
-                        "status": "submission_failed",
-                        "error": text,
-                    }),
-                )?;
+                serde_json::json!({"status": "submission_failed", "error": text})
             }
             SubmissionResult::Accepted {
                 provider_template_id,
-                status,
+                ..
             } => {
                 diesel::update(template_versions::table.find(version.id))
                     .set((
@@ -901,22 +891,16 @@ pub fn record_submission(
                         template_versions::provider_error.eq(None::<String>),
                     ))
                     .execute(conn)?;
-                record(
-                    conn,
-                    actor,
-                    "template.provider_status",
-                    &template,
-                    serde_json::json!({
-                        "version": version.number,
-                        "status": "submitted",
-                        "provider_template_id": provider_template_id,
-                    }),
-                )?;
-                if version.state.provider == ProviderApproval::NotSubmitted {
-                    let version = version_required(conn, Some(version.id))?;
-                    apply_status(conn, &template, &version, status, None, actor)?;
-                }
+                serde_json::json!({"status": "submitted", "provider_template_id": provider_template_id})
             }
+        };
+        details["version"] = serde_json::json!(version.number);
+        record(conn, actor, "template.provider_status", &template, details)?;
+        if let SubmissionResult::Accepted { status, .. } = result
+            && version.state.provider == ProviderApproval::NotSubmitted
+        {
+            let version = version_required(conn, Some(version.id))?;
+            apply_status(conn, &template, &version, status, None, actor)?;
         }
         find_version(conn, version_id)
     })
