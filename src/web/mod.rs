@@ -19,6 +19,7 @@ pub mod identity;
 pub mod imports;
 pub mod lists;
 pub mod session;
+pub mod templates;
 pub mod users;
 pub mod webhooks;
 
@@ -133,6 +134,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/contacts/{id}/lists").post(contacts::add_to_list))
         .service(resource("/contacts/{id}/lists/{list}/remove").post(contacts::remove_from_list))
         .service(resource("/contacts/{id}/simulate-reply").post(contacts::simulate_reply))
+        .service(
+            resource(templates::PATH)
+                .route(get().to(templates::index))
+                .route(post().to(templates::create)),
+        )
+        .service(resource("/templates/new").get(templates::new_form))
+        .service(resource("/templates/preview").post(templates::preview))
+        .service(
+            resource("/templates/{id}")
+                .route(get().to(templates::show))
+                .route(post().to(templates::update)),
+        )
+        .service(resource("/templates/{id}/edit").get(templates::edit_form))
+        .service(resource("/templates/{id}/status").get(templates::status))
+        .service(resource("/templates/{id}/submit").post(templates::submit))
+        .service(resource("/templates/{id}/withdraw").post(templates::withdraw))
+        .service(resource("/templates/{id}/approve").post(templates::approve))
+        .service(resource("/templates/{id}/reject").post(templates::reject))
+        .service(resource("/templates/{id}/provider").post(templates::resubmit))
+        .service(resource("/templates/{id}/sync").post(templates::sync))
         .service(resource(paths::CHANNELS).get(channels::index))
         .service(resource(paths::AUDIT).get(audit::index))
         .default_service(web::to(not_found));

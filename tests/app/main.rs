@@ -9,4 +9,5 @@ mod browser;
 mod conformance;
 mod contacts;
 mod platform;
+mod templates;
 mod users;
