@@ -76,6 +76,16 @@ pub fn reviewer_name(channel: &Channel) -> &'static str {
     }
 }
 
+/// How long the provider's review takes, when known, as a sentence.
+fn review_time(channel: &Channel) -> &'static str {
+    match (channel.kind, channel.provider) {
+        (ChannelKind::Sms, _) => "",
+        (_, Provider::Sandbox) => "The sandbox approves in a few seconds.",
+        (ChannelKind::Whatsapp, _) => "Meta's review takes up to 24 hours.",
+        (ChannelKind::Viber, _) => "",
+    }
+}
+
 fn stage_label(stage: TemplateStage, channel: &Channel) -> String {
     let name = reviewer_name(channel);
     stage.label(if name.is_empty() {
@@ -1044,6 +1054,7 @@ struct StatusCard {
     csrf: String,
     kind: ChannelKind,
     reviewer_name: &'static str,
+    review_time: &'static str,
     current: VersionView,
     /// The version that sends, when it is not the newest.
     live: Option<VersionView>,
@@ -1063,6 +1074,17 @@ impl StatusCard {
                 .live
                 .as_ref()
                 .is_some_and(|l| l.stage == TemplateStage::Pending)
+    }
+
+    /// What the page showed, so its polling hears only of changes.
+    fn fingerprint(&self) -> String {
+        let live = self.live.as_ref().map_or("-", |l| l.stage.as_str());
+        format!(
+            "{}.{}.{}.{live}",
+            self.current.number,
+            self.current.stage.as_str(),
+            u8::from(self.current.submitting)
+        )
     }
 
     fn has_provider(&self) -> bool {
@@ -1172,6 +1194,7 @@ fn status_card(
         csrf,
         kind: loaded.channel.kind,
         reviewer_name: reviewer_name(&loaded.channel),
+        review_time: review_time(&loaded.channel),
         current: VersionView::new(current, &loaded.channel, live_id),
         live,
         can_draft: user.can(Permission::DraftTemplates),
@@ -1230,22 +1253,36 @@ pub async fn show(
     render(&page)
 }
 
-/// The status card alone, for its polling.
+#[derive(Debug, Default, Deserialize)]
+pub struct StatusQuery {
+    /// The fingerprint of the status the page shows.
+    #[serde(default)]
+    seen: String,
+}
+
+/// The status card's polling: nothing (204) while the status is what the page shows; when it
+/// changed, htmx reloads the page, so the versions and history change with it. Without htmx,
+/// the card alone.
 pub async fn status(
+    req: HttpRequest,
     auth: Auth<perm::ViewTemplates>,
     state: web::Data<AppState>,
     chrome: Chrome,
     path: web::Path<String>,
+    query: web::Query<StatusQuery>,
 ) -> Result<HttpResponse, AppError> {
     let user = person(&auth)?;
     let loaded = load(&state, path.into_inner()).await?;
-    render(&status_card(
-        &loaded,
-        user,
-        chrome.csrf,
-        String::new(),
-        None,
-    )?)
+    let card = status_card(&loaded, user, chrome.csrf, String::new(), None)?;
+    if card.fingerprint() == query.seen {
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    if crate::web::is_htmx(&req) {
+        return Ok(HttpResponse::Ok()
+            .insert_header(("HX-Refresh", "true"))
+            .finish());
+    }
+    render(&card)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1365,7 +1402,8 @@ fn submission_flash(session: &TypedSession, channel: &Channel, outcome: &Submitt
             session.success(format!("{who} approved it at once: it is sendable."))
         }
         Submitted::Accepted(_) => session.success(format!(
-            "Submitted to {who}, who reviews it (Meta takes up to 24 hours). It becomes sendable when {who} approves it."
+            "Submitted to {who}; it becomes sendable when {who} approves it. {}",
+            review_time(channel)
         )),
         Submitted::Failed(text) => session.error(format!("{who} refused the submission: {text}")),
         Submitted::InFlight => session.success(format!("It is being submitted to {who}.")),

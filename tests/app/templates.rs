@@ -180,6 +180,24 @@ fn stage(html: &str) -> String {
     texts(html, "#template-stage").join(" ")
 }
 
+fn attr(html: &str, selector: &str, name: &str) -> Option<String> {
+    let doc = scraper::Html::parse_document(html);
+    let sel = scraper::Selector::parse(selector).expect("selector");
+    doc.select(&sel)
+        .next()
+        .and_then(|e| e.value().attr(name).map(str::to_owned))
+}
+
+async fn poll(client: &Client, url: &str) -> reqwest::Response {
+    client
+        .http
+        .get(client.url(url))
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .expect("poll")
+}
+
 fn flashes(html: &str) -> String {
     texts(html, ".flashes").join(" ")
 }
@@ -773,6 +791,10 @@ async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) 
         flashes(&page)
     );
     assert_eq!(stage(&page), "Waiting for Meta");
+    // The page polls for the verdict: nothing comes back while nothing changed.
+    let poll_url = attr(&page, "#template-status", "hx-get").expect("the status card polls");
+    let res = poll(&p.mia, &poll_url).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let created = fake
         .requests()
         .into_iter()
@@ -803,6 +825,10 @@ async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) 
         .expect("webhook");
     assert_eq!(status, 200);
     let listed = wait_until_sendable(&app, &p.key, "order_update").await;
+    // Now it changed: the poll has the page reload.
+    let res = poll(&p.mia, &poll_url).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["HX-Refresh"], "true");
     assert_eq!(listed["channel"]["name"], "Shop WhatsApp");
     let page = p.mia.get_html(&path).await;
     assert_eq!(stage(&page), "Sendable");
@@ -1143,4 +1169,103 @@ async fn filters_and_empty_states(app: TestApp) {
     assert!(p.mia.get_html(&draft_path).await.contains("just_a_draft"));
     // The navigation offers Templates as a page now.
     assert!(all.contains("<a href=\"/templates\""));
+}
+
+/// Waits (up to 10 s) until the element's text contains `text`.
+async fn wait_for_in(b: &crate::browser::Browser, css: &str, text: &str) {
+    for _ in 0..100 {
+        if b.text(css).await.contains(text) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{css} never showed {text:?}; it shows:\n{}",
+        b.text(css).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn in_the_browser_a_marketer_drafts_with_a_live_preview_and_a_lead_approves() {
+    use fantoccini::Locator;
+
+    let app = TestApp::spawn(crate::helpers::Backend::Sqlite).await;
+    let p = people(&app).await;
+    let b = crate::browser::Browser::start(&app.address).await;
+
+    b.sign_in("mia@example.com", crate::helpers::PASSWORD).await;
+    b.wait_for_text("Hello, Test").await;
+    b.click(".sidebar a[href='/templates']").await;
+    b.wait_for_text("No templates yet.").await;
+    b.click(".header-actions a[href='/templates/new']").await;
+    b.click("a[data-channel='Sandbox WhatsApp']").await;
+    b.wait_for_text("New WhatsApp template").await;
+
+    b.fill("#name", "order_update").await;
+    b.fill("#language", "en_US").await;
+    b.client
+        .find(Locator::Css("#category"))
+        .await
+        .expect("category")
+        .select_by_value("utility")
+        .await
+        .expect("choose utility");
+    // The preview follows the typing, and a sample field appears for each placeholder.
+    b.fill("#body", WA_BODY).await;
+    wait_for_in(
+        &b,
+        "#preview .bubble-body",
+        "Hi {{1}}, your order {{2}} has shipped",
+    )
+    .await;
+    wait_for_in(&b, "#preview-count", "60 / 1024 characters").await;
+    b.fill("#sample-1", "Alex").await;
+    wait_for_in(&b, "#preview .bubble-body", "Hi Alex, your order {{2}}").await;
+    b.fill("#sample-2", "#1234").await;
+    wait_for_in(
+        &b,
+        "#preview .bubble-body",
+        "Hi Alex, your order #1234 has shipped",
+    )
+    .await;
+    b.fill("#footer", "Reply STOP to opt out").await;
+    wait_for_in(&b, "#preview .bubble-footer", "Reply STOP to opt out").await;
+    assert!(b.text("#preview").await.contains("With the samples"));
+    if let Ok(png) = b.client.screenshot().await {
+        let _ = std::fs::write(std::env::temp_dir().join("herald-template-form.png"), png);
+    }
+
+    b.click("#template-form button[type=submit].primary").await;
+    b.wait_for_text("is saved as a draft").await;
+    b.click("form[action$='/submit'] button[type=submit]").await;
+    b.wait_for_text("Version 1 is in review").await;
+    assert!(
+        b.text("#template-status")
+            .await
+            .contains("You wrote this version")
+    );
+    let path = b.path().await;
+    b.sign_out().await;
+
+    // The support lead approves; the sandbox approves it a moment later, and the page shows it.
+    b.sign_in("sam@example.com", crate::helpers::PASSWORD).await;
+    b.wait_for_text("Hello, Test").await;
+    b.goto(&path).await;
+    b.wait_for_text("waiting for a support lead").await;
+    b.fill("#review-note", "Clear and short. Thanks!").await;
+    b.click("#approve").await;
+    b.wait_for_text("Submitted to the sandbox").await;
+    wait_for_in(&b, "#template-stage", "Sendable").await;
+    if let Ok(png) = b.client.screenshot().await {
+        let _ = std::fs::write(std::env::temp_dir().join("herald-template-page.png"), png);
+    }
+    let listed = wait_until_sendable(&app, &p.key, "order_update").await;
+    assert_eq!(listed["variables"], json!(["1", "2"]));
+    b.goto("/templates?status=sendable").await;
+    b.wait_for_text("order_update").await;
+    b.finish().await;
 }
