@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use crate::dispatch::hub::HubEvent;
 use crate::dispatch::templates::{self as provider, Submitted, Synced};
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
@@ -107,6 +108,11 @@ fn stage_class(stage: TemplateStage) -> &'static str {
         | TemplateStage::Paused
         | TemplateStage::Disabled => "badge badge-danger",
     }
+}
+
+/// Tells live pages a template changed.
+fn changed(state: &AppState, template_id: i64) {
+    state.hub.publish(HubEvent::Template { template_id });
 }
 
 fn reviewer(user: &CurrentUser) -> Reviewer {
@@ -827,6 +833,7 @@ pub async fn create(
         .await?;
     match created {
         Ok(t) => {
+            changed(&state, t.id);
             session.success(format!(
                 "{} ({}) is saved as a draft. Submit it for review when it is ready.",
                 t.name, t.language
@@ -962,6 +969,9 @@ pub async fn update(
         .db
         .run(move |conn| Ok::<_, AppError>(store::edit(conn, &template, editing, &v, &actor, &by)))
         .await?;
+    if edited.is_ok() {
+        changed(&state, loaded.template.id);
+    }
     let mut errors = FieldErrors::default();
     let banner = match edited {
         Ok(store::Edited::InPlace(v)) => {
@@ -1307,7 +1317,7 @@ async fn apply_review(
     note: Option<String>,
 ) -> Result<store::Reviewed, AppError> {
     let by = reviewer(auth_user);
-    state
+    let done = state
         .db
         .run(move |conn| {
             let template = template_or_404(conn, &public_id)?;
@@ -1321,7 +1331,9 @@ async fn apply_review(
                 &actor,
             )?)
         })
-        .await
+        .await?;
+    changed(state, done.template.id);
+    Ok(done)
 }
 
 fn back(req: &HttpRequest, public_id: &str) -> HttpResponse {
@@ -1433,9 +1445,6 @@ pub async fn approve(
         Some(form.note),
     )
     .await?;
-    state.hub.publish(crate::dispatch::hub::HubEvent::Template {
-        template_id: done.template.id,
-    });
     if done.awaits_provider() {
         session.success(format!(
             "Version {} approved in Herald.",
