@@ -603,7 +603,12 @@ pub fn edit(
         let at = now();
         let content = content_json(&valid.to_draft())?;
         let edited = if current.stage.is_editable_in_place() {
-            diesel::update(template_versions::table.find(current.id))
+            // Only if nobody reviewed it meanwhile: approved content never changes.
+            let unchanged = template_versions::table
+                .filter(template_versions::id.eq(current.id))
+                .filter(template_versions::review_status.eq(current.state.review.as_str()))
+                .filter(template_versions::updated_at.eq(current.updated_at));
+            let saved = diesel::update(unchanged)
                 .set((
                     template_versions::content.eq(content),
                     template_versions::stage.eq(TemplateStage::Draft.as_str()),
@@ -618,6 +623,12 @@ pub fn edit(
                     template_versions::updated_at.eq(at),
                 ))
                 .execute(conn)?;
+            if saved == 0 {
+                return Err(TemplateError::Conflict(format!(
+                    "Version {} changed while you were editing it (reviewed or saved by someone else). Your text is kept below: check the template's page and save again.",
+                    current.number
+                )));
+            }
             Edited::InPlace(version_required(conn, Some(current.id))?)
         } else {
             let id = insert_version(conn, template.id, current.number + 1, valid, editor)?;
@@ -643,7 +654,11 @@ pub fn edit(
         Ok(edited)
     });
     outcome.map_err(|e| match e {
-        TemplateError::Db(db) if is_unique_violation(&db) => duplicate(valid),
+        TemplateError::Db(db) if is_unique_violation(&db) && renamed => duplicate(valid),
+        // Two people saving a new version at the same moment: one of them wins.
+        TemplateError::Db(db) if is_unique_violation(&db) => TemplateError::Conflict(
+            "Someone saved a new version of this template at the same moment. Your text is kept below: check the template's page and save again.".into(),
+        ),
         other => other,
     })
 }

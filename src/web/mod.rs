@@ -148,8 +148,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/templates/{id}/edit").get(templates::edit_form))
         .service(resource("/templates/{id}/status").get(templates::status))
-        .service(resource("/templates/{id}/submit").post(templates::submit))
-        .service(resource("/templates/{id}/withdraw").post(templates::withdraw))
+        .service(
+            resource("/templates/{id}/{action:submit|withdraw}").post(templates::author_action),
+        )
         .service(resource("/templates/{id}/approve").post(templates::approve))
         .service(resource("/templates/{id}/reject").post(templates::reject))
         .service(resource("/templates/{id}/provider").post(templates::resubmit))

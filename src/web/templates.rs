@@ -1340,19 +1340,38 @@ fn back(req: &HttpRequest, public_id: &str) -> HttpResponse {
     redirect_response(req, &format!("{PATH}/{public_id}"))
 }
 
-/// Submitting for review and withdrawing from it: the author's side of the workflow.
-async fn author_action(
-    req: &HttpRequest,
-    auth: &Auth<perm::DraftTemplates>,
-    state: &AppState,
-    session: &TypedSession,
-    id: String,
-    version: i32,
-    action: ReviewAction,
+/// Submitting for review (`/templates/{id}/submit`) and withdrawing from it (`/withdraw`): the
+/// author's side of the workflow.
+pub async fn author_action(
+    req: HttpRequest,
+    auth: Auth<perm::DraftTemplates>,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<(String, String)>,
+    form: web::Form<ReviewForm>,
 ) -> Result<HttpResponse, AppError> {
-    let user = person(auth)?;
+    let (id, word) = path.into_inner();
+    let action = match word.as_str() {
+        "submit" => ReviewAction::Submit,
+        "withdraw" => ReviewAction::Withdraw,
+        _ => {
+            return Err(AppError::NotFound(
+                "There is no page at this address.".into(),
+            ));
+        }
+    };
+    let user = person(&auth)?;
     let submitting = action == ReviewAction::Submit;
-    let done = apply_review(state, user, auth.actor(), id.clone(), version, action, None).await?;
+    let done = apply_review(
+        &state,
+        user,
+        auth.actor(),
+        id.clone(),
+        form.version,
+        action,
+        None,
+    )
+    .await?;
     let n = done.version.number;
     session.success(if submitting {
         format!(
@@ -1361,49 +1380,7 @@ async fn author_action(
     } else {
         format!("Version {n} is a draft again.")
     });
-    Ok(back(req, &id))
-}
-
-pub async fn submit(
-    req: HttpRequest,
-    auth: Auth<perm::DraftTemplates>,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    path: web::Path<String>,
-    form: web::Form<ReviewForm>,
-) -> Result<HttpResponse, AppError> {
-    let (id, version) = (path.into_inner(), form.version);
-    author_action(
-        &req,
-        &auth,
-        &state,
-        &session,
-        id,
-        version,
-        ReviewAction::Submit,
-    )
-    .await
-}
-
-pub async fn withdraw(
-    req: HttpRequest,
-    auth: Auth<perm::DraftTemplates>,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    path: web::Path<String>,
-    form: web::Form<ReviewForm>,
-) -> Result<HttpResponse, AppError> {
-    let (id, version) = (path.into_inner(), form.version);
-    author_action(
-        &req,
-        &auth,
-        &state,
-        &session,
-        id,
-        version,
-        ReviewAction::Withdraw,
-    )
-    .await
+    Ok(back(&req, &id))
 }
 
 /// Tells the person what the provider said to a submission.
