@@ -42,6 +42,8 @@
     if (!last) return;
     var copy = last.cloneNode(true);
     copy.querySelectorAll("input").forEach(function (i) { i.value = ""; });
+    copy.querySelectorAll("select").forEach(function (s) { s.selectedIndex = 0; });
+    copy.querySelectorAll(".field-error").forEach(function (e) { e.remove(); });
     rows.appendChild(copy);
     var first = copy.querySelector("input");
     if (first) first.focus();

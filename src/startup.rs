@@ -83,6 +83,15 @@ impl Background {
             hub.clone(),
             sandbox_rx,
         ));
+        // Webhooks carry template verdicts; this catches the ones that never arrived. Each
+        // check is claimed in the database first, so every instance may run it.
+        tokio::spawn(crate::dispatch::templates::run_periodic_sync(
+            db.clone(),
+            hub.clone(),
+            registry.clone(),
+            std::time::Duration::from_secs(600),
+            crate::dispatch::templates::SyncBudget::default(),
+        ));
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
             db.clone(),

@@ -14,7 +14,7 @@ use crate::storage::channels::Channel;
 use crate::storage::conversations::{self, Inbound};
 use crate::storage::messages::{self, FailureDetail, MessageRow};
 use crate::storage::receipts::{self, NewEarlyStatus};
-use crate::storage::{Db, DbConnection, consents};
+use crate::storage::{Db, DbConnection, consents, templates};
 
 /// What a batch of events did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,8 +160,16 @@ fn apply_one(
         }
         ProviderEvent::TemplateStatus(e) => {
             // TEMPLATES-HOOK: the templates storage applies this (issue "Templates").
-            tracing::info!(channel = %channel.name, template = %e.provider_template_id, "template status event not applied yet");
-            applied.ignored += 1;
+            match templates::apply_provider_status(conn, channel, e)? {
+                Some(template_id) => {
+                    applied.templates += 1;
+                    out.push(HubEvent::Template { template_id });
+                }
+                None => {
+                    tracing::info!(channel = %channel.name, template = %e.provider_template_id, "status of a template Herald does not know; ignored");
+                    applied.ignored += 1;
+                }
+            }
         }
         ProviderEvent::Unrecognised { description } => {
             tracing::info!(channel = %channel.name, %description, "provider event not acted on");

@@ -7,4 +7,5 @@ pub mod hub;
 pub mod metrics;
 pub mod registry;
 pub mod sandbox;
+pub mod templates;
 pub mod worker;

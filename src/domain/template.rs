@@ -47,7 +47,7 @@ pub use render::{
 };
 pub use review::{
     ProviderApproval, REVIEW_NOTE_MAX, ReviewAction, ReviewError, ReviewStatus, Reviewer,
-    TemplateState, is_sendable,
+    TemplateStage, TemplateState, is_sendable,
 };
 
 /// Template names, on every channel: Meta's rule (lowercase letters, digits, underscores, at most

@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod receipts;
 pub mod schema;
 pub mod settings;
+pub mod templates;
 pub mod users;
 
 use std::time::Duration;

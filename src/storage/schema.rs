@@ -317,3 +317,56 @@ diesel::allow_tables_to_appear_in_same_query!(
     workers,
     channel_throttle,
 );
+
+// Templates (migration 20261125190000_templates), kept together so they merge cleanly.
+
+diesel::table! {
+    templates (id) {
+        id -> BigInt,
+        public_id -> Text,
+        channel_id -> BigInt,
+        name -> Text,
+        language -> Text,
+        category -> Text,
+        current_version_id -> Nullable<BigInt>,
+        live_version_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    template_versions (id) {
+        id -> BigInt,
+        template_id -> BigInt,
+        number -> Integer,
+        content -> Text,
+        stage -> Text,
+        author_id -> Nullable<BigInt>,
+        author_label -> Text,
+        editor_id -> Nullable<BigInt>,
+        editor_label -> Text,
+        review_status -> Text,
+        review_note -> Nullable<Text>,
+        reviewer_id -> Nullable<BigInt>,
+        reviewer_label -> Nullable<Text>,
+        submitted_at -> Nullable<Timestamp>,
+        reviewed_at -> Nullable<Timestamp>,
+        provider_status -> Text,
+        provider_reason -> Nullable<Text>,
+        provider_note -> Nullable<Text>,
+        provider_template_id -> Nullable<Text>,
+        provider_error -> Nullable<Text>,
+        provider_submitted_at -> Nullable<Timestamp>,
+        provider_updated_at -> Nullable<Timestamp>,
+        provider_checked_at -> Nullable<Timestamp>,
+        superseded_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(templates -> channels (channel_id));
+diesel::joinable!(template_versions -> templates (template_id));
+
+diesel::allow_tables_to_appear_in_same_query!(templates, template_versions, channels);

@@ -241,6 +241,8 @@ struct FakeTemplate {
     name: String,
     language: String,
     category: String,
+    /// Set once a status webhook was sent for it; lookups answer `template_status` until then.
+    status: Option<String>,
 }
 
 struct State {
@@ -363,6 +365,52 @@ impl FakeProviderHandle {
         text: &str,
     ) -> Result<u16, FakeError> {
         send_inbound(&self.state, provider, from, text).await
+    }
+
+    /// Ends Meta's review of a template this fake created: posts WhatsApp's
+    /// `message_template_status_update` webhook to `endpoint`, signed with its secret (the
+    /// app secret), and answers later lookups of the template with `event`. `event` is
+    /// `APPROVED`, `REJECTED`, `PAUSED`…; `reason` Meta's code (`INVALID_FORMAT`) and
+    /// `detail` its `rejection_info.reason`. Returns Herald's HTTP status.
+    pub async fn send_template_status(
+        &self,
+        endpoint: &WebhookEndpoint,
+        template_id: &str,
+        event: &str,
+        reason: Option<&str>,
+        detail: Option<&str>,
+    ) -> Result<u16, FakeError> {
+        let template = {
+            let mut templates = lock(&self.state.templates);
+            templates.get_mut(template_id).map(|t| {
+                t.status = Some(event.to_owned());
+                t.clone()
+            })
+        };
+        let (name, language, category) = template
+            .map(|t| (t.name, t.language, t.category))
+            .unwrap_or_default();
+        let mut value = json!({
+            "event": event,
+            "message_template_id": template_id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(template_id)),
+            "message_template_name": name,
+            "message_template_language": language,
+            "message_template_category": category,
+            "reason": reason.unwrap_or("NONE"),
+        });
+        if let Some(detail) = detail {
+            value["rejection_info"] = json!({"reason": detail, "recommendation": "Edit the template and submit it again."});
+        }
+        let body = wa_envelope("message_template_status_update", value).to_string();
+        let out = signed_json(
+            &endpoint.url,
+            whatsapp::sign(&endpoint.secret, body.as_bytes()),
+            "X-Hub-Signature-256",
+            body,
+        );
+        let result = post(&self.state.http, out).await;
+        count_webhook(&self.state.stats, &result);
+        Ok(result?)
     }
 
     pub async fn stop(self) {
@@ -719,6 +767,7 @@ fn wa_template_create(state: &State, r: &RecordedRequest) -> HttpResponse {
         name: text("name"),
         language: text("language"),
         category: text("category"),
+        status: None,
     };
     state.stats(|s| s.templates_created += 1);
     let out = json!({"id": template.id, "status": "PENDING", "category": template.category});
@@ -727,8 +776,9 @@ fn wa_template_create(state: &State, r: &RecordedRequest) -> HttpResponse {
 }
 
 fn wa_template_json(state: &State, t: &FakeTemplate) -> Value {
+    let status = t.status.as_ref().unwrap_or(&state.config.template_status);
     json!({"id": t.id, "name": t.name, "language": t.language, "category": t.category,
-           "status": state.config.template_status})
+           "status": status})
 }
 
 fn wa_template_list(state: &State, r: &RecordedRequest) -> HttpResponse {
@@ -950,6 +1000,7 @@ fn ib_template_create(state: &State, r: &RecordedRequest, sender: &str) -> HttpR
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned(),
+        status: None,
     };
     state.stats(|s| s.templates_created += 1);
     let now = Utc::now().timestamp_millis();
@@ -963,7 +1014,7 @@ fn ib_template_create(state: &State, r: &RecordedRequest, sender: &str) -> HttpR
 fn ib_template_get(state: &State, id: &str) -> HttpResponse {
     match lock(&state.templates).get(id) {
         Some(t) => HttpResponse::Ok().json(json!({"templateId": t.id, "version": "1",
-            "category": t.category, "status": state.config.template_status})),
+            "category": t.category, "status": t.status.as_ref().unwrap_or(&state.config.template_status)})),
         None => HttpResponse::NotFound().json(json!({"errorCode": "E404",
             "description": "Template not found.", "action": "Check the template id.",
             "violations": [], "resources": []})),

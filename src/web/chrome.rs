@@ -95,7 +95,7 @@ const SETTINGS: &[Area] = &[
 
 /// Areas whose pages exist in this build; the others show in the navigation as coming.
 pub fn area_is_built(href: &str) -> bool {
-    !matches!(href, "/templates" | "/send" | "/broadcasts" | "/history")
+    !matches!(href, "/send" | "/broadcasts" | "/history")
 }
 
 impl Chrome {

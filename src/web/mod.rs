@@ -21,6 +21,7 @@ pub mod imports;
 pub mod lists;
 pub mod metrics;
 pub mod session;
+pub mod templates;
 pub mod users;
 pub mod webhooks;
 
@@ -151,6 +152,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/settings/channels/{id}/disable").post(channels::disable))
         .service(resource("/settings/channels/{id}/enable").post(channels::enable))
         .service(resource("/settings/channels/{id}/delete").post(channels::delete))
+        .service(
+            resource(templates::PATH)
+                .route(get().to(templates::index))
+                .route(post().to(templates::create)),
+        )
+        .service(resource("/templates/new").get(templates::new_form))
+        .service(resource("/templates/preview").post(templates::preview))
+        .service(
+            resource("/templates/{id}")
+                .route(get().to(templates::show))
+                .route(post().to(templates::update)),
+        )
+        .service(resource("/templates/{id}/edit").get(templates::edit_form))
+        .service(resource("/templates/{id}/status").get(templates::status))
+        .service(
+            resource("/templates/{id}/{action:submit|withdraw}").post(templates::author_action),
+        )
+        .service(resource("/templates/{id}/approve").post(templates::approve))
+        .service(resource("/templates/{id}/reject").post(templates::reject))
+        .service(resource("/templates/{id}/provider").post(templates::resubmit))
+        .service(resource("/templates/{id}/sync").post(templates::sync))
         .service(resource(paths::AUDIT).get(audit::index))
         .default_service(web::to(not_found));
 }

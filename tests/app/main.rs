@@ -12,5 +12,6 @@ mod contacts;
 mod dispatch;
 mod platform;
 mod provider_kit;
+mod templates;
 mod users;
 mod webhooks;

@@ -354,6 +354,107 @@ impl TemplateState {
     }
 }
 
+/// Where a template version stands, in one word: Herald's review and the provider's verdict
+/// together, as the templates page shows and filters them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateStage {
+    Draft,
+    InReview,
+    /// Sent back by Herald's reviewer.
+    Rejected,
+    /// Approved in Herald, not (yet) accepted for review by the provider.
+    Approved,
+    /// In the provider's review.
+    Pending,
+    /// Approved in Herald and, where there is one, by the provider: sends may use it.
+    Sendable,
+    ProviderRejected,
+    Paused,
+    Disabled,
+    /// A newer version of the same template became sendable and replaced this one.
+    Superseded,
+}
+
+impl TemplateStage {
+    pub const ALL: [TemplateStage; 10] = [
+        TemplateStage::Draft,
+        TemplateStage::InReview,
+        TemplateStage::Rejected,
+        TemplateStage::Approved,
+        TemplateStage::Pending,
+        TemplateStage::Sendable,
+        TemplateStage::ProviderRejected,
+        TemplateStage::Paused,
+        TemplateStage::Disabled,
+        TemplateStage::Superseded,
+    ];
+
+    /// The stage of a version in `state` on a `kind` channel (never `Superseded`: replacing a
+    /// version is a fact about its template, not about its own state).
+    pub fn of(kind: ChannelKind, state: &TemplateState) -> TemplateStage {
+        match &state.review {
+            ReviewStatus::Draft => return TemplateStage::Draft,
+            ReviewStatus::InReview => return TemplateStage::InReview,
+            ReviewStatus::Rejected { .. } => return TemplateStage::Rejected,
+            ReviewStatus::Approved => {}
+        }
+        if state.is_sendable(kind) {
+            return TemplateStage::Sendable;
+        }
+        match state.provider {
+            ProviderApproval::NotSubmitted | ProviderApproval::Approved => TemplateStage::Approved,
+            ProviderApproval::Pending => TemplateStage::Pending,
+            ProviderApproval::Rejected { .. } => TemplateStage::ProviderRejected,
+            ProviderApproval::Paused => TemplateStage::Paused,
+            ProviderApproval::Disabled => TemplateStage::Disabled,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateStage::Draft => "draft",
+            TemplateStage::InReview => "in_review",
+            TemplateStage::Rejected => "rejected",
+            TemplateStage::Approved => "approved",
+            TemplateStage::Pending => "pending",
+            TemplateStage::Sendable => "sendable",
+            TemplateStage::ProviderRejected => "provider_rejected",
+            TemplateStage::Paused => "paused",
+            TemplateStage::Disabled => "disabled",
+            TemplateStage::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<TemplateStage> {
+        Self::ALL.into_iter().find(|s| s.as_str() == word.trim())
+    }
+
+    /// Words for a badge; `provider` names who reviews it ("Meta", "Viber").
+    pub fn label(self, provider: &str) -> String {
+        match self {
+            TemplateStage::Draft => "Draft".into(),
+            TemplateStage::InReview => "In review".into(),
+            TemplateStage::Rejected => "Rejected in review".into(),
+            TemplateStage::Approved => format!("Approved, not yet at {provider}"),
+            TemplateStage::Pending => format!("Waiting for {provider}"),
+            TemplateStage::Sendable => "Sendable".into(),
+            TemplateStage::ProviderRejected => format!("Rejected by {provider}"),
+            TemplateStage::Paused => format!("Paused by {provider}"),
+            TemplateStage::Disabled => format!("Disabled by {provider}"),
+            TemplateStage::Superseded => "Replaced by a newer version".into(),
+        }
+    }
+
+    /// Content can still change in place: nothing about it was approved yet.
+    pub fn is_editable_in_place(self) -> bool {
+        matches!(
+            self,
+            TemplateStage::Draft | TemplateStage::InReview | TemplateStage::Rejected
+        )
+    }
+}
+
 /// Only when Herald's reviewer and the provider both approved it; for SMS, Herald's approval
 /// alone.
 pub fn is_sendable(kind: ChannelKind, review: &ReviewStatus, provider: &ProviderApproval) -> bool {

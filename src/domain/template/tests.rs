@@ -1372,6 +1372,67 @@ fn positional_draft(order: &[u32]) -> TemplateDraft {
     d
 }
 
+#[test]
+fn stages_name_review_and_provider_together() {
+    let state =
+        |review: ReviewStatus, provider: ProviderApproval| TemplateState { review, provider };
+    use ProviderApproval as P;
+    use ReviewStatus as R;
+    let cases = [
+        (WA, state(R::Draft, P::NotSubmitted), TemplateStage::Draft),
+        (
+            WA,
+            state(R::InReview, P::NotSubmitted),
+            TemplateStage::InReview,
+        ),
+        (
+            WA,
+            state(R::Rejected { note: "x".into() }, P::NotSubmitted),
+            TemplateStage::Rejected,
+        ),
+        (
+            WA,
+            state(R::Approved, P::NotSubmitted),
+            TemplateStage::Approved,
+        ),
+        (WA, state(R::Approved, P::Pending), TemplateStage::Pending),
+        (WA, state(R::Approved, P::Approved), TemplateStage::Sendable),
+        (
+            VIBER,
+            state(R::Approved, P::Approved),
+            TemplateStage::Sendable,
+        ),
+        (
+            SMS,
+            state(R::Approved, P::NotSubmitted),
+            TemplateStage::Sendable,
+        ),
+        (
+            SMS,
+            state(R::InReview, P::NotSubmitted),
+            TemplateStage::InReview,
+        ),
+        (
+            WA,
+            state(R::Approved, P::Rejected { reason: "r".into() }),
+            TemplateStage::ProviderRejected,
+        ),
+        (WA, state(R::Approved, P::Paused), TemplateStage::Paused),
+        (WA, state(R::Approved, P::Disabled), TemplateStage::Disabled),
+    ];
+    for (kind, s, stage) in cases {
+        assert_eq!(TemplateStage::of(kind, &s), stage, "{kind} {s:?}");
+        assert_eq!(stage == TemplateStage::Sendable, s.is_sendable(kind));
+    }
+    for stage in TemplateStage::ALL {
+        assert_eq!(TemplateStage::parse(stage.as_str()), Some(stage));
+    }
+    assert_eq!(TemplateStage::parse("nope"), None);
+    assert!(TemplateStage::Rejected.is_editable_in_place());
+    assert!(!TemplateStage::Sendable.is_editable_in_place());
+    assert_eq!(TemplateStage::Pending.label("Meta"), "Waiting for Meta");
+}
+
 proptest! {
     #[test]
     fn any_order_of_one_to_n_is_valid_and_fills_by_number(

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod channels;
 pub mod contacts;
+pub mod templates;
 
 use actix_web::{HttpRequest, error, web};
 
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(contacts::upsert)),
     )
     .route("/contacts/{id}", web::get().to(contacts::get))
+    .route("/templates", web::get().to(templates::list))
     .default_service(web::to(not_found));
 }
 
