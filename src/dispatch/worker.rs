@@ -31,6 +31,7 @@ use crate::error::AppError;
 use crate::storage::channels::{self, Channel};
 use crate::storage::messages::MessageRow;
 use crate::storage::outbox::{self, Outcome};
+use crate::storage::templates::{self, TemplateLookup};
 use crate::storage::{Db, DbConnection, consents, conversations};
 
 #[derive(Debug, Clone)]
@@ -303,7 +304,8 @@ impl Dispatcher {
         }
         let ch = channel.clone();
         let ids: Vec<i64> = rows.iter().map(|r| r.contact_id).collect();
-        let (opted_out, windows, recent) = self
+        let template_ids: HashSet<i64> = rows.iter().filter_map(|r| r.template_id).collect();
+        let (opted_out, windows, recent, templates) = self
             .inner
             .db
             .run(move |conn| {
@@ -323,7 +325,20 @@ impl Dispatcher {
                 } else {
                     HashMap::new()
                 };
-                Ok::<_, AppError>((opted, windows, recent))
+                // Approved when queued, but it may have been paused, disabled or withdrawn since.
+                let mut unsendable: HashMap<i64, String> = HashMap::new();
+                for id in template_ids {
+                    match templates::sendable(conn, id)? {
+                        TemplateLookup::Sendable(_) => {}
+                        TemplateLookup::NotSendable { reason, .. } => {
+                            unsendable.insert(id, reason);
+                        }
+                        TemplateLookup::NotFound => {
+                            unsendable.insert(id, "The template was deleted.".into());
+                        }
+                    }
+                }
+                Ok::<_, AppError>((opted, windows, recent, unsendable))
             })
             .await?;
         let now = Utc::now();
@@ -333,9 +348,12 @@ impl Dispatcher {
             let decision = decide(
                 channel,
                 &row,
-                &opted_out,
-                &windows,
-                &recent,
+                &Known {
+                    opted_out: &opted_out,
+                    windows: &windows,
+                    recent: &recent,
+                    unsendable_templates: &templates,
+                },
                 &mut seen_this_batch,
                 now,
             );
@@ -412,15 +430,31 @@ impl Dispatcher {
     }
 }
 
+/// What one batch looked up about its recipients and templates.
+struct Known<'a> {
+    /// Contacts opted out on the channel's kind.
+    opted_out: &'a HashSet<i64>,
+    /// The last inbound message per contact on this channel.
+    windows: &'a HashMap<i64, chrono::NaiveDateTime>,
+    /// The last send per contact on this channel (WhatsApp's pair limit).
+    recent: &'a HashMap<i64, chrono::NaiveDateTime>,
+    /// Templates that may no longer be sent, and why.
+    unsendable_templates: &'a HashMap<i64, String>,
+}
+
 fn decide(
     channel: &Channel,
     row: &MessageRow,
-    opted_out: &HashSet<i64>,
-    windows: &HashMap<i64, chrono::NaiveDateTime>,
-    recent: &HashMap<i64, chrono::NaiveDateTime>,
+    known: &Known<'_>,
     seen_this_batch: &mut HashSet<i64>,
     now: chrono::DateTime<Utc>,
 ) -> Decision {
+    let Known {
+        opted_out,
+        windows,
+        recent,
+        unsendable_templates,
+    } = known;
     let content: MessageContent = match serde_json::from_str(&row.content) {
         Ok(c) => c,
         Err(e) => {
@@ -432,11 +466,12 @@ fn decide(
     };
     // Checked when it was queued; only valid numbers are stored.
     let to = E164::from_trusted(row.to_address.clone());
+    let template_problem = row.template_id.and_then(|id| unsendable_templates.get(&id));
     let intent = match &content {
         MessageContent::Text { .. } => ContentIntent::FreeText,
-        // Template approval was checked when it was queued; templates withdrawn since are
-        // caught by the provider (a template problem) rather than here.
-        MessageContent::Template(_) => ContentIntent::Template { sendable: true },
+        MessageContent::Template(_) => ContentIntent::Template {
+            sendable: template_problem.is_none(),
+        },
     };
     let ctx = SendContext {
         kind: channel.kind,
@@ -452,9 +487,13 @@ fn decide(
         sent_since_last_inbound: 0,
     };
     if let Err(denial) = policy::may_send(&ctx, intent) {
+        let message = match (denial, template_problem) {
+            (policy::Denial::TemplateNotApproved, Some(why)) => format!("Not sent: {why}"),
+            _ => format!("Not sent: {}", denial.message(channel.kind)),
+        };
         return Decision::Outcome(Outcome::Skipped {
             code: denial.code().to_owned(),
-            message: format!("Not sent: {}", denial.message(channel.kind)),
+            message,
         });
     }
     // WhatsApp's pair limit: one message per recipient per 6 seconds on a number.

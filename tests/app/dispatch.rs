@@ -27,6 +27,7 @@ use crate::helpers::{TestApp, test_settings};
 crate::both_backends!(
     faults_end_sent_failed_or_unknown_and_nothing_is_accepted_twice,
     the_policy_is_asked_again_at_send_time,
+    a_template_no_longer_sendable_is_not_sent,
     sandbox_messages_are_sent_then_delivered_then_read,
     two_workers_share_one_rate_limit_and_never_send_twice,
     a_crashed_server_leaves_only_unknowns_it_held,
@@ -329,6 +330,58 @@ async fn the_policy_is_asked_again_at_send_time(app: TestApp) {
         fake.stats().sends_received,
         1,
         "nothing refused by the policy reached the provider"
+    );
+}
+
+async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
+    use herald::domain::audit::Actor;
+    use herald::domain::template::{TemplateDraft, validate};
+    let db = db(&app);
+    let fake = start_fake(FakeConfig::default()).await;
+    let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
+    let ids = enqueue(&db, &ch, 0, 2);
+    let mut conn = db.get().unwrap();
+    // A template that is (no longer) approved: here a draft, as after a withdrawal.
+    let draft = TemplateDraft {
+        name: "order_shipped".into(),
+        language: "en_US".into(),
+        category: "utility".into(),
+        body: "Your order {{1}} shipped.".into(),
+        samples: [("1".to_owned(), "#1".to_owned())].into(),
+        ..TemplateDraft::default()
+    };
+    let valid = validate(ChannelKind::Whatsapp, &draft).expect("valid draft");
+    let template =
+        herald::storage::templates::create(&mut conn, &ch, &valid, &Actor::system("test"))
+            .expect("template");
+    {
+        use diesel::prelude::*;
+        use herald::storage::schema::messages;
+        diesel::update(messages::table.find(ids[0]))
+            .set(messages::template_id.eq(Some(template.id)))
+            .execute(&mut conn)
+            .unwrap();
+    }
+    drop(conn);
+    let d = dispatcher(&db, Duration::from_secs(5), |_| {});
+    let summary = d.run_once().await.unwrap();
+    assert_eq!((summary.claimed, summary.sent, summary.skipped), (2, 1, 1));
+    let mut conn = db.get().unwrap();
+    let m0 = herald::storage::messages::find(&mut conn, ids[0])
+        .unwrap()
+        .unwrap();
+    assert_eq!(m0.status(), MessageStatus::Skipped);
+    assert_eq!(m0.error_code.as_deref(), Some("template_not_approved"));
+    let why = m0.error_message.unwrap_or_default();
+    assert!(why.starts_with("Not sent: "), "{why}");
+    assert!(
+        why.len() > "Not sent: ".len() + 10,
+        "the lookup's reason is kept: {why}"
+    );
+    assert_eq!(
+        fake.stats().sends_received,
+        1,
+        "only the untouched message left"
     );
 }
 
