@@ -498,6 +498,7 @@ fn parse_events(body: &[u8]) -> Result<Vec<ProviderEvent>, WebhookError> {
                 status: DeliveryStatus::Read,
                 at: infobip_time(Some(seen)),
                 error: None,
+                account: None,
             }));
         } else if let Some(status) = r.status {
             events.push(delivery_event(id, status, r.error, r.done_at.or(r.sent_at)));
@@ -517,6 +518,7 @@ fn parse_events(body: &[u8]) -> Result<Vec<ProviderEvent>, WebhookError> {
                 received_at: infobip_time(r.received_at.as_deref()),
                 provider_message_id: id,
                 profile_name: None,
+                account: None,
             }));
         } else {
             events.push(ProviderEvent::Unrecognised {
@@ -567,6 +569,7 @@ fn delivery_event(
         status: delivery,
         at: infobip_time(at.as_deref()),
         error,
+        account: None,
     })
 }
 

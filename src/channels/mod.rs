@@ -470,10 +470,12 @@ pub enum WebhookOutcome {
 /// Why a webhook was refused. The signature is checked before anything else is read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
-    /// Missing or wrong signature (or verify token, or shared secret): answer 403.
+    /// Missing or wrong signature (or shared secret): answer 401 and store nothing (403 for a
+    /// wrong verify token on WhatsApp's GET handshake).
     #[error("the webhook's signature is missing or wrong")]
     BadSignature,
-    /// Signed correctly but not understood: answer 400 and log it.
+    /// Signed correctly but not understood: log it and answer 200, so the provider does not
+    /// retry it for days.
     #[error("the webhook could not be read: {0}")]
     Malformed(String),
 }
@@ -565,6 +567,9 @@ pub struct InboundEvent {
     pub provider_message_id: String,
     /// The sender's profile name where the provider gives one (WhatsApp).
     pub profile_name: Option<String>,
+    /// The provider's id of the receiving account where one webhook URL serves several
+    /// (WhatsApp's `metadata.phone_number_id`: one app, many numbers); `None` otherwise.
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -575,6 +580,8 @@ pub struct StatusEvent {
     pub status: DeliveryStatus,
     pub at: DateTime<Utc>,
     pub error: Option<ProviderError>,
+    /// As [`InboundEvent::account`].
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -608,6 +615,16 @@ impl ProviderEvent {
             ProviderEvent::Status(e) => Some(&e.event_id),
             ProviderEvent::TemplateStatus(e) => Some(&e.event_id),
             ProviderEvent::Unrecognised { .. } => None,
+        }
+    }
+
+    /// The receiving account the provider named, where it names one (see
+    /// [`InboundEvent::account`]).
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            ProviderEvent::Inbound(e) => e.account.as_deref(),
+            ProviderEvent::Status(e) => e.account.as_deref(),
+            ProviderEvent::TemplateStatus(_) | ProviderEvent::Unrecognised { .. } => None,
         }
     }
 }

@@ -151,6 +151,7 @@ impl SandboxAdapter {
             received_at: Utc::now(),
             provider_message_id: format!("sandbox-in-{id}"),
             profile_name: None,
+            account: None,
         });
         self.sink
             .send((self.channel_public_id.clone(), event.clone()))
@@ -173,6 +174,7 @@ fn status_event(provider_message_id: &str, status: DeliveryStatus) -> ProviderEv
         status,
         at: Utc::now(),
         error: None,
+        account: None,
     })
 }
 

@@ -444,6 +444,7 @@ fn parse_params(params: &[(String, String)]) -> Result<ProviderEvent, WebhookErr
             status,
             at: Utc::now(),
             error,
+            account: None,
         }));
     }
     let from = param(params, "From")
@@ -463,6 +464,7 @@ fn parse_params(params: &[(String, String)]) -> Result<ProviderEvent, WebhookErr
         received_at: Utc::now(),
         provider_message_id: sid.to_owned(),
         profile_name: param(params, "ProfileName").map(str::to_owned),
+        account: None,
     }))
 }
 

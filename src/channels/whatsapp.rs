@@ -610,10 +610,17 @@ struct Change {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct MessagesValue {
+    metadata: Option<WaMetadata>,
     contacts: Vec<WaContact>,
     messages: Vec<WaMessage>,
     statuses: Vec<WaStatus>,
     errors: Vec<WaError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WaMetadata {
+    phone_number_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -749,6 +756,7 @@ fn messages_events(
     value: MessagesValue,
     events: &mut Vec<ProviderEvent>,
 ) -> Result<(), WebhookError> {
+    let account = value.metadata.and_then(|m| m.phone_number_id);
     for m in value.messages {
         let id =
             m.id.clone()
@@ -771,6 +779,7 @@ fn messages_events(
             text: inbound_text(&m),
             provider_message_id: id,
             profile_name,
+            account: account.clone(),
         }));
     }
     for s in value.statuses {
@@ -795,6 +804,7 @@ fn messages_events(
             error: s.errors.into_iter().next().map(provider_error),
             provider_message_id: id,
             status,
+            account: account.clone(),
         }));
     }
     for e in value.errors {

@@ -61,6 +61,13 @@ impl ChannelRegistry {
         Ok(adapter)
     }
 
+    /// Drops a deleted channel's adapter (and with it its secrets) from the cache.
+    pub fn forget(&self, channel_id: i64) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(&channel_id);
+        }
+    }
+
     /// The provider-neutral configuration with the secrets opened.
     pub fn config(&self, channel: &Channel) -> Result<ChannelConfig, RegistryError> {
         Ok(ChannelConfig {

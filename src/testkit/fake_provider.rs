@@ -703,10 +703,12 @@ fn wa_send(state: &State, r: &RecordedRequest, recipients: &[String]) -> HttpRes
     );
     accepted(state, recipients);
     let digits = to.trim_start_matches('+').to_owned();
+    // `/{version}/{phone_number_id}/messages`: statuses name the number that sent.
+    let number = r.path.split('/').nth(2).unwrap_or_default().to_owned();
     if let Some(endpoint) = state.config.whatsapp_webhook.clone() {
         let id = wamid.clone();
         spawn_statuses(state, move |status| {
-            let body = wa_status_webhook(&id, &digits, status).to_string();
+            let body = wa_status_webhook(&id, &digits, &number, status).to_string();
             Some(signed_json(
                 &endpoint.url,
                 whatsapp::sign(&endpoint.secret, body.as_bytes()),
@@ -722,7 +724,7 @@ fn wa_send(state: &State, r: &RecordedRequest, recipients: &[String]) -> HttpRes
     }))
 }
 
-fn wa_status_webhook(wamid: &str, recipient: &str, status: FakeStatus) -> Value {
+fn wa_status_webhook(wamid: &str, recipient: &str, number: &str, status: FakeStatus) -> Value {
     let word = match status {
         FakeStatus::Sent => "sent",
         FakeStatus::Delivered => "delivered",
@@ -742,11 +744,14 @@ fn wa_status_webhook(wamid: &str, recipient: &str, status: FakeStatus) -> Value 
         "messages",
         json!({
             "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": number},
             "statuses": [s],
         }),
     )
 }
+
+/// The WhatsApp number (`phone_number_id`) customers write to in [`FakeProvider::send_inbound`].
+pub const FAKE_WHATSAPP_NUMBER: &str = "106540352242922";
 
 fn wa_envelope(field: &str, value: Value) -> Value {
     json!({"object": "whatsapp_business_account", "entry": [{
@@ -1133,7 +1138,7 @@ async fn send_inbound(
         FakeProviderKind::Whatsapp => {
             let body = wa_envelope("messages", json!({
                 "messaging_product": "whatsapp",
-                "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": FAKE_WHATSAPP_NUMBER},
                 "contacts": [{"profile": {"name": "Fake Customer"}, "wa_id": digits}],
                 "messages": [{"from": digits, "id": format!("wamid.FAKEIN{n:020}"),
                     "timestamp": Utc::now().timestamp().to_string(), "type": "text",

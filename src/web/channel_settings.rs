@@ -577,7 +577,7 @@ pub async fn delete(
     actor: Actor,
     public_id: String,
 ) -> Result<Deleted, AppError> {
-    state
+    let deleted = state
         .db
         .run(move |conn| {
             let channel = channel_or_404(conn, &public_id)?;
@@ -612,7 +612,11 @@ pub async fn delete(
                 Err(e) => Err(AppError::from(e)),
             }
         })
-        .await
+        .await?;
+    if let Deleted::Deleted(channel) = &deleted {
+        state.channels.forget(channel.id);
+    }
+    Ok(deleted)
 }
 
 /// What the provider said to "test connection", or why it failed, verbatim.

@@ -6,12 +6,14 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::channels::{ChannelAdapter, WebhookError, WebhookOutcome, WebhookRequest, twilio};
+use crate::channels::{
+    ChannelAdapter, ProviderEvent, WebhookError, WebhookOutcome, WebhookRequest, twilio,
+};
 use crate::dispatch::events;
 use crate::domain::channel::Provider;
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::channels;
+use crate::storage::channels::{self, Channel};
 
 fn provider_of(segment: &str) -> Option<Provider> {
     match segment {
@@ -61,9 +63,11 @@ pub async fn receive(
             .content_type("text/plain")
             .body(challenge)),
         Ok(WebhookOutcome::Events(list)) => {
-            let count = list.len();
-            let applied = events::apply(&state.db, &state.hub, &channel, list).await?;
-            tracing::info!(channel = %channel.name, events = count, ?applied, "webhook applied");
+            for (target, list) in route(&state, &channel, list).await? {
+                let count = list.len();
+                let applied = events::apply(&state.db, &state.hub, &target, list).await?;
+                tracing::info!(channel = %target.name, events = count, ?applied, "webhook applied");
+            }
             Ok(acknowledge(provider))
         }
         Err(WebhookError::BadSignature) => {
@@ -82,6 +86,58 @@ pub async fn receive(
             Ok(acknowledge(provider))
         }
     }
+}
+
+/// Which channel each event is about. One Meta app has one webhook URL for all its numbers, so
+/// a WhatsApp event names its number (`metadata.phone_number_id`) and goes to the channel with
+/// that number; an event for a number no channel has is logged and dropped. Every other event
+/// belongs to the channel in the URL.
+async fn route(
+    state: &AppState,
+    channel: &Channel,
+    list: Vec<ProviderEvent>,
+) -> Result<Vec<(Channel, Vec<ProviderEvent>)>, AppError> {
+    let own = phone_number_id(channel);
+    let foreign = |e: &ProviderEvent| e.account().is_some_and(|a| Some(a) != own.as_deref());
+    if channel.provider != Provider::WhatsappCloud || !list.iter().any(foreign) {
+        return Ok(vec![(channel.clone(), list)]);
+    }
+    let others = state
+        .db
+        .run(|conn| Ok::<_, AppError>(channels::list(conn)?))
+        .await?
+        .into_iter()
+        .filter(|c| c.provider == Provider::WhatsappCloud && c.id != channel.id)
+        .collect::<Vec<_>>();
+    let mut routed: Vec<(Channel, Vec<ProviderEvent>)> = vec![(channel.clone(), Vec::new())];
+    for event in list {
+        if !foreign(&event) {
+            routed[0].1.push(event);
+            continue;
+        }
+        let account = event.account().unwrap_or_default();
+        let Some(target) = others
+            .iter()
+            .find(|c| phone_number_id(c).as_deref() == Some(account))
+        else {
+            tracing::warn!(channel = %channel.name, phone_number_id = account, "a WhatsApp event for a number no channel has was ignored");
+            continue;
+        };
+        match routed.iter_mut().find(|(c, _)| c.id == target.id) {
+            Some((_, events)) => events.push(event),
+            None => routed.push((target.clone(), vec![event])),
+        }
+    }
+    Ok(routed)
+}
+
+/// A WhatsApp channel's number id, from its (non-secret) settings.
+fn phone_number_id(channel: &Channel) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(&channel.settings)
+        .ok()?
+        .get("phone_number_id")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// The answer each provider expects (Twilio wants TwiML; an empty response sends nothing back).
