@@ -71,6 +71,9 @@ impl Background {
         keys: &Keys,
     ) -> anyhow::Result<Self> {
         let hub = EventHub::new();
+        if db.backend() == crate::storage::Backend::Postgres {
+            crate::dispatch::relay::start(&settings.database_url, &hub)?;
+        }
         let (sandbox_tx, sandbox_rx) = tokio::sync::mpsc::channel(4096);
         let registry = Arc::new(ChannelRegistry::new(
             public_url,

@@ -1,6 +1,8 @@
 //! The event hub: what changed, for the pages that show it live (message statuses, windows
 //! opening, consent, templates). In one process it is a broadcast channel; several instances on
-//! PostgreSQL relay through LISTEN/NOTIFY (see the dispatcher).
+//! PostgreSQL relay through LISTEN/NOTIFY (see [`crate::dispatch::relay`]).
+
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -35,6 +37,9 @@ pub enum HubEvent {
 #[derive(Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<HubEvent>,
+    /// Where this process's events go to reach other instances (PostgreSQL only; see
+    /// [`crate::dispatch::relay`]).
+    relay: Arc<OnceLock<std::sync::mpsc::Sender<HubEvent>>>,
 }
 
 impl Default for EventHub {
@@ -46,12 +51,29 @@ impl Default for EventHub {
 impl EventHub {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(4096);
-        EventHub { tx }
+        EventHub {
+            tx,
+            relay: Arc::default(),
+        }
     }
 
-    /// Publishes to everyone listening in this process (nobody listening is fine).
+    /// Publishes to everyone listening in this process (nobody listening is fine) and, with a
+    /// relay attached, in every other instance on the same database.
     pub fn publish(&self, event: HubEvent) {
+        if let Some(relay) = self.relay.get() {
+            let _ = relay.send(event.clone());
+        }
         let _ = self.tx.send(event);
+    }
+
+    /// Attaches the relay's queue; returns false when one is attached already.
+    pub(crate) fn attach_relay(&self, to: std::sync::mpsc::Sender<HubEvent>) -> bool {
+        self.relay.set(to).is_ok()
+    }
+
+    /// A handle that does not keep the hub alive (the relay's thread ends with the hub).
+    pub(crate) fn downgrade(&self) -> broadcast::WeakSender<HubEvent> {
+        self.tx.downgrade()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {

@@ -6,6 +6,7 @@ pub mod events;
 pub mod hub;
 pub mod metrics;
 pub mod registry;
+pub mod relay;
 pub mod sandbox;
 pub mod templates;
 pub mod worker;

@@ -27,6 +27,7 @@ crate::both_backends!(
     whatsapp_sends_a_template_and_metas_signed_statuses_come_back,
     whatsapp_statuses_move_forward_once_and_forgeries_store_nothing,
     whatsapp_verification_inbound_messages_and_stop,
+    whatsapp_events_go_to_the_number_they_name,
     twilio_status_callbacks_inbound_messages_and_opt_outs,
     infobip_reports_and_inbound_messages_carry_the_shared_secret,
     the_sandbox_works_with_no_configuration,
@@ -46,6 +47,21 @@ mod proxy {
     )]
     async fn postgres() {
         super::twilio_signatures_are_checked_against_the_public_url(super::Backend::Postgres).await;
+    }
+}
+
+// Instances relay hub events through PostgreSQL (SQLite has one instance).
+mod relay {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn postgres() {
+        super::another_instance_sees_a_webhook_live(
+            super::TestApp::spawn(super::Backend::Postgres).await,
+        )
+        .await;
     }
 }
 
@@ -467,6 +483,119 @@ async fn whatsapp_verification_inbound_messages_and_stop(app: TestApp) {
     let (status, _) = post_whatsapp(hook, &body, Some("wrong")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(contact_by_phone(&app, &key, "+16505550199").await.is_none());
+}
+
+/// One Meta app, one webhook URL, two numbers: each event goes to the channel of the number
+/// in its `metadata.phone_number_id`, whichever channel's URL it arrived at.
+async fn whatsapp_events_go_to_the_number_they_name(app: TestApp) {
+    let (_admin, key) = admin_and_key(&app).await;
+    let support = create_channel(
+        &app,
+        &key,
+        whatsapp_channel("Support WhatsApp", "http://127.0.0.1:9"),
+    )
+    .await;
+    let mut sales_body = whatsapp_channel("Sales WhatsApp", "http://127.0.0.1:9");
+    sales_body["settings"]["phone_number_id"] = json!("106540352242999");
+    let sales = create_channel(&app, &key, sales_body).await;
+    let hook = support["webhook_url"].as_str().expect("webhook url");
+    let inbound = |number: &str, from: &str, wamid: &str| {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+            "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783999", "phone_number_id": number},
+            "contacts": [{"profile": {"name": "Grace"}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid,
+                "timestamp": chrono::Utc::now().timestamp().to_string(),
+                "type": "text", "text": {"body": "Hello sales"}}]}}]}]})
+        .to_string()
+    };
+
+    // Written to the sales number, delivered to the support channel's URL.
+    let body = inbound("106540352242999", "16505550111", "wamid.ROUTED1");
+    let (status, _) = post_whatsapp(hook, &body, Some(META_APP_SECRET)).await;
+    assert_eq!(status, StatusCode::OK);
+    let c = contact_by_phone(&app, &key, "+16505550111")
+        .await
+        .expect("the customer is recorded");
+    let sales_id = sales["id"].as_str().unwrap();
+    let support_id = support["id"].as_str().unwrap();
+    assert!(
+        channel_state(&c, sales_id)["window"]["open"] == true,
+        "the sales number's window opened: {c}"
+    );
+    assert!(
+        channel_state(&c, support_id)["window"]["open"] != true,
+        "the support number's did not: {c}"
+    );
+
+    // A number no channel has: acknowledged, nothing recorded.
+    let body = inbound("999999999999999", "16505550122", "wamid.ROUTED2");
+    let (status, _) = post_whatsapp(hook, &body, Some(META_APP_SECRET)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(contact_by_phone(&app, &key, "+16505550122").await.is_none());
+}
+
+/// A page served by another instance on the same PostgreSQL database sees an inbound message
+/// the server under test received, through LISTEN/NOTIFY; its own events reach it once.
+async fn another_instance_sees_a_webhook_live(app: TestApp) {
+    use herald::dispatch::hub::{EventHub, HubEvent};
+    let other = EventHub::new();
+    let url = app.database_url.clone();
+    let hub = other.clone();
+    tokio::task::spawn_blocking(move || herald::dispatch::relay::start(&url, &hub))
+        .await
+        .unwrap()
+        .expect("the relay starts");
+    let mut rx = other.subscribe();
+
+    let (_admin, key) = admin_and_key(&app).await;
+    let created = create_channel(
+        &app,
+        &key,
+        whatsapp_channel("Support WhatsApp", "http://127.0.0.1:9"),
+    )
+    .await;
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "messages": [{"from": "16505550133", "id": "wamid.RELAYED",
+            "timestamp": chrono::Utc::now().timestamp().to_string(),
+            "type": "text", "text": {"body": "hi"}}]}}]}]})
+    .to_string();
+    let hook = created["webhook_url"].as_str().unwrap();
+    let (status, _) = post_whatsapp(hook, &body, Some(META_APP_SECRET)).await;
+    assert_eq!(status, StatusCode::OK);
+    let contact = contact_by_phone(&app, &key, "+16505550133")
+        .await
+        .expect("the contact was recorded");
+    let seen = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match rx.recv().await {
+                Ok(HubEvent::Inbound { contact_id, .. }) => break contact_id,
+                Ok(_) => continue,
+                Err(e) => panic!("the hub closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the inbound event crossed instances within two seconds");
+    assert!(seen > 0);
+    assert!(contact["id"].is_string());
+
+    // What this instance publishes reaches its own pages once, not again through the database.
+    let mut rx = other.subscribe();
+    let mine = HubEvent::Template {
+        template_id: 424242,
+    };
+    other.publish(mine.clone());
+    assert_eq!(rx.recv().await.unwrap(), mine);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    while let Ok(event) = rx.try_recv() {
+        assert_ne!(
+            event, mine,
+            "an instance's own event came back through the relay"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
