@@ -111,6 +111,12 @@ impl MessageStatus {
         )
     }
 
+    /// An admin may send it again by hand (as a new message linked to this one): only when
+    /// the provider refused it or nobody knows whether it went out.
+    pub fn may_resend(self) -> bool {
+        matches!(self, MessageStatus::Failed | MessageStatus::Unknown)
+    }
+
     /// The recipient has an outcome a person can read, so a campaign counts them as done.
     /// Only `queued` and `sending` are still work in progress: a campaign is complete when none
     /// of its messages is in either.

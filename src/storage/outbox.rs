@@ -522,14 +522,30 @@ pub fn pause_channel(
     .execute(conn)
 }
 
-/// A new message that sends a failed or unknown one again, linked to it (admins only; the old
-/// one keeps its outcome).
+/// Why a message was not resent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResendRefusal {
+    /// Only `failed` and `unknown` messages are resent.
+    Status(MessageStatus),
+    /// It was resent already, as this message (resend that one if it failed too).
+    AlreadyResent { public_id: String },
+}
+
+/// A new message that sends a failed or unknown one again, linked to it; the old one keeps
+/// its outcome. A message is resent at most once (a unique index holds that when two people
+/// click at once).
 pub fn resend(
     conn: &mut DbConnection,
     original: &MessageRow,
     requested_by: &str,
-) -> QueryResult<MessageRow> {
-    enqueue(
+) -> QueryResult<Result<MessageRow, ResendRefusal>> {
+    if !original.status().may_resend() {
+        return Ok(Err(ResendRefusal::Status(original.status())));
+    }
+    if let Some(public_id) = resent_as(conn, original.id)? {
+        return Ok(Err(ResendRefusal::AlreadyResent { public_id }));
+    }
+    let queued = enqueue(
         conn,
         &NewMessage {
             channel_id: original.channel_id,
@@ -545,7 +561,24 @@ pub fn resend(
             resend_of: Some(original.id),
             not_before: now(),
         },
-    )
+    );
+    match queued {
+        Ok(m) => Ok(Ok(m)),
+        Err(e) if super::is_unique_violation(&e) => match resent_as(conn, original.id)? {
+            Some(public_id) => Ok(Err(ResendRefusal::AlreadyResent { public_id })),
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// The public id of the message that resent this one, if any.
+pub fn resent_as(conn: &mut DbConnection, message_id: i64) -> QueryResult<Option<String>> {
+    messages::table
+        .filter(messages::resend_of.eq(message_id))
+        .select(messages::public_id)
+        .first(conn)
+        .optional()
 }
 
 /// Events of many messages at once are not needed: `messages::events` reads one timeline.

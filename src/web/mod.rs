@@ -20,6 +20,7 @@ pub mod identity;
 pub mod imports;
 pub mod lists;
 pub mod metrics;
+pub mod resend;
 pub mod session;
 pub mod templates;
 pub mod users;
@@ -137,6 +138,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/contacts/{id}/lists").post(contacts::add_to_list))
         .service(resource("/contacts/{id}/lists/{list}/remove").post(contacts::remove_from_list))
         .service(resource("/contacts/{id}/simulate-reply").post(contacts::simulate_reply))
+        .service(resource("/messages/{id}/resend").post(resend::from_timeline))
         .service(
             resource(paths::CHANNELS)
                 .route(get().to(channels::index))

@@ -28,6 +28,7 @@ crate::both_backends!(
     faults_end_sent_failed_or_unknown_and_nothing_is_accepted_twice,
     the_policy_is_asked_again_at_send_time,
     a_template_no_longer_sendable_is_not_sent,
+    failed_and_unknown_messages_are_resent_by_hand_once,
     sandbox_messages_are_sent_then_delivered_then_read,
     two_workers_share_one_rate_limit_and_never_send_twice,
     a_crashed_server_leaves_only_unknowns_it_held,
@@ -383,6 +384,111 @@ async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
         1,
         "only the untouched message left"
     );
+}
+
+async fn failed_and_unknown_messages_are_resent_by_hand_once(app: TestApp) {
+    use crate::helpers::{create_api_key, location};
+    use crate::provider_kit::{admin_and_key, api};
+    use reqwest::{Method, StatusCode};
+    let db = db(&app);
+    let fake = start_fake(FakeConfig::default()).await;
+    let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
+    let ids = enqueue(&db, &ch, 0, 3);
+    let rows: Vec<_> = {
+        use diesel::prelude::*;
+        use herald::storage::schema::messages;
+        let mut conn = db.get().unwrap();
+        for (id, status) in ids.iter().zip(["failed", "unknown", "sent"]) {
+            diesel::update(messages::table.find(id))
+                .set(messages::status.eq(status))
+                .execute(&mut conn)
+                .unwrap();
+        }
+        ids.iter()
+            .map(|id| {
+                herald::storage::messages::find(&mut conn, *id)
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (admin, key) = admin_and_key(&app).await;
+    let marketer = create_api_key(&admin, "Marketing system", "marketer").await;
+    let resend = |key: String, public_id: String| {
+        let app = &app;
+        async move {
+            api(
+                app,
+                Method::POST,
+                &format!("/api/v1/messages/{public_id}/resend"),
+                &key,
+                None,
+            )
+            .await
+        }
+    };
+
+    let (status, body) = resend(marketer, rows[0].public_id.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = resend(key.clone(), rows[0].public_id.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["resend_of"], rows[0].public_id);
+    let (status, body) = resend(key.clone(), rows[0].public_id.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a second resend: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("resent already")
+    );
+    let (status, body) = resend(key.clone(), rows[2].public_id.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a sent message: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this one is sent")
+    );
+    let (status, _) = resend(key.clone(), "no-such-message".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // From the contact's timeline (a form with the CSRF token).
+    let res = admin
+        .post_form(&format!("/messages/{}/resend", rows[1].public_id), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let back = location(&res);
+    assert!(back.starts_with("/contacts/"), "{back}");
+    assert!(
+        admin
+            .get_html(&back)
+            .await
+            .contains("Queued again as a new message")
+    );
+    let res = admin
+        .post_form_raw(&format!("/messages/{}/resend", rows[1].public_id), &[])
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "no CSRF token, no resend"
+    );
+
+    // The two new messages go out; the old ones keep their outcomes.
+    let d = dispatcher(&db, Duration::from_secs(5), |_| {});
+    let summary = d.run_once().await.unwrap();
+    assert_eq!((summary.claimed, summary.sent), (2, 2));
+    assert_eq!(fake.stats().sends_received, 2);
+    let all = message_rows(&db);
+    let linked: Vec<_> = all.iter().filter_map(|m| m.resend_of).collect();
+    assert_eq!(linked.len(), 2);
+    assert!(linked.contains(&ids[0]) && linked.contains(&ids[1]));
+    let mut conn = db.get().unwrap();
+    let first = herald::storage::messages::find(&mut conn, ids[0])
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status(), MessageStatus::Failed);
 }
 
 async fn sandbox_messages_are_sent_then_delivered_then_read(app: TestApp) {

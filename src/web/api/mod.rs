@@ -39,6 +39,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/contacts/{id}", web::get().to(contacts::get))
     .route("/templates", web::get().to(templates::list))
+    .route(
+        "/messages/{id}/resend",
+        web::post().to(crate::web::resend::api),
+    )
     .default_service(web::to(not_found));
 }
 
