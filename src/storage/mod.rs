@@ -120,9 +120,11 @@ impl ManageConnection for ConnectionManager {
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = diesel::SqliteConnection::establish(path)
                     .map_err(r2d2::Error::ConnectionError)?;
+                // busy_timeout first: switching a new file to WAL takes a write lock, and the
+                // pool opens its connections at once.
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL;
-                     PRAGMA busy_timeout = 10000;
+                    "PRAGMA busy_timeout = 10000;
+                     PRAGMA journal_mode = WAL;
                      PRAGMA foreign_keys = ON;
                      PRAGMA synchronous = NORMAL;",
                 )
