@@ -390,13 +390,18 @@ pub fn recent_sends(
 ) -> QueryResult<HashMap<i64, NaiveDateTime>> {
     let mut out = HashMap::new();
     for chunk in contact_ids.chunks(500) {
-        let rows: Vec<(i64, Option<NaiveDateTime>)> = messages::table
-            .filter(messages::channel_id.eq(channel_id))
+        // The channel is checked here, not in SQL: with it in the WHERE clause SQLite (which
+        // keeps no statistics) walked the channel's whole history through messages_channel_due
+        // instead of each contact's few rows, and a million-message drain crawled.
+        let rows: Vec<(i64, i64, Option<NaiveDateTime>)> = messages::table
             .filter(messages::contact_id.eq_any(chunk))
             .filter(messages::sent_at.gt(since))
-            .select((messages::contact_id, messages::sent_at))
+            .select((messages::contact_id, messages::channel_id, messages::sent_at))
             .load(conn)?;
-        for (contact, at) in rows {
+        for (contact, channel, at) in rows {
+            if channel != channel_id {
+                continue;
+            }
             if let Some(at) = at {
                 let e = out.entry(contact).or_insert(at);
                 if at > *e {

@@ -94,6 +94,9 @@ pub struct FakeConfig {
     pub workers: usize,
     /// Keep the time of every accepted send (`FakeStats::accepted_at_ms`), to measure rates.
     pub record_times: bool,
+    /// Count sends per recipient (the duplicate check). Off for a million-message memory
+    /// measurement, where the fake's own maps would dwarf Herald's memory.
+    pub count_recipients: bool,
 }
 
 impl Default for FakeConfig {
@@ -115,6 +118,7 @@ impl Default for FakeConfig {
             template_status: "APPROVED".into(),
             workers: 1,
             record_times: false,
+            count_recipients: true,
         }
     }
 }
@@ -342,6 +346,11 @@ impl FakeProviderHandle {
         lock(&self.state.stats).clone()
     }
 
+    /// Sends answered as accepted so far (cheap: no copy of the per-recipient maps).
+    pub fn sends_accepted(&self) -> u64 {
+        lock(&self.state.stats).sends_accepted
+    }
+
     /// The kept requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state.recent).iter().cloned().collect()
@@ -514,7 +523,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> 
         s.requests += 1;
         if route.is_send() {
             s.sends_received += 1;
-            for r in &recipients {
+            for r in recipients.iter().filter(|_| state.config.count_recipients) {
                 *s.received_per_recipient.entry(r.clone()).or_default() += 1;
             }
         }
@@ -1036,7 +1045,7 @@ fn accepted(state: &State, recipients: &[String]) {
             s.accepted_at_ms.push(now_ms);
         }
         s.sends_accepted += 1;
-        for r in recipients {
+        for r in recipients.iter().filter(|_| state.config.count_recipients) {
             *s.accepted_per_recipient.entry(r.clone()).or_default() += 1;
         }
     });
