@@ -81,6 +81,25 @@ pub fn find_by_idempotency_key(
         .optional()
 }
 
+/// Remembers which request a message answers (a hash of it), so a repeat of its idempotency
+/// key can be told apart from a different request under the same key.
+pub fn set_request_hash(
+    conn: &mut DbConnection,
+    message_id: i64,
+    hash: &str,
+) -> QueryResult<usize> {
+    diesel::update(messages::table.find(message_id))
+        .set(messages::request_hash.eq(hash))
+        .execute(conn)
+}
+
+pub fn request_hash(conn: &mut DbConnection, message_id: i64) -> QueryResult<Option<String>> {
+    messages::table
+        .find(message_id)
+        .select(messages::request_hash)
+        .first(conn)
+}
+
 fn claim_sql(postgres: bool) -> String {
     let columns = "id, public_id, channel_id, contact_id, to_address, campaign_id, template_id, content_kind, body, \
                    content, status, provider_message_id, error_code, error_message, attempts, next_attempt_at, \
