@@ -689,14 +689,18 @@ pub async fn preview_partial(
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     let fields = Fields(form.into_inner());
-    let mut input = Input::from_fields(&fields, None);
+    render(&compose_as_posted(&state, &fields).await?.preview)
+}
+
+/// The composer for the values as posted, none computed again from its source.
+async fn compose_as_posted(state: &AppState, fields: &Fields) -> Result<Compose, AppError> {
+    let mut input = Input::from_fields(fields, None);
     input.refresh = Refresh::None;
     let country = state.settings.default_country;
-    let compose = state
+    state
         .db
         .run(move |conn| compose(conn, &input, country))
-        .await?;
-    render(&compose.preview)
+        .await
 }
 
 /// `POST /send/recipients`: contacts matching what is typed, and the number itself when it is
@@ -758,29 +762,8 @@ pub async fn submit(
         }),
         (Ok(request), _) => {
             let scoped = format!("form:{user_id}:{key}");
-            let label = auth.actor().label;
-            let country = state.settings.default_country;
-            let queued = state
-                .db
-                .run(move |conn| {
-                    Ok::<_, AppError>(sending::queue(
-                        conn,
-                        &request,
-                        &sending::Requester {
-                            label: &label,
-                            idempotency_key: Some(&scoped),
-                            default_country: country,
-                        },
-                    ))
-                })
-                .await?;
-            match queued {
-                Ok(q) => {
-                    if !q.replayed {
-                        announce(&state, &q);
-                    }
-                    Ok(q)
-                }
+            match queue(&state, request, auth.actor().label, Some(scoped)).await? {
+                Ok(q) => Ok(q),
                 Err(Refusal::Storage(e)) => return Err(e.into()),
                 Err(r) => Err(Refused {
                     code: r.code(),
@@ -816,13 +799,7 @@ pub async fn submit(
             if is_htmx(&req) {
                 return render_with_status(&refused, StatusCode::UNPROCESSABLE_ENTITY);
             }
-            let mut input = Input::from_fields(&fields, None);
-            input.refresh = Refresh::None;
-            let country = state.settings.default_country;
-            let compose = state
-                .db
-                .run(move |conn| compose(conn, &input, country))
-                .await?;
+            let compose = compose_as_posted(&state, &fields).await?;
             render_with_status(
                 &SendPage {
                     chrome,
@@ -837,8 +814,39 @@ pub async fn submit(
     }
 }
 
+/// Queues a message (page and API alike) and, when it is new, tells the live pages and wakes
+/// the dispatcher. The outer error is the server's; the inner one is the refusal to show.
+pub async fn queue(
+    state: &AppState,
+    request: SendRequest,
+    label: String,
+    scoped_key: Option<String>,
+) -> Result<Result<sending::Queued, Refusal>, AppError> {
+    let country = state.settings.default_country;
+    let queued = state
+        .db
+        .run(move |conn| {
+            Ok::<_, AppError>(sending::queue(
+                conn,
+                &request,
+                &sending::Requester {
+                    label: &label,
+                    idempotency_key: scoped_key.as_deref(),
+                    default_country: country,
+                },
+            ))
+        })
+        .await?;
+    if let Ok(q) = &queued
+        && !q.replayed
+    {
+        announce(state, q);
+    }
+    Ok(queued)
+}
+
 /// Tells the live pages and the dispatcher about a message just queued.
-pub fn announce(state: &AppState, q: &sending::Queued) {
+fn announce(state: &AppState, q: &sending::Queued) {
     state
         .hub
         .publish(crate::dispatch::hub::HubEvent::MessageStatus {

@@ -390,6 +390,22 @@ async fn the_api_sends_by_the_rules_with_codes_and_idempotency(app: TestApp) {
     assert_eq!(b["content"], "text");
 }
 
+/// The send form's fields for a free text.
+fn free_text<'a>(
+    to: (&'a str, &'a str),
+    channel: &'a Channel,
+    text: &'a str,
+    key: &'a str,
+) -> [(&'a str, &'a str); 5] {
+    [
+        to,
+        ("channel", channel.public_id.as_str()),
+        ("mode", "text"),
+        ("text", text),
+        ("idempotency_key", key),
+    ]
+}
+
 /// POSTs a form as htmx does (with the CSRF header and the trigger's name).
 async fn htmx_post(
     client: &Client,
@@ -724,13 +740,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
     let res = htmx_post(
         &s.admin,
         "/send",
-        &[
-            ("phone", "+14155550199"),
-            ("channel", s.sms.public_id.as_str()),
-            ("mode", "text"),
-            ("text", "Welcome!"),
-            ("idempotency_key", "form-key-4"),
-        ],
+        &free_text(("phone", "+14155550199"), &s.sms, "Welcome!", "form-key-4"),
         None,
     )
     .await;
@@ -741,13 +751,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
         .admin
         .post_form(
             "/send",
-            &[
-                ("phone", "+14155550199"),
-                ("channel", s.sms.public_id.as_str()),
-                ("mode", "text"),
-                ("text", "Second"),
-                ("idempotency_key", "form-key-5"),
-            ],
+            &free_text(("phone", "+14155550199"), &s.sms, "Second", "form-key-5"),
         )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
@@ -758,13 +762,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
         .admin
         .post_form(
             "/send",
-            &[
-                ("phone", "12"),
-                ("channel", s.sms.public_id.as_str()),
-                ("mode", "text"),
-                ("text", "Hi"),
-                ("idempotency_key", "form-key-6"),
-            ],
+            &free_text(("phone", "12"), &s.sms, "Hi", "form-key-6"),
         )
         .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::template::Variables;
 use crate::error::AppError;
-use crate::send::{self as sending, ContentRequest, Recipient, SendRequest, TemplateRef};
+use crate::send::{ContentRequest, Recipient, SendRequest, TemplateRef};
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::messages::{self, MessageRow};
@@ -206,25 +206,7 @@ pub async fn send(
         Principal::User(u) => format!("user:{}", u.id),
     };
     let scoped = key.map(|k| format!("{owner}:{k}"));
-    let label = auth.actor().label;
-    let country = state.settings.default_country;
-    let queued = state
-        .db
-        .run(move |conn| {
-            Ok::<_, AppError>(sending::queue(
-                conn,
-                &request,
-                &sending::Requester {
-                    label: &label,
-                    idempotency_key: scoped.as_deref(),
-                    default_country: country,
-                },
-            ))
-        })
-        .await??;
-    if !queued.replayed {
-        crate::web::send::announce(&state, &queued);
-    }
+    let queued = crate::web::send::queue(&state, request, auth.actor().label, scoped).await??;
     let replayed = queued.replayed;
     let json = message_json(queued.message, &queued.channel, queued.contact.public_id);
     let mut res = HttpResponse::build(StatusCode::ACCEPTED);
