@@ -411,7 +411,11 @@ fn compose(
                 Refresh::One(name) => *name == info.name,
                 Refresh::None => posted.is_none(),
             };
-            let (value, problem) = if recompute {
+            let unset = matches!(&source, VariableSource::Fixed { text } if text.trim().is_empty());
+            let (value, problem) = if recompute && unset {
+                // Not chosen yet: nothing to say until the person picks a source or types.
+                (String::new(), None)
+            } else if recompute {
                 let mapping: VariableMapping = [(info.name.clone(), source.clone())].into();
                 let lookup = |key: &str| contact.as_ref().and_then(|c| c.value_of(key));
                 match resolve(&mapping, &lookup) {

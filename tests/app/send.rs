@@ -388,6 +388,38 @@ async fn the_api_sends_by_the_rules_with_codes_and_idempotency(app: TestApp) {
     .await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
     assert_eq!(b["content"], "text");
+
+    // Viber's session: five business messages in a row after the customer wrote, then no
+    // more free text until they write again.
+    let viber = channel_named(&app, "Sandbox Viber");
+    customer_replies(&s.admin, &contact_id, &viber, "Hi on Viber").await;
+    for i in 0..5 {
+        let (st, b) = send(
+            &app,
+            &s.key,
+            json!({"to": contact_id, "channel": viber.name, "text": format!("Update {i}")}),
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    }
+    let (st, b) = send(
+        &app,
+        &s.key,
+        json!({"to": contact_id, "channel": viber.name, "text": "One more"}),
+        None,
+    )
+    .await;
+    refused(st, &b, "session_limit");
+    customer_replies(&s.admin, &contact_id, &viber, "Thanks").await;
+    let (st, b) = send(
+        &app,
+        &s.key,
+        json!({"to": contact_id, "channel": viber.name, "text": "One more"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
 }
 
 /// The send form's fields for a free text.
