@@ -212,107 +212,85 @@ async fn the_api_sends_by_the_rules_with_codes_and_idempotency(app: TestApp) {
         |vars: Value| json!({"name": "order_shipped", "language": "en_US", "variables": vars});
 
     // Every refusal comes before anything is queued, with its code and a sentence.
-    let (st, b) = send(
-        &app,
-        &s.key,
-        json!({"to": "+1 555", "channel": wa, "template": template(json!(["A", "B"]))}),
-        None,
-    )
-    .await;
-    refused(st, &b, "invalid_phone");
-    let (st, b) = send(
-        &app,
-        &s.key,
-        json!({"to": "+14155550101", "channel": wa, "text": "Hi!"}),
-        None,
-    )
-    .await;
-    refused(st, &b, "window_closed");
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("24-hour window"),
-        "{b}"
-    );
-    let (_, found) = get_json(&app, &s.key, "/api/v1/contacts?phone=%2B14155550101").await;
-    assert_eq!(
-        found["data"],
-        json!([]),
-        "a refused send creates no contact"
-    );
-    let (st, b) = send(&app, &s.key, json!({"to": "+14155550101", "channel": wa, "template": {"name": "nope", "language": "en_US"}}), None).await;
-    refused(st, &b, "unknown_template");
-    let (st, b) = send(&app, &s.key, json!({"to": "+14155550101", "channel": wa, "template": {"name": "not_yet", "language": "en_US", "variables": ["A"]}}), None).await;
-    refused(st, &b, "template_not_approved");
-    let (st, b) = send(
-        &app,
-        &s.key,
-        json!({"to": "+14155550101", "channel": wa, "template": template(json!(["Alex"]))}),
-        None,
-    )
-    .await;
-    refused(st, &b, "missing_variable");
-    assert!(
-        b["error"]["message"].as_str().unwrap().contains("{{2}}"),
-        "{b}"
-    );
-    let (st, b) = send(
-        &app,
-        &s.key,
-        json!({"to": "+14155550101", "channel": wa, "template": template(json!({"1": "Alex"}))}),
-        None,
-    )
-    .await;
-    refused(st, &b, "missing_variable");
-    let (st, b) = send(&app, &s.key, json!({"to": "+14155550101", "channel": wa, "template": template(json!(["Alex", "x".repeat(1100)]))}), None).await;
-    refused(st, &b, "too_long");
-    let (st, b) = send(
-        &app,
-        &s.key,
-        json!({"to": "+14155550101", "channel": "Carrier pigeon", "text": "Hi"}),
-        None,
-    )
-    .await;
-    refused(st, &b, "unknown_channel");
-    let (st, b) = send(
-        &app,
-        &s.key,
-        json!({"to": "+14155550101", "channel": s.sms.name, "text": "x".repeat(1601)}),
-        None,
-    )
-    .await;
-    refused(st, &b, "too_long");
-    let (st, b) = send(
-        &app,
-        &s.key,
-        json!({"to": "+14155550101", "channel": wa}),
-        None,
-    )
-    .await;
-    refused(st, &b, "invalid_content");
     let opted = contact(
         &app,
         &s.key,
         json!({"phone": "+14155550102", "consent": {"sms": "opted_out"}}),
     )
     .await;
-    let (st, b) = send(
-        &app,
-        &s.key,
-        json!({"to": opted, "channel": s.sms.name, "text": "Sale!"}),
-        None,
-    )
-    .await;
-    refused(st, &b, "opted_out");
-    let (st, b) = send(
-        &app,
-        &s.key,
-        json!({"contact_id": "0190f0f0-0000-7000-8000-000000000000", "channel": wa, "text": "Hi"}),
-        None,
-    )
-    .await;
-    refused(st, &b, "unknown_contact");
+    let to = "+14155550101";
+    let sms = s.sms.name.as_str();
+    let cases = [
+        (
+            json!({"to": "+1 555", "channel": wa, "template": template(json!(["A", "B"]))}),
+            "invalid_phone",
+        ),
+        (
+            json!({"to": to, "channel": wa, "text": "Hi!"}),
+            "window_closed",
+        ),
+        (
+            json!({"to": to, "channel": wa, "template": {"name": "nope", "language": "en_US"}}),
+            "unknown_template",
+        ),
+        (
+            json!({"to": to, "channel": wa, "template": {"name": "not_yet", "language": "en_US", "variables": ["A"]}}),
+            "template_not_approved",
+        ),
+        (
+            json!({"to": to, "channel": wa, "template": template(json!(["Alex"]))}),
+            "missing_variable",
+        ),
+        (
+            json!({"to": to, "channel": wa, "template": template(json!({"1": "Alex"}))}),
+            "missing_variable",
+        ),
+        (
+            json!({"to": to, "channel": wa, "template": template(json!(["Alex", "x".repeat(1100)]))}),
+            "too_long",
+        ),
+        (
+            json!({"to": to, "channel": "Carrier pigeon", "text": "Hi"}),
+            "unknown_channel",
+        ),
+        (
+            json!({"to": to, "channel": sms, "text": "x".repeat(1601)}),
+            "too_long",
+        ),
+        (json!({"to": to, "channel": wa}), "invalid_content"),
+        (
+            json!({"to": opted, "channel": sms, "text": "Sale!"}),
+            "opted_out",
+        ),
+        (
+            json!({"contact_id": "0190f0f0-0000-7000-8000-000000000000", "channel": wa, "text": "Hi"}),
+            "unknown_contact",
+        ),
+    ];
+    for (body, code) in cases {
+        let (st, b) = send(&app, &s.key, body, None).await;
+        refused(st, &b, code);
+        match code {
+            "window_closed" => assert!(
+                b["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("24-hour window"),
+                "{b}"
+            ),
+            "missing_variable" => assert!(
+                b["error"]["message"].as_str().unwrap().contains("{{2}}"),
+                "{b}"
+            ),
+            _ => {}
+        }
+    }
+    let (_, found) = get_json(&app, &s.key, "/api/v1/contacts?phone=%2B14155550101").await;
+    assert_eq!(
+        found["data"],
+        json!([]),
+        "a refused send creates no contact"
+    );
     assert_eq!(message_count(&app), 0, "nothing was queued");
 
     // No key: 401 in the error shape.
