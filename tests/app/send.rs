@@ -436,6 +436,20 @@ async fn htmx_post(
     req.send().await.expect("POST")
 }
 
+/// The HTML an htmx POST answers with.
+async fn htmx_html(
+    client: &Client,
+    path: &str,
+    fields: &[(&str, &str)],
+    trigger: Option<&str>,
+) -> String {
+    htmx_post(client, path, fields, trigger)
+        .await
+        .text()
+        .await
+        .expect("body")
+}
+
 fn attr(html: &str, selector: &str, name: &str) -> Option<String> {
     let doc = scraper::Html::parse_fragment(html);
     let sel = scraper::Selector::parse(selector).expect("selector");
@@ -528,11 +542,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
     let mut lacking = fields.clone();
     lacking.retain(|(k, _)| *k != "key.2");
     lacking.push(("key.2", "city"));
-    let compose = htmx_post(&s.admin, "/send/compose", &lacking, Some("key.2"))
-        .await
-        .text()
-        .await
-        .expect("body");
+    let compose = htmx_html(&s.admin, "/send/compose", &lacking, Some("key.2")).await;
     assert!(
         compose.contains("The contact has no &#34;city&#34; for {{2}}."),
         "{compose}"
@@ -540,11 +550,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
     // Values are editable; the preview follows them as they are typed.
     let mut edited = fields.clone();
     edited.extend([("value.1", "Alexandra"), ("value.2", "#78")]);
-    let preview = htmx_post(&s.admin, "/send/preview", &edited, Some("value.1"))
-        .await
-        .text()
-        .await
-        .expect("body");
+    let preview = htmx_html(&s.admin, "/send/preview", &edited, Some("value.1")).await;
     assert!(
         texts(&preview, "#preview-text")
             .join(" ")
@@ -560,11 +566,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
     let first = htmx_post(&s.admin, "/send", &submit, None).await;
     assert_eq!(first.status(), StatusCode::OK);
     let first = first.text().await.expect("body");
-    let second = htmx_post(&s.admin, "/send", &submit, None)
-        .await
-        .text()
-        .await
-        .expect("body");
+    let second = htmx_html(&s.admin, "/send", &submit, None).await;
     let id = attr(&first, "#sent-status", "data-message").expect("message id");
     assert_eq!(
         attr(&second, "#sent-status", "data-message").as_deref(),
@@ -613,11 +615,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
 
     // The customer replies: free text is allowed, with the time left.
     customer_replies(&s.admin, &alex, &s.wa, "Thanks!").await;
-    let compose = htmx_post(&s.admin, "/send/compose", &text_fields[..4], Some("mode"))
-        .await
-        .text()
-        .await
-        .expect("body");
+    let compose = htmx_html(&s.admin, "/send/compose", &text_fields[..4], Some("mode")).await;
     assert!(
         attr(&compose, "#mode-text", "disabled").is_none(),
         "{compose}"
@@ -646,11 +644,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
         ("mode", "text"),
         ("text", "ça va? Your order ships today."),
     ];
-    let preview = htmx_post(&s.admin, "/send/preview", &sms_fields, Some("text"))
-        .await
-        .text()
-        .await
-        .expect("body");
+    let preview = htmx_html(&s.admin, "/send/preview", &sms_fields, Some("text")).await;
     let info = texts(&preview, "#sms-info").join(" ");
     assert!(info.contains("1 SMS segment"), "{info}");
     assert!(
@@ -658,7 +652,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
         "{preview}"
     );
     let long = "a".repeat(161);
-    let preview = htmx_post(
+    let preview = htmx_html(
         &s.admin,
         "/send/preview",
         &[
@@ -669,10 +663,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
         ],
         Some("text"),
     )
-    .await
-    .text()
-    .await
-    .expect("body");
+    .await;
     assert!(
         texts(&preview, "#sms-info")
             .join(" ")
@@ -718,31 +709,25 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
     assert!(res.text().await.expect("body").contains("opted_out"));
 
     // A typed number: searched, offered as a new contact, created when sent.
-    let found = htmx_post(
+    let found = htmx_html(
         &s.admin,
         "/send/recipients",
         &[("search", "+1 415 555 0199")],
         Some("search"),
     )
-    .await
-    .text()
-    .await
-    .expect("body");
+    .await;
     assert_eq!(
         attr(&found, "button[name=phone]", "value").as_deref(),
         Some("+14155550199"),
         "{found}"
     );
-    let found = htmx_post(
+    let found = htmx_html(
         &s.admin,
         "/send/recipients",
         &[("search", "Alex")],
         Some("search"),
     )
-    .await
-    .text()
-    .await
-    .expect("body");
+    .await;
     assert_eq!(
         attr(&found, "button[name=contact]", "value").as_deref(),
         Some(alex.as_str())
