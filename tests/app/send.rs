@@ -935,11 +935,44 @@ async fn in_the_browser_the_window_opens_live_and_a_message_goes_out_to_read() {
     wait_in(&b, "#timeline", "Your parcel arrives tomorrow.", 5).await;
     wait_in(&b, "#timeline", "Read", 5).await;
 
+    // A window that ends in a few seconds: the countdown turns it closed at expiry, and the
+    // send form takes free text away without a reload.
+    let bo = contact(&app, &s.key, json!({"phone": "+14155550131", "name": "Bo"})).await;
+    {
+        let phone = herald::domain::phone::E164::parse("+14155550131", None).expect("phone");
+        let wrote = chrono::Utc::now() - chrono::Duration::hours(24) + chrono::Duration::seconds(4);
+        herald::storage::conversations::record_inbound(
+            &mut app.db(),
+            &s.wa,
+            &herald::storage::conversations::Inbound {
+                from: &phone,
+                text: "Hello from yesterday",
+                provider_message_id: Some("wamid.yesterday"),
+                received_at: wrote.naive_utc(),
+                profile_name: None,
+            },
+        )
+        .expect("inbound");
+    }
+    b.goto(&format!("/send?contact={bo}&channel={}", s.wa.public_id))
+        .await;
+    wait_in(&b, "#selected-window", "open, less than a minute left", 5).await;
+    assert!(
+        !is_disabled(&b, "#mode-text").await,
+        "free text while it lasts"
+    );
+    wait_in(&b, "#selected-window", "closed, templates only", 8).await;
+    wait_in(&b, "#free-text-note", "24-hour window closed at", 3).await;
+    assert!(
+        is_disabled(&b, "#mode-text").await,
+        "no free text after expiry"
+    );
+
     // The contacts list shows the windows too.
     b.goto("/contacts").await;
     wait_in(
         &b,
-        "td[data-window-channel='Sandbox WhatsApp']",
+        "tr[data-phone='+14155550130'] td[data-window-channel='Sandbox WhatsApp']",
         "open, 23 h 59 min left",
         5,
     )
