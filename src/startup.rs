@@ -97,7 +97,10 @@ impl Background {
         public_url: &str,
         keys: &Keys,
     ) -> anyhow::Result<Self> {
-        let hub = EventHub::new();
+        let hub = match db.backend() {
+            storage::Backend::Postgres => EventHub::with_postgres_relay(&settings.database_url),
+            storage::Backend::Sqlite => EventHub::new(),
+        };
         let (sandbox_tx, sandbox_rx) = tokio::sync::mpsc::channel(4096);
         let registry = Arc::new(ChannelRegistry::new(
             public_url,

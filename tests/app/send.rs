@@ -839,6 +839,29 @@ async fn the_event_stream_carries_inbound_replies_and_statuses(app: TestApp) {
     assert!(seen.contains(&format!("event: message-{id}")), "{seen}");
     assert!(seen.contains("data-message-status=\"read\""), "{seen}");
 
+    // On PostgreSQL, events cross instances: a page served by a second instance hears of a
+    // reply that reached the first one.
+    if app.database_url.starts_with("postgres") {
+        let second = app.second_instance().await;
+        let there = Client {
+            http: s.admin.http.clone(),
+            base: second.address.clone(),
+        };
+        let bo = contact(&app, &s.key, json!({"phone": "+14155550122", "name": "Bo"})).await;
+        let mut far = there
+            .http
+            .get(there.url(&format!("/events?contacts={bo}")))
+            .send()
+            .await
+            .expect("stream on the second instance");
+        assert_eq!(far.status(), StatusCode::OK);
+        let _ = read_until(&mut far, "closed, templates only", Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // its relay is listening
+        customer_replies(&s.admin, &bo, &s.wa, "Hello from the other side").await;
+        let seen = read_until(&mut far, "open, 23 h 59 min left", Duration::from_secs(2)).await;
+        assert!(seen.contains("open, 23 h 59 min left"), "{seen}");
+    }
+
     // Following too many contacts at once is refused.
     let many = (0..201)
         .map(|i| format!("x{i}"))
