@@ -43,6 +43,8 @@ pub struct EventHub {
     tx: broadcast::Sender<HubEvent>,
     /// Events for the PostgreSQL relay to notify the other processes of.
     relay: Option<SyncSender<HubEvent>>,
+    /// Events the relay had no room for (said in the log now and then, not each time).
+    relay_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The PostgreSQL channel events travel on between processes.
@@ -64,7 +66,11 @@ impl Default for EventHub {
 impl EventHub {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(4096);
-        EventHub { tx, relay: None }
+        EventHub {
+            tx,
+            relay: None,
+            relay_dropped: Default::default(),
+        }
     }
 
     /// A hub whose events also cross processes through PostgreSQL's LISTEN/NOTIFY. The relay
@@ -84,6 +90,7 @@ impl EventHub {
         EventHub {
             tx,
             relay: Some(relay_tx),
+            relay_dropped: Default::default(),
         }
     }
 
@@ -94,7 +101,15 @@ impl EventHub {
             match relay.try_send(event.clone()) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => {}
                 Err(TrySendError::Full(_)) => {
-                    tracing::warn!("the live-event relay is behind; an event stays in this process")
+                    let dropped = self
+                        .relay_dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if dropped.is_multiple_of(1000) {
+                        tracing::warn!(
+                            dropped = dropped + 1,
+                            "the live-event relay is behind; events stay in this process (pages on other instances catch up on reload)"
+                        );
+                    }
                 }
             }
         }
