@@ -112,6 +112,32 @@
     });
   });
 
+  // Window badges count down: <span data-window-until="RFC 3339">open, 23 h 12 min left</span>.
+  // At expiry the badge turns to "closed, templates only" and a `window-expired` event
+  // bubbles up, so a form that depends on the window (the send page) asks the server again.
+  function tickWindows() {
+    var now = Date.now();
+    document.querySelectorAll("[data-window-until]").forEach(function (badge) {
+      var until = Date.parse(badge.getAttribute("data-window-until"));
+      if (isNaN(until)) return;
+      var minutes = Math.floor((until - now) / 60000);
+      if (until <= now) {
+        badge.removeAttribute("data-window-until");
+        badge.textContent = "closed, templates only";
+        badge.classList.remove("badge-ok");
+        badge.classList.add("badge-warn");
+        badge.dispatchEvent(new CustomEvent("window-expired", { bubbles: true }));
+      } else if (minutes < 1) {
+        badge.textContent = "open, less than a minute left";
+      } else if (minutes < 60) {
+        badge.textContent = "open, " + minutes + " min left";
+      } else {
+        badge.textContent = "open, " + Math.floor(minutes / 60) + " h " + (minutes % 60) + " min left";
+      }
+    });
+  }
+  setInterval(tickWindows, 1000);
+
   // Flash messages fade after a while, errors stay until dismissed by navigation.
   function settleFlashes(root) {
     (root || document).querySelectorAll(".flash-success, .flash-info").forEach(function (el) {

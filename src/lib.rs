@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod import;
+pub mod send;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -43,6 +43,33 @@ pub struct AppState {
     /// This process's outbox worker (woken when a message is queued here).
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
+    /// Turns true on SIGINT/SIGTERM, so live pages' event streams end and do not hold up a
+    /// graceful shutdown.
+    pub shutting_down: watch::Receiver<bool>,
+}
+
+/// Watches for SIGINT and SIGTERM (as actix does for the server itself).
+fn watch_shutdown_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 pub struct Application {
@@ -221,6 +248,7 @@ impl Application {
             hub: background.hub.clone(),
             dispatcher: background.dispatcher.clone(),
             metrics: background.metrics.clone(),
+            shutting_down: watch_shutdown_signals(),
             db,
             public_url: public_url.clone(),
             setup_done: AtomicBool::new(false),

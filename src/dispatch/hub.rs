@@ -2,6 +2,8 @@
 //! opening, consent, templates). In one process it is a broadcast channel; several instances on
 //! PostgreSQL relay through LISTEN/NOTIFY (see [`crate::dispatch::relay`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -39,7 +41,9 @@ pub struct EventHub {
     tx: broadcast::Sender<HubEvent>,
     /// Where this process's events go to reach other instances (PostgreSQL only; see
     /// [`crate::dispatch::relay`]).
-    relay: Arc<OnceLock<std::sync::mpsc::Sender<HubEvent>>>,
+    relay: Arc<OnceLock<SyncSender<HubEvent>>>,
+    /// Events the relay had no room for (logged now and then, not each time).
+    relay_dropped: Arc<AtomicU64>,
 }
 
 impl Default for EventHub {
@@ -54,20 +58,31 @@ impl EventHub {
         EventHub {
             tx,
             relay: Arc::default(),
+            relay_dropped: Arc::default(),
         }
     }
 
     /// Publishes to everyone listening in this process (nobody listening is fine) and, with a
     /// relay attached, in every other instance on the same database.
     pub fn publish(&self, event: HubEvent) {
-        if let Some(relay) = self.relay.get() {
-            let _ = relay.send(event.clone());
+        // Never blocks: when the relay is behind (or reconnecting), events stay in this
+        // process and pages elsewhere catch up on their next load.
+        if let Some(relay) = self.relay.get()
+            && let Err(TrySendError::Full(_)) = relay.try_send(event.clone())
+        {
+            let dropped = self.relay_dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_multiple_of(1000) {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    "the event relay is behind; events stay in this process"
+                );
+            }
         }
         let _ = self.tx.send(event);
     }
 
     /// Attaches the relay's queue; returns false when one is attached already.
-    pub(crate) fn attach_relay(&self, to: std::sync::mpsc::Sender<HubEvent>) -> bool {
+    pub(crate) fn attach_relay(&self, to: SyncSender<HubEvent>) -> bool {
         self.relay.set(to).is_ok()
     }
 

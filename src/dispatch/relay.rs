@@ -22,6 +22,8 @@ use super::hub::{EventHub, HubEvent};
 pub const CHANNEL: &str = "herald_events";
 /// How long events wait to be sent (and how often notifications are looked for).
 const TICK: Duration = Duration::from_millis(50);
+/// Events waiting to be sent at most; more are kept local (see [`EventHub::publish`]).
+const QUEUE: usize = 8192;
 /// Most events sent in one statement.
 const BATCH: usize = 500;
 /// PostgreSQL refuses payloads of 8,000 bytes or more.
@@ -39,7 +41,7 @@ struct Envelope {
 /// reached now, once the thread is started to keep trying). Does nothing when the hub has a
 /// relay already. Blocking.
 pub fn start(url: &str, hub: &EventHub) -> std::io::Result<()> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     if !hub.attach_relay(tx) {
         return Ok(());
     }

@@ -70,3 +70,87 @@ pub struct ButtonParam {
     /// The URL suffix (for `Url`) or the payload (for `QuickReply`).
     pub value: String,
 }
+
+/// The longest free text each kind of channel takes, in characters: WhatsApp's text message
+/// body (4096), Infobip's Viber text (1000), and the 1,600 characters providers split into SMS
+/// segments.
+pub fn free_text_limit(kind: crate::domain::channel::ChannelKind) -> usize {
+    use crate::domain::channel::ChannelKind;
+    match kind {
+        ChannelKind::Whatsapp => 4096,
+        ChannelKind::Viber => crate::domain::template::VIBER_TEXT_MAX,
+        ChannelKind::Sms => crate::domain::sms::SMS_MAX_CHARS,
+    }
+}
+
+/// Why a free text cannot be sent as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextProblem {
+    #[error("Write the message first.")]
+    Empty,
+    #[error("The message has {actual} characters; {channel} allows at most {limit}.")]
+    TooLong {
+        channel: &'static str,
+        limit: usize,
+        actual: usize,
+    },
+}
+
+impl TextProblem {
+    pub fn code(&self) -> &'static str {
+        match self {
+            TextProblem::Empty => "empty_text",
+            TextProblem::TooLong { .. } => "too_long",
+        }
+    }
+}
+
+/// Checks a free text against the channel's limits (what the provider would refuse).
+pub fn check_free_text(
+    kind: crate::domain::channel::ChannelKind,
+    text: &str,
+) -> Result<(), TextProblem> {
+    if text.trim().is_empty() {
+        return Err(TextProblem::Empty);
+    }
+    let actual = text.chars().count();
+    let limit = free_text_limit(kind);
+    if actual > limit {
+        return Err(TextProblem::TooLong {
+            channel: kind.label(),
+            limit,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::channel::ChannelKind;
+
+    #[test]
+    fn free_text_limits_follow_each_channel() {
+        assert!(check_free_text(ChannelKind::Whatsapp, &"a".repeat(4096)).is_ok());
+        assert_eq!(
+            check_free_text(ChannelKind::Whatsapp, &"a".repeat(4097)),
+            Err(TextProblem::TooLong {
+                channel: "WhatsApp",
+                limit: 4096,
+                actual: 4097
+            })
+        );
+        assert_eq!(
+            check_free_text(ChannelKind::Viber, &"é".repeat(1001))
+                .unwrap_err()
+                .code(),
+            "too_long"
+        );
+        assert!(check_free_text(ChannelKind::Sms, &"a".repeat(1600)).is_ok());
+        assert_eq!(
+            check_free_text(ChannelKind::Sms, "  \n").unwrap_err(),
+            TextProblem::Empty
+        );
+    }
+}

@@ -143,6 +143,17 @@ pub fn find_by_public_id(conn: &mut DbConnection, public_id: &str) -> QueryResul
         .map(Contact::from))
 }
 
+/// Internal ids of the contacts with these public ids (unknown ones are left out).
+pub fn ids_by_public_ids(
+    conn: &mut DbConnection,
+    public_ids: &[String],
+) -> QueryResult<Vec<(i64, String)>> {
+    contacts::table
+        .filter(contacts::public_id.eq_any(public_ids))
+        .select((contacts::id, contacts::public_id))
+        .load(conn)
+}
+
 pub fn find_by_phone(conn: &mut DbConnection, phone: &E164) -> QueryResult<Option<Contact>> {
     Ok(contacts::table
         .filter(contacts::phone.eq(phone.as_str()))

@@ -263,3 +263,55 @@ pub fn windows_on_channel(
     }
     Ok(out)
 }
+
+/// Business messages queued on a channel to a contact after `since` that were not refused or
+/// failed: Viber's session counts them.
+pub fn sent_since(
+    conn: &mut DbConnection,
+    contact_id: i64,
+    channel_id: i64,
+    since: NaiveDateTime,
+) -> QueryResult<i64> {
+    messages::table
+        .filter(messages::contact_id.eq(contact_id))
+        .filter(messages::channel_id.eq(channel_id))
+        .filter(messages::created_at.gt(since))
+        .filter(messages::status.ne_all(["failed", "skipped", "cancelled"]))
+        .count()
+        .get_result(conn)
+}
+
+/// When each of these contacts last wrote, per channel: `(contact_id, channel_id, at)`.
+pub fn windows_of(
+    conn: &mut DbConnection,
+    contact_ids: &[i64],
+) -> QueryResult<Vec<(i64, i64, NaiveDateTime)>> {
+    let mut out = Vec::new();
+    for chunk in contact_ids.chunks(500) {
+        out.extend(
+            contact_windows::table
+                .filter(contact_windows::contact_id.eq_any(chunk))
+                .select((
+                    contact_windows::contact_id,
+                    contact_windows::channel_id,
+                    contact_windows::last_inbound_at,
+                ))
+                .load::<(i64, i64, NaiveDateTime)>(conn)?,
+        );
+    }
+    Ok(out)
+}
+
+/// When the contact last wrote on this channel.
+pub fn last_inbound(
+    conn: &mut DbConnection,
+    contact_id: i64,
+    channel_id: i64,
+) -> QueryResult<Option<NaiveDateTime>> {
+    contact_windows::table
+        .filter(contact_windows::contact_id.eq(contact_id))
+        .filter(contact_windows::channel_id.eq(channel_id))
+        .select(contact_windows::last_inbound_at)
+        .first(conn)
+        .optional()
+}

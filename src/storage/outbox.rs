@@ -81,6 +81,25 @@ pub fn find_by_idempotency_key(
         .optional()
 }
 
+/// Remembers which request a message answers (a hash of it), so a repeat of its idempotency
+/// key can be told apart from a different request under the same key.
+pub fn set_request_hash(
+    conn: &mut DbConnection,
+    message_id: i64,
+    hash: &str,
+) -> QueryResult<usize> {
+    diesel::update(messages::table.find(message_id))
+        .set(messages::request_hash.eq(hash))
+        .execute(conn)
+}
+
+pub fn request_hash(conn: &mut DbConnection, message_id: i64) -> QueryResult<Option<String>> {
+    messages::table
+        .find(message_id)
+        .select(messages::request_hash)
+        .first(conn)
+}
+
 fn claim_sql(postgres: bool) -> String {
     let columns = "id, public_id, channel_id, contact_id, to_address, campaign_id, template_id, content_kind, body, \
                    content, status, provider_message_id, error_code, error_message, attempts, next_attempt_at, \
@@ -396,7 +415,11 @@ pub fn recent_sends(
         let rows: Vec<(i64, i64, Option<NaiveDateTime>)> = messages::table
             .filter(messages::contact_id.eq_any(chunk))
             .filter(messages::sent_at.gt(since))
-            .select((messages::contact_id, messages::channel_id, messages::sent_at))
+            .select((
+                messages::contact_id,
+                messages::channel_id,
+                messages::sent_at,
+            ))
             .load(conn)?;
         for (contact, channel, at) in rows {
             if channel != channel_id {

@@ -194,6 +194,7 @@ diesel::table! {
         read_at -> Nullable<Timestamp>,
         failed_at -> Nullable<Timestamp>,
         leased_by -> Nullable<Text>,
+        request_hash -> Nullable<Text>,
     }
 }
 

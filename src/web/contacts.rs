@@ -15,6 +15,7 @@ use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
 use crate::domain::consent::{ConsentSource, ConsentStatus, KeywordIntent, keyword_intent};
 use crate::domain::contact::{self as rules, Attributes};
+use crate::domain::message::MessageStatus;
 use crate::domain::phone::E164;
 use crate::domain::role::{Permission, Role};
 use crate::domain::window::{self, WindowState};
@@ -27,6 +28,7 @@ use crate::storage::lists::{self, List};
 use crate::storage::{DbConnection, audit, consents};
 use crate::web::chrome::Chrome;
 use crate::web::download::{csv_download, csv_rows};
+use crate::web::events::{MessageStatusView, WindowBadge};
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
@@ -107,6 +109,8 @@ pub struct Row {
     pub contact: Contact,
     pub opted_out: Vec<&'static str>,
     pub updated: String,
+    /// The window on each enabled WhatsApp and Viber channel.
+    pub windows: Vec<(Channel, WindowBadge)>,
 }
 
 #[derive(Template)]
@@ -123,6 +127,8 @@ struct ContactsPage {
 #[template(path = "contacts/_results.html")]
 struct Results {
     rows: Vec<Row>,
+    /// Enabled WhatsApp and Viber channels (a window column each row).
+    window_channels: Vec<Channel>,
     filter: FilterQuery,
     matching: i64,
     newer: Option<i64>,
@@ -133,6 +139,16 @@ struct Results {
 }
 
 impl Results {
+    /// The live events' address for the contacts on this page.
+    fn live_url(&self) -> String {
+        let ids: Vec<&str> = self
+            .rows
+            .iter()
+            .map(|r| r.contact.public_id.as_str())
+            .collect();
+        format!("/events?contacts={}", ids.join(","))
+    }
+
     fn count_label(&self) -> String {
         let n = thousands(self.matching);
         match (self.matching, self.filter.is_active()) {
@@ -179,7 +195,7 @@ pub async fn index(
         (None, Some(a)) => Cursor::After(a),
         _ => Cursor::First,
     };
-    let (rows, more, matching, all_lists, total, list_name) = state
+    let (rows, more, matching, all_lists, total, list_name, window_channels) = state
         .db
         .run(move |conn| {
             let filter = filter_q.resolve(conn)?;
@@ -199,15 +215,40 @@ pub async fn index(
                 Some(id) => lists::find(conn, id)?.map(|l| l.name),
                 None => None,
             };
+            let window_channels: Vec<Channel> = channels::list(conn)?
+                .into_iter()
+                .filter(|c| c.is_enabled() && window::has_window(c.kind))
+                .collect();
+            let windows = conversations::windows_of(conn, &ids)?;
+            let now = Utc::now();
             let rows: Vec<Row> = page
                 .into_iter()
                 .map(|c| Row {
                     opted_out: opted.remove(&c.id).unwrap_or_default(),
                     updated: format::ago(Some(&c.updated_at)),
+                    windows: window_channels
+                        .iter()
+                        .map(|ch| {
+                            let last = windows
+                                .iter()
+                                .find(|(contact, channel, _)| *contact == c.id && *channel == ch.id)
+                                .map(|(_, _, at)| at.and_utc());
+                            let badge = WindowBadge::new(window::state(ch.kind, last, now), now);
+                            (ch.clone(), badge)
+                        })
+                        .collect(),
                     contact: c,
                 })
                 .collect();
-            Ok::<_, AppError>((rows, more, matching, lists::all(conn)?, total, list_name))
+            Ok::<_, AppError>((
+                rows,
+                more,
+                matching,
+                lists::all(conn)?,
+                total,
+                list_name,
+                window_channels,
+            ))
         })
         .await?;
     let (newer, older) = match cursor {
@@ -226,6 +267,7 @@ pub async fn index(
     };
     let results = Results {
         rows,
+        window_channels,
         filter: query.filter,
         matching,
         newer,
@@ -425,6 +467,7 @@ pub struct ChannelState {
     pub channel: Channel,
     pub window: WindowState,
     pub window_label: String,
+    pub badge: WindowBadge,
     pub opted_out: bool,
 }
 
@@ -442,6 +485,11 @@ impl ConsentRow {
 
 pub struct TimelineView {
     pub inbound: bool,
+    /// The outbound message's public id (its status follows live).
+    pub message_id: Option<String>,
+    pub status_view: Option<MessageStatusView>,
+    /// Failed or unknown: an admin may send it again.
+    pub resendable: bool,
     pub channel: String,
     pub body: String,
     pub status: String,
@@ -462,21 +510,16 @@ struct ContactPage {
     consents: Vec<ConsentRow>,
     channels: Vec<ChannelState>,
     sandbox_channels: Vec<Channel>,
-    timeline: Vec<TimelineView>,
+    timeline: TimelinePartial,
     can_edit: bool,
+    can_send: bool,
     is_admin: bool,
     created: String,
 }
 
 /// Describes a window for people: "open, 23 h 12 min left", "closed, templates only".
 pub fn window_label(state: WindowState) -> String {
-    match state {
-        WindowState::Open { until } => {
-            format!("open, {}", window::remaining_label(until, Utc::now()))
-        }
-        WindowState::Closed { .. } => "closed, templates only".into(),
-        WindowState::NotApplicable => "no window (free text allowed)".into(),
-    }
+    crate::web::events::window_label(state, Utc::now())
 }
 
 struct ContactDetails {
@@ -553,6 +596,7 @@ fn contact_page(
                 .map(|(_, at)| at.and_utc());
             let w = window::state(c.kind, last, now);
             ChannelState {
+                badge: WindowBadge::new(w, now),
                 window_label: window_label(w),
                 window: w,
                 opted_out: d
@@ -564,39 +608,11 @@ fn contact_page(
         })
         .collect();
     let member_ids: Vec<i64> = d.lists.iter().map(|l| l.id).collect();
-    let timeline = d
-        .timeline
-        .into_iter()
-        .map(|item| match item {
-            TimelineItem::Inbound {
-                channel_id,
-                body,
-                at,
-            } => TimelineView {
-                inbound: true,
-                channel: names.get(&channel_id).cloned().unwrap_or_default(),
-                body,
-                status: "received".into(),
-                error: None,
-                when: format::datetime(&at),
-            },
-            TimelineItem::Outbound {
-                channel_id,
-                body,
-                status,
-                error,
-                at,
-                ..
-            } => TimelineView {
-                inbound: false,
-                channel: names.get(&channel_id).cloned().unwrap_or_default(),
-                body,
-                status,
-                error,
-                when: format::datetime(&at),
-            },
-        })
-        .collect();
+    let timeline = TimelinePartial {
+        contact_id: d.contact.public_id.clone(),
+        items: timeline_views(d.timeline, &names),
+        may_resend: role.can(Permission::ResendMessages),
+    };
     let c = &d.contact;
     ContactPage {
         form: form.unwrap_or_else(|| ContactForm {
@@ -629,11 +645,93 @@ fn contact_page(
         channels,
         timeline,
         can_edit: role.can(Permission::ManageContacts),
+        can_send: role.can(Permission::SendMessages),
         is_admin: role == Role::Admin,
         created: format::datetime(&c.created_at),
         contact: d.contact,
         chrome,
     }
+}
+
+/// The conversation as the contact page shows it.
+#[derive(Template)]
+#[template(path = "contacts/_timeline.html")]
+pub struct TimelinePartial {
+    pub contact_id: String,
+    pub items: Vec<TimelineView>,
+    /// The viewer may resend failed and unknown messages (admins).
+    pub may_resend: bool,
+}
+
+fn timeline_views(items: Vec<TimelineItem>, names: &HashMap<i64, String>) -> Vec<TimelineView> {
+    items
+        .into_iter()
+        .map(|item| match item {
+            TimelineItem::Inbound {
+                channel_id,
+                body,
+                at,
+            } => TimelineView {
+                inbound: true,
+                message_id: None,
+                status_view: None,
+                resendable: false,
+                channel: names.get(&channel_id).cloned().unwrap_or_default(),
+                body,
+                status: "received".into(),
+                error: None,
+                when: format::datetime(&at),
+            },
+            TimelineItem::Outbound {
+                public_id,
+                channel_id,
+                body,
+                status,
+                error,
+                at,
+            } => {
+                let parsed = MessageStatus::parse(&status).unwrap_or(MessageStatus::Unknown);
+                let view = MessageStatusView::new(parsed, None, error.as_deref());
+                TimelineView {
+                    inbound: false,
+                    message_id: Some(public_id),
+                    status_view: Some(view),
+                    resendable: parsed.may_resend(),
+                    channel: names.get(&channel_id).cloned().unwrap_or_default(),
+                    body,
+                    status,
+                    error,
+                    when: format::datetime(&at),
+                }
+            }
+        })
+        .collect()
+}
+
+/// `GET /contacts/{id}/timeline`: the conversation alone, for the page to refresh it live.
+pub async fn timeline(
+    auth: Auth<perm::ViewContacts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let public_id = path.into_inner();
+    let contact_id = public_id.clone();
+    let (items, names) = state
+        .db
+        .run(move |conn| {
+            let contact = contact_or_404(conn, &public_id)?;
+            let names: HashMap<i64, String> = channels::list(conn)?
+                .into_iter()
+                .map(|c| (c.id, c.name))
+                .collect();
+            Ok::<_, AppError>((conversations::timeline(conn, contact.id, 100)?, names))
+        })
+        .await?;
+    render(&TimelinePartial {
+        contact_id,
+        items: timeline_views(items, &names),
+        may_resend: auth.principal.role().can(Permission::ResendMessages),
+    })
 }
 
 pub async fn show(

@@ -13,6 +13,7 @@ pub mod contacts;
 pub mod csrf;
 pub mod download;
 pub mod errors;
+pub mod events;
 pub mod format;
 pub mod health;
 pub mod home;
@@ -21,6 +22,7 @@ pub mod imports;
 pub mod lists;
 pub mod metrics;
 pub mod resend;
+pub mod send;
 pub mod session;
 pub mod templates;
 pub mod users;
@@ -84,6 +86,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource(paths::LOGOUT).post(auth_pages::logout))
         .service(resource(paths::HOME).get(home::dashboard))
+        .service(resource("/events").get(events::stream))
+        .service(
+            resource(send::PATH)
+                .route(get().to(send::page))
+                .route(post().to(send::submit)),
+        )
+        .service(resource("/send/compose").post(send::compose_partial))
+        .service(resource("/send/preview").post(send::preview_partial))
+        .service(resource("/send/recipients").post(send::recipients))
         .service(
             resource(paths::ACCOUNT_PASSWORD)
                 .route(get().to(account::password_form))
@@ -134,6 +145,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(post().to(contacts::update)),
         )
         .service(resource("/contacts/{id}/delete").post(contacts::delete))
+        .service(resource("/contacts/{id}/timeline").get(contacts::timeline))
         .service(resource("/contacts/{id}/consent").post(contacts::set_consent))
         .service(resource("/contacts/{id}/lists").post(contacts::add_to_list))
         .service(resource("/contacts/{id}/lists/{list}/remove").post(contacts::remove_from_list))

@@ -453,7 +453,34 @@ async fn failed_and_unknown_messages_are_resent_by_hand_once(app: TestApp) {
     let (status, _) = resend(key.clone(), "no-such-message".into()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // From the contact's timeline (a form with the CSRF token).
+    // The timeline offers it for failed and unknown messages only, and to admins only.
+    let contact_of = |row: &herald::storage::messages::MessageRow| {
+        let mut conn = db.get().unwrap();
+        herald::storage::contacts::find(&mut conn, row.contact_id)
+            .unwrap()
+            .unwrap()
+            .public_id
+    };
+    let button = |row: &herald::storage::messages::MessageRow| {
+        format!("hx-post=\"/messages/{}/resend\"", row.public_id)
+    };
+    let page = admin
+        .get_html(&format!("/contacts/{}", contact_of(&rows[1])))
+        .await;
+    assert!(page.contains(&button(&rows[1])), "unknown: resend offered");
+    let page = admin
+        .get_html(&format!("/contacts/{}", contact_of(&rows[2])))
+        .await;
+    assert!(!page.contains(&button(&rows[2])), "sent: no resend");
+    let support = app
+        .user_with_role(&admin, "lead@example.com", "support_lead")
+        .await;
+    let page = support
+        .get_html(&format!("/contacts/{}", contact_of(&rows[1])))
+        .await;
+    assert!(page.contains("Conversation") && !page.contains(&button(&rows[1])));
+
+    // From the contact's timeline (htmx sends the CSRF token as a header; a form field works too).
     let res = admin
         .post_form(&format!("/messages/{}/resend", rows[1].public_id), &[])
         .await;

@@ -12,6 +12,7 @@ mod contacts;
 mod dispatch;
 mod platform;
 mod provider_kit;
+mod send;
 mod templates;
 mod users;
 mod webhooks;

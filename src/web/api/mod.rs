@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod channels;
 pub mod contacts;
+pub mod messages;
 pub mod templates;
 
 use actix_web::{HttpRequest, error, web};
@@ -39,6 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/contacts/{id}", web::get().to(contacts::get))
     .route("/templates", web::get().to(templates::list))
+    .route("/messages", web::post().to(messages::send))
+    .route("/messages/{id}", web::get().to(messages::get))
     .route(
         "/messages/{id}/resend",
         web::post().to(crate::web::resend::api),

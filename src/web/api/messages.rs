@@ -1,0 +1,242 @@
+//! `POST /api/v1/messages` (send one message, with an optional `Idempotency-Key`) and
+//! `GET /api/v1/messages/{id}` (its status). The same path as the send page: `crate::send`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::template::Variables;
+use crate::error::AppError;
+use crate::send::{ContentRequest, Recipient, SendRequest, TemplateRef};
+use crate::startup::AppState;
+use crate::storage::channels::{self, Channel};
+use crate::storage::messages::{self, MessageRow};
+use crate::storage::{DbConnection, contacts};
+use crate::web::api::templates::ChannelRef;
+use crate::web::identity::{Auth, Principal, perm};
+
+/// The longest idempotency key accepted.
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// A phone number (`+E164`; national numbers use `HERALD_DEFAULT_COUNTRY`) or a contact id.
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    contact_id: Option<String>,
+    /// A channel's id or name.
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    template: Option<TemplateBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    name: String,
+    #[serde(default)]
+    language: String,
+    #[serde(default)]
+    variables: Option<Variables>,
+}
+
+#[derive(Serialize)]
+pub struct ErrorJson {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+pub struct MessageJson {
+    pub id: String,
+    pub status: String,
+    pub channel: ChannelRef,
+    pub to: String,
+    pub contact_id: String,
+    /// `text` or `template`.
+    pub content: String,
+    /// What the recipient reads.
+    pub body: String,
+    pub provider_message_id: Option<String>,
+    pub error: Option<ErrorJson>,
+    pub attempts: i32,
+    pub created_at: String,
+    pub updated_at: String,
+    pub sent_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub read_at: Option<String>,
+    pub failed_at: Option<String>,
+}
+
+fn rfc3339(at: Option<chrono::NaiveDateTime>) -> Option<String> {
+    at.map(|t| t.and_utc().to_rfc3339())
+}
+
+fn message_json(m: MessageRow, channel: &Channel, contact_id: String) -> MessageJson {
+    let error = match (&m.error_code, &m.error_message) {
+        (None, None) => None,
+        (code, message) => Some(ErrorJson {
+            code: code.clone().unwrap_or_else(|| "error".into()),
+            message: message.clone().unwrap_or_default(),
+        }),
+    };
+    MessageJson {
+        id: m.public_id,
+        status: m.status,
+        channel: ChannelRef {
+            id: channel.public_id.clone(),
+            name: channel.name.clone(),
+            kind: channel.kind.as_str(),
+        },
+        to: m.to_address,
+        contact_id,
+        content: m.content_kind,
+        body: m.body,
+        provider_message_id: m.provider_message_id,
+        error,
+        attempts: m.attempts,
+        created_at: m.created_at.and_utc().to_rfc3339(),
+        updated_at: m.updated_at.and_utc().to_rfc3339(),
+        sent_at: rfc3339(m.sent_at),
+        delivered_at: rfc3339(m.delivered_at),
+        read_at: rfc3339(m.read_at),
+        failed_at: rfc3339(m.failed_at),
+    }
+}
+
+/// The request a body asks for, or what is wrong with its shape.
+fn request_from(body: SendBody) -> Result<SendRequest, AppError> {
+    let recipient = match (body.to.map(|s| s.trim().to_owned()), body.contact_id) {
+        (Some(_), Some(_)) => {
+            return Err(AppError::invalid(
+                "invalid_recipient",
+                "Give either `to` or `contact_id`, not both.",
+            ));
+        }
+        (None, Some(id)) => Recipient::Contact(id),
+        // A contact id is a UUID; anything else is read as a phone number.
+        (Some(to), None) if uuid::Uuid::parse_str(&to).is_ok() => Recipient::Contact(to),
+        (Some(to), None) => Recipient::Phone(to),
+        (None, None) => {
+            return Err(AppError::invalid(
+                "missing_recipient",
+                "Say who the message goes to: `to` (a phone number like +14155550100, or a contact id).",
+            ));
+        }
+    };
+    let channel = body
+        .channel
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            AppError::invalid(
+                "missing_channel",
+                "Say which channel sends it: `channel` (its id or name).",
+            )
+        })?;
+    let content = match (body.text, body.template) {
+        (Some(text), None) => ContentRequest::Text(text),
+        (None, Some(t)) => {
+            if t.language.trim().is_empty() {
+                return Err(AppError::invalid(
+                    "unknown_template",
+                    "Give the template's `language` as well as its `name` (e.g. \"en_US\").",
+                ));
+            }
+            ContentRequest::Template {
+                template: TemplateRef::Name {
+                    name: t.name,
+                    language: t.language,
+                },
+                variables: t.variables.unwrap_or(Variables::Positional(Vec::new())),
+            }
+        }
+        _ => {
+            return Err(AppError::invalid(
+                "invalid_content",
+                "Send either `text` or `template` (with `name`, `language` and `variables`).",
+            ));
+        }
+    };
+    Ok(SendRequest {
+        recipient,
+        channel,
+        content,
+    })
+}
+
+/// The `Idempotency-Key` header, if any, checked.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX)
+        .ok_or_else(|| {
+            AppError::invalid(
+                "invalid_idempotency_key",
+                format!(
+                    "The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters."
+                ),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// `POST /api/v1/messages` -> 202 with the queued message.
+pub async fn send(
+    req: HttpRequest,
+    auth: Auth<perm::SendMessages>,
+    state: web::Data<AppState>,
+    body: web::Json<SendBody>,
+) -> Result<HttpResponse, AppError> {
+    let key = idempotency_key(&req)?;
+    let request = request_from(body.into_inner())?;
+    // Keys are scoped to the API key that sent them: two clients never share one.
+    let owner = match &auth.principal {
+        Principal::ApiKey(k) => format!("api:{}", k.public_id),
+        Principal::User(u) => format!("user:{}", u.id),
+    };
+    let scoped = key.map(|k| format!("{owner}:{k}"));
+    let queued = crate::web::send::queue(&state, request, auth.actor().label, scoped).await??;
+    let replayed = queued.replayed;
+    let json = message_json(queued.message, &queued.channel, queued.contact.public_id);
+    let mut res = HttpResponse::build(StatusCode::ACCEPTED);
+    if replayed {
+        res.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(res.json(json))
+}
+
+fn message_or_404(conn: &mut DbConnection, id: &str) -> Result<MessageJson, AppError> {
+    let m = messages::find_by_public_id(conn, id)?
+        .ok_or_else(|| AppError::not_found("This message"))?;
+    let channel =
+        channels::find(conn, m.channel_id)?.ok_or_else(|| AppError::not_found("Its channel"))?;
+    let contact = contacts::find(conn, m.contact_id)?
+        .map(|c| c.public_id)
+        .unwrap_or_default();
+    Ok(message_json(m, &channel, contact))
+}
+
+/// `GET /api/v1/messages/{id}` -> its status, provider id, error and timestamps.
+pub async fn get(
+    _auth: Auth<perm::ViewContacts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let json = state
+        .db
+        .run(move |conn| message_or_404(conn, id.trim()))
+        .await?;
+    Ok(HttpResponse::Ok().json(json))
+}
