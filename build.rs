@@ -1,7 +1,9 @@
-// Lets the integration tests mark the PostgreSQL, browser and OpenAPI-conformance suites as
+// Rebuilds when a migration is added, and lets the integration tests mark the PostgreSQL, browser and OpenAPI-conformance suites as
 // ignored, with the reason printed by `cargo test`, when the variables that enable them are not
 // set.
 fn main() {
+    // The migrations are embedded (`embed_migrations!`): a new one must rebuild the crate.
+    println!("cargo::rerun-if-changed=migrations");
     println!("cargo::rustc-check-cfg=cfg(herald_pg_tests)");
     println!("cargo::rustc-check-cfg=cfg(herald_browser_tests)");
     println!("cargo::rustc-check-cfg=cfg(herald_prism_tests)");

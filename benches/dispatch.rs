@@ -311,6 +311,22 @@ async fn main() {
         }
     }
 
+    // The PostgreSQL database made for this run.
+    if let (Ok(url), Some((_, pg))) = (
+        std::env::var("HERALD_BENCH_DATABASE_URL"),
+        backends.iter().find(|(label, _)| label == "PostgreSQL"),
+    ) && let Some((_, name)) = pg.rsplit_once('/')
+    {
+        let admin = Db::connect(&url, 1).expect("postgres");
+        let dropped = admin
+            .get()
+            .expect("conn")
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        if let Err(e) = dropped {
+            eprintln!("could not drop the benchmark database {name}: {e}");
+        }
+    }
+
     if drain_n > 0 {
         println!();
         println!("Draining {drain_n} queued messages (SQLite):");
