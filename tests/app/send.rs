@@ -112,9 +112,14 @@ pub async fn approved_template(app: &TestApp, s: &Setup, name: &str, body: &str)
         )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    // The sandbox approves after 2 s; under the whole suite's load on two cores it has taken
-    // longer than 10 s once, so allow 30.
-    for _ in 0..300 {
+    // The sandbox approves after 2 s. Under the whole suite's load on two cores its report has
+    // twice not arrived (not understood yet; see the README's known issues), so after 10 s the
+    // admin presses "sync now", which asks the sandbox for the verdict as a person would.
+    for i in 0..300 {
+        if i == 100 {
+            let res = s.admin.post_form(&format!("{path}/sync"), &[]).await;
+            assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        }
         let (_, list) = get_json(app, &s.key, &format!("/api/v1/templates?name={name}")).await;
         if list["data"].as_array().is_some_and(|a| !a.is_empty()) {
             return path;
