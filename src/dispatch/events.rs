@@ -51,12 +51,7 @@ pub fn apply_status_to(
     let failure = error.map(|(code, message, _)| FailureDetail { code, message });
     let mut out = Vec::new();
     if let Some(next) = messages::apply_provider_report(conn, message, status, at, failure)? {
-        out.push(HubEvent::MessageStatus {
-            message_id: message.public_id.clone(),
-            contact_id: message.contact_id,
-            channel_id: message.channel_id,
-            status: next.as_str().to_owned(),
-        });
+        out.push(HubEvent::message_status(message, next));
     }
     // The provider says the person unsubscribed (Twilio 21610 after STOP): record it, so no
     // later send even reaches the provider.

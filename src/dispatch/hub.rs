@@ -7,6 +7,9 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
+
+use crate::domain::message::MessageStatus;
+use crate::storage::messages::MessageRow;
 use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,18 @@ pub struct EventHub {
     relay: Arc<OnceLock<SyncSender<HubEvent>>>,
     /// Events the relay had no room for (logged now and then, not each time).
     relay_dropped: Arc<AtomicU64>,
+}
+
+impl HubEvent {
+    /// `message` is now in `status`.
+    pub fn message_status(message: &MessageRow, status: MessageStatus) -> Self {
+        HubEvent::MessageStatus {
+            message_id: message.public_id.clone(),
+            contact_id: message.contact_id,
+            channel_id: message.channel_id,
+            status: status.as_str().to_owned(),
+        }
+    }
 }
 
 impl Default for EventHub {

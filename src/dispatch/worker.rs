@@ -894,12 +894,7 @@ fn record_batch(
             // Reaped while sending: the answer still proves it left.
             outbox::record_outcome(conn, &d.message, worker, &d.outcome)?;
         }
-        events.push(HubEvent::MessageStatus {
-            message_id: d.message.public_id.clone(),
-            contact_id: d.message.contact_id,
-            channel_id: d.message.channel_id,
-            status: MessageStatus::Sent.as_str().to_owned(),
-        });
+        events.push(HubEvent::message_status(&d.message, MessageStatus::Sent));
         by_channel
             .entry(d.channel.id)
             .or_insert_with(|| (d.channel.clone(), Vec::new()))
@@ -926,12 +921,7 @@ fn record_batch(
         if !held || matches!(d.outcome, Outcome::Released { .. } | Outcome::Retry { .. }) {
             continue;
         }
-        events.push(HubEvent::MessageStatus {
-            message_id: d.message.public_id.clone(),
-            contact_id: d.message.contact_id,
-            channel_id: d.message.channel_id,
-            status: d.outcome.status().as_str().to_owned(),
-        });
+        events.push(HubEvent::message_status(&d.message, d.outcome.status()));
         if d.class == Some(ErrorClass::OptedOut)
             && consents::set(
                 conn,

@@ -6,7 +6,6 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use crate::dispatch::hub::HubEvent;
 use crate::domain::audit::Actor;
 use crate::error::AppError;
 use crate::startup::AppState;
@@ -16,65 +15,61 @@ use crate::storage::{audit, contacts};
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
 
-/// What a resend produced.
-pub struct Resent {
-    pub original: MessageRow,
-    pub message: MessageRow,
-    /// The contact's public id (where the timeline is).
+/// What a resend did, and whose timeline it belongs on.
+pub struct Resend {
+    /// The contact's public id.
     pub contact: String,
+    pub original: MessageRow,
+    /// The new message, or why there is none (for a person: 409).
+    pub result: Result<MessageRow, String>,
 }
 
-/// Queues the new message, records who asked, and wakes the dispatcher.
-pub async fn resend(state: &AppState, actor: Actor, public_id: String) -> Result<Resent, AppError> {
-    let resent = state
+/// Queues the new message, records who asked, and wakes the dispatcher. The outer error is
+/// the server's (or 404); a refusal is in [`Resend::result`].
+pub async fn resend(state: &AppState, actor: Actor, public_id: String) -> Result<Resend, AppError> {
+    let done = state
         .db
         .run(move |conn| {
             let original = messages::find_by_public_id(conn, &public_id)?.ok_or_else(|| {
                 AppError::NotFound(format!("There is no message with id \"{public_id}\"."))
             })?;
-            let message = match outbox::resend(conn, &original, &actor.label)? {
-                Ok(m) => m,
-                Err(ResendRefusal::Status(status)) => {
-                    return Err(AppError::Conflict(format!(
-                        "Only failed or unknown messages can be resent; this one is {}.",
-                        status.label().to_lowercase()
-                    )));
-                }
-                Err(ResendRefusal::AlreadyResent { public_id }) => {
-                    return Err(AppError::Conflict(format!(
-                        "This message was resent already, as message {public_id}; resend that one if it failed too."
-                    )));
-                }
-            };
-            audit::record(
-                conn,
-                &actor,
-                "message.resent",
-                "message",
-                Some(&original.public_id),
-                json!({"as": message.public_id, "was": original.status}),
-            )?;
             let contact = contacts::find(conn, original.contact_id)?
                 .map(|c| c.public_id)
                 .unwrap_or_default();
-            Ok::<_, AppError>(Resent {
-                original,
-                message,
+            let result = match outbox::resend(conn, &original, &actor.label)? {
+                Ok(message) => {
+                    audit::record(
+                        conn,
+                        &actor,
+                        "message.resent",
+                        "message",
+                        Some(&original.public_id),
+                        json!({"as": message.public_id, "was": original.status}),
+                    )?;
+                    Ok(message)
+                }
+                Err(ResendRefusal::Status(status)) => Err(format!(
+                    "Only failed or unknown messages can be resent; this one is {}.",
+                    status.label().to_lowercase()
+                )),
+                Err(ResendRefusal::AlreadyResent { public_id }) => Err(format!(
+                    "This message was resent already, as message {public_id}; resend that one if it failed too."
+                )),
+            };
+            Ok::<_, AppError>(Resend {
                 contact,
+                original,
+                result,
             })
         })
         .await?;
-    state.hub.publish(HubEvent::MessageStatus {
-        message_id: resent.message.public_id.clone(),
-        contact_id: resent.message.contact_id,
-        channel_id: resent.message.channel_id,
-        status: resent.message.status.clone(),
-    });
-    state.dispatcher.wake();
-    Ok(resent)
+    if let Ok(message) = &done.result {
+        state.announce_queued(message);
+    }
+    Ok(done)
 }
 
-/// The button on a contact's timeline.
+/// The button on a contact's timeline: back to the timeline with what happened.
 pub async fn from_timeline(
     req: HttpRequest,
     auth: Auth<perm::ResendMessages>,
@@ -82,36 +77,17 @@ pub async fn from_timeline(
     session: TypedSession,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let public_id = path.into_inner();
-    let back = |contact: &str| {
-        if contact.is_empty() {
-            "/contacts".to_owned()
-        } else {
-            format!("/contacts/{contact}")
-        }
-    };
-    match resend(&state, auth.actor(), public_id.clone()).await {
-        Ok(r) => {
-            session.success("Queued again as a new message; the old one keeps its outcome.");
-            Ok(redirect_response(&req, &back(&r.contact)))
-        }
-        Err(AppError::Conflict(why)) => {
-            session.error(why);
-            let contact = state
-                .db
-                .run(move |conn| {
-                    let m = messages::find_by_public_id(conn, &public_id)?;
-                    let c = match m {
-                        Some(m) => contacts::find(conn, m.contact_id)?.map(|c| c.public_id),
-                        None => None,
-                    };
-                    Ok::<_, AppError>(c.unwrap_or_default())
-                })
-                .await?;
-            Ok(redirect_response(&req, &back(&contact)))
-        }
-        Err(e) => Err(e),
+    let done = resend(&state, auth.actor(), path.into_inner()).await?;
+    match done.result {
+        Ok(_) => session.success("Queued again as a new message; the old one keeps its outcome."),
+        Err(why) => session.error(why),
     }
+    let back = if done.contact.is_empty() {
+        "/contacts".to_owned()
+    } else {
+        format!("/contacts/{}", done.contact)
+    };
+    Ok(redirect_response(&req, &back))
 }
 
 /// `POST /api/v1/messages/{id}/resend`: 202 with the new message.
@@ -120,10 +96,11 @@ pub async fn api(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let r = resend(&state, auth.actor(), path.into_inner()).await?;
+    let done = resend(&state, auth.actor(), path.into_inner()).await?;
+    let message = done.result.map_err(AppError::Conflict)?;
     Ok(HttpResponse::Accepted().json(json!({
-        "id": r.message.public_id,
-        "status": r.message.status,
-        "resend_of": r.original.public_id,
+        "id": message.public_id,
+        "status": message.status,
+        "resend_of": done.original.public_id,
     })))
 }

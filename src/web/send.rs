@@ -844,22 +844,9 @@ pub async fn queue(
     if let Ok(q) = &queued
         && !q.replayed
     {
-        announce(state, q);
+        state.announce_queued(&q.message);
     }
     Ok(queued)
-}
-
-/// Tells the live pages and the dispatcher about a message just queued.
-fn announce(state: &AppState, q: &sending::Queued) {
-    state
-        .hub
-        .publish(crate::dispatch::hub::HubEvent::MessageStatus {
-            message_id: q.message.public_id.clone(),
-            contact_id: q.contact.id,
-            channel_id: q.channel.id,
-            status: q.message.status.clone(),
-        });
-    state.dispatcher.wake();
 }
 
 /// The request a submitted form makes, or what is missing from it.
