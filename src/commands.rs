@@ -1,8 +1,6 @@
 //! The command-line operations besides serving: migrate, create a user, create an API key.
 //! Each opens the database itself (migrating it first, so they work on a fresh one).
 
-use diesel::Connection;
-
 use crate::auth::{password, token};
 use crate::config::Settings;
 use crate::domain::audit::Actor;
@@ -41,7 +39,7 @@ pub fn create_user(
 
     let (db, _) = prepare_database(settings, false)?;
     let mut conn = db.get()?;
-    let user = conn.transaction(|conn| {
+    let user = crate::storage::write_transaction(&mut conn, |conn| {
         if users::find_by_email(conn, email.as_str())?.is_some() {
             anyhow::bail!("{email} already has an account");
         }
@@ -77,7 +75,7 @@ pub fn create_api_key(settings: &Settings, name: &str, role: &str) -> anyhow::Re
     let (db, _) = prepare_database(settings, false)?;
     let mut conn = db.get()?;
     let new = token::new_api_key();
-    conn.transaction(|conn| {
+    crate::storage::write_transaction(&mut conn, |conn| {
         let key = api_keys::insert(
             conn,
             &api_keys::NewApiKey {

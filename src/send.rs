@@ -5,7 +5,6 @@
 //! contact created for the number is rolled back with it). Nothing here speaks HTTP.
 
 use chrono::{DateTime, Utc};
-use diesel::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -377,7 +376,7 @@ fn attempt_queue(
     requester: &Requester<'_>,
     fingerprint: &str,
 ) -> Result<Queued, Refusal> {
-    conn.transaction(|conn| {
+    crate::storage::write_transaction(conn, |conn| {
         let channel = find_channel(conn, &request.channel)?;
         let (contact, created_contact) =
             resolve_recipient(conn, &request.recipient, requester.default_country)?;

@@ -3,7 +3,6 @@
 //! unsubscribes recorded as opt-outs. Then the hub hears about it.
 
 use chrono::Utc;
-use diesel::Connection;
 
 use crate::channels::{ErrorClass, ProviderEvent, StatusEvent};
 use crate::dispatch::hub::{EventHub, HubEvent};
@@ -188,7 +187,7 @@ pub async fn apply(
             let mut applied = Applied::default();
             let mut hub_events = Vec::new();
             for event in &events {
-                let produced = conn.transaction(|conn| {
+                let produced = crate::storage::write_transaction(conn, |conn| {
                     if let Some(id) = event.event_id()
                         && !receipts::first_time(conn, channel.id, id)?
                     {
@@ -262,7 +261,9 @@ pub fn sweep_early_statuses(conn: &mut DbConnection) -> Result<Vec<HubEvent>, Ap
         let Some(channel) = crate::storage::channels::find(conn, channel_id)? else {
             continue;
         };
-        out.extend(conn.transaction(|conn| claim_early_statuses(conn, &channel, message.id))?);
+        out.extend(crate::storage::write_transaction(conn, |conn| {
+            claim_early_statuses(conn, &channel, message.id)
+        })?);
     }
     Ok(out)
 }

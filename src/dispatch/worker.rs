@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use diesel::Connection;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::channels::{Adapter, ChannelAdapter, ErrorClass, OutboundMessage, SendDisposition};
@@ -719,7 +718,9 @@ impl Inner {
         let (done, events) = self
             .db
             .run(move |conn| {
-                let events = conn.transaction(|conn| record_batch(conn, &worker, &done))?;
+                let events = crate::storage::write_transaction(conn, |conn| {
+                    record_batch(conn, &worker, &done)
+                })?;
                 Ok::<_, AppError>((done, events))
             })
             .await?;

@@ -125,7 +125,7 @@ pub fn seed_sandbox(conn: &mut DbConnection) -> QueryResult<Vec<Channel>> {
     if settings::get(conn, settings::SANDBOX_SEEDED)?.is_some() {
         return Ok(Vec::new());
     }
-    conn.transaction(|conn| {
+    crate::storage::write_transaction(conn, |conn| {
         if !settings::insert_if_absent(conn, settings::SANDBOX_SEEDED, "1")? {
             return Ok(Vec::new());
         }

@@ -260,7 +260,7 @@ pub fn upsert(
         return Ok((update(conn, existing, patch)?, false));
     }
     // A savepoint, so a lost race (unique violation) does not abort an outer transaction.
-    match conn.transaction(|c| insert(c, phone, patch)) {
+    match crate::storage::write_transaction(conn, |c| insert(c, phone, patch)) {
         Ok(c) => Ok((c, true)),
         Err(e) if super::is_unique_violation(&e) => {
             let existing = find_by_phone(conn, phone)?.ok_or(diesel::result::Error::NotFound)?;

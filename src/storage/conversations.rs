@@ -39,7 +39,7 @@ pub fn record_inbound(
     channel: &Channel,
     msg: &Inbound<'_>,
 ) -> QueryResult<InboundOutcome> {
-    conn.transaction(|conn| {
+    crate::storage::write_transaction(conn, |conn| {
         let patch = ContactPatch::default();
         let (mut contact, created_contact) = contacts::upsert(conn, msg.from, &patch)?;
         if created_contact

@@ -342,7 +342,7 @@ pub fn write_batch(
     rejected: &[RejectedRow],
     bytes_read: u64,
 ) -> QueryResult<BatchResult> {
-    conn.transaction(|conn| {
+    crate::storage::write_transaction(conn, |conn| {
         let mut result = BatchResult::default();
         let mut rejections: Vec<RejectedRow> = rejected.to_vec();
 

@@ -89,7 +89,7 @@ pub fn find_or_create(conn: &mut DbConnection, name: &str) -> QueryResult<List> 
     if let Some(l) = find_by_name(conn, name)? {
         return Ok(l);
     }
-    match conn.transaction(|c| create(c, name)) {
+    match crate::storage::write_transaction(conn, |c| create(c, name)) {
         Ok(l) => Ok(l),
         Err(e) if super::is_unique_violation(&e) => {
             find_by_name(conn, name)?.ok_or(diesel::result::Error::NotFound)

@@ -120,8 +120,8 @@ impl ManageConnection for ConnectionManager {
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = diesel::SqliteConnection::establish(path)
                     .map_err(r2d2::Error::ConnectionError)?;
-                // busy_timeout first: switching a new file to WAL takes a write lock, and the
-                // pool opens its connections at once.
+                // WAL is on already (see `Db::connect`); asking again is a cheap no-op that
+                // also covers a file replaced under a running process.
                 conn.batch_execute(
                     "PRAGMA busy_timeout = 10000;
                      PRAGMA journal_mode = WAL;
@@ -171,6 +171,12 @@ impl Db {
     pub fn connect(url: &str, max_size: u32) -> anyhow::Result<Self> {
         let url = DatabaseUrl::parse(url).map_err(anyhow::Error::msg)?;
         let backend = url.backend();
+        if let DatabaseUrl::Sqlite(path) = &url {
+            // WAL is a property of the file: switch it once, alone, before the pool opens its
+            // connections together (several switching at once is "database is locked").
+            diesel::SqliteConnection::establish(path)?
+                .batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
+        }
         let pool = Pool::builder()
             .max_size(max_size)
             .connection_timeout(Duration::from_secs(10))
@@ -229,6 +235,42 @@ pub fn run_migrations(conn: &mut DbConnection) -> anyhow::Result<Vec<String>> {
         }
     };
     Ok(applied)
+}
+
+/// Runs `work` in a transaction that writes. On SQLite it begins `IMMEDIATE`, taking the write
+/// lock up front: a plain (deferred) transaction that reads and then writes fails at once with
+/// "database is locked" when another connection wrote in between, whatever the busy timeout,
+/// while an immediate one waits its turn. Inside another transaction it is a savepoint, and on
+/// PostgreSQL it is an ordinary transaction.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    let DbConnection::Sqlite(sqlite) = conn else {
+        return conn.transaction(work);
+    };
+    if AnsiTransactionManager::transaction_manager_status_mut(sqlite)
+        .transaction_depth()?
+        .is_some()
+    {
+        return conn.transaction(work);
+    }
+    AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+    match work(conn) {
+        Ok(value) => {
+            Manager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = Manager::rollback_transaction(conn) {
+                tracing::warn!(error = %rollback, "rolling back a failed transaction failed");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Is this error a unique-constraint violation (a duplicate e-mail, name, key...)?

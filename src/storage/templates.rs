@@ -496,7 +496,7 @@ pub fn create(
     if exists(conn, channel.id, name, language, None)? {
         return Err(duplicate(valid));
     }
-    let created = conn.transaction(|conn| {
+    let created = crate::storage::write_transaction(conn, |conn| {
         let at = now();
         let template: Template = diesel::insert_into(templates::table)
             .values((
@@ -572,7 +572,7 @@ pub fn edit(
 ) -> Result<Edited, TemplateError> {
     let (name, language) = (valid.name().as_str(), valid.language().as_str());
     let renamed = name != template.name || language != template.language;
-    let outcome = conn.transaction(|conn| {
+    let outcome = crate::storage::write_transaction(conn, |conn| {
         let current = current_version(conn, template)?;
         if current.number != editing {
             return Err(TemplateError::Conflict(format!(
@@ -597,9 +597,10 @@ pub fn edit(
                 return Err(duplicate(valid));
             }
         }
-        let next = current
-            .state
-            .apply(ReviewAction::Edit, reviewer, current.author_id.unwrap_or(0))?;
+        let next =
+            current
+                .state
+                .apply(ReviewAction::Edit, reviewer, current.author_id.unwrap_or(0))?;
         let at = now();
         let content = content_json(&valid.to_draft())?;
         let edited = if current.stage.is_editable_in_place() {
@@ -705,7 +706,7 @@ pub fn review(
     reviewer: &Reviewer,
     actor: &Actor,
 ) -> Result<Reviewed, TemplateError> {
-    conn.transaction(|conn| {
+    crate::storage::write_transaction(conn, |conn| {
         let channel = channel_of(conn, template)?;
         let version = current_version(conn, template)?;
         if version.number != expected {
@@ -714,11 +715,9 @@ pub fn review(
                 version.number
             )));
         }
-        let next = version.state.apply(
-            action.clone(),
-            reviewer,
-            version.author_id.unwrap_or(0),
-        )?;
+        let next = version
+            .state
+            .apply(action.clone(), reviewer, version.author_id.unwrap_or(0))?;
         let judging = matches!(action, ReviewAction::Approve | ReviewAction::Reject { .. });
         if judging && version.is_written_by(reviewer.user_id) {
             return Err(ReviewError::OwnTemplate.into());
@@ -879,7 +878,7 @@ pub fn record_submission(
     result: &SubmissionResult,
     actor: &Actor,
 ) -> QueryResult<Option<Version>> {
-    conn.transaction(|conn| {
+    crate::storage::write_transaction(conn, |conn| {
         let Some(version) = find_version(conn, version_id)? else {
             return Ok(None);
         };
@@ -1046,7 +1045,7 @@ pub fn record_provider_status(
     status: &ProviderTemplateStatus,
     actor: &Actor,
 ) -> QueryResult<bool> {
-    conn.transaction(|conn| {
+    crate::storage::write_transaction(conn, |conn| {
         let Some(version) = find_version(conn, version_id)? else {
             return Ok(false);
         };

@@ -142,7 +142,7 @@ pub enum SetupError {
 /// Creates the first admin, once. The `setup_completed` flag is written in the same
 /// transaction, so two simultaneous setup forms cannot both succeed.
 pub fn create_first_admin(conn: &mut DbConnection, new: &NewUser<'_>) -> Result<User, SetupError> {
-    conn.transaction(|conn| {
+    crate::storage::write_transaction(conn, |conn| {
         if !settings::insert_if_absent(conn, settings::SETUP_COMPLETED, "1")? || any_exists(conn)? {
             return Err(SetupError::AlreadySetUp);
         }

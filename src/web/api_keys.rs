@@ -4,7 +4,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use diesel::Connection;
 use serde::Deserialize;
 
 use crate::auth::token;
@@ -141,7 +140,7 @@ pub async fn create(
     state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::storage::write_transaction(conn, |conn| {
                 let key = api_keys::insert(
                     conn,
                     &api_keys::NewApiKey {

@@ -4,7 +4,6 @@
 //! and never read back out to anyone; every change leaves an audit entry that names what changed
 //! but never a secret's value. The page and the API call the same functions.
 
-use diesel::Connection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde_json::{Map, Value, json};
 
@@ -406,7 +405,7 @@ pub async fn create(
         .db
         .run(move |conn| {
             let name = checked.name.clone();
-            let result = conn.transaction(|conn| {
+            let result = crate::storage::write_transaction(conn, |conn| {
                 if let Some(refusal) = name_clash(conn, &checked.name, None)? {
                     return Ok(Err(refusal));
                 }
@@ -488,7 +487,7 @@ pub async fn update(
                 seal(&registry, &checked.secrets)?
             };
             let name = checked.name.clone();
-            let result = conn.transaction(|conn| {
+            let result = crate::storage::write_transaction(conn, |conn| {
                 if let Some(refusal) = name_clash(conn, &checked.name, Some(channel.id))? {
                     return Ok(Err(refusal));
                 }
@@ -541,7 +540,7 @@ pub async fn set_enabled(
             if channel.is_enabled() == enabled {
                 return Ok(channel);
             }
-            conn.transaction(|conn| {
+            crate::storage::write_transaction(conn, |conn| {
                 let saved = channels::set_disabled(conn, channel.id, !enabled)?;
                 audit::record(
                     conn,
@@ -581,7 +580,7 @@ pub async fn delete(
         .db
         .run(move |conn| {
             let channel = channel_or_404(conn, &public_id)?;
-            let result = conn.transaction(|conn| {
+            let result = crate::storage::write_transaction(conn, |conn| {
                 let messages = channels::messages_using(conn, channel.id)?;
                 if messages > 0 {
                     return Ok(Some(messages));

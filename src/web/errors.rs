@@ -154,6 +154,13 @@ pub async fn render(
         Some(e) => e.to_string(),
         None => message_for(status, res.response().error()),
     };
+    // The page replaces the response and with it the error: say what went wrong first.
+    if status.is_server_error() {
+        match app_error {
+            Some(e) => tracing::error!(error = ?e, "the request failed"),
+            None => tracing::error!(error = ?res.response().error(), "the request failed"),
+        }
+    }
     let retry_after = res.headers().get(header::RETRY_AFTER).cloned();
     let unauthenticated = matches!(app_error, Some(AppError::Unauthenticated));
     let (req, _) = res.into_parts();

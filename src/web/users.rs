@@ -3,7 +3,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use diesel::Connection;
 use serde::Deserialize;
 
 use crate::auth::{password, token};
@@ -165,7 +164,7 @@ pub async fn create(
     let result = state
         .db
         .run(move |conn| {
-            Ok::<_, AppError>(conn.transaction(|conn| {
+            Ok::<_, AppError>(crate::storage::write_transaction(conn, |conn| {
                 let user = users::insert(
                     conn,
                     &users::NewUser {
