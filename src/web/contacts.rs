@@ -277,7 +277,7 @@ pub async fn index(
         list_name,
     };
     // The search box and pager swap only the results.
-    if req.headers().get("HX-Target").and_then(|v| v.to_str().ok()) == Some("contacts-results") {
+    if crate::web::htmx_targets(&req, "contacts-results") {
         return render(&results);
     }
     render(&ContactsPage {

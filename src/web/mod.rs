@@ -55,6 +55,12 @@ pub fn is_htmx(req: &HttpRequest) -> bool {
     req.headers().contains_key("HX-Request")
 }
 
+/// Whether htmx asked to fill only the element with this id (a search box or pager swapping
+/// the results alone).
+pub fn htmx_targets(req: &HttpRequest, id: &str) -> bool {
+    req.headers().get("HX-Target").and_then(|v| v.to_str().ok()) == Some(id)
+}
+
 /// The route table: every path Herald serves. A path with several methods is one resource, so
 /// other methods get 405.
 pub fn configure(cfg: &mut web::ServiceConfig) {

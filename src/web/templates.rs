@@ -308,7 +308,7 @@ pub async fn index(
         total,
         can_draft,
     };
-    if req.headers().get("HX-Target").and_then(|v| v.to_str().ok()) == Some("templates-results") {
+    if crate::web::htmx_targets(&req, "templates-results") {
         return render(&results);
     }
     render(&IndexPage {
