@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::sql_types::{Array, BigInt, Text, Timestamp};
 
 use super::messages::MessageRow;
 use super::schema::{channel_throttle, message_events, messages, workers};
@@ -345,7 +345,10 @@ pub fn reap(
         .select(workers::id)
         .load(conn)?;
     let stuck: Vec<(i64, String, i64, i64, Option<String>)> = messages::table
-        .filter(messages::status.eq(MessageStatus::Sending.as_str()))
+        // Literal, so both databases use the partial index `messages_sending`.
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "status = 'sending'",
+        ))
         .filter(
             messages::lease_expires_at
                 .lt(now_at)
@@ -409,8 +412,8 @@ pub fn recent_sends(
 ) -> QueryResult<HashMap<i64, NaiveDateTime>> {
     let mut out = HashMap::new();
     for chunk in contact_ids.chunks(500) {
-        // The channel is checked here, not in SQL: with it in the WHERE clause SQLite (which
-        // keeps no statistics) walked the channel's whole history through messages_channel_due
+        // The channel is checked here, not in SQL: given it, SQLite (which keeps no
+        // statistics) walked the channel's whole history through an index on the channel
         // instead of each contact's few rows, and a million-message drain crawled.
         let rows: Vec<(i64, i64, Option<NaiveDateTime>)> = messages::table
             .filter(messages::contact_id.eq_any(chunk))
@@ -439,18 +442,13 @@ pub fn recent_sends(
 /// How many messages wait, per channel.
 pub fn queue_depth(conn: &mut DbConnection) -> QueryResult<Vec<(i64, i64)>> {
     messages::table
-        .filter(messages::status.eq(MessageStatus::Queued.as_str()))
+        // Literal, so both databases use the partial index `messages_queued`.
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "status = 'queued'",
+        ))
         .group_by(messages::channel_id)
         .select((messages::channel_id, diesel::dsl::count_star()))
         .load(conn)
-}
-
-/// How many this worker holds `sending` right now (tests check the in-flight bound with it).
-pub fn count_by_status(conn: &mut DbConnection, status: MessageStatus) -> QueryResult<i64> {
-    messages::table
-        .filter(messages::status.eq(status.as_str()))
-        .count()
-        .get_result(conn)
 }
 
 pub fn register_worker(
@@ -623,9 +621,11 @@ struct IdRow {
     id: i64,
 }
 
-/// Records many successful sends at once (one statement): each message this worker holds
-/// becomes `sent` with its provider id. Returns the ids updated; the others were no longer
-/// held (reaped meanwhile) and need `record_outcome`.
+/// Records many successful sends at once: each message this worker holds becomes `sent` with
+/// its provider id. Returns the ids updated; the others were no longer held (reaped meanwhile)
+/// and need `record_outcome`. One statement of fixed text whatever the batch size (the rows
+/// travel as arrays on PostgreSQL and as a JSON array on SQLite), so it is prepared once per
+/// connection; a `VALUES` list made each batch size a new statement to parse and plan.
 pub fn mark_sent_batch(
     conn: &mut DbConnection,
     worker_id: &str,
@@ -635,54 +635,46 @@ pub fn mark_sent_batch(
     if sent.is_empty() {
         return Ok(Vec::new());
     }
-    let postgres = matches!(conn, DbConnection::Postgres(_));
-    let mut values = String::new();
-    for i in 0..sent.len() {
-        if i > 0 {
-            values.push(',');
+    const SET: &str = "UPDATE messages SET status = 'sent', provider_message_id = v.pid, sent_at = $1, \
+                       updated_at = $1, lease_expires_at = NULL, leased_by = NULL, error_code = NULL, \
+                       error_message = NULL";
+    const WHERE: &str = "WHERE messages.id = v.id AND messages.status = 'sending' \
+                         AND messages.leased_by = $2 RETURNING messages.id";
+    let rows: Vec<IdRow> = match conn {
+        DbConnection::Postgres(c) => {
+            let (ids, pids): (Vec<i64>, Vec<&str>) = sent.iter().copied().unzip();
+            diesel::sql_query(format!(
+                "{SET} FROM unnest($3::bigint[], $4::text[]) AS v(id, pid) {WHERE}"
+            ))
+            .bind::<Timestamp, _>(at)
+            .bind::<Text, _>(worker_id)
+            .bind::<Array<BigInt>, _>(ids)
+            .bind::<Array<Text>, _>(pids)
+            .load(c)?
         }
-        let (a, b) = (3 + 2 * i, 4 + 2 * i);
-        if postgres {
-            values.push_str(&format!("(${a}::bigint, ${b}::text)"));
-        } else {
-            values.push_str(&format!("(?{a}, ?{b})"));
-        }
-    }
-    let sql = if postgres {
-        format!(
-            "UPDATE messages SET status = 'sent', provider_message_id = v.pid, sent_at = $1, updated_at = $1, \
-             lease_expires_at = NULL, leased_by = NULL, error_code = NULL, error_message = NULL \
-             FROM (VALUES {values}) AS v(id, pid) \
-             WHERE messages.id = v.id AND messages.status = 'sending' AND messages.leased_by = $2 RETURNING messages.id"
-        )
-    } else {
-        format!(
-            "UPDATE messages SET status = 'sent', provider_message_id = v.column2, sent_at = ?1, updated_at = ?1, \
-             lease_expires_at = NULL, leased_by = NULL, error_code = NULL, error_message = NULL \
-             FROM (VALUES {values}) AS v \
-             WHERE messages.id = v.column1 AND messages.status = 'sending' AND messages.leased_by = ?2 RETURNING messages.id"
-        )
-    };
-    macro_rules! run {
-        ($c:expr, $backend:ty) => {{
-            let mut q = diesel::sql_query(sql)
-                .into_boxed::<$backend>()
-                .bind::<Timestamp, _>(at)
-                .bind::<Text, _>(worker_id);
-            for (id, pid) in sent {
-                q = q.bind::<BigInt, _>(*id).bind::<Text, _>(*pid);
-            }
-            q.load::<IdRow>($c)?
-        }};
-    }
-    let rows = match conn {
-        DbConnection::Sqlite(c) => run!(c, diesel::sqlite::Sqlite),
-        DbConnection::Postgres(c) => run!(c, diesel::pg::Pg),
+        DbConnection::Sqlite(c) => diesel::sql_query(sqlite_params(&format!(
+            "{SET} FROM (SELECT value ->> 0 AS id, value ->> 1 AS pid FROM json_each($3)) AS v {WHERE}"
+        )))
+        .bind::<Timestamp, _>(at)
+        .bind::<Text, _>(worker_id)
+        .bind::<Text, _>(json_rows(sent))
+        .load(c)?,
     };
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
-/// Appends many timeline entries at once: `(message id, status, detail)`.
+/// SQLite numbers `$n` parameters by first appearance; `?n` keeps the number as written.
+fn sqlite_params(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// Rows as a JSON array of arrays, for SQLite's `json_each`.
+fn json_rows<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
+}
+
+/// Appends many timeline entries at once: `(message id, status, detail)`, in one statement of
+/// fixed text (see [`mark_sent_batch`]).
 pub fn record_events_batch(
     conn: &mut DbConnection,
     source: &str,
@@ -692,39 +684,36 @@ pub fn record_events_batch(
     if entries.is_empty() {
         return Ok(0);
     }
-    let postgres = matches!(conn, DbConnection::Postgres(_));
-    let mut values = String::new();
-    for i in 0..entries.len() {
-        if i > 0 {
-            values.push(',');
+    const INSERT: &str =
+        "INSERT INTO message_events (message_id, status, source, detail, occurred_at)";
+    match conn {
+        DbConnection::Postgres(c) => {
+            let ids: Vec<i64> = entries.iter().map(|e| e.0).collect();
+            let statuses: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
+            let details: Vec<&str> = entries.iter().map(|e| e.2.as_str()).collect();
+            diesel::sql_query(format!(
+                "{INSERT} SELECT id, status, $1, detail, $2 \
+                 FROM unnest($3::bigint[], $4::text[], $5::text[]) AS v(id, status, detail)"
+            ))
+            .bind::<Text, _>(source)
+            .bind::<Timestamp, _>(at)
+            .bind::<Array<BigInt>, _>(ids)
+            .bind::<Array<Text>, _>(statuses)
+            .bind::<Array<Text>, _>(details)
+            .execute(c)
         }
-        let (a, b, c) = (3 + 3 * i, 4 + 3 * i, 5 + 3 * i);
-        if postgres {
-            values.push_str(&format!("(${a}, ${b}, $1, ${c}, $2)"));
-        } else {
-            values.push_str(&format!("(?{a}, ?{b}, ?1, ?{c}, ?2)"));
+        DbConnection::Sqlite(c) => {
+            let rows: Vec<(i64, &str, &str)> = entries
+                .iter()
+                .map(|(id, status, detail)| (*id, status.as_str(), detail.as_str()))
+                .collect();
+            diesel::sql_query(sqlite_params(&format!(
+                "{INSERT} SELECT value ->> 0, value ->> 1, $1, value ->> 2, $2 FROM json_each($3)"
+            )))
+            .bind::<Text, _>(source)
+            .bind::<Timestamp, _>(at)
+            .bind::<Text, _>(json_rows(&rows))
+            .execute(c)
         }
     }
-    let sql = format!(
-        "INSERT INTO message_events (message_id, status, source, detail, occurred_at) VALUES {values}"
-    );
-    macro_rules! run {
-        ($c:expr, $backend:ty) => {{
-            let mut q = diesel::sql_query(sql)
-                .into_boxed::<$backend>()
-                .bind::<Text, _>(source)
-                .bind::<Timestamp, _>(at);
-            for (id, status, detail) in entries {
-                q = q
-                    .bind::<BigInt, _>(*id)
-                    .bind::<Text, _>(status.as_str())
-                    .bind::<Text, _>(detail.as_str());
-            }
-            q.execute($c)?
-        }};
-    }
-    Ok(match conn {
-        DbConnection::Sqlite(c) => run!(c, diesel::sqlite::Sqlite),
-        DbConnection::Postgres(c) => run!(c, diesel::pg::Pg),
-    })
 }

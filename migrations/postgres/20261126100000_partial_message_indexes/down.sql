@@ -1,0 +1,13 @@
+DROP INDEX messages_created;
+CREATE INDEX messages_created ON messages (created_at);
+DROP INDEX messages_resend_of;
+CREATE UNIQUE INDEX messages_resend_of ON messages (resend_of);
+DROP INDEX messages_idempotency;
+CREATE UNIQUE INDEX messages_idempotency ON messages (idempotency_key);
+DROP INDEX messages_provider;
+CREATE UNIQUE INDEX messages_provider ON messages (channel_id, provider_message_id);
+DROP INDEX messages_campaign;
+CREATE INDEX messages_campaign ON messages (campaign_id, status);
+DROP INDEX messages_sending;
+DROP INDEX messages_queued;
+CREATE INDEX messages_channel_due ON messages (channel_id, status, next_attempt_at, id);
