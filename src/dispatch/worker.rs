@@ -226,12 +226,14 @@ impl Dispatcher {
         let mut summary = RunSummary::default();
         for channel in channels {
             let channel = Arc::new(channel);
-            let rows = self.claim(&channel, self.inner.config.claim_batch).await?;
-            summary.claimed += rows.len();
+            let prepared = self
+                .claim_batch(&channel, self.inner.config.claim_batch)
+                .await?;
+            summary.claimed += prepared.len();
             let mut done = Vec::new();
             let mut sends = Vec::new();
             let kit = self.inner.kit(&channel);
-            for (message, decision, slot) in self.prepare(&channel, rows).await? {
+            for (message, decision, slot) in prepared {
                 match decision {
                     Decision::Outcome(outcome) => done.push(Done {
                         channel: channel.clone(),
@@ -279,96 +281,51 @@ impl Dispatcher {
         Ok(list.into_iter().filter(Channel::is_enabled).collect())
     }
 
-    async fn claim(&self, channel: &Channel, limit: usize) -> Result<Vec<MessageRow>, AppError> {
-        let (id, worker) = (channel.id, self.inner.worker_id.clone());
-        let lease_until = (Utc::now() + self.inner.config.lease).naive_utc();
-        let limit = i64::try_from(limit).unwrap_or(256);
-        self.inner
-            .db
-            .run(move |conn| {
-                Ok::<_, AppError>(outbox::claim(conn, id, &worker, limit, lease_until)?)
-            })
-            .await
-    }
-
-    /// Asks the policy about each claimed message (consent, window, spacing per recipient),
-    /// and gives the ones to send their slot on the channel's schedule.
-    async fn prepare(
+    /// Claims up to `limit` due messages of the channel, asks the policy about each again
+    /// (consent, window, spacing per recipient, the template's approval) and gives the ones to
+    /// send their slots on the channel's shared schedule. One transaction: a failure anywhere
+    /// leaves every message queued as it was.
+    async fn claim_batch(
         &self,
         channel: &Arc<Channel>,
-        rows: Vec<MessageRow>,
+        limit: usize,
     ) -> Result<Vec<(MessageRow, Decision, Instant)>, AppError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
         let ch = channel.clone();
-        let ids: Vec<i64> = rows.iter().map(|r| r.contact_id).collect();
-        let template_ids: HashSet<i64> = rows.iter().filter_map(|r| r.template_id).collect();
-        let (opted_out, windows, recent, templates) = self
+        let worker = self.inner.worker_id.clone();
+        let lease_until = (Utc::now() + self.inner.config.lease).naive_utc();
+        let limit = i64::try_from(limit).unwrap_or(256);
+        let interval_us = slot_interval_us(
+            channel.rate_limit_per_second,
+            self.inner.config.late_tolerance,
+        );
+        let (decided, start_us) = self
             .inner
             .db
             .run(move |conn| {
-                let opted: HashSet<i64> = consents::opted_out_kinds(conn, &ids)?
-                    .into_iter()
-                    .filter(|(_, kind)| kind == ch.kind.as_str())
-                    .map(|(id, _)| id)
-                    .collect();
-                let windows = if window::has_window(ch.kind) {
-                    conversations::windows_on_channel(conn, ch.id, &ids)?
-                } else {
-                    HashMap::new()
-                };
-                let recent = if ch.kind == ChannelKind::Whatsapp {
-                    let since = (Utc::now() - retry::PAIR_SPACING).naive_utc();
-                    outbox::recent_sends(conn, ch.id, &ids, since)?
-                } else {
-                    HashMap::new()
-                };
-                // Approved when queued, but it may have been paused, disabled or withdrawn since.
-                let mut unsendable: HashMap<i64, String> = HashMap::new();
-                for id in template_ids {
-                    match templates::sendable(conn, id)? {
-                        TemplateLookup::Sendable(_) => {}
-                        TemplateLookup::NotSendable { reason, .. } => {
-                            unsendable.insert(id, reason);
-                        }
-                        TemplateLookup::NotFound => {
-                            unsendable.insert(id, "The template was deleted.".into());
-                        }
+                crate::storage::write_transaction(conn, |conn| {
+                    let rows = outbox::claim(conn, ch.id, &worker, limit, lease_until)?;
+                    if rows.is_empty() {
+                        return Ok((Vec::new(), 0));
                     }
-                }
-                Ok::<_, AppError>((opted, windows, recent, unsendable))
+                    let decided = decide_all(conn, &ch, rows)?;
+                    let to_send = decided
+                        .iter()
+                        .filter(|(_, d)| matches!(d, Decision::Send(_)))
+                        .count();
+                    let start_us = match i64::try_from(to_send) {
+                        Ok(0) | Err(_) => 0,
+                        Ok(n) => outbox::reserve_slots(conn, ch.id, n, interval_us, now_us())?,
+                    };
+                    Ok::<_, AppError>((decided, start_us))
+                })
             })
             .await?;
-        let now = Utc::now();
-        let mut seen_this_batch: HashSet<i64> = HashSet::new();
-        let mut decided = Vec::with_capacity(rows.len());
-        for row in rows {
-            let decision = decide(
-                channel,
-                &row,
-                &Known {
-                    opted_out: &opted_out,
-                    windows: &windows,
-                    recent: &recent,
-                    unsendable_templates: &templates,
-                },
-                &mut seen_this_batch,
-                now,
-            );
-            decided.push((row, decision));
-        }
-        let to_send = decided
-            .iter()
-            .filter(|(_, d)| matches!(d, Decision::Send(_)))
-            .count();
-        let slots = self.inner.reserve(channel, to_send, Duration::ZERO).await?;
-        let mut slot_iter = slots.into_iter();
+        let mut slots = slot_instants(start_us, interval_us);
         Ok(decided
             .into_iter()
             .map(|(row, d)| {
                 let slot = match &d {
-                    Decision::Send(_) => slot_iter.next().unwrap_or_else(Instant::now),
+                    Decision::Send(_) => slots.next().unwrap_or_else(Instant::now),
                     Decision::Outcome(_) => Instant::now(),
                 };
                 (row, d, slot)
@@ -439,6 +396,70 @@ struct Known<'a> {
     recent: &'a HashMap<i64, chrono::NaiveDateTime>,
     /// Templates that may no longer be sent, and why.
     unsendable_templates: &'a HashMap<i64, String>,
+}
+
+/// Looks up, for one claimed batch, what the policy needs (opt-outs, windows, recent sends,
+/// templates no longer sendable), then decides about each message.
+fn decide_all(
+    conn: &mut DbConnection,
+    ch: &Channel,
+    rows: Vec<MessageRow>,
+) -> Result<Vec<(MessageRow, Decision)>, AppError> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.contact_id).collect();
+    let template_ids: HashSet<i64> = rows.iter().filter_map(|r| r.template_id).collect();
+    let opted_out: HashSet<i64> = consents::opted_out_kinds(conn, &ids)?
+        .into_iter()
+        .filter(|(_, kind)| kind == ch.kind.as_str())
+        .map(|(id, _)| id)
+        .collect();
+    let windows = if window::has_window(ch.kind) {
+        conversations::windows_on_channel(conn, ch.id, &ids)?
+    } else {
+        HashMap::new()
+    };
+    let recent = if ch.kind == ChannelKind::Whatsapp {
+        let since = (Utc::now() - retry::PAIR_SPACING).naive_utc();
+        outbox::recent_sends(conn, ch.id, &ids, since)?
+    } else {
+        HashMap::new()
+    };
+    // Approved when queued, but it may have been paused, disabled or withdrawn since.
+    let mut unsendable: HashMap<i64, String> = HashMap::new();
+    for id in template_ids {
+        match templates::sendable(conn, id)? {
+            TemplateLookup::Sendable(_) => {}
+            TemplateLookup::NotSendable { reason, .. } => {
+                unsendable.insert(id, reason);
+            }
+            TemplateLookup::NotFound => {
+                unsendable.insert(id, "The template was deleted.".into());
+            }
+        }
+    }
+    let known = Known {
+        opted_out: &opted_out,
+        windows: &windows,
+        recent: &recent,
+        unsendable_templates: &unsendable,
+    };
+    let now = Utc::now();
+    let mut seen_this_batch: HashSet<i64> = HashSet::new();
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let decision = decide(ch, &row, &known, &mut seen_this_batch, now);
+            (row, decision)
+        })
+        .collect())
+}
+
+/// Send slots `start_us`, `start_us + interval_us`, … (wall clock, µs) as monotonic instants.
+fn slot_instants(start_us: i64, interval_us: i64) -> impl Iterator<Item = Instant> {
+    let (wall_now, mono_now) = (now_us(), Instant::now());
+    (0..).map(move |i: i64| {
+        let at = start_us + i * interval_us;
+        mono_now + Duration::from_micros(u64::try_from((at - wall_now).max(0)).unwrap_or(0))
+    })
 }
 
 fn decide(
@@ -546,14 +567,7 @@ impl Inner {
                 )?)
             })
             .await?;
-        // Wall-clock slots to monotonic instants.
-        let (wall_now, mono_now) = (now_us(), Instant::now());
-        Ok((0..n)
-            .map(|i| {
-                let at = start_us + i * interval_us;
-                mono_now + Duration::from_micros(u64::try_from((at - wall_now).max(0)).unwrap_or(0))
-            })
-            .collect())
+        Ok(slot_instants(start_us, interval_us).take(count).collect())
     }
 
     /// Waits for the slot; a send that would start too late for it takes a new one, so a
@@ -1032,16 +1046,18 @@ impl Lane {
                     Err(_) => break,
                 }
             }
-            let rows = match dispatcher.claim(&channel, permits.len()).await {
-                Ok(rows) => rows,
+            let claimed = dispatcher.claim_batch(&channel, permits.len()).await;
+            let prepared = match claimed {
+                Ok(prepared) => prepared,
                 Err(e) => {
+                    // Nothing was claimed: the transaction rolled back.
                     tracing::warn!(channel = %channel.name, error = ?e, "claiming failed; retrying");
                     drop(permits);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
-            if rows.is_empty() {
+            if prepared.is_empty() {
                 drop(permits);
                 tokio::select! {
                     _ = tokio::time::sleep(self.inner.config.idle_poll) => {}
@@ -1050,7 +1066,7 @@ impl Lane {
                 }
                 continue;
             }
-            permits.truncate(rows.len());
+            permits.truncate(prepared.len());
             let in_flight = self.inner.config.max_in_flight - self.semaphore.available_permits();
             self.inner
                 .metrics
@@ -1059,28 +1075,6 @@ impl Lane {
                     channel: channel.name.clone(),
                 })
                 .set(i64::try_from(in_flight).unwrap_or(0));
-            let prepared = match dispatcher.prepare(&channel, rows.clone()).await {
-                Ok(p) => p,
-                Err(e) => {
-                    // Nothing was sent: give the messages back.
-                    tracing::warn!(channel = %channel.name, error = ?e, "preparing sends failed; messages released");
-                    for (message, permit) in rows.into_iter().zip(permits) {
-                        let _ = self
-                            .writer
-                            .send(Done {
-                                channel: channel.clone(),
-                                message,
-                                outcome: Outcome::Released {
-                                    at: crate::storage::now(),
-                                },
-                                class: None,
-                                _permit: Some(permit),
-                            })
-                            .await;
-                    }
-                    continue;
-                }
-            };
             let kit = self.inner.kit(&channel);
             last_slot = prepared
                 .iter()
