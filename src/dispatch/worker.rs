@@ -70,6 +70,9 @@ impl DispatchConfig {
 /// How far ahead of its send slots a lane claims messages.
 const LOOKAHEAD: Duration = Duration::from_millis(200);
 
+/// The longest a lane waits for sends to finish before claiming a smaller batch.
+const BATCH_WAIT: Duration = Duration::from_millis(4);
+
 /// How late after its slot a send may still start.
 const LATE_TOLERANCE: Duration = Duration::from_millis(10);
 
@@ -1031,20 +1034,34 @@ impl Lane {
                 _ = stop.wait_for(|s| *s) => return,
             };
             // Under load, let a few more sends finish so claims come in batches rather than
-            // one message per transaction.
-            let batch_floor = (want / 8).max(1);
-            for _ in 0..4 {
-                if self.semaphore.available_permits() + 1 >= batch_floor {
-                    break;
+            // one message per transaction (woken as soon as they have, waiting at most
+            // BATCH_WAIT).
+            let mut held = first;
+            let floor = (want / 8).max(1);
+            if held.num_permits() + self.semaphore.available_permits() < floor {
+                let more = u32::try_from(floor - held.num_permits()).unwrap_or(u32::MAX);
+                let waited = tokio::time::timeout(
+                    BATCH_WAIT,
+                    self.semaphore.clone().acquire_many_owned(more),
+                )
+                .await;
+                if let Ok(Ok(more)) = waited {
+                    held.merge(more);
                 }
-                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            let mut permits = vec![first];
-            while permits.len() < want {
-                match self.semaphore.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
+            let free = self.semaphore.available_permits();
+            let top_up = want.saturating_sub(held.num_permits()).min(free);
+            if top_up > 0
+                && let Ok(more) = self
+                    .semaphore
+                    .clone()
+                    .try_acquire_many_owned(u32::try_from(top_up).unwrap_or(u32::MAX))
+            {
+                held.merge(more);
+            }
+            let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(held.num_permits());
+            while let Some(one) = held.split(1) {
+                permits.push(one);
             }
             let claimed = dispatcher.claim_batch(&channel, permits.len()).await;
             let prepared = match claimed {
