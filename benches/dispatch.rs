@@ -3,6 +3,7 @@
 //!   --messages N     messages for the throughput run (default 50,000)
 //!   --rate-secs S    length of each rate-accuracy run (default 30; 0 skips)
 //!   --drain N        also drain N queued messages and report memory (default 0)
+//!   --only NAME      run one backend only: `sqlite` or `postgres` (for profiling)
 //!
 //! Throughput: the fake provider (in this process, on loopback) driven first by a bare HTTP
 //! client with as many requests in flight as Herald uses (the ceiling), then by Herald's
@@ -43,6 +44,48 @@ fn rss_mib() -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU seconds used so far by `[this process minus the fake provider, the fake provider's
+/// threads, PostgreSQL's server processes]`: where each message's work goes.
+fn cpu_seconds() -> [f64; 3] {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks = |stat: &str| -> f64 {
+        // Fields after the command name: state is the 3rd, utime the 14th, stime the 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (n(11) + n(12)) / tick
+    };
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let process = ticks(&read("/proc/self/stat".into()));
+    let mut fake = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if read(task.path().join("comm")).starts_with("actix") {
+            fake += ticks(&read(task.path().join("stat")));
+        }
+    }
+    let mut postgres = 0.0;
+    for proc in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if read(proc.path().join("comm")).trim() == "postgres" {
+            postgres += ticks(&read(proc.path().join("stat")));
+        }
+    }
+    [process - fake, fake, postgres]
+}
+
+/// Microseconds of CPU per message between two `cpu_seconds` readings.
+fn per_message(before: [f64; 3], after: [f64; 3], n: usize) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for i in 0..3 {
+        out[i] = (after[i] - before[i]) * 1e6 / n as f64;
+    }
+    out
 }
 
 fn phone(i: usize) -> String {
@@ -225,11 +268,18 @@ async fn main() {
     let drain_n: usize = arg("--drain").and_then(|v| v.parse().ok()).unwrap_or(0);
     let dir = tempfile::tempdir().expect("dir");
 
+    let only = arg("--only").map(|o| o.to_ascii_lowercase());
+    let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut backends: Vec<(String, String)> = vec![(
         "SQLite".into(),
         format!("sqlite://{}", dir.path().join("bench.db").display()),
     )];
-    if let Ok(url) = std::env::var("HERALD_BENCH_DATABASE_URL") {
+    if !wants("sqlite") {
+        backends.clear();
+    }
+    if let Ok(url) = std::env::var("HERALD_BENCH_DATABASE_URL")
+        && wants("postgres")
+    {
         // A fresh database on that server.
         let name = format!("herald_bench_{}", uuid::Uuid::new_v4().simple());
         let admin = Db::connect(&url, 1).expect("postgres");
@@ -253,6 +303,7 @@ async fn main() {
         "| backend | ceiling: bare HTTP client (req/s) | Herald dispatcher (msg/s) | share of ceiling |"
     );
     println!("|---|---:|---:|---:|");
+    let mut cpu_rows = Vec::new();
     for (label, url) in &backends {
         let db = open_db(label, url);
         let fake = FakeProvider::start(FakeConfig {
@@ -262,10 +313,14 @@ async fn main() {
         })
         .await
         .expect("fake");
+        let before = cpu_seconds();
         let ceiling_rate = ceiling(&fake, messages).await;
+        let ceiling_cpu = per_message(before, cpu_seconds(), messages);
         let ch = channel(&db, "Unlimited", &fake.base_url, 1_000_000);
         queue(&db, &ch, 0, messages);
+        let before = cpu_seconds();
         let elapsed = drain(&db, &fake, messages as u64, |_| {}).await;
+        let herald_cpu = per_message(before, cpu_seconds(), messages);
         let rate = messages as f64 / elapsed.as_secs_f64();
         let stats = fake.stats();
         assert!(stats.duplicates().is_empty(), "duplicates in the benchmark");
@@ -273,6 +328,22 @@ async fn main() {
             "| {label} | {ceiling_rate:.0} | {rate:.0} | {:.0}% |",
             rate / ceiling_rate * 100.0
         );
+        cpu_rows.push((label.clone(), ceiling_cpu, herald_cpu));
+    }
+    println!();
+    println!(
+        "CPU per message (µs): the sender (bare client, or Herald), the fake provider, the PostgreSQL server"
+    );
+    println!();
+    println!("| backend | run | sender | fake provider | PostgreSQL server |");
+    println!("|---|---|---:|---:|---:|");
+    for (label, ceiling_cpu, herald_cpu) in cpu_rows {
+        for (run, cpu) in [("bare client", ceiling_cpu), ("Herald", herald_cpu)] {
+            println!(
+                "| {label} | {run} | {:.0} | {:.0} | {:.0} |",
+                cpu[0], cpu[1], cpu[2]
+            );
+        }
     }
 
     if rate_secs > 0 {
