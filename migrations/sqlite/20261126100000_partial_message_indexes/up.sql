@@ -1,9 +1,7 @@
--- Each change of a message's status (claimed, then sent) writes a new entry into the message's
--- indexes; in PostgreSQL into every index, as a status change is never a HOT update. Indexes
--- that only some messages need now hold only those: the queue holds queued messages, a new
--- index holds the ones being sent (for the reaper, which scanned the whole table), and the
--- optional columns are indexed only where set. The sending benchmark's PostgreSQL work per
--- message fell by about half.
+-- The same as on PostgreSQL (where every status change writes into every index): indexes that
+-- only some messages need now hold only those. The queue holds queued messages, a new index
+-- holds the ones being sent (for the reaper, which scanned the whole table), and the optional
+-- columns are indexed only where set.
 DROP INDEX messages_channel_due;
 CREATE INDEX messages_queued ON messages (channel_id, next_attempt_at, id) WHERE status = 'queued';
 CREATE INDEX messages_sending ON messages (lease_expires_at) WHERE status = 'sending';
