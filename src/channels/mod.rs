@@ -321,6 +321,11 @@ pub struct TemplateSubmission {
     pub header_examples: Vec<PlaceholderExample>,
     /// Samples for the body's placeholders.
     pub body_examples: Vec<PlaceholderExample>,
+    /// The provider's id of the template this one replaces (an earlier version the provider
+    /// took). WhatsApp edits that template (`POST /{template-id}`): Meta refuses a second
+    /// template with the same name and language. Infobip has no edit call and gets a new
+    /// template.
+    pub replaces: Option<String>,
 }
 
 /// Which template to ask about: by the provider's id, or by name and language (WhatsApp only;

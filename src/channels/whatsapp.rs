@@ -162,6 +162,43 @@ impl WhatsappAdapter {
         )
     }
 
+    /// A new version of a template Meta already has: Meta's edit call (`POST /{template-id}`)
+    /// with the new category and components (a template's name and language never change).
+    /// Meta reviews it again; the template keeps its id.
+    async fn edit_template(
+        &self,
+        provider_template_id: &str,
+        mut body: Value,
+    ) -> Result<TemplateSubmitted, SendError> {
+        if provider_template_id.is_empty()
+            || !provider_template_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(SendError::new(
+                ErrorClass::Permanent,
+                format!(
+                    "the template's id at Meta ({provider_template_id:?}) is not one Meta gives"
+                ),
+            )
+            .with_code("bad_request_setup"));
+        }
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("name");
+            fields.remove("language");
+        }
+        let answer = self
+            .call(self.http.post(self.url(provider_template_id)).json(&body))
+            .await?;
+        if !answer.json::<Edited>().is_some_and(|e| e.success) {
+            return Err(answer.unreadable_success());
+        }
+        Ok(TemplateSubmitted {
+            provider_template_id: provider_template_id.to_owned(),
+            status: ProviderTemplateStatus::Pending,
+        })
+    }
+
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Answer, SendError> {
         let request = request.bearer_auth(self.settings.access_token.expose());
         wire::call(request, classify).await
@@ -411,6 +448,12 @@ struct CreatedTemplate {
     status: Option<String>,
 }
 
+/// Meta's answer to an edit: `{"success": true}`.
+#[derive(Debug, Deserialize)]
+struct Edited {
+    success: bool,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct TemplateInfo {
@@ -457,6 +500,9 @@ impl ChannelAdapter for WhatsappAdapter {
         template: &TemplateSubmission,
     ) -> Result<TemplateSubmitted, SendError> {
         let body = template_body(template)?;
+        if let Some(id) = &template.replaces {
+            return self.edit_template(id, body).await;
+        }
         let url = self.url(&format!("{}/message_templates", self.settings.waba_id));
         let answer = self.call(self.http.post(url).json(&body)).await?;
         let Some(created) = answer.json::<CreatedTemplate>() else {

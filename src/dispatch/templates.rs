@@ -88,6 +88,7 @@ pub fn submission_for(template: &ValidTemplate) -> Option<TemplateSubmission> {
         buttons,
         header_examples: examples(PlaceholderLocation::Header),
         body_examples: examples(PlaceholderLocation::Body),
+        replaces: None,
     })
 }
 
@@ -130,14 +131,15 @@ pub async fn submit(
             let channel = channel_store::find(conn, template.channel_id)?
                 .ok_or_else(|| AppError::not_found("The template's channel"))?;
             if !version.state.awaits_provider_submission(channel.kind) {
-                return Ok(Some((channel, version, false)));
+                return Ok(Some((channel, version, None, false)));
             }
+            let replaces = templates::provider_id_to_replace(conn, &version)?;
             let claimed =
                 templates::claim_submission(conn, version.id, now() - SUBMISSION_STALE_AFTER)?;
-            Ok(Some((channel, version, claimed)))
+            Ok(Some((channel, version, replaces, claimed)))
         })
         .await?;
-    let Some((channel, version, claimed)) = claimed else {
+    let Some((channel, version, replaces, claimed)) = claimed else {
         return Ok(Submitted::NotNeeded);
     };
     if !version.state.awaits_provider_submission(channel.kind) {
@@ -146,7 +148,7 @@ pub async fn submit(
     if !claimed {
         return Ok(Submitted::InFlight);
     }
-    let result = call_submit(registry, &channel, &version).await;
+    let result = call_submit(registry, &channel, &version, replaces).await;
     let outcome = match &result {
         SubmissionResult::Accepted { status, .. } => Submitted::Accepted(status.clone()),
         SubmissionResult::Failed(text) => Submitted::Failed(text.clone()),
@@ -166,6 +168,7 @@ async fn call_submit(
     registry: &ChannelRegistry,
     channel: &Channel,
     version: &Version,
+    replaces: Option<String>,
 ) -> SubmissionResult {
     let valid = match version.valid(channel.kind) {
         Ok(v) => v,
@@ -176,12 +179,13 @@ async fn call_submit(
             ));
         }
     };
-    let Some(submission) = submission_for(&valid) else {
+    let Some(mut submission) = submission_for(&valid) else {
         return SubmissionResult::Failed(format!(
             "{} templates are not submitted to a provider.",
             channel.kind.label()
         ));
     };
+    submission.replaces = replaces;
     let adapter = match registry.adapter(channel) {
         Ok(a) => a,
         Err(e) => {

@@ -261,6 +261,24 @@ pub fn find_version(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Vers
         .transpose()
 }
 
+/// The provider's id of the template a new version replaces: the latest earlier version of
+/// the same template that the provider took (approved, rejected or paused there, it is still
+/// that template at the provider).
+pub fn provider_id_to_replace(
+    conn: &mut DbConnection,
+    version: &Version,
+) -> QueryResult<Option<String>> {
+    template_versions::table
+        .filter(template_versions::template_id.eq(version.template_id))
+        .filter(template_versions::number.lt(version.number))
+        .filter(template_versions::provider_template_id.is_not_null())
+        .order(template_versions::number.desc())
+        .select(template_versions::provider_template_id)
+        .first::<Option<String>>(conn)
+        .optional()
+        .map(Option::flatten)
+}
+
 fn version_required(conn: &mut DbConnection, id: Option<i64>) -> QueryResult<Version> {
     let id = id.ok_or(diesel::result::Error::NotFound)?;
     find_version(conn, id)?.ok_or(diesel::result::Error::NotFound)

@@ -135,6 +135,8 @@ pub struct FakeStats {
     pub scripted: u64,
     pub unauthorized: u64,
     pub templates_created: u64,
+    /// Templates edited through Meta's edit call (`POST /{version}/{template-id}`).
+    pub templates_edited: u64,
     pub webhooks_sent: u64,
     pub webhooks_failed: u64,
     /// Send requests per recipient (`+digits`), whatever the answer.
@@ -438,6 +440,7 @@ enum Route {
     WaSend,
     WaTemplateCreate,
     WaTemplateList,
+    WaTemplateEdit(String),
     WaObject(String),
     TwSend,
     TwAccount(String),
@@ -469,6 +472,7 @@ impl Route {
             (true, [_, _, "messages"]) => (Whatsapp, Route::WaSend),
             (true, [_, _, "message_templates"]) => (Whatsapp, Route::WaTemplateCreate),
             (false, [_, _, "message_templates"]) => (Whatsapp, Route::WaTemplateList),
+            (true, [_, id]) => (Whatsapp, Route::WaTemplateEdit(id.to_string())),
             (false, [_, id]) => (Whatsapp, Route::WaObject(id.to_string())),
             _ => return None,
         })
@@ -607,6 +611,7 @@ async fn answer(
         Route::IbSend => ib_send(state, record, recipients),
         Route::WaTemplateCreate => wa_template_create(state, record),
         Route::WaTemplateList => wa_template_list(state, record),
+        Route::WaTemplateEdit(id) => wa_template_edit(state, record, &id),
         Route::WaObject(id) => wa_object(state, &id),
         Route::TwAccount(sid) => HttpResponse::Ok().json(json!({
             "sid": sid, "friendly_name": "Herald fake account", "status": "active", "type": "Full",
@@ -787,6 +792,25 @@ fn wa_template_create(state: &State, r: &RecordedRequest) -> HttpResponse {
     let out = json!({"id": template.id, "status": "PENDING", "category": template.category});
     lock(&state.templates).insert(template.id.clone(), template);
     HttpResponse::Ok().json(out)
+}
+
+/// Meta's edit call: the template keeps its id and goes back to review.
+fn wa_template_edit(state: &State, r: &RecordedRequest, id: &str) -> HttpResponse {
+    let body = r.json().unwrap_or_default();
+    let mut templates = lock(&state.templates);
+    let Some(template) = templates.get_mut(id) else {
+        return HttpResponse::BadRequest().json(json!({"error": {
+            "message": format!("Unsupported post request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."),
+            "type": "GraphMethodException", "code": 100, "error_subcode": 33,
+            "fbtrace_id": "AfakeTrace"}}));
+    };
+    if let Some(category) = body.get("category").and_then(Value::as_str) {
+        template.category = category.to_owned();
+    }
+    template.status = None;
+    drop(templates);
+    state.stats(|s| s.templates_edited += 1);
+    HttpResponse::Ok().json(json!({"success": true}))
 }
 
 fn wa_template_json(state: &State, t: &FakeTemplate) -> Value {

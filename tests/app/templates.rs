@@ -849,6 +849,59 @@ async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) 
     assert_eq!(status, 401);
     assert_eq!(stage(&p.mia.get_html(&path).await), "Sendable");
 
+    // A new version of a template Meta has: Meta's edit call on the same template (a second
+    // creation with the same name and language is refused by Meta). Version 1 keeps sending
+    // until Meta approves version 2.
+    let v2_body = "Hi {{1}}, your order {{2}} is on its way.";
+    let res = edit_whatsapp(&p.mia, &path, &wa, "order_update", v2_body).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    submit(&p.mia, &path, "2").await;
+    let page = approve(&p.sam, &path, "2").await;
+    assert!(
+        flashes(&page).contains("Submitted to Meta"),
+        "{}",
+        flashes(&page)
+    );
+    let edit = fake
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "POST")
+        .expect("a submission");
+    assert_eq!(
+        (edit.method.as_str(), edit.path.as_str()),
+        ("POST", format!("/v23.0/{id}").as_str())
+    );
+    let sent = edit.json().expect("JSON");
+    assert_eq!(sent.get("name"), None);
+    assert_eq!(sent["components"][0]["text"], v2_body);
+    assert_eq!(fake.stats().templates_created, 1);
+    assert_eq!(fake.stats().templates_edited, 1);
+    assert_eq!(
+        provider_id(&app, &path),
+        id,
+        "still the same template at Meta"
+    );
+    assert_eq!(
+        wait_until_sendable(&app, &p.key, "order_update").await["version"],
+        1
+    );
+    // Meta's status events are told apart by the template, the verdict and the second they
+    // were sent (the envelope's `time`): the first approval must be in an earlier second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fake.send_template_status(&endpoint, &id, "APPROVED", None, None)
+        .await
+        .expect("webhook");
+    let mut version = Value::Null;
+    for _ in 0..100 {
+        version = wait_until_sendable(&app, &p.key, "order_update").await["version"].clone();
+        if version == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(version, 2, "Meta approved version 2");
+
     // Another one: Meta rejects it, and says why, verbatim.
     let path = draft_whatsapp(&p.mia, &wa, "abandoned_cart").await;
     submit(&p.mia, &path, "1").await;

@@ -181,6 +181,7 @@ fn booking() -> TemplateSubmission {
                 value: "K999".into(),
             },
         ],
+        replaces: None,
     }
 }
 

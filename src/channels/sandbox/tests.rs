@@ -66,6 +66,7 @@ async fn templates_are_approved_after_the_configured_delay() {
             placeholder: "pin".into(),
             value: "123456".into(),
         }],
+        replaces: None,
     };
     let start = Instant::now();
     let submitted = adapter.submit_template(&t).await.unwrap();

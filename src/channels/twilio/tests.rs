@@ -318,6 +318,7 @@ async fn sms_has_no_provider_templates() {
             placeholder: "1".into(),
             value: "Ann".into(),
         }],
+        replaces: None,
     };
     let e = a.submit_template(&t).await.unwrap_err();
     assert_eq!(e.class, ErrorClass::Unsupported);

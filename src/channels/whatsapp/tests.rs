@@ -156,6 +156,7 @@ fn seasonal_promotion() -> TemplateSubmission {
             example("1", "the end of August"),
             example("2", "25OFF"),
         ],
+        replaces: None,
     }
 }
 
@@ -213,6 +214,47 @@ async fn template_creation_matches_the_reference_payload() {
     assert_eq!(missing.code.as_deref(), Some("template_not_found"));
 }
 
+#[tokio::test]
+async fn a_new_version_edits_the_template_meta_already_has() {
+    let fake = fake().await;
+    let a = adapter(&fake.base_url);
+    let created = a.submit_template(&seasonal_promotion()).await.unwrap();
+    let mut v2 = seasonal_promotion();
+    v2.body_text = "Shop now through {{1}} and use code {{2}} to get {{3}} off.".into();
+    v2.replaces = Some(created.provider_template_id.clone());
+    let edited = a.submit_template(&v2).await.unwrap();
+    // The same template at Meta, back in review.
+    assert_eq!(edited.provider_template_id, created.provider_template_id);
+    assert_eq!(edited.status, ProviderTemplateStatus::Pending);
+    let request = fake.last_request().unwrap();
+    assert_eq!(request.method, "POST");
+    assert_eq!(
+        request.path,
+        format!("/v23.0/{}", created.provider_template_id)
+    );
+    let body = request.json().unwrap();
+    assert_eq!(body.get("name"), None, "a template's name never changes");
+    assert_eq!(body.get("language"), None);
+    assert_eq!(body["category"], "MARKETING");
+    assert_eq!(
+        body["components"][1]["text"],
+        "Shop now through {{1}} and use code {{2}} to get {{3}} off."
+    );
+    let stats = fake.stats();
+    assert_eq!((stats.templates_created, stats.templates_edited), (1, 1));
+
+    // Meta no longer has it: its refusal, verbatim.
+    v2.replaces = Some("1689556908000000".into());
+    let e = a.submit_template(&v2).await.unwrap_err();
+    assert!(e.message.contains("does not exist"), "{e}");
+    // An id Meta never gives is not put into a URL.
+    v2.replaces = Some("../message_templates".into());
+    let before = fake.stats().requests;
+    let e = a.submit_template(&v2).await.unwrap_err();
+    assert_eq!(e.code.as_deref(), Some("bad_request_setup"), "{e}");
+    assert_eq!(fake.stats().requests, before);
+}
+
 #[test]
 fn named_templates_send_named_examples_and_url_button_samples() {
     let t = TemplateSubmission {
@@ -245,6 +287,7 @@ fn named_templates_send_named_examples_and_url_button_samples() {
                 value: "Jessica".into(),
             },
         ],
+        replaces: None,
     };
     let body = template_body(&t).unwrap();
     assert_eq!(body["parameter_format"], "named");
