@@ -395,6 +395,8 @@ struct Known<'a> {
     opted_out: &'a HashSet<i64>,
     /// The last inbound message per contact on this channel.
     windows: &'a HashMap<i64, chrono::NaiveDateTime>,
+    /// Business messages per contact since its last inbound message (Viber's session).
+    session: &'a HashMap<i64, Vec<i64>>,
     /// The last send per contact on this channel (WhatsApp's pair limit).
     recent: &'a HashMap<i64, chrono::NaiveDateTime>,
     /// Templates that may no longer be sent, and why.
@@ -420,6 +422,12 @@ fn decide_all(
     } else {
         HashMap::new()
     };
+    // Viber's session rule: five business messages in a row, then the customer must write.
+    let session = if ch.kind == ChannelKind::Viber {
+        conversations::session_messages(conn, ch.id, &windows)?
+    } else {
+        HashMap::new()
+    };
     let recent = if ch.kind == ChannelKind::Whatsapp {
         let since = (Utc::now() - retry::PAIR_SPACING).naive_utc();
         outbox::recent_sends(conn, ch.id, &ids, since)?
@@ -442,6 +450,7 @@ fn decide_all(
     let known = Known {
         opted_out: &opted_out,
         windows: &windows,
+        session: &session,
         recent: &recent,
         unsendable_templates: &unsendable,
     };
@@ -475,6 +484,7 @@ fn decide(
     let Known {
         opted_out,
         windows,
+        session,
         recent,
         unsendable_templates,
     } = known;
@@ -507,7 +517,10 @@ fn decide(
             windows.get(&row.contact_id).map(|t| t.and_utc()),
             now,
         ),
-        sent_since_last_inbound: 0,
+        // The messages of the session queued before this one.
+        sent_since_last_inbound: session.get(&row.contact_id).map_or(0, |ids| {
+            u32::try_from(ids.partition_point(|id| *id < row.id)).unwrap_or(u32::MAX)
+        }),
     };
     if let Err(denial) = policy::may_send(&ctx, intent) {
         let message = match (denial, template_problem) {

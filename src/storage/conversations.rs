@@ -281,6 +281,40 @@ pub fn sent_since(
         .get_result(conn)
 }
 
+/// Viber's session at send time: for each contact with a last inbound message on the channel,
+/// the ids (ascending) of the business messages queued to it on the channel since then that
+/// were not refused or failed, as [`sent_since`] counts them. A message's own place in that
+/// list is how many went before it.
+pub fn session_messages(
+    conn: &mut DbConnection,
+    channel_id: i64,
+    since: &std::collections::HashMap<i64, NaiveDateTime>,
+) -> QueryResult<std::collections::HashMap<i64, Vec<i64>>> {
+    let mut out: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+    let contacts: Vec<i64> = since.keys().copied().collect();
+    for chunk in contacts.chunks(500) {
+        let Some(earliest) = chunk.iter().filter_map(|c| since.get(c)).min() else {
+            continue;
+        };
+        let rows: Vec<(i64, i64, NaiveDateTime)> = messages::table
+            .filter(messages::contact_id.eq_any(chunk))
+            .filter(messages::channel_id.eq(channel_id))
+            .filter(messages::created_at.gt(earliest))
+            .filter(messages::status.ne_all(["failed", "skipped", "cancelled"]))
+            .select((messages::contact_id, messages::id, messages::created_at))
+            .load(conn)?;
+        for (contact, id, at) in rows {
+            if since.get(&contact).is_some_and(|s| at > *s) {
+                out.entry(contact).or_default().push(id);
+            }
+        }
+    }
+    for ids in out.values_mut() {
+        ids.sort_unstable();
+    }
+    Ok(out)
+}
+
 /// When each of these contacts last wrote, per channel: `(contact_id, channel_id, at)`.
 pub fn windows_of(
     conn: &mut DbConnection,

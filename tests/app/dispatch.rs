@@ -27,6 +27,7 @@ use crate::helpers::{TestApp, test_settings};
 crate::both_backends!(
     faults_end_sent_failed_or_unknown_and_nothing_is_accepted_twice,
     the_policy_is_asked_again_at_send_time,
+    viber_sessions_are_checked_again_at_send_time,
     a_template_no_longer_sendable_is_not_sent,
     failed_and_unknown_messages_are_resent_by_hand_once,
     sandbox_messages_are_sent_then_delivered_then_read,
@@ -155,6 +156,15 @@ fn message_rows(db: &Db) -> Vec<herald::storage::messages::MessageRow> {
         .select(herald::storage::messages::MessageRow::as_select())
         .load(&mut *db.get().expect("conn"))
         .expect("rows")
+}
+
+/// The sandbox channel of a kind, which exists without any configuration.
+fn sandbox_channel(db: &Db, kind: ChannelKind) -> Channel {
+    channels::list(&mut db.get().unwrap())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.provider == Provider::Sandbox && c.kind == kind)
+        .unwrap_or_else(|| panic!("no sandbox {kind:?} channel"))
 }
 
 async fn start_fake(config: FakeConfig) -> FakeProviderHandle {
@@ -332,6 +342,71 @@ async fn the_policy_is_asked_again_at_send_time(app: TestApp) {
         1,
         "nothing refused by the policy reached the provider"
     );
+}
+
+/// Viber lets a business send five messages in a row, then the customer must write. Sending
+/// refuses a sixth, but two requests at once can both pass that check: the dispatcher asks
+/// again, in queue order.
+async fn viber_sessions_are_checked_again_at_send_time(app: TestApp) {
+    use herald::storage::conversations::{self, Inbound};
+    let db = db(&app);
+    let viber = sandbox_channel(&db, ChannelKind::Viber);
+    let customer = E164::parse(&phone(0), None).expect("phone");
+    let mut conn = db.get().unwrap();
+    let inbound = conversations::record_inbound(
+        &mut conn,
+        &viber,
+        &Inbound {
+            from: &customer,
+            text: "Is my table booked?",
+            provider_message_id: Some("viber-in-1"),
+            received_at: now(),
+            profile_name: None,
+        },
+    )
+    .expect("inbound");
+    let text = serde_json::to_string(&MessageContent::Text {
+        body: "Yes, 8 pm.".into(),
+    })
+    .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let m = outbox::enqueue(
+            &mut conn,
+            &NewMessage {
+                channel_id: viber.id,
+                contact_id: inbound.contact.id,
+                to_address: customer.as_str(),
+                campaign_id: None,
+                template_id: None,
+                content_kind: "text",
+                body: "Yes, 8 pm.",
+                content: &text,
+                idempotency_key: None,
+                requested_by: "test",
+                resend_of: None,
+                not_before: now(),
+            },
+        )
+        .expect("enqueue");
+        ids.push(m.id);
+    }
+    drop(conn);
+    let d = dispatcher(&db, Duration::from_secs(5), |_| {});
+    let summary = d.run_once().await.unwrap();
+    assert_eq!((summary.claimed, summary.sent, summary.skipped), (7, 5, 2));
+    let mut conn = db.get().unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let m = herald::storage::messages::find(&mut conn, *id)
+            .unwrap()
+            .unwrap();
+        if i < 5 {
+            assert_eq!(m.status(), MessageStatus::Sent, "message {i}");
+        } else {
+            assert_eq!(m.status(), MessageStatus::Skipped, "message {i}");
+            assert_eq!(m.error_code.as_deref(), Some("session_limit"));
+        }
+    }
 }
 
 async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
@@ -520,11 +595,7 @@ async fn failed_and_unknown_messages_are_resent_by_hand_once(app: TestApp) {
 
 async fn sandbox_messages_are_sent_then_delivered_then_read(app: TestApp) {
     let db = db(&app);
-    let sandbox = channels::list(&mut db.get().unwrap())
-        .unwrap()
-        .into_iter()
-        .find(|c| c.provider == Provider::Sandbox && c.kind == ChannelKind::Whatsapp)
-        .expect("the sandbox WhatsApp channel exists without any configuration");
+    let sandbox = sandbox_channel(&db, ChannelKind::Whatsapp);
     {
         use diesel::prelude::*;
         use herald::storage::schema::channels as ch;
