@@ -333,6 +333,7 @@ diesel::table! {
         live_version_id -> Nullable<BigInt>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        variable_sources -> Nullable<Text>,
     }
 }
 

@@ -261,6 +261,36 @@ pub fn find_version(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Vers
         .transpose()
 }
 
+/// Per placeholder name: how the send page fills it, as posted there (`source`, contact
+/// field, fixed or fallback text).
+pub type VariableSources = std::collections::BTreeMap<String, (String, String, String)>;
+
+/// The variable sources last used to send this template from the send page (empty if none, or
+/// if what was stored cannot be read).
+pub fn variable_sources(conn: &mut DbConnection, template_id: i64) -> QueryResult<VariableSources> {
+    let stored: Option<Option<String>> = templates::table
+        .find(template_id)
+        .select(templates::variable_sources)
+        .first(conn)
+        .optional()?;
+    Ok(stored
+        .flatten()
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default())
+}
+
+/// Remembers how the send page filled this template's variables, to offer it next time.
+pub fn remember_variable_sources(
+    conn: &mut DbConnection,
+    template_id: i64,
+    sources: &VariableSources,
+) -> QueryResult<usize> {
+    let json = serde_json::to_string(sources).unwrap_or_else(|_| "{}".into());
+    diesel::update(templates::table.find(template_id))
+        .set(templates::variable_sources.eq(json))
+        .execute(conn)
+}
+
 /// The provider's id of the template a new version replaces: the latest earlier version of
 /// the same template that the provider took (approved, rejected or paused there, it is still
 /// that template at the provider).
@@ -516,7 +546,7 @@ pub fn create(
     }
     let created = crate::storage::write_transaction(conn, |conn| {
         let at = now();
-        let template: Template = diesel::insert_into(templates::table)
+        let template_id: i64 = diesel::insert_into(templates::table)
             .values((
                 templates::public_id.eq(new_public_id()),
                 templates::channel_id.eq(channel.id),
@@ -526,8 +556,9 @@ pub fn create(
                 templates::created_at.eq(at),
                 templates::updated_at.eq(at),
             ))
-            .returning(templates::all_columns)
+            .returning(templates::id)
             .get_result(conn)?;
+        let template = find(conn, template_id)?.ok_or(diesel::result::Error::NotFound)?;
         let version_id = insert_version(conn, template.id, 1, valid, author)?;
         diesel::update(templates::table.find(template.id))
             .set(templates::current_version_id.eq(version_id))

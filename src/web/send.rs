@@ -395,16 +395,22 @@ fn compose(
         }
     }
 
-    // The template's variables: their sources and values.
+    // The template's variables: their sources (as posted, else as last sent, else a first
+    // guess) and values.
     let mut variables = Vec::new();
     if let (Mode::Template, Some(t)) = (mode, &template) {
+        let remembered = templates::variable_sources(conn, t.template_id)?;
         let mut seen: Vec<String> = Vec::new();
         for info in t.placeholders() {
             if seen.contains(&info.name) {
                 continue;
             }
             seen.push(info.name.clone());
-            let source = mapping_for(&info, input.sources.get(&info.name), &attribute_keys);
+            let posted = input
+                .sources
+                .get(&info.name)
+                .or_else(|| remembered.get(&info.name));
+            let source = mapping_for(&info, posted, &attribute_keys);
             let posted = input.values.get(&info.name).cloned().flatten();
             let recompute = match &input.refresh {
                 Refresh::All => true,
@@ -778,6 +784,9 @@ pub async fn submit(
     };
     match outcome {
         Ok(q) => {
+            if let Some(template_id) = q.message.template_id.filter(|_| !q.replayed) {
+                remember_sources(&state, template_id, &fields).await;
+            }
             if is_htmx(&req) {
                 render(&SentCard {
                     message_id: q.message.public_id.clone(),
@@ -815,6 +824,32 @@ pub async fn submit(
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
         }
+    }
+}
+
+/// Keeps how the variables of a template just sent were filled, to offer it next time (a
+/// failure here costs only that convenience).
+async fn remember_sources(state: &AppState, template_id: i64, fields: &Fields) {
+    let sources: templates::VariableSources = Input::from_fields(fields, None)
+        .sources
+        .into_iter()
+        .filter(|(_, (source, _, _))| !source.is_empty())
+        .collect();
+    if sources.is_empty() {
+        return;
+    }
+    let stored = state
+        .db
+        .run(move |conn| {
+            Ok::<_, AppError>(templates::remember_variable_sources(
+                conn,
+                template_id,
+                &sources,
+            )?)
+        })
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(error = ?e, template_id, "remembering a template's variable sources failed");
     }
 }
 

@@ -581,6 +581,27 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
     );
     assert!(second.contains("already sent"), "{second}");
     assert_eq!(message_count(&app), 1, "one message for a double submit");
+    // The next send of this template starts from the sources just used, for anyone.
+    let bea = contact(
+        &app,
+        &s.key,
+        json!({"phone": "+14155550119", "name": "Bea Lind", "attributes": {"order": "#88"}}),
+    )
+    .await;
+    let compose = htmx_html(
+        &s.admin,
+        "/send/compose",
+        &[
+            ("contact", bea.as_str()),
+            ("channel", wa_id),
+            ("mode", "template"),
+            ("template", template_id.as_str()),
+        ],
+        Some("template"),
+    )
+    .await;
+    assert_eq!(attr(&compose, "#value-1", "value").as_deref(), Some("Bea"));
+    assert_eq!(attr(&compose, "#value-2", "value").as_deref(), Some("#88"));
     assert!(
         attr(&first, "#idempotency-key", "hx-swap-oob").is_some(),
         "a fresh key for the next message"
