@@ -265,26 +265,23 @@ pub fn windows_on_channel(
 }
 
 /// Business messages queued on a channel to a contact after `since` that were not refused or
-/// failed: Viber's session counts them.
+/// failed: Viber's session counts them (the same rule as [`session_messages`]).
 pub fn sent_since(
     conn: &mut DbConnection,
     contact_id: i64,
     channel_id: i64,
     since: NaiveDateTime,
 ) -> QueryResult<i64> {
-    messages::table
-        .filter(messages::contact_id.eq(contact_id))
-        .filter(messages::channel_id.eq(channel_id))
-        .filter(messages::created_at.gt(since))
-        .filter(messages::status.ne_all(["failed", "skipped", "cancelled"]))
-        .count()
-        .get_result(conn)
+    let session = session_messages(conn, channel_id, &[(contact_id, since)].into())?;
+    Ok(session
+        .get(&contact_id)
+        .map_or(0, |ids| i64::try_from(ids.len()).unwrap_or(i64::MAX)))
 }
 
 /// Viber's session at send time: for each contact with a last inbound message on the channel,
 /// the ids (ascending) of the business messages queued to it on the channel since then that
-/// were not refused or failed, as [`sent_since`] counts them. A message's own place in that
-/// list is how many went before it.
+/// were not refused or failed. A message's own place in that list is how many went before it;
+/// a new message's session is the whole list ([`sent_since`]).
 pub fn session_messages(
     conn: &mut DbConnection,
     channel_id: i64,
