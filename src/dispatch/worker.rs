@@ -31,7 +31,7 @@ use crate::storage::channels::{self, Channel};
 use crate::storage::messages::MessageRow;
 use crate::storage::outbox::{self, Outcome};
 use crate::storage::templates::{self, TemplateLookup};
-use crate::storage::{Db, DbConnection, consents, conversations};
+use crate::storage::{Backend, Db, DbConnection, consents, conversations};
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -72,6 +72,10 @@ const LOOKAHEAD: Duration = Duration::from_millis(200);
 
 /// The longest a lane waits for sends to finish before claiming a smaller batch.
 const BATCH_WAIT: Duration = Duration::from_millis(4);
+
+/// On SQLite, how long the outcome writer lets a batch grow, and the size that ends the wait.
+const WRITE_WAIT: Duration = Duration::from_millis(3);
+const WRITE_BATCH: usize = 200;
 
 /// How late after its slot a send may still start.
 const LATE_TOLERANCE: Duration = Duration::from_millis(10);
@@ -782,14 +786,26 @@ impl Inner {
     }
 
     /// Collects finished messages and writes them in batches (under load, hundreds per
-    /// transaction).
+    /// transaction). On SQLite, whose writers take turns, a batch waits up to [`WRITE_WAIT`]
+    /// to grow: fewer, larger write transactions leave the claims more room (the benchmark
+    /// went from 47–49% to 56% of the ceiling). On PostgreSQL waiting only holds the in-flight
+    /// slots longer (30% instead of 33%), so a batch is whatever has finished.
     async fn writer(self: Arc<Self>, mut rx: mpsc::Receiver<Done>) {
+        let gather = match self.db.backend() {
+            Backend::Sqlite => WRITE_WAIT,
+            Backend::Postgres => Duration::ZERO,
+        };
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + gather;
             while batch.len() < 512 {
                 match rx.try_recv() {
                     Ok(d) => batch.push(d),
-                    Err(_) => break,
+                    Err(_) if batch.len() >= WRITE_BATCH || gather.is_zero() => break,
+                    Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(d)) => batch.push(d),
+                        _ => break,
+                    },
                 }
             }
             let count = batch.len();

@@ -28,6 +28,7 @@ crate::both_backends!(
     faults_end_sent_failed_or_unknown_and_nothing_is_accepted_twice,
     the_policy_is_asked_again_at_send_time,
     viber_sessions_are_checked_again_at_send_time,
+    whatsapp_spaces_messages_to_one_recipient,
     a_template_no_longer_sendable_is_not_sent,
     failed_and_unknown_messages_are_resent_by_hand_once,
     sandbox_messages_are_sent_then_delivered_then_read,
@@ -407,6 +408,41 @@ async fn viber_sessions_are_checked_again_at_send_time(app: TestApp) {
             assert_eq!(m.error_code.as_deref(), Some("session_limit"));
         }
     }
+}
+
+/// WhatsApp's pair limit: one message per recipient every six seconds on a number. A recipient
+/// sent to a moment ago, or twice in one batch, waits; everyone else goes at once.
+async fn whatsapp_spaces_messages_to_one_recipient(app: TestApp) {
+    let db = db(&app);
+    let fake = start_fake(FakeConfig::default()).await;
+    let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
+    let d = dispatcher(&db, Duration::from_secs(5), |_| {});
+    let first = enqueue(&db, &ch, 0, 1)[0];
+    assert_eq!(d.run_once().await.unwrap().sent, 1);
+    // The same recipient again, a new one, and another new one twice.
+    let again = enqueue(&db, &ch, 0, 1)[0];
+    let other = enqueue(&db, &ch, 1, 1)[0];
+    let twice = [enqueue(&db, &ch, 2, 1)[0], enqueue(&db, &ch, 2, 1)[0]];
+    let summary = d.run_once().await.unwrap();
+    assert_eq!((summary.claimed, summary.sent, summary.released), (4, 2, 2));
+    let mut conn = db.get().unwrap();
+    let find = |conn: &mut herald::storage::DbConnection, id: i64| {
+        herald::storage::messages::find(conn, id).unwrap().unwrap()
+    };
+    let sent_at = find(&mut conn, first).sent_at.expect("sent");
+    let waiting = find(&mut conn, again);
+    assert_eq!(waiting.status(), MessageStatus::Queued);
+    let gap = waiting.next_attempt_at - sent_at;
+    assert!(
+        gap >= chrono::Duration::milliseconds(5_900) && gap <= chrono::Duration::seconds(7),
+        "waits for six seconds after the last send, waited {gap}"
+    );
+    assert_eq!(find(&mut conn, other).status(), MessageStatus::Sent);
+    assert_eq!(find(&mut conn, twice[0]).status(), MessageStatus::Sent);
+    let second = find(&mut conn, twice[1]);
+    assert_eq!(second.status(), MessageStatus::Queued);
+    assert!(second.next_attempt_at > now() + chrono::Duration::seconds(5));
+    assert_eq!(fake.stats().sends_received, 3);
 }
 
 async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
