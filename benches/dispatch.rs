@@ -4,6 +4,8 @@
 //!   --rate-secs S    length of each rate-accuracy run (default 30; 0 skips)
 //!   --drain N        also drain N queued messages and report memory (default 0)
 //!   --only NAME      run one backend only: `sqlite` or `postgres` (for profiling)
+//!   --latency-ms L   also compare both senders against a provider answering after L ms, as
+//!                    real APIs do (default 50; 0 skips)
 //!
 //! Throughput: the fake provider (in this process, on loopback) driven first by a bare HTTP
 //! client with as many requests in flight as Herald uses (the ceiling), then by Herald's
@@ -266,6 +268,9 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     let drain_n: usize = arg("--drain").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let latency_ms: u64 = arg("--latency-ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let dir = tempfile::tempdir().expect("dir");
 
     let only = arg("--only").map(|o| o.to_ascii_lowercase());
@@ -348,6 +353,36 @@ async fn main() {
             println!(
                 "| {label} | {run} | {:.0} | {:.0} | {server} |",
                 cpu[0], cpu[1]
+            );
+        }
+    }
+
+    if latency_ms > 0 {
+        // A real provider answers in tens of milliseconds: then the requests in flight, not
+        // the sender's CPU, set the pace, for the bare client and Herald alike.
+        let n = messages.min(20_000);
+        println!();
+        println!(
+            "| backend | provider answers after (ms) | bare HTTP client (req/s) | Herald dispatcher (msg/s) | share |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (label, url) in &backends {
+            let db = open_db(label, url);
+            let fake = FakeProvider::start(FakeConfig {
+                workers: 1,
+                keep_last: 1,
+                latency: Duration::from_millis(latency_ms),
+                ..FakeConfig::default()
+            })
+            .await
+            .expect("fake");
+            let ceiling_rate = ceiling(&fake, n).await;
+            let ch = channel(&db, "Slow provider", &fake.base_url, 1_000_000);
+            queue(&db, &ch, 5_000_000, n);
+            let rate = n as f64 / drain(&db, &fake, n as u64, |_| {}).await.as_secs_f64();
+            println!(
+                "| {label} | {latency_ms} | {ceiling_rate:.0} | {rate:.0} | {:.0}% |",
+                rate / ceiling_rate * 100.0
             );
         }
     }

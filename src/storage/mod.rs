@@ -12,6 +12,7 @@ pub mod lists;
 pub mod login_attempts;
 pub mod messages;
 pub mod outbox;
+pub mod prepared;
 pub mod receipts;
 pub mod schema;
 pub mod settings;

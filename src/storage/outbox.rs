@@ -10,6 +10,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text, Timestamp};
 
 use super::messages::MessageRow;
+use super::prepared::fixed;
 use super::schema::{channel_throttle, message_events, messages, workers};
 use super::{DbConnection, new_public_id, now, on_backend};
 use crate::domain::message::MessageStatus;
@@ -100,24 +101,23 @@ pub fn request_hash(conn: &mut DbConnection, message_id: i64) -> QueryResult<Opt
         .first(conn)
 }
 
+/// The claim: `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite serialises writers, so its single
+/// conditional `UPDATE` is enough.
 fn claim_sql(postgres: bool) -> String {
     let columns = "id, public_id, channel_id, contact_id, to_address, campaign_id, template_id, content_kind, body, \
                    content, status, provider_message_id, error_code, error_message, attempts, next_attempt_at, \
                    lease_expires_at, idempotency_key, requested_by, resend_of, created_at, updated_at, sent_at, \
                    delivered_at, read_at, failed_at, leased_by";
-    if postgres {
-        format!(
-            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_expires_at = $1, leased_by = $2, \
-             updated_at = $3 WHERE id IN (SELECT id FROM messages WHERE channel_id = $4 AND status = 'queued' \
-             AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING {columns}"
-        )
+    let lock = if postgres {
+        " FOR UPDATE SKIP LOCKED"
     } else {
-        format!(
-            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_expires_at = ?1, leased_by = ?2, \
-             updated_at = ?3 WHERE id IN (SELECT id FROM messages WHERE channel_id = ?4 AND status = 'queued' \
-             AND next_attempt_at <= ?3 ORDER BY next_attempt_at, id LIMIT ?5) RETURNING {columns}"
-        )
-    }
+        ""
+    };
+    format!(
+        "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_expires_at = $1, leased_by = $2, \
+         updated_at = $3 WHERE id IN (SELECT id FROM messages WHERE channel_id = $4 AND status = 'queued' \
+         AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $5{lock}) RETURNING {columns}"
+    )
 }
 
 /// Claims up to `limit` due messages of one channel for this worker: they become `sending`
@@ -131,14 +131,14 @@ pub fn claim(
 ) -> QueryResult<Vec<MessageRow>> {
     let at = now();
     let mut rows: Vec<MessageRow> = match conn {
-        DbConnection::Sqlite(c) => diesel::sql_query(claim_sql(false))
+        DbConnection::Sqlite(c) => fixed(&claim_sql(false))
             .bind::<Timestamp, _>(lease_until)
             .bind::<Text, _>(worker_id)
             .bind::<Timestamp, _>(at)
             .bind::<BigInt, _>(channel_id)
             .bind::<BigInt, _>(limit)
             .load(c)?,
-        DbConnection::Postgres(c) => diesel::sql_query(claim_sql(true))
+        DbConnection::Postgres(c) => fixed(&claim_sql(true))
             .bind::<Timestamp, _>(lease_until)
             .bind::<Text, _>(worker_id)
             .bind::<Timestamp, _>(at)
@@ -424,7 +424,7 @@ pub fn recent_sends(
             #[diesel(sql_type = Timestamp)]
             last: NaiveDateTime,
         }
-        let rows: Vec<LastSend> = diesel::sql_query(
+        let rows: Vec<LastSend> = fixed(
             "SELECT v.id AS contact_id, l.last FROM unnest($3::bigint[]) AS v(id) CROSS JOIN LATERAL \
              (SELECT max(m.sent_at) AS last FROM messages m WHERE m.contact_id = v.id \
              AND m.channel_id = $1 AND m.sent_at > $2) AS l WHERE l.last IS NOT NULL",
@@ -650,7 +650,7 @@ struct IdRow {
 /// its provider id. Returns the ids updated; the others were no longer held (reaped meanwhile)
 /// and need `record_outcome`. One statement of fixed text whatever the batch size (the rows
 /// travel as arrays on PostgreSQL and as a JSON array on SQLite), so it is prepared once per
-/// connection; a `VALUES` list made each batch size a new statement to parse and plan.
+/// connection ([`fixed`]); a `VALUES` list made each batch size a new statement to parse and plan.
 pub fn mark_sent_batch(
     conn: &mut DbConnection,
     worker_id: &str,
@@ -668,7 +668,7 @@ pub fn mark_sent_batch(
     let rows: Vec<IdRow> = match conn {
         DbConnection::Postgres(c) => {
             let (ids, pids): (Vec<i64>, Vec<&str>) = sent.iter().copied().unzip();
-            diesel::sql_query(format!(
+            fixed(&format!(
                 "{SET} FROM unnest($3::bigint[], $4::text[]) AS v(id, pid) {WHERE}"
             ))
             .bind::<Timestamp, _>(at)
@@ -677,20 +677,15 @@ pub fn mark_sent_batch(
             .bind::<Array<Text>, _>(pids)
             .load(c)?
         }
-        DbConnection::Sqlite(c) => diesel::sql_query(sqlite_params(&format!(
+        DbConnection::Sqlite(c) => fixed(&format!(
             "{SET} FROM (SELECT value ->> 0 AS id, value ->> 1 AS pid FROM json_each($3)) AS v {WHERE}"
-        )))
+        ))
         .bind::<Timestamp, _>(at)
         .bind::<Text, _>(worker_id)
         .bind::<Text, _>(json_rows(sent))
         .load(c)?,
     };
     Ok(rows.into_iter().map(|r| r.id).collect())
-}
-
-/// SQLite numbers `$n` parameters by first appearance; `?n` keeps the number as written.
-fn sqlite_params(sql: &str) -> String {
-    sql.replace('$', "?")
 }
 
 /// Rows as a JSON array of arrays, for SQLite's `json_each`.
@@ -716,7 +711,7 @@ pub fn record_events_batch(
             let ids: Vec<i64> = entries.iter().map(|e| e.0).collect();
             let statuses: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
             let details: Vec<&str> = entries.iter().map(|e| e.2.as_str()).collect();
-            diesel::sql_query(format!(
+            fixed(&format!(
                 "{INSERT} SELECT id, status, $1, detail, $2 \
                  FROM unnest($3::bigint[], $4::text[], $5::text[]) AS v(id, status, detail)"
             ))
@@ -732,9 +727,9 @@ pub fn record_events_batch(
                 .iter()
                 .map(|(id, status, detail)| (*id, status.as_str(), detail.as_str()))
                 .collect();
-            diesel::sql_query(sqlite_params(&format!(
+            fixed(&format!(
                 "{INSERT} SELECT value ->> 0, value ->> 1, $1, value ->> 2, $2 FROM json_each($3)"
-            )))
+            ))
             .bind::<Text, _>(source)
             .bind::<Timestamp, _>(at)
             .bind::<Text, _>(json_rows(&rows))

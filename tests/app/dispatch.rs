@@ -36,6 +36,21 @@ crate::both_backends!(
     a_crashed_server_leaves_only_unknowns_it_held,
 );
 
+// Whether a statement is kept prepared can be seen on PostgreSQL only.
+mod prepared {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn postgres() {
+        super::the_dispatchers_statements_are_prepared_once(
+            crate::helpers::TestApp::spawn(crate::helpers::Backend::Postgres).await,
+        )
+        .await;
+    }
+}
+
 const SECRET: &str = "test-secret-key-of-sufficient-length-0123456789";
 
 fn db(app: &TestApp) -> Db {
@@ -407,6 +422,72 @@ async fn viber_sessions_are_checked_again_at_send_time(app: TestApp) {
             assert_eq!(m.status(), MessageStatus::Skipped, "message {i}");
             assert_eq!(m.error_code.as_deref(), Some("session_limit"));
         }
+    }
+}
+
+/// The claim, the record of a batch of sends, its timeline and the pair-limit look-up are
+/// parsed and planned once per connection, whatever the batch size.
+async fn the_dispatchers_statements_are_prepared_once(app: TestApp) {
+    use diesel::prelude::*;
+    use herald::domain::message::MessageStatus;
+    use herald::storage::DbConnection;
+    let db = db(&app);
+    let ch = whatsapp_channel(&db, "WA", "http://127.0.0.1:9", 1000);
+    enqueue(&db, &ch, 0, 4);
+    let mut conn = db.get().unwrap();
+    let lease = now() + chrono::Duration::minutes(1);
+    for size in [1, 3] {
+        let rows = outbox::claim(&mut conn, ch.id, "w", size, lease).unwrap();
+        assert_eq!(rows.len(), size as usize);
+        let pids: Vec<String> = rows.iter().map(|r| format!("wamid.{}", r.id)).collect();
+        let sent: Vec<(i64, &str)> = rows
+            .iter()
+            .zip(&pids)
+            .map(|(r, p)| (r.id, p.as_str()))
+            .collect();
+        assert_eq!(
+            outbox::mark_sent_batch(&mut conn, "w", &sent, now())
+                .unwrap()
+                .len(),
+            sent.len()
+        );
+        let timeline: Vec<(i64, MessageStatus, String)> = rows
+            .iter()
+            .map(|r| (r.id, MessageStatus::Sent, "sent".to_owned()))
+            .collect();
+        outbox::record_events_batch(&mut conn, "test", &timeline, now()).unwrap();
+        let contacts: Vec<i64> = rows.iter().map(|r| r.contact_id).collect();
+        let recent = outbox::recent_sends(
+            &mut conn,
+            ch.id,
+            &contacts,
+            now() - chrono::Duration::minutes(1),
+        )
+        .unwrap();
+        assert_eq!(recent.len(), contacts.len());
+    }
+    #[derive(QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    let DbConnection::Postgres(pg) = &mut *conn else {
+        panic!("a PostgreSQL connection")
+    };
+    let prepared: Vec<Prepared> = diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+        .load(pg)
+        .unwrap();
+    for start in [
+        "UPDATE messages SET status = 'sending'",
+        "UPDATE messages SET status = 'sent'",
+        "INSERT INTO message_events",
+        "SELECT v.id AS contact_id",
+    ] {
+        let kept = prepared
+            .iter()
+            .filter(|p| p.statement.starts_with(start))
+            .count();
+        assert_eq!(kept, 1, "{start}: prepared {kept} times");
     }
 }
 
