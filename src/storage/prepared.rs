@@ -19,7 +19,8 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::{HasSqlType, Untyped};
 
 /// A statement whose parameters are written `$1`, `$2`… (each may appear more than once), on
-/// either backend.
+/// either backend. A `$` followed by digits is always read as a parameter, even inside a string
+/// literal; any other `$` (a JSON path such as `'$.a'`) is left as written.
 pub struct Fixed<'a, DB: Backend> {
     sql: &'a str,
     params: Vec<Box<dyn Param<DB> + 'a>>,
