@@ -217,6 +217,19 @@ async fn drain(
     elapsed
 }
 
+/// The fake provider as every run here uses it: one worker, keeping no requests.
+fn lean_fake() -> FakeConfig {
+    FakeConfig {
+        workers: 1,
+        keep_last: 1,
+        ..FakeConfig::default()
+    }
+}
+
+async fn start_fake(config: FakeConfig) -> FakeProviderHandle {
+    FakeProvider::start(config).await.expect("fake provider")
+}
+
 /// The ceiling: the same fake provider driven by a bare HTTP client, `IN_FLIGHT` at a time.
 async fn ceiling(fake: &FakeProviderHandle, n: usize) -> f64 {
     let client = reqwest::Client::new();
@@ -311,13 +324,7 @@ async fn main() {
     let mut cpu_rows = Vec::new();
     for (label, url) in &backends {
         let db = open_db(label, url);
-        let fake = FakeProvider::start(FakeConfig {
-            workers: 1,
-            keep_last: 1,
-            ..FakeConfig::default()
-        })
-        .await
-        .expect("fake");
+        let fake = start_fake(lean_fake()).await;
         let before = cpu_seconds();
         let ceiling_rate = ceiling(&fake, messages).await;
         let ceiling_cpu = per_message(before, cpu_seconds(), messages);
@@ -368,14 +375,11 @@ async fn main() {
         println!("|---|---:|---:|---:|---:|");
         for (label, url) in &backends {
             let db = open_db(label, url);
-            let fake = FakeProvider::start(FakeConfig {
-                workers: 1,
-                keep_last: 1,
+            let fake = start_fake(FakeConfig {
                 latency: Duration::from_millis(latency_ms),
-                ..FakeConfig::default()
+                ..lean_fake()
             })
-            .await
-            .expect("fake");
+            .await;
             let ceiling_rate = ceiling(&fake, n).await;
             let ch = channel(&db, "Slow provider", &fake.base_url, 1_000_000);
             queue(&db, &ch, 5_000_000, n);
@@ -396,14 +400,11 @@ async fn main() {
         for (label, url) in &backends {
             let db = open_db(label, url);
             for (i, limit) in [80i32, 1000].into_iter().enumerate() {
-                let fake = FakeProvider::start(FakeConfig {
-                    workers: 1,
-                    keep_last: 1,
+                let fake = start_fake(FakeConfig {
                     record_times: true,
-                    ..FakeConfig::default()
+                    ..lean_fake()
                 })
-                .await
-                .expect("fake");
+                .await;
                 let ch = channel(&db, &format!("Limited {limit}"), &fake.base_url, limit);
                 let n =
                     usize::try_from(limit).unwrap_or(0) * usize::try_from(rate_secs).unwrap_or(0);
@@ -446,14 +447,11 @@ async fn main() {
             "SQLite",
             &format!("sqlite://{}", dir.path().join("drain.db").display()),
         );
-        let fake = FakeProvider::start(FakeConfig {
-            workers: 1,
-            keep_last: 1,
+        let fake = start_fake(FakeConfig {
             count_recipients: false,
-            ..FakeConfig::default()
+            ..lean_fake()
         })
-        .await
-        .expect("fake");
+        .await;
         let ch = channel(&db, "Drain", &fake.base_url, 1_000_000);
         queue(&db, &ch, 0, drain_n);
         let base = rss_mib();
