@@ -100,6 +100,31 @@ fn phone(i: usize) -> String {
     format!("+1{area}555{:04}", i % 10_000)
 }
 
+/// A message queued by a test, to leave at once.
+fn immediate<'a>(
+    channel_id: i64,
+    contact_id: i64,
+    to_address: &'a str,
+    content_kind: &'a str,
+    body: &'a str,
+    content: &'a str,
+) -> NewMessage<'a> {
+    NewMessage {
+        channel_id,
+        contact_id,
+        to_address,
+        campaign_id: None,
+        template_id: None,
+        content_kind,
+        body,
+        content,
+        idempotency_key: None,
+        requested_by: "test",
+        resend_of: None,
+        not_before: now(),
+    }
+}
+
 /// Queues `n` template messages on `channel`, one per new contact.
 fn enqueue(db: &Db, channel: &Channel, from: usize, n: usize) -> Vec<i64> {
     let mut conn = db.get().expect("conn");
@@ -107,22 +132,10 @@ fn enqueue(db: &Db, channel: &Channel, from: usize, n: usize) -> Vec<i64> {
     for i in from..from + n {
         let p = E164::parse(&phone(i), None).expect("phone");
         let (c, _) = contacts::upsert(&mut conn, &p, &ContactPatch::default()).expect("contact");
+        let (body, content) = (format!("Your order #{i} shipped."), template_content(i));
         let m = outbox::enqueue(
             &mut conn,
-            &NewMessage {
-                channel_id: channel.id,
-                contact_id: c.id,
-                to_address: p.as_str(),
-                campaign_id: None,
-                template_id: None,
-                content_kind: "template",
-                body: &format!("Your order #{i} shipped."),
-                content: &template_content(i),
-                idempotency_key: None,
-                requested_by: "test",
-                resend_of: None,
-                not_before: now(),
-            },
+            &immediate(channel.id, c.id, p.as_str(), "template", &body, &content),
         )
         .expect("enqueue");
         ids.push(m.id);
@@ -389,20 +402,14 @@ async fn viber_sessions_are_checked_again_at_send_time(app: TestApp) {
     for _ in 0..7 {
         let m = outbox::enqueue(
             &mut conn,
-            &NewMessage {
-                channel_id: viber.id,
-                contact_id: inbound.contact.id,
-                to_address: customer.as_str(),
-                campaign_id: None,
-                template_id: None,
-                content_kind: "text",
-                body: "Yes, 8 pm.",
-                content: &text,
-                idempotency_key: None,
-                requested_by: "test",
-                resend_of: None,
-                not_before: now(),
-            },
+            &immediate(
+                viber.id,
+                inbound.contact.id,
+                customer.as_str(),
+                "text",
+                "Yes, 8 pm.",
+                &text,
+            ),
         )
         .expect("enqueue");
         ids.push(m.id);
