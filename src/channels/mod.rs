@@ -190,8 +190,14 @@ pub struct SendError {
     /// Extra detail the provider gave beside its message (Meta's `error_data.details`,
     /// Infobip's violations).
     pub details: Option<String>,
+    /// What the provider wrote for people to read, verbatim (Meta's `error_user_title` and
+    /// `error_user_msg`): shown first, with the code and technical message beneath.
+    pub said: Option<String>,
     /// How long the provider asked us to wait (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The HTTP status of the provider's answer, when one came (`None` for transport
+    /// failures): an `Ambiguous` error with an answer is not "no answer".
+    pub http_status: Option<u16>,
 }
 
 impl SendError {
@@ -201,7 +207,9 @@ impl SendError {
             code: None,
             message: message.into(),
             details: None,
+            said: None,
             retry_after: None,
+            http_status: None,
         }
     }
 
@@ -220,9 +228,20 @@ impl SendError {
         self
     }
 
-    /// The code, message and details in one line, for the message's error column.
+    /// What the provider wrote for people (blank is none).
+    pub fn with_said(mut self, said: Option<String>) -> Self {
+        self.said = said.filter(|s| !s.trim().is_empty());
+        self
+    }
+
+    /// The provider's words for people (when it gave any) on the first line, then the code,
+    /// message and details on one line, for the error columns and pages.
     pub fn text(&self) -> String {
         let mut out = String::new();
+        if let Some(said) = &self.said {
+            out.push_str(said);
+            out.push('\n');
+        }
         if let Some(code) = &self.code {
             out.push_str(code);
             out.push_str(": ");
@@ -234,6 +253,21 @@ impl SendError {
             out.push(')');
         }
         out
+    }
+
+    /// The text an `unknown` message keeps: whether the provider answered (and what), or
+    /// gave no answer at all, then [`SendError::text`].
+    pub fn unknown_text(&self) -> String {
+        match self.http_status {
+            Some(status) => format!(
+                "The provider answered HTTP {status} without saying whether it took the message; it may have been sent: {}",
+                self.text()
+            ),
+            None => format!(
+                "No answer from the provider; the message may have been sent: {}",
+                self.text()
+            ),
+        }
     }
 
     /// What the dispatcher does with this failure.

@@ -410,6 +410,23 @@ struct GraphError {
     title: Option<String>,
     code: Option<i64>,
     error_data: Option<ErrorData>,
+    /// What Meta writes for people ("Variables can't be at the start or end of the
+    /// template"), beside the technical `message` ("Invalid parameter").
+    error_user_title: Option<String>,
+    error_user_msg: Option<String>,
+}
+
+impl GraphError {
+    /// Meta's words for people, verbatim: the title and the message on one line.
+    fn said(&self) -> Option<String> {
+        fn clean(s: &Option<String>) -> Option<&str> {
+            s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        }
+        match (clean(&self.error_user_title), clean(&self.error_user_msg)) {
+            (Some(title), Some(msg)) => Some(format!("{title}: {msg}")),
+            (one, other) => one.or(other).map(str::to_owned),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -422,12 +439,15 @@ fn classify(answer: &Answer) -> SendError {
     let Some(ErrorEnvelope { error }) = answer.json::<ErrorEnvelope>() else {
         return answer.unclassified();
     };
-    answer.refusal(
-        error.code.and_then(classify_code),
-        error.code.map(|c| c.to_string()),
-        error.message.or(error.title),
-        error.error_data.and_then(|d| d.details),
-    )
+    let said = error.said();
+    answer
+        .refusal(
+            error.code.and_then(classify_code),
+            error.code.map(|c| c.to_string()),
+            error.message.or(error.title),
+            error.error_data.and_then(|d| d.details),
+        )
+        .with_said(said)
 }
 
 #[derive(Debug, Deserialize)]

@@ -57,9 +57,11 @@ impl Answer {
     /// A refusal in a shape the adapter does not know: classified by the HTTP status alone,
     /// the body kept as the message.
     pub fn unclassified(&self) -> SendError {
-        SendError::new(self.status_class(), self.excerpt())
+        let mut e = SendError::new(self.status_class(), self.excerpt())
             .with_code(format!("http_{}", self.status))
-            .with_retry_after(self.retry_after)
+            .with_retry_after(self.retry_after);
+        e.http_status = Some(self.status);
+        e
     }
 
     /// A refusal with the provider's own code (the class from `code_class` when the code is
@@ -78,20 +80,23 @@ impl Answer {
         .with_details(details)
         .with_retry_after(self.retry_after);
         e.code = code;
+        e.http_status = Some(self.status);
         e
     }
 
     /// A 2xx answer that cannot be read: the provider probably took the message, but we do not
     /// know its id.
     pub fn unreadable_success(&self) -> SendError {
-        SendError::new(
+        let mut e = SendError::new(
             ErrorClass::Ambiguous,
             format!(
                 "the provider accepted the request but its answer could not be read ({})",
                 self.excerpt()
             ),
         )
-        .with_code("unreadable_answer")
+        .with_code("unreadable_answer");
+        e.http_status = Some(self.status);
+        e
     }
 }
 

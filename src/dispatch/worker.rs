@@ -733,9 +733,7 @@ impl Inner {
                         message: text,
                     },
                     SendDisposition::Unknown => Outcome::Unknown {
-                        message: format!(
-                            "No answer from the provider; the message may have been sent: {text}"
-                        ),
+                        message: e.unknown_text(),
                     },
                 };
                 (outcome, Some(e.class))

@@ -939,26 +939,42 @@ async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) 
         other => panic!("{other:?}"),
     }
 
-    // Meta refuses a submission outright: its words are shown, and it can be submitted again.
+    // Meta refuses a submission outright: what it writes for people is shown verbatim, with
+    // the code beneath, and it can be submitted again.
     let path = draft_whatsapp(&p.mia, &wa, "back_in_stock").await;
     submit(&p.mia, &path, "1").await;
+    let user_title = "Variables can't be at the start or end of the template";
+    let user_msg = "Variables can't be at the start or end of the template. Make sure to add text before and after each variable.";
     fake.script(Scripted::json(
         400,
         json!({"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100,
+            "error_subcode": 2388299, "is_transient": false,
+            "error_user_title": user_title, "error_user_msg": user_msg,
             "error_data": {"details": "Content in this language already exists for this template name."},
             "fbtrace_id": "AfakeTrace"}}),
     ));
     let page = approve(&p.sam, &path, "1").await;
     let said = flashes(&page);
     assert!(
-        said.contains("Meta refused the submission: 100: (#100) Invalid parameter (Content in this language already exists for this template name.)"),
+        said.contains(&format!(
+            "Meta refused the submission: {user_title}: {user_msg}"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("100: (#100) Invalid parameter (Content in this language already exists for this template name.)"),
         "{said}"
     );
     assert_eq!(stage(&page), "Approved, not yet at Meta");
-    assert!(
-        texts(&page, "#provider-error")
-            .join("")
-            .contains("(#100) Invalid parameter")
+    assert_eq!(
+        texts(&page, "#provider-error .provider-said"),
+        vec![format!("{user_title}: {user_msg}")]
+    );
+    assert_eq!(
+        texts(&page, "#provider-error .provider-code"),
+        vec![
+            "100: (#100) Invalid parameter (Content in this language already exists for this template name.)"
+        ]
     );
     let res = act(&p.sam, &path, "provider", &[]).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);

@@ -50,6 +50,25 @@ mod proxy {
     }
 }
 
+// The in-process worker sends through the fake provider.
+mod worker {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_providers_error_answer_is_kept_with_the_unknown_status(super::Backend::Sqlite)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn postgres() {
+        super::a_providers_error_answer_is_kept_with_the_unknown_status(super::Backend::Postgres)
+            .await;
+    }
+}
+
 // Instances relay hub events through PostgreSQL (SQLite has one instance).
 mod relay {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1026,4 +1045,81 @@ async fn the_sandbox_works_with_no_configuration(app: TestApp) {
     let page = admin.get_html(&format!("/settings/channels/{wa}")).await;
     assert!(page.contains("None needed: the sandbox"));
     assert!(page.contains("value=\"100\"") && page.contains("value=\"400\""));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider answers
+// ---------------------------------------------------------------------------------------------
+
+/// A 500 with an error body may come after the provider acted, so the message is `unknown`
+/// (never resent by itself); but the provider did answer, and what it said is kept.
+async fn a_providers_error_answer_is_kept_with_the_unknown_status(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.run_worker = true).await;
+    let (_admin, key) = admin_and_key(&app).await;
+    let cases = [
+        (
+            whatsapp_channel("Support WhatsApp", "http://127.0.0.1:9"),
+            META_APP_SECRET,
+            FakeProviderKind::Whatsapp,
+            ADA,
+            json!({"error": {"message": "An unknown error has occurred.", "type": "OAuthException",
+                "code": 1, "fbtrace_id": "AfakeTrace"}}),
+            "1: An unknown error has occurred.",
+        ),
+        (
+            twilio_channel("Shop SMS", "http://127.0.0.1:9"),
+            TWILIO_TOKEN,
+            FakeProviderKind::Twilio,
+            "+12015550123",
+            json!({"code": 20500, "message": "Internal Server Error",
+                "more_info": "https://www.twilio.com/docs/errors/20500", "status": 500}),
+            "20500: Internal Server Error",
+        ),
+        (
+            infobip_channel("Viber promos", "http://127.0.0.1:9"),
+            INFOBIP_SECRET,
+            FakeProviderKind::Infobip,
+            "+441134960001",
+            json!({"errorCode": "E500", "description": "Something went wrong.",
+                "action": "Contact the support.", "violations": [], "resources": []}),
+            "E500: Something went wrong.",
+        ),
+    ];
+    for (body, secret, kind, to, answer, words) in cases {
+        let w = wired(&app, &key, body, secret, Vec::new()).await;
+        // The customer writes first, so free text may go (the WhatsApp and Viber windows).
+        assert_eq!(w.fake.send_inbound(kind, to, "Hello?").await.unwrap(), 200);
+        w.fake
+            .script(herald::testkit::fake_provider::Scripted::json(500, answer));
+        let (status, sent) = api(
+            &app,
+            Method::POST,
+            "/api/v1/messages",
+            &key,
+            Some(&json!({"to": to, "channel": w.id, "text": "Your order shipped."})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
+        let path = format!("/api/v1/messages/{}", sent["id"].as_str().unwrap());
+        let mut m = Value::Null;
+        for _ in 0..200 {
+            m = get_json(&app, &key, &path).await.1;
+            if !matches!(m["status"].as_str(), Some("queued" | "sending")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(m["status"], "unknown", "{kind:?}: {m}");
+        assert_eq!(
+            w.fake.stats().scripted,
+            1,
+            "{kind:?}: the send reached the fake"
+        );
+        let said = m["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            said.starts_with("The provider answered HTTP 500") && said.contains(words),
+            "{kind:?}: {said}"
+        );
+        assert!(!said.contains("No answer"), "{kind:?}: {said}");
+    }
 }

@@ -475,6 +475,53 @@ async fn every_documented_error_is_classified_with_the_providers_words() {
     }
 }
 
+/// Meta's words for people (`error_user_title`, `error_user_msg`) come first, verbatim, with
+/// the code and technical message beneath; without them the text is as before.
+#[tokio::test]
+async fn metas_words_for_people_are_kept_verbatim_with_the_code_beneath() {
+    let fake = fake().await;
+    let a = adapter(&fake.base_url);
+    fake.script(Scripted::json(
+        400,
+        json!({"error": {"message": "Invalid parameter", "type": "OAuthException", "code": 100,
+            "error_subcode": 2388299, "is_transient": false,
+            "error_user_title": "Variables can't be at the start or end of the template",
+            "error_user_msg": "Variables can't be at the start or end of the template. Make sure to add text before and after each variable.",
+            "fbtrace_id": "AfakeTrace"}}),
+    ));
+    let e = a.submit_template(&seasonal_promotion()).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent);
+    assert_eq!(
+        e.said.as_deref(),
+        Some(
+            "Variables can't be at the start or end of the template: Variables can't be at the start or end of the template. Make sure to add text before and after each variable."
+        )
+    );
+    assert_eq!(
+        e.text(),
+        "Variables can't be at the start or end of the template: Variables can't be at the start or end of the template. Make sure to add text before and after each variable.\n100: Invalid parameter"
+    );
+    // Only one of the two: that one alone.
+    fake.script(Scripted::json(
+        400,
+        json!({"error": {"message": "Invalid parameter", "code": 100,
+            "error_user_msg": "The template name already exists in this language."}}),
+    ));
+    let e = a.submit_template(&seasonal_promotion()).await.unwrap_err();
+    assert_eq!(
+        e.text(),
+        "The template name already exists in this language.\n100: Invalid parameter"
+    );
+    // None: the code and message as before.
+    fake.script(Scripted::json(
+        400,
+        json!({"error": {"message": "Invalid parameter", "code": 100, "error_user_title": " "}}),
+    ));
+    let e = a.submit_template(&seasonal_promotion()).await.unwrap_err();
+    assert_eq!(e.said, None);
+    assert_eq!(e.text(), "100: Invalid parameter");
+}
+
 #[tokio::test]
 async fn retry_after_is_honoured_and_unknown_bodies_fall_back_to_the_status() {
     let fake = fake().await;
@@ -838,4 +885,40 @@ fn settings_are_validated_field_by_field() {
     assert!(e.get("app_secret").unwrap().contains("required"));
     assert!(e.get("verify_token").unwrap().contains("required"));
     assert_eq!(e.get("access_token"), None);
+}
+
+/// A 500 with the provider's error body may have come after the provider acted: `unknown`,
+/// but the text says what the provider answered (status, code, words), never "no answer".
+#[tokio::test]
+async fn a_server_error_with_a_body_is_unknown_and_keeps_what_meta_answered() {
+    let fake = crate::testkit::fake_provider::FakeProvider::start(
+        crate::testkit::fake_provider::FakeConfig {
+            error_rate: 1.0,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("fake provider");
+    let e = adapter(&fake.base_url)
+        .send(&positional_template())
+        .await
+        .unwrap_err();
+    assert_eq!(e.disposition(), SendDisposition::Unknown, "{e}");
+    assert_eq!(e.http_status, Some(500));
+    assert_eq!(e.code.as_deref(), Some("1"));
+    let said = e.unknown_text();
+    assert!(said.starts_with("The provider answered HTTP 500"), "{said}");
+    assert!(said.contains("1: An unknown error has occurred."), "{said}");
+    assert!(!said.contains("No answer"), "{said}");
+    // No answer at all is still said so.
+    fake.script(Scripted::Hang);
+    let e = adapter(&fake.base_url)
+        .send(&positional_template())
+        .await
+        .unwrap_err();
+    assert_eq!(e.http_status, None);
+    assert!(
+        e.unknown_text().starts_with("No answer from the provider"),
+        "{e}"
+    );
 }
