@@ -805,9 +805,12 @@ fn parse_events(body: &[u8]) -> Result<Vec<ProviderEvent>, WebhookError> {
                     messages_events(value, &mut events)?;
                 }
                 "message_template_status_update" | "message_template_quality_update" => {
+                    // What tells two verdicts apart: everything Meta said (event, reason,
+                    // details), not only the event word and the second it was sent.
+                    let digest = wire::sha256_hex(change.value.to_string().as_bytes());
                     let update: TemplateUpdate = serde_json::from_value(change.value)
                         .map_err(|e| WebhookError::malformed(format!("{field} value: {e}")))?;
-                    events.push(template_event(&field, update, time.as_deref())?);
+                    events.push(template_event(&field, update, time.as_deref(), &digest)?);
                 }
                 other => events.push(ProviderEvent::Unrecognised {
                     description: format!("WhatsApp webhook field `{other}` is not handled"),
@@ -943,10 +946,16 @@ fn inbound_text(m: &WaMessage) -> String {
     }
 }
 
+/// A template status change as an event. Its id is the template, the event word, the entry's
+/// time and a digest of the whole change: a redelivery (the same bytes) is one event, while two
+/// different verdicts sent within one second (another reason, other details) are two. The same
+/// verdict on the same template in the same second is indistinguishable (Meta's payload names
+/// no version) and applying it again would change nothing.
 fn template_event(
     field: &str,
     u: TemplateUpdate,
     time: Option<&str>,
+    digest: &str,
 ) -> Result<ProviderEvent, WebhookError> {
     let id = u
         .message_template_id
@@ -983,7 +992,7 @@ fn template_event(
         (c, d) => c.or(d),
     };
     Ok(ProviderEvent::TemplateStatus(TemplateStatusEvent {
-        event_id: format!("wa:tpl:{id}:{event}:{}", time.unwrap_or("-")),
+        event_id: format!("wa:tpl:{id}:{event}:{}:{digest}", time.unwrap_or("-")),
         provider_template_id: id,
         name: u.message_template_name,
         language: u.message_template_language,

@@ -19,6 +19,7 @@ crate::both_backends!(
     bad_input_is_refused_at_the_field_and_the_draft_kept,
     editing_an_approved_template_makes_a_new_version_while_the_old_one_sends,
     a_fake_whatsapp_provider_approves_and_rejects_by_webhook,
+    two_verdicts_in_one_second_both_apply_and_a_redelivery_once,
     viber_and_sms_templates,
     filters_and_empty_states,
 );
@@ -886,8 +887,9 @@ async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) 
         wait_until_sendable(&app, &p.key, "order_update").await["version"],
         1
     );
-    // Meta's status events are told apart by the template, the verdict and the second they
-    // were sent (the envelope's `time`): the first approval must be in an earlier second.
+    // Meta's status events are told apart by what they say and the second they were sent
+    // (the envelope's `time`); its payload names no version, so the same verdict on the same
+    // template in the same second is one event: version 2's approval comes a second later.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     fake.send_template_status(&endpoint, &id, "APPROVED", None, None)
         .await
@@ -1054,6 +1056,84 @@ async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) 
             .join("\n")
             .contains("Template status sync version 1: approved")
     );
+}
+
+/// Meta's template status events are told apart by what they say, not by the second they
+/// were sent: two different verdicts within one second both apply; the same delivery twice
+/// applies once.
+async fn two_verdicts_in_one_second_both_apply_and_a_redelivery_once(app: TestApp) {
+    let p = people(&app).await;
+    let fake = FakeProvider::start(FakeConfig {
+        template_status: "PENDING".into(),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake provider");
+    let app_secret = "meta-app-secret-for-tests";
+    let wa = whatsapp_channel(&app, &fake.base_url, app_secret);
+    let hook = format!("{}/webhooks/whatsapp/{}", app.address, wa.public_id);
+    let path = draft_whatsapp(&p.mia, &wa, "order_update").await;
+    submit(&p.mia, &path, "1").await;
+    approve(&p.sam, &path, "1").await;
+    let id = provider_id(&app, &path);
+    let time = chrono::Utc::now().timestamp();
+    let verdict = |reason: &str, detail: &str| {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+            "time": time, "changes": [{"field": "message_template_status_update",
+            "value": {"event": "REJECTED", "message_template_id": id.parse::<u64>().expect("numeric id"),
+                "message_template_name": "order_update", "message_template_language": "en_US",
+                "reason": reason, "rejection_info": {"reason": detail,
+                    "recommendation": "Edit the template and submit it again."}}}]}]})
+        .to_string()
+    };
+    let post = |body: String| {
+        let hook = hook.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .post(hook)
+                .header("Content-Type", "application/json")
+                .header(
+                    "X-Hub-Signature-256",
+                    herald::channels::whatsapp::sign(app_secret, body.as_bytes()),
+                )
+                .body(body)
+                .send()
+                .await
+                .expect("webhook");
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+    };
+    let rejections = |html: &str| {
+        texts(html, ".history li")
+            .iter()
+            .filter(|l| l.contains("(webhook) version 1: rejected"))
+            .count()
+    };
+
+    let first = verdict("INVALID_FORMAT", "A variable is at the start of the body.");
+    let second = verdict(
+        "TAG_CONTENT_MISMATCH",
+        "The content is marketing, not utility.",
+    );
+    post(first).await;
+    let page = p.mia.get_html(&path).await;
+    assert_eq!(
+        texts(&page, "#provider-reason"),
+        vec!["INVALID_FORMAT: A variable is at the start of the body."]
+    );
+    // Another verdict in the same second (the envelope's `time` is the same): applied.
+    post(second.clone()).await;
+    let page = p.mia.get_html(&path).await;
+    assert_eq!(
+        texts(&page, "#provider-reason"),
+        vec!["TAG_CONTENT_MISMATCH: The content is marketing, not utility."]
+    );
+    assert_eq!(rejections(&page), 2, "both verdicts are in the history");
+    // Meta delivers the second again: nothing changes.
+    let seen = crate::provider_kit::receipts(&app, wa.id);
+    post(second).await;
+    assert_eq!(crate::provider_kit::receipts(&app, wa.id), seen);
+    assert_eq!(rejections(&p.mia.get_html(&path).await), 2);
 }
 
 async fn viber_and_sms_templates(app: TestApp) {
