@@ -31,8 +31,8 @@ use super::wire::{self, Answer};
 use super::{
     Address, ChannelAdapter, DeliveryStatus, ErrorClass, InboundEvent, OutboundMessage,
     ProviderError, ProviderEvent, ProviderTemplateStatus, SendError, SendReceipt, StatusEvent,
-    TemplateCategory, TemplateRef, TemplateSubmission, TemplateSubmitted, WebhookError,
-    WebhookOutcome, WebhookRequest, example_for, placeholders,
+    TemplateAnswer, TemplateCategory, TemplateRef, TemplateSubmission, TemplateSubmitted,
+    WebhookError, WebhookOutcome, WebhookRequest, example_for, placeholders,
 };
 use crate::domain::content::MessageContent;
 
@@ -385,10 +385,7 @@ impl ChannelAdapter for InfobipViberAdapter {
         Ok(TemplateSubmitted::from_answer(id, info.status))
     }
 
-    async fn template_status(
-        &self,
-        template: &TemplateRef,
-    ) -> Result<ProviderTemplateStatus, SendError> {
+    async fn template_status(&self, template: &TemplateRef) -> Result<TemplateAnswer, SendError> {
         let TemplateRef::ProviderId(id) = template else {
             return Err(SendError::unsupported(
                 "Infobip knows Viber templates by id only",
@@ -396,10 +393,17 @@ impl ChannelAdapter for InfobipViberAdapter {
         };
         let url = self.templates_url(Some(id))?;
         let answer = self.call(self.http.get(url)).await?;
+        // Infobip's Viber templates have no name; the id is what the answer is about.
         answer
             .json::<TemplateInfo>()
-            .and_then(|t| t.status)
-            .map(|s| ProviderTemplateStatus::from_word(&s, None))
+            .and_then(|t| {
+                Some(TemplateAnswer {
+                    status: ProviderTemplateStatus::from_word(&t.status?, None),
+                    provider_template_id: t.template_id,
+                    name: None,
+                    language: None,
+                })
+            })
             .ok_or_else(|| answer.unreadable_success())
     }
 

@@ -405,6 +405,58 @@ impl ProviderTemplateStatus {
     }
 }
 
+/// A provider's answer about one template: its status, and which template the answer says it
+/// is about (whatever the provider named; any may be missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateAnswer {
+    pub provider_template_id: Option<String>,
+    pub name: Option<String>,
+    pub language: Option<String>,
+    pub status: ProviderTemplateStatus,
+}
+
+impl TemplateAnswer {
+    /// An answer that names only a status (the sandbox's, which answers for itself).
+    pub fn status_only(status: ProviderTemplateStatus) -> Self {
+        TemplateAnswer {
+            provider_template_id: None,
+            name: None,
+            language: None,
+            status,
+        }
+    }
+
+    /// True when the answer is about this template: everything it names agrees (the id; the
+    /// name; the language, `en-US` being `en_US`), and it names the id or the name and
+    /// language. An answer about another template must never become this one's verdict.
+    pub fn is_about(&self, provider_template_id: &str, name: &str, language: &str) -> bool {
+        let same_language = |a: &str| {
+            a.replace('-', "_")
+                .eq_ignore_ascii_case(&language.replace('-', "_"))
+        };
+        let id = self
+            .provider_template_id
+            .as_deref()
+            .map(|i| i == provider_template_id);
+        let named = self.name.as_deref().map(|n| n == name);
+        let lang = self.language.as_deref().map(same_language);
+        if [id, named, lang].contains(&Some(false)) {
+            return false;
+        }
+        id == Some(true) || (named == Some(true) && lang == Some(true))
+    }
+
+    /// What the answer names, for a log line or a message.
+    pub fn describe(&self) -> String {
+        format!(
+            "id {}, name {}, language {}",
+            self.provider_template_id.as_deref().unwrap_or("(none)"),
+            self.name.as_deref().unwrap_or("(none)"),
+            self.language.as_deref().unwrap_or("(none)"),
+        )
+    }
+}
+
 /// The provider's answer to a template submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateSubmitted {
@@ -688,11 +740,12 @@ pub trait ChannelAdapter {
     ) -> impl Future<Output = Result<TemplateSubmitted, SendError>> + Send;
 
     /// Asks the provider for a template's review state (webhooks are preferred: Meta's
-    /// management API allows only a few hundred calls an hour).
+    /// management API allows only a few hundred calls an hour). The answer says which
+    /// template it is about; callers check it with [`TemplateAnswer::is_about`].
     fn template_status(
         &self,
         template: &TemplateRef,
-    ) -> impl Future<Output = Result<ProviderTemplateStatus, SendError>> + Send;
+    ) -> impl Future<Output = Result<TemplateAnswer, SendError>> + Send;
 
     /// Verifies and reads a webhook. Pure: no I/O, so the handler can answer quickly.
     fn parse_webhook(&self, request: &WebhookRequest) -> Result<WebhookOutcome, WebhookError>;
@@ -827,10 +880,7 @@ impl ChannelAdapter for Adapter {
         each_adapter!(self, a => a.submit_template(template).await)
     }
 
-    async fn template_status(
-        &self,
-        template: &TemplateRef,
-    ) -> Result<ProviderTemplateStatus, SendError> {
+    async fn template_status(&self, template: &TemplateRef) -> Result<TemplateAnswer, SendError> {
         each_adapter!(self, a => a.template_status(template).await)
     }
 
@@ -930,6 +980,37 @@ mod tests {
             "132000: (#132000) Number of parameters (body: 2 vs 1)"
         );
         assert!(e.to_string().starts_with("template_problem: 132000"));
+    }
+
+    #[test]
+    fn a_template_answer_is_ours_only_when_everything_it_names_agrees() {
+        let answer =
+            |id: Option<&str>, name: Option<&str>, language: Option<&str>| TemplateAnswer {
+                provider_template_id: id.map(str::to_owned),
+                name: name.map(str::to_owned),
+                language: language.map(str::to_owned),
+                status: ProviderTemplateStatus::Approved,
+            };
+        let ours = |a: TemplateAnswer| a.is_about("111", "order_update", "en_US");
+        assert!(ours(answer(
+            Some("111"),
+            Some("order_update"),
+            Some("en_US")
+        )));
+        assert!(ours(answer(Some("111"), None, None)));
+        assert!(ours(answer(None, Some("order_update"), Some("en-US"))));
+        // Another template, by id or by name: not ours, whatever else agrees.
+        assert!(!ours(answer(Some("222"), Some("promo"), Some("en_US"))));
+        assert!(!ours(answer(
+            Some("222"),
+            Some("order_update"),
+            Some("en_US")
+        )));
+        assert!(!ours(answer(Some("111"), Some("promo"), None)));
+        assert!(!ours(answer(None, Some("order_update"), Some("de"))));
+        // Too little to tell.
+        assert!(!ours(answer(None, Some("order_update"), None)));
+        assert!(!ours(answer(None, None, None)));
     }
 
     #[test]

@@ -19,9 +19,9 @@ use tokio::time::Instant;
 use super::settings::{Fields, SettingSpec, SettingsError};
 use super::{
     Address, ChannelAdapter, DeliveryStatus, EventSink, InboundEvent, OutboundMessage,
-    ProviderEvent, ProviderTemplateStatus, SendError, SendReceipt, StatusEvent, TemplateRef,
-    TemplateStatusEvent, TemplateSubmission, TemplateSubmitted, WebhookError, WebhookOutcome,
-    WebhookRequest, infobip_viber, whatsapp,
+    ProviderEvent, ProviderTemplateStatus, SendError, SendReceipt, StatusEvent, TemplateAnswer,
+    TemplateRef, TemplateStatusEvent, TemplateSubmission, TemplateSubmitted, WebhookError,
+    WebhookOutcome, WebhookRequest, infobip_viber, whatsapp,
 };
 use crate::domain::channel::ChannelKind;
 use crate::domain::phone::E164;
@@ -239,10 +239,7 @@ impl ChannelAdapter for SandboxAdapter {
         })
     }
 
-    async fn template_status(
-        &self,
-        template: &TemplateRef,
-    ) -> Result<ProviderTemplateStatus, SendError> {
+    async fn template_status(&self, template: &TemplateRef) -> Result<TemplateAnswer, SendError> {
         if self.kind == ChannelKind::Sms {
             return Err(Self::sms_templates_are_local());
         }
@@ -254,11 +251,23 @@ impl ChannelAdapter for SandboxAdapter {
         };
         // The sandbox approves everything; templates it does not remember (submitted before a
         // restart) were approved long ago.
-        Ok(match submitted_at {
+        let status = match submitted_at {
             Some(at) if at.elapsed() < self.settings.approve_after => {
                 ProviderTemplateStatus::Pending
             }
             _ => ProviderTemplateStatus::Approved,
+        };
+        // The sandbox answers about exactly what it was asked.
+        Ok(match template {
+            TemplateRef::ProviderId(id) => TemplateAnswer {
+                provider_template_id: Some(id.clone()),
+                ..TemplateAnswer::status_only(status)
+            },
+            TemplateRef::NameLanguage { name, language } => TemplateAnswer {
+                name: Some(name.clone()),
+                language: Some(language.clone()),
+                ..TemplateAnswer::status_only(status)
+            },
         })
     }
 

@@ -18,9 +18,8 @@ use super::settings::{Fields, Secret, SettingSpec, SettingsError};
 use super::wire::{self, Answer};
 use super::{
     Address, ChannelAdapter, DeliveryStatus, ErrorClass, InboundEvent, OutboundMessage,
-    ProviderError, ProviderEvent, ProviderTemplateStatus, SendError, SendReceipt, StatusEvent,
-    TemplateRef, TemplateSubmission, TemplateSubmitted, WebhookError, WebhookOutcome,
-    WebhookRequest,
+    ProviderError, ProviderEvent, SendError, SendReceipt, StatusEvent, TemplateAnswer, TemplateRef,
+    TemplateSubmission, TemplateSubmitted, WebhookError, WebhookOutcome, WebhookRequest,
 };
 use crate::domain::phone::E164;
 
@@ -268,10 +267,7 @@ impl ChannelAdapter for TwilioAdapter {
         ))
     }
 
-    async fn template_status(
-        &self,
-        _template: &TemplateRef,
-    ) -> Result<ProviderTemplateStatus, SendError> {
+    async fn template_status(&self, _template: &TemplateRef) -> Result<TemplateAnswer, SendError> {
         Err(SendError::unsupported(
             "Twilio SMS has no provider templates: SMS templates are local snippets, approved in Herald",
         ))

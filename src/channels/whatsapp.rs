@@ -19,9 +19,9 @@ use super::wire::{self, Answer};
 use super::{
     Address, ChannelAdapter, DeliveryStatus, ErrorClass, InboundEvent, OutboundMessage,
     PlaceholderExample, ProviderError, ProviderEvent, ProviderTemplateStatus, SendError,
-    SendReceipt, StatusEvent, TemplateButton, TemplateCategory, TemplateRef, TemplateStatusEvent,
-    TemplateSubmission, TemplateSubmitted, WebhookError, WebhookOutcome, WebhookRequest,
-    example_for, placeholders,
+    SendReceipt, StatusEvent, TemplateAnswer, TemplateButton, TemplateCategory, TemplateRef,
+    TemplateStatusEvent, TemplateSubmission, TemplateSubmitted, WebhookError, WebhookOutcome,
+    WebhookRequest, example_for, placeholders,
 };
 use crate::domain::content::{ButtonKind, MessageContent, ParameterFormat, TemplateParam};
 
@@ -477,6 +477,7 @@ struct Edited {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct TemplateInfo {
+    id: Option<Value>,
     name: Option<String>,
     language: Option<String>,
     status: Option<String>,
@@ -490,14 +491,21 @@ struct TemplateList {
 }
 
 impl TemplateInfo {
-    fn status(self) -> Option<ProviderTemplateStatus> {
+    /// The status, with the id, name and language the answer names (to check it is about the
+    /// template asked for).
+    fn answer(self) -> Option<TemplateAnswer> {
         let reason = self.rejected_reason.filter(|r| r != "NONE");
-        self.status
-            .map(|s| ProviderTemplateStatus::from_word(&s, reason))
+        let status = ProviderTemplateStatus::from_word(&self.status?, reason);
+        Some(TemplateAnswer {
+            provider_template_id: self.id.as_ref().map(value_text),
+            name: self.name,
+            language: self.language,
+            status,
+        })
     }
 }
 
-const TEMPLATE_FIELDS: &str = "name,language,status,rejected_reason";
+const TEMPLATE_FIELDS: &str = "id,name,language,status,rejected_reason";
 
 impl ChannelAdapter for WhatsappAdapter {
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError> {
@@ -538,10 +546,7 @@ impl ChannelAdapter for WhatsappAdapter {
         ))
     }
 
-    async fn template_status(
-        &self,
-        template: &TemplateRef,
-    ) -> Result<ProviderTemplateStatus, SendError> {
+    async fn template_status(&self, template: &TemplateRef) -> Result<TemplateAnswer, SendError> {
         let info = match template {
             TemplateRef::ProviderId(id) => {
                 let url = wire::url_with_segments(
@@ -578,7 +583,7 @@ impl ChannelAdapter for WhatsappAdapter {
                     })?
             }
         };
-        info.status().ok_or_else(|| {
+        info.answer().ok_or_else(|| {
             SendError::new(
                 ErrorClass::Permanent,
                 "WhatsApp's answer about the template carries no status",

@@ -213,18 +213,47 @@ pub enum Synced {
     Failed(String),
 }
 
+/// The template a status query is about: the provider's id, and Herald's name and language.
+struct Asked<'a> {
+    provider_template_id: &'a str,
+    name: &'a str,
+    language: &'a str,
+}
+
+/// Asks the provider about one template. An answer about another template (another id, or
+/// another name and language) is never taken as this one's verdict: it is logged and ignored.
 async fn ask(
     registry: &ChannelRegistry,
     channel: &Channel,
-    provider_template_id: &str,
+    asked: &Asked<'_>,
 ) -> Result<ProviderTemplateStatus, String> {
     let adapter = registry
         .adapter(channel)
         .map_err(|e| format!("The channel {} cannot be used: {e}", channel.name))?;
-    adapter
-        .template_status(&TemplateRef::ProviderId(provider_template_id.to_owned()))
+    let answer = adapter
+        .template_status(&TemplateRef::ProviderId(
+            asked.provider_template_id.to_owned(),
+        ))
         .await
-        .map_err(|e| e.text())
+        .map_err(|e| e.text())?;
+    if !answer.is_about(asked.provider_template_id, asked.name, asked.language) {
+        tracing::warn!(
+            channel = %channel.name,
+            asked = asked.provider_template_id,
+            name = asked.name,
+            language = asked.language,
+            answered = %answer.describe(),
+            "the provider's answer about a template was about another one; ignored"
+        );
+        return Err(format!(
+            "the answer was about another template ({}), not {} in {} (id {}); it was ignored",
+            answer.describe(),
+            asked.name,
+            asked.language,
+            asked.provider_template_id
+        ));
+    }
+    Ok(answer.status)
 }
 
 async fn ask_and_record(
@@ -232,10 +261,10 @@ async fn ask_and_record(
     registry: &ChannelRegistry,
     channel: &Channel,
     version_id: i64,
-    provider_template_id: &str,
+    asked: &Asked<'_>,
     actor: &Actor,
 ) -> Result<Synced, AppError> {
-    let status = match ask(registry, channel, provider_template_id).await {
+    let status = match ask(registry, channel, asked).await {
         Ok(status) => status,
         Err(text) => return Ok(Synced::Failed(text)),
     };
@@ -263,7 +292,7 @@ pub async fn sync_template(
     template_id: i64,
     actor: &Actor,
 ) -> Result<Vec<(i32, Synced)>, AppError> {
-    let (channel, asked) = db
+    let (template, channel, asked) = db
         .run(move |conn| {
             let template = templates::find(conn, template_id)?
                 .ok_or_else(|| AppError::not_found("This template"))?;
@@ -274,13 +303,17 @@ pub async fn sync_template(
                 .filter(|v| v.stage != TemplateStage::Superseded)
                 .filter_map(|v| Some((v.id, v.number, v.provider_template_id?)))
                 .collect();
-            Ok::<_, AppError>((channel, asked))
+            Ok::<_, AppError>((template, channel, asked))
         })
         .await?;
     let mut out = Vec::new();
     for (version_id, number, provider_id) in asked {
-        let synced =
-            ask_and_record(db, registry, &channel, version_id, &provider_id, actor).await?;
+        let asked = Asked {
+            provider_template_id: &provider_id,
+            name: &template.name,
+            language: &template.language,
+        };
+        let synced = ask_and_record(db, registry, &channel, version_id, &asked, actor).await?;
         out.push((number, synced));
     }
     hub.publish(HubEvent::Template { template_id });
@@ -362,16 +395,12 @@ pub async fn sync_pending(
         }
         *count += 1;
         report.checked += 1;
-        match ask_and_record(
-            db,
-            registry,
-            channel,
-            item.version_id,
-            &item.provider_template_id,
-            &actor,
-        )
-        .await?
-        {
+        let asked = Asked {
+            provider_template_id: &item.provider_template_id,
+            name: &item.name,
+            language: &item.language,
+        };
+        match ask_and_record(db, registry, channel, item.version_id, &asked, &actor).await? {
             Synced::Changed => {
                 report.changed += 1;
                 hub.publish(HubEvent::Template {

@@ -1186,6 +1186,9 @@ pub struct AwaitingVerdict {
     pub template_id: i64,
     pub channel_id: i64,
     pub provider_template_id: String,
+    /// The template's name and language, to check the provider's answer is about it.
+    pub name: String,
+    pub language: String,
     pub checked_at: Option<NaiveDateTime>,
 }
 
@@ -1195,6 +1198,8 @@ struct AwaitingRow {
     template_id: i64,
     channel_id: i64,
     provider_template_id: Option<String>,
+    name: String,
+    language: String,
     checked_at: Option<NaiveDateTime>,
 }
 
@@ -1219,6 +1224,8 @@ pub fn awaiting_verdict(
             templates::id,
             templates::channel_id,
             template_versions::provider_template_id,
+            templates::name,
+            templates::language,
             template_versions::provider_checked_at,
         ))
         .order((
@@ -1236,6 +1243,8 @@ pub fn awaiting_verdict(
                 template_id: r.template_id,
                 channel_id: r.channel_id,
                 provider_template_id: r.provider_template_id?,
+                name: r.name,
+                language: r.language,
                 checked_at: r.checked_at,
             })
         })

@@ -20,6 +20,7 @@ crate::both_backends!(
     editing_an_approved_template_makes_a_new_version_while_the_old_one_sends,
     a_fake_whatsapp_provider_approves_and_rejects_by_webhook,
     two_verdicts_in_one_second_both_apply_and_a_redelivery_once,
+    a_status_answer_about_another_template_is_ignored,
     viber_and_sms_templates,
     filters_and_empty_states,
 );
@@ -1134,6 +1135,80 @@ async fn two_verdicts_in_one_second_both_apply_and_a_redelivery_once(app: TestAp
     post(second).await;
     assert_eq!(crate::provider_kit::receipts(&app, wa.id), seen);
     assert_eq!(rejections(&p.mia.get_html(&path).await), 2);
+}
+
+/// A status query answered about another template (another id and name) is not our
+/// template's verdict: "sync now" and the periodic sync ignore it and say so.
+async fn a_status_answer_about_another_template_is_ignored(app: TestApp) {
+    let p = people(&app).await;
+    let fake = FakeProvider::start(FakeConfig {
+        template_status: "PENDING".into(),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake provider");
+    let wa = whatsapp_channel(&app, &fake.base_url, "meta-app-secret-for-tests");
+    let path = draft_whatsapp(&p.mia, &wa, "order_update").await;
+    submit(&p.mia, &path, "1").await;
+    approve(&p.sam, &path, "1").await;
+    let id = provider_id(&app, &path);
+    let other = || {
+        Scripted::json(
+            200,
+            json!({"id": "1689556908999999", "name": "spring_sale", "language": "en_US",
+                "status": "APPROVED"}),
+        )
+    };
+
+    // "Sync now": the answer names another template; nothing changes, and the page says why.
+    fake.script(other());
+    let res = act(&p.mia, &path, "sync", &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = p.mia.get_html(&path).await;
+    let said = flashes(&page);
+    assert!(said.contains("about another template"), "{said}");
+    assert!(said.contains("spring_sale"), "{said}");
+    assert_eq!(stage(&page), "Waiting for Meta");
+    let asked = fake.last_request().expect("a status query");
+    assert_eq!(asked.path, format!("/v23.0/{id}"));
+
+    // The periodic sync: the same.
+    let db = herald::storage::Db::connect(&app.database_url, 2).expect("db");
+    let hub = herald::dispatch::hub::EventHub::new();
+    let (sink, _rx) = tokio::sync::mpsc::channel(16);
+    let key = herald::auth::keys::Keys::derive(TEST_SECRET)
+        .expect("keys")
+        .channel_secrets;
+    let registry = herald::dispatch::registry::ChannelRegistry::new(
+        &app.address,
+        key,
+        sink,
+        Duration::from_secs(5),
+    )
+    .expect("registry");
+    let budget = herald::dispatch::templates::SyncBudget {
+        spacing: Duration::ZERO,
+        recheck_after: Duration::ZERO,
+        ..Default::default()
+    };
+    fake.script(other());
+    let report = herald::dispatch::templates::sync_pending(&db, &hub, &registry, &budget)
+        .await
+        .expect("sync");
+    assert_eq!((report.checked, report.changed, report.failed), (1, 0, 1));
+    assert_eq!(stage(&p.mia.get_html(&path).await), "Waiting for Meta");
+    assert!(sendable(&app, &p.key, "").await.is_empty());
+
+    // The answer about our template is taken.
+    fake.script(Scripted::json(
+        200,
+        json!({"id": id, "name": "order_update", "language": "en_US", "status": "APPROVED"}),
+    ));
+    let report = herald::dispatch::templates::sync_pending(&db, &hub, &registry, &budget)
+        .await
+        .expect("sync");
+    assert_eq!((report.checked, report.changed, report.failed), (1, 1, 0));
+    wait_until_sendable(&app, &p.key, "order_update").await;
 }
 
 async fn viber_and_sms_templates(app: TestApp) {

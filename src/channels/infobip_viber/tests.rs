@@ -209,7 +209,11 @@ async fn templates_are_submitted_per_sender_and_their_status_fetched() {
         ))
         .await
         .unwrap();
-    assert_eq!(status, ProviderTemplateStatus::Approved);
+    assert_eq!(status.status, ProviderTemplateStatus::Approved);
+    assert_eq!(
+        status.provider_template_id.as_deref(),
+        Some(submitted.provider_template_id.as_str())
+    );
     assert_eq!(
         fake.last_request().unwrap().path,
         format!(
@@ -225,7 +229,12 @@ async fn templates_are_submitted_per_sender_and_their_status_fetched() {
         .template_status(&TemplateRef::ProviderId("t".into()))
         .await
         .unwrap();
-    assert_eq!(declined, ProviderTemplateStatus::Rejected { reason: None });
+    assert_eq!(
+        declined.status,
+        ProviderTemplateStatus::Rejected { reason: None }
+    );
+    assert!(declined.is_about("t", "any_name", "en"));
+    assert!(!declined.is_about("u", "any_name", "en"));
     let e = a
         .template_status(&TemplateRef::NameLanguage {
             name: "x".into(),

@@ -73,7 +73,7 @@ async fn templates_are_approved_after_the_configured_delay() {
     assert_eq!(submitted.status, ProviderTemplateStatus::Pending);
     let by_id = TemplateRef::ProviderId(submitted.provider_template_id.clone());
     assert_eq!(
-        adapter.template_status(&by_id).await.unwrap(),
+        adapter.template_status(&by_id).await.unwrap().status,
         ProviderTemplateStatus::Pending
     );
     let ProviderEvent::TemplateStatus(approved) = next(&mut rx).await else {
@@ -87,7 +87,7 @@ async fn templates_are_approved_after_the_configured_delay() {
     assert_eq!(approved.status, ProviderTemplateStatus::Approved);
     assert_eq!(approved.name.as_deref(), Some("otp"));
     assert_eq!(
-        adapter.template_status(&by_id).await.unwrap(),
+        adapter.template_status(&by_id).await.unwrap().status,
         ProviderTemplateStatus::Approved
     );
 

@@ -191,11 +191,20 @@ async fn template_creation_matches_the_reference_payload() {
         assert_eq!(body, reference);
     }
     // The fake answers with the id it stored; a status lookup by that id finds it.
-    let status = adapter(&fake.base_url)
-        .template_status(&TemplateRef::ProviderId(submitted.provider_template_id))
+    let id = submitted.provider_template_id;
+    let answer = adapter(&fake.base_url)
+        .template_status(&TemplateRef::ProviderId(id.clone()))
         .await
         .unwrap();
-    assert_eq!(status, ProviderTemplateStatus::Approved);
+    assert_eq!(answer.status, ProviderTemplateStatus::Approved);
+    assert!(answer.is_about(&id, "seasonal_promotion_text_only", "en"));
+    assert!(
+        fake.last_request()
+            .unwrap()
+            .query
+            .contains("fields=id%2Cname%2Clanguage%2Cstatus"),
+        "the answer must name the template it is about"
+    );
     let by_name = adapter(&fake.base_url)
         .template_status(&TemplateRef::NameLanguage {
             name: "seasonal_promotion_text_only".into(),
@@ -203,7 +212,19 @@ async fn template_creation_matches_the_reference_payload() {
         })
         .await
         .unwrap();
-    assert_eq!(by_name, ProviderTemplateStatus::Approved);
+    assert_eq!(by_name.status, ProviderTemplateStatus::Approved);
+    assert_eq!(by_name.provider_template_id.as_deref(), Some(id.as_str()));
+
+    // An answer about another template says so; the caller does not take it for ours.
+    fake.script(Scripted::json(
+        200,
+        json!({"id": "9999", "name": "other_template", "language": "en", "status": "REJECTED"}),
+    ));
+    let other = adapter(&fake.base_url)
+        .template_status(&TemplateRef::ProviderId(id.clone()))
+        .await
+        .unwrap();
+    assert!(!other.is_about(&id, "seasonal_promotion_text_only", "en"));
     let missing = adapter(&fake.base_url)
         .template_status(&TemplateRef::NameLanguage {
             name: "seasonal_promotion_text_only".into(),
