@@ -203,6 +203,26 @@ impl WhatsappAdapter {
         let request = request.bearer_auth(self.settings.access_token.expose());
         wire::call(request, classify).await
     }
+
+    /// True when the request's `X-Hub-Signature-256` is this channel's app secret's HMAC of
+    /// the body (compared in constant time). One Meta app's webhook names any of its numbers,
+    /// so the webhook handler also asks this of each channel an event names: only a channel
+    /// whose own secret signed the body may receive its events.
+    pub fn signed_by_app(&self, request: &WebhookRequest) -> bool {
+        let Some(signature) = request.header("X-Hub-Signature-256") else {
+            return false;
+        };
+        let expected = sign(self.settings.app_secret.expose(), &request.body);
+        wire::ct_eq(
+            signature.trim().to_ascii_lowercase().as_bytes(),
+            expected.as_bytes(),
+        )
+    }
+
+    /// The number this channel sends from (`metadata.phone_number_id` in Meta's webhooks).
+    pub fn phone_number_id(&self) -> &str {
+        &self.settings.phone_number_id
+    }
 }
 
 /// The JSON body of a send, exactly as posted to `/messages`.
@@ -602,14 +622,7 @@ impl ChannelAdapter for WhatsappAdapter {
                 request.method
             )));
         }
-        let signature = request
-            .header("X-Hub-Signature-256")
-            .ok_or(WebhookError::BadSignature)?;
-        let expected = sign(self.settings.app_secret.expose(), &request.body);
-        if !wire::ct_eq(
-            signature.trim().to_ascii_lowercase().as_bytes(),
-            expected.as_bytes(),
-        ) {
+        if !self.signed_by_app(request) {
             return Err(WebhookError::BadSignature);
         }
         parse_events(&request.body).map(WebhookOutcome::Events)

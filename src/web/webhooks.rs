@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::channels::{
-    ChannelAdapter, ProviderEvent, WebhookError, WebhookOutcome, WebhookRequest, twilio,
+    Adapter, ChannelAdapter, ProviderEvent, WebhookError, WebhookOutcome, WebhookRequest, twilio,
 };
 use crate::dispatch::events;
 use crate::domain::channel::Provider;
@@ -63,7 +63,7 @@ pub async fn receive(
             .content_type("text/plain")
             .body(challenge)),
         Ok(WebhookOutcome::Events(list)) => {
-            for (target, list) in route(&state, &channel, list).await? {
+            for (target, list) in route(&state, &channel, &webhook, list).await? {
                 let count = list.len();
                 let applied = events::apply(&state.db, &state.hub, &target, list).await?;
                 tracing::info!(channel = %target.name, events = count, ?applied, "webhook applied");
@@ -90,11 +90,14 @@ pub async fn receive(
 
 /// Which channel each event is about. One Meta app has one webhook URL for all its numbers, so
 /// a WhatsApp event names its number (`metadata.phone_number_id`) and goes to the channel with
-/// that number; an event for a number no channel has is logged and dropped. Every other event
-/// belongs to the channel in the URL.
+/// that number, but only when that channel's own app secret signed the body (the channels of
+/// one Meta app share its secret): a body signed with channel A's secret never touches channel
+/// B. Events for a number no channel has, or whose channel's secret did not sign them, are
+/// logged and dropped. Every other event belongs to the channel in the URL.
 async fn route(
     state: &AppState,
     channel: &Channel,
+    webhook: &WebhookRequest,
     list: Vec<ProviderEvent>,
 ) -> Result<Vec<(Channel, Vec<ProviderEvent>)>, AppError> {
     let own = phone_number_id(channel);
@@ -110,6 +113,8 @@ async fn route(
         .filter(|c| c.provider == Provider::WhatsappCloud && c.id != channel.id)
         .collect::<Vec<_>>();
     let mut routed: Vec<(Channel, Vec<ProviderEvent>)> = vec![(channel.clone(), Vec::new())];
+    // Whether each other channel's secret signed this body, checked once per channel.
+    let mut signed_by: Vec<(i64, bool)> = Vec::new();
     for event in list {
         if !foreign(&event) {
             routed[0].1.push(event);
@@ -123,12 +128,37 @@ async fn route(
             tracing::warn!(channel = %channel.name, phone_number_id = account, "a WhatsApp event for a number no channel has was ignored");
             continue;
         };
+        let signed = match signed_by.iter().find(|(id, _)| *id == target.id) {
+            Some((_, signed)) => *signed,
+            None => {
+                let signed = signed_with_secret_of(state, target, webhook);
+                signed_by.push((target.id, signed));
+                signed
+            }
+        };
+        if !signed {
+            tracing::warn!(channel = %channel.name, target = %target.name, phone_number_id = account, "a WhatsApp event for another channel's number was not signed with that channel's app secret; ignored");
+            continue;
+        }
         match routed.iter_mut().find(|(c, _)| c.id == target.id) {
             Some((_, events)) => events.push(event),
             None => routed.push((target.clone(), vec![event])),
         }
     }
     Ok(routed)
+}
+
+/// True when `target`'s own app secret signed this webhook. A channel whose settings cannot
+/// be used verifies nothing.
+fn signed_with_secret_of(state: &AppState, target: &Channel, webhook: &WebhookRequest) -> bool {
+    match state.channels.adapter(target) {
+        Ok(Adapter::Whatsapp(adapter)) => adapter.signed_by_app(webhook),
+        Ok(_) => false,
+        Err(e) => {
+            tracing::error!(channel = %target.name, error = %e, "a WhatsApp channel's settings cannot be used to check a webhook");
+            false
+        }
+    }
 }
 
 /// A WhatsApp channel's number id, from its (non-secret) settings.

@@ -28,6 +28,7 @@ crate::both_backends!(
     whatsapp_statuses_move_forward_once_and_forgeries_store_nothing,
     whatsapp_verification_inbound_messages_and_stop,
     whatsapp_events_go_to_the_number_they_name,
+    whatsapp_events_go_only_to_channels_whose_secret_signed_them,
     twilio_status_callbacks_inbound_messages_and_opt_outs,
     infobip_reports_and_inbound_messages_carry_the_shared_secret,
     the_sandbox_works_with_no_configuration,
@@ -552,6 +553,91 @@ async fn whatsapp_events_go_to_the_number_they_name(app: TestApp) {
     let (status, _) = post_whatsapp(hook, &body, Some(META_APP_SECRET)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(contact_by_phone(&app, &key, "+16505550122").await.is_none());
+}
+
+/// Two channels of two Meta apps (two app secrets): a body signed with channel A's secret,
+/// posted to A's URL but naming B's number, must not touch B (no contact, no window, no STOP).
+/// When both channels belong to one Meta app (the same secret), it goes to B.
+async fn whatsapp_events_go_only_to_channels_whose_secret_signed_them(app: TestApp) {
+    let (_admin, key) = admin_and_key(&app).await;
+    let support = create_channel(
+        &app,
+        &key,
+        whatsapp_channel("Support WhatsApp", "http://127.0.0.1:9"),
+    )
+    .await;
+    let mut sales_body = whatsapp_channel("Sales WhatsApp", "http://127.0.0.1:9");
+    sales_body["settings"]["phone_number_id"] = json!("106540352242999");
+    sales_body["settings"]["app_secret"] = json!("another-meta-apps-secret");
+    let sales = create_channel(&app, &key, sales_body).await;
+    let (support_id, sales_id) = (
+        support["id"].as_str().unwrap(),
+        sales["id"].as_str().unwrap(),
+    );
+    let hook = support["webhook_url"].as_str().expect("webhook url");
+    // Ada is a customer already; a stranger is not.
+    new_contact(&app, &key, ADA).await;
+    let stranger = "+16505550144";
+    let now = chrono::Utc::now().timestamp().to_string();
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+        "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783999", "phone_number_id": "106540352242999"},
+        "contacts": [{"profile": {"name": "Eve"}, "wa_id": "16505550144"}],
+        "messages": [
+            {"from": ADA.trim_start_matches('+'), "id": "wamid.CROSS1", "timestamp": now,
+             "type": "text", "text": {"body": "STOP"}},
+            {"from": "16505550144", "id": "wamid.CROSS2", "timestamp": now,
+             "type": "text", "text": {"body": "Hello sales"}}]}}]}]})
+    .to_string();
+
+    // Signed with the support channel's secret (it verifies at its URL), naming sales' number.
+    let (status, _) = post_whatsapp(hook, &body, Some(META_APP_SECRET)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "acknowledged, so Meta does not retry"
+    );
+    assert!(
+        contact_by_phone(&app, &key, stranger).await.is_none(),
+        "no contact"
+    );
+    let ada = contact_by_phone(&app, &key, ADA).await.unwrap();
+    for id in [sales_id, support_id] {
+        assert_ne!(channel_state(&ada, id)["window"]["open"], true, "{ada}");
+        assert_eq!(channel_state(&ada, id)["opted_out"], false, "{ada}");
+    }
+    assert!(
+        ada["consent"]
+            .get("whatsapp")
+            .is_none_or(|c| c["status"] != "opted_out"),
+        "{ada}"
+    );
+    let sales_channel = channel(&app, sales_id);
+    assert_eq!(receipts(&app, sales_channel.id), 0);
+
+    // The two numbers belong to one Meta app after all: the same secret. Now it goes to sales.
+    let (status, json) = api(
+        &app,
+        Method::PATCH,
+        &format!("/api/v1/channels/{sales_id}"),
+        &key,
+        Some(&json!({"settings": {"app_secret": META_APP_SECRET}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let (status, _) = post_whatsapp(hook, &body, Some(META_APP_SECRET)).await;
+    assert_eq!(status, StatusCode::OK);
+    let eve = contact_by_phone(&app, &key, stranger)
+        .await
+        .expect("the stranger is recorded");
+    assert_eq!(
+        channel_state(&eve, sales_id)["window"]["open"],
+        true,
+        "{eve}"
+    );
+    let ada = contact_by_phone(&app, &key, ADA).await.unwrap();
+    assert_eq!(channel_state(&ada, sales_id)["opted_out"], true, "{ada}");
+    assert_ne!(channel_state(&ada, support_id)["window"]["open"], true);
 }
 
 /// A page served by another instance on the same PostgreSQL database sees an inbound message
