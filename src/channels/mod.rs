@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+pub mod clean;
 pub mod infobip_viber;
 pub mod sandbox;
 pub mod twilio;

@@ -174,13 +174,17 @@ fn apply_one(
 }
 
 /// Applies a batch of verified events from one channel. Each event is applied once whatever
-/// the provider retries: its id is recorded in the same transaction as its effects.
+/// the provider retries: its id is recorded in the same transaction as its effects. Every
+/// event is cleaned first (`channels::clean`: no NUL, display names without control or
+/// direction characters, inbound text of bounded length), whichever provider or the sandbox
+/// produced it.
 pub async fn apply(
     db: &Db,
     hub: &EventHub,
     channel: &Channel,
     events: Vec<ProviderEvent>,
 ) -> Result<Applied, AppError> {
+    let events: Vec<ProviderEvent> = events.into_iter().map(ProviderEvent::cleaned).collect();
     let channel = channel.clone();
     let (applied, hub_events) = db
         .run(move |conn| {

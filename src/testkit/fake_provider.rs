@@ -375,7 +375,20 @@ impl FakeProviderHandle {
         from: &str,
         text: &str,
     ) -> Result<u16, FakeError> {
-        send_inbound(&self.state, provider, from, text).await
+        send_inbound(&self.state, provider, from, default_name(provider), text).await
+    }
+
+    /// As [`FakeProviderHandle::send_inbound`], with the sender's display name as the provider
+    /// gives it (WhatsApp's `contacts[].profile.name`, Twilio's `ProfileName`; Infobip's Viber
+    /// messages carry none), or none.
+    pub async fn send_inbound_named(
+        &self,
+        provider: FakeProviderKind,
+        from: &str,
+        profile_name: Option<&str>,
+        text: &str,
+    ) -> Result<u16, FakeError> {
+        send_inbound(&self.state, provider, from, profile_name, text).await
     }
 
     /// Ends Meta's review of a template this fake created: posts WhatsApp's
@@ -1152,10 +1165,20 @@ async fn post(http: &reqwest::Client, out: Outgoing) -> Result<u16, reqwest::Err
     Ok(request.send().await?.status().as_u16())
 }
 
+/// The display name the fake's WhatsApp inbound messages carry unless told otherwise.
+pub const FAKE_PROFILE_NAME: &str = "Fake Customer";
+
+/// WhatsApp always names the sender; Twilio only on some channels (WhatsApp through Twilio,
+/// not SMS); Infobip's Viber messages never do.
+fn default_name(provider: FakeProviderKind) -> Option<&'static str> {
+    (provider == FakeProviderKind::Whatsapp).then_some(FAKE_PROFILE_NAME)
+}
+
 async fn send_inbound(
     state: &State,
     provider: FakeProviderKind,
     from: &str,
+    profile_name: Option<&str>,
     text: &str,
 ) -> Result<u16, FakeError> {
     let endpoint = match provider {
@@ -1169,10 +1192,14 @@ async fn send_inbound(
     let digits = from.trim_start_matches('+');
     let out = match provider {
         FakeProviderKind::Whatsapp => {
+            let contact = match profile_name {
+                Some(name) => json!({"profile": {"name": name}, "wa_id": digits}),
+                None => json!({"wa_id": digits}),
+            };
             let body = wa_envelope("messages", json!({
                 "messaging_product": "whatsapp",
                 "metadata": {"display_phone_number": "15550783881", "phone_number_id": FAKE_WHATSAPP_NUMBER},
-                "contacts": [{"profile": {"name": "Fake Customer"}, "wa_id": digits}],
+                "contacts": [contact],
                 "messages": [{"from": digits, "id": format!("wamid.FAKEIN{n:020}"),
                     "timestamp": Utc::now().timestamp().to_string(), "type": "text",
                     "text": {"body": text}}],
@@ -1183,7 +1210,7 @@ async fn send_inbound(
         }
         FakeProviderKind::Twilio => {
             let sid = format!("SM{n:032x}");
-            let params = [
+            let mut params: Vec<(String, String)> = [
                 ("AccountSid", "AC00000000000000000000000000000000"),
                 ("ApiVersion", "2010-04-01"),
                 ("Body", text),
@@ -1199,6 +1226,9 @@ async fn send_inbound(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+            if let Some(name) = profile_name {
+                params.push(("ProfileName".into(), name.to_owned()));
+            }
             signed_form(&endpoint.url, &endpoint.secret, params)
         }
         FakeProviderKind::Infobip => {
@@ -1233,7 +1263,15 @@ async fn inbound_endpoint(state: &State, body: &[u8]) -> HttpResponse {
         return HttpResponse::BadRequest()
             .json(json!({"error": "expected {\"provider\", \"from\", \"text\"}"}));
     };
-    match send_inbound(state, req.provider, &req.from, &req.text).await {
+    match send_inbound(
+        state,
+        req.provider,
+        &req.from,
+        default_name(req.provider),
+        &req.text,
+    )
+    .await
+    {
         Ok(status) => HttpResponse::Ok().json(json!({ "herald_status": status })),
         Err(e) => HttpResponse::BadGateway().json(json!({ "error": e.to_string() })),
     }

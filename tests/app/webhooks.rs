@@ -29,6 +29,7 @@ crate::both_backends!(
     whatsapp_verification_inbound_messages_and_stop,
     whatsapp_events_go_to_the_number_they_name,
     whatsapp_events_go_only_to_channels_whose_secret_signed_them,
+    provider_text_is_kept_without_nul_or_controls_and_bounded,
     twilio_status_callbacks_inbound_messages_and_opt_outs,
     infobip_reports_and_inbound_messages_carry_the_shared_secret,
     the_sandbox_works_with_no_configuration,
@@ -1208,4 +1209,130 @@ async fn a_providers_error_answer_is_kept_with_the_unknown_status(backend: Backe
         );
         assert!(!said.contains("No answer"), "{kind:?}: {said}");
     }
+}
+
+/// The bodies of the inbound messages stored for a contact, oldest first.
+fn inbound_bodies(app: &TestApp, contact_public_id: &str) -> Vec<String> {
+    use diesel::prelude::*;
+    use herald::storage::schema::inbound_messages;
+    let contact = contact_id(app, contact_public_id);
+    inbound_messages::table
+        .filter(inbound_messages::contact_id.eq(contact))
+        .order(inbound_messages::id)
+        .select(inbound_messages::body)
+        .load(&mut *app.db())
+        .expect("inbound messages")
+}
+
+/// A NUL byte in a signed webhook (PostgreSQL's text cannot hold it) is stripped and the event
+/// kept; display names lose control characters and direction overrides; inbound text longer
+/// than any provider sends is cut with a note. For the three providers and the sandbox.
+async fn provider_text_is_kept_without_nul_or_controls_and_bounded(app: TestApp) {
+    use herald::channels::clean::{MAX_INBOUND_TEXT_CHARS, truncation_note};
+    let (_admin, key) = admin_and_key(&app).await;
+    let spoofing = "Eve\u{202E}gnp.exe\u{0}\u{7}\u{2066}";
+    let long = format!("{}{}", "a".repeat(MAX_INBOUND_TEXT_CHARS), "b".repeat(100));
+    let cases = [
+        (
+            whatsapp_channel("Support WhatsApp", "http://127.0.0.1:9"),
+            META_APP_SECRET,
+            FakeProviderKind::Whatsapp,
+            "+16505550161",
+            Some(spoofing),
+        ),
+        (
+            twilio_channel("Shop SMS", "http://127.0.0.1:9"),
+            TWILIO_TOKEN,
+            FakeProviderKind::Twilio,
+            "+12015550162",
+            Some(spoofing),
+        ),
+        (
+            infobip_channel("Viber promos", "http://127.0.0.1:9"),
+            INFOBIP_SECRET,
+            FakeProviderKind::Infobip,
+            "+441134960063",
+            None,
+        ),
+    ];
+    for (body, secret, kind, from, name) in cases {
+        let w = wired(&app, &key, body, secret, Vec::new()).await;
+        let status = w
+            .fake
+            .send_inbound_named(kind, from, name, "Hello\u{0} there")
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{kind:?}");
+        let c = contact_by_phone(&app, &key, from)
+            .await
+            .unwrap_or_else(|| panic!("{kind:?}: the message was kept"));
+        if name.is_some() {
+            assert_eq!(c["name"], "Evegnp.exe", "{kind:?}: {c}");
+        }
+        let status = w
+            .fake
+            .send_inbound_named(kind, from, name, &long)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{kind:?}");
+        let public_id = c["id"].as_str().unwrap();
+        assert_eq!(
+            inbound_bodies(&app, public_id),
+            vec![
+                "Hello there".to_owned(),
+                format!(
+                    "{}{}",
+                    "a".repeat(MAX_INBOUND_TEXT_CHARS),
+                    truncation_note(MAX_INBOUND_TEXT_CHARS + 100)
+                )
+            ],
+            "{kind:?}"
+        );
+    }
+
+    // The sandbox's events (simulated replies) are cleaned the same way.
+    let (_, list) = get_json(&app, &key, "/api/v1/channels").await;
+    let sandbox = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["provider"] == "sandbox" && c["kind"] == "whatsapp")
+        .expect("the sandbox WhatsApp channel")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let db = herald::storage::Db::connect(&app.database_url, 2).expect("pool");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reports = tokio::spawn(herald::dispatch::sandbox::run(
+        db,
+        herald::dispatch::hub::EventHub::new(),
+        rx,
+    ));
+    let from = "+16505550164";
+    let event = herald::channels::ProviderEvent::Inbound(herald::channels::InboundEvent {
+        event_id: "sandbox:in:\u{0}nul".into(),
+        from: herald::channels::Address::parse(from),
+        text: "STOP\u{0}".into(),
+        received_at: chrono::Utc::now(),
+        provider_message_id: "sandbox-\u{0}1".into(),
+        profile_name: Some(spoofing.into()),
+        account: None,
+    });
+    tx.send((sandbox.clone(), event)).await.unwrap();
+    let mut c = None;
+    for _ in 0..100 {
+        c = contact_by_phone(&app, &key, from).await;
+        if c.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = c.expect("the sandbox's reply was kept");
+    assert_eq!(c["name"], "Evegnp.exe");
+    assert_eq!(
+        inbound_bodies(&app, c["id"].as_str().unwrap()),
+        vec!["STOP"]
+    );
+    assert_eq!(c["consent"]["whatsapp"]["status"], "opted_out", "{c}");
+    reports.abort();
 }
