@@ -44,6 +44,12 @@ pub struct Settings {
     /// `HERALD_SEND_TIMEOUT_SECS`: how long a provider call may take before its outcome is
     /// treated as unknown.
     pub send_timeout: Duration,
+    /// `HERALD_BODY_TIMEOUT_SECS` (default 20): how long a request body may take to arrive
+    /// once reading it started; `HERALD_BODY_MIN_RATE` (default 500 bytes a second) adds a
+    /// second per that many bytes received, so large uploads are not cut while a trickle is.
+    /// Past it the answer is 408 and the connection is closed (`web::body_deadline`).
+    pub body_timeout: Duration,
+    pub body_min_rate: u64,
     /// `HERALD_LOG`: log filter, e.g. `info` or `herald=debug,actix_web=info`.
     pub log_filter: String,
     /// `HERALD_LOG_FORMAT`: `text` (default) or `json`.
@@ -180,7 +186,27 @@ impl Settings {
             10,
             "a number of seconds",
         )?;
+        let body_timeout_secs: u64 = parse(
+            "HERALD_BODY_TIMEOUT_SECS",
+            get("HERALD_BODY_TIMEOUT_SECS"),
+            20,
+            "a number of seconds",
+        )?;
+        if body_timeout_secs == 0 {
+            return Err(ConfigError {
+                name: "HERALD_BODY_TIMEOUT_SECS",
+                message: "must be at least 1".into(),
+            });
+        }
+        let body_min_rate: u64 = parse(
+            "HERALD_BODY_MIN_RATE",
+            get("HERALD_BODY_MIN_RATE"),
+            500,
+            "a number of bytes a second",
+        )?;
         Ok(Settings {
+            body_timeout: Duration::from_secs(body_timeout_secs.min(3600)),
+            body_min_rate,
             max_in_flight: max_in_flight.clamp(1, 10_000),
             worker_dead_after: Duration::from_secs(dead_after.max(2)),
             metrics_token: get("HERALD_METRICS_TOKEN"),
@@ -222,6 +248,14 @@ impl Settings {
         self.public_url
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"))
+    }
+
+    /// How long request bodies may take (see `body_timeout`).
+    pub fn body_deadline(&self) -> crate::web::body_deadline::BodyDeadline {
+        crate::web::body_deadline::BodyDeadline {
+            timeout: self.body_timeout,
+            min_rate: self.body_min_rate,
+        }
     }
 
     /// Cookies get the Secure flag when people reach Herald over HTTPS.
@@ -283,6 +317,32 @@ mod tests {
             settings(&[("HERALD_SESSION_HOURS", "0")]).unwrap_err().name,
             "HERALD_SESSION_HOURS"
         );
+        assert_eq!(
+            settings(&[("HERALD_BODY_TIMEOUT_SECS", "0")])
+                .unwrap_err()
+                .name,
+            "HERALD_BODY_TIMEOUT_SECS"
+        );
+        assert_eq!(
+            settings(&[("HERALD_BODY_MIN_RATE", "fast")])
+                .unwrap_err()
+                .name,
+            "HERALD_BODY_MIN_RATE"
+        );
+    }
+
+    #[test]
+    fn request_bodies_have_twenty_seconds_plus_a_second_per_500_bytes() {
+        let d = settings(&[]).unwrap().body_deadline();
+        assert_eq!(d.timeout, Duration::from_secs(20));
+        assert_eq!(d.min_rate, 500);
+        let s = settings(&[
+            ("HERALD_BODY_TIMEOUT_SECS", "5"),
+            ("HERALD_BODY_MIN_RATE", "0"),
+        ])
+        .unwrap();
+        assert_eq!(s.body_deadline().timeout, Duration::from_secs(5));
+        assert_eq!(s.body_deadline().min_rate, 0);
     }
 
     #[test]

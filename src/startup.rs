@@ -279,6 +279,7 @@ impl Application {
                 .wrap(from_fn(routes::identity::identify))
                 .wrap(from_fn(routes::errors::render))
                 .wrap(session_middleware(&s))
+                .wrap(from_fn(routes::body_deadline::bound))
                 .wrap(security_headers(&s.settings))
                 .wrap(from_fn(routes::access_log))
                 .wrap(TracingLogger::<crate::telemetry::RootSpan>::new())

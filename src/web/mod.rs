@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod assets;
 pub mod audit;
 pub mod auth_pages;
+pub mod body_deadline;
 pub mod channel_settings;
 pub mod channels;
 pub mod chrome;

@@ -5,13 +5,14 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
 
 use crate::channels::{
     Adapter, ChannelAdapter, ProviderEvent, WebhookError, WebhookOutcome, WebhookRequest, twilio,
 };
 use crate::dispatch::events;
 use crate::domain::channel::Provider;
-use crate::error::AppError;
+use crate::error::{AppError, json_error};
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 
@@ -24,12 +25,51 @@ fn provider_of(segment: &str) -> Option<Provider> {
     }
 }
 
-/// GET (WhatsApp's verification handshake) and POST (events) for every provider.
+/// The largest webhook body read (a Meta batch is far smaller); larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Reads a webhook's body, at most [`MAX_BODY_BYTES`]. Its time is bounded for every request
+/// by `web::body_deadline`. `Err` is the answer to give instead.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, HttpResponse> {
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("A webhook body has at most {MAX_BODY_BYTES} bytes."),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("The request body could not be read: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// GET (WhatsApp's verification handshake) and POST (events) for every provider. The channel
+/// is looked up first: a webhook for no channel is answered 404 without its body being read.
 pub async fn receive(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
     let (segment, channel_id) = path.into_inner();
     let provider = provider_of(&segment).ok_or_else(|| AppError::not_found("This webhook"))?;
@@ -45,13 +85,18 @@ pub async fn receive(
         AppError::Unavailable(anyhow::anyhow!("channel settings unusable: {e}"))
     })?;
 
+    let body = match read_body(&req, payload).await {
+        Ok(body) => body,
+        Err(answer) => return Ok(answer),
+    };
+
     // The URL the provider signed: the public one, as the provider was told it.
     let mut url = format!("{}{}", state.public_url, req.path());
     if !req.query_string().is_empty() {
         url.push('?');
         url.push_str(req.query_string());
     }
-    let mut webhook = WebhookRequest::new(req.method().as_str(), url).with_body(body.to_vec());
+    let mut webhook = WebhookRequest::new(req.method().as_str(), url).with_body(body);
     for (name, value) in req.headers() {
         if let Ok(v) = value.to_str() {
             webhook = webhook.with_header(name.as_str(), v);

@@ -71,6 +71,23 @@ mod worker {
     }
 }
 
+// Slow and oversized bodies, with a short body time limit.
+mod bodies {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::slow_and_oversized_bodies_are_bounded(super::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn postgres() {
+        super::slow_and_oversized_bodies_are_bounded(super::Backend::Postgres).await;
+    }
+}
+
 // Instances relay hub events through PostgreSQL (SQLite has one instance).
 mod relay {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1335,4 +1352,166 @@ async fn provider_text_is_kept_without_nul_or_controls_and_bounded(app: TestApp)
     );
     assert_eq!(c["consent"]["whatsapp"]["status"], "opted_out", "{c}");
     reports.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow and oversized bodies
+// ---------------------------------------------------------------------------------------------
+
+/// A connection to the server under test, speaking HTTP/1.1 by hand.
+async fn connect(app: &TestApp) -> tokio::net::TcpStream {
+    let addr = app.address.trim_start_matches("http://");
+    tokio::net::TcpStream::connect(addr).await.expect("connect")
+}
+
+/// Reads up to the end of a response head; `None` when the server did not answer within
+/// `wait` (the read stops there: this is not a measure of speed).
+async fn response_head(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(wait, read).await.ok()?;
+    (!got.is_empty()).then(|| String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Sends a request head announcing a body of `length` bytes, then trickles the body a byte
+/// every 200 ms (for at most 20 s) while reading the answer: returns the whole answer once the
+/// server closes the connection, or `None` if it never does.
+async fn trickle(app: &TestApp, head: &str, length: usize) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = connect(app).await;
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(format!("{head}Content-Length: {length}\r\n\r\n").as_bytes())
+        .await
+        .expect("head");
+    let writing = tokio::spawn(async move {
+        for _ in 0..100.min(length.saturating_sub(1)) {
+            if writer.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    writing.abort();
+    closed.then(|| String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Webhooks for no channel are answered 404 before their body (which may never come) is read;
+/// bodies over 1 MiB get 413; a body that trickles in slower than the limit is cut off with 408
+/// and the connection closed, on webhooks and on every other route (forms, the API).
+async fn slow_and_oversized_bodies_are_bounded(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.body_timeout = Duration::from_secs(1);
+        s.body_min_rate = 500;
+    })
+    .await;
+    let (_admin, key) = admin_and_key(&app).await;
+    let created = create_channel(
+        &app,
+        &key,
+        whatsapp_channel("Support WhatsApp", "http://127.0.0.1:9"),
+    )
+    .await;
+    let hook = created["webhook_url"].as_str().unwrap();
+    let hook_path = hook.trim_start_matches(&app.address).to_owned();
+
+    // No such channel (or another provider's): 404, although the body never comes. The body
+    // limit is 1 s, so an answer within 10 s with no body sent can only be the 404.
+    for path in [
+        "/webhooks/whatsapp/no-such-channel".to_owned(),
+        hook_path.replace("/whatsapp/", "/twilio/"),
+        "/webhooks/nope/bogus".to_owned(),
+    ] {
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let head = response_head(&mut stream, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{path}: no answer"));
+        assert!(head.starts_with("HTTP/1.1 404"), "{path}: {head}");
+    }
+
+    // Over 1 MiB: 413, whether announced or streamed (chunked).
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(
+            format!(
+                "POST {hook_path} HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                (1 << 20) + 1
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let head = response_head(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(
+            format!(
+                "POST {hook_path} HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+    for _ in 0..20 {
+        // The server may stop reading (and answer) before all of it is written.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let head = response_head(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+
+    // A trickle: cut off with 408, and the connection closed.
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let json_type = "Content-Type: application/json\r\n";
+    let bearer = format!("Authorization: Bearer {key}\r\n");
+    for head in [
+        format!("POST {hook_path} HTTP/1.1\r\nHost: herald\r\n{json_type}"),
+        format!("POST /login HTTP/1.1\r\nHost: herald\r\n{form}"),
+        format!("POST /api/v1/contacts HTTP/1.1\r\nHost: herald\r\n{json_type}{bearer}"),
+    ] {
+        let answer = trickle(&app, &head, 1000)
+            .await
+            .unwrap_or_else(|| panic!("the connection stayed open: {head}"));
+        assert!(answer.starts_with("HTTP/1.1 408"), "{head}: {answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+    }
+
+    // A whole, well-formed webhook still goes through.
+    let (status, _) = post_whatsapp(
+        hook,
+        &wa_status("wamid.AFTER", "delivered", chrono::Utc::now().timestamp()),
+        Some(META_APP_SECRET),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
 }
