@@ -361,6 +361,10 @@ pub struct TemplateSubmission {
     /// template with the same name and language. Infobip has no edit call and gets a new
     /// template.
     pub replaces: Option<String>,
+    /// A WhatsApp authentication template's settings: then the body, footer and buttons are
+    /// Meta's (security recommendation, expiry, one-time-password button), and the text
+    /// fields above are empty.
+    pub authentication: Option<crate::domain::template::Authentication>,
 }
 
 /// Which template to ask about: by the provider's id, or by name and language (WhatsApp only;

@@ -24,6 +24,7 @@ use super::{
     WebhookRequest, example_for, placeholders,
 };
 use crate::domain::content::{ButtonKind, MessageContent, ParameterFormat, TemplateParam};
+use crate::domain::template::{Authentication, OtpButton};
 
 const BASE_URL: SettingSpec = SettingSpec {
     key: "base_url",
@@ -299,6 +300,19 @@ fn text_parameters(params: &[TemplateParam], named: bool) -> Vec<Value> {
 /// The JSON body of a template creation (`POST /{waba_id}/message_templates`). Refuses, before
 /// anything is sent, a placeholder without an example (Meta rejects those).
 pub fn template_body(t: &TemplateSubmission) -> Result<Value, SendError> {
+    if let Some(auth) = &t.authentication {
+        return Ok(authentication_template_body(t, auth));
+    }
+    if matches!(
+        t.category,
+        TemplateCategory::Authentication | TemplateCategory::Otp
+    ) {
+        return Err(SendError::new(
+            ErrorClass::TemplateProblem,
+            "an authentication template needs its one-time-password button; Meta writes its text",
+        )
+        .with_code("missing_otp_button"));
+    }
     let named = t.parameter_format == ParameterFormat::Named;
     let mut components = Vec::new();
     if let Some(header) = &t.header_text {
@@ -344,6 +358,43 @@ pub fn template_body(t: &TemplateSubmission) -> Result<Value, SendError> {
         out["parameter_format"] = json!("named");
     }
     Ok(out)
+}
+
+/// An authentication template as Meta's reference creates one: a body with only
+/// `add_security_recommendation` (Meta writes the text), a footer with only
+/// `code_expiration_minutes` when the code expires, and one `OTP` button (`COPY_CODE`, or
+/// `ONE_TAP` with the app's package name and signing key hash).
+fn authentication_template_body(t: &TemplateSubmission, auth: &Authentication) -> Value {
+    let mut components = vec![json!({
+        "type": "BODY",
+        "add_security_recommendation": auth.add_security_recommendation,
+    })];
+    if let Some(minutes) = auth.code_expiration_minutes {
+        components.push(json!({ "type": "FOOTER", "code_expiration_minutes": minutes }));
+    }
+    let mut button = json!({ "type": "OTP", "otp_type": auth.button.provider_str() });
+    if let Some(text) = &auth.button_text {
+        button["text"] = json!(text);
+    }
+    if let OtpButton::OneTap {
+        autofill_text,
+        package_name,
+        signature_hash,
+    } = &auth.button
+    {
+        if let Some(autofill) = autofill_text {
+            button["autofill_text"] = json!(autofill);
+        }
+        button["package_name"] = json!(package_name);
+        button["signature_hash"] = json!(signature_hash);
+    }
+    components.push(json!({ "type": "BUTTONS", "buttons": [button] }));
+    json!({
+        "name": t.name,
+        "language": t.language,
+        "category": "AUTHENTICATION",
+        "components": components,
+    })
 }
 
 fn button_definition(b: &TemplateButton) -> Value {

@@ -77,6 +77,23 @@ pub fn submission_for(template: &ValidTemplate) -> Option<TemplateSubmission> {
             },
         })
         .collect();
+    if let Some(auth) = template.authentication() {
+        // Meta writes the text of authentication templates: only the options go.
+        return Some(TemplateSubmission {
+            name: template.name().as_str().to_owned(),
+            language: template.language().as_str().to_owned(),
+            category,
+            parameter_format: template.parameter_format(),
+            header_text: None,
+            body_text: String::new(),
+            footer_text: None,
+            buttons: Vec::new(),
+            header_examples: Vec::new(),
+            body_examples: Vec::new(),
+            replaces: None,
+            authentication: Some(auth.clone()),
+        });
+    }
     Some(TemplateSubmission {
         name: template.name().as_str().to_owned(),
         language: template.language().as_str().to_owned(),
@@ -89,6 +106,7 @@ pub fn submission_for(template: &ValidTemplate) -> Option<TemplateSubmission> {
         header_examples: examples(PlaceholderLocation::Header),
         body_examples: examples(PlaceholderLocation::Body),
         replaces: None,
+        authentication: None,
     })
 }
 

@@ -13,7 +13,8 @@
 //! Each channel has its own rules:
 //! - WhatsApp (Meta *Template components*): name, locale, category, optional text header (≤ 60
 //!   characters, one placeholder), body (≤ 1024), optional footer (≤ 60, no placeholders),
-//!   buttons, and a sample for every placeholder. Meta rejects templates whose placeholders are
+//!   buttons, and a sample for every placeholder. Authentication templates are Meta's own shape
+//!   instead (see `authentication`): no text of their own, a code button, options. Meta rejects templates whose placeholders are
 //!   out of sequence, adjacent, at the very start or end (2388299) or too many for the length of
 //!   the text (2388293); Herald says so before submitting.
 //! - Viber (Infobip template API): TRANSACTIONAL or OTP, text ≤ 1000 characters, up to 8 named
@@ -25,6 +26,7 @@
 //! Lengths are counted in characters (Unicode scalar values). Text fields are trimmed and their
 //! CRLF line breaks (what browsers send from a textarea) become LF.
 
+mod authentication;
 mod placeholder;
 mod render;
 mod review;
@@ -41,6 +43,9 @@ use crate::domain::sms::SMS_MAX_CHARS;
 
 use placeholder::{Piece, Scan, Style, classify, scan};
 
+pub use authentication::{
+    Authentication, CODE_EXPIRATION_MAX_MINUTES, CODE_MAX_CHARS, CODE_VARIABLE, OtpButton, OtpDraft,
+};
 pub use render::{
     CONTACT_FIELDS, Preview, PreviewButton, RenderError, RenderedTemplate, VariableMapping,
     VariableSource, Variables, check_mapping, preview, render, resolve,
@@ -396,6 +401,8 @@ pub struct TemplateDraft {
     /// A sample value per placeholder, keyed by the placeholder's variable name (see
     /// [`placeholders`]): `1`, `first_name`, `header`, `url_1`.
     pub samples: BTreeMap<String, String>,
+    /// WhatsApp authentication templates: the code button and Meta's options.
+    pub otp: OtpDraft,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -463,6 +470,9 @@ pub struct ValidTemplate {
     buttons: Vec<Button>,
     image_url: Option<String>,
     samples: BTreeMap<String, String>,
+    /// A WhatsApp authentication template's settings; its body and footer are Meta's words.
+    #[serde(default)]
+    authentication: Option<Authentication>,
 }
 
 impl ValidTemplate {
@@ -511,8 +521,24 @@ impl ValidTemplate {
         &self.samples
     }
 
+    /// A WhatsApp authentication template's settings (its body and footer are then Meta's
+    /// words, shown in English, and its only button is the code button).
+    pub fn authentication(&self) -> Option<&Authentication> {
+        self.authentication.as_ref()
+    }
+
     /// The form's contents for this template, to edit it.
     pub fn to_draft(&self) -> TemplateDraft {
+        if let Some(auth) = &self.authentication {
+            return TemplateDraft {
+                name: self.name.0.clone(),
+                language: self.language.0.clone(),
+                category: TemplateCategory::Authentication.as_str().to_owned(),
+                samples: self.samples.clone(),
+                otp: auth.to_draft(),
+                ..TemplateDraft::default()
+            };
+        }
         TemplateDraft {
             name: self.name.0.clone(),
             language: self.language.0.clone(),
@@ -544,6 +570,7 @@ impl ValidTemplate {
                 .collect(),
             image_url: self.image_url.clone().unwrap_or_default(),
             samples: self.samples.clone(),
+            otp: OtpDraft::default(),
         }
     }
 
@@ -724,6 +751,40 @@ pub fn validate(kind: ChannelKind, draft: &TemplateDraft) -> Result<ValidTemplat
     let category = errors
         .check("category", TemplateCategory::parse(kind, &draft.category))
         .flatten();
+    if kind == ChannelKind::Whatsapp && category == Some(TemplateCategory::Authentication) {
+        let authentication = authentication::check(&mut errors, draft);
+        return match (name, language, authentication) {
+            (Some(name), Some(language), Some(auth)) => {
+                let body = auth.body_text();
+                let slots = slots(None, &body, &[]);
+                let samples = check_code_sample(&mut errors, &slots, &draft.samples);
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                Ok(ValidTemplate {
+                    kind,
+                    name,
+                    language,
+                    category,
+                    parameter_format: ParameterFormat::Positional,
+                    header: None,
+                    footer: auth.footer_text(),
+                    body,
+                    buttons: Vec::new(),
+                    image_url: None,
+                    samples,
+                    authentication: Some(auth),
+                })
+            }
+            _ => Err(errors),
+        };
+    }
+    if !draft.otp.is_blank() {
+        errors.push(
+            "otp.otp_type",
+            "Only WhatsApp authentication templates have a code button: choose the authentication category, or clear these fields.",
+        );
+    }
 
     let header = normalise(&draft.header);
     let body = normalise(&draft.body);
@@ -769,9 +830,40 @@ pub fn validate(kind: ChannelKind, draft: &TemplateDraft) -> Result<ValidTemplat
             buttons,
             image_url,
             samples,
+            authentication: None,
         }),
         _ => Err(errors),
     }
+}
+
+/// An authentication template's sample code is optional (Meta reviews these templates without
+/// examples); one given must be a code Meta would take.
+fn check_code_sample(
+    errors: &mut FieldErrors,
+    slots: &[Slot<'_>],
+    given: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut samples = BTreeMap::new();
+    for (key, value) in given {
+        let value = normalise(value);
+        if value.is_empty() {
+            continue;
+        }
+        if !slots.iter().any(|s| &s.key == key) {
+            errors.push(
+                format!("samples.{key}"),
+                format!("There is no placeholder \"{key}\" in this template."),
+            );
+        } else if let Some(problem) = authentication::code_problem(&value) {
+            errors.push(
+                format!("samples.{key}"),
+                format!("The sample code: {problem}"),
+            );
+        } else {
+            samples.insert(key.clone(), value);
+        }
+    }
+    samples
 }
 
 /// Length, markup and brace checks every text field gets.

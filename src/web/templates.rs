@@ -15,10 +15,10 @@ use crate::domain::channel::{ChannelKind, Provider};
 use crate::domain::role::Permission;
 use crate::domain::sms::SmsEncoding;
 use crate::domain::template::{
-    ButtonDraft, FieldErrors, PlaceholderInfo, PlaceholderLocation, Preview, PreviewButton,
-    ReviewAction, ReviewError, Reviewer, TemplateCategory, TemplateDraft, TemplateStage,
-    VIBER_LANGUAGES, WHATSAPP_BUTTONS_MAX, WHATSAPP_FOOTER_MAX, WHATSAPP_HEADER_MAX, body_limit,
-    preview as preview_draft, validate,
+    ButtonDraft, CODE_EXPIRATION_MAX_MINUTES, FieldErrors, OtpDraft, PlaceholderInfo,
+    PlaceholderLocation, Preview, PreviewButton, ReviewAction, ReviewError, Reviewer,
+    TemplateCategory, TemplateDraft, TemplateStage, VIBER_LANGUAGES, WHATSAPP_BUTTONS_MAX,
+    WHATSAPP_FOOTER_MAX, WHATSAPP_HEADER_MAX, body_limit, preview as preview_draft, validate,
 };
 use crate::error::AppError;
 use crate::startup::AppState;
@@ -382,6 +382,18 @@ impl FormInput {
                     phone_number: at(&phones, i),
                 })
                 .collect();
+            draft.otp = OtpDraft {
+                otp_type: field(pairs, "otp_type"),
+                button_text: field(pairs, "otp_button_text"),
+                autofill_text: field(pairs, "otp_autofill_text"),
+                package_name: field(pairs, "otp_package_name"),
+                signature_hash: field(pairs, "otp_signature_hash"),
+                // A checkbox: present when ticked.
+                security_recommendation: pairs
+                    .iter()
+                    .any(|(k, v)| k == "otp_security_recommendation" && !v.trim().is_empty()),
+                code_expiration_minutes: field(pairs, "otp_code_expiration_minutes"),
+            };
         }
         let mut sample_keys = Vec::new();
         for (k, v) in pairs {
@@ -518,6 +530,18 @@ fn field_label(field: &str) -> String {
     if let Some(key) = field.strip_prefix("samples.") {
         return format!("Sample for {key}");
     }
+    if let Some(part) = field.strip_prefix("otp.") {
+        return match part {
+            "otp_type" => "Code button",
+            "button_text" => "Code button, label",
+            "autofill_text" => "Code button, autofill label",
+            "package_name" => "Code button, app package",
+            "signature_hash" => "Code button, app signature hash",
+            "code_expiration_minutes" => "Code expires after",
+            other => other,
+        }
+        .to_owned();
+    }
     match field {
         "name" => "Name",
         "language" => "Language",
@@ -610,6 +634,7 @@ struct FormPage {
     header_max: usize,
     footer_max: usize,
     buttons_max: usize,
+    code_expiration_max: u8,
 }
 
 impl FormPage {
@@ -627,6 +652,20 @@ impl FormPage {
 
     fn category_is(&self, c: &TemplateCategory) -> bool {
         c.as_str() == self.draft.category.trim()
+    }
+
+    /// The draft is (meant to be) a WhatsApp authentication template.
+    fn is_authentication(&self) -> bool {
+        self.channel.kind == ChannelKind::Whatsapp
+            && self
+                .draft
+                .category
+                .trim()
+                .eq_ignore_ascii_case(TemplateCategory::Authentication.as_str())
+    }
+
+    fn otp_type_is(&self, value: &str) -> bool {
+        self.draft.otp.otp_type.trim().eq_ignore_ascii_case(value)
     }
 
     fn action(&self) -> String {
@@ -700,6 +739,7 @@ fn form_page(
         header_max: WHATSAPP_HEADER_MAX,
         footer_max: WHATSAPP_FOOTER_MAX,
         buttons_max: WHATSAPP_BUTTONS_MAX,
+        code_expiration_max: CODE_EXPIRATION_MAX_MINUTES,
     }
 }
 

@@ -32,10 +32,12 @@ use herald::channels::{
     ChannelAdapter, OutboundMessage, PlaceholderExample, TemplateButton, TemplateCategory,
     TemplateRef, TemplateSubmission, http_client,
 };
+use herald::domain::channel::ChannelKind;
 use herald::domain::content::{
     ButtonKind, ButtonParam, MessageContent, ParameterFormat, TemplateContent, TemplateParam,
 };
 use herald::domain::phone::E164;
+use herald::domain::template::{OtpDraft, TemplateDraft, Variables, render, validate};
 use serde_json::{Value, json};
 
 fn spec(name: &str) -> Option<PathBuf> {
@@ -330,9 +332,47 @@ async fn whatsapp_requests_conform_to_metas_openapi_file() {
             example("3", "25%"),
         ],
         replaces: None,
+        authentication: None,
     };
     let created = adapter.submit_template(&submission).await.unwrap();
     assert!(!created.provider_template_id.is_empty());
+    // Authentication templates, drafted as a person does and submitted as Herald submits them:
+    // Meta's reference shapes (copy code; one-tap autofill).
+    for otp in [
+        OtpDraft {
+            otp_type: "copy_code".into(),
+            button_text: "Copy Code".into(),
+            security_recommendation: true,
+            code_expiration_minutes: "10".into(),
+            ..OtpDraft::default()
+        },
+        OtpDraft {
+            otp_type: "one_tap".into(),
+            button_text: "Copy Code".into(),
+            autofill_text: "Autofill".into(),
+            package_name: "com.example.luckyshrub".into(),
+            signature_hash: "K8a%2FAINcGX7".into(),
+            security_recommendation: true,
+            code_expiration_minutes: "10".into(),
+        },
+    ] {
+        let draft = TemplateDraft {
+            name: "authentication_code".into(),
+            language: "en_US".into(),
+            category: "authentication".into(),
+            otp,
+            ..TemplateDraft::default()
+        };
+        let valid = validate(ChannelKind::Whatsapp, &draft).expect("a valid template");
+        let submission = herald::dispatch::templates::submission_for(&valid).expect("submitted");
+        adapter.submit_template(&submission).await.unwrap();
+        let sent = proxy.last();
+        assert_eq!(
+            (sent.method.as_str(), sent.status),
+            ("POST", 200),
+            "{sent:?}"
+        );
+    }
     // Not here: Meta's edit call (`POST /{Version}/{TEMPLATE_ID}`). Prism routes a two-segment
     // POST to another operation of the same shape in this spec and answers that one's example
     // error, so it cannot check it; `channels::whatsapp::tests` checks the edit's request.
@@ -383,6 +423,43 @@ async fn whatsapp_requests_conform_to_metas_openapi_file() {
     assert_eq!(
         whatsapp::message_body(&reference)["template"]["components"][2]["index"],
         "0"
+    );
+
+    // An authentication template's send fills the code in the body and in the code button,
+    // which is the first button: index "0" again, and again the pattern is the only problem.
+    let draft = TemplateDraft {
+        name: "authentication_code".into(),
+        language: "en_US".into(),
+        category: "authentication".into(),
+        otp: OtpDraft {
+            otp_type: "copy_code".into(),
+            ..OtpDraft::default()
+        },
+        ..TemplateDraft::default()
+    };
+    let valid = validate(ChannelKind::Whatsapp, &draft).expect("a valid template");
+    let rendered = render(&valid, &Variables::Positional(vec!["J$FpnYnP".into()])).unwrap();
+    let otp_send = OutboundMessage {
+        message_id: "msg-otp".into(),
+        to: E164::parse("+16505551234", None).unwrap(),
+        content: rendered.content,
+    };
+    adapter.send(&otp_send).await.unwrap_err();
+    let answer: Value = serde_json::from_str(&proxy.last().body).unwrap();
+    let template_branch: Vec<&Value> = answer["validation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["location"].get(1) == Some(&json!("template")))
+        .collect();
+    assert_eq!(
+        template_branch,
+        vec![&json!({
+            "location": ["body", "template", "components", "1", "index"],
+            "severity": "Error", "code": "pattern",
+            "message": "Request body property template.components.1.index must match pattern \"^[2-6, 11-14]$\""
+        })],
+        "only the index pattern: {answer:#}"
     );
     proxy.server.stop(false).await;
 }
@@ -468,6 +545,7 @@ async fn infobip_requests_conform_to_infobips_openapi_file() {
             example("customerName", "Luke"),
         ],
         replaces: None,
+        authentication: None,
     };
     assert!(infobip_viber::template_body(&submission).is_ok());
     let created = adapter.submit_template(&submission).await.unwrap();

@@ -21,6 +21,7 @@ crate::both_backends!(
     a_fake_whatsapp_provider_approves_and_rejects_by_webhook,
     two_verdicts_in_one_second_both_apply_and_a_redelivery_once,
     a_status_answer_about_another_template_is_ignored,
+    an_authentication_template_is_drafted_and_submitted_in_metas_shape,
     viber_and_sms_templates,
     filters_and_empty_states,
 );
@@ -1209,6 +1210,106 @@ async fn a_status_answer_about_another_template_is_ignored(app: TestApp) {
         .expect("sync");
     assert_eq!((report.checked, report.changed, report.failed), (1, 1, 0));
     wait_until_sendable(&app, &p.key, "order_update").await;
+}
+
+/// A WhatsApp authentication template, drafted in the form as Meta's reference shapes it (no
+/// text of its own, options, a code button) and submitted that way.
+async fn an_authentication_template_is_drafted_and_submitted_in_metas_shape(app: TestApp) {
+    let p = people(&app).await;
+    let fake = FakeProvider::start(FakeConfig {
+        template_status: "PENDING".into(),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake provider");
+    let wa = whatsapp_channel(&app, &fake.base_url, "meta-app-secret-for-tests");
+
+    // The form shows the one-time-password options.
+    let page = p
+        .mia
+        .get_html(&format!("/templates/new?channel={}", wa.public_id))
+        .await;
+    assert!(
+        page.contains("name=\"otp_type\""),
+        "the form offers the code button"
+    );
+
+    // Free text in an authentication template is refused at the field, and the draft kept.
+    let base = [
+        ("name", "login_code"),
+        ("language", "en_US"),
+        ("category", "authentication"),
+        ("otp_type", "copy_code"),
+        ("otp_button_text", "Copy code"),
+        ("otp_security_recommendation", "on"),
+        ("otp_code_expiration_minutes", "10"),
+        ("otp_package_name", ""),
+        ("otp_signature_hash", ""),
+        ("otp_autofill_text", ""),
+    ];
+    let mut with_text = base.to_vec();
+    with_text.push(("body", "Your code is {{1}}, do not share it with anybody."));
+    let res = draft(&p.mia, &wa, &with_text).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("no text of your own"), "{html}");
+    assert_eq!(
+        attr(&html, "#otp_code_expiration_minutes", "value").as_deref(),
+        Some("10")
+    );
+
+    // The live preview shows Meta's words and the code button.
+    let mut fields = vec![("channel", wa.public_id.as_str())];
+    fields.extend_from_slice(&base);
+    fields.push(("body", ""));
+    fields.push(("sample.1", "482913"));
+    let res = p.mia.post_form("/templates/preview", &fields).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let preview = res.text().await.unwrap();
+    assert!(
+        preview.contains(
+            "482913 is your verification code. For your security, do not share this code."
+        ),
+        "{preview}"
+    );
+    assert!(preview.contains("This code expires in 10 minutes."));
+
+    // Saved, reviewed, approved: submitted as Meta's reference builds it.
+    let mut ok = base.to_vec();
+    ok.push(("body", ""));
+    let res = draft(&p.mia, &wa, &ok).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let path = location(&res);
+    submit(&p.mia, &path, "1").await;
+    let page = approve(&p.sam, &path, "1").await;
+    assert_eq!(stage(&page), "Waiting for Meta", "{}", flashes(&page));
+    let created = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/message_templates"))
+        .expect("a template creation");
+    assert_eq!(
+        created.json().expect("JSON"),
+        json!({
+            "name": "login_code",
+            "language": "en_US",
+            "category": "AUTHENTICATION",
+            "components": [
+                {"type": "BODY", "add_security_recommendation": true},
+                {"type": "FOOTER", "code_expiration_minutes": 10},
+                {"type": "BUTTONS", "buttons": [
+                    {"type": "OTP", "otp_type": "COPY_CODE", "text": "Copy code"}]}
+            ]
+        })
+    );
+    // The template page shows what the customer reads.
+    let page = p.mia.get_html(&path).await;
+    assert!(page.contains("is your verification code."), "{page}");
 }
 
 async fn viber_and_sms_templates(app: TestApp) {

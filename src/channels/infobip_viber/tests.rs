@@ -182,6 +182,7 @@ fn booking() -> TemplateSubmission {
             },
         ],
         replaces: None,
+        authentication: None,
     }
 }
 

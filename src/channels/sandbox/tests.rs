@@ -67,6 +67,7 @@ async fn templates_are_approved_after_the_configured_delay() {
             value: "123456".into(),
         }],
         replaces: None,
+        authentication: None,
     };
     let start = Instant::now();
     let submitted = adapter.submit_template(&t).await.unwrap();

@@ -319,6 +319,7 @@ async fn sms_has_no_provider_templates() {
             value: "Ann".into(),
         }],
         replaces: None,
+        authentication: None,
     };
     let e = a.submit_template(&t).await.unwrap_err();
     assert_eq!(e.class, ErrorClass::Unsupported);

@@ -157,6 +157,7 @@ fn seasonal_promotion() -> TemplateSubmission {
             example("2", "25OFF"),
         ],
         replaces: None,
+        authentication: None,
     }
 }
 
@@ -309,6 +310,7 @@ fn named_templates_send_named_examples_and_url_button_samples() {
             },
         ],
         replaces: None,
+        authentication: None,
     };
     let body = template_body(&t).unwrap();
     assert_eq!(body["parameter_format"], "named");
@@ -968,5 +970,138 @@ async fn a_server_error_with_a_body_is_unknown_and_keeps_what_meta_answered() {
     assert!(
         e.unknown_text().starts_with("No answer from the provider"),
         "{e}"
+    );
+}
+
+/// An authentication template submission as Meta's reference has it.
+fn authentication_submission(
+    name: &str,
+    button: crate::domain::template::OtpButton,
+) -> TemplateSubmission {
+    TemplateSubmission {
+        name: name.into(),
+        language: "en_US".into(),
+        category: TemplateCategory::Authentication,
+        parameter_format: ParameterFormat::Positional,
+        header_text: None,
+        body_text: String::new(),
+        footer_text: None,
+        buttons: Vec::new(),
+        header_examples: Vec::new(),
+        body_examples: Vec::new(),
+        replaces: None,
+        authentication: Some(crate::domain::template::Authentication {
+            add_security_recommendation: true,
+            code_expiration_minutes: Some(10),
+            button,
+            button_text: Some("Copy Code".into()),
+        }),
+    }
+}
+
+/// Meta's two reference examples of authentication templates (the WhatsApp OpenAPI file,
+/// "Create authentication template w/ OTP copy code button" and "... one-tap autofill
+/// button"), field for field.
+#[test]
+fn authentication_templates_are_built_as_metas_reference_does() {
+    use crate::domain::template::OtpButton;
+    let copy = template_body(&authentication_submission(
+        "authentication_code_copy_code_button",
+        OtpButton::CopyCode,
+    ))
+    .expect("a body");
+    assert_eq!(
+        copy,
+        json!({
+            "category": "AUTHENTICATION",
+            "components": [
+                {"add_security_recommendation": true, "type": "BODY"},
+                {"code_expiration_minutes": 10, "type": "FOOTER"},
+                {"buttons": [{"otp_type": "COPY_CODE", "text": "Copy Code", "type": "OTP"}],
+                 "type": "BUTTONS"}
+            ],
+            "language": "en_US",
+            "name": "authentication_code_copy_code_button"
+        })
+    );
+    let one_tap = template_body(&authentication_submission(
+        "authentication_code_autofill_button",
+        OtpButton::OneTap {
+            autofill_text: Some("Autofill".into()),
+            package_name: "com.example.luckyshrub".into(),
+            signature_hash: "K8a%2FAINcGX7".into(),
+        },
+    ))
+    .expect("a body");
+    assert_eq!(
+        one_tap,
+        json!({
+            "category": "AUTHENTICATION",
+            "components": [
+                {"add_security_recommendation": true, "type": "BODY"},
+                {"code_expiration_minutes": 10, "type": "FOOTER"},
+                {"buttons": [{"autofill_text": "Autofill", "otp_type": "ONE_TAP",
+                    "package_name": "com.example.luckyshrub", "signature_hash": "K8a%2FAINcGX7",
+                    "text": "Copy Code", "type": "OTP"}],
+                 "type": "BUTTONS"}
+            ],
+            "language": "en_US",
+            "name": "authentication_code_autofill_button"
+        })
+    );
+    // No free text anywhere, and no expiry footer when the code does not expire.
+    let mut plain = authentication_submission("login_code", OtpButton::CopyCode);
+    if let Some(a) = plain.authentication.as_mut() {
+        a.code_expiration_minutes = None;
+        a.button_text = None;
+        a.add_security_recommendation = false;
+    }
+    let body = template_body(&plain).unwrap();
+    assert_eq!(
+        body["components"],
+        json!([{"type": "BODY", "add_security_recommendation": false},
+               {"type": "BUTTONS", "buttons": [{"type": "OTP", "otp_type": "COPY_CODE"}]}])
+    );
+    // An authentication template without its code button is refused before anything is sent.
+    plain.authentication = None;
+    plain.body_text = "{{1}} is your code.".into();
+    let e = template_body(&plain).unwrap_err();
+    assert_eq!(e.code.as_deref(), Some("missing_otp_button"));
+}
+
+/// A send of an authentication template fills the code as Meta expects: the body's parameter
+/// and the code button's (`sub_type: url`, index 0).
+#[test]
+fn an_authentication_send_fills_the_code_in_the_body_and_the_button() {
+    use crate::domain::template::{OtpDraft, TemplateDraft, Variables, render, validate};
+    let draft = TemplateDraft {
+        name: "login_code".into(),
+        language: "en_US".into(),
+        category: "authentication".into(),
+        otp: OtpDraft {
+            otp_type: "copy_code".into(),
+            ..OtpDraft::default()
+        },
+        ..TemplateDraft::default()
+    };
+    let valid = validate(crate::domain::channel::ChannelKind::Whatsapp, &draft).unwrap();
+    let rendered = render(&valid, &Variables::Positional(vec!["J$FpnYnP".into()])).unwrap();
+    let message = OutboundMessage {
+        message_id: "m1".into(),
+        to: phone("+16505551234"),
+        content: rendered.content,
+    };
+    let body = message_body(&message);
+    assert_eq!(
+        body["template"],
+        json!({
+            "name": "login_code",
+            "language": {"code": "en_US", "policy": "deterministic"},
+            "components": [
+                {"type": "body", "parameters": [{"type": "text", "text": "J$FpnYnP"}]},
+                {"type": "button", "sub_type": "url", "index": "0",
+                 "parameters": [{"type": "text", "text": "J$FpnYnP"}]}
+            ]
+        })
     );
 }

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::placeholder::{Piece, scan};
 use super::{
-    Button, ButtonType, FieldErrors, PlaceholderInfo, PlaceholderLocation, Slot, TemplateDraft,
-    ValidTemplate, WHATSAPP_BUTTON_URL_MAX, WHATSAPP_HEADER_MAX, body_limit, char_len, normalise,
-    placeholder_infos, slots, url_buttons, validate, variable_names,
+    Button, ButtonType, CODE_VARIABLE, FieldErrors, PlaceholderInfo, PlaceholderLocation, Slot,
+    TemplateCategory, TemplateDraft, ValidTemplate, WHATSAPP_BUTTON_URL_MAX, WHATSAPP_HEADER_MAX,
+    body_limit, char_len, normalise, placeholder_infos, slots, url_buttons, validate,
+    variable_names,
 };
 use crate::domain::channel::ChannelKind;
 use crate::domain::content::{
@@ -184,7 +185,8 @@ fn encode_url_part(value: &str) -> String {
 /// One button as the recipient sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PreviewButton {
-    /// `quick_reply`, `url` or `phone_number`.
+    /// `quick_reply`, `url`, `phone_number`, or `otp` (an authentication template's code
+    /// button).
     pub kind: &'static str,
     pub text: String,
     /// The link with its value filled in, or the number called; `None` for quick replies.
@@ -300,6 +302,15 @@ pub fn render(
             reason,
         })?;
     }
+    if template.authentication().is_some() {
+        let code = values.get(CODE_VARIABLE).copied().unwrap_or_default();
+        if let Some(reason) = super::authentication::code_problem(code) {
+            return Err(RenderError::InvalidValue {
+                name: CODE_VARIABLE.to_owned(),
+                reason,
+            });
+        }
+    }
     let value_of = |name: &str| values.get(name).map(|v| (*v).to_owned());
     let filled = fill_parts(
         kind,
@@ -382,17 +393,31 @@ fn template_content(
             })
             .collect()
     };
-    let buttons = slots
-        .iter()
-        .filter_map(|s| match s.location {
-            PlaceholderLocation::Button { index } => Some(ButtonParam {
-                index,
-                kind: ButtonKind::Url,
-                value: encode_url_part(&value(s)),
-            }),
-            _ => None,
-        })
-        .collect();
+    let buttons = if template.authentication().is_some() {
+        // Meta fills an authentication template's code button like a link button's suffix
+        // (`sub_type: url`, index 0), with the code itself, unencoded.
+        vec![ButtonParam {
+            index: 0,
+            kind: ButtonKind::Url,
+            value: values
+                .get(CODE_VARIABLE)
+                .copied()
+                .unwrap_or_default()
+                .to_owned(),
+        }]
+    } else {
+        slots
+            .iter()
+            .filter_map(|s| match s.location {
+                PlaceholderLocation::Button { index } => Some(ButtonParam {
+                    index,
+                    kind: ButtonKind::Url,
+                    value: encode_url_part(&value(s)),
+                }),
+                _ => None,
+            })
+            .collect()
+    };
     TemplateContent {
         name: template.name().as_str().to_owned(),
         language: template.language().as_str().to_owned(),
@@ -432,6 +457,14 @@ pub struct Preview {
 /// Renders a draft of a `kind` template with its samples, as far as it can be rendered.
 pub fn preview(kind: ChannelKind, draft: &TemplateDraft) -> Preview {
     let whatsapp = kind == ChannelKind::Whatsapp;
+    if whatsapp
+        && TemplateCategory::parse(kind, &draft.category)
+            .ok()
+            .flatten()
+            == Some(TemplateCategory::Authentication)
+    {
+        return preview_authentication(draft);
+    }
     let optional = |raw: &str| Some(normalise(raw)).filter(|t| !t.is_empty());
     let header = optional(&draft.header).filter(|_| whatsapp);
     let footer = optional(&draft.footer).filter(|_| whatsapp);
@@ -495,6 +528,41 @@ pub fn preview(kind: ChannelKind, draft: &TemplateDraft) -> Preview {
         footer: filled.footer,
         buttons: filled.buttons,
         image_url,
+        text,
+    }
+}
+
+/// An authentication template's preview: Meta's words, the code button, the sample code.
+fn preview_authentication(draft: &TemplateDraft) -> Preview {
+    let (body, footer, label) = super::authentication::preview_parts(&draft.otp);
+    let slots = slots(None, &body, &[]);
+    let samples: BTreeMap<String, String> = draft
+        .samples
+        .iter()
+        .map(|(k, v)| (k.clone(), normalise(v)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let value_of = |name: &str| samples.get(name).cloned();
+    let filled = fill_parts(
+        ChannelKind::Whatsapp,
+        None,
+        &body,
+        footer.as_deref(),
+        std::iter::once(("otp", label.as_str(), None)),
+        &value_of,
+    );
+    let text = filled.text();
+    Preview {
+        sms: None,
+        placeholders: placeholder_infos(&slots, &samples),
+        problems: validate(ChannelKind::Whatsapp, draft)
+            .err()
+            .unwrap_or_default(),
+        header: None,
+        body: filled.body,
+        footer: filled.footer,
+        buttons: filled.buttons,
+        image_url: None,
         text,
     }
 }

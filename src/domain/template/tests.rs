@@ -1496,3 +1496,200 @@ proptest! {
         prop_assert!(!p.problems.is_empty());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// WhatsApp authentication templates
+
+fn authentication(otp_type: &str) -> TemplateDraft {
+    TemplateDraft {
+        name: "login_code".into(),
+        language: "en_US".into(),
+        category: "authentication".into(),
+        otp: OtpDraft {
+            otp_type: otp_type.into(),
+            security_recommendation: true,
+            code_expiration_minutes: "10".into(),
+            ..OtpDraft::default()
+        },
+        ..TemplateDraft::default()
+    }
+}
+
+#[test]
+fn an_authentication_template_has_metas_text_and_a_code_button() {
+    let valid = validate(WA, &authentication("copy_code")).expect("valid");
+    let auth = valid.authentication().expect("an authentication template");
+    assert_eq!(auth.button, OtpButton::CopyCode);
+    assert!(auth.add_security_recommendation);
+    assert_eq!(auth.code_expiration_minutes, Some(10));
+    assert_eq!(
+        valid.body(),
+        "{{1}} is your verification code. For your security, do not share this code."
+    );
+    assert_eq!(valid.footer(), Some("This code expires in 10 minutes."));
+    assert!(valid.buttons().is_empty() && valid.header().is_none());
+    // One variable: the code (no sample needed; Meta reviews these without examples).
+    let infos = placeholders(&valid);
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].name, CODE_VARIABLE);
+    // The form gets back what was typed, with no text of its own.
+    let draft = valid.to_draft();
+    assert_eq!(draft, authentication("copy_code"));
+    assert_eq!(validate(WA, &draft).expect("valid again"), valid);
+    // Stored as JSON and read back.
+    let json = serde_json::to_string(&valid).unwrap();
+    assert_eq!(serde_json::from_str::<ValidTemplate>(&json).unwrap(), valid);
+
+    let mut minimal = authentication("copy_code");
+    minimal.otp.security_recommendation = false;
+    minimal.otp.code_expiration_minutes.clear();
+    let valid = validate(WA, &minimal).expect("valid");
+    assert_eq!(valid.body(), "{{1}} is your verification code.");
+    assert_eq!(valid.footer(), None);
+}
+
+#[test]
+fn a_one_tap_button_names_the_android_app() {
+    let mut draft = authentication("one_tap");
+    draft.otp.button_text = "Copy Code".into();
+    draft.otp.autofill_text = "Autofill".into();
+    draft.otp.package_name = "com.example.luckyshrub".into();
+    draft.otp.signature_hash = "K8a%2FAINcGX7".into();
+    let valid = validate(WA, &draft).expect("valid");
+    let auth = valid.authentication().unwrap();
+    assert_eq!(
+        auth.button,
+        OtpButton::OneTap {
+            autofill_text: Some("Autofill".into()),
+            package_name: "com.example.luckyshrub".into(),
+            signature_hash: "K8a%2FAINcGX7".into(),
+        }
+    );
+    assert_eq!(auth.button_text.as_deref(), Some("Copy Code"));
+
+    let mut bad = authentication("one_tap");
+    assert_error(
+        &errors_for(WA, &bad, "otp.package_name"),
+        "Android package name",
+    );
+    assert_error(
+        &errors_for(WA, &bad, "otp.signature_hash"),
+        "signing key hash",
+    );
+    bad.otp.package_name = "luckyshrub".into();
+    bad.otp.signature_hash = "too-short".into();
+    assert_error(
+        &errors_for(WA, &bad, "otp.package_name"),
+        "is not an Android package name",
+    );
+    assert_error(&errors_for(WA, &bad, "otp.signature_hash"), "11 characters");
+    // App details on a copy-code button would be dropped silently: refused instead.
+    let mut copy = authentication("copy_code");
+    copy.otp.package_name = "com.example.luckyshrub".into();
+    assert_error(
+        &errors_for(WA, &copy, "otp.package_name"),
+        "Only a one-tap button",
+    );
+}
+
+#[test]
+fn an_authentication_template_has_no_text_of_its_own() {
+    let mut draft = authentication("copy_code");
+    draft.header = "Your code".into();
+    draft.body = "Your code is {{1}}. Do not share it with anyone.".into();
+    draft.footer = "Thanks".into();
+    draft.buttons = vec![button("quick_reply", "Not me", "")];
+    assert_error(&errors_for(WA, &draft, "header"), "no header");
+    assert_error(&errors_for(WA, &draft, "body"), "no text of your own");
+    assert_error(&errors_for(WA, &draft, "footer"), "Code expires after");
+    assert_error(&errors_for(WA, &draft, "buttons"), "one button");
+
+    let mut draft = authentication("");
+    assert_error(
+        &errors_for(WA, &draft, "otp.otp_type"),
+        "Choose the code button",
+    );
+    draft.otp.otp_type = "zero_tap".into();
+    assert_error(&errors_for(WA, &draft, "otp.otp_type"), "not a code button");
+    for minutes in ["0", "91", "ten"] {
+        let mut draft = authentication("copy_code");
+        draft.otp.code_expiration_minutes = minutes.into();
+        assert_error(
+            &errors_for(WA, &draft, "otp.code_expiration_minutes"),
+            "1 to 90 minutes",
+        );
+    }
+    let mut draft = authentication("copy_code");
+    draft.otp.button_text = "x".repeat(26);
+    assert_error(&errors_for(WA, &draft, "otp.button_text"), "at most 25");
+
+    // A code button on another category is a mistake, not something to drop.
+    let mut utility = wa("Hi {{1}}, your order ships today from our store.");
+    utility = trimmed_samples(utility);
+    utility.otp.otp_type = "copy_code".into();
+    assert_error(
+        &errors_for(WA, &utility, "otp.otp_type"),
+        "Only WhatsApp authentication templates",
+    );
+}
+
+#[test]
+fn sending_an_authentication_template_fills_the_code_in_the_body_and_the_button() {
+    let valid = validate(WA, &authentication("copy_code")).expect("valid");
+    let rendered = render(&valid, &strings(&["123456"])).expect("rendered");
+    let MessageContent::Template(t) = &rendered.content else {
+        panic!("{:?}", rendered.content)
+    };
+    assert_eq!(
+        t.body,
+        vec![TemplateParam {
+            name: None,
+            value: "123456".into()
+        }]
+    );
+    assert_eq!(
+        t.buttons,
+        vec![ButtonParam {
+            index: 0,
+            kind: ButtonKind::Url,
+            value: "123456".into()
+        }]
+    );
+    assert!(t.header.is_empty());
+    assert_eq!(
+        rendered.text,
+        "123456 is your verification code. For your security, do not share this code.\n\nThis code expires in 10 minutes."
+    );
+    // The code goes to the button as it is (a link suffix would be percent-encoded).
+    let rendered = render(&valid, &named(&[("1", "J$FpnYnP")])).expect("rendered");
+    let MessageContent::Template(t) = &rendered.content else {
+        panic!()
+    };
+    assert_eq!(t.buttons[0].value, "J$FpnYnP");
+    // Meta takes codes of at most 15 characters, without spaces.
+    for code in ["1234567890123456", "12 34"] {
+        let e = render(&valid, &strings(&[code])).unwrap_err();
+        assert_eq!(e.code(), "invalid_value", "{code}: {e}");
+    }
+}
+
+#[test]
+fn an_authentication_draft_previews_metas_words() {
+    let mut draft = authentication("");
+    draft.samples = samples(&[("1", "482913")]);
+    let p = preview(WA, &draft);
+    assert_eq!(
+        p.body,
+        "482913 is your verification code. For your security, do not share this code."
+    );
+    assert_eq!(
+        p.footer.as_deref(),
+        Some("This code expires in 10 minutes.")
+    );
+    assert_eq!(p.buttons.len(), 1);
+    assert_eq!(
+        (p.buttons[0].kind, p.buttons[0].text.as_str()),
+        ("otp", "Copy code")
+    );
+    assert!(!p.problems.is_empty(), "the button type is still missing");
+}
