@@ -34,6 +34,9 @@ crate::both_backends!(
     sandbox_messages_are_sent_then_delivered_then_read,
     two_workers_share_one_rate_limit_and_never_send_twice,
     a_crashed_server_leaves_only_unknowns_it_held,
+    a_repeated_provider_id_is_recorded_with_the_rest_of_its_batch,
+    outcomes_the_database_refuses_for_a_while_are_recorded_when_it_takes_them,
+    the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out,
 );
 
 // Whether a statement is kept prepared can be seen on PostgreSQL only.
@@ -944,4 +947,293 @@ fn spawn_server(app: &TestApp, in_flight: i64) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start herald")
+}
+
+/// The wamid the fake provider gives as its `n`-th id.
+fn fake_wamid(n: u64) -> String {
+    use base64::Engine;
+    format!(
+        "wamid.{}",
+        base64::engine::general_purpose::STANDARD.encode(format!("HERALDFAKE{n:020}"))
+    )
+}
+
+/// A provider that answers with an id it already gave (to a message sent before, or to one of
+/// the same batch): both messages are `sent`, the first keeps the id (status reports for it go
+/// there), the other says which id came back, and the rest of the batch is recorded as usual.
+async fn a_repeated_provider_id_is_recorded_with_the_rest_of_its_batch(app: TestApp) {
+    use herald::channels::{DeliveryStatus, ProviderEvent, StatusEvent};
+    let db = db(&app);
+    let fake = start_fake(FakeConfig {
+        // Within the second batch, id 3 twice; and id 1 again, recorded by the first batch.
+        repeat_ids: vec![(4, 3), (8, 1)],
+        ..FakeConfig::default()
+    })
+    .await;
+    let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
+    let d = dispatcher(&db, Duration::from_secs(5), |_| {});
+    let first = enqueue(&db, &ch, 0, 1)[0];
+    assert_eq!(d.run_once().await.expect("first batch").sent, 1);
+    enqueue(&db, &ch, 1, 10);
+    let summary = d
+        .run_once()
+        .await
+        .expect("one odd answer does not fail the batch");
+    assert_eq!((summary.claimed, summary.sent), (10, 10));
+    assert_eq!(fake.stats().sends_accepted, 11);
+
+    let rows = message_rows(&db);
+    assert_eq!(rows.len(), 11);
+    assert!(
+        rows.iter().all(|r| r.status() == MessageStatus::Sent),
+        "{rows:?}"
+    );
+    let (with_id, repeats): (Vec<_>, Vec<_>) =
+        rows.iter().partition(|r| r.provider_message_id.is_some());
+    let mut ids: Vec<&str> = with_id
+        .iter()
+        .filter_map(|r| r.provider_message_id.as_deref())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 9, "nine distinct ids kept: {rows:?}");
+    assert!(
+        with_id.iter().all(|r| r.error_code.is_none()),
+        "{with_id:?}"
+    );
+    assert_eq!(repeats.len(), 2, "{rows:?}");
+    let mut conn = db.get().unwrap();
+    for repeat in &repeats {
+        let note = repeat.error_message.as_deref().unwrap_or_default();
+        assert_eq!(
+            repeat.error_code.as_deref(),
+            Some(outbox::DUPLICATE_PROVIDER_ID)
+        );
+        assert!(repeat.sent_at.is_some());
+        // The note names the id and the message that holds it.
+        let holder = with_id
+            .iter()
+            .find(|h| note.contains(h.provider_message_id.as_deref().unwrap_or("-")))
+            .unwrap_or_else(|| panic!("no holder named in {note:?}"));
+        assert!(note.contains(&holder.public_id), "{note}");
+        let events = herald::storage::messages::events(&mut conn, repeat.id).unwrap();
+        let seq: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(seq, ["queued", "sent"]);
+        assert_eq!(events[1].2, note, "the timeline says it too");
+    }
+    let notes: Vec<&str> = repeats
+        .iter()
+        .filter_map(|r| r.error_message.as_deref())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains(&fake_wamid(1)))
+            && notes.iter().any(|n| n.contains(&fake_wamid(3))),
+        "{notes:?}"
+    );
+    let first_row = herald::storage::messages::find(&mut conn, first)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first_row.provider_message_id.as_deref(),
+        Some(fake_wamid(1).as_str()),
+        "the first message keeps its id"
+    );
+    drop(conn);
+
+    // A status report for the repeated id reaches the message that holds it.
+    let delivered = ProviderEvent::Status(StatusEvent {
+        event_id: format!("wa:{}:delivered", fake_wamid(1)),
+        provider_message_id: fake_wamid(1),
+        status: DeliveryStatus::Delivered,
+        at: chrono::Utc::now(),
+        error: None,
+        account: None,
+    });
+    herald::dispatch::events::apply(&db, d.hub(), &ch, vec![delivered])
+        .await
+        .expect("apply");
+    let mut conn = db.get().unwrap();
+    let first_row = herald::storage::messages::find(&mut conn, first)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first_row.status(), MessageStatus::Delivered);
+    let repeat = repeats
+        .iter()
+        .find(|r| {
+            r.error_message
+                .as_deref()
+                .is_some_and(|n| n.contains(&fake_wamid(1)))
+        })
+        .expect("the repeat of id 1");
+    let repeat = herald::storage::messages::find(&mut conn, repeat.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(repeat.status(), MessageStatus::Sent);
+}
+
+/// What the database refuses to record: nothing, every outcome, or one message's.
+#[derive(Clone, Copy)]
+enum Refuse {
+    Nothing,
+    Everything,
+    Message(i64),
+}
+
+/// Has the database refuse the timeline's `sent` entries (as a database that fails to take an
+/// outcome would), while everything else still works.
+fn refuse_sent_entries(db: &Db, refuse: Refuse) {
+    use diesel::connection::SimpleConnection;
+    use herald::storage::DbConnection;
+    let mut conn = db.get().expect("conn");
+    let setup = match &*conn {
+        DbConnection::Sqlite(_) => {
+            "CREATE TABLE IF NOT EXISTS refusals (message_id BIGINT);
+             CREATE TRIGGER IF NOT EXISTS refuse_sent_entries BEFORE INSERT ON message_events
+             WHEN NEW.status = 'sent' AND EXISTS (SELECT 1 FROM refusals
+               WHERE message_id IS NULL OR message_id = NEW.message_id)
+             BEGIN SELECT RAISE(ABORT, 'refused on purpose'); END;"
+        }
+        DbConnection::Postgres(_) => {
+            "CREATE TABLE IF NOT EXISTS refusals (message_id BIGINT);
+             CREATE OR REPLACE FUNCTION refuse_sent_entries() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.status = 'sent' AND EXISTS (SELECT 1 FROM refusals
+                   WHERE message_id IS NULL OR message_id = NEW.message_id) THEN
+                 RAISE EXCEPTION 'refused on purpose';
+               END IF;
+               RETURN NEW;
+             END $$;
+             DROP TRIGGER IF EXISTS refuse_sent_entries ON message_events;
+             CREATE TRIGGER refuse_sent_entries BEFORE INSERT ON message_events
+             FOR EACH ROW EXECUTE FUNCTION refuse_sent_entries();"
+        }
+    };
+    conn.batch_execute(setup).expect("refusal trigger");
+    let switch = match refuse {
+        Refuse::Nothing => "DELETE FROM refusals".to_owned(),
+        Refuse::Everything => "DELETE FROM refusals; INSERT INTO refusals VALUES (NULL)".to_owned(),
+        Refuse::Message(id) => format!("DELETE FROM refusals; INSERT INTO refusals VALUES ({id})"),
+    };
+    conn.batch_execute(&switch).expect("refusal switch");
+}
+
+/// Waits (up to 20 s) until `n` messages are sent.
+async fn wait_for_sent(db: &Db, n: i64) {
+    let started = Instant::now();
+    loop {
+        let s = statuses(db);
+        if s.get("sent") == Some(&n) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// While the database refuses to record outcomes, the worker keeps them and tries again; once
+/// it takes them, every message is recorded as what happened (one the provider answered with
+/// a repeated id too), and a single message it keeps refusing holds back no other. They were
+/// dropped before, and their messages waited `sending` until the reaper made them `unknown`
+/// for a reason that was not true.
+async fn outcomes_the_database_refuses_for_a_while_are_recorded_when_it_takes_them(app: TestApp) {
+    let db = db(&app);
+    let fake = start_fake(FakeConfig {
+        repeat_ids: vec![(3, 2)],
+        workers: 2,
+        ..FakeConfig::default()
+    })
+    .await;
+    let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
+    let ids = enqueue(&db, &ch, 0, 5);
+    refuse_sent_entries(&db, Refuse::Everything);
+    let d = dispatcher(&db, Duration::from_secs(5), |c| {
+        c.idle_poll = Duration::from_millis(20)
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(d.clone().run(stop_rx));
+    let started = Instant::now();
+    while fake.sends_accepted() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            fake.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The writer fails meanwhile; nothing may be lost or guessed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = statuses(&db);
+    assert_eq!(s.get("sending"), Some(&5), "{s:?}");
+    // Only one message is refused now: the others are recorded all the same.
+    refuse_sent_entries(&db, Refuse::Message(ids[0]));
+    wait_for_sent(&db, 4).await;
+    let held = herald::storage::messages::find(&mut db.get().unwrap(), ids[0])
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.status(), MessageStatus::Sending);
+    refuse_sent_entries(&db, Refuse::Nothing);
+    wait_for_sent(&db, 5).await;
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(d.sent_total(), 5);
+    let rows = message_rows(&db);
+    let repeats: Vec<_> = rows
+        .iter()
+        .filter(|r| r.error_code.as_deref() == Some(outbox::DUPLICATE_PROVIDER_ID))
+        .collect();
+    assert_eq!(repeats.len(), 1, "{rows:?}");
+    assert!(repeats[0].provider_message_id.is_none());
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.provider_message_id.is_some())
+            .count(),
+        4
+    );
+}
+
+/// A message whose lease ran out while its worker lives was not abandoned by a stopped
+/// worker: the reaper says which happened.
+async fn the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out(app: TestApp) {
+    let db = db(&app);
+    let ch = whatsapp_channel(&db, "WA", "http://127.0.0.1:9", 1000);
+    enqueue(&db, &ch, 0, 2);
+    let mut conn = db.get().unwrap();
+    outbox::register_worker(&mut conn, "alive", "host", 1).unwrap();
+    outbox::register_worker(&mut conn, "gone", "host", 2).unwrap();
+    outbox::worker_stopped(&mut conn, "gone").unwrap();
+    let expired = outbox::claim(
+        &mut conn,
+        ch.id,
+        "alive",
+        1,
+        now() - chrono::Duration::seconds(1),
+    )
+    .unwrap()
+    .remove(0);
+    let orphan = outbox::claim(
+        &mut conn,
+        ch.id,
+        "gone",
+        1,
+        now() + chrono::Duration::hours(1),
+    )
+    .unwrap()
+    .remove(0);
+    let reaped = outbox::reap(&mut conn, now(), now() - chrono::Duration::seconds(10)).unwrap();
+    assert_eq!(reaped.len(), 2);
+    let text = |id: i64, conn: &mut herald::storage::DbConnection| {
+        let m = herald::storage::messages::find(conn, id).unwrap().unwrap();
+        assert_eq!(m.status(), MessageStatus::Unknown);
+        m.error_message.unwrap_or_default()
+    };
+    let lease = text(expired.id, &mut conn);
+    assert!(
+        lease.contains("lease ran out") && !lease.contains("stopped"),
+        "{lease}"
+    );
+    let stopped = text(orphan.id, &mut conn);
+    assert!(
+        stopped.contains("worker sending this message stopped"),
+        "{stopped}"
+    );
 }
