@@ -1237,3 +1237,201 @@ async fn the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out(app: TestAp
         "{stopped}"
     );
 }
+
+/// A template the sandbox approves at once (`approve_after_ms` 0), so its verdict races the
+/// submission's answer: each of many must become sendable by the verdict alone, nobody
+/// pressing "sync now". On PostgreSQL a few in thirty stayed pending: the verdict, looked up
+/// by id before the answer was committed and by name just after, was found by neither and
+/// ignored.
+async fn sandbox_approvals_make_templates_sendable_without_a_sync(app: TestApp) {
+    use reqwest::StatusCode;
+    let s = crate::send::setup(&app).await;
+    let mut stuck = Vec::new();
+    for i in 0..30 {
+        let name = format!("order_update_{i}");
+        let path = crate::send::drafted_template(&s, &name, crate::send::WA_BODY).await;
+        let res = s
+            .admin
+            .post_form(&format!("{path}/submit"), &[("version", "1")])
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let res = s
+            .lead
+            .post_form(
+                &format!("{path}/approve"),
+                &[("version", "1"), ("note", "")],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, list) = crate::provider_kit::get_json(
+                &app,
+                &s.key,
+                &format!("/api/v1/templates?name={name}"),
+            )
+            .await;
+            if list["data"].as_array().is_some_and(|a| !a.is_empty()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                stuck.push(name);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(stuck.is_empty(), "never sendable: {stuck:?}");
+}
+
+/// On PostgreSQL the submission's answer and the provider's verdict are written by two
+/// transactions at once (SQLite takes writers in turn). Here the verdict, matched by name,
+/// commits after the answer's transaction read the version and before it wrote it: the
+/// answer's "pending" must not undo the approval.
+async fn a_verdict_committed_while_the_answer_is_written_stands(app: TestApp) {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use herald::channels::{ProviderEvent, ProviderTemplateStatus, TemplateStatusEvent};
+    use herald::domain::audit::Actor;
+    use herald::domain::template::{TemplateDraft, TemplateStage, validate};
+    use herald::storage::schema::template_versions as tv;
+    use herald::storage::templates::{self, SubmissionResult};
+    let db = db(&app);
+    let ch = sandbox_channel(&db, ChannelKind::Whatsapp);
+    let draft = TemplateDraft {
+        name: "order_shipped".into(),
+        language: "en_US".into(),
+        category: "utility".into(),
+        body: "Your order {{1}} shipped.".into(),
+        samples: [("1".to_owned(), "#1".to_owned())].into(),
+        ..TemplateDraft::default()
+    };
+    let valid = validate(ChannelKind::Whatsapp, &draft).expect("valid draft");
+    let template = templates::create(&mut db.get().unwrap(), &ch, &valid, &Actor::system("test"))
+        .expect("template");
+    // Approved in Herald, its submission under way.
+    let version_id: i64 = diesel::update(tv::table.filter(tv::template_id.eq(template.id)))
+        .set((
+            tv::review_status.eq("approved"),
+            tv::stage.eq(TemplateStage::Approved.as_str()),
+            tv::provider_submitted_at.eq(now()),
+        ))
+        .returning(tv::id)
+        .get_result(&mut *db.get().unwrap())
+        .expect("approved");
+    let waiting = || -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result::<Count>(&mut *db.get().unwrap())
+        .expect("waiting")
+        .n
+    };
+    let wait_for_waiters = |n: i64| {
+        let started = Instant::now();
+        while waiting() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{n} never waited"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // A third transaction holds the version's row for a moment, as any writer may.
+    let mut holder = db.get().unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM template_versions WHERE id = {version_id} FOR UPDATE"
+        ))
+        .expect("hold the row");
+    // The verdict, before the answer: found by name and language, it waits for the row.
+    let verdict = {
+        let (db, ch) = (db.clone(), ch.clone());
+        tokio::spawn(async move {
+            let event = ProviderEvent::TemplateStatus(TemplateStatusEvent {
+                event_id: "sandbox:tpl:race:APPROVED".into(),
+                provider_template_id: "sandbox-tpl-race".into(),
+                name: Some("order_shipped".into()),
+                language: Some("en_US".into()),
+                status: ProviderTemplateStatus::Approved,
+                reason: None,
+            });
+            herald::dispatch::events::apply(&db, &EventHub::new(), &ch, vec![event]).await
+        })
+    };
+    wait_for_waiters(1);
+    // The answer: it reads the version (not submitted yet, the verdict is not committed) and
+    // waits for the row behind the verdict.
+    let answer = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            templates::record_submission(
+                &mut db.get().unwrap(),
+                version_id,
+                &SubmissionResult::Accepted {
+                    provider_template_id: "sandbox-tpl-race".into(),
+                    status: ProviderTemplateStatus::Pending,
+                },
+                &Actor::system("test"),
+            )
+        })
+    };
+    wait_for_waiters(2);
+    holder.batch_execute("ROLLBACK").expect("release the row");
+    drop(holder);
+    let applied = verdict.await.unwrap().expect("verdict");
+    assert_eq!(applied.templates, 1);
+    answer.await.unwrap().expect("answer");
+    let version = templates::find_version(&mut db.get().unwrap(), version_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(version.stage, TemplateStage::Sendable, "{version:?}");
+    assert_eq!(
+        version.provider_template_id.as_deref(),
+        Some("sandbox-tpl-race")
+    );
+}
+
+// Two transactions writing at once can be arranged on PostgreSQL only.
+mod concurrent_writers {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn a_verdict_committed_while_the_answer_is_written_stands() {
+        super::a_verdict_committed_while_the_answer_is_written_stands(
+            crate::helpers::TestApp::spawn(crate::helpers::Backend::Postgres).await,
+        )
+        .await;
+    }
+}
+
+/// The sandbox approvals, on both backends, with the in-process dispatcher on.
+mod sandbox_approvals {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::sandbox_approvals_make_templates_sendable_without_a_sync(
+            crate::send::spawn(crate::helpers::Backend::Sqlite).await,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn postgres() {
+        super::sandbox_approvals_make_templates_sendable_without_a_sync(
+            crate::send::spawn(crate::helpers::Backend::Postgres).await,
+        )
+        .await;
+    }
+}
