@@ -10,7 +10,7 @@ use herald::auth::sealed;
 use herald::dispatch::hub::EventHub;
 use herald::dispatch::metrics::Metrics;
 use herald::dispatch::registry::ChannelRegistry;
-use herald::dispatch::worker::{DispatchConfig, Dispatcher};
+use herald::dispatch::worker::{DispatchConfig, Dispatcher, slot_interval_us};
 use herald::domain::channel::{ChannelKind, Provider};
 use herald::domain::content::{MessageContent, ParameterFormat, TemplateContent};
 use herald::domain::message::MessageStatus;
@@ -776,21 +776,11 @@ fn d_hub_events(
     d.hub().subscribe()
 }
 
-/// The most sends any sliding one-second window saw.
-fn max_per_second(times_ms: &[u64]) -> usize {
-    let mut t = times_ms.to_vec();
-    t.sort_unstable();
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..t.len() {
-        while t[end] - t[start] >= 1000 {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
-}
-
+/// Two workers on one channel limited to 50/s: every message goes once, both take a share,
+/// and together they keep to the channel's one schedule. (This test used to count the sends
+/// in each second at the fake provider and failed now and then under load: Herald starts
+/// each send within 10 ms of its slot, with one message a second to spare for the way there,
+/// and a busy machine delays some requests more than that on their way to the fake.)
 async fn two_workers_share_one_rate_limit_and_never_send_twice(app: TestApp) {
     let db = db(&app);
     let fake = start_fake(FakeConfig {
@@ -808,6 +798,8 @@ async fn two_workers_share_one_rate_limit_and_never_send_twice(app: TestApp) {
         c.idle_poll = Duration::from_millis(20)
     });
     assert_ne!(a.worker_id(), b.worker_id());
+    // Before either worker takes a slot (the channel's schedule starts at its first claim).
+    let t0_us = chrono::Utc::now().timestamp_micros();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ta = tokio::spawn(a.clone().run(stop_rx.clone()));
     let tb = tokio::spawn(b.clone().run(stop_rx));
@@ -826,18 +818,28 @@ async fn two_workers_share_one_rate_limit_and_never_send_twice(app: TestApp) {
     let stats = fake.stats();
     assert!(stats.duplicates().is_empty());
     assert_eq!(stats.sends_accepted, 250);
-    let peak = max_per_second(&stats.accepted_at_ms);
-    assert!(
-        peak <= 50,
-        "{peak} sends in one second on a channel limited to 50/s"
+    // No send reached the provider before its turn on the one schedule both workers share:
+    // slots are handed out `interval` apart from a start no earlier than `t0`, and a send
+    // never starts before its slot, so the k-th to arrive came at least k intervals after
+    // `t0`. Delays on the way (a busy machine, the network) only ever make a send later, so
+    // this holds however loaded the machine is; it fails when the workers keep a schedule
+    // each (twice the rate) or a send does not wait for its slot. How evenly the sends land
+    // within each second at the provider is a timing figure: the benchmark measures it.
+    let interval_us = slot_interval_us(
+        50,
+        DispatchConfig::from_settings(&test_settings("sqlite://unused")).late_tolerance,
     );
-    let span = (stats.accepted_at_ms.iter().max().unwrap()
-        - stats.accepted_at_ms.iter().min().unwrap()) as f64
-        / 1000.0;
-    assert!(
-        span >= 4.5,
-        "250 messages at 50/s take about 5 s, not {span} s"
-    );
+    let mut arrived = stats.accepted_at_ms.clone();
+    arrived.sort_unstable();
+    for (k, at_ms) in arrived.iter().enumerate() {
+        let earliest_us = t0_us + i64::try_from(k).unwrap() * interval_us;
+        assert!(
+            i64::try_from(*at_ms).unwrap() >= earliest_us / 1000,
+            "send {k} arrived {} ms after the start, before its turn at {} ms",
+            i64::try_from(*at_ms).unwrap() - t0_us / 1000,
+            (earliest_us - t0_us) / 1000
+        );
+    }
     // Both workers sent a share.
     assert!(
         a.sent_total() > 0 && b.sent_total() > 0,
