@@ -10,8 +10,9 @@
 //! Throughput: the fake provider (in this process, on loopback) driven first by a bare HTTP
 //! client with as many requests in flight as Herald uses (the ceiling), then by Herald's
 //! dispatcher sending queued messages with no rate limit. Rate accuracy: a channel limited to
-//! 80/s and to 1,000/s, measured at the fake provider over the run (mean rate, and the most
-//! sends in any one-second window). Nothing here asserts a time.
+//! 80/s and to 1,000/s, and one limited to 80/s that two dispatchers share, measured at the
+//! fake provider over the run (mean rate, and the most sends in any one-second window).
+//! Nothing here asserts a time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -193,13 +194,26 @@ async fn drain(
     db: &Db,
     fake: &FakeProviderHandle,
     expected: u64,
+    sample: impl FnMut(u64),
+) -> Duration {
+    drain_with(db, fake, expected, 1, sample).await
+}
+
+/// [`drain`] with `workers` dispatchers sharing the database, as separate `herald worker`
+/// processes would.
+async fn drain_with(
+    db: &Db,
+    fake: &FakeProviderHandle,
+    expected: u64,
+    workers: usize,
     mut sample: impl FnMut(u64),
 ) -> Duration {
-    let d = dispatcher(db);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let base = fake.sends_accepted();
     let started = Instant::now();
-    let task = tokio::spawn(d.run(stop_rx));
+    let tasks: Vec<_> = (0..workers.max(1))
+        .map(|_| tokio::spawn(dispatcher(db).run(stop_rx.clone())))
+        .collect();
     loop {
         let sent = fake.sends_accepted() - base;
         sample(sent);
@@ -213,7 +227,9 @@ async fn drain(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);
-    let _ = task.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     elapsed
 }
 
@@ -399,24 +415,34 @@ async fn main() {
         println!("|---|---:|---:|---:|---:|");
         for (label, url) in &backends {
             let db = open_db(label, url);
-            for (i, limit) in [80i32, 1000].into_iter().enumerate() {
+            // The last run: two workers share the 80/s channel's schedule.
+            for (i, (limit, workers)) in [(80i32, 1usize), (1000, 1), (80, 2)]
+                .into_iter()
+                .enumerate()
+            {
                 let fake = start_fake(FakeConfig {
                     record_times: true,
                     ..lean_fake()
                 })
                 .await;
-                let ch = channel(&db, &format!("Limited {limit}"), &fake.base_url, limit);
+                let name = format!("Limited {limit}, {workers} worker(s)");
+                let ch = channel(&db, &name, &fake.base_url, limit);
                 let n =
                     usize::try_from(limit).unwrap_or(0) * usize::try_from(rate_secs).unwrap_or(0);
                 queue(&db, &ch, 1_000_000 * (i + 1), n);
-                drain(&db, &fake, n as u64, |_| {}).await;
+                drain_with(&db, &fake, n as u64, workers, |_| {}).await;
                 let times = fake.stats().accepted_at_ms;
                 let span_s = (times.iter().max().copied().unwrap_or(0)
                     - times.iter().min().copied().unwrap_or(0)) as f64
                     / 1000.0;
                 let measured = (times.len().saturating_sub(1)) as f64 / span_s.max(0.001);
+                let limit_label = if workers > 1 {
+                    format!("{limit} ({workers} workers)")
+                } else {
+                    limit.to_string()
+                };
                 println!(
-                    "| {label} | {limit} | {measured:.1} | {:.1}% | {} |",
+                    "| {label} | {limit_label} | {measured:.1} | {:.1}% | {} |",
                     (1.0 - measured / f64::from(limit)) * 100.0,
                     max_per_second(&times)
                 );

@@ -77,6 +77,22 @@ const BATCH_WAIT: Duration = Duration::from_millis(4);
 const WRITE_WAIT: Duration = Duration::from_millis(3);
 const WRITE_BATCH: usize = 200;
 
+/// How long the writer spends writing the outcomes of a failed batch one by one before it
+/// leaves the rest for its next turn.
+const ONE_BY_ONE_BUDGET: Duration = Duration::from_secs(2);
+
+/// How long the writer keeps trying to record an outcome that fails to be written, and how
+/// long once the dispatcher is stopping.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+const GIVE_UP_WHEN_STOPPING: Duration = Duration::from_secs(10);
+
+/// The pause before the `failures`-th new attempt to record an outcome: 100 ms, doubling, at
+/// most 5 s.
+fn retry_wait(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(6);
+    (Duration::from_millis(100) * 2u32.pow(doublings)).min(Duration::from_secs(5))
+}
+
 /// How late after its slot a send may still start.
 const LATE_TOLERANCE: Duration = Duration::from_millis(10);
 
@@ -135,6 +151,29 @@ struct Done {
     outcome: Outcome,
     class: Option<ErrorClass>,
     _permit: Option<OwnedSemaphorePermit>,
+    /// Failed writes of this outcome so far, and since when.
+    failures: u32,
+    failing_since: Option<Instant>,
+}
+
+impl Done {
+    fn new(
+        channel: Arc<Channel>,
+        message: MessageRow,
+        outcome: Outcome,
+        class: Option<ErrorClass>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        Done {
+            channel,
+            message,
+            outcome,
+            class,
+            _permit: permit,
+            failures: 0,
+            failing_since: None,
+        }
+    }
 }
 
 struct SendKit {
@@ -242,13 +281,9 @@ impl Dispatcher {
             let kit = self.inner.kit(&channel);
             for (message, decision, slot) in prepared {
                 match decision {
-                    Decision::Outcome(outcome) => done.push(Done {
-                        channel: channel.clone(),
-                        message,
-                        outcome,
-                        class: None,
-                        _permit: None,
-                    }),
+                    Decision::Outcome(outcome) => {
+                        done.push(Done::new(channel.clone(), message, outcome, None, None))
+                    }
                     Decision::Send(out) => {
                         let inner = self.inner.clone();
                         let channel = channel.clone();
@@ -257,13 +292,7 @@ impl Dispatcher {
                             let (outcome, class) = inner
                                 .send_one(&channel, &kit, &message, out, slot, None)
                                 .await;
-                            Done {
-                                channel,
-                                message,
-                                outcome,
-                                class,
-                                _permit: None,
-                            }
+                            Done::new(channel, message, outcome, class, None)
                         }));
                     }
                 }
@@ -741,26 +770,47 @@ impl Inner {
         }
     }
 
-    /// Stores outcomes in one transaction, then tells the hub and frees the in-flight slots.
-    async fn record(&self, done: Vec<Done>) -> Result<(), AppError> {
-        if done.is_empty() {
-            return Ok(());
+    /// Stores outcomes (see [`store_outcomes`]), then tells the hub and frees the in-flight
+    /// slots of those stored. Returns the outcomes that could not be stored yet, their messages
+    /// still `sending` and held by this worker, with the error.
+    async fn store(&self, batch: Vec<Done>) -> (Vec<Done>, Option<AppError>) {
+        if batch.is_empty() {
+            return (Vec::new(), None);
         }
         let worker = self.worker_id.clone();
-        let (done, events) = self
-            .db
-            .run(move |conn| {
-                let events = crate::storage::write_transaction(conn, |conn| {
-                    record_batch(conn, &worker, &done)
-                })?;
-                Ok::<_, AppError>((done, events))
-            })
-            .await?;
-        for e in events {
+        let db = self.db.clone();
+        // Not `Db::run`: when no connection comes, the batch must come back to be tried again.
+        let joined = tokio::task::spawn_blocking(move || {
+            let stored = match db.get() {
+                Ok(mut conn) => store_outcomes(&mut conn, &worker, &batch),
+                Err(e) => Stored {
+                    events: Vec::new(),
+                    failed: (0..batch.len()).collect(),
+                    error: Some(e.into()),
+                },
+            };
+            (batch, stored)
+        })
+        .await;
+        let (batch, stored) = match joined {
+            Ok(joined) => joined,
+            Err(e) => {
+                // A panic while writing: a bug, not a state to retry.
+                tracing::error!(error = ?e, "recording send outcomes panicked");
+                return (Vec::new(), None);
+            }
+        };
+        for e in stored.events {
             self.hub.publish(e);
         }
-        let mut counts: HashMap<(i64, &'static str), (&str, u64)> = HashMap::new();
-        for d in &done {
+        let mut slots: Vec<Option<Done>> = batch.into_iter().map(Some).collect();
+        let failed: Vec<Done> = stored
+            .failed
+            .iter()
+            .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+            .collect();
+        let mut counts: HashMap<(i64, &'static str), (Arc<Channel>, u64)> = HashMap::new();
+        for d in slots.into_iter().flatten() {
             let outcome = match &d.outcome {
                 Outcome::Sent { .. } => "sent",
                 Outcome::Retry { .. } => "retry",
@@ -771,16 +821,25 @@ impl Inner {
             };
             counts
                 .entry((d.channel.id, outcome))
-                .or_insert((d.channel.name.as_str(), 0))
+                .or_insert_with(|| (d.channel.clone(), 0))
                 .1 += 1;
         }
         for ((_, outcome), (channel, n)) in counts {
             if outcome == "sent" {
                 self.sent_total.fetch_add(n, Ordering::Relaxed);
             }
-            self.metrics.record_sends(channel, outcome, n);
+            self.metrics.record_sends(&channel.name, outcome, n);
         }
-        Ok(())
+        (failed, stored.error)
+    }
+
+    /// Stores outcomes for `run_once`: an error when any could not be stored.
+    async fn record(&self, done: Vec<Done>) -> Result<(), AppError> {
+        let (failed, error) = self.store(done).await;
+        match error {
+            Some(e) if !failed.is_empty() => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Collects finished messages and writes them in batches (under load, hundreds per
@@ -788,28 +847,92 @@ impl Inner {
     /// to grow: fewer, larger write transactions leave the claims more room (the benchmark
     /// went from 47–49% to 56% of the ceiling). On PostgreSQL waiting only holds the in-flight
     /// slots longer (30% instead of 33%), so a batch is whatever has finished.
+    ///
+    /// An outcome that could not be written (the database refused or was out of reach) is
+    /// tried again after a pause that grows with each failure, after the new outcomes of its
+    /// turn, so it never holds them back. Its message stays `sending`, held by this worker,
+    /// until it is written: left alone, the reaper would make it `unknown` when its lease ran
+    /// out, although its outcome is known. After [`GIVE_UP_AFTER`] of failures (a few seconds
+    /// when stopping) it is given up, logged, and left to the reaper.
     async fn writer(self: Arc<Self>, mut rx: mpsc::Receiver<Done>) {
         let gather = match self.db.backend() {
             Backend::Sqlite => WRITE_WAIT,
             Backend::Postgres => Duration::ZERO,
         };
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + gather;
-            while batch.len() < 512 {
-                match rx.try_recv() {
-                    Ok(d) => batch.push(d),
-                    Err(_) if batch.len() >= WRITE_BATCH || gather.is_zero() => break,
-                    Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(d)) => batch.push(d),
-                        _ => break,
-                    },
+        let mut unwritten: Vec<Done> = Vec::new();
+        let mut retry_at = tokio::time::Instant::now();
+        let mut open = true;
+        while open || !unwritten.is_empty() {
+            let mut batch = Vec::new();
+            if open {
+                let next = if unwritten.is_empty() {
+                    Ok(rx.recv().await)
+                } else {
+                    tokio::time::timeout_at(retry_at, rx.recv()).await
+                };
+                match next {
+                    Ok(Some(first)) => batch.push(first),
+                    // Every lane has stopped.
+                    Ok(None) => open = false,
+                    // Time to try the unwritten outcomes again.
+                    Err(_) => {}
+                }
+            } else {
+                tokio::time::sleep_until(retry_at).await;
+            }
+            if !batch.is_empty() {
+                let deadline = tokio::time::Instant::now() + gather;
+                while batch.len() < 512 {
+                    match rx.try_recv() {
+                        Ok(d) => batch.push(d),
+                        Err(_) if batch.len() >= WRITE_BATCH || gather.is_zero() => break,
+                        Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(d)) => batch.push(d),
+                            _ => break,
+                        },
+                    }
                 }
             }
-            let count = batch.len();
-            if let Err(e) = self.record(batch).await {
-                // The messages stay `sending`; the reaper turns them `unknown`, never resent.
-                tracing::error!(error = ?e, count, "recording send outcomes failed");
+            if !unwritten.is_empty() && tokio::time::Instant::now() >= retry_at {
+                batch.append(&mut unwritten);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let (failed, error) = self.store(batch).await;
+            if failed.is_empty() {
+                continue;
+            }
+            let give_up_after = if open {
+                GIVE_UP_AFTER
+            } else {
+                GIVE_UP_WHEN_STOPPING
+            };
+            let mut most = 0;
+            for mut d in failed {
+                d.failures += 1;
+                let since = *d.failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= give_up_after {
+                    tracing::error!(
+                        message = %d.message.public_id,
+                        outcome = ?d.outcome,
+                        error = ?error,
+                        "gave up recording a send outcome; the message stays sending until its lease runs out"
+                    );
+                    continue;
+                }
+                most = most.max(d.failures);
+                unwritten.push(d);
+            }
+            if !unwritten.is_empty() {
+                let wait = retry_wait(most);
+                tracing::warn!(
+                    error = ?error,
+                    count = unwritten.len(),
+                    retry_in = ?wait,
+                    "recording send outcomes failed; trying again"
+                );
+                retry_at = tokio::time::Instant::now() + wait;
             }
         }
     }
@@ -893,6 +1016,70 @@ impl Inner {
     }
 }
 
+/// What writing a batch of outcomes did.
+struct Stored {
+    /// For the hub, about what was stored.
+    events: Vec<HubEvent>,
+    /// The outcomes (their places in the batch) not stored, and the last error.
+    failed: Vec<usize>,
+    error: Option<AppError>,
+}
+
+/// Writes a batch of outcomes in one transaction; when that fails, each on its own, so one
+/// row the database refuses cannot hold back the others. One by one stops after
+/// [`ONE_BY_ONE_BUDGET`]: when the database itself is the trouble (busy, out of reach) every
+/// row would fail alike, each after its own wait. The rows not tried come first among those
+/// returned, then the ones that failed, so a row that fails slowly never uses up the next
+/// turn's time before the others are tried.
+fn store_outcomes(conn: &mut DbConnection, worker: &str, done: &[Done]) -> Stored {
+    let started = Instant::now();
+    let error =
+        match crate::storage::write_transaction(conn, |conn| record_batch(conn, worker, done)) {
+            Ok(events) => {
+                return Stored {
+                    events,
+                    failed: Vec::new(),
+                    error: None,
+                };
+            }
+            Err(e) if done.len() == 1 => {
+                return Stored {
+                    events: Vec::new(),
+                    failed: vec![0],
+                    error: Some(e),
+                };
+            }
+            Err(e) => e,
+        };
+    tracing::warn!(error = ?error, count = done.len(), "recording a batch of send outcomes failed; recording them one by one");
+    let mut events = Vec::new();
+    let (mut untried, mut failed) = (Vec::new(), Vec::new());
+    let mut last_error = error;
+    for (i, d) in done.iter().enumerate() {
+        if started.elapsed() > ONE_BY_ONE_BUDGET {
+            untried.push(i);
+            continue;
+        }
+        match crate::storage::write_transaction(conn, |conn| {
+            record_batch(conn, worker, std::slice::from_ref(d))
+        }) {
+            Ok(stored) => events.extend(stored),
+            Err(e) => {
+                tracing::debug!(message = %d.message.public_id, error = ?e, "recording a send outcome failed");
+                last_error = e;
+                failed.push(i);
+            }
+        }
+    }
+    untried.append(&mut failed);
+    let error = (!untried.is_empty()).then_some(last_error);
+    Stored {
+        events,
+        failed: untried,
+        error,
+    }
+}
+
 /// The sends of one batch on one channel: `(message id, provider id)`.
 type SentOnChannel<'a> = (Arc<Channel>, Vec<(i64, &'a str)>);
 
@@ -936,7 +1123,8 @@ fn record_batch(
             };
             timeline.push((d.message.id, MessageStatus::Sent, detail));
         } else {
-            // Reaped while sending: the answer still proves it left.
+            // Reaped while sending (the answer still proves it left), or its provider id is
+            // taken already, or the message was deleted: each is recorded as it stands.
             outbox::record_outcome(conn, &d.message, worker, &d.outcome)?;
         }
         events.push(HubEvent::message_status(&d.message, MessageStatus::Sent));
@@ -1131,13 +1319,13 @@ impl Lane {
                     Decision::Outcome(outcome) => {
                         let _ = self
                             .writer
-                            .send(Done {
-                                channel: channel.clone(),
+                            .send(Done::new(
+                                channel.clone(),
                                 message,
                                 outcome,
-                                class: None,
-                                _permit: Some(permit),
-                            })
+                                None,
+                                Some(permit),
+                            ))
                             .await;
                     }
                     Decision::Send(out) => {
@@ -1151,13 +1339,7 @@ impl Lane {
                                 .send_one(&channel, &kit, &message, out, slot, Some(stop))
                                 .await;
                             let _ = writer
-                                .send(Done {
-                                    channel,
-                                    message,
-                                    outcome,
-                                    class,
-                                    _permit: Some(permit),
-                                })
+                                .send(Done::new(channel, message, outcome, class, Some(permit)))
                                 .await;
                         });
                     }

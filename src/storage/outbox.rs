@@ -189,9 +189,33 @@ impl Outcome {
     }
 }
 
+/// The error code of a message the provider took under an id it had already given another
+/// message (see [`record_outcome`]).
+pub const DUPLICATE_PROVIDER_ID: &str = "duplicate_provider_id";
+
+/// The public id of another message of the channel that holds this provider message id.
+fn provider_id_holder(
+    conn: &mut DbConnection,
+    message: &MessageRow,
+    provider_message_id: &str,
+) -> QueryResult<Option<String>> {
+    messages::table
+        .filter(messages::channel_id.eq(message.channel_id))
+        .filter(messages::provider_message_id.eq(provider_message_id))
+        .filter(messages::id.ne(message.id))
+        .select(messages::public_id)
+        .first(conn)
+        .optional()
+}
+
 /// Writes one outcome of a message this worker holds. Returns false when the worker no longer
-/// held it (its lease was reaped as `unknown`): then a `Sent` is still recorded, moving the
-/// message forward, because it proves what happened.
+/// held it (its lease was reaped as `unknown`, or the message was deleted): then a `Sent` is
+/// still recorded on a reaped message, moving it forward, because it proves what happened.
+///
+/// A provider id is unique per channel (status reports find their message by it). When the
+/// provider answers with an id it already gave another message, that message keeps the id, so
+/// its reports still reach it; this one is recorded `sent` (the provider took it) without the
+/// id, and its error fields and timeline say which id came back and who holds it.
 pub fn record_outcome(
     conn: &mut DbConnection,
     message: &MessageRow,
@@ -215,36 +239,60 @@ pub fn record_outcome(
             provider_message_id,
             provider_status,
         } => {
-            let n = diesel::update(held)
-                .set((
+            let (stored_id, code, note) =
+                match provider_id_holder(conn, message, provider_message_id)? {
+                    None => (Some(provider_message_id.as_str()), None, None),
+                    Some(holder) => (
+                        None,
+                        Some(DUPLICATE_PROVIDER_ID),
+                        Some(format!(
+                            "The provider took this message but answered with the id \
+                             {provider_message_id}, which it had already given to message \
+                             {holder}: its status reports for that id go to that message, so \
+                             this one's delivery cannot be followed."
+                        )),
+                    ),
+                };
+            let sent = || {
+                (
                     release(),
                     messages::status.eq(MessageStatus::Sent.as_str()),
-                    messages::provider_message_id.eq(provider_message_id),
+                    messages::provider_message_id.eq(stored_id),
                     messages::sent_at.eq(at),
-                    messages::error_code.eq(None::<String>),
-                    messages::error_message.eq(None::<String>),
-                ))
-                .execute(conn)?;
-            let detail = match provider_status {
-                Some(s) => format!("provider id {provider_message_id} ({s})"),
-                None => format!("provider id {provider_message_id}"),
+                    messages::error_code.eq(code),
+                    messages::error_message.eq(note.as_deref()),
+                )
             };
-            if n == 0 {
-                // Reaped meanwhile: the send's answer still proves it left.
+            let n = diesel::update(held).set(sent()).execute(conn)?;
+            // Reaped meanwhile: the send's answer still proves it left.
+            let changed = if n == 0 {
                 diesel::update(
                     messages::table
                         .find(message.id)
                         .filter(messages::status.eq(MessageStatus::Unknown.as_str())),
                 )
-                .set((
-                    release(),
-                    messages::status.eq(MessageStatus::Sent.as_str()),
-                    messages::provider_message_id.eq(provider_message_id),
-                    messages::sent_at.eq(at),
-                ))
-                .execute(conn)?;
+                .set(sent())
+                .execute(conn)?
+            } else {
+                n
+            };
+            if changed == 1 {
+                let detail = match (&note, provider_status) {
+                    (Some(note), _) => note.clone(),
+                    (None, Some(s)) => format!("provider id {provider_message_id} ({s})"),
+                    (None, None) => format!("provider id {provider_message_id}"),
+                };
+                super::messages::record_event(
+                    conn,
+                    message.id,
+                    MessageStatus::Sent,
+                    "dispatcher",
+                    &detail,
+                    at,
+                )?;
             }
-            (n, detail)
+            // Deleted meanwhile (or moved on): nothing left to record.
+            return Ok(n == 1);
         }
         Outcome::Retry {
             at: when,
@@ -315,7 +363,7 @@ pub fn record_outcome(
             return Ok(n == 1);
         }
     };
-    if updated == 1 || matches!(outcome, Outcome::Sent { .. }) {
+    if updated == 1 {
         super::messages::record_event(
             conn,
             message.id,
@@ -336,14 +384,15 @@ pub fn reap(
     now_at: NaiveDateTime,
     dead_before: NaiveDateTime,
 ) -> QueryResult<Vec<(i64, String, i64, i64)>> {
-    let dead: Vec<String> = workers::table
-        .filter(
-            workers::heartbeat_at
-                .lt(dead_before)
-                .or(workers::stopped_at.is_not_null()),
-        )
-        .select(workers::id)
+    // A handful of rows (workers are forgotten a day after they stop).
+    let workers: Vec<(String, NaiveDateTime, Option<NaiveDateTime>)> = workers::table
+        .select((workers::id, workers::heartbeat_at, workers::stopped_at))
         .load(conn)?;
+    let (dead, alive): (Vec<_>, Vec<_>) = workers
+        .into_iter()
+        .partition(|(_, heartbeat, stopped)| *heartbeat < dead_before || stopped.is_some());
+    let dead: Vec<String> = dead.into_iter().map(|w| w.0).collect();
+    let alive: Vec<String> = alive.into_iter().map(|w| w.0).collect();
     let stuck: Vec<(i64, String, i64, i64, Option<String>)> = messages::table
         // Literal, so both databases use the partial index `messages_leased` (every sending
         // message holds a lease).
@@ -367,8 +416,17 @@ pub fn reap(
         .load(conn)?;
     let mut out = Vec::with_capacity(stuck.len());
     for (id, public_id, contact_id, channel_id, holder) in stuck {
-        let text = "The worker sending this message stopped before the provider's answer was recorded: \
-                    it may or may not have been sent. Herald does not resend it on its own; an admin can.";
+        // Say what is known: its worker stopped, or its worker lives but the outcome was never
+        // written (it kept failing until the lease ran out).
+        let stopped = holder.as_ref().is_none_or(|h| !alive.contains(h));
+        let text = if stopped {
+            "The worker sending this message stopped before the provider's answer was recorded: \
+             it may or may not have been sent. Herald does not resend it on its own; an admin can."
+        } else {
+            "The outcome of this send was not recorded before its lease ran out (the database did \
+             not take it): it may or may not have been sent. Herald does not resend it on its own; \
+             an admin can."
+        };
         let n = diesel::update(
             messages::table
                 .find(id)
@@ -647,16 +705,26 @@ struct IdRow {
 }
 
 /// Records many successful sends at once: each message this worker holds becomes `sent` with
-/// its provider id. Returns the ids updated; the others were no longer held (reaped meanwhile)
-/// and need `record_outcome`. One statement of fixed text whatever the batch size (the rows
-/// travel as arrays on PostgreSQL and as a JSON array on SQLite), so it is prepared once per
-/// connection ([`fixed`]); a `VALUES` list made each batch size a new statement to parse and plan.
+/// its provider id. Returns the ids updated; the others need `record_outcome`: they were no
+/// longer held (reaped meanwhile), or their provider id is taken (by another message, or by
+/// an earlier row of this batch: a provider repeating an id), which the statement leaves to
+/// `record_outcome` rather than failing on the unique index and taking the batch with it.
+/// One statement of fixed text whatever the batch size (the rows travel as arrays on
+/// PostgreSQL and as a JSON array on SQLite), so it is prepared once per connection
+/// ([`fixed`]); a `VALUES` list made each batch size a new statement to parse and plan.
 pub fn mark_sent_batch(
     conn: &mut DbConnection,
     worker_id: &str,
     sent: &[(i64, &str)],
     at: NaiveDateTime,
 ) -> QueryResult<Vec<i64>> {
+    // Within one statement the index would only see a repeat once it failed: keep the first.
+    let mut seen = std::collections::HashSet::with_capacity(sent.len());
+    let sent: Vec<(i64, &str)> = sent
+        .iter()
+        .copied()
+        .filter(|(_, pid)| seen.insert(*pid))
+        .collect();
     if sent.is_empty() {
         return Ok(Vec::new());
     }
@@ -664,7 +732,9 @@ pub fn mark_sent_batch(
                        updated_at = $1, lease_expires_at = NULL, leased_by = NULL, error_code = NULL, \
                        error_message = NULL";
     const WHERE: &str = "WHERE messages.id = v.id AND messages.status = 'sending' \
-                         AND messages.leased_by = $2 RETURNING messages.id";
+                         AND messages.leased_by = $2 AND NOT EXISTS (SELECT 1 FROM messages AS holder \
+                         WHERE holder.channel_id = messages.channel_id AND holder.provider_message_id = v.pid) \
+                         RETURNING messages.id";
     let rows: Vec<IdRow> = match conn {
         DbConnection::Postgres(c) => {
             let (ids, pids): (Vec<i64>, Vec<&str>) = sent.iter().copied().unzip();
@@ -682,7 +752,7 @@ pub fn mark_sent_batch(
         ))
         .bind::<Timestamp, _>(at)
         .bind::<Text, _>(worker_id)
-        .bind::<Text, _>(json_rows(sent))
+        .bind::<Text, _>(json_rows(&sent))
         .load(c)?,
     };
     Ok(rows.into_iter().map(|r| r.id).collect())

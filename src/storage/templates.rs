@@ -959,11 +959,13 @@ pub fn record_submission(
         };
         details["version"] = serde_json::json!(version.number);
         record(conn, actor, "template.provider_status", &template, details)?;
-        if let SubmissionResult::Accepted { status, .. } = result
-            && version.state.provider == ProviderApproval::NotSubmitted
-        {
+        if let SubmissionResult::Accepted { status, .. } = result {
+            // Read again: the first read may predate a verdict that committed before the
+            // update above took the row (PostgreSQL), and "pending" must not undo it.
             let version = version_required(conn, Some(version.id))?;
-            apply_status(conn, &template, &version, status, None, actor)?;
+            if version.state.provider == ProviderApproval::NotSubmitted {
+                apply_status(conn, &template, &version, status, None, actor)?;
+            }
         }
         find_version(conn, version_id)
     })
@@ -1111,15 +1113,17 @@ fn version_for_event(
     channel: &Channel,
     event: &TemplateStatusEvent,
 ) -> QueryResult<Option<(Template, Version)>> {
-    let by_id: Option<VersionRow> = template_versions::table
-        .inner_join(templates::table)
-        .filter(templates::channel_id.eq(channel.id))
-        .filter(template_versions::provider_template_id.eq(&event.provider_template_id))
-        .select(VersionRow::as_select())
-        .order(template_versions::number.desc())
-        .first(conn)
-        .optional()?;
-    let row = match by_id {
+    let by_id = |conn: &mut DbConnection| -> QueryResult<Option<VersionRow>> {
+        template_versions::table
+            .inner_join(templates::table)
+            .filter(templates::channel_id.eq(channel.id))
+            .filter(template_versions::provider_template_id.eq(&event.provider_template_id))
+            .select(VersionRow::as_select())
+            .order(template_versions::number.desc())
+            .first(conn)
+            .optional()
+    };
+    let row = match by_id(conn)? {
         Some(row) => Some(row),
         None => {
             let (Some(name), Some(language)) = (&event.name, &event.language) else {
@@ -1139,12 +1143,19 @@ fn version_for_event(
                 .order(template_versions::number.desc())
                 .first(conn)
                 .optional()?;
-            if let Some(row) = &waiting {
-                diesel::update(template_versions::table.find(row.id))
-                    .set(template_versions::provider_template_id.eq(&event.provider_template_id))
-                    .execute(conn)?;
+            match waiting {
+                Some(row) => {
+                    diesel::update(template_versions::table.find(row.id))
+                        .set(
+                            template_versions::provider_template_id.eq(&event.provider_template_id),
+                        )
+                        .execute(conn)?;
+                    Some(row)
+                }
+                // The answer was stored between the two look-ups (PostgreSQL reads each
+                // statement afresh): the version has the id now.
+                None => by_id(conn)?,
             }
-            waiting
         }
     };
     let Some(row) = row else {

@@ -97,6 +97,12 @@ pub struct FakeConfig {
     /// Count sends per recipient (the duplicate check). Off for a million-message memory
     /// measurement, where the fake's own maps would dwarf Herald's memory.
     pub count_recipients: bool,
+
+    // A provider repeating a message id.
+    /// WhatsApp sends answered with an id the fake gave before, as `(n, m)`: the send that
+    /// draws id number `n` is answered with id number `m` (ids are numbered from 1 in the order
+    /// the fake gives them; created templates draw numbers too).
+    pub repeat_ids: Vec<(u64, u64)>,
 }
 
 impl Default for FakeConfig {
@@ -119,6 +125,7 @@ impl Default for FakeConfig {
             workers: 1,
             record_times: false,
             count_recipients: true,
+            repeat_ids: Vec::new(),
         }
     }
 }
@@ -726,7 +733,10 @@ fn wa_send(state: &State, r: &RecordedRequest, recipients: &[String]) -> HttpRes
     };
     let wamid = format!(
         "wamid.{}",
-        BASE64.encode(format!("HERALDFAKE{:020}", state.next_id()))
+        BASE64.encode(format!(
+            "HERALDFAKE{:020}",
+            repeated_id(&state.config, state.next_id())
+        ))
     );
     accepted(state, recipients);
     let digits = to.trim_start_matches('+').to_owned();
@@ -1279,3 +1289,15 @@ async fn inbound_endpoint(state: &State, body: &[u8]) -> HttpResponse {
 
 #[cfg(test)]
 mod tests;
+
+// ---------------------------------------------------------------------------------------------
+// A provider repeating a message id
+
+/// The id number a send answers with: its own, or an earlier one (`FakeConfig::repeat_ids`).
+fn repeated_id(config: &FakeConfig, drawn: u64) -> u64 {
+    config
+        .repeat_ids
+        .iter()
+        .find(|(n, _)| *n == drawn)
+        .map_or(drawn, |(_, m)| *m)
+}

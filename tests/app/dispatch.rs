@@ -10,7 +10,7 @@ use herald::auth::sealed;
 use herald::dispatch::hub::EventHub;
 use herald::dispatch::metrics::Metrics;
 use herald::dispatch::registry::ChannelRegistry;
-use herald::dispatch::worker::{DispatchConfig, Dispatcher};
+use herald::dispatch::worker::{DispatchConfig, Dispatcher, slot_interval_us};
 use herald::domain::channel::{ChannelKind, Provider};
 use herald::domain::content::{MessageContent, ParameterFormat, TemplateContent};
 use herald::domain::message::MessageStatus;
@@ -34,6 +34,9 @@ crate::both_backends!(
     sandbox_messages_are_sent_then_delivered_then_read,
     two_workers_share_one_rate_limit_and_never_send_twice,
     a_crashed_server_leaves_only_unknowns_it_held,
+    a_repeated_provider_id_is_recorded_with_the_rest_of_its_batch,
+    outcomes_the_database_refuses_for_a_while_are_recorded_when_it_takes_them,
+    the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out,
 );
 
 // Whether a statement is kept prepared can be seen on PostgreSQL only.
@@ -773,21 +776,11 @@ fn d_hub_events(
     d.hub().subscribe()
 }
 
-/// The most sends any sliding one-second window saw.
-fn max_per_second(times_ms: &[u64]) -> usize {
-    let mut t = times_ms.to_vec();
-    t.sort_unstable();
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..t.len() {
-        while t[end] - t[start] >= 1000 {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
-}
-
+/// Two workers on one channel limited to 50/s: every message goes once, both take a share,
+/// and together they keep to the channel's one schedule. (This test used to count the sends
+/// in each second at the fake provider and failed now and then under load: Herald starts
+/// each send within 10 ms of its slot, with one message a second to spare for the way there,
+/// and a busy machine delays some requests more than that on their way to the fake.)
 async fn two_workers_share_one_rate_limit_and_never_send_twice(app: TestApp) {
     let db = db(&app);
     let fake = start_fake(FakeConfig {
@@ -805,6 +798,8 @@ async fn two_workers_share_one_rate_limit_and_never_send_twice(app: TestApp) {
         c.idle_poll = Duration::from_millis(20)
     });
     assert_ne!(a.worker_id(), b.worker_id());
+    // Before either worker takes a slot (the channel's schedule starts at its first claim).
+    let t0_us = chrono::Utc::now().timestamp_micros();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ta = tokio::spawn(a.clone().run(stop_rx.clone()));
     let tb = tokio::spawn(b.clone().run(stop_rx));
@@ -823,18 +818,28 @@ async fn two_workers_share_one_rate_limit_and_never_send_twice(app: TestApp) {
     let stats = fake.stats();
     assert!(stats.duplicates().is_empty());
     assert_eq!(stats.sends_accepted, 250);
-    let peak = max_per_second(&stats.accepted_at_ms);
-    assert!(
-        peak <= 50,
-        "{peak} sends in one second on a channel limited to 50/s"
+    // No send reached the provider before its turn on the one schedule both workers share:
+    // slots are handed out `interval` apart from a start no earlier than `t0`, and a send
+    // never starts before its slot, so the k-th to arrive came at least k intervals after
+    // `t0`. Delays on the way (a busy machine, the network) only ever make a send later, so
+    // this holds however loaded the machine is; it fails when the workers keep a schedule
+    // each (twice the rate) or a send does not wait for its slot. How evenly the sends land
+    // within each second at the provider is a timing figure: the benchmark measures it.
+    let interval_us = slot_interval_us(
+        50,
+        DispatchConfig::from_settings(&test_settings("sqlite://unused")).late_tolerance,
     );
-    let span = (stats.accepted_at_ms.iter().max().unwrap()
-        - stats.accepted_at_ms.iter().min().unwrap()) as f64
-        / 1000.0;
-    assert!(
-        span >= 4.5,
-        "250 messages at 50/s take about 5 s, not {span} s"
-    );
+    let mut arrived = stats.accepted_at_ms.clone();
+    arrived.sort_unstable();
+    for (k, at_ms) in arrived.iter().enumerate() {
+        let earliest_us = t0_us + i64::try_from(k).unwrap() * interval_us;
+        assert!(
+            i64::try_from(*at_ms).unwrap() >= earliest_us / 1000,
+            "send {k} arrived {} ms after the start, before its turn at {} ms",
+            i64::try_from(*at_ms).unwrap() - t0_us / 1000,
+            (earliest_us - t0_us) / 1000
+        );
+    }
     // Both workers sent a share.
     assert!(
         a.sent_total() > 0 && b.sent_total() > 0,
@@ -944,4 +949,491 @@ fn spawn_server(app: &TestApp, in_flight: i64) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start herald")
+}
+
+/// The wamid the fake provider gives as its `n`-th id.
+fn fake_wamid(n: u64) -> String {
+    use base64::Engine;
+    format!(
+        "wamid.{}",
+        base64::engine::general_purpose::STANDARD.encode(format!("HERALDFAKE{n:020}"))
+    )
+}
+
+/// A provider that answers with an id it already gave (to a message sent before, or to one of
+/// the same batch): both messages are `sent`, the first keeps the id (status reports for it go
+/// there), the other says which id came back, and the rest of the batch is recorded as usual.
+async fn a_repeated_provider_id_is_recorded_with_the_rest_of_its_batch(app: TestApp) {
+    use herald::channels::{DeliveryStatus, ProviderEvent, StatusEvent};
+    let db = db(&app);
+    let fake = start_fake(FakeConfig {
+        // Within the second batch, id 3 twice; and id 1 again, recorded by the first batch.
+        repeat_ids: vec![(4, 3), (8, 1)],
+        ..FakeConfig::default()
+    })
+    .await;
+    let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
+    let d = dispatcher(&db, Duration::from_secs(5), |_| {});
+    let first = enqueue(&db, &ch, 0, 1)[0];
+    assert_eq!(d.run_once().await.expect("first batch").sent, 1);
+    enqueue(&db, &ch, 1, 10);
+    let summary = d
+        .run_once()
+        .await
+        .expect("one odd answer does not fail the batch");
+    assert_eq!((summary.claimed, summary.sent), (10, 10));
+    assert_eq!(fake.stats().sends_accepted, 11);
+
+    let rows = message_rows(&db);
+    assert_eq!(rows.len(), 11);
+    assert!(
+        rows.iter().all(|r| r.status() == MessageStatus::Sent),
+        "{rows:?}"
+    );
+    let (with_id, repeats): (Vec<_>, Vec<_>) =
+        rows.iter().partition(|r| r.provider_message_id.is_some());
+    let mut ids: Vec<&str> = with_id
+        .iter()
+        .filter_map(|r| r.provider_message_id.as_deref())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 9, "nine distinct ids kept: {rows:?}");
+    assert!(
+        with_id.iter().all(|r| r.error_code.is_none()),
+        "{with_id:?}"
+    );
+    assert_eq!(repeats.len(), 2, "{rows:?}");
+    let mut conn = db.get().unwrap();
+    for repeat in &repeats {
+        let note = repeat.error_message.as_deref().unwrap_or_default();
+        assert_eq!(
+            repeat.error_code.as_deref(),
+            Some(outbox::DUPLICATE_PROVIDER_ID)
+        );
+        assert!(repeat.sent_at.is_some());
+        // The note names the id and the message that holds it.
+        let holder = with_id
+            .iter()
+            .find(|h| note.contains(h.provider_message_id.as_deref().unwrap_or("-")))
+            .unwrap_or_else(|| panic!("no holder named in {note:?}"));
+        assert!(note.contains(&holder.public_id), "{note}");
+        let events = herald::storage::messages::events(&mut conn, repeat.id).unwrap();
+        let seq: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(seq, ["queued", "sent"]);
+        assert_eq!(events[1].2, note, "the timeline says it too");
+    }
+    let notes: Vec<&str> = repeats
+        .iter()
+        .filter_map(|r| r.error_message.as_deref())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains(&fake_wamid(1)))
+            && notes.iter().any(|n| n.contains(&fake_wamid(3))),
+        "{notes:?}"
+    );
+    let first_row = herald::storage::messages::find(&mut conn, first)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first_row.provider_message_id.as_deref(),
+        Some(fake_wamid(1).as_str()),
+        "the first message keeps its id"
+    );
+    drop(conn);
+
+    // A status report for the repeated id reaches the message that holds it.
+    let delivered = ProviderEvent::Status(StatusEvent {
+        event_id: format!("wa:{}:delivered", fake_wamid(1)),
+        provider_message_id: fake_wamid(1),
+        status: DeliveryStatus::Delivered,
+        at: chrono::Utc::now(),
+        error: None,
+        account: None,
+    });
+    herald::dispatch::events::apply(&db, d.hub(), &ch, vec![delivered])
+        .await
+        .expect("apply");
+    let mut conn = db.get().unwrap();
+    let first_row = herald::storage::messages::find(&mut conn, first)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first_row.status(), MessageStatus::Delivered);
+    let repeat = repeats
+        .iter()
+        .find(|r| {
+            r.error_message
+                .as_deref()
+                .is_some_and(|n| n.contains(&fake_wamid(1)))
+        })
+        .expect("the repeat of id 1");
+    let repeat = herald::storage::messages::find(&mut conn, repeat.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(repeat.status(), MessageStatus::Sent);
+}
+
+/// What the database refuses to record: nothing, every outcome, or one message's.
+#[derive(Clone, Copy)]
+enum Refuse {
+    Nothing,
+    Everything,
+    Message(i64),
+}
+
+/// Has the database refuse the timeline's `sent` entries (as a database that fails to take an
+/// outcome would), while everything else still works.
+fn refuse_sent_entries(db: &Db, refuse: Refuse) {
+    use diesel::connection::SimpleConnection;
+    use herald::storage::DbConnection;
+    let mut conn = db.get().expect("conn");
+    let setup = match &*conn {
+        DbConnection::Sqlite(_) => {
+            "CREATE TABLE IF NOT EXISTS refusals (message_id BIGINT);
+             CREATE TRIGGER IF NOT EXISTS refuse_sent_entries BEFORE INSERT ON message_events
+             WHEN NEW.status = 'sent' AND EXISTS (SELECT 1 FROM refusals
+               WHERE message_id IS NULL OR message_id = NEW.message_id)
+             BEGIN SELECT RAISE(ABORT, 'refused on purpose'); END;"
+        }
+        DbConnection::Postgres(_) => {
+            "CREATE TABLE IF NOT EXISTS refusals (message_id BIGINT);
+             CREATE OR REPLACE FUNCTION refuse_sent_entries() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.status = 'sent' AND EXISTS (SELECT 1 FROM refusals
+                   WHERE message_id IS NULL OR message_id = NEW.message_id) THEN
+                 RAISE EXCEPTION 'refused on purpose';
+               END IF;
+               RETURN NEW;
+             END $$;
+             DROP TRIGGER IF EXISTS refuse_sent_entries ON message_events;
+             CREATE TRIGGER refuse_sent_entries BEFORE INSERT ON message_events
+             FOR EACH ROW EXECUTE FUNCTION refuse_sent_entries();"
+        }
+    };
+    conn.batch_execute(setup).expect("refusal trigger");
+    let switch = match refuse {
+        Refuse::Nothing => "DELETE FROM refusals".to_owned(),
+        Refuse::Everything => "DELETE FROM refusals; INSERT INTO refusals VALUES (NULL)".to_owned(),
+        Refuse::Message(id) => format!("DELETE FROM refusals; INSERT INTO refusals VALUES ({id})"),
+    };
+    conn.batch_execute(&switch).expect("refusal switch");
+}
+
+/// Waits (up to 20 s) until `n` messages are sent.
+async fn wait_for_sent(db: &Db, n: i64) {
+    let started = Instant::now();
+    loop {
+        let s = statuses(db);
+        if s.get("sent") == Some(&n) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// While the database refuses to record outcomes, the worker keeps them and tries again; once
+/// it takes them, every message is recorded as what happened (one the provider answered with
+/// a repeated id too), and a single message it keeps refusing holds back no other. They were
+/// dropped before, and their messages waited `sending` until the reaper made them `unknown`
+/// for a reason that was not true.
+async fn outcomes_the_database_refuses_for_a_while_are_recorded_when_it_takes_them(app: TestApp) {
+    let db = db(&app);
+    let fake = start_fake(FakeConfig {
+        repeat_ids: vec![(3, 2)],
+        workers: 2,
+        ..FakeConfig::default()
+    })
+    .await;
+    let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
+    let ids = enqueue(&db, &ch, 0, 5);
+    refuse_sent_entries(&db, Refuse::Everything);
+    let d = dispatcher(&db, Duration::from_secs(5), |c| {
+        c.idle_poll = Duration::from_millis(20)
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(d.clone().run(stop_rx));
+    let started = Instant::now();
+    while fake.sends_accepted() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            fake.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The writer fails meanwhile; nothing may be lost or guessed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = statuses(&db);
+    assert_eq!(s.get("sending"), Some(&5), "{s:?}");
+    // Only one message is refused now: the others are recorded all the same.
+    refuse_sent_entries(&db, Refuse::Message(ids[0]));
+    wait_for_sent(&db, 4).await;
+    let held = herald::storage::messages::find(&mut db.get().unwrap(), ids[0])
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.status(), MessageStatus::Sending);
+    refuse_sent_entries(&db, Refuse::Nothing);
+    wait_for_sent(&db, 5).await;
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(d.sent_total(), 5);
+    let rows = message_rows(&db);
+    let repeats: Vec<_> = rows
+        .iter()
+        .filter(|r| r.error_code.as_deref() == Some(outbox::DUPLICATE_PROVIDER_ID))
+        .collect();
+    assert_eq!(repeats.len(), 1, "{rows:?}");
+    assert!(repeats[0].provider_message_id.is_none());
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.provider_message_id.is_some())
+            .count(),
+        4
+    );
+}
+
+/// A message whose lease ran out while its worker lives was not abandoned by a stopped
+/// worker: the reaper says which happened.
+async fn the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out(app: TestApp) {
+    let db = db(&app);
+    let ch = whatsapp_channel(&db, "WA", "http://127.0.0.1:9", 1000);
+    enqueue(&db, &ch, 0, 2);
+    let mut conn = db.get().unwrap();
+    outbox::register_worker(&mut conn, "alive", "host", 1).unwrap();
+    outbox::register_worker(&mut conn, "gone", "host", 2).unwrap();
+    outbox::worker_stopped(&mut conn, "gone").unwrap();
+    let expired = outbox::claim(
+        &mut conn,
+        ch.id,
+        "alive",
+        1,
+        now() - chrono::Duration::seconds(1),
+    )
+    .unwrap()
+    .remove(0);
+    let orphan = outbox::claim(
+        &mut conn,
+        ch.id,
+        "gone",
+        1,
+        now() + chrono::Duration::hours(1),
+    )
+    .unwrap()
+    .remove(0);
+    let reaped = outbox::reap(&mut conn, now(), now() - chrono::Duration::seconds(10)).unwrap();
+    assert_eq!(reaped.len(), 2);
+    let text = |id: i64, conn: &mut herald::storage::DbConnection| {
+        let m = herald::storage::messages::find(conn, id).unwrap().unwrap();
+        assert_eq!(m.status(), MessageStatus::Unknown);
+        m.error_message.unwrap_or_default()
+    };
+    let lease = text(expired.id, &mut conn);
+    assert!(
+        lease.contains("lease ran out") && !lease.contains("stopped"),
+        "{lease}"
+    );
+    let stopped = text(orphan.id, &mut conn);
+    assert!(
+        stopped.contains("worker sending this message stopped"),
+        "{stopped}"
+    );
+}
+
+/// A template the sandbox approves at once (`approve_after_ms` 0), so its verdict races the
+/// submission's answer: each of many must become sendable by the verdict alone, nobody
+/// pressing "sync now". On PostgreSQL a few in thirty stayed pending: the verdict, looked up
+/// by id before the answer was committed and by name just after, was found by neither and
+/// ignored.
+async fn sandbox_approvals_make_templates_sendable_without_a_sync(app: TestApp) {
+    use reqwest::StatusCode;
+    let s = crate::send::setup(&app).await;
+    let mut stuck = Vec::new();
+    for i in 0..30 {
+        let name = format!("order_update_{i}");
+        let path = crate::send::drafted_template(&s, &name, crate::send::WA_BODY).await;
+        let res = s
+            .admin
+            .post_form(&format!("{path}/submit"), &[("version", "1")])
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let res = s
+            .lead
+            .post_form(
+                &format!("{path}/approve"),
+                &[("version", "1"), ("note", "")],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, list) = crate::provider_kit::get_json(
+                &app,
+                &s.key,
+                &format!("/api/v1/templates?name={name}"),
+            )
+            .await;
+            if list["data"].as_array().is_some_and(|a| !a.is_empty()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                stuck.push(name);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(stuck.is_empty(), "never sendable: {stuck:?}");
+}
+
+/// On PostgreSQL the submission's answer and the provider's verdict are written by two
+/// transactions at once (SQLite takes writers in turn). Here the verdict, matched by name,
+/// commits after the answer's transaction read the version and before it wrote it: the
+/// answer's "pending" must not undo the approval.
+async fn a_verdict_committed_while_the_answer_is_written_stands(app: TestApp) {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use herald::channels::{ProviderEvent, ProviderTemplateStatus, TemplateStatusEvent};
+    use herald::domain::audit::Actor;
+    use herald::domain::template::{TemplateDraft, TemplateStage, validate};
+    use herald::storage::schema::template_versions as tv;
+    use herald::storage::templates::{self, SubmissionResult};
+    let db = db(&app);
+    let ch = sandbox_channel(&db, ChannelKind::Whatsapp);
+    let draft = TemplateDraft {
+        name: "order_shipped".into(),
+        language: "en_US".into(),
+        category: "utility".into(),
+        body: "Your order {{1}} shipped.".into(),
+        samples: [("1".to_owned(), "#1".to_owned())].into(),
+        ..TemplateDraft::default()
+    };
+    let valid = validate(ChannelKind::Whatsapp, &draft).expect("valid draft");
+    let template = templates::create(&mut db.get().unwrap(), &ch, &valid, &Actor::system("test"))
+        .expect("template");
+    // Approved in Herald, its submission under way.
+    let version_id: i64 = diesel::update(tv::table.filter(tv::template_id.eq(template.id)))
+        .set((
+            tv::review_status.eq("approved"),
+            tv::stage.eq(TemplateStage::Approved.as_str()),
+            tv::provider_submitted_at.eq(now()),
+        ))
+        .returning(tv::id)
+        .get_result(&mut *db.get().unwrap())
+        .expect("approved");
+    let waiting = || -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result::<Count>(&mut *db.get().unwrap())
+        .expect("waiting")
+        .n
+    };
+    let wait_for_waiters = |n: i64| {
+        let started = Instant::now();
+        while waiting() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{n} never waited"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // A third transaction holds the version's row for a moment, as any writer may.
+    let mut holder = db.get().unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM template_versions WHERE id = {version_id} FOR UPDATE"
+        ))
+        .expect("hold the row");
+    // The verdict, before the answer: found by name and language, it waits for the row.
+    let verdict = {
+        let (db, ch) = (db.clone(), ch.clone());
+        tokio::spawn(async move {
+            let event = ProviderEvent::TemplateStatus(TemplateStatusEvent {
+                event_id: "sandbox:tpl:race:APPROVED".into(),
+                provider_template_id: "sandbox-tpl-race".into(),
+                name: Some("order_shipped".into()),
+                language: Some("en_US".into()),
+                status: ProviderTemplateStatus::Approved,
+                reason: None,
+            });
+            herald::dispatch::events::apply(&db, &EventHub::new(), &ch, vec![event]).await
+        })
+    };
+    wait_for_waiters(1);
+    // The answer: it reads the version (not submitted yet, the verdict is not committed) and
+    // waits for the row behind the verdict.
+    let answer = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            templates::record_submission(
+                &mut db.get().unwrap(),
+                version_id,
+                &SubmissionResult::Accepted {
+                    provider_template_id: "sandbox-tpl-race".into(),
+                    status: ProviderTemplateStatus::Pending,
+                },
+                &Actor::system("test"),
+            )
+        })
+    };
+    wait_for_waiters(2);
+    holder.batch_execute("ROLLBACK").expect("release the row");
+    drop(holder);
+    let applied = verdict.await.unwrap().expect("verdict");
+    assert_eq!(applied.templates, 1);
+    answer.await.unwrap().expect("answer");
+    let version = templates::find_version(&mut db.get().unwrap(), version_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(version.stage, TemplateStage::Sendable, "{version:?}");
+    assert_eq!(
+        version.provider_template_id.as_deref(),
+        Some("sandbox-tpl-race")
+    );
+}
+
+// Two transactions writing at once can be arranged on PostgreSQL only.
+mod concurrent_writers {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn a_verdict_committed_while_the_answer_is_written_stands() {
+        super::a_verdict_committed_while_the_answer_is_written_stands(
+            crate::helpers::TestApp::spawn(crate::helpers::Backend::Postgres).await,
+        )
+        .await;
+    }
+}
+
+/// The sandbox approvals, on both backends, with the in-process dispatcher on.
+mod sandbox_approvals {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::sandbox_approvals_make_templates_sendable_without_a_sync(
+            crate::send::spawn(crate::helpers::Backend::Sqlite).await,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn postgres() {
+        super::sandbox_approvals_make_templates_sendable_without_a_sync(
+            crate::send::spawn(crate::helpers::Backend::Postgres).await,
+        )
+        .await;
+    }
 }
