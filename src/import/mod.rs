@@ -9,6 +9,7 @@ pub mod records;
 use std::io::Read;
 use std::sync::mpsc;
 
+use crate::csv_out;
 use crate::domain::consent::ConsentStatus;
 use crate::domain::contact::{
     Attributes, parse_attribute_value, parse_email, parse_language, parse_name, parse_time_zone,
@@ -100,7 +101,9 @@ pub fn validate(
         }
         let column = &headers[i];
         let text = match field {
-            FieldValue::Text(s) => s.as_str(),
+            // A cell Herald's own export guarded against spreadsheet formulas reads back as
+            // it was (`'+14155550100` is +14155550100).
+            FieldValue::Text(s) => csv_out::restore(s.trim()),
             FieldValue::TooLong(n) => {
                 problems.push(reject(
                     field.display(),
@@ -187,7 +190,7 @@ fn read_header<R: Read>(
     let mut headers = Vec::with_capacity(header.fields.len());
     for (i, f) in header.fields.iter().enumerate() {
         match f {
-            FieldValue::Text(s) => headers.push(s.trim().to_owned()),
+            FieldValue::Text(s) => headers.push(csv_out::restore(s.trim()).to_owned()),
             FieldValue::NotUtf8(_) => {
                 return Err(ImportError::Invalid(format!(
                     "the header (column {}) is not UTF-8 text; save the file as CSV UTF-8",

@@ -16,6 +16,7 @@ crate::both_backends!(
     consent_changes_in_the_dashboard_respect_roles,
     lists_and_bulk_actions,
     exports_stream_the_filtered_view,
+    exports_neutralise_formulas_and_import_back_unchanged,
     roles_for_contacts,
 );
 
@@ -389,7 +390,7 @@ async fn the_browser_import_maps_columns_and_reports_bad_rows(app: TestApp) {
     let report = report.text().await.unwrap();
     assert_eq!(
         report,
-        "row,value,reason\n4,+1 555 0100,\"Mobile: \"\"+1 555 0100\"\" is not a valid phone number\"\n"
+        "row,value,reason\n4,'+1 555 0100,\"Mobile: \"\"+1 555 0100\"\" is not a valid phone number\"\n"
     );
 
     let key = create_api_key(&admin, "Reader", "marketer").await;
@@ -1106,7 +1107,11 @@ async fn exports_stream_the_filtered_view(app: TestApp) {
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 1150);
     assert!(rows.iter().all(|r| &r[11] == "even"));
-    let four = rows.iter().find(|r| &r[0] == phone(4).as_str()).unwrap();
+    // Phone numbers carry the quote that keeps spreadsheets from evaluating them.
+    let four = rows
+        .iter()
+        .find(|r| r[0] == format!("'{}", phone(4)))
+        .unwrap();
     assert_eq!(&four[1], "Name, 4");
     assert_eq!(&four[5], "opted_out");
     let all = admin
@@ -1116,6 +1121,91 @@ async fn exports_stream_the_filtered_view(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(all.lines().count(), 2301);
+}
+
+/// Cells a spreadsheet would evaluate (`=`, `+`, `-`, `@`, tab, CR first).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+fn csv_cells(body: &str) -> Vec<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(body.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect()
+}
+
+async fn exports_neutralise_formulas_and_import_back_unchanged(app: TestApp) {
+    let (admin, key) = admin_and_key(&app).await;
+    let evil = "=HYPERLINK(\"http://evil.test\",\"Click me\")";
+    let res = api_post(
+        &app,
+        &key,
+        "/api/v1/contacts",
+        &json!({
+            "phone": phone(7),
+            "name": evil,
+            "attributes": {"note": "@SUM(1+1)", "balance": "-5", "quoted": "'=kept", "city": "Lyon"},
+        }),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    // The export: every formula cell starts with a quote, the rest of its value kept; phone
+    // numbers too (a spreadsheet would turn +1… into a number).
+    let res = admin.get("/contacts/export.csv").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let exported = res.text().await.unwrap();
+    let cells = csv_cells(&exported);
+    let header = &cells[0];
+    let row = &cells[1];
+    let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].as_str();
+    assert_eq!(cell("phone"), format!("'{}", phone(7)));
+    assert_eq!(cell("name"), format!("'{evil}"));
+    assert_eq!(cell("note"), "'@SUM(1+1)");
+    assert_eq!(cell("balance"), "'-5");
+    assert_eq!(
+        cell("quoted"),
+        "''=kept",
+        "a quote before a formula is doubled"
+    );
+    assert_eq!(cell("city"), "Lyon");
+    for c in cells.iter().flatten() {
+        assert!(!c.starts_with(FORMULA_STARTS), "{c:?} would be evaluated");
+    }
+
+    // The export imports back as it is: same contact (updated, not new), same values.
+    let (status, result) = api_import(&app, &key, "", exported).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["updated"], 1, "{result}");
+    assert_eq!(result["imported"], 0, "{result}");
+    assert_eq!(result["rejected"], json!([]), "{result}");
+    let c = find_contact(&app, &key, &phone(7)).await.unwrap();
+    assert_eq!(c["name"], evil);
+    assert_eq!(c["attributes"]["note"], "@SUM(1+1)");
+    assert_eq!(c["attributes"]["balance"], "-5");
+    assert_eq!(c["attributes"]["quoted"], "'=kept");
+
+    // The rejected-rows report quotes the bad values the same way.
+    let (status, result) = api_import(
+        &app,
+        &key,
+        "",
+        "phone,name\n\"=cmd|' /C calc'!A0\",Eve\n-2+3,Mallory\n@x,Trudy\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["rejected"].as_array().unwrap().len(), 3, "{result}");
+    let report = result["report_url"].as_str().unwrap();
+    let path = &report[report.find("/contacts/imports/").unwrap()..];
+    let res = admin.get(path).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let cells = csv_cells(&res.text().await.unwrap());
+    let values: Vec<&str> = cells[1..].iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(values, ["'=cmd|' /C calc'!A0", "'-2+3", "'@x"]);
+    for c in cells.iter().flatten() {
+        assert!(!c.starts_with(FORMULA_STARTS), "{c:?} would be evaluated");
+    }
 }
 
 async fn roles_for_contacts(app: TestApp) {
