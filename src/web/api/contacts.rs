@@ -21,6 +21,7 @@ use crate::storage::contacts::{self, Contact, ContactFilter, ContactPatch, Curso
 use crate::storage::{
     DbConnection, audit, channels, consents, conversations, imports, lists, new_public_id,
 };
+use crate::web::api::{Body, Params};
 use crate::web::identity::{Auth, perm};
 use crate::web::imports::begin;
 
@@ -148,9 +149,9 @@ fn invalid(field: &str, e: String) -> AppError {
 pub async fn upsert(
     auth: Auth<perm::ManageContacts>,
     state: web::Data<AppState>,
-    body: web::Json<UpsertBody>,
+    body: Body<UpsertBody>,
 ) -> Result<HttpResponse, AppError> {
-    let body = body.into_inner();
+    let body = body.get()?;
     let phone = E164::parse(&body.phone, Some(state.settings.default_country))
         .map_err(|e| AppError::invalid("invalid_phone", e))?;
     let mut attrs: Vec<(String, String)> = Vec::new();
@@ -305,9 +306,9 @@ struct ContactPage {
 pub async fn list(
     _auth: Auth<perm::ViewContacts>,
     state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
+    query: Params<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let query = query.into_inner();
+    let query = query.get()?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(AppError::invalid(
@@ -397,10 +398,10 @@ pub async fn import(
     req: HttpRequest,
     auth: Auth<perm::ImportContacts>,
     state: web::Data<AppState>,
-    query: web::Query<ImportQuery>,
+    query: Params<ImportQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
-    let query = query.into_inner();
+    let query = query.get()?;
     let country = match query
         .default_country
         .as_deref()
