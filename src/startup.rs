@@ -275,6 +275,7 @@ impl Application {
                 .app_data(web::FormConfig::default().limit(256 * 1024))
                 .app_data(web::PayloadConfig::new(1 << 20))
                 .configure(routes::configure)
+                .wrap(from_fn(routes::edge::refuse_nul))
                 .wrap(from_fn(routes::csrf::protect))
                 .wrap(from_fn(routes::identity::identify))
                 .wrap(from_fn(routes::errors::render))

@@ -122,6 +122,14 @@ pub fn validate(
                 continue;
             }
         };
+        if text.contains('\0') {
+            // PostgreSQL cannot store it; refused here, so only this row is rejected.
+            problems.push(reject(
+                truncate(text, 100),
+                format!("{column}: the value contains a NUL character (U+0000); remove it"),
+            ));
+            continue;
+        }
         let mut check = |result: Result<String, String>| match result {
             Ok(v) => Some(v),
             Err(reason) => {
@@ -190,6 +198,12 @@ fn read_header<R: Read>(
     let mut headers = Vec::with_capacity(header.fields.len());
     for (i, f) in header.fields.iter().enumerate() {
         match f {
+            FieldValue::Text(s) if s.contains('\0') => {
+                return Err(ImportError::Invalid(format!(
+                    "the header (column {}) contains a NUL character (U+0000); this does not look like a CSV header",
+                    i + 1
+                )));
+            }
             FieldValue::Text(s) => headers.push(csv_out::restore(s.trim()).to_owned()),
             FieldValue::NotUtf8(_) => {
                 return Err(ImportError::Invalid(format!(

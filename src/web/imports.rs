@@ -112,7 +112,12 @@ async fn read_fields(
             }
             value.extend_from_slice(&chunk);
         }
-        fields.insert(name, String::from_utf8_lossy(&value).into_owned());
+        let value = String::from_utf8_lossy(&value).into_owned();
+        // The same edge check as url-encoded forms (`web::edge`): a NUL names no list.
+        if name.contains('\0') || value.contains('\0') {
+            return Err(crate::web::edge::nul_error(&name.replace('\0', "\\0")));
+        }
+        fields.insert(name, value);
     }
     Ok((fields, None))
 }
@@ -243,6 +248,7 @@ pub fn resolve_list(
     }
     match existing.trim() {
         "" => Ok(None),
+        id if id.contains('\0') => Err(crate::web::edge::nul_error("list")),
         id => Ok(Some(
             lists::find_by_public_id(conn, id)?
                 .or(lists::find_by_name(conn, id)?)
@@ -263,6 +269,8 @@ pub async fn begin(
     bytes_total: Option<i64>,
     actor: crate::domain::audit::Actor,
 ) -> Result<Import, AppError> {
+    // The file's name is only shown: control characters (a NUL would not even store) go.
+    let file_name: String = file_name.chars().filter(|c| !c.is_control()).collect();
     state
         .db
         .run(move |conn| {

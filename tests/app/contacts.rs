@@ -17,6 +17,7 @@ crate::both_backends!(
     lists_and_bulk_actions,
     exports_stream_the_filtered_view,
     exports_neutralise_formulas_and_import_back_unchanged,
+    nul_characters_are_refused_at_the_edges_naming_the_field,
     roles_for_contacts,
 );
 
@@ -1206,6 +1207,143 @@ async fn exports_neutralise_formulas_and_import_back_unchanged(app: TestApp) {
     for c in cells.iter().flatten() {
         assert!(!c.starts_with(FORMULA_STARTS), "{c:?} would be evaluated");
     }
+}
+
+/// A 422 whose message names `field` and says what is wrong with it.
+async fn refused_for_nul(res: reqwest::Response, field: &str) {
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {body}");
+    assert!(
+        body.contains(&format!("{field}: contains a NUL character")),
+        "{field}: {body}"
+    );
+}
+
+/// PostgreSQL refuses NUL in text: each of these gave a 500 there. Now every edge refuses it
+/// with a 422 naming the field, and an import rejects only the row that holds one.
+async fn nul_characters_are_refused_at_the_edges_naming_the_field(app: TestApp) {
+    let (admin, key) = admin_and_key(&app).await;
+    let contact: Value = api_post(
+        &app,
+        &key,
+        "/api/v1/contacts",
+        &json!({"phone": phone(1), "name": "Sam"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = contact["id"].as_str().unwrap().to_owned();
+    let sms = contact["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "sms")
+        .unwrap()["channel_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The sign-in form.
+    let visitor = app.client();
+    refused_for_nul(visitor.login("ada\0@example.com", "x").await, "email").await;
+
+    // Searches and filters: the contacts page, its export, the API.
+    refused_for_nul(admin.get("/contacts?q=a%00b").await, "q").await;
+    refused_for_nul(admin.get("/contacts?list=%00").await, "list").await;
+    refused_for_nul(admin.get("/contacts/export.csv?q=%00").await, "q").await;
+    refused_for_nul(
+        api_get(&app, "/api/v1/contacts?q=%00", Some(&key)).await,
+        "q",
+    )
+    .await;
+
+    // Message text: the API and the send page.
+    let res = api_post(
+        &app,
+        &key,
+        "/api/v1/messages",
+        &json!({"to": phone(1), "channel": sms, "text": "hello\u{0}"}),
+    )
+    .await;
+    refused_for_nul(res, "text").await;
+    let res = api_post(
+        &app,
+        &key,
+        "/api/v1/contacts",
+        &json!({"phone": phone(2), "attributes": {"city": "Ly\u{0}on"}}),
+    )
+    .await;
+    refused_for_nul(res, "attributes.city").await;
+    assert!(find_contact(&app, &key, &phone(2)).await.is_none());
+    let res = admin
+        .post_form(
+            "/send",
+            &[
+                ("contact", id.as_str()),
+                ("channel", sms.as_str()),
+                ("mode", "text"),
+                ("text", "hello\0"),
+                ("idempotency_key", "nul-1"),
+            ],
+        )
+        .await;
+    refused_for_nul(res, "text").await;
+
+    // A simulated reply.
+    let res = admin
+        .post_form(
+            &format!("/contacts/{id}/simulate-reply"),
+            &[("channel", sms.as_str()), ("text", "\0")],
+        )
+        .await;
+    refused_for_nul(res, "text").await;
+
+    // An address with a NUL names nothing.
+    assert_eq!(
+        admin.get("/contacts/%00").await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // An import: only the row with a NUL is rejected, with the reason; a NUL in `?list=` is
+    // refused.
+    let csv = format!(
+        "phone,name,city\n{},Ada,Paris\n{},Bo\0b,Lyon\n{}\0,Cy,Nice\n{},Di,Rome\n",
+        phone(10),
+        phone(11),
+        phone(12),
+        phone(13)
+    );
+    let (status, result) = api_import(&app, &key, "", csv).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["imported"], 2, "{result}");
+    let rejected = result["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{result}");
+    assert_eq!(rejected[0]["row"], 3);
+    assert_eq!(
+        rejected[0]["reason"],
+        "name: the value contains a NUL character (U+0000); remove it"
+    );
+    assert_eq!(rejected[0]["value"], "Bo\u{FFFD}b");
+    assert_eq!(rejected[1]["row"], 4);
+    assert!(
+        rejected[1]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("phone: ")
+    );
+    assert!(find_contact(&app, &key, &phone(13)).await.is_some());
+    assert!(find_contact(&app, &key, &phone(11)).await.is_none());
+    let (status, result) = api_import(&app, &key, "?list=%00", "phone\n+12015550100\n").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{result}");
+    assert!(
+        result["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("list: contains a NUL character"),
+        "{result}"
+    );
 }
 
 async fn roles_for_contacts(app: TestApp) {

@@ -7,7 +7,8 @@
 //! together, so a failing body extractor could answer before `Auth<P>` had looked the key
 //! up. Hence handlers here take their input through [`Body`] and [`Params`], which never fail
 //! as extractors: they keep the outcome, and the handler (which runs only once `Auth<P>`
-//! succeeded) takes it with `.get()?`. `clippy.toml` forbids `web::Json`, which would answer first.
+//! succeeded) takes it with `.get()?`. They also refuse a NUL character, naming the field
+//! (`web::edge`). `clippy.toml` forbids `web::Json`, which would answer first.
 
 pub mod audit;
 pub mod channels;
@@ -25,6 +26,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
+use crate::web::edge::{json_may_hold_nul, nul_error, nul_field_in_json, nul_field_in_pairs};
 
 /// The largest JSON body the API reads.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -33,7 +35,7 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct Body<T>(Result<T, AppError>);
 
 impl<T> Body<T> {
-    /// The body, or why it is refused (422 for JSON that does not fit).
+    /// The body, or why it is refused (422 for JSON that does not fit or holds a NUL).
     pub fn get(self) -> Result<T, AppError> {
         self.0
     }
@@ -47,8 +49,15 @@ fn is_json(req: &HttpRequest) -> bool {
         .is_some_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
 }
 
-/// Parses a JSON body; the type's own errors (with line and column) say what does not fit.
+/// Parses a JSON body: the field holding a NUL is named; otherwise the type's own errors
+/// (with line and column) say what does not fit.
 fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, AppError> {
+    if json_may_hold_nul(raw)
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(raw)
+        && let Some(field) = nul_field_in_json(&value)
+    {
+        return Err(nul_error(&field));
+    }
     serde_json::from_slice::<T>(raw)
         .map_err(|e| AppError::invalid("invalid_json", format!("The JSON body does not fit: {e}")))
 }
@@ -89,7 +98,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 pub struct Params<T>(Result<T, AppError>);
 
 impl<T> Params<T> {
-    /// The parameters, or why they are refused (400 for a query string that does not fit).
+    /// The parameters, or why they are refused (422 naming a parameter with a NUL, 400 for a
+    /// query string that does not fit).
     pub fn get(self) -> Result<T, AppError> {
         self.0
     }
@@ -101,8 +111,11 @@ impl<T: DeserializeOwned> FromRequest for Params<T> {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let query = req.query_string();
-        let parsed = serde_urlencoded::from_str::<T>(query)
-            .map_err(|e| AppError::BadRequest(format!("The query string does not fit: {e}")));
+        let parsed = match nul_field_in_pairs(query.as_bytes()) {
+            Some(field) => Err(nul_error(&field)),
+            None => serde_urlencoded::from_str::<T>(query)
+                .map_err(|e| AppError::BadRequest(format!("The query string does not fit: {e}"))),
+        };
         ready(Ok(Params(parsed)))
     }
 }
