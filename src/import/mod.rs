@@ -3,6 +3,7 @@
 //! bounded reader, validated one by one, and written a thousand at a time by a second thread
 //! (so parsing phone numbers and writing to the database use both cores).
 
+pub mod gate;
 pub mod mapping;
 pub mod records;
 
@@ -379,6 +380,7 @@ pub async fn run_streaming<S, E>(
     db: Db,
     import: Import,
     plan: Plan,
+    permit: gate::ImportPermit,
     mut chunks: S,
 ) -> Result<Summary, ImportError>
 where
@@ -388,6 +390,8 @@ where
     use futures_util::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let job = tokio::task::spawn_blocking(move || {
+        // Held until the import has really ended, even when the request went away first.
+        let _permit = permit;
         let reader = ChunkReader {
             rx,
             current: bytes::Bytes::new(),

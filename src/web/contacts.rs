@@ -25,7 +25,7 @@ use crate::storage::channels::{self, Channel};
 use crate::storage::contacts::{self, Contact, ContactFilter, ContactPatch, Cursor};
 use crate::storage::conversations::{self, TimelineItem};
 use crate::storage::lists::{self, List};
-use crate::storage::{DbConnection, audit, consents};
+use crate::storage::{DbConnection, audit, consents, write_transaction};
 use crate::web::chrome::Chrome;
 use crate::web::download::{csv_download, csv_rows};
 use crate::web::events::{MessageStatusView, WindowBadge};
@@ -432,20 +432,22 @@ pub async fn create(
     let (contact, created) = state
         .db
         .run(move |conn| {
-            let existing = contacts::find_by_phone(conn, &phone)?;
-            if let Some(c) = existing {
-                return Ok::<_, AppError>((c, false));
-            }
-            let (c, created) = contacts::upsert(conn, &phone, &patch)?;
-            audit::record(
-                conn,
-                &actor,
-                "contact.created",
-                "contact",
-                Some(&c.public_id),
-                serde_json::json!({"phone": c.phone.as_str()}),
-            )?;
-            Ok((c, created))
+            write_transaction(conn, |conn| {
+                let existing = contacts::find_by_phone(conn, &phone)?;
+                if let Some(c) = existing {
+                    return Ok::<_, AppError>((c, false));
+                }
+                let (c, created) = contacts::upsert(conn, &phone, &patch)?;
+                audit::record(
+                    conn,
+                    &actor,
+                    "contact.created",
+                    "contact",
+                    Some(&c.public_id),
+                    serde_json::json!({"phone": c.phone.as_str()}),
+                )?;
+                Ok((c, created))
+            })
         })
         .await?;
     if created {
@@ -790,17 +792,19 @@ pub async fn update(
     let contact = state
         .db
         .run(move |conn| {
-            let c = contact_or_404(conn, &public_id)?;
-            let c = contacts::update(conn, c, &patch)?;
-            audit::record(
-                conn,
-                &actor,
-                "contact.updated",
-                "contact",
-                Some(&c.public_id),
-                serde_json::json!({}),
-            )?;
-            Ok::<_, AppError>(c)
+            write_transaction(conn, |conn| {
+                let c = contact_or_404(conn, &public_id)?;
+                let c = contacts::update(conn, c, &patch)?;
+                audit::record(
+                    conn,
+                    &actor,
+                    "contact.updated",
+                    "contact",
+                    Some(&c.public_id),
+                    serde_json::json!({}),
+                )?;
+                Ok::<_, AppError>(c)
+            })
         })
         .await?;
     session.success("Saved.");
@@ -822,17 +826,19 @@ pub async fn delete(
     let contact = state
         .db
         .run(move |conn| {
-            let c = contact_or_404(conn, &public_id)?;
-            contacts::delete(conn, &[c.id])?;
-            audit::record(
-                conn,
-                &actor,
-                "contact.deleted",
-                "contact",
-                Some(&c.public_id),
-                serde_json::json!({"phone": c.phone.as_str()}),
-            )?;
-            Ok::<_, AppError>(c)
+            write_transaction(conn, |conn| {
+                let c = contact_or_404(conn, &public_id)?;
+                contacts::delete(conn, &[c.id])?;
+                audit::record(
+                    conn,
+                    &actor,
+                    "contact.deleted",
+                    "contact",
+                    Some(&c.public_id),
+                    serde_json::json!({"phone": c.phone.as_str()}),
+                )?;
+                Ok::<_, AppError>(c)
+            })
         })
         .await?;
     session.success(format!(
@@ -910,30 +916,32 @@ pub fn change_consent(
     actor: &Actor,
     may_reverse_opt_out: bool,
 ) -> Result<(Contact, bool), AppError> {
-    let c = contact_or_404(conn, public_id)?;
-    let current = consents::status(conn, c.id, kind)?;
-    if status == ConsentStatus::OptedIn
-        && current == Some(ConsentStatus::OptedOut)
-        && !may_reverse_opt_out
-    {
-        return Err(AppError::Refused(format!(
-            "{} opted out of {} messages; only an admin may opt them back in, with their consent on record.",
-            c.display_name(),
-            kind.label()
-        )));
-    }
-    let changed = consents::set(conn, c.id, kind, status, source, "", &actor.label)?;
-    if changed {
-        audit::record(
-            conn,
-            actor,
-            "contact.consent_changed",
-            "contact",
-            Some(&c.public_id),
-            serde_json::json!({"kind": kind.as_str(), "status": status.as_str()}),
-        )?;
-    }
-    Ok((c, changed))
+    write_transaction(conn, |conn| {
+        let c = contact_or_404(conn, public_id)?;
+        let current = consents::status(conn, c.id, kind)?;
+        if status == ConsentStatus::OptedIn
+            && current == Some(ConsentStatus::OptedOut)
+            && !may_reverse_opt_out
+        {
+            return Err(AppError::Refused(format!(
+                "{} opted out of {} messages; only an admin may opt them back in, with their consent on record.",
+                c.display_name(),
+                kind.label()
+            )));
+        }
+        let changed = consents::set(conn, c.id, kind, status, source, "", &actor.label)?;
+        if changed {
+            audit::record(
+                conn,
+                actor,
+                "contact.consent_changed",
+                "contact",
+                Some(&c.public_id),
+                serde_json::json!({"kind": kind.as_str(), "status": status.as_str()}),
+            )?;
+        }
+        Ok((c, changed))
+    })
 }
 
 #[derive(Deserialize)]
@@ -956,7 +964,7 @@ pub async fn add_to_list(
         .run(move |conn| {
             let c = contact_or_404(conn, &public_id)?;
             let l = list_or_404(conn, &list_public)?;
-            lists::add_members(conn, l.id, &[c.id])?;
+            write_transaction(conn, |conn| lists::add_members(conn, l.id, &[c.id]))?;
             Ok::<_, AppError>((c, l))
         })
         .await?;
@@ -980,7 +988,7 @@ pub async fn remove_from_list(
         .run(move |conn| {
             let c = contact_or_404(conn, &public_id)?;
             let l = list_or_404(conn, &list_public)?;
-            lists::remove_members(conn, l.id, &[c.id])?;
+            write_transaction(conn, |conn| lists::remove_members(conn, l.id, &[c.id]))?;
             Ok::<_, AppError>((c, l))
         })
         .await?;
@@ -1119,7 +1127,7 @@ pub async fn bulk(
                 loop {
                     let batch = contacts::ids_batch(conn, &contact_filter, before, 1000)?;
                     let Some(last) = batch.last().copied() else { break };
-                    diesel::Connection::transaction(conn, |c| apply(c, &batch))?;
+                    write_transaction(conn, |c| apply(c, &batch))?;
                     // Deleting shifts nothing below `last`: the keyset walk stays correct.
                     before = Some(last);
                 }
@@ -1130,7 +1138,7 @@ pub async fn bulk(
                         chosen.push(c.id);
                     }
                 }
-                diesel::Connection::transaction(conn, |c| apply(c, &chosen))?;
+                write_transaction(conn, |c| apply(c, &chosen))?;
             }
             audit::record(
                 conn,

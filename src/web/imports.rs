@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 
 use crate::domain::phone::DefaultCountry;
 use crate::error::AppError;
+use crate::import::gate::{Busy, ImportPermit};
 use crate::import::mapping::{self, CHOICES, Mapping, Preview, Target};
 use crate::import::{self, ImportError, Plan, Summary};
 use crate::startup::AppState;
@@ -275,7 +276,7 @@ pub async fn begin(
         .db
         .run(move |conn| {
             let list = resolve_list(conn, &list.0, &list.1)?;
-            let created = diesel::Connection::transaction(conn, |conn| {
+            let created = crate::storage::write_transaction(conn, |conn| {
                 let i = imports::create(conn, &public_id, &file_name, list.as_ref().map(|l| l.id), bytes_total, &actor.label)?;
                 audit::record(
                     conn,
@@ -361,6 +362,14 @@ pub async fn start(
         .parse::<i64>()
         .ok()
         .filter(|n| *n > 0);
+    // A turn first (nothing is written while the import waits for one).
+    let permit = match state.imports.enter().await {
+        Ok(p) => p,
+        Err(busy) => {
+            drain(file, multipart).await;
+            return Err(busy_error(busy));
+        }
+    };
     let import = match begin(
         &state,
         public_id,
@@ -378,7 +387,7 @@ pub async fn start(
         }
     };
     let id = import.public_id.clone();
-    let result = run_upload(&state, import, mapping, country, delimiter, file).await;
+    let result = run_upload(&state, import, mapping, country, delimiter, permit, file).await;
     match result {
         Ok(summary) => session.success(format!("Import finished. {}", summary_text(&summary))),
         Err(e) => session.error(format!("The import stopped: {e}")),
@@ -394,6 +403,7 @@ pub async fn run_upload(
     mapping: Option<Mapping>,
     country: DefaultCountry,
     delimiter: Option<u8>,
+    permit: ImportPermit,
     mut file: actix_multipart::Field,
 ) -> Result<Summary, ImportError> {
     let first = match file.next().await {
@@ -414,7 +424,15 @@ pub async fn run_upload(
         country,
     };
     let head = futures_util::stream::iter([Ok::<_, actix_multipart::MultipartError>(first)]);
-    import::run_streaming(state.db.clone(), import, plan, head.chain(file)).await
+    import::run_streaming(state.db.clone(), import, plan, permit, head.chain(file)).await
+}
+
+/// The 503 for an import that found no turn.
+pub fn busy_error(busy: Busy) -> AppError {
+    AppError::Busy {
+        message: busy.to_string(),
+        retry_after_secs: busy.retry_after.as_secs().max(1),
+    }
 }
 
 async fn finish_failed(state: &AppState, import: &Import, err: &ImportError) {

@@ -1346,6 +1346,124 @@ async fn nul_characters_are_refused_at_the_edges_naming_the_field(app: TestApp) 
     );
 }
 
+/// `parallel_imports_complete_or_answer_busy` with the production pool size (16), where the
+/// imports outnumber no connections but one another.
+mod parallel_imports {
+    use crate::helpers::{Backend, TestApp};
+
+    async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, |s| s.db_pool_size = 16).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::parallel_imports_complete_or_answer_busy(spawn(Backend::Sqlite).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn postgres() {
+        super::parallel_imports_complete_or_answer_busy(spawn(Backend::Postgres).await).await;
+    }
+}
+
+/// Twenty imports at once: on SQLite one answered 500 "database is locked" and the rest of
+/// the server stalled. Each import now either completes fully or is refused with 503 and
+/// `Retry-After` before it wrote anything; none fails half-way.
+async fn parallel_imports_complete_or_answer_busy(app: TestApp) {
+    const IMPORTS: usize = 20;
+    const ROWS: usize = 5000;
+    let (_admin, key) = admin_and_key(&app).await;
+    let imports = (0..IMPORTS).map(|n| {
+        let mut csv = String::from("phone,name,tier\n");
+        for r in 0..ROWS {
+            let i = n * ROWS + r;
+            csv.push_str(&format!(
+                "+1201{}{:04},Person {i},t{n}\n",
+                200 + i / 10_000,
+                i % 10_000
+            ));
+        }
+        let url = format!("{}/api/v1/contacts/import", app.address);
+        let key = key.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("Content-Type", "text/csv")
+                .body(csv)
+                .send()
+                .await
+                .expect("import");
+            let status = res.status();
+            let retry_after = res
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let body: Value = res.json().await.expect("JSON");
+            (status, retry_after, body)
+        }
+    });
+    // Watch how many run at once while they go.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        let url = app.database_url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = herald::storage::Db::connect(&url, 1)
+                .unwrap()
+                .get()
+                .unwrap();
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let running = herald::storage::imports::recent(&mut conn, 100)
+                    .unwrap()
+                    .iter()
+                    .filter(|i| i.is_running())
+                    .count();
+                most = most.max(running);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            most
+        })
+    };
+    let results = futures_util::future::join_all(imports).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most_at_once = watcher.await.unwrap();
+    // A quarter of the pool of 16 at most (two on SQLite, four on PostgreSQL).
+    assert!(most_at_once <= 4, "{most_at_once} imports ran at once");
+    let mut completed = 0;
+    for (status, retry_after, body) in &results {
+        match *status {
+            StatusCode::OK => {
+                assert_eq!(body["imported"], ROWS, "{body}");
+                assert_eq!(body["rejected"], json!([]), "{body}");
+                completed += 1;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(retry_after.is_some_and(|s| s > 0), "{body}");
+            }
+            other => panic!("an import answered {other}: {body}"),
+        }
+    }
+    assert!(completed > 0, "no import completed");
+    // What completed is all there; what was refused left nothing behind.
+    let mut conn = app.db();
+    let contacts = herald::storage::contacts::count(
+        &mut conn,
+        &herald::storage::contacts::ContactFilter::default(),
+    )
+    .unwrap();
+    assert_eq!(contacts, (completed * ROWS) as i64);
+    let recent = herald::storage::imports::recent(&mut conn, 50).unwrap();
+    assert_eq!(recent.len(), completed);
+    assert!(recent.iter().all(|i| i.status == "done"), "{recent:?}");
+}
+
 async fn roles_for_contacts(app: TestApp) {
     let admin = app.admin().await;
     let lead = app
