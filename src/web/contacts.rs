@@ -13,7 +13,9 @@ use crate::channels::Adapter;
 use crate::dispatch::events;
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
-use crate::domain::consent::{ConsentSource, ConsentStatus, KeywordIntent, keyword_intent};
+use crate::domain::consent::{
+    ConsentSource, ConsentStatus, KeywordIntent, keyword_intent, keyword_may_apply,
+};
 use crate::domain::contact::{self as rules, Attributes};
 use crate::domain::message::MessageStatus;
 use crate::domain::phone::E164;
@@ -884,6 +886,7 @@ pub async fn set_consent(
                 kind,
                 status,
                 ConsentSource::Admin,
+                "",
                 &actor,
                 is_admin,
             )
@@ -906,13 +909,16 @@ pub async fn set_consent(
     ))
 }
 
-/// Changes consent for a contact (by public id) and audits it; shared by the page and the API.
+/// Changes consent for a contact (by public id) and audits it; shared by the page, the API and
+/// simulated replies. `detail` says how it came about ("" when the source says it all).
+#[allow(clippy::too_many_arguments)]
 pub fn change_consent(
     conn: &mut DbConnection,
     public_id: &str,
     kind: ChannelKind,
     status: ConsentStatus,
     source: ConsentSource,
+    detail: &str,
     actor: &Actor,
     may_reverse_opt_out: bool,
 ) -> Result<(Contact, bool), AppError> {
@@ -929,19 +935,36 @@ pub fn change_consent(
                 kind.label()
             )));
         }
-        let changed = consents::set(conn, c.id, kind, status, source, "", &actor.label)?;
+        let changed = consents::set(conn, c.id, kind, status, source, detail, &actor.label)?;
         if changed {
-            audit::record(
-                conn,
-                actor,
-                "contact.consent_changed",
-                "contact",
-                Some(&c.public_id),
-                serde_json::json!({"kind": kind.as_str(), "status": status.as_str()}),
-            )?;
+            audit_consent(conn, actor, &c, kind, status, detail)?;
         }
         Ok((c, changed))
     })
+}
+
+/// The audit entry of a consent change made by a person or a client.
+fn audit_consent(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    contact: &Contact,
+    kind: ChannelKind,
+    status: ConsentStatus,
+    detail: &str,
+) -> diesel::QueryResult<()> {
+    let mut details = serde_json::json!({"kind": kind.as_str(), "status": status.as_str()});
+    if !detail.is_empty() {
+        details["detail"] = serde_json::Value::String(detail.to_owned());
+    }
+    audit::record(
+        conn,
+        actor,
+        "contact.consent_changed",
+        "contact",
+        Some(&contact.public_id),
+        details,
+    )
+    .map(drop)
 }
 
 #[derive(Deserialize)]
@@ -1006,10 +1029,12 @@ pub struct SimulateForm {
 }
 
 /// The sandbox's "simulate a customer reply": records an inbound message as if the contact had
-/// written on a sandbox channel, so a newcomer can see the window open (and STOP work).
+/// written on a sandbox channel, so a newcomer can see the window open (and STOP work). A
+/// person typed it, not the customer: it may opt the contact out, but only an admin may
+/// reverse an opt-out with it (as on every other path), and that is audited.
 pub async fn simulate_reply(
     req: HttpRequest,
-    _auth: Auth<perm::ManageContacts>,
+    auth: Auth<perm::ManageContacts>,
     state: web::Data<AppState>,
     session: TypedSession,
     path: web::Path<String>,
@@ -1024,13 +1049,14 @@ pub async fn simulate_reply(
         ));
     }
     let channel_public = form.channel.clone();
-    let (contact, channel) = state
+    let (contact, channel, before) = state
         .db
         .run(move |conn| {
             let c = contact_or_404(conn, &public_id)?;
             let ch = channels::find_by_public_id(conn, &channel_public)?
                 .ok_or_else(|| AppError::not_found("This channel"))?;
-            Ok::<_, AppError>((c, ch))
+            let before = consents::status(conn, c.id, ch.kind)?;
+            Ok::<_, AppError>((c, ch, before))
         })
         .await?;
     // The reply goes the way a provider's webhook would: the sandbox adapter makes the event,
@@ -1040,16 +1066,79 @@ pub async fn simulate_reply(
             "Replies can only be simulated on sandbox channels.".into(),
         ));
     };
+    let intent = keyword_intent(&text);
+    let reverses_opt_out = intent == Some(KeywordIntent::OptIn)
+        && !keyword_may_apply(ConsentStatus::OptedIn, before, true);
+    let is_admin = auth.principal.role() == Role::Admin;
+    if reverses_opt_out && !is_admin {
+        // Refused before anything is recorded.
+        return Err(AppError::Refused(format!(
+            "{} opted out of {} messages. A simulated \"{}\" does not opt them back in: only an admin may, with their consent on record.",
+            contact.display_name(),
+            channel.kind.label(),
+            text.to_uppercase()
+        )));
+    }
     let event = sandbox
         .simulate_reply(contact.phone.clone(), &text)
         .await
         .map_err(AppError::internal)?;
     events::apply(&state.db, &state.hub, &channel, vec![event]).await?;
-    let outcome_change = keyword_intent(&text);
+
+    // What the reply did to consent, in the audit log with who typed it.
+    let actor = auth.actor();
+    let (kind, contact_id) = (channel.kind, contact.public_id.clone());
+    let detail = format!(
+        "simulated reply \"{}\" on {}",
+        text.to_uppercase(),
+        channel.name
+    );
+    let reversed = state
+        .db
+        .run(move |conn| {
+            if reverses_opt_out {
+                // The keyword itself did not apply (a simulated START never does): the admin
+                // opts the contact back in, as on the contact page.
+                let (_, changed) = change_consent(
+                    conn,
+                    &contact_id,
+                    kind,
+                    ConsentStatus::OptedIn,
+                    ConsentSource::Admin,
+                    &detail,
+                    &actor,
+                    true,
+                )?;
+                return Ok::<_, AppError>(changed);
+            }
+            let c = contact_or_404(conn, &contact_id)?;
+            let after = consents::status(conn, c.id, kind)?;
+            if after != before
+                && let Some(status) = after
+            {
+                write_transaction(conn, |conn| {
+                    audit_consent(conn, &actor, &c, kind, status, &detail)
+                })?;
+            }
+            Ok(false)
+        })
+        .await?;
+    if reversed {
+        state.hub.publish(crate::dispatch::hub::HubEvent::Consent {
+            contact_id: contact.id,
+            kind: channel.kind.as_str().to_owned(),
+            status: ConsentStatus::OptedIn.as_str().to_owned(),
+        });
+    }
+
     let mut msg = format!("{} replied on {}.", contact.display_name(), channel.name);
-    match outcome_change {
+    match intent {
         Some(KeywordIntent::OptOut) => msg.push_str(&format!(
             " That is an opt-out keyword: no more {} messages go to them.",
+            channel.kind.label()
+        )),
+        Some(KeywordIntent::OptIn) if reverses_opt_out => msg.push_str(&format!(
+            " That is an opt-in keyword: as an admin you opted them back in to {} messages (recorded in the audit log).",
             channel.kind.label()
         )),
         Some(KeywordIntent::OptIn) => msg.push_str(&format!(

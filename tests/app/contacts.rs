@@ -14,6 +14,7 @@ crate::both_backends!(
     the_api_upserts_reads_and_finds_contacts,
     stop_opts_out_start_opts_back_in_and_replies_open_the_window,
     consent_changes_in_the_dashboard_respect_roles,
+    only_an_admin_reverses_an_opt_out_by_simulated_reply,
     lists_and_bulk_actions,
     exports_stream_the_filtered_view,
     exports_neutralise_formulas_and_import_back_unchanged,
@@ -907,6 +908,124 @@ async fn consent_changes_in_the_dashboard_respect_roles(app: TestApp) {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let audit = admin.get_html("/settings/audit").await;
     assert!(audit.contains("contact.consent_changed"));
+}
+
+/// The audit entries of consent changes, newest first.
+async fn consent_audit(app: &TestApp, key: &str) -> Vec<Value> {
+    let page: Value = api_get(app, "/api/v1/audit", Some(key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "contact.consent_changed")
+        .cloned()
+        .collect()
+}
+
+async fn simulate(who: &Client, url: &str, channel: &str, text: &str) -> reqwest::Response {
+    who.post_form(url, &[("channel", channel), ("text", text)])
+        .await
+}
+
+/// A marketer's simulated "START" re-subscribed an opted-out contact (consent is per kind:
+/// on every WhatsApp channel), with no audit entry, while every direct route refuses it.
+async fn only_an_admin_reverses_an_opt_out_by_simulated_reply(app: TestApp) {
+    let (admin, key) = admin_and_key(&app).await;
+    let marketer = app
+        .user_with_role(&admin, "mia@example.com", "marketer")
+        .await;
+    let contact: Value = api_post(
+        &app,
+        &key,
+        "/api/v1/contacts",
+        &json!({"phone": phone(5), "name": "Sam"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = contact["id"].as_str().unwrap().to_owned();
+    let whatsapp = contact["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "whatsapp")
+        .unwrap()["channel_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let opted_out = || async {
+        let c: Value = api_get(&app, &format!("/api/v1/contacts/{id}"), Some(&key))
+            .await
+            .json()
+            .await
+            .unwrap();
+        c["consent"]["whatsapp"]["status"] == "opted_out"
+    };
+    let url = format!("/contacts/{id}/simulate-reply");
+
+    // Anyone may simulate STOP; the change is audited with who typed it.
+    let res = simulate(&marketer, &url, &whatsapp, "STOP").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(opted_out().await);
+    let audit = consent_audit(&app, &key).await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["details"]["status"], "opted_out");
+    assert!(
+        audit[0]["actor"]["label"]
+            .as_str()
+            .unwrap()
+            .contains("mia@example.com")
+    );
+
+    // A marketer's simulated START is refused, and the contact stays opted out.
+    for text in ["START", "unstop", "Yes!"] {
+        let res = simulate(&marketer, &url, &whatsapp, text).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{text}");
+        let body = res.text().await.unwrap();
+        assert!(
+            body.contains("does not opt them back in: only an admin may"),
+            "{body}"
+        );
+        assert!(opted_out().await, "{text} reversed the opt-out");
+    }
+    assert_eq!(consent_audit(&app, &key).await.len(), 1);
+
+    // An admin's simulated START opts them back in, audited as the admin's act.
+    let res = simulate(&admin, &url, &whatsapp, "START").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = admin.get_html(&location(&res)).await;
+    assert!(
+        page.contains("as an admin you opted them back in"),
+        "{page}"
+    );
+    assert!(!opted_out().await);
+    let audit = consent_audit(&app, &key).await;
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(audit[0]["details"]["status"], "opted_in");
+    assert_eq!(audit[0]["details"]["kind"], "whatsapp");
+    assert!(
+        audit[0]["details"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("simulated reply \"START\""),
+        "{audit:?}"
+    );
+    assert!(
+        audit[0]["actor"]["label"]
+            .as_str()
+            .unwrap()
+            .contains(crate::helpers::ADMIN_EMAIL)
+    );
+
+    // Opted in already, a marketer's START changes nothing and is not refused.
+    let res = simulate(&marketer, &url, &whatsapp, "START").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(!opted_out().await);
 }
 
 async fn lists_and_bulk_actions(app: TestApp) {

@@ -234,6 +234,7 @@ pub async fn upsert(
                         kind,
                         status,
                         ConsentSource::Api,
+                        "",
                         &actor,
                         admin,
                     )?;
