@@ -42,6 +42,12 @@ pub enum AppError {
     },
     #[error("Herald is busy right now; try again in a moment.")]
     Unavailable(#[source] anyhow::Error),
+    /// Busy with work of this kind (imports): 503 with `Retry-After`.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("Something went wrong on our side. The error has been logged.")]
     Internal(#[source] anyhow::Error),
 }
@@ -73,7 +79,7 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::Csrf => "csrf_failed",
             AppError::TooManyRequests { .. } => "rate_limited",
-            AppError::Unavailable(_) => "unavailable",
+            AppError::Unavailable(_) | AppError::Busy { .. } => "unavailable",
             AppError::Internal(_) => "internal",
         }
     }
@@ -107,7 +113,7 @@ impl ResponseError for AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +122,9 @@ impl ResponseError for AppError {
         let mut res = json_error(self.status_code(), self.code(), &self.to_string());
         match self {
             AppError::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | AppError::Busy {
                 retry_after_secs, ..
             } => {
                 res.headers_mut()
@@ -212,6 +221,14 @@ mod tests {
             ),
             (
                 AppError::Unavailable(anyhow::anyhow!("pool")),
+                503,
+                "unavailable",
+            ),
+            (
+                AppError::Busy {
+                    message: "imports".into(),
+                    retry_after_secs: 30,
+                },
                 503,
                 "unavailable",
             ),

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod channels;
 pub mod commands;
 pub mod config;
+pub mod csv_out;
 pub mod dispatch;
 pub mod domain;
 pub mod error;

@@ -45,6 +45,8 @@ pub struct AppState {
     /// This process's outbox worker (woken when a message is queued here).
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
+    /// How many contact imports run at once (the rest queue, then get 503).
+    pub imports: crate::import::gate::ImportGate,
     /// Turns true on SIGINT/SIGTERM, so live pages' event streams end and do not hold up a
     /// graceful shutdown.
     pub shutting_down: watch::Receiver<bool>,
@@ -260,6 +262,10 @@ impl Application {
             dispatcher: background.dispatcher.clone(),
             metrics: background.metrics.clone(),
             shutting_down: watch_shutdown_signals(),
+            imports: crate::import::gate::ImportGate::for_database(
+                db.backend(),
+                settings.db_pool_size,
+            ),
             db,
             public_url: public_url.clone(),
             setup_done: AtomicBool::new(false),
@@ -275,6 +281,7 @@ impl Application {
                 .app_data(web::FormConfig::default().limit(256 * 1024))
                 .app_data(web::PayloadConfig::new(1 << 20))
                 .configure(routes::configure)
+                .wrap(from_fn(routes::edge::refuse_nul))
                 .wrap(from_fn(routes::csrf::protect))
                 .wrap(from_fn(routes::identity::identify))
                 .wrap(from_fn(routes::errors::render))

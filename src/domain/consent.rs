@@ -38,6 +38,18 @@ pub fn keyword_intent(text: &str) -> Option<KeywordIntent> {
     }
 }
 
+/// Whether a keyword in an inbound message may move consent to `wanted`. The customer's own
+/// START is their consent, so a real inbound message always may. A message a person simulated
+/// (the sandbox's "simulate a reply") may opt out but never reverse an opt-out: like every
+/// other path, that takes an admin, explicitly and audited.
+pub fn keyword_may_apply(
+    wanted: ConsentStatus,
+    current: Option<ConsentStatus>,
+    simulated: bool,
+) -> bool {
+    !(simulated && wanted == ConsentStatus::OptedIn && current == Some(ConsentStatus::OptedOut))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsentStatus {
     OptedIn,
@@ -144,6 +156,16 @@ mod tests {
         assert_eq!(keyword_intent("STOP please"), None);
         assert_eq!(keyword_intent("don't stop"), None);
         assert_eq!(keyword_intent(""), None);
+    }
+
+    #[test]
+    fn a_simulated_start_never_reverses_an_opt_out() {
+        use ConsentStatus::{OptedIn, OptedOut};
+        assert!(keyword_may_apply(OptedIn, Some(OptedOut), false));
+        assert!(!keyword_may_apply(OptedIn, Some(OptedOut), true));
+        assert!(keyword_may_apply(OptedIn, None, true));
+        assert!(keyword_may_apply(OptedOut, Some(OptedIn), true));
+        assert!(keyword_may_apply(OptedOut, None, true));
     }
 
     #[test]

@@ -90,6 +90,10 @@ fn normalise_header(h: &str) -> String {
         .collect()
 }
 
+/// Columns Herald's contact export writes that no import sets (the contact's own timestamps):
+/// ignored, so an export imports back as it is.
+const EXPORT_ONLY: [&str; 2] = ["createdat", "updatedat"];
+
 /// A first guess from a header cell.
 pub fn guess(header: &str) -> Target {
     match normalise_header(header).as_str() {
@@ -107,6 +111,7 @@ pub fn guess(header: &str) -> Target {
             Target::Consent(ChannelKind::Whatsapp)
         }
         "viberconsent" | "consentviber" | "viberoptin" => Target::Consent(ChannelKind::Viber),
+        h if EXPORT_ONLY.contains(&h) => Target::Ignore,
         _ => match parse_attribute_key(&sanitise_key(header)) {
             Ok(key) => Target::Attribute(key),
             Err(_) => Target::Ignore,
@@ -190,7 +195,10 @@ impl Mapping {
         let mut targets = Vec::with_capacity(headers.len());
         for (i, h) in headers.iter().enumerate() {
             let t = guess(h);
-            if t == Target::Ignore && !h.trim().is_empty() {
+            if t == Target::Ignore
+                && !h.trim().is_empty()
+                && !EXPORT_ONLY.contains(&normalise_header(h).as_str())
+            {
                 return Err(format!(
                     "column {} (\"{}\") cannot be an attribute name: {}",
                     i + 1,
@@ -248,7 +256,7 @@ pub fn preview(sample: &[u8]) -> Result<Preview, String> {
         .ok_or("the file is empty")?;
     let mut not_utf8 = false;
     let cell = |f: &FieldValue, not_utf8: &mut bool| match f {
-        FieldValue::Text(s) => truncate(s, 60),
+        FieldValue::Text(s) => truncate(crate::csv_out::restore(s), 60),
         FieldValue::NotUtf8(s) => {
             *not_utf8 = true;
             truncate(s, 60)

@@ -3,12 +3,14 @@
 //! bounded reader, validated one by one, and written a thousand at a time by a second thread
 //! (so parsing phone numbers and writing to the database use both cores).
 
+pub mod gate;
 pub mod mapping;
 pub mod records;
 
 use std::io::Read;
 use std::sync::mpsc;
 
+use crate::csv_out;
 use crate::domain::consent::ConsentStatus;
 use crate::domain::contact::{
     Attributes, parse_attribute_value, parse_email, parse_language, parse_name, parse_time_zone,
@@ -100,7 +102,9 @@ pub fn validate(
         }
         let column = &headers[i];
         let text = match field {
-            FieldValue::Text(s) => s.as_str(),
+            // A cell Herald's own export guarded against spreadsheet formulas reads back as
+            // it was (`'+14155550100` is +14155550100).
+            FieldValue::Text(s) => csv_out::restore(s.trim()),
             FieldValue::TooLong(n) => {
                 problems.push(reject(
                     field.display(),
@@ -119,6 +123,14 @@ pub fn validate(
                 continue;
             }
         };
+        if text.contains('\0') {
+            // PostgreSQL cannot store it; refused here, so only this row is rejected.
+            problems.push(reject(
+                truncate(text, 100),
+                format!("{column}: the value contains a NUL character (U+0000); remove it"),
+            ));
+            continue;
+        }
         let mut check = |result: Result<String, String>| match result {
             Ok(v) => Some(v),
             Err(reason) => {
@@ -187,7 +199,13 @@ fn read_header<R: Read>(
     let mut headers = Vec::with_capacity(header.fields.len());
     for (i, f) in header.fields.iter().enumerate() {
         match f {
-            FieldValue::Text(s) => headers.push(s.trim().to_owned()),
+            FieldValue::Text(s) if s.contains('\0') => {
+                return Err(ImportError::Invalid(format!(
+                    "the header (column {}) contains a NUL character (U+0000); this does not look like a CSV header",
+                    i + 1
+                )));
+            }
+            FieldValue::Text(s) => headers.push(csv_out::restore(s.trim()).to_owned()),
             FieldValue::NotUtf8(_) => {
                 return Err(ImportError::Invalid(format!(
                     "the header (column {}) is not UTF-8 text; save the file as CSV UTF-8",
@@ -362,6 +380,7 @@ pub async fn run_streaming<S, E>(
     db: Db,
     import: Import,
     plan: Plan,
+    permit: gate::ImportPermit,
     mut chunks: S,
 ) -> Result<Summary, ImportError>
 where
@@ -371,6 +390,8 @@ where
     use futures_util::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let job = tokio::task::spawn_blocking(move || {
+        // Held until the import has really ended, even when the request went away first.
+        let _permit = permit;
         let reader = ChunkReader {
             rx,
             current: bytes::Bytes::new(),

@@ -169,16 +169,19 @@ pub fn register_attribute_keys<'a>(
     keys: impl IntoIterator<Item = &'a String>,
 ) -> QueryResult<()> {
     let at = now();
-    for key in keys {
-        on_backend!(conn, |c| diesel::insert_into(attribute_keys::table)
-            .values((
-                attribute_keys::key.eq(key),
-                attribute_keys::created_at.eq(at)
-            ))
-            .on_conflict_do_nothing()
-            .execute(c))?;
-    }
-    Ok(())
+    // One transaction: one turn at SQLite's write lock, not one per key.
+    crate::storage::write_transaction(conn, |conn| {
+        for key in keys {
+            on_backend!(conn, |c| diesel::insert_into(attribute_keys::table)
+                .values((
+                    attribute_keys::key.eq(key),
+                    attribute_keys::created_at.eq(at)
+                ))
+                .on_conflict_do_nothing()
+                .execute(c))?;
+        }
+        Ok(())
+    })
 }
 
 pub fn attribute_keys(conn: &mut DbConnection) -> QueryResult<Vec<String>> {

@@ -8,7 +8,9 @@ use super::channels::Channel;
 use super::contacts::{self, Contact, ContactPatch};
 use super::schema::{contact_windows, inbound_messages, messages};
 use super::{DbConnection, consents, new_public_id, now, on_backend};
-use crate::domain::consent::{ConsentSource, ConsentStatus, KeywordIntent, keyword_intent};
+use crate::domain::consent::{
+    ConsentSource, ConsentStatus, KeywordIntent, keyword_intent, keyword_may_apply,
+};
 use crate::domain::phone::E164;
 
 /// What recording an inbound message did.
@@ -87,15 +89,19 @@ pub fn record_inbound(
                     KeywordIntent::OptIn => ConsentStatus::OptedIn,
                 };
                 let keyword = msg.text.trim().to_uppercase();
-                let changed = consents::set(
-                    conn,
-                    contact.id,
-                    channel.kind,
-                    status,
-                    ConsentSource::Keyword,
-                    &format!("{keyword} on {}", channel.name),
-                    &format!("{} (by keyword)", contact.phone),
-                )?;
+                // On a sandbox channel a person typed the reply: it cannot opt anyone back in.
+                let simulated = channel.is_sandbox();
+                let current = consents::status(conn, contact.id, channel.kind)?;
+                let changed = keyword_may_apply(status, current, simulated)
+                    && consents::set(
+                        conn,
+                        contact.id,
+                        channel.kind,
+                        status,
+                        ConsentSource::Keyword,
+                        &format!("{keyword} on {}", channel.name),
+                        &format!("{} (by keyword)", contact.phone),
+                    )?;
                 changed.then_some(status)
             }
             None => None,

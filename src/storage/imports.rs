@@ -89,11 +89,17 @@ pub fn recent(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<Import>> {
         .load(conn)
 }
 
+/// Text as PostgreSQL can store it: a NUL character (which it refuses in text) becomes U+FFFD.
+/// Rejected rows quote what the file held, NUL included.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
 pub fn finish(conn: &mut DbConnection, id: i64, error: Option<&str>) -> QueryResult<usize> {
     diesel::update(imports::table.find(id))
         .set((
             imports::status.eq(if error.is_some() { "failed" } else { "done" }),
-            imports::error.eq(error),
+            imports::error.eq(error.map(storable)),
             imports::finished_at.eq(now()),
         ))
         .execute(conn)
@@ -421,8 +427,8 @@ pub fn write_batch(
                     (
                         import_rejections::import_id.eq(import.id),
                         import_rejections::row_number.eq(i64::try_from(r.line).unwrap_or(i64::MAX)),
-                        import_rejections::value.eq(&r.value),
-                        import_rejections::reason.eq(&r.reason),
+                        import_rejections::value.eq(storable(&r.value)),
+                        import_rejections::reason.eq(storable(&r.reason)),
                     )
                 })
                 .collect();

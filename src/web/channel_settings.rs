@@ -7,7 +7,7 @@
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde_json::{Map, Value, json};
 
-use crate::channels::{ChannelAdapter, settings_for, validate};
+use crate::channels::{ChannelAdapter, SettingSpec, settings_for, validate};
 use crate::dispatch::registry::{ChannelRegistry, RegistryError};
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
@@ -169,6 +169,19 @@ pub fn default_sender(provider: Provider, settings: &Map<String, Value>) -> Stri
     .unwrap_or_default()
 }
 
+/// The settings that decide where a channel connects: the address its requests go to, and the
+/// account or number they name there. Changing one points the channel somewhere else, so its
+/// saved secrets must be entered again: Herald never sends a saved secret to a new place
+/// (not when saving, not with "Test connection").
+pub fn connection_keys(provider: Provider) -> &'static [&'static str] {
+    match provider {
+        Provider::WhatsappCloud => &["base_url", "phone_number_id", "waba_id"],
+        Provider::Twilio => &["base_url", "account_sid"],
+        Provider::Infobip => &["base_url"],
+        Provider::Sandbox => &[],
+    }
+}
+
 /// Checks a draft against the provider's rules and, for an edit, what is saved.
 fn check(
     provider: Provider,
@@ -225,6 +238,34 @@ fn check(
             && !settings.contains_key(spec.key)
         {
             settings.insert(spec.key.to_owned(), Value::String(default.to_owned()));
+        }
+    }
+    // Pointed somewhere else: every saved secret must be typed again (a secret left empty
+    // would otherwise keep the saved one and go to the new address).
+    if let Some(c) = current {
+        let moved: Vec<&str> = specs
+            .iter()
+            .filter(|s| connection_keys(provider).contains(&s.key))
+            .filter(|s| saved_value(c, s).as_ref() != settings.get(s.key))
+            .map(|s| s.label)
+            .collect();
+        if !moved.is_empty() {
+            for spec in specs.iter().filter(|s| s.secret) {
+                let retyped = draft
+                    .settings
+                    .get(spec.key)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| !v.trim().is_empty());
+                if c.secrets.contains_key(spec.key) && !retyped {
+                    problems.add(
+                        format!("settings.{}", spec.key),
+                        format!(
+                            "Enter it again: the {} changed, and Herald never sends a saved secret to a new address.",
+                            moved.join(" and ")
+                        ),
+                    );
+                }
+            }
         }
     }
     if let Err(e) = validate(
@@ -320,13 +361,7 @@ fn check(
             changed.push("rate_limit_per_second".to_owned());
         }
         for spec in specs.iter().filter(|s| !s.secret) {
-            // A key saved without a value had its default: writing the default is no change.
-            let before = c
-                .settings
-                .get(spec.key)
-                .cloned()
-                .or_else(|| spec.default.map(|d| Value::String(d.to_owned())));
-            if before.as_ref() != settings.get(spec.key) {
+            if saved_value(c, spec).as_ref() != settings.get(spec.key) {
                 changed.push(format!("settings.{}", spec.key));
             }
         }
@@ -344,6 +379,16 @@ fn check(
         changed,
         secrets_replaced,
     })
+}
+
+/// A plain setting as saved. A key saved without a value had its default: writing the default
+/// is no change.
+fn saved_value(current: &Current, spec: &SettingSpec) -> Option<Value> {
+    current
+        .settings
+        .get(spec.key)
+        .cloned()
+        .or_else(|| spec.default.map(|d| Value::String(d.to_owned())))
 }
 
 /// The part of a database result that is the person's to fix: a duplicate name.
@@ -782,6 +827,57 @@ mod tests {
         assert_eq!(c.secrets.get("auth_token"), Some(&json!("tok-2")));
         assert_eq!(c.secrets_replaced, vec!["auth_token"]);
         assert!(c.changed.is_empty());
+    }
+
+    #[test]
+    fn pointing_a_channel_elsewhere_asks_for_its_secrets_again() {
+        let current = saved();
+        // A new base URL (or account) with the secret left empty: refused at the secret.
+        for moved in [
+            json!({"base_url": "https://evil.example"}),
+            json!({"base_url": "https://evil.example", "auth_token": "  "}),
+            json!({"account_sid": format!("AC{}", "f".repeat(32))}),
+        ] {
+            let p = check(Provider::Twilio, Some(&current), &draft(moved.clone())).unwrap_err();
+            assert!(
+                p.setting("auth_token")
+                    .unwrap()
+                    .contains("never sends a saved secret to a new address"),
+                "{moved}: {p:?}"
+            );
+        }
+        // With the secret typed again, it saves.
+        let c = check(
+            Provider::Twilio,
+            Some(&current),
+            &draft(json!({"base_url": "https://api2.example", "auth_token": "tok-2"})),
+        )
+        .unwrap();
+        assert_eq!(c.secrets.get("auth_token"), Some(&json!("tok-2")));
+        assert_eq!(c.changed, vec!["settings.base_url"]);
+        // The same address written again (or its default) moves nothing.
+        for same in [
+            json!({"base_url": "https://api.twilio.com"}),
+            json!({"base_url": ""}),
+            json!({"from": "+14155550199"}),
+        ] {
+            assert!(check(Provider::Twilio, Some(&current), &draft(same)).is_ok());
+        }
+    }
+
+    #[test]
+    fn connection_keys_are_plain_settings_of_their_provider() {
+        for provider in [
+            Provider::WhatsappCloud,
+            Provider::Twilio,
+            Provider::Infobip,
+            Provider::Sandbox,
+        ] {
+            for key in connection_keys(provider) {
+                let spec = settings_for(provider).iter().find(|s| s.key == *key);
+                assert!(spec.is_some_and(|s| !s.secret), "{provider:?} {key}");
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::channels::Adapter;
 use crate::dispatch::events;
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
-use crate::domain::consent::{ConsentSource, ConsentStatus, KeywordIntent, keyword_intent};
+use crate::domain::consent::{
+    ConsentSource, ConsentStatus, KeywordIntent, keyword_intent, keyword_may_apply,
+};
 use crate::domain::contact::{self as rules, Attributes};
 use crate::domain::message::MessageStatus;
 use crate::domain::phone::E164;
@@ -25,7 +27,7 @@ use crate::storage::channels::{self, Channel};
 use crate::storage::contacts::{self, Contact, ContactFilter, ContactPatch, Cursor};
 use crate::storage::conversations::{self, TimelineItem};
 use crate::storage::lists::{self, List};
-use crate::storage::{DbConnection, audit, consents};
+use crate::storage::{DbConnection, audit, consents, write_transaction};
 use crate::web::chrome::Chrome;
 use crate::web::download::{csv_download, csv_rows};
 use crate::web::events::{MessageStatusView, WindowBadge};
@@ -432,20 +434,22 @@ pub async fn create(
     let (contact, created) = state
         .db
         .run(move |conn| {
-            let existing = contacts::find_by_phone(conn, &phone)?;
-            if let Some(c) = existing {
-                return Ok::<_, AppError>((c, false));
-            }
-            let (c, created) = contacts::upsert(conn, &phone, &patch)?;
-            audit::record(
-                conn,
-                &actor,
-                "contact.created",
-                "contact",
-                Some(&c.public_id),
-                serde_json::json!({"phone": c.phone.as_str()}),
-            )?;
-            Ok((c, created))
+            write_transaction(conn, |conn| {
+                let existing = contacts::find_by_phone(conn, &phone)?;
+                if let Some(c) = existing {
+                    return Ok::<_, AppError>((c, false));
+                }
+                let (c, created) = contacts::upsert(conn, &phone, &patch)?;
+                audit::record(
+                    conn,
+                    &actor,
+                    "contact.created",
+                    "contact",
+                    Some(&c.public_id),
+                    serde_json::json!({"phone": c.phone.as_str()}),
+                )?;
+                Ok((c, created))
+            })
         })
         .await?;
     if created {
@@ -790,17 +794,19 @@ pub async fn update(
     let contact = state
         .db
         .run(move |conn| {
-            let c = contact_or_404(conn, &public_id)?;
-            let c = contacts::update(conn, c, &patch)?;
-            audit::record(
-                conn,
-                &actor,
-                "contact.updated",
-                "contact",
-                Some(&c.public_id),
-                serde_json::json!({}),
-            )?;
-            Ok::<_, AppError>(c)
+            write_transaction(conn, |conn| {
+                let c = contact_or_404(conn, &public_id)?;
+                let c = contacts::update(conn, c, &patch)?;
+                audit::record(
+                    conn,
+                    &actor,
+                    "contact.updated",
+                    "contact",
+                    Some(&c.public_id),
+                    serde_json::json!({}),
+                )?;
+                Ok::<_, AppError>(c)
+            })
         })
         .await?;
     session.success("Saved.");
@@ -822,17 +828,19 @@ pub async fn delete(
     let contact = state
         .db
         .run(move |conn| {
-            let c = contact_or_404(conn, &public_id)?;
-            contacts::delete(conn, &[c.id])?;
-            audit::record(
-                conn,
-                &actor,
-                "contact.deleted",
-                "contact",
-                Some(&c.public_id),
-                serde_json::json!({"phone": c.phone.as_str()}),
-            )?;
-            Ok::<_, AppError>(c)
+            write_transaction(conn, |conn| {
+                let c = contact_or_404(conn, &public_id)?;
+                contacts::delete(conn, &[c.id])?;
+                audit::record(
+                    conn,
+                    &actor,
+                    "contact.deleted",
+                    "contact",
+                    Some(&c.public_id),
+                    serde_json::json!({"phone": c.phone.as_str()}),
+                )?;
+                Ok::<_, AppError>(c)
+            })
         })
         .await?;
     session.success(format!(
@@ -878,6 +886,7 @@ pub async fn set_consent(
                 kind,
                 status,
                 ConsentSource::Admin,
+                "",
                 &actor,
                 is_admin,
             )
@@ -900,40 +909,62 @@ pub async fn set_consent(
     ))
 }
 
-/// Changes consent for a contact (by public id) and audits it; shared by the page and the API.
+/// Changes consent for a contact (by public id) and audits it; shared by the page, the API and
+/// simulated replies. `detail` says how it came about ("" when the source says it all).
+#[allow(clippy::too_many_arguments)]
 pub fn change_consent(
     conn: &mut DbConnection,
     public_id: &str,
     kind: ChannelKind,
     status: ConsentStatus,
     source: ConsentSource,
+    detail: &str,
     actor: &Actor,
     may_reverse_opt_out: bool,
 ) -> Result<(Contact, bool), AppError> {
-    let c = contact_or_404(conn, public_id)?;
-    let current = consents::status(conn, c.id, kind)?;
-    if status == ConsentStatus::OptedIn
-        && current == Some(ConsentStatus::OptedOut)
-        && !may_reverse_opt_out
-    {
-        return Err(AppError::Refused(format!(
-            "{} opted out of {} messages; only an admin may opt them back in, with their consent on record.",
-            c.display_name(),
-            kind.label()
-        )));
+    write_transaction(conn, |conn| {
+        let c = contact_or_404(conn, public_id)?;
+        let current = consents::status(conn, c.id, kind)?;
+        if status == ConsentStatus::OptedIn
+            && current == Some(ConsentStatus::OptedOut)
+            && !may_reverse_opt_out
+        {
+            return Err(AppError::Refused(format!(
+                "{} opted out of {} messages; only an admin may opt them back in, with their consent on record.",
+                c.display_name(),
+                kind.label()
+            )));
+        }
+        let changed = consents::set(conn, c.id, kind, status, source, detail, &actor.label)?;
+        if changed {
+            audit_consent(conn, actor, &c, kind, status, detail)?;
+        }
+        Ok((c, changed))
+    })
+}
+
+/// The audit entry of a consent change made by a person or a client.
+fn audit_consent(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    contact: &Contact,
+    kind: ChannelKind,
+    status: ConsentStatus,
+    detail: &str,
+) -> diesel::QueryResult<()> {
+    let mut details = serde_json::json!({"kind": kind.as_str(), "status": status.as_str()});
+    if !detail.is_empty() {
+        details["detail"] = serde_json::Value::String(detail.to_owned());
     }
-    let changed = consents::set(conn, c.id, kind, status, source, "", &actor.label)?;
-    if changed {
-        audit::record(
-            conn,
-            actor,
-            "contact.consent_changed",
-            "contact",
-            Some(&c.public_id),
-            serde_json::json!({"kind": kind.as_str(), "status": status.as_str()}),
-        )?;
-    }
-    Ok((c, changed))
+    audit::record(
+        conn,
+        actor,
+        "contact.consent_changed",
+        "contact",
+        Some(&contact.public_id),
+        details,
+    )
+    .map(drop)
 }
 
 #[derive(Deserialize)]
@@ -956,7 +987,7 @@ pub async fn add_to_list(
         .run(move |conn| {
             let c = contact_or_404(conn, &public_id)?;
             let l = list_or_404(conn, &list_public)?;
-            lists::add_members(conn, l.id, &[c.id])?;
+            write_transaction(conn, |conn| lists::add_members(conn, l.id, &[c.id]))?;
             Ok::<_, AppError>((c, l))
         })
         .await?;
@@ -980,7 +1011,7 @@ pub async fn remove_from_list(
         .run(move |conn| {
             let c = contact_or_404(conn, &public_id)?;
             let l = list_or_404(conn, &list_public)?;
-            lists::remove_members(conn, l.id, &[c.id])?;
+            write_transaction(conn, |conn| lists::remove_members(conn, l.id, &[c.id]))?;
             Ok::<_, AppError>((c, l))
         })
         .await?;
@@ -998,10 +1029,12 @@ pub struct SimulateForm {
 }
 
 /// The sandbox's "simulate a customer reply": records an inbound message as if the contact had
-/// written on a sandbox channel, so a newcomer can see the window open (and STOP work).
+/// written on a sandbox channel, so a newcomer can see the window open (and STOP work). A
+/// person typed it, not the customer: it may opt the contact out, but only an admin may
+/// reverse an opt-out with it (as on every other path), and that is audited.
 pub async fn simulate_reply(
     req: HttpRequest,
-    _auth: Auth<perm::ManageContacts>,
+    auth: Auth<perm::ManageContacts>,
     state: web::Data<AppState>,
     session: TypedSession,
     path: web::Path<String>,
@@ -1016,13 +1049,14 @@ pub async fn simulate_reply(
         ));
     }
     let channel_public = form.channel.clone();
-    let (contact, channel) = state
+    let (contact, channel, before) = state
         .db
         .run(move |conn| {
             let c = contact_or_404(conn, &public_id)?;
             let ch = channels::find_by_public_id(conn, &channel_public)?
                 .ok_or_else(|| AppError::not_found("This channel"))?;
-            Ok::<_, AppError>((c, ch))
+            let before = consents::status(conn, c.id, ch.kind)?;
+            Ok::<_, AppError>((c, ch, before))
         })
         .await?;
     // The reply goes the way a provider's webhook would: the sandbox adapter makes the event,
@@ -1032,16 +1066,79 @@ pub async fn simulate_reply(
             "Replies can only be simulated on sandbox channels.".into(),
         ));
     };
+    let intent = keyword_intent(&text);
+    let reverses_opt_out = intent == Some(KeywordIntent::OptIn)
+        && !keyword_may_apply(ConsentStatus::OptedIn, before, true);
+    let is_admin = auth.principal.role() == Role::Admin;
+    if reverses_opt_out && !is_admin {
+        // Refused before anything is recorded.
+        return Err(AppError::Refused(format!(
+            "{} opted out of {} messages. A simulated \"{}\" does not opt them back in: only an admin may, with their consent on record.",
+            contact.display_name(),
+            channel.kind.label(),
+            text.to_uppercase()
+        )));
+    }
     let event = sandbox
         .simulate_reply(contact.phone.clone(), &text)
         .await
         .map_err(AppError::internal)?;
     events::apply(&state.db, &state.hub, &channel, vec![event]).await?;
-    let outcome_change = keyword_intent(&text);
+
+    // What the reply did to consent, in the audit log with who typed it.
+    let actor = auth.actor();
+    let (kind, contact_id) = (channel.kind, contact.public_id.clone());
+    let detail = format!(
+        "simulated reply \"{}\" on {}",
+        text.to_uppercase(),
+        channel.name
+    );
+    let reversed = state
+        .db
+        .run(move |conn| {
+            if reverses_opt_out {
+                // The keyword itself did not apply (a simulated START never does): the admin
+                // opts the contact back in, as on the contact page.
+                let (_, changed) = change_consent(
+                    conn,
+                    &contact_id,
+                    kind,
+                    ConsentStatus::OptedIn,
+                    ConsentSource::Admin,
+                    &detail,
+                    &actor,
+                    true,
+                )?;
+                return Ok::<_, AppError>(changed);
+            }
+            let c = contact_or_404(conn, &contact_id)?;
+            let after = consents::status(conn, c.id, kind)?;
+            if after != before
+                && let Some(status) = after
+            {
+                write_transaction(conn, |conn| {
+                    audit_consent(conn, &actor, &c, kind, status, &detail)
+                })?;
+            }
+            Ok(false)
+        })
+        .await?;
+    if reversed {
+        state.hub.publish(crate::dispatch::hub::HubEvent::Consent {
+            contact_id: contact.id,
+            kind: channel.kind.as_str().to_owned(),
+            status: ConsentStatus::OptedIn.as_str().to_owned(),
+        });
+    }
+
     let mut msg = format!("{} replied on {}.", contact.display_name(), channel.name);
-    match outcome_change {
+    match intent {
         Some(KeywordIntent::OptOut) => msg.push_str(&format!(
             " That is an opt-out keyword: no more {} messages go to them.",
+            channel.kind.label()
+        )),
+        Some(KeywordIntent::OptIn) if reverses_opt_out => msg.push_str(&format!(
+            " That is an opt-in keyword: as an admin you opted them back in to {} messages (recorded in the audit log).",
             channel.kind.label()
         )),
         Some(KeywordIntent::OptIn) => msg.push_str(&format!(
@@ -1119,7 +1216,7 @@ pub async fn bulk(
                 loop {
                     let batch = contacts::ids_batch(conn, &contact_filter, before, 1000)?;
                     let Some(last) = batch.last().copied() else { break };
-                    diesel::Connection::transaction(conn, |c| apply(c, &batch))?;
+                    write_transaction(conn, |c| apply(c, &batch))?;
                     // Deleting shifts nothing below `last`: the keyset walk stays correct.
                     before = Some(last);
                 }
@@ -1130,7 +1227,7 @@ pub async fn bulk(
                         chosen.push(c.id);
                     }
                 }
-                diesel::Connection::transaction(conn, |c| apply(c, &chosen))?;
+                write_transaction(conn, |c| apply(c, &chosen))?;
             }
             audit::record(
                 conn,

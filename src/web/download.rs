@@ -6,19 +6,15 @@ use actix_web::{HttpResponse, web};
 
 use crate::storage::{Db, DbConnection};
 
-/// Encodes rows as CSV (quoting what needs quotes).
+/// Encodes rows as CSV: through `csv_out`, which quotes what needs quotes and neutralises
+/// cells a spreadsheet would evaluate.
 pub fn csv_rows<I, R, F>(rows: I) -> Vec<u8>
 where
     I: IntoIterator<Item = R>,
     R: IntoIterator<Item = F>,
-    F: AsRef<[u8]>,
+    F: AsRef<str>,
 {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        // Writing to a Vec cannot fail; a row that could not be encoded is skipped.
-        let _ = w.write_record(r);
-    }
-    w.into_inner().unwrap_or_default()
+    crate::csv_out::rows(rows)
 }
 
 /// Where a producer sends CSV chunks; `false` means the client went away: stop.

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 
 use crate::domain::phone::DefaultCountry;
 use crate::error::AppError;
+use crate::import::gate::{Busy, ImportPermit};
 use crate::import::mapping::{self, CHOICES, Mapping, Preview, Target};
 use crate::import::{self, ImportError, Plan, Summary};
 use crate::startup::AppState;
@@ -112,7 +113,12 @@ async fn read_fields(
             }
             value.extend_from_slice(&chunk);
         }
-        fields.insert(name, String::from_utf8_lossy(&value).into_owned());
+        let value = String::from_utf8_lossy(&value).into_owned();
+        // The same edge check as url-encoded forms (`web::edge`): a NUL names no list.
+        if name.contains('\0') || value.contains('\0') {
+            return Err(crate::web::edge::nul_error(&name.replace('\0', "\\0")));
+        }
+        fields.insert(name, value);
     }
     Ok((fields, None))
 }
@@ -243,6 +249,7 @@ pub fn resolve_list(
     }
     match existing.trim() {
         "" => Ok(None),
+        id if id.contains('\0') => Err(crate::web::edge::nul_error("list")),
         id => Ok(Some(
             lists::find_by_public_id(conn, id)?
                 .or(lists::find_by_name(conn, id)?)
@@ -263,11 +270,13 @@ pub async fn begin(
     bytes_total: Option<i64>,
     actor: crate::domain::audit::Actor,
 ) -> Result<Import, AppError> {
+    // The file's name is only shown: control characters (a NUL would not even store) go.
+    let file_name: String = file_name.chars().filter(|c| !c.is_control()).collect();
     state
         .db
         .run(move |conn| {
             let list = resolve_list(conn, &list.0, &list.1)?;
-            let created = diesel::Connection::transaction(conn, |conn| {
+            let created = crate::storage::write_transaction(conn, |conn| {
                 let i = imports::create(conn, &public_id, &file_name, list.as_ref().map(|l| l.id), bytes_total, &actor.label)?;
                 audit::record(
                     conn,
@@ -353,6 +362,14 @@ pub async fn start(
         .parse::<i64>()
         .ok()
         .filter(|n| *n > 0);
+    // A turn first (nothing is written while the import waits for one).
+    let permit = match state.imports.enter().await {
+        Ok(p) => p,
+        Err(busy) => {
+            drain(file, multipart).await;
+            return Err(busy_error(busy));
+        }
+    };
     let import = match begin(
         &state,
         public_id,
@@ -370,7 +387,7 @@ pub async fn start(
         }
     };
     let id = import.public_id.clone();
-    let result = run_upload(&state, import, mapping, country, delimiter, file).await;
+    let result = run_upload(&state, import, mapping, country, delimiter, permit, file).await;
     match result {
         Ok(summary) => session.success(format!("Import finished. {}", summary_text(&summary))),
         Err(e) => session.error(format!("The import stopped: {e}")),
@@ -386,6 +403,7 @@ pub async fn run_upload(
     mapping: Option<Mapping>,
     country: DefaultCountry,
     delimiter: Option<u8>,
+    permit: ImportPermit,
     mut file: actix_multipart::Field,
 ) -> Result<Summary, ImportError> {
     let first = match file.next().await {
@@ -406,7 +424,15 @@ pub async fn run_upload(
         country,
     };
     let head = futures_util::stream::iter([Ok::<_, actix_multipart::MultipartError>(first)]);
-    import::run_streaming(state.db.clone(), import, plan, head.chain(file)).await
+    import::run_streaming(state.db.clone(), import, plan, permit, head.chain(file)).await
+}
+
+/// The 503 for an import that found no turn.
+pub fn busy_error(busy: Busy) -> AppError {
+    AppError::Busy {
+        message: busy.to_string(),
+        retry_after_secs: busy.retry_after.as_secs().max(1),
+    }
 }
 
 async fn finish_failed(state: &AppState, import: &Import, err: &ImportError) {

@@ -122,7 +122,7 @@ pub async fn create(
     let created = state
         .db
         .run(move |conn| {
-            Ok::<_, AppError>(diesel::Connection::transaction(conn, |conn| {
+            Ok::<_, AppError>(crate::storage::write_transaction(conn, |conn| {
                 let l = lists::create(conn, &n)?;
                 audit::record(
                     conn,
@@ -178,7 +178,7 @@ pub async fn rename(
         .db
         .run(move |conn| {
             let l = list_or_404(conn, &public_id)?;
-            let renamed = diesel::Connection::transaction(conn, |conn| {
+            let renamed = crate::storage::write_transaction(conn, |conn| {
                 lists::rename(conn, l.id, &n)?;
                 audit::record(
                     conn,
@@ -215,17 +215,19 @@ pub async fn delete(
     let list = state
         .db
         .run(move |conn| {
-            let l = list_or_404(conn, &public_id)?;
-            lists::delete(conn, l.id)?;
-            audit::record(
-                conn,
-                &actor,
-                "list.deleted",
-                "list",
-                Some(&l.public_id),
-                serde_json::json!({"name": l.name}),
-            )?;
-            Ok::<_, AppError>(l)
+            crate::storage::write_transaction(conn, |conn| {
+                let l = list_or_404(conn, &public_id)?;
+                lists::delete(conn, l.id)?;
+                audit::record(
+                    conn,
+                    &actor,
+                    "list.deleted",
+                    "list",
+                    Some(&l.public_id),
+                    serde_json::json!({"name": l.name}),
+                )?;
+                Ok::<_, AppError>(l)
+            })
         })
         .await?;
     session.success(format!(

@@ -13,6 +13,7 @@ pub mod chrome;
 pub mod contacts;
 pub mod csrf;
 pub mod download;
+pub mod edge;
 pub mod errors;
 pub mod events;
 pub mod format;

@@ -14,8 +14,11 @@ crate::both_backends!(
     the_api_upserts_reads_and_finds_contacts,
     stop_opts_out_start_opts_back_in_and_replies_open_the_window,
     consent_changes_in_the_dashboard_respect_roles,
+    only_an_admin_reverses_an_opt_out_by_simulated_reply,
     lists_and_bulk_actions,
     exports_stream_the_filtered_view,
+    exports_neutralise_formulas_and_import_back_unchanged,
+    nul_characters_are_refused_at_the_edges_naming_the_field,
     roles_for_contacts,
 );
 
@@ -389,7 +392,7 @@ async fn the_browser_import_maps_columns_and_reports_bad_rows(app: TestApp) {
     let report = report.text().await.unwrap();
     assert_eq!(
         report,
-        "row,value,reason\n4,+1 555 0100,\"Mobile: \"\"+1 555 0100\"\" is not a valid phone number\"\n"
+        "row,value,reason\n4,'+1 555 0100,\"Mobile: \"\"+1 555 0100\"\" is not a valid phone number\"\n"
     );
 
     let key = create_api_key(&admin, "Reader", "marketer").await;
@@ -907,6 +910,124 @@ async fn consent_changes_in_the_dashboard_respect_roles(app: TestApp) {
     assert!(audit.contains("contact.consent_changed"));
 }
 
+/// The audit entries of consent changes, newest first.
+async fn consent_audit(app: &TestApp, key: &str) -> Vec<Value> {
+    let page: Value = api_get(app, "/api/v1/audit", Some(key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "contact.consent_changed")
+        .cloned()
+        .collect()
+}
+
+async fn simulate(who: &Client, url: &str, channel: &str, text: &str) -> reqwest::Response {
+    who.post_form(url, &[("channel", channel), ("text", text)])
+        .await
+}
+
+/// A marketer's simulated "START" re-subscribed an opted-out contact (consent is per kind:
+/// on every WhatsApp channel), with no audit entry, while every direct route refuses it.
+async fn only_an_admin_reverses_an_opt_out_by_simulated_reply(app: TestApp) {
+    let (admin, key) = admin_and_key(&app).await;
+    let marketer = app
+        .user_with_role(&admin, "mia@example.com", "marketer")
+        .await;
+    let contact: Value = api_post(
+        &app,
+        &key,
+        "/api/v1/contacts",
+        &json!({"phone": phone(5), "name": "Sam"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = contact["id"].as_str().unwrap().to_owned();
+    let whatsapp = contact["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "whatsapp")
+        .unwrap()["channel_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let opted_out = || async {
+        let c: Value = api_get(&app, &format!("/api/v1/contacts/{id}"), Some(&key))
+            .await
+            .json()
+            .await
+            .unwrap();
+        c["consent"]["whatsapp"]["status"] == "opted_out"
+    };
+    let url = format!("/contacts/{id}/simulate-reply");
+
+    // Anyone may simulate STOP; the change is audited with who typed it.
+    let res = simulate(&marketer, &url, &whatsapp, "STOP").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(opted_out().await);
+    let audit = consent_audit(&app, &key).await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["details"]["status"], "opted_out");
+    assert!(
+        audit[0]["actor"]["label"]
+            .as_str()
+            .unwrap()
+            .contains("mia@example.com")
+    );
+
+    // A marketer's simulated START is refused, and the contact stays opted out.
+    for text in ["START", "unstop", "Yes!"] {
+        let res = simulate(&marketer, &url, &whatsapp, text).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{text}");
+        let body = res.text().await.unwrap();
+        assert!(
+            body.contains("does not opt them back in: only an admin may"),
+            "{body}"
+        );
+        assert!(opted_out().await, "{text} reversed the opt-out");
+    }
+    assert_eq!(consent_audit(&app, &key).await.len(), 1);
+
+    // An admin's simulated START opts them back in, audited as the admin's act.
+    let res = simulate(&admin, &url, &whatsapp, "START").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = admin.get_html(&location(&res)).await;
+    assert!(
+        page.contains("as an admin you opted them back in"),
+        "{page}"
+    );
+    assert!(!opted_out().await);
+    let audit = consent_audit(&app, &key).await;
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(audit[0]["details"]["status"], "opted_in");
+    assert_eq!(audit[0]["details"]["kind"], "whatsapp");
+    assert!(
+        audit[0]["details"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("simulated reply \"START\""),
+        "{audit:?}"
+    );
+    assert!(
+        audit[0]["actor"]["label"]
+            .as_str()
+            .unwrap()
+            .contains(crate::helpers::ADMIN_EMAIL)
+    );
+
+    // Opted in already, a marketer's START changes nothing and is not refused.
+    let res = simulate(&marketer, &url, &whatsapp, "START").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(!opted_out().await);
+}
+
 async fn lists_and_bulk_actions(app: TestApp) {
     let (admin, key) = admin_and_key(&app).await;
     let mut csv = String::from("phone,name,tier\n");
@@ -1106,7 +1227,11 @@ async fn exports_stream_the_filtered_view(app: TestApp) {
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 1150);
     assert!(rows.iter().all(|r| &r[11] == "even"));
-    let four = rows.iter().find(|r| &r[0] == phone(4).as_str()).unwrap();
+    // Phone numbers carry the quote that keeps spreadsheets from evaluating them.
+    let four = rows
+        .iter()
+        .find(|r| r[0] == format!("'{}", phone(4)))
+        .unwrap();
     assert_eq!(&four[1], "Name, 4");
     assert_eq!(&four[5], "opted_out");
     let all = admin
@@ -1116,6 +1241,346 @@ async fn exports_stream_the_filtered_view(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(all.lines().count(), 2301);
+}
+
+/// Cells a spreadsheet would evaluate (`=`, `+`, `-`, `@`, tab, CR first).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+fn csv_cells(body: &str) -> Vec<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(body.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect()
+}
+
+async fn exports_neutralise_formulas_and_import_back_unchanged(app: TestApp) {
+    let (admin, key) = admin_and_key(&app).await;
+    let evil = "=HYPERLINK(\"http://evil.test\",\"Click me\")";
+    let res = api_post(
+        &app,
+        &key,
+        "/api/v1/contacts",
+        &json!({
+            "phone": phone(7),
+            "name": evil,
+            "attributes": {"note": "@SUM(1+1)", "balance": "-5", "quoted": "'=kept", "city": "Lyon"},
+        }),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    // The export: every formula cell starts with a quote, the rest of its value kept; phone
+    // numbers too (a spreadsheet would turn +1… into a number).
+    let res = admin.get("/contacts/export.csv").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let exported = res.text().await.unwrap();
+    let cells = csv_cells(&exported);
+    let header = &cells[0];
+    let row = &cells[1];
+    let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].as_str();
+    assert_eq!(cell("phone"), format!("'{}", phone(7)));
+    assert_eq!(cell("name"), format!("'{evil}"));
+    assert_eq!(cell("note"), "'@SUM(1+1)");
+    assert_eq!(cell("balance"), "'-5");
+    assert_eq!(
+        cell("quoted"),
+        "''=kept",
+        "a quote before a formula is doubled"
+    );
+    assert_eq!(cell("city"), "Lyon");
+    for c in cells.iter().flatten() {
+        assert!(!c.starts_with(FORMULA_STARTS), "{c:?} would be evaluated");
+    }
+
+    // The export imports back as it is: same contact (updated, not new), same values.
+    let (status, result) = api_import(&app, &key, "", exported).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["updated"], 1, "{result}");
+    assert_eq!(result["imported"], 0, "{result}");
+    assert_eq!(result["rejected"], json!([]), "{result}");
+    let c = find_contact(&app, &key, &phone(7)).await.unwrap();
+    assert_eq!(c["name"], evil);
+    assert_eq!(c["attributes"]["note"], "@SUM(1+1)");
+    assert_eq!(c["attributes"]["balance"], "-5");
+    assert_eq!(c["attributes"]["quoted"], "'=kept");
+
+    // The rejected-rows report quotes the bad values the same way.
+    let (status, result) = api_import(
+        &app,
+        &key,
+        "",
+        "phone,name\n\"=cmd|' /C calc'!A0\",Eve\n-2+3,Mallory\n@x,Trudy\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["rejected"].as_array().unwrap().len(), 3, "{result}");
+    let report = result["report_url"].as_str().unwrap();
+    let path = &report[report.find("/contacts/imports/").unwrap()..];
+    let res = admin.get(path).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let cells = csv_cells(&res.text().await.unwrap());
+    let values: Vec<&str> = cells[1..].iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(values, ["'=cmd|' /C calc'!A0", "'-2+3", "'@x"]);
+    for c in cells.iter().flatten() {
+        assert!(!c.starts_with(FORMULA_STARTS), "{c:?} would be evaluated");
+    }
+}
+
+/// A 422 whose message names `field` and says what is wrong with it.
+async fn refused_for_nul(res: reqwest::Response, field: &str) {
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {body}");
+    assert!(
+        body.contains(&format!("{field}: contains a NUL character")),
+        "{field}: {body}"
+    );
+}
+
+/// PostgreSQL refuses NUL in text: each of these gave a 500 there. Now every edge refuses it
+/// with a 422 naming the field, and an import rejects only the row that holds one.
+async fn nul_characters_are_refused_at_the_edges_naming_the_field(app: TestApp) {
+    let (admin, key) = admin_and_key(&app).await;
+    let contact: Value = api_post(
+        &app,
+        &key,
+        "/api/v1/contacts",
+        &json!({"phone": phone(1), "name": "Sam"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = contact["id"].as_str().unwrap().to_owned();
+    let sms = contact["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "sms")
+        .unwrap()["channel_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The sign-in form.
+    let visitor = app.client();
+    refused_for_nul(visitor.login("ada\0@example.com", "x").await, "email").await;
+
+    // Searches and filters: the contacts page, its export, the API.
+    refused_for_nul(admin.get("/contacts?q=a%00b").await, "q").await;
+    refused_for_nul(admin.get("/contacts?list=%00").await, "list").await;
+    refused_for_nul(admin.get("/contacts/export.csv?q=%00").await, "q").await;
+    refused_for_nul(
+        api_get(&app, "/api/v1/contacts?q=%00", Some(&key)).await,
+        "q",
+    )
+    .await;
+
+    // Message text: the API and the send page.
+    let res = api_post(
+        &app,
+        &key,
+        "/api/v1/messages",
+        &json!({"to": phone(1), "channel": sms, "text": "hello\u{0}"}),
+    )
+    .await;
+    refused_for_nul(res, "text").await;
+    let res = api_post(
+        &app,
+        &key,
+        "/api/v1/contacts",
+        &json!({"phone": phone(2), "attributes": {"city": "Ly\u{0}on"}}),
+    )
+    .await;
+    refused_for_nul(res, "attributes.city").await;
+    assert!(find_contact(&app, &key, &phone(2)).await.is_none());
+    let res = admin
+        .post_form(
+            "/send",
+            &[
+                ("contact", id.as_str()),
+                ("channel", sms.as_str()),
+                ("mode", "text"),
+                ("text", "hello\0"),
+                ("idempotency_key", "nul-1"),
+            ],
+        )
+        .await;
+    refused_for_nul(res, "text").await;
+
+    // A simulated reply.
+    let res = admin
+        .post_form(
+            &format!("/contacts/{id}/simulate-reply"),
+            &[("channel", sms.as_str()), ("text", "\0")],
+        )
+        .await;
+    refused_for_nul(res, "text").await;
+
+    // An address with a NUL names nothing.
+    assert_eq!(
+        admin.get("/contacts/%00").await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // An import: only the row with a NUL is rejected, with the reason; a NUL in `?list=` is
+    // refused.
+    let csv = format!(
+        "phone,name,city\n{},Ada,Paris\n{},Bo\0b,Lyon\n{}\0,Cy,Nice\n{},Di,Rome\n",
+        phone(10),
+        phone(11),
+        phone(12),
+        phone(13)
+    );
+    let (status, result) = api_import(&app, &key, "", csv).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["imported"], 2, "{result}");
+    let rejected = result["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{result}");
+    assert_eq!(rejected[0]["row"], 3);
+    assert_eq!(
+        rejected[0]["reason"],
+        "name: the value contains a NUL character (U+0000); remove it"
+    );
+    assert_eq!(rejected[0]["value"], "Bo\u{FFFD}b");
+    assert_eq!(rejected[1]["row"], 4);
+    assert!(
+        rejected[1]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("phone: ")
+    );
+    assert!(find_contact(&app, &key, &phone(13)).await.is_some());
+    assert!(find_contact(&app, &key, &phone(11)).await.is_none());
+    let (status, result) = api_import(&app, &key, "?list=%00", "phone\n+12015550100\n").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{result}");
+    assert!(
+        result["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("list: contains a NUL character"),
+        "{result}"
+    );
+}
+
+/// `parallel_imports_complete_or_answer_busy` with the production pool size (16), where the
+/// imports outnumber no connections but one another.
+mod parallel_imports {
+    use crate::helpers::{Backend, TestApp};
+
+    async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, |s| s.db_pool_size = 16).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::parallel_imports_complete_or_answer_busy(spawn(Backend::Sqlite).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_pg_tests),
+        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+    )]
+    async fn postgres() {
+        super::parallel_imports_complete_or_answer_busy(spawn(Backend::Postgres).await).await;
+    }
+}
+
+/// Twenty imports at once: on SQLite one answered 500 "database is locked" and the rest of
+/// the server stalled. Each import now either completes fully or is refused with 503 and
+/// `Retry-After` before it wrote anything; none fails half-way.
+async fn parallel_imports_complete_or_answer_busy(app: TestApp) {
+    const IMPORTS: usize = 20;
+    const ROWS: usize = 5000;
+    let (_admin, key) = admin_and_key(&app).await;
+    let imports = (0..IMPORTS).map(|n| {
+        let mut csv = String::from("phone,name,tier\n");
+        for r in 0..ROWS {
+            let i = n * ROWS + r;
+            csv.push_str(&format!(
+                "+1201{}{:04},Person {i},t{n}\n",
+                200 + i / 10_000,
+                i % 10_000
+            ));
+        }
+        let url = format!("{}/api/v1/contacts/import", app.address);
+        let key = key.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("Content-Type", "text/csv")
+                .body(csv)
+                .send()
+                .await
+                .expect("import");
+            let status = res.status();
+            let retry_after = res
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let body: Value = res.json().await.expect("JSON");
+            (status, retry_after, body)
+        }
+    });
+    // Watch how many run at once while they go.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        let url = app.database_url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = herald::storage::Db::connect(&url, 1)
+                .unwrap()
+                .get()
+                .unwrap();
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let running = herald::storage::imports::recent(&mut conn, 100)
+                    .unwrap()
+                    .iter()
+                    .filter(|i| i.is_running())
+                    .count();
+                most = most.max(running);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            most
+        })
+    };
+    let results = futures_util::future::join_all(imports).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most_at_once = watcher.await.unwrap();
+    // A quarter of the pool of 16 at most (two on SQLite, four on PostgreSQL).
+    assert!(most_at_once <= 4, "{most_at_once} imports ran at once");
+    let mut completed = 0;
+    for (status, retry_after, body) in &results {
+        match *status {
+            StatusCode::OK => {
+                assert_eq!(body["imported"], ROWS, "{body}");
+                assert_eq!(body["rejected"], json!([]), "{body}");
+                completed += 1;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(retry_after.is_some_and(|s| s > 0), "{body}");
+            }
+            other => panic!("an import answered {other}: {body}"),
+        }
+    }
+    assert!(completed > 0, "no import completed");
+    // What completed is all there; what was refused left nothing behind.
+    let mut conn = app.db();
+    let contacts = herald::storage::contacts::count(
+        &mut conn,
+        &herald::storage::contacts::ContactFilter::default(),
+    )
+    .unwrap();
+    assert_eq!(contacts, (completed * ROWS) as i64);
+    let recent = herald::storage::imports::recent(&mut conn, 50).unwrap();
+    assert_eq!(recent.len(), completed);
+    assert!(recent.iter().all(|i| i.status == "done"), "{recent:?}");
 }
 
 async fn roles_for_contacts(app: TestApp) {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::AppError;
 use crate::startup::AppState;
 use crate::storage::audit;
+use crate::web::api::Params;
 use crate::web::identity::{Auth, perm};
 
 #[derive(Deserialize)]
@@ -46,8 +47,9 @@ struct Page {
 pub async fn list(
     _auth: Auth<perm::ViewAuditLog>,
     state: web::Data<AppState>,
-    query: web::Query<AuditQuery>,
+    query: Params<AuditQuery>,
 ) -> Result<HttpResponse, AppError> {
+    let query = query.get()?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(AppError::invalid(

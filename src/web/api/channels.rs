@@ -12,6 +12,7 @@ use crate::domain::role::Permission;
 use crate::error::{AppError, json_error};
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
+use crate::web::api::Body;
 use crate::web::channel_settings::{self as saving, ChannelDraft, Deleted, FieldProblems, Refusal};
 use crate::web::channels::{in_use_message, webhook_url};
 use crate::web::identity::{Auth, perm};
@@ -193,9 +194,9 @@ fn target(body: &CreateBody) -> Result<(ChannelKind, Provider), FieldProblems> {
 pub async fn create(
     auth: Auth<perm::ManageChannels>,
     state: web::Data<AppState>,
-    body: web::Json<CreateBody>,
+    body: Body<CreateBody>,
 ) -> Result<HttpResponse, AppError> {
-    let body = body.into_inner();
+    let body = body.get()?;
     let (kind, provider) = match target(&body) {
         Ok(t) => t,
         Err(problems) => return Ok(invalid(&problems)),
@@ -253,10 +254,10 @@ pub async fn patch(
     auth: Auth<perm::ManageChannels>,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<PatchBody>,
+    body: Body<PatchBody>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
-    let body = body.into_inner();
+    let body = body.get()?;
     let draft = ChannelDraft {
         name: body.name,
         sender: body.sender,

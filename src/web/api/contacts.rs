@@ -21,6 +21,7 @@ use crate::storage::contacts::{self, Contact, ContactFilter, ContactPatch, Curso
 use crate::storage::{
     DbConnection, audit, channels, consents, conversations, imports, lists, new_public_id,
 };
+use crate::web::api::{Body, Params};
 use crate::web::identity::{Auth, perm};
 use crate::web::imports::begin;
 
@@ -148,9 +149,9 @@ fn invalid(field: &str, e: String) -> AppError {
 pub async fn upsert(
     auth: Auth<perm::ManageContacts>,
     state: web::Data<AppState>,
-    body: web::Json<UpsertBody>,
+    body: Body<UpsertBody>,
 ) -> Result<HttpResponse, AppError> {
-    let body = body.into_inner();
+    let body = body.get()?;
     let phone = E164::parse(&body.phone, Some(state.settings.default_country))
         .map_err(|e| AppError::invalid("invalid_phone", e))?;
     let mut attrs: Vec<(String, String)> = Vec::new();
@@ -224,37 +225,40 @@ pub async fn upsert(
     let (json, created) = state
         .db
         .run(move |conn| {
-            let (contact, created) = contacts::upsert(conn, &phone, &patch)?;
-            for (kind, status) in consent_changes {
-                crate::web::contacts::change_consent(
+            crate::storage::write_transaction(conn, |conn| {
+                let (contact, created) = contacts::upsert(conn, &phone, &patch)?;
+                for (kind, status) in consent_changes {
+                    crate::web::contacts::change_consent(
+                        conn,
+                        &contact.public_id,
+                        kind,
+                        status,
+                        ConsentSource::Api,
+                        "",
+                        &actor,
+                        admin,
+                    )?;
+                }
+                for name in list_names {
+                    let list = lists::find_or_create(conn, &name)?;
+                    lists::add_members(conn, list.id, &[contact.id])?;
+                }
+                audit::record(
                     conn,
-                    &contact.public_id,
-                    kind,
-                    status,
-                    ConsentSource::Api,
                     &actor,
-                    admin,
+                    if created {
+                        "contact.created"
+                    } else {
+                        "contact.updated"
+                    },
+                    "contact",
+                    Some(&contact.public_id),
+                    serde_json::json!({"phone": contact.phone.as_str()}),
                 )?;
-            }
-            for name in list_names {
-                let list = lists::find_or_create(conn, &name)?;
-                lists::add_members(conn, list.id, &[contact.id])?;
-            }
-            audit::record(
-                conn,
-                &actor,
-                if created {
-                    "contact.created"
-                } else {
-                    "contact.updated"
-                },
-                "contact",
-                Some(&contact.public_id),
-                serde_json::json!({"phone": contact.phone.as_str()}),
-            )?;
-            let fresh = contacts::find(conn, contact.id)?
-                .ok_or_else(|| AppError::not_found("The contact"))?;
-            Ok::<_, AppError>((contact_json(conn, fresh)?, created))
+                let fresh = contacts::find(conn, contact.id)?
+                    .ok_or_else(|| AppError::not_found("The contact"))?;
+                Ok::<_, AppError>((contact_json(conn, fresh)?, created))
+            })
         })
         .await?;
     let mut res = if created {
@@ -305,9 +309,9 @@ struct ContactPage {
 pub async fn list(
     _auth: Auth<perm::ViewContacts>,
     state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
+    query: Params<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let query = query.into_inner();
+    let query = query.get()?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(AppError::invalid(
@@ -397,10 +401,10 @@ pub async fn import(
     req: HttpRequest,
     auth: Auth<perm::ImportContacts>,
     state: web::Data<AppState>,
-    query: web::Query<ImportQuery>,
+    query: Params<ImportQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
-    let query = query.into_inner();
+    let query = query.get()?;
     let country = match query
         .default_country
         .as_deref()
@@ -455,6 +459,16 @@ pub async fn import(
         }
         _ => list,
     };
+    // A turn first (nothing is written while the import waits for one). A refused upload is
+    // read to its end, so the client gets the answer rather than a reset connection.
+    let mut payload = payload;
+    let permit = match state.imports.enter().await {
+        Ok(p) => p,
+        Err(busy) => {
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut payload).await {}
+            return Err(crate::web::imports::busy_error(busy));
+        }
+    };
 
     let summary;
     let import;
@@ -477,9 +491,16 @@ pub async fn import(
             .and_then(|cd| cd.get_filename().map(str::to_owned))
             .unwrap_or_else(|| "api-upload.csv".into());
         import = begin(&state, new_public_id(), name, list, None, auth.actor()).await?;
-        summary =
-            crate::web::imports::run_upload(&state, import.clone(), None, country, delimiter, file)
-                .await;
+        summary = crate::web::imports::run_upload(
+            &state,
+            import.clone(),
+            None,
+            country,
+            delimiter,
+            permit,
+            file,
+        )
+        .await;
     } else if content_type.starts_with("text/csv")
         || content_type.starts_with("text/plain")
         || content_type.starts_with("application/csv")
@@ -493,7 +514,6 @@ pub async fn import(
             auth.actor(),
         )
         .await?;
-        let mut payload = payload;
         let first = futures_util::StreamExt::next(&mut payload)
             .await
             .transpose()
@@ -511,6 +531,7 @@ pub async fn import(
                 mapping: None,
                 country,
             },
+            permit,
             futures_util::StreamExt::chain(head, payload),
         )
         .await;

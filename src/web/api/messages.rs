@@ -12,6 +12,7 @@ use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::messages::{self, MessageRow};
 use crate::storage::{DbConnection, contacts};
+use crate::web::api::Body;
 use crate::web::api::templates::ChannelRef;
 use crate::web::identity::{Auth, Principal, perm};
 
@@ -196,10 +197,10 @@ pub async fn send(
     req: HttpRequest,
     auth: Auth<perm::SendMessages>,
     state: web::Data<AppState>,
-    body: web::Json<SendBody>,
+    body: Body<SendBody>,
 ) -> Result<HttpResponse, AppError> {
     let key = idempotency_key(&req)?;
-    let request = request_from(body.into_inner())?;
+    let request = request_from(body.get()?)?;
     // Keys are scoped to the API key that sent them: two clients never share one.
     let owner = match &auth.principal {
         Principal::ApiKey(k) => format!("api:{}", k.public_id),

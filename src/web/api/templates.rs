@@ -10,6 +10,7 @@ use crate::error::AppError;
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::templates::{self, SendableTemplate, TemplateFilter};
+use crate::web::api::Params;
 use crate::web::identity::{Auth, perm};
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,9 +90,9 @@ struct TemplateList {
 pub async fn list(
     _auth: Auth<perm::ViewTemplates>,
     state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
+    query: Params<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let query = query.into_inner();
+    let query = query.get()?;
     let found = state
         .db
         .run(move |conn| {
