@@ -11,6 +11,7 @@ crate::both_backends!(
     a_password_reset_ends_sessions_and_requires_a_new_password,
     bad_invitations_are_refused_at_the_field,
     admins_cannot_lock_everyone_out,
+    the_command_line_creates_one_user_after_another,
 );
 
 fn user_id(app: &TestApp, email: &str) -> i64 {
@@ -365,4 +366,48 @@ async fn admins_cannot_lock_everyone_out(app: TestApp) {
         "ada is no longer an admin"
     );
     assert_eq!(other.get("/settings/users").await.status(), StatusCode::OK);
+}
+
+async fn the_command_line_creates_one_user_after_another(app: TestApp) {
+    // The first account also marks setup as done; every later one finds that mark already
+    // there, which on PostgreSQL once aborted the transaction ("current transaction is aborted").
+    for (email, role) in [
+        ("first@example.com", "admin"),
+        ("second@example.com", "marketer"),
+        ("third@example.com", "support_lead"),
+    ] {
+        let out = app.cli(
+            &[
+                "user",
+                "create",
+                "--email",
+                email,
+                "--name",
+                "Shell Person",
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "{email}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c = app.client();
+        assert_eq!(
+            c.login(email, PASSWORD).await.status(),
+            StatusCode::SEE_OTHER,
+            "{email} signs in"
+        );
+    }
+    use diesel::prelude::*;
+    use herald::storage::schema::audit_log;
+    let created: i64 = audit_log::table
+        .filter(audit_log::action.eq("user.created"))
+        .count()
+        .get_result(&mut *app.db())
+        .unwrap();
+    assert_eq!(created, 3, "each with its audit entry");
 }
