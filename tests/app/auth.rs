@@ -13,6 +13,7 @@ crate::both_backends!(
     state_changing_forms_need_the_sessions_csrf_token,
     anonymous_visitors_are_rejected_everywhere,
     sign_in_returns_to_the_page_asked_for_but_never_off_site,
+    control_characters_in_next_lead_home_never_off_site_nor_to_an_error,
     signing_in_renews_the_session,
 );
 
@@ -376,4 +377,51 @@ async fn signing_in_renews_the_session(app: TestApp) {
     // The old token no longer works.
     let res = c.post_form_raw("/logout", &[("csrf_token", &before)]).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+async fn control_characters_in_next_lead_home_never_off_site_nor_to_an_error(app: TestApp) {
+    let admin = app.admin().await;
+    // `/%09/evil.test` arrives decoded as "/<TAB>/evil.test", which browsers read as
+    // `//evil.test`; CR, LF, VT and NUL cannot even go into a Location header.
+    let raw = [
+        "/%09/evil.test",
+        "/%0d/evil.test",
+        "/%0a/evil.test",
+        "/%0b/evil.test",
+        "/%00/evil.test",
+        "/contacts%0d%0aSet-Cookie:%20x=y",
+        "/%2509/evil.test",
+    ];
+    // Signed in, the sign-in page sends the person on at once.
+    for next in raw {
+        let res = admin.get(&format!("/login?next={next}")).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "GET next={next}");
+        assert_eq!(location(&res), "/", "GET next={next}");
+    }
+    admin.post_form("/logout", &[]).await;
+    let page = admin.get_html("/login?next=/%09/evil.test").await;
+    assert!(page.contains("name=\"next\" value=\"/\""), "{page}");
+    for next in [
+        "/\t/evil.test",
+        "/\r/evil.test",
+        "/\n/evil.test",
+        "/\u{b}/evil.test",
+        "/\0/evil.test",
+        "/%09/evil.test",
+        "/\t\t//evil.test",
+    ] {
+        let res = admin
+            .post_form(
+                "/login",
+                &[
+                    ("email", ADMIN_EMAIL),
+                    ("password", PASSWORD),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "POST next={next:?}");
+        assert_eq!(location(&res), "/", "POST next={next:?}");
+        admin.post_form("/logout", &[]).await;
+    }
 }
