@@ -37,6 +37,8 @@ pub struct AppState {
     pub setup_done: AtomicBool,
     /// Verified for unknown e-mails so sign-in takes as long either way.
     pub dummy_hash: String,
+    /// Argon2 hashing and checking, a bounded number at a time.
+    pub passwords: password::Passwords,
     pub keys: Keys,
     /// Adapters for the stored channels.
     pub channels: Arc<ChannelRegistry>,
@@ -264,6 +266,7 @@ impl Application {
             public_url: public_url.clone(),
             setup_done: AtomicBool::new(false),
             dummy_hash,
+            passwords: password::Passwords::per_core()?,
             keys,
             settings,
         });

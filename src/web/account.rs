@@ -5,13 +5,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::auth::password;
 use crate::domain::user::{Email, NewPassword};
 use crate::error::AppError;
 use crate::startup::AppState;
 use crate::storage::{audit, users};
 use crate::web::chrome::Chrome;
 use crate::web::identity::{Auth, perm, redirect_response};
+use crate::web::passwords::password_error;
 use crate::web::session::TypedSession;
 use crate::web::{FieldErrors, paths, render, render_with_status};
 
@@ -61,11 +61,11 @@ pub async fn change_password(
         .run(move |conn| Ok::<_, AppError>(users::find(conn, me.id)?))
         .await?
         .ok_or(AppError::Unauthenticated)?;
-    let current = form.current_password.clone();
-    let hash = stored.password_hash.clone();
-    let current_ok = web::block(move || password::verify(&current, &hash))
+    let current_ok = state
+        .passwords
+        .verify(form.current_password.clone(), stored.password_hash.clone())
         .await
-        .map_err(AppError::internal)?;
+        .map_err(password_error)?;
     if !current_ok {
         errors.add("current_password", "This is not your current password.");
     }
@@ -94,10 +94,11 @@ pub async fn change_password(
         );
     };
 
-    let secret = new.expose().to_owned();
-    let hash = web::block(move || password::hash(&secret))
+    let hash = state
+        .passwords
+        .hash(new.expose().to_owned())
         .await
-        .map_err(AppError::internal)??;
+        .map_err(password_error)?;
     let actor = auth.actor();
     let epoch = state
         .db

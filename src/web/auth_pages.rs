@@ -1,13 +1,12 @@
 //! First-run setup, sign in and sign out.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::Duration;
 use serde::Deserialize;
 
-use crate::auth::password;
+use crate::auth::password::PasswordError;
 use crate::domain::audit::{Actor, ActorKind};
 use crate::domain::role::Role;
 use crate::domain::user::{DisplayName, Email, NewPassword};
@@ -17,6 +16,7 @@ use crate::storage::{audit, login_attempts, now, users};
 use crate::web::chrome::Chrome;
 use crate::web::errors::safe_next;
 use crate::web::identity::{MaybeUser, redirect_response, setup_needed};
+use crate::web::passwords::{password_error, with_retry_after};
 use crate::web::session::TypedSession;
 use crate::web::{FieldErrors, paths, render, render_with_status};
 
@@ -93,10 +93,11 @@ pub async fn setup(
         );
     };
 
-    let secret = pw.expose().to_owned();
-    let hash = web::block(move || password::hash(&secret))
+    let hash = state
+        .passwords
+        .hash(pw.expose().to_owned())
         .await
-        .map_err(AppError::internal)??;
+        .map_err(password_error)?;
     let created = state
         .db
         .run(move |conn| {
@@ -209,6 +210,10 @@ enum LoginOutcome {
     },
     WrongCredentials,
     Disabled,
+    /// The password could not be checked in time (too many checks under way).
+    Busy {
+        retry_after_secs: u64,
+    },
     SignedIn(users::User),
 }
 
@@ -260,7 +265,7 @@ pub async fn login(
             } else {
                 "your address"
             };
-            let mut res = render_with_status(
+            let res = render_with_status(
                 &page(
                     chrome,
                     &format!(
@@ -270,9 +275,17 @@ pub async fn login(
                 ),
                 StatusCode::TOO_MANY_REQUESTS,
             )?;
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            Ok(res)
+            Ok(with_retry_after(res, retry_after_secs))
+        }
+        LoginOutcome::Busy { retry_after_secs } => {
+            let res = render_with_status(
+                &page(
+                    chrome,
+                    "Herald is busy checking sign-ins. Try again in a few seconds.",
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )?;
+            Ok(with_retry_after(res, retry_after_secs))
         }
         LoginOutcome::WrongCredentials => render_with_status(
             &page(chrome, "The e-mail address or password is not right."),
@@ -339,9 +352,13 @@ async fn attempt_login(
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| state.dummy_hash.clone());
-    let matches = web::block(move || password::verify(&password, &stored))
-        .await
-        .map_err(AppError::internal)?;
+    let matches = match state.passwords.verify(password, stored).await {
+        Ok(matches) => matches,
+        Err(PasswordError::Busy { retry_after_secs }) => {
+            return Ok(LoginOutcome::Busy { retry_after_secs });
+        }
+        Err(e) => return Err(password_error(e)),
+    };
 
     match user {
         Some(user) if matches => {

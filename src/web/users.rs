@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::auth::{password, token};
+use crate::auth::token;
 use crate::domain::audit::Actor;
 use crate::domain::role::Role;
 use crate::domain::user::{DisplayName, Email, NewPassword};
@@ -15,6 +15,7 @@ use crate::storage::{audit, is_unique_violation, users};
 use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
+use crate::web::passwords::password_error;
 use crate::web::session::{Reveal, TypedSession};
 use crate::web::{FieldErrors, paths, render_with_status};
 
@@ -154,10 +155,11 @@ pub async fn create(
         .await;
     };
 
-    let plain = pw.expose().to_owned();
-    let hash = web::block(move || password::hash(&plain))
+    let hash = state
+        .passwords
+        .hash(pw.expose().to_owned())
         .await
-        .map_err(AppError::internal)??;
+        .map_err(password_error)?;
     let actor = auth.actor();
     let (email_c, name_c) = (email.clone(), name.clone());
     // The inner result keeps Diesel's error, so a duplicate e-mail can be told apart.
@@ -366,10 +368,11 @@ pub async fn reset_password(
 ) -> Result<HttpResponse, AppError> {
     let (me, actor, target) = (my_id(&auth), auth.actor(), path.into_inner());
     let temporary = token::readable_password();
-    let plain = temporary.clone();
-    let hash = web::block(move || password::hash(&plain))
+    let hash = state
+        .passwords
+        .hash(temporary.clone())
         .await
-        .map_err(AppError::internal)??;
+        .map_err(password_error)?;
     let user = state
         .db
         .run(move |conn| {
