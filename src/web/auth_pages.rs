@@ -3,27 +3,22 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use chrono::Duration;
 use serde::Deserialize;
 
-use crate::auth::password::PasswordError;
 use crate::domain::audit::{Actor, ActorKind};
 use crate::domain::role::Role;
 use crate::domain::user::{DisplayName, Email, NewPassword};
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::{audit, login_attempts, now, users};
+use crate::storage::{audit, users, write_transaction};
 use crate::web::chrome::Chrome;
 use crate::web::errors::safe_next;
 use crate::web::identity::{MaybeUser, redirect_response, setup_needed};
-use crate::web::passwords::{password_error, with_retry_after};
+use crate::web::passwords::{
+    Verdict, check_password, password_error, throttled_message, with_retry_after,
+};
 use crate::web::session::TypedSession;
 use crate::web::{FieldErrors, paths, render, render_with_status};
-
-/// Failed sign-ins allowed per account, and per client address, within the window.
-pub const ACCOUNT_LIMIT: i64 = 5;
-pub const ADDRESS_LIMIT: i64 = 20;
-pub const THROTTLE_WINDOW_MINUTES: i64 = 15;
 
 #[derive(Template)]
 #[template(path = "auth/setup.html")]
@@ -194,29 +189,6 @@ pub struct LoginForm {
     next: String,
 }
 
-fn client_address(req: &HttpRequest, trust_proxy: bool) -> String {
-    if trust_proxy && let Some(ip) = req.connection_info().realip_remote_addr() {
-        return ip.to_owned();
-    }
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-enum LoginOutcome {
-    Throttled {
-        retry_after_secs: u64,
-        per_account: bool,
-    },
-    WrongCredentials,
-    Disabled,
-    /// The password could not be checked in time (too many checks under way).
-    Busy {
-        retry_after_secs: u64,
-    },
-    SignedIn(users::User),
-}
-
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -240,44 +212,36 @@ pub async fn login(
         );
     }
 
-    let account_key = format!("account:{email}");
-    let address_key = format!(
-        "address:{}",
-        client_address(&req, state.settings.trust_proxy)
-    );
-    let outcome = attempt_login(
-        &state,
-        email,
-        form.password.clone(),
-        account_key,
-        address_key,
-    )
-    .await?;
+    let lookup = email.clone();
+    let user = state
+        .db
+        .run(move |conn| Ok::<_, AppError>(users::find_by_email(conn, &lookup)?))
+        .await?;
+    // An unknown e-mail costs the same Argon2 check as a wrong password.
+    let stored = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| state.dummy_hash.clone());
+    let verdict = check_password(&state, &req, &email, form.password.clone(), stored).await?;
 
-    match outcome {
-        LoginOutcome::Throttled {
-            retry_after_secs,
-            per_account,
-        } => {
-            let minutes = retry_after_secs.div_ceil(60).max(1);
-            let who = if per_account {
-                "this account"
-            } else {
-                "your address"
-            };
+    match (verdict, user) {
+        (
+            Verdict::Throttled {
+                retry_after_secs,
+                per_account,
+            },
+            _,
+        ) => {
             let res = render_with_status(
                 &page(
                     chrome,
-                    &format!(
-                        "Too many failed sign-ins for {who}. Try again in {minutes} minute{}.",
-                        if minutes == 1 { "" } else { "s" }
-                    ),
+                    &throttled_message("failed sign-ins", retry_after_secs, per_account),
                 ),
                 StatusCode::TOO_MANY_REQUESTS,
             )?;
             Ok(with_retry_after(res, retry_after_secs))
         }
-        LoginOutcome::Busy { retry_after_secs } => {
+        (Verdict::Busy { retry_after_secs }, _) => {
             let res = render_with_status(
                 &page(
                     chrome,
@@ -287,107 +251,41 @@ pub async fn login(
             )?;
             Ok(with_retry_after(res, retry_after_secs))
         }
-        LoginOutcome::WrongCredentials => render_with_status(
-            &page(chrome, "The e-mail address or password is not right."),
-            StatusCode::UNAUTHORIZED,
-        ),
-        LoginOutcome::Disabled => render_with_status(
-            &page(
-                chrome,
-                "This account is disabled. Ask an admin to enable it.",
-            ),
-            StatusCode::FORBIDDEN,
-        ),
-        LoginOutcome::SignedIn(user) => {
-            session.sign_in(user.id, user.session_epoch)?;
-            tracing::info!(user_id = user.id, "signed in");
-            Ok(redirect_response(&req, &next))
-        }
-    }
-}
-
-/// Throttle check, password check (always paying for one Argon2 verification, even for
-/// unknown e-mails), then bookkeeping.
-async fn attempt_login(
-    state: &AppState,
-    email: String,
-    password: String,
-    account_key: String,
-    address_key: String,
-) -> Result<LoginOutcome, AppError> {
-    let window = Duration::minutes(THROTTLE_WINDOW_MINUTES);
-    let keys = (account_key.clone(), address_key.clone());
-    let (user, throttle) = state
-        .db
-        .run(move |conn| {
-            let at = now();
-            let since = at - window;
-            let retry = |oldest: Option<chrono::NaiveDateTime>| {
-                let until = oldest.unwrap_or(at) + window;
-                u64::try_from((until - at).num_seconds().max(1)).unwrap_or(60)
-            };
-            let (account_failures, account_oldest) =
-                login_attempts::failures_since(conn, &keys.0, since)?;
-            let (address_failures, address_oldest) =
-                login_attempts::failures_since(conn, &keys.1, since)?;
-            let throttle = if account_failures >= ACCOUNT_LIMIT {
-                Some((retry(account_oldest), true))
-            } else if address_failures >= ADDRESS_LIMIT {
-                Some((retry(address_oldest), false))
-            } else {
-                None
-            };
-            let user = users::find_by_email(conn, &email)?;
-            Ok::<_, AppError>((user, throttle))
-        })
-        .await?;
-    if let Some((retry_after_secs, per_account)) = throttle {
-        return Ok(LoginOutcome::Throttled {
-            retry_after_secs,
-            per_account,
-        });
-    }
-
-    let stored = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| state.dummy_hash.clone());
-    let matches = match state.passwords.verify(password, stored).await {
-        Ok(matches) => matches,
-        Err(PasswordError::Busy { retry_after_secs }) => {
-            return Ok(LoginOutcome::Busy { retry_after_secs });
-        }
-        Err(e) => return Err(password_error(e)),
-    };
-
-    match user {
-        Some(user) if matches => {
+        (
+            Verdict::Checked {
+                matches: true,
+                attempt,
+            },
+            Some(user),
+        ) => {
             if !user.is_active() {
-                return Ok(LoginOutcome::Disabled);
+                return render_with_status(
+                    &page(
+                        chrome,
+                        "This account is disabled. Ask an admin to enable it.",
+                    ),
+                    StatusCode::FORBIDDEN,
+                );
             }
             let id = user.id;
             state
                 .db
                 .run(move |conn| {
-                    login_attempts::clear(conn, &account_key)?;
-                    users::record_login(conn, id)?;
-                    Ok::<_, AppError>(())
+                    write_transaction(conn, |conn| {
+                        attempt.forget(conn)?;
+                        users::record_login(conn, id)?;
+                        Ok::<_, AppError>(())
+                    })
                 })
                 .await?;
-            Ok(LoginOutcome::SignedIn(user))
+            session.sign_in(user.id, user.session_epoch)?;
+            tracing::info!(user_id = user.id, "signed in");
+            Ok(redirect_response(&req, &next))
         }
-        _ => {
-            state
-                .db
-                .run(move |conn| {
-                    let at = now();
-                    login_attempts::record_failure(conn, &[&account_key, &address_key], at)?;
-                    login_attempts::prune(conn, at - Duration::days(1))?;
-                    Ok::<_, AppError>(())
-                })
-                .await?;
-            Ok(LoginOutcome::WrongCredentials)
-        }
+        (Verdict::Checked { .. }, _) => render_with_status(
+            &page(chrome, "The e-mail address or password is not right."),
+            StatusCode::UNAUTHORIZED,
+        ),
     }
 }
 
