@@ -251,22 +251,15 @@ pub async fn login(
             )?;
             Ok(with_retry_after(res, retry_after_secs))
         }
+        // A disabled account gets the wrong-password answer even for its right password:
+        // anything else would confirm the password to whoever is guessing.
         (
             Verdict::Checked {
                 matches: true,
                 attempt,
             },
             Some(user),
-        ) => {
-            if !user.is_active() {
-                return render_with_status(
-                    &page(
-                        chrome,
-                        "This account is disabled. Ask an admin to enable it.",
-                    ),
-                    StatusCode::FORBIDDEN,
-                );
-            }
+        ) if user.is_active() => {
             let id = user.id;
             state
                 .db

@@ -12,6 +12,7 @@ crate::both_backends!(
     bad_invitations_are_refused_at_the_field,
     admins_cannot_lock_everyone_out,
     the_command_line_creates_one_user_after_another,
+    a_disabled_account_answers_its_right_password_as_a_wrong_one,
 );
 
 fn user_id(app: &TestApp, email: &str) -> i64 {
@@ -213,16 +214,9 @@ async fn admins_change_roles_and_disable_and_enable_accounts(app: TestApp) {
         login_page.contains("Your account has been disabled."),
         "{login_page}"
     );
+    // Its right password gets the same answer as a wrong one (see
+    // a_disabled_account_answers_its_right_password_as_a_wrong_one).
     let res = sam.login("sam@example.com", PASSWORD).await;
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    assert!(
-        res.text()
-            .await
-            .unwrap()
-            .contains("This account is disabled.")
-    );
-    // A wrong password for a disabled account says no more than for any account.
-    let res = sam.login("sam@example.com", "wrong password!").await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
     let res = admin
@@ -410,4 +404,35 @@ async fn the_command_line_creates_one_user_after_another(app: TestApp) {
         .get_result(&mut *app.db())
         .unwrap();
     assert_eq!(created, 3, "each with its audit entry");
+}
+
+async fn a_disabled_account_answers_its_right_password_as_a_wrong_one(app: TestApp) {
+    let admin = app.admin().await;
+    let _sam = app
+        .user_with_role(&admin, "sam@example.com", "marketer")
+        .await;
+    let id = user_id(&app, "sam@example.com");
+    let res = admin
+        .post_form(&format!("/settings/users/{id}/disable"), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    let answer = |res: reqwest::Response| async move {
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        (status, texts(&body, ".flash-error"))
+    };
+    let c = app.client();
+    let right = answer(c.login("sam@example.com", PASSWORD).await).await;
+    let wrong = answer(c.login("sam@example.com", "wrong password!").await).await;
+    let unknown = answer(c.login("nobody@example.com", PASSWORD).await).await;
+    assert_eq!(right.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        right.1,
+        ["The e-mail address or password is not right."],
+        "{right:?}"
+    );
+    assert_eq!(right, wrong);
+    assert_eq!(right, unknown);
+    assert_eq!(location(&c.get("/").await), "/login", "not signed in");
 }
