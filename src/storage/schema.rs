@@ -17,7 +17,6 @@ diesel::table! {
         role -> Text,
         password_hash -> Text,
         must_change_password -> Integer,
-        session_epoch -> Integer,
         disabled_at -> Nullable<Timestamp>,
         last_login_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
@@ -372,3 +371,21 @@ diesel::joinable!(templates -> channels (channel_id));
 diesel::joinable!(template_versions -> templates (template_id));
 
 diesel::allow_tables_to_appear_in_same_query!(templates, template_versions, channels);
+
+// Server-side sessions (migration 20261203110000_sessions), kept together so they merge cleanly.
+
+diesel::table! {
+    sessions (id) {
+        id -> BigInt,
+        token_hash -> Text,
+        user_id -> BigInt,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        expires_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(sessions, users);

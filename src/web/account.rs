@@ -143,12 +143,14 @@ pub async fn change_password(
         .await
         .map_err(password_error)?;
     let actor = auth.actor();
-    let epoch = state
+    let keep = me.session_id;
+    state
         .db
         .run(move |conn| {
             write_transaction(conn, |conn| {
                 attempt.forget(conn)?;
-                let epoch = users::set_password(conn, stored.id, &hash, false)?;
+                // Other sessions of this person end; this one carries on.
+                users::set_password(conn, stored.id, &hash, false, Some(keep))?;
                 audit::record(
                     conn,
                     &actor,
@@ -157,12 +159,10 @@ pub async fn change_password(
                     Some(&stored.id.to_string()),
                     serde_json::json!({}),
                 )?;
-                Ok::<_, AppError>(epoch)
+                Ok::<_, AppError>(())
             })
         })
         .await?;
-    // Other sessions of this person end; this one carries on with the new epoch.
-    session.set_epoch(epoch)?;
     session.success("Your password has been changed. Other sessions have been signed out.");
     Ok(redirect_response(&req, paths::HOME))
 }

@@ -5,12 +5,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use crate::auth::token;
 use crate::domain::audit::{Actor, ActorKind};
 use crate::domain::role::Role;
 use crate::domain::user::{DisplayName, Email, NewPassword};
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::{audit, users, write_transaction};
+use crate::storage::{audit, sessions, users, write_transaction};
 use crate::web::chrome::Chrome;
 use crate::web::errors::safe_next;
 use crate::web::identity::{MaybeUser, redirect_response, setup_needed};
@@ -93,47 +94,51 @@ pub async fn setup(
         .hash(pw.expose().to_owned())
         .await
         .map_err(password_error)?;
+    let ttl = state.settings.session_ttl;
     let created = state
         .db
         .run(move |conn| {
-            let user = users::create_first_admin(
-                conn,
-                &users::NewUser {
-                    email: email.as_str(),
-                    name: name.as_str(),
-                    role: Role::Admin,
-                    password_hash: &hash,
-                    must_change_password: false,
-                },
-            );
-            match user {
-                Ok(u) => {
-                    audit::record(
-                        conn,
-                        &Actor {
-                            kind: ActorKind::User,
-                            id: Some(u.id),
-                            label: format!("{} <{}>", u.name, u.email),
-                        },
-                        "setup.completed",
-                        "user",
-                        Some(&u.id.to_string()),
-                        serde_json::json!({"role": "admin"}),
-                    )?;
-                    Ok(Some(u))
+            write_transaction(conn, |conn| {
+                let user = users::create_first_admin(
+                    conn,
+                    &users::NewUser {
+                        email: email.as_str(),
+                        name: name.as_str(),
+                        role: Role::Admin,
+                        password_hash: &hash,
+                        must_change_password: false,
+                    },
+                );
+                match user {
+                    Ok(u) => {
+                        audit::record(
+                            conn,
+                            &Actor {
+                                kind: ActorKind::User,
+                                id: Some(u.id),
+                                label: format!("{} <{}>", u.name, u.email),
+                            },
+                            "setup.completed",
+                            "user",
+                            Some(&u.id.to_string()),
+                            serde_json::json!({"role": "admin"}),
+                        )?;
+                        let session_id = crate::web::session::start(conn, u.id, ttl)?;
+                        Ok(Some((u, session_id)))
+                    }
+                    Err(users::SetupError::AlreadySetUp) => Ok(None),
+                    Err(users::SetupError::Database(e)) => Err(AppError::from(e)),
                 }
-                Err(users::SetupError::AlreadySetUp) => Ok(None),
-                Err(users::SetupError::Database(e)) => Err(AppError::from(e)),
-            }
+            })
         })
         .await?;
-    let Some(user) = created else {
+    let Some((user, session_id)) = created else {
         return Err(AppError::NotFound("Herald is already set up.".into()));
     };
     state
         .setup_done
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    session.sign_in(user.id, user.session_epoch)?;
+    session.sign_in(&session_id)?;
     session.success(format!(
         "Welcome, {}. Herald is ready: invite your team under Settings › Users.",
         user.name
@@ -260,18 +265,18 @@ pub async fn login(
             },
             Some(user),
         ) if user.is_active() => {
-            let id = user.id;
-            state
+            let (id, ttl) = (user.id, state.settings.session_ttl);
+            let session_id = state
                 .db
                 .run(move |conn| {
                     write_transaction(conn, |conn| {
                         attempt.forget(conn)?;
                         users::record_login(conn, id)?;
-                        Ok::<_, AppError>(())
+                        Ok::<_, AppError>(crate::web::session::start(conn, id, ttl)?)
                     })
                 })
                 .await?;
-            session.sign_in(user.id, user.session_epoch)?;
+            session.sign_in(&session_id)?;
             tracing::info!(user_id = user.id, "signed in");
             Ok(redirect_response(&req, &next))
         }
@@ -282,11 +287,28 @@ pub async fn login(
     }
 }
 
-pub async fn logout(req: HttpRequest, session: TypedSession) -> HttpResponse {
+/// Ends the session on the server (a copy of the cookie opens nothing afterwards) and clears
+/// the cookie.
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+) -> Result<HttpResponse, AppError> {
+    if let Some(id) = session.session_id() {
+        let hash = token::hash_token(&id);
+        state
+            .db
+            .run(move |conn| {
+                Ok::<_, AppError>(write_transaction(conn, |conn| {
+                    sessions::delete(conn, &hash)
+                })?)
+            })
+            .await?;
+    }
     session.sign_out();
     session.flash(
         crate::web::session::FlashLevel::Info,
         "You have signed out.",
     );
-    redirect_response(&req, paths::LOGIN)
+    Ok(redirect_response(&req, paths::LOGIN))
 }

@@ -1,5 +1,6 @@
-//! Typed access to the session cookie: who is signed in, since when, the CSRF token and
-//! flash messages. The cookie is private (encrypted and authenticated).
+//! Typed access to the session cookie: the id of the server-side session (see
+//! `storage::sessions`; the `identify` middleware checks it on every request), the CSRF token
+//! and flash messages. The cookie is private (encrypted and authenticated).
 
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
@@ -8,10 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::token;
 use crate::error::AppError;
+use crate::storage::{DbConnection, now, sessions};
 
-const USER_ID: &str = "uid";
-const EPOCH: &str = "epoch";
-const ISSUED_AT: &str = "iat";
+const SESSION_ID: &str = "sid";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
 const REVEAL: &str = "reveal";
@@ -56,14 +56,6 @@ pub struct Reveal {
     pub note: String,
 }
 
-/// Who the cookie says is signed in; checked against the database on every request.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionUser {
-    pub user_id: i64,
-    pub epoch: i32,
-    pub issued_at: i64,
-}
-
 pub struct TypedSession(Session);
 
 impl TypedSession {
@@ -71,25 +63,18 @@ impl TypedSession {
         TypedSession(session)
     }
 
-    /// Starts a fresh session for a person who just signed in: everything from before (the
-    /// anonymous CSRF token included) is dropped and the cookie is re-issued.
-    pub fn sign_in(&self, user_id: i64, epoch: i32) -> Result<(), AppError> {
+    /// Starts a fresh cookie for a person who just signed in, carrying the id of the session
+    /// stored for them (`start`): everything from before (the anonymous CSRF token included)
+    /// is dropped and the cookie is re-issued.
+    pub fn sign_in(&self, session_id: &str) -> Result<(), AppError> {
         let flashes = self.take_flashes();
         self.0.clear();
         self.0.renew();
-        self.0.insert(USER_ID, user_id)?;
-        self.0.insert(EPOCH, epoch)?;
-        self.0.insert(ISSUED_AT, chrono::Utc::now().timestamp())?;
+        self.0.insert(SESSION_ID, session_id)?;
         self.0.insert(CSRF, token::random_token())?;
         if !flashes.is_empty() {
             self.0.insert(FLASH, flashes)?;
         }
-        Ok(())
-    }
-
-    /// Keeps the person signed in after their epoch moved (e.g. they changed their password).
-    pub fn set_epoch(&self, epoch: i32) -> Result<(), AppError> {
-        self.0.insert(EPOCH, epoch)?;
         Ok(())
     }
 
@@ -100,12 +85,9 @@ impl TypedSession {
         self.0.renew();
     }
 
-    pub fn user(&self) -> Option<SessionUser> {
-        Some(SessionUser {
-            user_id: self.0.get(USER_ID).ok()??,
-            epoch: self.0.get(EPOCH).ok()??,
-            issued_at: self.0.get(ISSUED_AT).ok()??,
-        })
+    /// The id of the server-side session this cookie carries, if any.
+    pub fn session_id(&self) -> Option<String> {
+        self.0.get::<String>(SESSION_ID).ok().flatten()
     }
 
     /// The CSRF token, created on first use.
@@ -180,6 +162,22 @@ impl TypedSession {
         }
         all
     }
+}
+
+/// Stores a new session for `user_id`, lasting `ttl`, and returns its id for the cookie (the
+/// database keeps only its hash). Expired sessions are pruned on the way. Meant for the
+/// transaction that signs the person in.
+pub fn start(
+    conn: &mut DbConnection,
+    user_id: i64,
+    ttl: std::time::Duration,
+) -> diesel::QueryResult<String> {
+    let id = token::random_token();
+    let at = now();
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
+    sessions::prune(conn, at)?;
+    sessions::create(conn, user_id, &token::hash_token(&id), at, at + ttl)?;
+    Ok(id)
 }
 
 impl FromRequest for TypedSession {

@@ -11,7 +11,7 @@ use crate::domain::role::Role;
 use crate::domain::user::{DisplayName, Email, NewPassword};
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::{audit, is_unique_violation, users};
+use crate::storage::{audit, is_unique_violation, users, write_transaction};
 use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
@@ -166,7 +166,7 @@ pub async fn create(
     let result = state
         .db
         .run(move |conn| {
-            Ok::<_, AppError>(crate::storage::write_transaction(conn, |conn| {
+            Ok::<_, AppError>(write_transaction(conn, |conn| {
                 let user = users::insert(
                     conn,
                     &users::NewUser {
@@ -287,18 +287,20 @@ pub async fn change_role(
     let user = state
         .db
         .run(move |conn| {
-            let user = guard_change(conn, me, target, role != Role::Admin)?;
-            if user.role != role {
-                users::set_role(conn, user.id, role)?;
-                record(
-                    conn,
-                    &actor,
-                    "user.role_changed",
-                    &user,
-                    serde_json::json!({"from": user.role.as_str(), "to": role.as_str()}),
-                )?;
-            }
-            Ok::<_, AppError>(user)
+            write_transaction(conn, |conn| {
+                let user = guard_change(conn, me, target, role != Role::Admin)?;
+                if user.role != role {
+                    users::set_role(conn, user.id, role)?;
+                    record(
+                        conn,
+                        &actor,
+                        "user.role_changed",
+                        &user,
+                        serde_json::json!({"from": user.role.as_str(), "to": role.as_str()}),
+                    )?;
+                }
+                Ok::<_, AppError>(user)
+            })
         })
         .await?;
     session.success(format!("{} is now {}.", user.name, role.label()));
@@ -317,15 +319,17 @@ async fn set_access(
     let user = state
         .db
         .run(move |conn| {
-            let user = guard_change(conn, me, target, disable)?;
-            users::set_disabled(conn, user.id, disable)?;
-            let action = if disable {
-                "user.disabled"
-            } else {
-                "user.enabled"
-            };
-            record(conn, &actor, action, &user, serde_json::json!({}))?;
-            Ok::<_, AppError>(user)
+            write_transaction(conn, |conn| {
+                let user = guard_change(conn, me, target, disable)?;
+                users::set_disabled(conn, user.id, disable)?;
+                let action = if disable {
+                    "user.disabled"
+                } else {
+                    "user.enabled"
+                };
+                record(conn, &actor, action, &user, serde_json::json!({}))?;
+                Ok::<_, AppError>(user)
+            })
         })
         .await?;
     if disable {
@@ -376,16 +380,18 @@ pub async fn reset_password(
     let user = state
         .db
         .run(move |conn| {
-            let user = guard_change(conn, me, target, false)?;
-            users::set_password(conn, user.id, &hash, true)?;
-            record(
-                conn,
-                &actor,
-                "user.password_reset",
-                &user,
-                serde_json::json!({}),
-            )?;
-            Ok::<_, AppError>(user)
+            write_transaction(conn, |conn| {
+                let user = guard_change(conn, me, target, false)?;
+                users::set_password(conn, user.id, &hash, true, None)?;
+                record(
+                    conn,
+                    &actor,
+                    "user.password_reset",
+                    &user,
+                    serde_json::json!({}),
+                )?;
+                Ok::<_, AppError>(user)
+            })
         })
         .await?;
     session.success(format!(

@@ -1,6 +1,9 @@
 //! First-run setup, sign-in, sign-out, throttling and CSRF.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use reqwest::cookie::CookieStore;
 
 use reqwest::StatusCode;
 
@@ -21,6 +24,8 @@ crate::both_backends!(
     sign_in_returns_to_the_page_asked_for_but_never_off_site,
     control_characters_in_next_lead_home_never_off_site_nor_to_an_error,
     signing_in_renews_the_session,
+    signing_out_ends_the_session_for_every_copy_of_the_cookie,
+    sessions_end_when_they_expire_and_are_pruned,
 );
 
 fn count_users(app: &TestApp) -> i64 {
@@ -602,4 +607,104 @@ async fn the_current_password_check_is_throttled_like_sign_in(app: TestApp) {
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(admin.get("/").await.status(), StatusCode::OK);
+}
+
+/// A browser whose cookie can be copied (what an attacker with a stolen cookie replays).
+fn browser_with_visible_cookie(app: &TestApp) -> (Client, Arc<reqwest::cookie::Jar>) {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let http = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    (
+        Client {
+            http,
+            base: app.address.clone(),
+        },
+        jar,
+    )
+}
+
+fn copy_cookie(jar: &reqwest::cookie::Jar, base: &str) -> String {
+    jar.cookies(&base.parse().unwrap())
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// GET `path` on `base` with exactly this Cookie header, as a replayed copy would be sent.
+async fn replay(base: &str, cookie: &str, path: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{base}{path}"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn signing_out_ends_the_session_for_every_copy_of_the_cookie(app: TestApp) {
+    let _admin = app.admin().await;
+    let (c, jar) = browser_with_visible_cookie(&app);
+    assert_eq!(
+        c.login(ADMIN_EMAIL, PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let copied = copy_cookie(&jar, &app.address);
+    let second = app.second_instance().await;
+    for base in [&app.address, &second.address] {
+        let res = replay(base, &copied, "/contacts").await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "the copy works while signed in"
+        );
+    }
+
+    let res = c.post_form("/logout", &[]).await;
+    assert_eq!(location(&res), "/login");
+    // The copy taken before signing out opens nothing, on any instance.
+    for base in [&app.address, &second.address] {
+        let res = replay(base, &copied, "/contacts").await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{base}");
+        assert_eq!(location(&res), "/login?next=%2Fcontacts", "{base}");
+    }
+    use diesel::prelude::*;
+    use herald::storage::schema::sessions;
+    let left: i64 = sessions::table.count().get_result(&mut *app.db()).unwrap();
+    assert_eq!(left, 1, "only the setup client's session is left");
+}
+
+async fn sessions_end_when_they_expire_and_are_pruned(app: TestApp) {
+    use diesel::prelude::*;
+    use herald::storage::schema::sessions;
+    let admin = app.admin().await;
+    let past = herald::storage::now() - chrono::Duration::minutes(1);
+    diesel::update(sessions::table)
+        .set(sessions::expires_at.eq(past))
+        .execute(&mut *app.db())
+        .unwrap();
+    let res = admin.get("/contacts").await;
+    assert_eq!(location(&res), "/login?next=%2Fcontacts");
+    let page = admin.get_html("/login").await;
+    assert!(
+        page.contains("Your session expired. Sign in again."),
+        "{page}"
+    );
+    // The next sign-in prunes the expired row.
+    assert_eq!(
+        admin.login(ADMIN_EMAIL, PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let rows: Vec<chrono::NaiveDateTime> = sessions::table
+        .select(sessions::expires_at)
+        .load(&mut *app.db())
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0] > herald::storage::now());
+    assert_eq!(admin.get("/contacts").await.status(), StatusCode::OK);
 }

@@ -1,0 +1,106 @@
+//! Server-side sessions: the cookie carries a random session id, the database keeps its
+//! SHA-256 hash, whose user it is and until when it holds. Signing out deletes the row;
+//! disabling an account or changing its password revokes its rows, so every instance sees the
+//! session end on its next request.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::{sessions, users};
+use super::users::{User, UserRow};
+
+/// How often a session's `last_seen_at` is written at most: a write per request would be waste.
+const TOUCH_EVERY_SECS: i64 = 60;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sessions)]
+pub struct Session {
+    pub id: i64,
+    pub user_id: i64,
+    pub created_at: NaiveDateTime,
+    pub last_seen_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+/// Starts a session for `user_id`; `token_hash` is the hash of the id the cookie carries.
+pub fn create(
+    conn: &mut DbConnection,
+    user_id: i64,
+    token_hash: &str,
+    at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+) -> QueryResult<Session> {
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::token_hash.eq(token_hash),
+            sessions::user_id.eq(user_id),
+            sessions::created_at.eq(at),
+            sessions::last_seen_at.eq(at),
+            sessions::expires_at.eq(expires_at),
+        ))
+        .returning((
+            sessions::id,
+            sessions::user_id,
+            sessions::created_at,
+            sessions::last_seen_at,
+            sessions::expires_at,
+            sessions::revoked_at,
+        ))
+        .get_result(conn)
+}
+
+/// The session with this token hash and its person, in one query (run on every page request).
+pub fn find_with_user(
+    conn: &mut DbConnection,
+    token_hash: &str,
+) -> QueryResult<Option<(Session, User)>> {
+    let row = sessions::table
+        .inner_join(users::table)
+        .filter(sessions::token_hash.eq(token_hash))
+        .select((Session::as_select(), UserRow::as_select()))
+        .first::<(Session, UserRow)>(conn)
+        .optional()?;
+    row.map(|(s, u)| Ok((s, User::try_from(u)?))).transpose()
+}
+
+/// Records that the session was used, at most once a minute.
+pub fn touch(conn: &mut DbConnection, session: &Session, at: NaiveDateTime) -> QueryResult<usize> {
+    if (at - session.last_seen_at).num_seconds() < TOUCH_EVERY_SECS {
+        return Ok(0);
+    }
+    super::write_transaction(conn, |conn| {
+        diesel::update(sessions::table.find(session.id))
+            .set(sessions::last_seen_at.eq(at))
+            .execute(conn)
+    })
+}
+
+/// Signing out: the session is gone.
+pub fn delete(conn: &mut DbConnection, token_hash: &str) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(conn)
+}
+
+/// Ends every session of a person, except `keep` (the one changing its own password).
+pub fn revoke_for_user(
+    conn: &mut DbConnection,
+    user_id: i64,
+    keep: Option<i64>,
+    at: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::id.ne(keep.unwrap_or(-1)))
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set(sessions::revoked_at.eq(at))
+    .execute(conn)
+}
+
+/// Deletes sessions that have expired (revoked ones are kept until then, so their holder is
+/// told why they were signed out).
+pub fn prune(conn: &mut DbConnection, at: NaiveDateTime) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::expires_at.lt(at))).execute(conn)
+}
