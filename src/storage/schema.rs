@@ -372,7 +372,8 @@ diesel::joinable!(template_versions -> templates (template_id));
 
 diesel::allow_tables_to_appear_in_same_query!(templates, template_versions, channels);
 
-// Server-side sessions (migration 20261203110000_sessions), kept together so they merge cleanly.
+// Server-side sessions (migrations 20261203110000_sessions, 20261203120000_session_reveals),
+// kept together so they merge cleanly.
 
 diesel::table! {
     sessions (id) {
@@ -386,6 +387,18 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(sessions -> users (user_id));
+diesel::table! {
+    session_reveals (id) {
+        id -> BigInt,
+        session_id -> BigInt,
+        page -> Text,
+        sealed -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
 
-diesel::allow_tables_to_appear_in_same_query!(sessions, users);
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(session_reveals -> sessions (session_id));
+
+diesel::allow_tables_to_appear_in_same_query!(sessions, session_reveals, users);

@@ -1,13 +1,14 @@
 //! Server-side sessions: the cookie carries a random session id, the database keeps its
 //! SHA-256 hash, whose user it is and until when it holds. Signing out deletes the row;
 //! disabling an account or changing its password revokes its rows, so every instance sees the
-//! session end on its next request.
+//! session end on its next request. Secrets shown once (a new API key, a temporary password)
+//! are kept sealed beside the session that may see them, and deleted as they are shown.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::DbConnection;
-use super::schema::{sessions, users};
+use super::schema::{session_reveals, sessions, users};
 use super::users::{User, UserRow};
 
 /// How often a session's `last_seen_at` is written at most: a write per request would be waste.
@@ -77,8 +78,13 @@ pub fn touch(conn: &mut DbConnection, session: &Session, at: NaiveDateTime) -> Q
     })
 }
 
-/// Signing out: the session is gone.
+/// Signing out: the session is gone, with the secrets it had yet to see.
 pub fn delete(conn: &mut DbConnection, token_hash: &str) -> QueryResult<usize> {
+    let ids = sessions::table
+        .filter(sessions::token_hash.eq(token_hash))
+        .select(sessions::id);
+    diesel::delete(session_reveals::table.filter(session_reveals::session_id.eq_any(ids)))
+        .execute(conn)?;
     diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(conn)
 }
 
@@ -89,18 +95,80 @@ pub fn revoke_for_user(
     keep: Option<i64>,
     at: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(
-        sessions::table
-            .filter(sessions::user_id.eq(user_id))
-            .filter(sessions::id.ne(keep.unwrap_or(-1)))
-            .filter(sessions::revoked_at.is_null()),
+    let others = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::id.ne(keep.unwrap_or(-1)));
+    diesel::delete(
+        session_reveals::table
+            .filter(session_reveals::session_id.eq_any(others.select(sessions::id))),
     )
-    .set(sessions::revoked_at.eq(at))
-    .execute(conn)
+    .execute(conn)?;
+    diesel::update(others.filter(sessions::revoked_at.is_null()))
+        .set(sessions::revoked_at.eq(at))
+        .execute(conn)
 }
 
 /// Deletes sessions that have expired (revoked ones are kept until then, so their holder is
-/// told why they were signed out).
+/// told why they were signed out), and secrets nobody came back for.
 pub fn prune(conn: &mut DbConnection, at: NaiveDateTime) -> QueryResult<usize> {
+    let expired = sessions::table
+        .filter(sessions::expires_at.lt(at))
+        .select(sessions::id);
+    diesel::delete(
+        session_reveals::table.filter(
+            session_reveals::expires_at
+                .lt(at)
+                .or(session_reveals::session_id.eq_any(expired)),
+        ),
+    )
+    .execute(conn)?;
     diesel::delete(sessions::table.filter(sessions::expires_at.lt(at))).execute(conn)
+}
+
+/// Keeps a sealed secret for this session to see once on `page`, until `expires_at`.
+pub fn add_reveal(
+    conn: &mut DbConnection,
+    session_id: i64,
+    page: &str,
+    sealed: &str,
+    at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::delete(session_reveals::table.filter(session_reveals::expires_at.lt(at)))
+        .execute(conn)?;
+    diesel::insert_into(session_reveals::table)
+        .values((
+            session_reveals::session_id.eq(session_id),
+            session_reveals::page.eq(page),
+            session_reveals::sealed.eq(sealed),
+            session_reveals::created_at.eq(at),
+            session_reveals::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+}
+
+/// Takes the newest unexpired secret kept for this session and page, deleting every one kept
+/// there in the same statement: a second look (a replayed request, another tab) finds nothing.
+pub fn take_reveal(
+    conn: &mut DbConnection,
+    session_id: i64,
+    page: &str,
+    at: NaiveDateTime,
+) -> QueryResult<Option<String>> {
+    let taken: Vec<(i64, String, NaiveDateTime)> = diesel::delete(
+        session_reveals::table
+            .filter(session_reveals::session_id.eq(session_id))
+            .filter(session_reveals::page.eq(page)),
+    )
+    .returning((
+        session_reveals::id,
+        session_reveals::sealed,
+        session_reveals::expires_at,
+    ))
+    .get_results(conn)?;
+    Ok(taken
+        .into_iter()
+        .filter(|(_, _, expires_at)| *expires_at > at)
+        .max_by_key(|(id, _, _)| *id)
+        .map(|(_, sealed, _)| sealed))
 }

@@ -16,7 +16,7 @@ use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::passwords::password_error;
-use crate::web::session::{Reveal, TypedSession};
+use crate::web::session::{Reveal, RevealOn, TypedSession, take_reveal};
 use crate::web::{FieldErrors, paths, render_with_status};
 
 pub struct UserView {
@@ -96,13 +96,19 @@ fn my_id(auth: &Auth<perm::ManageUsers>) -> i64 {
     auth.user().map_or(0, |u| u.id)
 }
 
+/// The admin's server-side session, which alone may see the secrets created here.
+fn my_session(auth: &Auth<perm::ManageUsers>) -> Result<i64, AppError> {
+    auth.user()
+        .map(|u| u.session_id)
+        .ok_or(AppError::Unauthenticated)
+}
+
 pub async fn index(
     auth: Auth<perm::ManageUsers>,
     state: web::Data<AppState>,
     chrome: Chrome,
-    session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
-    let reveal = session.take_reveal();
+    let reveal = take_reveal(&state, my_session(&auth)?, RevealOn::Users).await?;
     let form = NewUserForm {
         role: Role::Marketer.as_str().into(),
         ..Default::default()
@@ -161,6 +167,13 @@ pub async fn create(
         .await
         .map_err(password_error)?;
     let actor = auth.actor();
+    let session_id = my_session(&auth)?;
+    let reveal = Reveal::new(
+        format!("Sign-in details for {}", name.as_str()),
+        format!("{email} / {}", pw.expose()),
+        "Share them privately. They choose their own password at first sign-in. This is shown only once.",
+    )
+    .seal(&state.keys)?;
     let (email_c, name_c) = (email.clone(), name.clone());
     // The inner result keeps Diesel's error, so a duplicate e-mail can be told apart.
     let result = state
@@ -185,6 +198,7 @@ pub async fn create(
                     Some(&user.id.to_string()),
                     serde_json::json!({"email": user.email, "role": role.as_str()}),
                 )?;
+                reveal.keep(conn, session_id, RevealOn::Users)?;
                 Ok::<_, diesel::result::Error>(user)
             }))
         })
@@ -212,11 +226,6 @@ pub async fn create(
         name.as_str(),
         role.label()
     ));
-    session.reveal(
-        format!("Sign-in details for {}", name.as_str()),
-        format!("{email} / {}", pw.expose()),
-        "Share them privately. They choose their own password at first sign-in. This is shown only once.",
-    )?;
     Ok(redirect_response(&req, paths::USERS))
 }
 
@@ -371,6 +380,7 @@ pub async fn reset_password(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let (me, actor, target) = (my_id(&auth), auth.actor(), path.into_inner());
+    let (session_id, keys) = (my_session(&auth)?, state.keys.clone());
     let temporary = token::readable_password();
     let hash = state
         .passwords
@@ -390,6 +400,13 @@ pub async fn reset_password(
                     &user,
                     serde_json::json!({}),
                 )?;
+                Reveal::new(
+                    format!("New temporary password for {}", user.name),
+                    format!("{} / {temporary}", user.email),
+                    "Share it privately. They must choose a new password when they sign in. This is shown only once.",
+                )
+                .seal(&keys)?
+                .keep(conn, session_id, RevealOn::Users)?;
                 Ok::<_, AppError>(user)
             })
         })
@@ -398,10 +415,5 @@ pub async fn reset_password(
         "{}'s password was reset and their sessions ended.",
         user.name
     ));
-    session.reveal(
-        format!("New temporary password for {}", user.name),
-        format!("{} / {temporary}", user.email),
-        "Share it privately. They must choose a new password when they sign in. This is shown only once.",
-    )?;
     Ok(redirect_response(&req, paths::USERS))
 }

@@ -610,7 +610,7 @@ async fn the_current_password_check_is_throttled_like_sign_in(app: TestApp) {
 }
 
 /// A browser whose cookie can be copied (what an attacker with a stolen cookie replays).
-fn browser_with_visible_cookie(app: &TestApp) -> (Client, Arc<reqwest::cookie::Jar>) {
+pub(crate) fn browser_with_visible_cookie(app: &TestApp) -> (Client, Arc<reqwest::cookie::Jar>) {
     let jar = Arc::new(reqwest::cookie::Jar::default());
     let http = reqwest::Client::builder()
         .cookie_provider(jar.clone())
@@ -626,7 +626,7 @@ fn browser_with_visible_cookie(app: &TestApp) -> (Client, Arc<reqwest::cookie::J
     )
 }
 
-fn copy_cookie(jar: &reqwest::cookie::Jar, base: &str) -> String {
+pub(crate) fn copy_cookie(jar: &reqwest::cookie::Jar, base: &str) -> String {
     jar.cookies(&base.parse().unwrap())
         .expect("a session cookie")
         .to_str()
@@ -635,7 +635,7 @@ fn copy_cookie(jar: &reqwest::cookie::Jar, base: &str) -> String {
 }
 
 /// GET `path` on `base` with exactly this Cookie header, as a replayed copy would be sent.
-async fn replay(base: &str, cookie: &str, path: &str) -> reqwest::Response {
+pub(crate) async fn replay(base: &str, cookie: &str, path: &str) -> reqwest::Response {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -13,6 +13,7 @@ crate::both_backends!(
     admins_cannot_lock_everyone_out,
     the_command_line_creates_one_user_after_another,
     a_disabled_account_answers_its_right_password_as_a_wrong_one,
+    temporary_passwords_are_shown_once_whatever_cookie_comes_back,
 );
 
 fn user_id(app: &TestApp, email: &str) -> i64 {
@@ -435,4 +436,43 @@ async fn a_disabled_account_answers_its_right_password_as_a_wrong_one(app: TestA
     assert_eq!(right, wrong);
     assert_eq!(right, unknown);
     assert_eq!(location(&c.get("/").await), "/login", "not signed in");
+}
+
+async fn temporary_passwords_are_shown_once_whatever_cookie_comes_back(app: TestApp) {
+    use crate::auth::{browser_with_visible_cookie, copy_cookie, replay};
+    let _admin = app.admin().await;
+    let (c, jar) = browser_with_visible_cookie(&app);
+    c.login(ADMIN_EMAIL, PASSWORD).await;
+    let invite = [
+        ("name", "Mia Marketer"),
+        ("email", "mia@example.com"),
+        ("role", "marketer"),
+        ("password", ""),
+    ];
+    assert_eq!(
+        c.post_form("/settings/users", &invite).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let id = user_id(&app, "mia@example.com");
+    let reset = format!("/settings/users/{id}/reset-password");
+    for (what, create) in [("invitation", None), ("reset", Some(reset.as_str()))] {
+        if let Some(path) = create {
+            assert_eq!(c.post_form(path, &[]).await.status(), StatusCode::SEE_OTHER);
+        }
+        let older = copy_cookie(&jar, &app.address);
+        let shown = texts(&c.get_html("/settings/users").await, "#revealed-secret");
+        assert_eq!(shown.len(), 1, "{what}");
+        assert!(
+            shown[0].starts_with("mia@example.com / "),
+            "{what}: {shown:?}"
+        );
+        let res = replay(&app.address, &older, "/settings/users").await;
+        assert_eq!(res.status(), StatusCode::OK, "{what}");
+        let page = res.text().await.unwrap();
+        assert!(
+            texts(&page, "#revealed-secret").is_empty(),
+            "{what} shown again"
+        );
+        assert!(!page.contains(&shown[0]), "{what}");
+    }
 }
