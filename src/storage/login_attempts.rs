@@ -37,26 +37,17 @@ pub fn admit(
     limits: Limits,
     at: NaiveDateTime,
 ) -> QueryResult<Admission> {
+    // In a flood nearly every attempt is over a limit already: a plain read turns those away
+    // without taking the write lock, which the rest of Herald needs meanwhile. (Counts only
+    // fall when a sign-in succeeds or time passes, so this read refuses nobody the locked
+    // count below would admit, but for such a race.)
+    if let Some(throttled) = over_limit(conn, account_key, address_key, limits, at)? {
+        return Ok(throttled);
+    }
     write_transaction(conn, |conn| {
         lock(conn, &[account_key, address_key])?;
-        let since = at - limits.window;
-        let retry = |oldest: Option<NaiveDateTime>| {
-            let until = oldest.unwrap_or(at) + limits.window;
-            u64::try_from((until - at).num_seconds().max(1)).unwrap_or(60)
-        };
-        let (account_failures, account_oldest) = failures_since(conn, account_key, since)?;
-        if account_failures >= limits.per_account {
-            return Ok(Admission::Throttled {
-                retry_after_secs: retry(account_oldest),
-                per_account: true,
-            });
-        }
-        let (address_failures, address_oldest) = failures_since(conn, address_key, since)?;
-        if address_failures >= limits.per_address {
-            return Ok(Admission::Throttled {
-                retry_after_secs: retry(address_oldest),
-                per_account: false,
-            });
+        if let Some(throttled) = over_limit(conn, account_key, address_key, limits, at)? {
+            return Ok(throttled);
         }
         let mut ids = Vec::with_capacity(2);
         // One statement per key: a MultiConnection cannot batch inserts on SQLite.
@@ -75,6 +66,36 @@ pub fn admit(
         prune(conn, at - chrono::Duration::days(1))?;
         Ok(Admission::Admitted { ids })
     })
+}
+
+/// `Throttled` when either key has reached its limit within the window.
+fn over_limit(
+    conn: &mut DbConnection,
+    account_key: &str,
+    address_key: &str,
+    limits: Limits,
+    at: NaiveDateTime,
+) -> QueryResult<Option<Admission>> {
+    let since = at - limits.window;
+    let retry = |oldest: Option<NaiveDateTime>| {
+        let until = oldest.unwrap_or(at) + limits.window;
+        u64::try_from((until - at).num_seconds().max(1)).unwrap_or(60)
+    };
+    let (account_failures, account_oldest) = failures_since(conn, account_key, since)?;
+    if account_failures >= limits.per_account {
+        return Ok(Some(Admission::Throttled {
+            retry_after_secs: retry(account_oldest),
+            per_account: true,
+        }));
+    }
+    let (address_failures, address_oldest) = failures_since(conn, address_key, since)?;
+    if address_failures >= limits.per_address {
+        return Ok(Some(Admission::Throttled {
+            retry_after_secs: retry(address_oldest),
+            per_account: false,
+        }));
+    }
+    Ok(None)
 }
 
 /// Serialises the bookkeeping of these keys until the transaction ends (PostgreSQL; SQLite's
