@@ -80,10 +80,13 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Its log (a flood logs every refusal) goes to a file beside the database.
+        let log_path = dir.join("herald.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
         let mut child = cmd
             .arg("serve")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("start herald");
         let stdout = child.stdout.take().expect("stdout");
@@ -97,7 +100,8 @@ impl Server {
                 }
                 _ => {
                     let _ = child.kill();
-                    panic!("herald exited before it was ready");
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!("herald exited before it was ready:\n{log}");
                 }
             }
         };

@@ -1,4 +1,4 @@
-//! Server-side sessions: the cookie carries a random session id, the database keeps its
+//! Server-side sessions: the cookie carries a random session token, the database keeps its
 //! SHA-256 hash, whose user it is and until when it holds. Signing out deletes the row;
 //! disabling an account or changing its password revokes its rows, so every instance sees the
 //! session end on its next request. Secrets shown once (a new API key, a temporary password)
@@ -25,7 +25,7 @@ pub struct Session {
     pub revoked_at: Option<NaiveDateTime>,
 }
 
-/// Starts a session for `user_id`; `token_hash` is the hash of the id the cookie carries.
+/// Starts a session for `user_id`; `token_hash` is the hash of the token the cookie carries.
 pub fn create(
     conn: &mut DbConnection,
     user_id: i64,

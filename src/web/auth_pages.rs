@@ -123,8 +123,8 @@ pub async fn setup(
                             Some(&u.id.to_string()),
                             serde_json::json!({"role": "admin"}),
                         )?;
-                        let session_id = crate::web::session::start(conn, u.id, ttl)?;
-                        Ok(Some((u, session_id)))
+                        let session_token = crate::web::session::start(conn, u.id, ttl)?;
+                        Ok(Some((u, session_token)))
                     }
                     Err(users::SetupError::AlreadySetUp) => Ok(None),
                     Err(users::SetupError::Database(e)) => Err(AppError::from(e)),
@@ -132,13 +132,13 @@ pub async fn setup(
             })
         })
         .await?;
-    let Some((user, session_id)) = created else {
+    let Some((user, session_token)) = created else {
         return Err(AppError::NotFound("Herald is already set up.".into()));
     };
     state
         .setup_done
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    session.sign_in(&session_id)?;
+    session.sign_in(&session_token)?;
     session.success(format!(
         "Welcome, {}. Herald is ready: invite your team under Settings › Users.",
         user.name
@@ -266,7 +266,7 @@ pub async fn login(
             Some(user),
         ) if user.is_active() => {
             let (id, ttl) = (user.id, state.settings.session_ttl);
-            let session_id = state
+            let session_token = state
                 .db
                 .run(move |conn| {
                     write_transaction(conn, |conn| {
@@ -276,7 +276,7 @@ pub async fn login(
                     })
                 })
                 .await?;
-            session.sign_in(&session_id)?;
+            session.sign_in(&session_token)?;
             tracing::info!(user_id = user.id, "signed in");
             Ok(redirect_response(&req, &next))
         }
@@ -294,8 +294,8 @@ pub async fn logout(
     state: web::Data<AppState>,
     session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
-    if let Some(id) = session.session_id() {
-        let hash = token::hash_token(&id);
+    if let Some(session_token) = session.session_token() {
+        let hash = token::hash_token(&session_token);
         state
             .db
             .run(move |conn| {

@@ -287,10 +287,10 @@ async fn resolve_user(
     state: &AppState,
     session: &TypedSession,
 ) -> Result<Option<CurrentUser>, AppError> {
-    let Some(session_id) = session.session_id() else {
+    let Some(session_token) = session.session_token() else {
         return Ok(None);
     };
-    let hash = token::hash_token(&session_id);
+    let hash = token::hash_token(&session_token);
     let at = crate::storage::now();
     let found = state
         .db

@@ -13,7 +13,7 @@ use crate::error::AppError;
 use crate::startup::AppState;
 use crate::storage::{DbConnection, now, sessions, write_transaction};
 
-const SESSION_ID: &str = "sid";
+const SESSION_TOKEN: &str = "sid";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
 
@@ -160,14 +160,14 @@ impl TypedSession {
         TypedSession(session)
     }
 
-    /// Starts a fresh cookie for a person who just signed in, carrying the id of the session
-    /// stored for them (`start`): everything from before (the anonymous CSRF token included)
-    /// is dropped and the cookie is re-issued.
-    pub fn sign_in(&self, session_id: &str) -> Result<(), AppError> {
+    /// Starts a fresh cookie for a person who just signed in, carrying the token of the
+    /// session stored for them (`start`): everything from before (the anonymous CSRF token
+    /// included) is dropped and the cookie is re-issued.
+    pub fn sign_in(&self, session_token: &str) -> Result<(), AppError> {
         let flashes = self.take_flashes();
         self.0.clear();
         self.0.renew();
-        self.0.insert(SESSION_ID, session_id)?;
+        self.0.insert(SESSION_TOKEN, session_token)?;
         self.0.insert(CSRF, token::random_token())?;
         if !flashes.is_empty() {
             self.0.insert(FLASH, flashes)?;
@@ -182,9 +182,10 @@ impl TypedSession {
         self.0.renew();
     }
 
-    /// The id of the server-side session this cookie carries, if any.
-    pub fn session_id(&self) -> Option<String> {
-        self.0.get::<String>(SESSION_ID).ok().flatten()
+    /// The token of the server-side session this cookie carries, if any (the database keeps
+    /// its hash).
+    pub fn session_token(&self) -> Option<String> {
+        self.0.get::<String>(SESSION_TOKEN).ok().flatten()
     }
 
     /// The CSRF token, created on first use.
@@ -236,20 +237,26 @@ impl TypedSession {
     }
 }
 
-/// Stores a new session for `user_id`, lasting `ttl`, and returns its id for the cookie (the
-/// database keeps only its hash). Expired sessions are pruned on the way. Meant for the
+/// Stores a new session for `user_id`, lasting `ttl`, and returns its token for the cookie
+/// (the database keeps only its hash). Expired sessions are pruned on the way. Meant for the
 /// transaction that signs the person in.
 pub fn start(
     conn: &mut DbConnection,
     user_id: i64,
     ttl: std::time::Duration,
 ) -> diesel::QueryResult<String> {
-    let id = token::random_token();
+    let session_token = token::random_token();
     let at = now();
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
     sessions::prune(conn, at)?;
-    sessions::create(conn, user_id, &token::hash_token(&id), at, at + ttl)?;
-    Ok(id)
+    sessions::create(
+        conn,
+        user_id,
+        &token::hash_token(&session_token),
+        at,
+        at + ttl,
+    )?;
+    Ok(session_token)
 }
 
 impl FromRequest for TypedSession {
