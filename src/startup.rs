@@ -39,6 +39,8 @@ pub struct AppState {
     pub dummy_hash: String,
     /// Argon2 hashing and checking, a bounded number at a time.
     pub passwords: password::Passwords,
+    /// Turns for the database side of sign-ins, so a flood of them waits asleep.
+    pub sign_in_turns: routes::passwords::SignInTurns,
     pub keys: Keys,
     /// Adapters for the stored channels.
     pub channels: Arc<ChannelRegistry>,
@@ -267,6 +269,7 @@ impl Application {
             setup_done: AtomicBool::new(false),
             dummy_hash,
             passwords: password::Passwords::per_core()?,
+            sign_in_turns: routes::passwords::SignInTurns::per_core(),
             keys,
             settings,
         });

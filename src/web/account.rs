@@ -75,7 +75,8 @@ pub async fn change_password(
         &req,
         &stored.email,
         form.current_password.clone(),
-        stored.password_hash.clone(),
+        |_| Ok(()),
+        |_| stored.password_hash.clone(),
     )
     .await?;
     let attempt = match verdict {
@@ -105,6 +106,7 @@ pub async fn change_password(
         Verdict::Checked {
             matches: true,
             attempt,
+            ..
         } => Some(attempt),
     };
     let email = Email::parse(&stored.email).ok();

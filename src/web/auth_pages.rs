@@ -218,25 +218,23 @@ pub async fn login(
     }
 
     let lookup = email.clone();
-    let user = state
-        .db
-        .run(move |conn| Ok::<_, AppError>(users::find_by_email(conn, &lookup)?))
-        .await?;
-    // An unknown e-mail costs the same Argon2 check as a wrong password.
-    let stored = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| state.dummy_hash.clone());
-    let verdict = check_password(&state, &req, &email, form.password.clone(), stored).await?;
+    let dummy = state.dummy_hash.clone();
+    let verdict = check_password(
+        &state,
+        &req,
+        &email,
+        form.password.clone(),
+        move |conn| Ok(users::find_by_email(conn, &lookup)?),
+        // An unknown e-mail costs the same Argon2 check as a wrong password.
+        |user| user.as_ref().map_or(dummy, |u| u.password_hash.clone()),
+    )
+    .await?;
 
-    match (verdict, user) {
-        (
-            Verdict::Throttled {
-                retry_after_secs,
-                per_account,
-            },
-            _,
-        ) => {
+    match verdict {
+        Verdict::Throttled {
+            retry_after_secs,
+            per_account,
+        } => {
             let res = render_with_status(
                 &page(
                     chrome,
@@ -246,7 +244,7 @@ pub async fn login(
             )?;
             Ok(with_retry_after(res, retry_after_secs))
         }
-        (Verdict::Busy { retry_after_secs }, _) => {
+        Verdict::Busy { retry_after_secs } => {
             let res = render_with_status(
                 &page(
                     chrome,
@@ -258,13 +256,11 @@ pub async fn login(
         }
         // A disabled account gets the wrong-password answer even for its right password:
         // anything else would confirm the password to whoever is guessing.
-        (
-            Verdict::Checked {
-                matches: true,
-                attempt,
-            },
-            Some(user),
-        ) if user.is_active() => {
+        Verdict::Checked {
+            matches: true,
+            attempt,
+            loaded: Some(user),
+        } if user.is_active() => {
             let (id, ttl) = (user.id, state.settings.session_ttl);
             let session_token = state
                 .db
@@ -280,7 +276,7 @@ pub async fn login(
             tracing::info!(user_id = user.id, "signed in");
             Ok(redirect_response(&req, &next))
         }
-        (Verdict::Checked { .. }, _) => render_with_status(
+        Verdict::Checked { .. } => render_with_status(
             &page(chrome, "The e-mail address or password is not right."),
             StatusCode::UNAUTHORIZED,
         ),

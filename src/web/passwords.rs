@@ -4,8 +4,11 @@
 //! is checked (so parallel guesses cannot all pass the count first), and Argon2 runs under
 //! `Passwords`' bound (a few at a time, the rest waiting a bounded time).
 
+use std::time::Duration;
+
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::auth::password::PasswordError;
 use crate::error::AppError;
@@ -60,7 +63,7 @@ impl Attempt {
     }
 }
 
-pub enum Verdict {
+pub enum Verdict<T> {
     /// Too many failures lately: nothing was checked.
     Throttled {
         retry_after_secs: u64,
@@ -68,53 +71,95 @@ pub enum Verdict {
     },
     /// Herald could not check the password in time; the attempt was not counted.
     Busy { retry_after_secs: u64 },
-    /// Checked (and counted as a failure until `Attempt::forget`).
-    Checked { matches: bool, attempt: Attempt },
+    /// Checked (and counted as a failure until `Attempt::forget`), with what `load` returned.
+    Checked {
+        matches: bool,
+        attempt: Attempt,
+        loaded: T,
+    },
 }
 
-/// Counts an attempt on `email`'s account from this client, then checks `password` against
-/// `stored` (an unknown e-mail is checked against a dummy hash: the same work either way).
-pub async fn check_password(
+/// Turns for the database side of password checks. Every sign-in, even one turned away at
+/// once, takes a trip to the database on a blocking thread; 200 connections flooding the
+/// sign-in form kept some 200 such threads busy, and `/healthz` waited behind them (p99 over
+/// 200 ms). With a few turns the flood waits here, asleep, and the rest of Herald finds the
+/// CPU and the database free.
+pub struct SignInTurns {
+    permits: Semaphore,
+    max_wait: Duration,
+}
+
+impl SignInTurns {
+    pub fn new(turns: usize, max_wait: Duration) -> Self {
+        SignInTurns {
+            permits: Semaphore::new(turns.max(1)),
+            max_wait,
+        }
+    }
+
+    /// Two turns per core; a sign-in waits 3 s at most for one.
+    pub fn per_core() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::new(2 * cores, Duration::from_secs(3))
+    }
+
+    async fn take(&self) -> Option<SemaphorePermit<'_>> {
+        tokio::time::timeout(self.max_wait, self.permits.acquire())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// Counts an attempt on `email`'s account from this client and, once it is admitted, runs
+/// `load` in the same trip to the database (so a flood of refused attempts costs one trip
+/// each); then checks `password` against the hash `stored` picks from what was loaded. Give
+/// `stored` a dummy hash where there is no account: the same work either way.
+pub async fn check_password<T: Send + 'static>(
     state: &AppState,
     req: &HttpRequest,
     email: &str,
     password: String,
-    stored: String,
-) -> Result<Verdict, AppError> {
+    load: impl FnOnce(&mut DbConnection) -> Result<T, AppError> + Send + 'static,
+    stored: impl FnOnce(&T) -> String,
+) -> Result<Verdict<T>, AppError> {
     let account_key = format!("account:{}", email.trim().to_lowercase());
     let address_key = format!(
         "address:{}",
         client_address(req, state.settings.trust_proxy)
     );
     let keys = (account_key.clone(), address_key);
-    let admission = state
-        .db
-        .run(move |conn| {
-            Ok::<_, AppError>(login_attempts::admit(
-                conn,
-                &keys.0,
-                &keys.1,
-                LIMITS,
-                now(),
-            )?)
-        })
-        .await?;
-    let ids = match admission {
-        Admission::Throttled {
-            retry_after_secs,
-            per_account,
-        } => {
-            return Ok(Verdict::Throttled {
-                retry_after_secs,
-                per_account,
-            });
-        }
-        Admission::Admitted { ids } => ids,
+    let Some(turn) = state.sign_in_turns.take().await else {
+        return Ok(Verdict::Busy {
+            retry_after_secs: state.sign_in_turns.max_wait.as_secs().max(1),
+        });
     };
+    let admitted = state
+        .db
+        .run(
+            move |conn| match login_attempts::admit(conn, &keys.0, &keys.1, LIMITS, now())? {
+                Admission::Admitted { ids } => Ok(Ok((ids, load(conn)?))),
+                Admission::Throttled {
+                    retry_after_secs,
+                    per_account,
+                } => Ok::<_, AppError>(Err(Verdict::Throttled {
+                    retry_after_secs,
+                    per_account,
+                })),
+            },
+        )
+        .await;
+    drop(turn);
+    let (ids, loaded) = match admitted? {
+        Ok(admitted) => admitted,
+        Err(throttled) => return Ok(throttled),
+    };
+    let stored = stored(&loaded);
     match state.passwords.verify(password, stored).await {
         Ok(matches) => Ok(Verdict::Checked {
             matches,
             attempt: Attempt { account_key, ids },
+            loaded,
         }),
         Err(PasswordError::Busy { retry_after_secs }) => {
             state
@@ -141,4 +186,32 @@ pub fn with_retry_after(mut res: HttpResponse, secs: u64) -> HttpResponse {
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sign_ins_wait_a_bounded_time_for_a_turn() {
+        let turns = SignInTurns::new(2, Duration::from_millis(30));
+        let first = turns.take().await;
+        let second = turns.take().await;
+        assert!(first.is_some() && second.is_some());
+        assert!(turns.take().await.is_none(), "a third waits, then gives up");
+        drop(first);
+        assert!(turns.take().await.is_some(), "a turn given back is taken");
+    }
+
+    #[test]
+    fn throttled_messages_say_how_long() {
+        assert_eq!(
+            throttled_message("failed sign-ins", 61, true),
+            "Too many failed sign-ins for this account. Try again in 2 minutes."
+        );
+        assert_eq!(
+            throttled_message("wrong passwords", 5, false),
+            "Too many wrong passwords for your address. Try again in 1 minute."
+        );
+    }
 }
