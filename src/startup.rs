@@ -37,6 +37,10 @@ pub struct AppState {
     pub setup_done: AtomicBool,
     /// Verified for unknown e-mails so sign-in takes as long either way.
     pub dummy_hash: String,
+    /// Argon2 hashing and checking, a bounded number at a time.
+    pub passwords: password::Passwords,
+    /// Turns for the database side of sign-ins, so a flood of them waits asleep.
+    pub sign_in_turns: routes::passwords::SignInTurns,
     pub keys: Keys,
     /// Adapters for the stored channels.
     pub channels: Arc<ChannelRegistry>,
@@ -270,6 +274,8 @@ impl Application {
             public_url: public_url.clone(),
             setup_done: AtomicBool::new(false),
             dummy_hash,
+            passwords: password::Passwords::per_core()?,
+            sign_in_turns: routes::passwords::SignInTurns::per_core(),
             keys,
             settings,
         });

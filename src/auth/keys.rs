@@ -12,6 +12,8 @@ pub struct Keys {
     pub cookie: actix_web::cookie::Key,
     /// Encrypts channel secrets at rest.
     pub channel_secrets: [u8; 32],
+    /// Encrypts secrets kept server-side until they are shown once (`storage::sessions`).
+    pub reveals: [u8; 32],
 }
 
 impl Keys {
@@ -25,13 +27,17 @@ impl Keys {
         let hk = Hkdf::<Sha256>::new(Some(b"herald"), master.as_bytes());
         let mut cookie = [0u8; 64];
         let mut channel_secrets = [0u8; 32];
+        let mut reveals = [0u8; 32];
         hk.expand(b"session cookie", &mut cookie)
             .map_err(|_| anyhow::anyhow!("deriving the cookie key failed"))?;
         hk.expand(b"channel secrets", &mut channel_secrets)
             .map_err(|_| anyhow::anyhow!("deriving the channel secrets key failed"))?;
+        hk.expand(b"shown-once secrets", &mut reveals)
+            .map_err(|_| anyhow::anyhow!("deriving the shown-once secrets key failed"))?;
         Ok(Keys {
             cookie: actix_web::cookie::Key::from(&cookie),
             channel_secrets,
+            reveals,
         })
     }
 
@@ -54,6 +60,7 @@ mod tests {
         assert_eq!(a.channel_secrets, b.channel_secrets);
         assert_eq!(a.cookie.master(), b.cookie.master());
         assert_ne!(&a.cookie.master()[..32], &a.channel_secrets[..]);
+        assert_ne!(a.reveals, a.channel_secrets);
         let other = Keys::derive("another secret of enough length!!").unwrap();
         assert_ne!(a.channel_secrets, other.channel_secrets);
     }

@@ -1,4 +1,4 @@
-//! Random tokens: API keys (stored as SHA-256 hashes) and CSRF tokens.
+//! Random tokens: API keys and session ids (both stored as SHA-256 hashes) and CSRF tokens.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,7 +40,13 @@ pub fn new_api_key() -> NewApiKey {
 /// API keys carry 256 random bits, so a fast hash is enough (no password stretching needed);
 /// lookups go by this hash, so the comparison never touches the secret itself.
 pub fn hash_api_key(secret: &str) -> String {
-    let digest = Sha256::digest(secret.trim().as_bytes());
+    hash_token(secret.trim())
+}
+
+/// SHA-256 of a random token, as hex: what the database keeps of API keys and session ids, so
+/// a copy of the database opens no session and calls no API.
+pub fn hash_token(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod prepared;
 pub mod receipts;
 pub mod schema;
+pub mod sessions;
 pub mod settings;
 pub mod templates;
 pub mod users;

@@ -17,7 +17,6 @@ diesel::table! {
         role -> Text,
         password_hash -> Text,
         must_change_password -> Integer,
-        session_epoch -> Integer,
         disabled_at -> Nullable<Timestamp>,
         last_login_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
@@ -372,3 +371,34 @@ diesel::joinable!(templates -> channels (channel_id));
 diesel::joinable!(template_versions -> templates (template_id));
 
 diesel::allow_tables_to_appear_in_same_query!(templates, template_versions, channels);
+
+// Server-side sessions (migrations 20261203110000_sessions, 20261203120000_session_reveals),
+// kept together so they merge cleanly.
+
+diesel::table! {
+    sessions (id) {
+        id -> BigInt,
+        token_hash -> Text,
+        user_id -> BigInt,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        expires_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    session_reveals (id) {
+        id -> BigInt,
+        session_id -> BigInt,
+        page -> Text,
+        sealed -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(session_reveals -> sessions (session_id));
+
+diesel::allow_tables_to_appear_in_same_query!(sessions, session_reveals, users);

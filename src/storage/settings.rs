@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use super::schema::app_settings;
-use super::{DbConnection, is_unique_violation, now};
+use super::{DbConnection, now, on_backend};
 
 pub const SECRET_KEY: &str = "secret_key";
 pub const SETUP_COMPLETED: &str = "setup_completed";
@@ -18,20 +18,20 @@ pub fn get(conn: &mut DbConnection, key: &str) -> QueryResult<Option<String>> {
 }
 
 /// Inserts the setting unless it exists; true when this call inserted it. Safe against
-/// concurrent callers (the primary key decides who wins).
+/// concurrent callers (the primary key decides who wins), and inside a transaction: an
+/// existing key is skipped by `ON CONFLICT DO NOTHING`, never raised as a unique violation,
+/// which on PostgreSQL would abort the caller's whole transaction.
 pub fn insert_if_absent(conn: &mut DbConnection, key: &str, value: &str) -> QueryResult<bool> {
-    let result = diesel::insert_into(app_settings::table)
-        .values((
-            app_settings::key.eq(key),
-            app_settings::value.eq(value),
-            app_settings::updated_at.eq(now()),
-        ))
-        .execute(conn);
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) if is_unique_violation(&e) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let row = (
+        app_settings::key.eq(key),
+        app_settings::value.eq(value),
+        app_settings::updated_at.eq(now()),
+    );
+    let inserted = on_backend!(conn, |c| diesel::insert_into(app_settings::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(inserted > 0)
 }
 
 /// Returns the stored value, storing `make()` first when there is none.

@@ -4,19 +4,18 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::users;
-use super::{DbConnection, now, settings};
+use super::{DbConnection, now, sessions, settings};
 use crate::domain::role::Role;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
-struct UserRow {
+pub(super) struct UserRow {
     id: i64,
     email: String,
     name: String,
     role: String,
     password_hash: String,
     must_change_password: i32,
-    session_epoch: i32,
     disabled_at: Option<NaiveDateTime>,
     last_login_at: Option<NaiveDateTime>,
     created_at: NaiveDateTime,
@@ -31,7 +30,6 @@ pub struct User {
     pub role: Role,
     pub password_hash: String,
     pub must_change_password: bool,
-    pub session_epoch: i32,
     pub disabled_at: Option<NaiveDateTime>,
     pub last_login_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
@@ -59,7 +57,6 @@ impl TryFrom<UserRow> for User {
             role,
             password_hash: r.password_hash,
             must_change_password: r.must_change_password != 0,
-            session_epoch: r.session_epoch,
             disabled_at: r.disabled_at,
             last_login_at: r.last_login_at,
             created_at: r.created_at,
@@ -122,7 +119,6 @@ pub fn insert(conn: &mut DbConnection, new: &NewUser<'_>) -> QueryResult<User> {
             users::role.eq(new.role.as_str()),
             users::password_hash.eq(new.password_hash),
             users::must_change_password.eq(i32::from(new.must_change_password)),
-            users::session_epoch.eq(0),
             users::created_at.eq(at),
             users::updated_at.eq(at),
         ))
@@ -167,31 +163,35 @@ pub fn set_role(conn: &mut DbConnection, id: i64, role: Role) -> QueryResult<usi
 /// Disables or re-enables an account; disabling also ends its sessions.
 pub fn set_disabled(conn: &mut DbConnection, id: i64, disabled: bool) -> QueryResult<usize> {
     let at = now();
+    if disabled {
+        sessions::revoke_for_user(conn, id, None, at)?;
+    }
     diesel::update(users::table.find(id))
         .set((
             users::disabled_at.eq(disabled.then_some(at)),
-            users::session_epoch.eq(users::session_epoch + 1),
             users::updated_at.eq(at),
         ))
         .execute(conn)
 }
 
-/// Replaces the password hash and ends every session of the account; returns the new epoch.
+/// Replaces the password hash and ends every session of the account but `keep` (the one of the
+/// person changing their own password).
 pub fn set_password(
     conn: &mut DbConnection,
     id: i64,
     password_hash: &str,
     must_change: bool,
-) -> QueryResult<i32> {
+    keep: Option<i64>,
+) -> QueryResult<usize> {
+    let at = now();
+    sessions::revoke_for_user(conn, id, keep, at)?;
     diesel::update(users::table.find(id))
         .set((
             users::password_hash.eq(password_hash),
             users::must_change_password.eq(i32::from(must_change)),
-            users::session_epoch.eq(users::session_epoch + 1),
-            users::updated_at.eq(now()),
+            users::updated_at.eq(at),
         ))
-        .returning(users::session_epoch)
-        .get_result(conn)
+        .execute(conn)
 }
 
 pub fn record_login(conn: &mut DbConnection, id: i64) -> QueryResult<usize> {

@@ -5,13 +5,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::auth::password;
 use crate::domain::user::{Email, NewPassword};
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::{audit, users};
+use crate::storage::{audit, users, write_transaction};
 use crate::web::chrome::Chrome;
 use crate::web::identity::{Auth, perm, redirect_response};
+use crate::web::passwords::{
+    Verdict, check_password, password_error, throttled_message, with_retry_after,
+};
 use crate::web::session::TypedSession;
 use crate::web::{FieldErrors, paths, render, render_with_status};
 
@@ -61,14 +63,52 @@ pub async fn change_password(
         .run(move |conn| Ok::<_, AppError>(users::find(conn, me.id)?))
         .await?
         .ok_or(AppError::Unauthenticated)?;
-    let current = form.current_password.clone();
-    let hash = stored.password_hash.clone();
-    let current_ok = web::block(move || password::verify(&current, &hash))
-        .await
-        .map_err(AppError::internal)?;
-    if !current_ok {
-        errors.add("current_password", "This is not your current password.");
-    }
+    let page = |chrome, errors| PasswordPage {
+        required: stored.must_change_password,
+        chrome,
+        errors,
+    };
+    // The current password is a guessable secret like any sign-in: throttled the same way,
+    // against the same account.
+    let verdict = check_password(
+        &state,
+        &req,
+        &stored.email,
+        form.current_password.clone(),
+        |_| Ok(()),
+        |_| stored.password_hash.clone(),
+    )
+    .await?;
+    let attempt = match verdict {
+        Verdict::Throttled {
+            retry_after_secs,
+            per_account,
+        } => {
+            errors.add(
+                "current_password",
+                throttled_message("wrong passwords", retry_after_secs, per_account),
+            );
+            let res = render_with_status(&page(chrome, errors), StatusCode::TOO_MANY_REQUESTS)?;
+            return Ok(with_retry_after(res, retry_after_secs));
+        }
+        Verdict::Busy { retry_after_secs } => {
+            errors.add(
+                "current_password",
+                "Herald is busy checking passwords. Try again in a few seconds.",
+            );
+            let res = render_with_status(&page(chrome, errors), StatusCode::SERVICE_UNAVAILABLE)?;
+            return Ok(with_retry_after(res, retry_after_secs));
+        }
+        Verdict::Checked { matches: false, .. } => {
+            errors.add("current_password", "This is not your current password.");
+            None
+        }
+        Verdict::Checked {
+            matches: true,
+            attempt,
+            ..
+        } => Some(attempt),
+    };
     let email = Email::parse(&stored.email).ok();
     let new = errors.check(
         "new_password",
@@ -83,39 +123,48 @@ pub async fn change_password(
             "Choose a password different from the current one.",
         );
     }
-    let (Some(new), true) = (new, errors.is_empty()) else {
-        return render_with_status(
-            &PasswordPage {
-                required: stored.must_change_password,
-                chrome,
-                errors,
-            },
-            StatusCode::UNPROCESSABLE_ENTITY,
-        );
+    let (new, attempt) = match (new, attempt, errors.is_empty()) {
+        (Some(new), Some(attempt), true) => (new, attempt),
+        (_, attempt, _) => {
+            if let Some(attempt) = attempt {
+                // The current password was right; only the new one was refused.
+                state
+                    .db
+                    .run(move |conn| {
+                        Ok::<_, AppError>(write_transaction(conn, |conn| attempt.forget(conn))?)
+                    })
+                    .await?;
+            }
+            return render_with_status(&page(chrome, errors), StatusCode::UNPROCESSABLE_ENTITY);
+        }
     };
 
-    let secret = new.expose().to_owned();
-    let hash = web::block(move || password::hash(&secret))
+    let hash = state
+        .passwords
+        .hash(new.expose().to_owned())
         .await
-        .map_err(AppError::internal)??;
+        .map_err(password_error)?;
     let actor = auth.actor();
-    let epoch = state
+    let keep = me.session_id;
+    state
         .db
         .run(move |conn| {
-            let epoch = users::set_password(conn, stored.id, &hash, false)?;
-            audit::record(
-                conn,
-                &actor,
-                "user.password_changed",
-                "user",
-                Some(&stored.id.to_string()),
-                serde_json::json!({}),
-            )?;
-            Ok::<_, AppError>(epoch)
+            write_transaction(conn, |conn| {
+                attempt.forget(conn)?;
+                // Other sessions of this person end; this one carries on.
+                users::set_password(conn, stored.id, &hash, false, Some(keep))?;
+                audit::record(
+                    conn,
+                    &actor,
+                    "user.password_changed",
+                    "user",
+                    Some(&stored.id.to_string()),
+                    serde_json::json!({}),
+                )?;
+                Ok::<_, AppError>(())
+            })
         })
         .await?;
-    // Other sessions of this person end; this one carries on with the new epoch.
-    session.set_epoch(epoch)?;
     session.success("Your password has been changed. Other sessions have been signed out.");
     Ok(redirect_response(&req, paths::HOME))
 }

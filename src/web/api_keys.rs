@@ -15,7 +15,7 @@ use crate::storage::{api_keys, audit};
 use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
-use crate::web::session::{Reveal, TypedSession};
+use crate::web::session::{Reveal, RevealOn, TypedSession, take_reveal};
 use crate::web::{FieldErrors, paths, render_with_status};
 
 pub struct KeyView {
@@ -89,11 +89,11 @@ async fn page(
 }
 
 pub async fn index(
-    _auth: Auth<perm::ManageApiKeys>,
+    auth: Auth<perm::ManageApiKeys>,
     state: web::Data<AppState>,
     chrome: Chrome,
-    session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
+    let reveal = take_reveal(&state, my_session(&auth)?, RevealOn::ApiKeys).await?;
     let form = NewKeyForm {
         role: Role::Marketer.as_str().into(),
         ..Default::default()
@@ -103,7 +103,7 @@ pub async fn index(
         chrome,
         form,
         FieldErrors::default(),
-        session.take_reveal(),
+        reveal,
         StatusCode::OK,
     )
     .await
@@ -135,6 +135,13 @@ pub async fn create(
 
     let new = token::new_api_key();
     let (actor, created_by) = (auth.actor(), auth.user().map(|u| u.id));
+    let session_id = my_session(&auth)?;
+    let reveal = Reveal::new(
+        format!("API key \"{}\"", name.as_str()),
+        new.secret,
+        "Copy it now: Herald stores only a hash and cannot show it again. Send it in the header Authorization: Bearer <key>.",
+    )
+    .seal(&state.keys)?;
     let (prefix, hash) = (new.prefix.clone(), new.hash.clone());
     let key_name = name.clone();
     state
@@ -159,6 +166,7 @@ pub async fn create(
                     Some(&key.public_id),
                     serde_json::json!({"name": key.name, "role": role.as_str(), "prefix": key.prefix}),
                 )?;
+                reveal.keep(conn, session_id, RevealOn::ApiKeys)?;
                 Ok::<_, AppError>(())
             })
         })
@@ -168,12 +176,14 @@ pub async fn create(
         name.as_str(),
         role.label()
     ));
-    session.reveal(
-        format!("API key \"{}\"", name.as_str()),
-        new.secret,
-        "Copy it now: Herald stores only a hash and cannot show it again. Send it in the header Authorization: Bearer <key>.",
-    )?;
     Ok(redirect_response(&req, paths::API_KEYS))
+}
+
+/// The admin's server-side session, which alone may see the key created here.
+fn my_session(auth: &Auth<perm::ManageApiKeys>) -> Result<i64, AppError> {
+    auth.user()
+        .map(|u| u.session_id)
+        .ok_or(AppError::Unauthenticated)
 }
 
 pub async fn revoke(

@@ -1,29 +1,25 @@
 //! First-run setup, sign in and sign out.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use chrono::Duration;
 use serde::Deserialize;
 
-use crate::auth::password;
+use crate::auth::token;
 use crate::domain::audit::{Actor, ActorKind};
 use crate::domain::role::Role;
 use crate::domain::user::{DisplayName, Email, NewPassword};
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::{audit, login_attempts, now, users};
+use crate::storage::{audit, sessions, users, write_transaction};
 use crate::web::chrome::Chrome;
 use crate::web::errors::safe_next;
 use crate::web::identity::{MaybeUser, redirect_response, setup_needed};
+use crate::web::passwords::{
+    Verdict, check_password, password_error, throttled_message, with_retry_after,
+};
 use crate::web::session::TypedSession;
 use crate::web::{FieldErrors, paths, render, render_with_status};
-
-/// Failed sign-ins allowed per account, and per client address, within the window.
-pub const ACCOUNT_LIMIT: i64 = 5;
-pub const ADDRESS_LIMIT: i64 = 20;
-pub const THROTTLE_WINDOW_MINUTES: i64 = 15;
 
 #[derive(Template)]
 #[template(path = "auth/setup.html")]
@@ -93,51 +89,56 @@ pub async fn setup(
         );
     };
 
-    let secret = pw.expose().to_owned();
-    let hash = web::block(move || password::hash(&secret))
+    let hash = state
+        .passwords
+        .hash(pw.expose().to_owned())
         .await
-        .map_err(AppError::internal)??;
+        .map_err(password_error)?;
+    let ttl = state.settings.session_ttl;
     let created = state
         .db
         .run(move |conn| {
-            let user = users::create_first_admin(
-                conn,
-                &users::NewUser {
-                    email: email.as_str(),
-                    name: name.as_str(),
-                    role: Role::Admin,
-                    password_hash: &hash,
-                    must_change_password: false,
-                },
-            );
-            match user {
-                Ok(u) => {
-                    audit::record(
-                        conn,
-                        &Actor {
-                            kind: ActorKind::User,
-                            id: Some(u.id),
-                            label: format!("{} <{}>", u.name, u.email),
-                        },
-                        "setup.completed",
-                        "user",
-                        Some(&u.id.to_string()),
-                        serde_json::json!({"role": "admin"}),
-                    )?;
-                    Ok(Some(u))
+            write_transaction(conn, |conn| {
+                let user = users::create_first_admin(
+                    conn,
+                    &users::NewUser {
+                        email: email.as_str(),
+                        name: name.as_str(),
+                        role: Role::Admin,
+                        password_hash: &hash,
+                        must_change_password: false,
+                    },
+                );
+                match user {
+                    Ok(u) => {
+                        audit::record(
+                            conn,
+                            &Actor {
+                                kind: ActorKind::User,
+                                id: Some(u.id),
+                                label: format!("{} <{}>", u.name, u.email),
+                            },
+                            "setup.completed",
+                            "user",
+                            Some(&u.id.to_string()),
+                            serde_json::json!({"role": "admin"}),
+                        )?;
+                        let session_token = crate::web::session::start(conn, u.id, ttl)?;
+                        Ok(Some((u, session_token)))
+                    }
+                    Err(users::SetupError::AlreadySetUp) => Ok(None),
+                    Err(users::SetupError::Database(e)) => Err(AppError::from(e)),
                 }
-                Err(users::SetupError::AlreadySetUp) => Ok(None),
-                Err(users::SetupError::Database(e)) => Err(AppError::from(e)),
-            }
+            })
         })
         .await?;
-    let Some(user) = created else {
+    let Some((user, session_token)) = created else {
         return Err(AppError::NotFound("Herald is already set up.".into()));
     };
     state
         .setup_done
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    session.sign_in(user.id, user.session_epoch)?;
+    session.sign_in(&session_token)?;
     session.success(format!(
         "Welcome, {}. Herald is ready: invite your team under Settings › Users.",
         user.name
@@ -193,25 +194,6 @@ pub struct LoginForm {
     next: String,
 }
 
-fn client_address(req: &HttpRequest, trust_proxy: bool) -> String {
-    if trust_proxy && let Some(ip) = req.connection_info().realip_remote_addr() {
-        return ip.to_owned();
-    }
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-enum LoginOutcome {
-    Throttled {
-        retry_after_secs: u64,
-        per_account: bool,
-    },
-    WrongCredentials,
-    Disabled,
-    SignedIn(users::User),
-}
-
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -235,150 +217,94 @@ pub async fn login(
         );
     }
 
-    let account_key = format!("account:{email}");
-    let address_key = format!(
-        "address:{}",
-        client_address(&req, state.settings.trust_proxy)
-    );
-    let outcome = attempt_login(
+    let lookup = email.clone();
+    let dummy = state.dummy_hash.clone();
+    let verdict = check_password(
         &state,
-        email,
+        &req,
+        &email,
         form.password.clone(),
-        account_key,
-        address_key,
+        move |conn| Ok(users::find_by_email(conn, &lookup)?),
+        // An unknown e-mail costs the same Argon2 check as a wrong password.
+        |user| user.as_ref().map_or(dummy, |u| u.password_hash.clone()),
     )
     .await?;
 
-    match outcome {
-        LoginOutcome::Throttled {
+    match verdict {
+        Verdict::Throttled {
             retry_after_secs,
             per_account,
         } => {
-            let minutes = retry_after_secs.div_ceil(60).max(1);
-            let who = if per_account {
-                "this account"
-            } else {
-                "your address"
-            };
-            let mut res = render_with_status(
+            let res = render_with_status(
                 &page(
                     chrome,
-                    &format!(
-                        "Too many failed sign-ins for {who}. Try again in {minutes} minute{}.",
-                        if minutes == 1 { "" } else { "s" }
-                    ),
+                    &throttled_message("failed sign-ins", retry_after_secs, per_account),
                 ),
                 StatusCode::TOO_MANY_REQUESTS,
             )?;
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            Ok(res)
+            Ok(with_retry_after(res, retry_after_secs))
         }
-        LoginOutcome::WrongCredentials => render_with_status(
-            &page(chrome, "The e-mail address or password is not right."),
-            StatusCode::UNAUTHORIZED,
-        ),
-        LoginOutcome::Disabled => render_with_status(
-            &page(
-                chrome,
-                "This account is disabled. Ask an admin to enable it.",
-            ),
-            StatusCode::FORBIDDEN,
-        ),
-        LoginOutcome::SignedIn(user) => {
-            session.sign_in(user.id, user.session_epoch)?;
+        Verdict::Busy { retry_after_secs } => {
+            let res = render_with_status(
+                &page(
+                    chrome,
+                    "Herald is busy checking sign-ins. Try again in a few seconds.",
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )?;
+            Ok(with_retry_after(res, retry_after_secs))
+        }
+        // A disabled account gets the wrong-password answer even for its right password:
+        // anything else would confirm the password to whoever is guessing.
+        Verdict::Checked {
+            matches: true,
+            attempt,
+            loaded: Some(user),
+        } if user.is_active() => {
+            let (id, ttl) = (user.id, state.settings.session_ttl);
+            let session_token = state
+                .db
+                .run(move |conn| {
+                    write_transaction(conn, |conn| {
+                        attempt.forget(conn)?;
+                        users::record_login(conn, id)?;
+                        Ok::<_, AppError>(crate::web::session::start(conn, id, ttl)?)
+                    })
+                })
+                .await?;
+            session.sign_in(&session_token)?;
             tracing::info!(user_id = user.id, "signed in");
             Ok(redirect_response(&req, &next))
         }
+        Verdict::Checked { .. } => render_with_status(
+            &page(chrome, "The e-mail address or password is not right."),
+            StatusCode::UNAUTHORIZED,
+        ),
     }
 }
 
-/// Throttle check, password check (always paying for one Argon2 verification, even for
-/// unknown e-mails), then bookkeeping.
-async fn attempt_login(
-    state: &AppState,
-    email: String,
-    password: String,
-    account_key: String,
-    address_key: String,
-) -> Result<LoginOutcome, AppError> {
-    let window = Duration::minutes(THROTTLE_WINDOW_MINUTES);
-    let keys = (account_key.clone(), address_key.clone());
-    let (user, throttle) = state
-        .db
-        .run(move |conn| {
-            let at = now();
-            let since = at - window;
-            let retry = |oldest: Option<chrono::NaiveDateTime>| {
-                let until = oldest.unwrap_or(at) + window;
-                u64::try_from((until - at).num_seconds().max(1)).unwrap_or(60)
-            };
-            let (account_failures, account_oldest) =
-                login_attempts::failures_since(conn, &keys.0, since)?;
-            let (address_failures, address_oldest) =
-                login_attempts::failures_since(conn, &keys.1, since)?;
-            let throttle = if account_failures >= ACCOUNT_LIMIT {
-                Some((retry(account_oldest), true))
-            } else if address_failures >= ADDRESS_LIMIT {
-                Some((retry(address_oldest), false))
-            } else {
-                None
-            };
-            let user = users::find_by_email(conn, &email)?;
-            Ok::<_, AppError>((user, throttle))
-        })
-        .await?;
-    if let Some((retry_after_secs, per_account)) = throttle {
-        return Ok(LoginOutcome::Throttled {
-            retry_after_secs,
-            per_account,
-        });
+/// Ends the session on the server (a copy of the cookie opens nothing afterwards) and clears
+/// the cookie.
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+) -> Result<HttpResponse, AppError> {
+    if let Some(session_token) = session.session_token() {
+        let hash = token::hash_token(&session_token);
+        state
+            .db
+            .run(move |conn| {
+                Ok::<_, AppError>(write_transaction(conn, |conn| {
+                    sessions::delete(conn, &hash)
+                })?)
+            })
+            .await?;
     }
-
-    let stored = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| state.dummy_hash.clone());
-    let matches = web::block(move || password::verify(&password, &stored))
-        .await
-        .map_err(AppError::internal)?;
-
-    match user {
-        Some(user) if matches => {
-            if !user.is_active() {
-                return Ok(LoginOutcome::Disabled);
-            }
-            let id = user.id;
-            state
-                .db
-                .run(move |conn| {
-                    login_attempts::clear(conn, &account_key)?;
-                    users::record_login(conn, id)?;
-                    Ok::<_, AppError>(())
-                })
-                .await?;
-            Ok(LoginOutcome::SignedIn(user))
-        }
-        _ => {
-            state
-                .db
-                .run(move |conn| {
-                    let at = now();
-                    login_attempts::record_failure(conn, &[&account_key, &address_key], at)?;
-                    login_attempts::prune(conn, at - Duration::days(1))?;
-                    Ok::<_, AppError>(())
-                })
-                .await?;
-            Ok(LoginOutcome::WrongCredentials)
-        }
-    }
-}
-
-pub async fn logout(req: HttpRequest, session: TypedSession) -> HttpResponse {
     session.sign_out();
     session.flash(
         crate::web::session::FlashLevel::Info,
         "You have signed out.",
     );
-    redirect_response(&req, paths::LOGIN)
+    Ok(redirect_response(&req, paths::LOGIN))
 }

@@ -79,9 +79,36 @@ fn message_for(status: StatusCode, err: Option<&actix_web::Error>) -> String {
     }
 }
 
-/// Where to go after signing in: only paths on this site (no `//host` or schemes).
+/// Where to go after signing in: a path on this site, made only of characters every browser
+/// reads the same way. Anything else goes to `/` (the caller's `None` case): another host
+/// (`//host`, `/\host`, a scheme), white space and control characters (browsers drop a tab or
+/// a line break inside a URL, so `/<TAB>/evil.example` is read as `//evil.example`, and they
+/// cannot go into a `Location` header at all), non-ASCII, and percent-encoded control
+/// characters (a proxy that decodes them would bring the same trick back).
 pub fn safe_next(path: &str) -> Option<&str> {
-    (path.starts_with('/') && !path.starts_with("//") && !path.contains('\\')).then_some(path)
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') || matches!(bytes.get(1), Some(b'/' | b'\\')) {
+        return None;
+    }
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => {}
+            b'-' | b'.' | b'_' | b'~' | b'/' | b'?' | b'=' | b'&' | b'+' | b',' | b';' | b':'
+            | b'@' | b'!' | b'*' | b'$' | b'(' | b')' => {}
+            b'%' => {
+                let hex = |at: usize| char::from(*bytes.get(at)?).to_digit(16);
+                let decoded = hex(i + 1)? * 16 + hex(i + 2)?;
+                if char::from_u32(decoded).is_none_or(|c| c.is_ascii_control()) {
+                    return None;
+                }
+                i += 2;
+            }
+            _ => return None,
+        }
+        i += 1;
+    }
+    Some(path)
 }
 
 fn login_redirect(req: &HttpRequest) -> HttpResponse {
@@ -216,9 +243,47 @@ mod tests {
 
     #[test]
     fn next_only_stays_on_site() {
-        assert_eq!(safe_next("/settings/users"), Some("/settings/users"));
-        assert_eq!(safe_next("//evil.example"), None);
-        assert_eq!(safe_next("https://evil.example"), None);
-        assert_eq!(safe_next("/\\evil.example"), None);
+        for ok in [
+            "/",
+            "/settings/users",
+            "/contacts?q=ann%20lee&list=3",
+            "/contacts?q=%2B33%206&page=2",
+            "/templates/12/edit?x=a,b;c:d@e!f*g$h(i)~j_k.l-m+n",
+        ] {
+            assert_eq!(safe_next(ok), Some(ok), "{ok:?}");
+        }
+        for evil in [
+            "",
+            "settings",
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/\u{b}/evil.example",
+            "/\0/evil.example",
+            "/ /evil.example",
+            "/x\u{7f}",
+            "/contacts\r\nSet-Cookie: a=b",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "/%0D/evil.example",
+            "/%00",
+            "/%7f",
+            "/%",
+            "/%2",
+            "/%zz",
+            "/%+1",
+            "/caf\u{e9}",
+            "/\u{202e}moc.live",
+            "/a#fragment",
+            "/a\"onmouseover=\"x",
+            "/a'b",
+            "/a<b>",
+        ] {
+            assert_eq!(safe_next(evil), None, "{evil:?}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::domain::role::{Permission, Role};
 pub use crate::domain::role::{Permit, perm};
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::{api_keys, users};
+use crate::storage::{api_keys, sessions, users};
 use crate::web::session::TypedSession;
 use crate::web::{ApiScope, is_htmx, paths};
 
@@ -32,6 +32,8 @@ pub struct CurrentUser {
     pub name: String,
     pub role: Role,
     pub must_change_password: bool,
+    /// The server-side session this request came with.
+    pub session_id: i64,
 }
 
 impl CurrentUser {
@@ -278,51 +280,63 @@ pub async fn setup_needed(state: &AppState) -> Result<bool, AppError> {
     Ok(!exists)
 }
 
+/// The person whose session the cookie names, in one query for session and account. A session
+/// that was revoked (password changed, account disabled), has expired or is unknown (signed
+/// out) leaves the visitor anonymous, and the cookie is cleared, with a word on why.
 async fn resolve_user(
     state: &AppState,
     session: &TypedSession,
 ) -> Result<Option<CurrentUser>, AppError> {
-    let Some(s) = session.user() else {
+    let Some(session_token) = session.session_token() else {
         return Ok(None);
     };
-    let max_age = i64::try_from(state.settings.session_ttl.as_secs()).unwrap_or(i64::MAX);
-    if chrono::Utc::now().timestamp().saturating_sub(s.issued_at) > max_age {
-        session.sign_out();
-        session.flash(
-            crate::web::session::FlashLevel::Info,
-            "Your session expired. Sign in again.",
-        );
-        return Ok(None);
-    }
-    let user = state
+    let hash = token::hash_token(&session_token);
+    let at = crate::storage::now();
+    let found = state
         .db
-        .run(move |conn| Ok::<_, AppError>(users::find(conn, s.user_id)?))
+        .run(move |conn| {
+            let found = sessions::find_with_user(conn, &hash)?;
+            if let Some((s, u)) = &found
+                && usable(s, u, at)
+            {
+                sessions::touch(conn, s, at)?;
+            }
+            Ok::<_, AppError>(found)
+        })
         .await?;
-    match user {
-        Some(u) if u.is_active() && u.session_epoch == s.epoch => Ok(Some(CurrentUser {
+    let Some((s, u)) = found else {
+        session.sign_out();
+        return Ok(None);
+    };
+    if usable(&s, &u, at) {
+        return Ok(Some(CurrentUser {
             id: u.id,
             email: u.email,
             name: u.name,
             role: u.role,
             must_change_password: u.must_change_password,
-        })),
-        Some(u) => {
-            session.sign_out();
-            if !u.is_active() {
-                session.error("Your account has been disabled. Ask an admin to enable it.");
-            } else {
-                session.flash(
-                    crate::web::session::FlashLevel::Info,
-                    "Your password or access changed. Sign in again.",
-                );
-            }
-            Ok(None)
-        }
-        None => {
-            session.sign_out();
-            Ok(None)
-        }
+            session_id: s.id,
+        }));
     }
+    session.sign_out();
+    if !u.is_active() {
+        session.error("Your account has been disabled. Ask an admin to enable it.");
+    } else if s.revoked_at.is_some() {
+        session.flash(
+            crate::web::session::FlashLevel::Info,
+            "Your password or access changed. Sign in again.",
+        );
+    } else {
+        session.flash(
+            crate::web::session::FlashLevel::Info,
+            "Your session expired. Sign in again.",
+        );
+    }
+    Ok(None)
+}
+
+fn usable(s: &sessions::Session, u: &users::User, at: chrono::NaiveDateTime) -> bool {
+    s.revoked_at.is_none() && s.expires_at > at && u.is_active()
 }
 
 /// The current person for handlers that serve both signed-in and anonymous visitors.

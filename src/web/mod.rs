@@ -23,6 +23,7 @@ pub mod identity;
 pub mod imports;
 pub mod lists;
 pub mod metrics;
+pub mod passwords;
 pub mod resend;
 pub mod send;
 pub mod session;

@@ -1,20 +1,21 @@
-//! Typed access to the session cookie: who is signed in, since when, the CSRF token and
-//! flash messages. The cookie is private (encrypted and authenticated).
+//! Typed access to the session cookie: the id of the server-side session (see
+//! `storage::sessions`; the `identify` middleware checks it on every request), the CSRF token
+//! and flash messages. The cookie is private (encrypted and authenticated).
 
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::token;
+use crate::auth::keys::Keys;
+use crate::auth::{sealed, token};
 use crate::error::AppError;
+use crate::startup::AppState;
+use crate::storage::{DbConnection, now, sessions, write_transaction};
 
-const USER_ID: &str = "uid";
-const EPOCH: &str = "epoch";
-const ISSUED_AT: &str = "iat";
+const SESSION_TOKEN: &str = "sid";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
-const REVEAL: &str = "reveal";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,7 +49,8 @@ impl Flash {
 }
 
 /// A secret shown exactly once after it was created (a new API key, a temporary password).
-/// It rides in the encrypted cookie across the redirect and is removed when shown.
+/// It waits server-side, sealed, for the session that created it (never in the cookie, where
+/// an older copy would show it again), and is deleted as it is shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reveal {
     pub title: String,
@@ -56,12 +58,99 @@ pub struct Reveal {
     pub note: String,
 }
 
-/// Who the cookie says is signed in; checked against the database on every request.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionUser {
-    pub user_id: i64,
-    pub epoch: i32,
-    pub issued_at: i64,
+/// The page a secret is shown on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevealOn {
+    Users,
+    ApiKeys,
+}
+
+impl RevealOn {
+    fn as_str(self) -> &'static str {
+        match self {
+            RevealOn::Users => "users",
+            RevealOn::ApiKeys => "api_keys",
+        }
+    }
+}
+
+/// How long a secret waits to be shown: the redirect after creating it takes a moment, and
+/// one nobody came to see is not kept.
+const REVEAL_WAITS_MINUTES: i64 = 10;
+
+/// A secret sealed under the shown-once key, ready to be kept in the creating transaction.
+pub struct SealedReveal(String);
+
+impl Reveal {
+    pub fn new(
+        title: impl Into<String>,
+        value: impl Into<String>,
+        note: impl Into<String>,
+    ) -> Self {
+        Reveal {
+            title: title.into(),
+            value: value.into(),
+            note: note.into(),
+        }
+    }
+
+    pub fn seal(&self, keys: &Keys) -> Result<SealedReveal, AppError> {
+        let json = serde_json::to_string(self).map_err(AppError::internal)?;
+        sealed::seal(&keys.reveals, &json)
+            .map(SealedReveal)
+            .map_err(AppError::internal)
+    }
+}
+
+impl SealedReveal {
+    /// Keeps the secret for `session_id` to see once on `page`.
+    pub fn keep(
+        &self,
+        conn: &mut DbConnection,
+        session_id: i64,
+        page: RevealOn,
+    ) -> diesel::QueryResult<usize> {
+        let at = now();
+        sessions::add_reveal(
+            conn,
+            session_id,
+            page.as_str(),
+            &self.0,
+            at,
+            at + chrono::Duration::minutes(REVEAL_WAITS_MINUTES),
+        )
+    }
+}
+
+/// Takes the secret waiting for this session on `page`, if any: deleted as it is read, so it
+/// is shown once whatever cookie comes back.
+pub async fn take_reveal(
+    state: &AppState,
+    session_id: i64,
+    page: RevealOn,
+) -> Result<Option<Reveal>, AppError> {
+    let taken = state
+        .db
+        .run(move |conn| {
+            Ok::<_, AppError>(write_transaction(conn, |conn| {
+                sessions::take_reveal(conn, session_id, page.as_str(), now())
+            })?)
+        })
+        .await?;
+    let Some(sealed_json) = taken else {
+        return Ok(None);
+    };
+    let opened = sealed::open(&state.keys.reveals, &sealed_json)
+        .map_err(|e| e.to_string())
+        .and_then(|json| serde_json::from_str(&json).map_err(|e| e.to_string()));
+    match opened {
+        Ok(reveal) => Ok(Some(reveal)),
+        Err(e) => {
+            // Sealed under another HERALD_SECRET_KEY: it cannot be shown, only dropped.
+            tracing::warn!(error = %e, "a secret kept to be shown once could not be opened");
+            Ok(None)
+        }
+    }
 }
 
 pub struct TypedSession(Session);
@@ -71,25 +160,18 @@ impl TypedSession {
         TypedSession(session)
     }
 
-    /// Starts a fresh session for a person who just signed in: everything from before (the
-    /// anonymous CSRF token included) is dropped and the cookie is re-issued.
-    pub fn sign_in(&self, user_id: i64, epoch: i32) -> Result<(), AppError> {
+    /// Starts a fresh cookie for a person who just signed in, carrying the token of the
+    /// session stored for them (`start`): everything from before (the anonymous CSRF token
+    /// included) is dropped and the cookie is re-issued.
+    pub fn sign_in(&self, session_token: &str) -> Result<(), AppError> {
         let flashes = self.take_flashes();
         self.0.clear();
         self.0.renew();
-        self.0.insert(USER_ID, user_id)?;
-        self.0.insert(EPOCH, epoch)?;
-        self.0.insert(ISSUED_AT, chrono::Utc::now().timestamp())?;
+        self.0.insert(SESSION_TOKEN, session_token)?;
         self.0.insert(CSRF, token::random_token())?;
         if !flashes.is_empty() {
             self.0.insert(FLASH, flashes)?;
         }
-        Ok(())
-    }
-
-    /// Keeps the person signed in after their epoch moved (e.g. they changed their password).
-    pub fn set_epoch(&self, epoch: i32) -> Result<(), AppError> {
-        self.0.insert(EPOCH, epoch)?;
         Ok(())
     }
 
@@ -100,12 +182,10 @@ impl TypedSession {
         self.0.renew();
     }
 
-    pub fn user(&self) -> Option<SessionUser> {
-        Some(SessionUser {
-            user_id: self.0.get(USER_ID).ok()??,
-            epoch: self.0.get(EPOCH).ok()??,
-            issued_at: self.0.get(ISSUED_AT).ok()??,
-        })
+    /// The token of the server-side session this cookie carries, if any (the database keeps
+    /// its hash).
+    pub fn session_token(&self) -> Option<String> {
+        self.0.get::<String>(SESSION_TOKEN).ok().flatten()
     }
 
     /// The CSRF token, created on first use.
@@ -140,31 +220,6 @@ impl TypedSession {
         self.flash(FlashLevel::Error, text);
     }
 
-    pub fn reveal(
-        &self,
-        title: impl Into<String>,
-        value: impl Into<String>,
-        note: impl Into<String>,
-    ) -> Result<(), AppError> {
-        self.0.insert(
-            REVEAL,
-            Reveal {
-                title: title.into(),
-                value: value.into(),
-                note: note.into(),
-            },
-        )?;
-        Ok(())
-    }
-
-    pub fn take_reveal(&self) -> Option<Reveal> {
-        let r = self.0.get::<Reveal>(REVEAL).ok().flatten();
-        if r.is_some() {
-            self.0.remove(REVEAL);
-        }
-        r
-    }
-
     fn peek_flashes(&self) -> Vec<Flash> {
         self.0
             .get::<Vec<Flash>>(FLASH)
@@ -180,6 +235,28 @@ impl TypedSession {
         }
         all
     }
+}
+
+/// Stores a new session for `user_id`, lasting `ttl`, and returns its token for the cookie
+/// (the database keeps only its hash). Expired sessions are pruned on the way. Meant for the
+/// transaction that signs the person in.
+pub fn start(
+    conn: &mut DbConnection,
+    user_id: i64,
+    ttl: std::time::Duration,
+) -> diesel::QueryResult<String> {
+    let session_token = token::random_token();
+    let at = now();
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
+    sessions::prune(conn, at)?;
+    sessions::create(
+        conn,
+        user_id,
+        &token::hash_token(&session_token),
+        at,
+        at + ttl,
+    )?;
+    Ok(session_token)
 }
 
 impl FromRequest for TypedSession {

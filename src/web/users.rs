@@ -5,17 +5,18 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::auth::{password, token};
+use crate::auth::token;
 use crate::domain::audit::Actor;
 use crate::domain::role::Role;
 use crate::domain::user::{DisplayName, Email, NewPassword};
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::{audit, is_unique_violation, users};
+use crate::storage::{audit, is_unique_violation, users, write_transaction};
 use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
-use crate::web::session::{Reveal, TypedSession};
+use crate::web::passwords::password_error;
+use crate::web::session::{Reveal, RevealOn, TypedSession, take_reveal};
 use crate::web::{FieldErrors, paths, render_with_status};
 
 pub struct UserView {
@@ -95,13 +96,19 @@ fn my_id(auth: &Auth<perm::ManageUsers>) -> i64 {
     auth.user().map_or(0, |u| u.id)
 }
 
+/// The admin's server-side session, which alone may see the secrets created here.
+fn my_session(auth: &Auth<perm::ManageUsers>) -> Result<i64, AppError> {
+    auth.user()
+        .map(|u| u.session_id)
+        .ok_or(AppError::Unauthenticated)
+}
+
 pub async fn index(
     auth: Auth<perm::ManageUsers>,
     state: web::Data<AppState>,
     chrome: Chrome,
-    session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
-    let reveal = session.take_reveal();
+    let reveal = take_reveal(&state, my_session(&auth)?, RevealOn::Users).await?;
     let form = NewUserForm {
         role: Role::Marketer.as_str().into(),
         ..Default::default()
@@ -154,17 +161,25 @@ pub async fn create(
         .await;
     };
 
-    let plain = pw.expose().to_owned();
-    let hash = web::block(move || password::hash(&plain))
+    let hash = state
+        .passwords
+        .hash(pw.expose().to_owned())
         .await
-        .map_err(AppError::internal)??;
+        .map_err(password_error)?;
     let actor = auth.actor();
+    let session_id = my_session(&auth)?;
+    let reveal = Reveal::new(
+        format!("Sign-in details for {}", name.as_str()),
+        format!("{email} / {}", pw.expose()),
+        "Share them privately. They choose their own password at first sign-in. This is shown only once.",
+    )
+    .seal(&state.keys)?;
     let (email_c, name_c) = (email.clone(), name.clone());
     // The inner result keeps Diesel's error, so a duplicate e-mail can be told apart.
     let result = state
         .db
         .run(move |conn| {
-            Ok::<_, AppError>(crate::storage::write_transaction(conn, |conn| {
+            Ok::<_, AppError>(write_transaction(conn, |conn| {
                 let user = users::insert(
                     conn,
                     &users::NewUser {
@@ -183,6 +198,7 @@ pub async fn create(
                     Some(&user.id.to_string()),
                     serde_json::json!({"email": user.email, "role": role.as_str()}),
                 )?;
+                reveal.keep(conn, session_id, RevealOn::Users)?;
                 Ok::<_, diesel::result::Error>(user)
             }))
         })
@@ -210,11 +226,6 @@ pub async fn create(
         name.as_str(),
         role.label()
     ));
-    session.reveal(
-        format!("Sign-in details for {}", name.as_str()),
-        format!("{email} / {}", pw.expose()),
-        "Share them privately. They choose their own password at first sign-in. This is shown only once.",
-    )?;
     Ok(redirect_response(&req, paths::USERS))
 }
 
@@ -285,18 +296,20 @@ pub async fn change_role(
     let user = state
         .db
         .run(move |conn| {
-            let user = guard_change(conn, me, target, role != Role::Admin)?;
-            if user.role != role {
-                users::set_role(conn, user.id, role)?;
-                record(
-                    conn,
-                    &actor,
-                    "user.role_changed",
-                    &user,
-                    serde_json::json!({"from": user.role.as_str(), "to": role.as_str()}),
-                )?;
-            }
-            Ok::<_, AppError>(user)
+            write_transaction(conn, |conn| {
+                let user = guard_change(conn, me, target, role != Role::Admin)?;
+                if user.role != role {
+                    users::set_role(conn, user.id, role)?;
+                    record(
+                        conn,
+                        &actor,
+                        "user.role_changed",
+                        &user,
+                        serde_json::json!({"from": user.role.as_str(), "to": role.as_str()}),
+                    )?;
+                }
+                Ok::<_, AppError>(user)
+            })
         })
         .await?;
     session.success(format!("{} is now {}.", user.name, role.label()));
@@ -315,15 +328,17 @@ async fn set_access(
     let user = state
         .db
         .run(move |conn| {
-            let user = guard_change(conn, me, target, disable)?;
-            users::set_disabled(conn, user.id, disable)?;
-            let action = if disable {
-                "user.disabled"
-            } else {
-                "user.enabled"
-            };
-            record(conn, &actor, action, &user, serde_json::json!({}))?;
-            Ok::<_, AppError>(user)
+            write_transaction(conn, |conn| {
+                let user = guard_change(conn, me, target, disable)?;
+                users::set_disabled(conn, user.id, disable)?;
+                let action = if disable {
+                    "user.disabled"
+                } else {
+                    "user.enabled"
+                };
+                record(conn, &actor, action, &user, serde_json::json!({}))?;
+                Ok::<_, AppError>(user)
+            })
         })
         .await?;
     if disable {
@@ -365,34 +380,40 @@ pub async fn reset_password(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let (me, actor, target) = (my_id(&auth), auth.actor(), path.into_inner());
+    let (session_id, keys) = (my_session(&auth)?, state.keys.clone());
     let temporary = token::readable_password();
-    let plain = temporary.clone();
-    let hash = web::block(move || password::hash(&plain))
+    let hash = state
+        .passwords
+        .hash(temporary.clone())
         .await
-        .map_err(AppError::internal)??;
+        .map_err(password_error)?;
     let user = state
         .db
         .run(move |conn| {
-            let user = guard_change(conn, me, target, false)?;
-            users::set_password(conn, user.id, &hash, true)?;
-            record(
-                conn,
-                &actor,
-                "user.password_reset",
-                &user,
-                serde_json::json!({}),
-            )?;
-            Ok::<_, AppError>(user)
+            write_transaction(conn, |conn| {
+                let user = guard_change(conn, me, target, false)?;
+                users::set_password(conn, user.id, &hash, true, None)?;
+                record(
+                    conn,
+                    &actor,
+                    "user.password_reset",
+                    &user,
+                    serde_json::json!({}),
+                )?;
+                Reveal::new(
+                    format!("New temporary password for {}", user.name),
+                    format!("{} / {temporary}", user.email),
+                    "Share it privately. They must choose a new password when they sign in. This is shown only once.",
+                )
+                .seal(&keys)?
+                .keep(conn, session_id, RevealOn::Users)?;
+                Ok::<_, AppError>(user)
+            })
         })
         .await?;
     session.success(format!(
         "{}'s password was reset and their sessions ended.",
         user.name
     ));
-    session.reveal(
-        format!("New temporary password for {}", user.name),
-        format!("{} / {temporary}", user.email),
-        "Share it privately. They must choose a new password when they sign in. This is shown only once.",
-    )?;
     Ok(redirect_response(&req, paths::USERS))
 }

@@ -3,13 +3,15 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{PASSWORD, TestApp, api_get, create_api_key, texts};
+use crate::auth::{browser_with_visible_cookie, copy_cookie, replay};
+use crate::helpers::{ADMIN_EMAIL, PASSWORD, TestApp, api_get, create_api_key, texts};
 
 crate::both_backends!(
     api_keys_authenticate_show_their_last_use_and_can_be_revoked,
     api_key_roles_are_enforced,
     the_command_line_creates_keys_and_users,
     sandbox_channels_exist_after_the_first_start,
+    a_new_key_is_shown_once_whatever_cookie_comes_back,
 );
 
 async fn error_code(res: reqwest::Response) -> (StatusCode, String) {
@@ -295,4 +297,36 @@ async fn sandbox_channels_exist_after_the_first_start(app: TestApp) {
             && page.contains("Sandbox SMS")
             && page.contains("Sandbox Viber")
     );
+}
+
+async fn a_new_key_is_shown_once_whatever_cookie_comes_back(app: TestApp) {
+    let _admin = app.admin().await;
+    let (c, jar) = browser_with_visible_cookie(&app);
+    c.login(ADMIN_EMAIL, PASSWORD).await;
+    let res = c
+        .post_form(
+            "/settings/api-keys",
+            &[("name", "Shop"), ("role", "marketer")],
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER);
+    // The cookie as it stood between creating the key and seeing it.
+    let older = copy_cookie(&jar, &app.address);
+    let shown = texts(&c.get_html("/settings/api-keys").await, "#revealed-secret");
+    assert_eq!(shown.len(), 1);
+    assert!(shown[0].starts_with("hrld_"), "{shown:?}");
+
+    let res = replay(&app.address, &older, "/settings/api-keys").await;
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let page = res.text().await.unwrap();
+    assert!(texts(&page, "#revealed-secret").is_empty(), "shown again");
+    assert!(!page.contains(&shown[0]));
+    // Nothing of it is left to show to anyone.
+    use diesel::prelude::*;
+    use herald::storage::schema::session_reveals;
+    let kept: i64 = session_reveals::table
+        .count()
+        .get_result(&mut *app.db())
+        .unwrap();
+    assert_eq!(kept, 0);
 }

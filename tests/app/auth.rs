@@ -1,8 +1,13 @@
 //! First-run setup, sign-in, sign-out, throttling and CSRF.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use reqwest::cookie::CookieStore;
+
 use reqwest::StatusCode;
 
-use crate::helpers::{ADMIN_EMAIL, PASSWORD, TestApp, location, texts};
+use crate::helpers::{ADMIN_EMAIL, Client, PASSWORD, TestApp, location, texts};
 
 crate::both_backends!(
     setup_creates_the_first_admin_exactly_once,
@@ -10,10 +15,17 @@ crate::both_backends!(
     unknown_emails_and_wrong_passwords_get_the_same_answer,
     failed_sign_ins_are_throttled_per_account,
     failed_sign_ins_are_throttled_per_address,
+    parallel_wrong_passwords_for_one_account_are_counted_before_they_are_checked,
+    parallel_wrong_passwords_from_one_address_are_counted_before_they_are_checked,
+    a_successful_sign_in_clears_the_accounts_count_and_uncounts_itself,
+    the_current_password_check_is_throttled_like_sign_in,
     state_changing_forms_need_the_sessions_csrf_token,
     anonymous_visitors_are_rejected_everywhere,
     sign_in_returns_to_the_page_asked_for_but_never_off_site,
+    control_characters_in_next_lead_home_never_off_site_nor_to_an_error,
     signing_in_renews_the_session,
+    signing_out_ends_the_session_for_every_copy_of_the_cookie,
+    sessions_end_when_they_expire_and_are_pruned,
 );
 
 fn count_users(app: &TestApp) -> i64 {
@@ -376,4 +388,323 @@ async fn signing_in_renews_the_session(app: TestApp) {
     // The old token no longer works.
     let res = c.post_form_raw("/logout", &[("csrf_token", &before)]).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+async fn control_characters_in_next_lead_home_never_off_site_nor_to_an_error(app: TestApp) {
+    let admin = app.admin().await;
+    // `/%09/evil.test` arrives decoded as "/<TAB>/evil.test", which browsers read as
+    // `//evil.test`; CR, LF, VT and NUL cannot even go into a Location header.
+    let raw = [
+        "/%09/evil.test",
+        "/%0d/evil.test",
+        "/%0a/evil.test",
+        "/%0b/evil.test",
+        "/%00/evil.test",
+        "/contacts%0d%0aSet-Cookie:%20x=y",
+        "/%2509/evil.test",
+    ];
+    // Signed in, the sign-in page sends the person on at once.
+    for next in raw {
+        let res = admin.get(&format!("/login?next={next}")).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "GET next={next}");
+        assert_eq!(location(&res), "/", "GET next={next}");
+    }
+    admin.post_form("/logout", &[]).await;
+    let page = admin.get_html("/login?next=/%09/evil.test").await;
+    assert!(page.contains("name=\"next\" value=\"/\""), "{page}");
+    for next in [
+        "/\t/evil.test",
+        "/\r/evil.test",
+        "/\n/evil.test",
+        "/\u{b}/evil.test",
+        "/\0/evil.test",
+        "/%09/evil.test",
+        "/\t\t//evil.test",
+    ] {
+        let res = admin
+            .post_form(
+                "/login",
+                &[
+                    ("email", ADMIN_EMAIL),
+                    ("password", PASSWORD),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "POST next={next:?}");
+        assert_eq!(location(&res), "/", "POST next={next:?}");
+        admin.post_form("/logout", &[]).await;
+    }
+}
+
+/// Posts `n` wrong sign-ins at once from one browser (so one address), the e-mail of each
+/// chosen by `email`; returns how many got each status.
+async fn parallel_wrong_sign_ins(
+    c: &Client,
+    n: usize,
+    email: impl Fn(usize) -> String,
+) -> BTreeMap<u16, usize> {
+    let token = c.csrf_token().await;
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (http, url, token, email) = (c.http.clone(), c.url("/login"), token.clone(), email(i));
+        all.spawn(async move {
+            http.post(url)
+                .form(&[
+                    ("email", email.as_str()),
+                    ("password", "wrong password!"),
+                    ("csrf_token", token.as_str()),
+                ])
+                .send()
+                .await
+                .expect("POST /login")
+                .status()
+                .as_u16()
+        });
+    }
+    let mut counts = BTreeMap::new();
+    while let Some(status) = all.join_next().await {
+        *counts.entry(status.expect("task")).or_default() += 1;
+    }
+    counts
+}
+
+fn failures_recorded(app: &TestApp, key: &str) -> i64 {
+    use diesel::prelude::*;
+    use herald::storage::schema::login_attempts;
+    login_attempts::table
+        .filter(login_attempts::throttle_key.eq(key))
+        .count()
+        .get_result(&mut *app.db())
+        .unwrap()
+}
+
+async fn parallel_wrong_passwords_for_one_account_are_counted_before_they_are_checked(
+    app: TestApp,
+) {
+    let _admin = app.admin().await;
+    let c = app.client();
+    let counts = parallel_wrong_sign_ins(&c, 30, |_| ADMIN_EMAIL.to_owned()).await;
+    // 401 means the password was checked; the limit is 5 per account.
+    let checked = counts.get(&401).copied().unwrap_or(0);
+    assert!((1..=5).contains(&checked), "{counts:?}");
+    assert!(
+        counts.keys().all(|s| [401, 429, 503].contains(s)),
+        "{counts:?}"
+    );
+    assert!(failures_recorded(&app, &format!("account:{ADMIN_EMAIL}")) <= 5);
+    assert_eq!(
+        c.login(ADMIN_EMAIL, PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+async fn parallel_wrong_passwords_from_one_address_are_counted_before_they_are_checked(
+    app: TestApp,
+) {
+    let _admin = app.admin().await;
+    let c = app.client();
+    // A different e-mail each time, so only the address limit (20) applies.
+    let counts = parallel_wrong_sign_ins(&c, 100, |i| format!("guess{i}@example.com")).await;
+    let checked = counts.get(&401).copied().unwrap_or(0);
+    assert!((1..=20).contains(&checked), "{counts:?}");
+    assert!(
+        counts.keys().all(|s| [401, 429, 503].contains(s)),
+        "{counts:?}"
+    );
+    assert!(failures_recorded(&app, "address:127.0.0.1") <= 20);
+}
+
+async fn a_successful_sign_in_clears_the_accounts_count_and_uncounts_itself(app: TestApp) {
+    let _admin = app.admin().await;
+    let c = app.client();
+    for _ in 0..4 {
+        assert_eq!(
+            c.login(ADMIN_EMAIL, "wrong password!").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        c.login(ADMIN_EMAIL, PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        failures_recorded(&app, &format!("account:{ADMIN_EMAIL}")),
+        0
+    );
+    // The 4 failures still count against the address, the success does not.
+    assert_eq!(failures_recorded(&app, "address:127.0.0.1"), 4);
+    for _ in 0..4 {
+        assert_eq!(
+            app.client()
+                .login(ADMIN_EMAIL, "wrong password!")
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED,
+            "the account starts again from zero"
+        );
+    }
+    // People behind one address sign in all day: successes never fill the address's count.
+    for _ in 0..20 {
+        assert_eq!(
+            app.client().login(ADMIN_EMAIL, PASSWORD).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+    assert_eq!(failures_recorded(&app, "address:127.0.0.1"), 8);
+}
+
+async fn the_current_password_check_is_throttled_like_sign_in(app: TestApp) {
+    let admin = app.admin().await;
+    let change = |current: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .post_form(
+                    "/account/password",
+                    &[
+                        ("current_password", current),
+                        ("new_password", "a brand new password"),
+                        ("new_password_confirm", "a brand new password"),
+                    ],
+                )
+                .await
+        }
+    };
+    for attempt in 1..=5 {
+        let res = change("not my password").await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "attempt {attempt}"
+        );
+        assert!(
+            res.text()
+                .await
+                .unwrap()
+                .contains("This is not your current password.")
+        );
+    }
+    // Even the right password is refused for a while now, with how long to wait.
+    let res = change(PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    let body = res.text().await.unwrap();
+    assert!(
+        texts(&body, ".field-error")
+            .iter()
+            .any(|e| e.starts_with("Too many wrong passwords for this account.")),
+        "{body}"
+    );
+    // It is the account's count: signing in is throttled too, and nothing was changed.
+    assert_eq!(
+        app.client().login(ADMIN_EMAIL, PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(admin.get("/").await.status(), StatusCode::OK);
+}
+
+/// A browser whose cookie can be copied (what an attacker with a stolen cookie replays).
+pub(crate) fn browser_with_visible_cookie(app: &TestApp) -> (Client, Arc<reqwest::cookie::Jar>) {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let http = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    (
+        Client {
+            http,
+            base: app.address.clone(),
+        },
+        jar,
+    )
+}
+
+pub(crate) fn copy_cookie(jar: &reqwest::cookie::Jar, base: &str) -> String {
+    jar.cookies(&base.parse().unwrap())
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// GET `path` on `base` with exactly this Cookie header, as a replayed copy would be sent.
+pub(crate) async fn replay(base: &str, cookie: &str, path: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{base}{path}"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn signing_out_ends_the_session_for_every_copy_of_the_cookie(app: TestApp) {
+    let _admin = app.admin().await;
+    let (c, jar) = browser_with_visible_cookie(&app);
+    assert_eq!(
+        c.login(ADMIN_EMAIL, PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let copied = copy_cookie(&jar, &app.address);
+    let second = app.second_instance().await;
+    for base in [&app.address, &second.address] {
+        let res = replay(base, &copied, "/contacts").await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "the copy works while signed in"
+        );
+    }
+
+    let res = c.post_form("/logout", &[]).await;
+    assert_eq!(location(&res), "/login");
+    // The copy taken before signing out opens nothing, on any instance.
+    for base in [&app.address, &second.address] {
+        let res = replay(base, &copied, "/contacts").await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{base}");
+        assert_eq!(location(&res), "/login?next=%2Fcontacts", "{base}");
+    }
+    use diesel::prelude::*;
+    use herald::storage::schema::sessions;
+    let left: i64 = sessions::table.count().get_result(&mut *app.db()).unwrap();
+    assert_eq!(left, 1, "only the setup client's session is left");
+}
+
+async fn sessions_end_when_they_expire_and_are_pruned(app: TestApp) {
+    use diesel::prelude::*;
+    use herald::storage::schema::sessions;
+    let admin = app.admin().await;
+    let past = herald::storage::now() - chrono::Duration::minutes(1);
+    diesel::update(sessions::table)
+        .set(sessions::expires_at.eq(past))
+        .execute(&mut *app.db())
+        .unwrap();
+    let res = admin.get("/contacts").await;
+    assert_eq!(location(&res), "/login?next=%2Fcontacts");
+    let page = admin.get_html("/login").await;
+    assert!(
+        page.contains("Your session expired. Sign in again."),
+        "{page}"
+    );
+    // The next sign-in prunes the expired row.
+    assert_eq!(
+        admin.login(ADMIN_EMAIL, PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let rows: Vec<chrono::NaiveDateTime> = sessions::table
+        .select(sessions::expires_at)
+        .load(&mut *app.db())
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0] > herald::storage::now());
+    assert_eq!(admin.get("/contacts").await.status(), StatusCode::OK);
 }

@@ -11,6 +11,9 @@ crate::both_backends!(
     a_password_reset_ends_sessions_and_requires_a_new_password,
     bad_invitations_are_refused_at_the_field,
     admins_cannot_lock_everyone_out,
+    the_command_line_creates_one_user_after_another,
+    a_disabled_account_answers_its_right_password_as_a_wrong_one,
+    temporary_passwords_are_shown_once_whatever_cookie_comes_back,
 );
 
 fn user_id(app: &TestApp, email: &str) -> i64 {
@@ -212,16 +215,9 @@ async fn admins_change_roles_and_disable_and_enable_accounts(app: TestApp) {
         login_page.contains("Your account has been disabled."),
         "{login_page}"
     );
+    // Its right password gets the same answer as a wrong one (see
+    // a_disabled_account_answers_its_right_password_as_a_wrong_one).
     let res = sam.login("sam@example.com", PASSWORD).await;
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    assert!(
-        res.text()
-            .await
-            .unwrap()
-            .contains("This account is disabled.")
-    );
-    // A wrong password for a disabled account says no more than for any account.
-    let res = sam.login("sam@example.com", "wrong password!").await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
     let res = admin
@@ -365,4 +361,118 @@ async fn admins_cannot_lock_everyone_out(app: TestApp) {
         "ada is no longer an admin"
     );
     assert_eq!(other.get("/settings/users").await.status(), StatusCode::OK);
+}
+
+async fn the_command_line_creates_one_user_after_another(app: TestApp) {
+    // The first account also marks setup as done; every later one finds that mark already
+    // there, which on PostgreSQL once aborted the transaction ("current transaction is aborted").
+    for (email, role) in [
+        ("first@example.com", "admin"),
+        ("second@example.com", "marketer"),
+        ("third@example.com", "support_lead"),
+    ] {
+        let out = app.cli(
+            &[
+                "user",
+                "create",
+                "--email",
+                email,
+                "--name",
+                "Shell Person",
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "{email}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c = app.client();
+        assert_eq!(
+            c.login(email, PASSWORD).await.status(),
+            StatusCode::SEE_OTHER,
+            "{email} signs in"
+        );
+    }
+    use diesel::prelude::*;
+    use herald::storage::schema::audit_log;
+    let created: i64 = audit_log::table
+        .filter(audit_log::action.eq("user.created"))
+        .count()
+        .get_result(&mut *app.db())
+        .unwrap();
+    assert_eq!(created, 3, "each with its audit entry");
+}
+
+async fn a_disabled_account_answers_its_right_password_as_a_wrong_one(app: TestApp) {
+    let admin = app.admin().await;
+    let _sam = app
+        .user_with_role(&admin, "sam@example.com", "marketer")
+        .await;
+    let id = user_id(&app, "sam@example.com");
+    let res = admin
+        .post_form(&format!("/settings/users/{id}/disable"), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    let answer = |res: reqwest::Response| async move {
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        (status, texts(&body, ".flash-error"))
+    };
+    let c = app.client();
+    let right = answer(c.login("sam@example.com", PASSWORD).await).await;
+    let wrong = answer(c.login("sam@example.com", "wrong password!").await).await;
+    let unknown = answer(c.login("nobody@example.com", PASSWORD).await).await;
+    assert_eq!(right.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        right.1,
+        ["The e-mail address or password is not right."],
+        "{right:?}"
+    );
+    assert_eq!(right, wrong);
+    assert_eq!(right, unknown);
+    assert_eq!(location(&c.get("/").await), "/login", "not signed in");
+}
+
+async fn temporary_passwords_are_shown_once_whatever_cookie_comes_back(app: TestApp) {
+    use crate::auth::{browser_with_visible_cookie, copy_cookie, replay};
+    let _admin = app.admin().await;
+    let (c, jar) = browser_with_visible_cookie(&app);
+    c.login(ADMIN_EMAIL, PASSWORD).await;
+    let invite = [
+        ("name", "Mia Marketer"),
+        ("email", "mia@example.com"),
+        ("role", "marketer"),
+        ("password", ""),
+    ];
+    assert_eq!(
+        c.post_form("/settings/users", &invite).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let id = user_id(&app, "mia@example.com");
+    let reset = format!("/settings/users/{id}/reset-password");
+    for (what, create) in [("invitation", None), ("reset", Some(reset.as_str()))] {
+        if let Some(path) = create {
+            assert_eq!(c.post_form(path, &[]).await.status(), StatusCode::SEE_OTHER);
+        }
+        let older = copy_cookie(&jar, &app.address);
+        let shown = texts(&c.get_html("/settings/users").await, "#revealed-secret");
+        assert_eq!(shown.len(), 1, "{what}");
+        assert!(
+            shown[0].starts_with("mia@example.com / "),
+            "{what}: {shown:?}"
+        );
+        let res = replay(&app.address, &older, "/settings/users").await;
+        assert_eq!(res.status(), StatusCode::OK, "{what}");
+        let page = res.text().await.unwrap();
+        assert!(
+            texts(&page, "#revealed-secret").is_empty(),
+            "{what} shown again"
+        );
+        assert!(!page.contains(&shown[0]), "{what}");
+    }
 }

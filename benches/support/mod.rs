@@ -1,0 +1,238 @@
+//! What the benchmarks that drive a running Herald share: command-line options, the real
+//! `herald` binary started as its own process (so its memory is measured apart from the load
+//! generator), its resident memory, and a `/healthz` prober whose latencies are reported as
+//! percentiles against a baseline taken in the same run.
+
+#![allow(dead_code)] // Each benchmark uses the part it needs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "bench-secret-key-of-sufficient-length-0123456789";
+
+/// The value after `name` on the command line (`cargo bench` passes `--bench`; the rest is ours).
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+pub fn arg_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Resident memory of a process in MiB (0 when it is gone).
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// `herald serve` on a fresh SQLite database in `dir`, on a free port; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub database_url: String,
+}
+
+impl Server {
+    /// Starts the binary with `env` added to a bench configuration, after running
+    /// `herald user create` for each of `users` (e-mail, password).
+    pub fn start(dir: &std::path::Path, env: &[(&str, &str)], users: &[(&str, &str)]) -> Server {
+        let database_url = format!("sqlite://{}", dir.join("herald.db").display());
+        let base = |cmd: &mut Command| {
+            cmd.env("DATABASE_URL", &database_url)
+                .env("HERALD_SECRET_KEY", SECRET)
+                .env("HERALD_BIND", "127.0.0.1:0")
+                .env("HERALD_LOG", "warn")
+                .env_remove("HERALD_PUBLIC_URL");
+        };
+        for (email, password) in users {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+            base(&mut cmd);
+            cmd.args(["user", "create", "--email", email, "--name", "Bench Person"])
+                .args(["--role", "marketer", "--password-stdin"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().expect("run herald user create");
+            if let Some(mut stdin) = child.stdin.take() {
+                use std::io::Write;
+                stdin.write_all(password.as_bytes()).expect("password");
+            }
+            let out = child.wait_with_output().expect("herald user create");
+            assert!(
+                out.status.success(),
+                "herald user create {email}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        base(&mut cmd);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Its log (a flood logs every refusal) goes to a file beside the database.
+        let log_path = dir.join("herald.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = cmd
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start herald");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("Herald is running at ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!("herald exited before it was ready:\n{log}");
+                }
+            }
+        };
+        // Keep reading stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url,
+            database_url,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        rss_mib(self.pid())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    pub n: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// Probes that failed (no answer, or not 200).
+    pub failed: usize,
+}
+
+impl Percentiles {
+    pub fn of(mut ms: Vec<f64>, failed: usize) -> Self {
+        if ms.is_empty() {
+            return Percentiles {
+                failed,
+                ..Percentiles::default()
+            };
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+        Percentiles {
+            n: ms.len(),
+            p50: at(0.50),
+            p99: at(0.99),
+            max: ms[ms.len() - 1],
+            failed,
+        }
+    }
+}
+
+/// Probes `GET /healthz` every `every` on a fresh connection each time (as a load balancer
+/// would), until stopped; `finish` returns the latencies.
+pub struct HealthProbe {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<f64>, usize)>,
+}
+
+impl HealthProbe {
+    pub fn start(base_url: &str, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = format!("{base_url}/healthz");
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client");
+            let (mut ms, mut failed) = (Vec::new(), 0);
+            while !flag.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
+            }
+            (ms, failed)
+        });
+        HealthProbe { stop, task }
+    }
+
+    pub async fn finish(self) -> Percentiles {
+        self.stop.store(true, Ordering::Relaxed);
+        let (ms, failed) = self.task.await.unwrap_or_default();
+        Percentiles::of(ms, failed)
+    }
+
+    /// Probes for `span` and returns the latencies: the baseline with no load.
+    pub async fn baseline(base_url: &str, every: Duration, span: Duration) -> Percentiles {
+        let probe = HealthProbe::start(base_url, every);
+        tokio::time::sleep(span).await;
+        probe.finish().await
+    }
+}
+
+/// Samples a process's RSS every `every` until stopped; `finish` returns the peak in MiB.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<f64>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak: f64 = 0.0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(rss_mib(pid));
+                tokio::time::sleep(every).await;
+            }
+            peak.max(rss_mib(pid))
+        });
+        RssSampler { stop, task }
+    }
+
+    pub async fn finish(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or(0.0)
+    }
+}
