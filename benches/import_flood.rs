@@ -9,19 +9,16 @@
 //! latencies (p50, p99, max) of both phases, their ratio, and what each import answered (done,
 //! 503 with Retry-After, or anything else). Nothing here asserts a time.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use herald::config::Settings;
 use herald::startup::Application;
+use support::{HealthProbe, SECRET, arg_or};
 
-const SECRET: &str = "bench-secret-key-of-sufficient-length-0123456789";
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+/// Every 20 ms, on a fresh connection each time.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
 
 fn settings(database_url: &str) -> Settings {
     let mut s = Settings::from_lookup(|_| None).expect("default settings");
@@ -51,26 +48,6 @@ fn start(settings: Settings) -> (String, actix_web::dev::ServerHandle) {
     rx.recv().expect("started")
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-async fn health_ms(client: &reqwest::Client, base: &str) -> f64 {
-    let started = Instant::now();
-    let ok = client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success());
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    // A failed probe counts as the longest wait a probe allows.
-    if ok { ms } else { 30_000.0 }
-}
-
 fn csv(import: usize, rows: usize) -> String {
     let mut out = String::from("phone,name,tier\n");
     for r in 0..rows {
@@ -85,38 +62,11 @@ fn csv(import: usize, rows: usize) -> String {
     out
 }
 
-struct Phase {
-    p50: f64,
-    p99: f64,
-    max: f64,
-    probes: usize,
-}
-
-fn phase(mut samples: Vec<f64>) -> Phase {
-    samples.sort_by(f64::total_cmp);
-    Phase {
-        p50: percentile(&samples, 0.5),
-        p99: percentile(&samples, 0.99),
-        max: samples.last().copied().unwrap_or(0.0),
-        probes: samples.len(),
-    }
-}
-
 async fn run(label: &str, database_url: &str, imports: usize, rows: usize) {
     let settings = settings(database_url);
     let (base, handle) = start(settings.clone());
     let key = herald::commands::create_api_key(&settings, "Benchmark", "admin").expect("key");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-
-    let mut idle = Vec::new();
-    for _ in 0..200 {
-        idle.push(health_ms(&client, &base).await);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let idle = phase(idle);
+    let idle = HealthProbe::baseline(&base, PROBE_EVERY, Duration::from_secs(4)).await;
 
     let bodies: Vec<String> = (0..imports).map(|n| csv(n, rows)).collect();
     let import_client = reqwest::Client::new();
@@ -142,11 +92,11 @@ async fn run(label: &str, database_url: &str, imports: usize, rows: usize) {
         })
     });
     let flood: Vec<_> = flood.collect();
-    let mut during = Vec::new();
+    let probe = HealthProbe::start(&base, PROBE_EVERY);
     while flood.iter().any(|f| !f.is_finished()) {
-        during.push(health_ms(&client, &base).await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(PROBE_EVERY).await;
     }
+    let during = probe.finish().await;
     let elapsed = started.elapsed().as_secs_f64();
     let (mut done, mut busy, mut other) = (0, 0, 0);
     for f in flood {
@@ -156,26 +106,33 @@ async fn run(label: &str, database_url: &str, imports: usize, rows: usize) {
             _ => other += 1,
         }
     }
-    let during = phase(during);
     println!(
         "| {label:<10} | idle     | {:>6} | {:>8.1} | {:>8.1} | {:>8.1} |",
-        idle.probes, idle.p50, idle.p99, idle.max
+        idle.n + idle.failed,
+        idle.p50,
+        idle.p99,
+        idle.max
     );
     println!(
         "| {label:<10} | imports  | {:>6} | {:>8.1} | {:>8.1} | {:>8.1} |",
-        during.probes, during.p50, during.p99, during.max
+        during.n + during.failed,
+        during.p50,
+        during.p99,
+        during.max
     );
     println!(
-        "|            | p99 ratio (imports / idle): {:.1}x; {imports} imports of {rows} rows in {elapsed:.1} s: {done} done, {busy} answered 503 with Retry-After, {other} other |",
-        during.p99 / idle.p99.max(0.001)
+        "|            | p99 ratio (imports / idle): {:.1}x; probes failed: {} idle, {} during; {imports} imports of {rows} rows in {elapsed:.1} s: {done} done, {busy} answered 503 with Retry-After, {other} other |",
+        during.p99 / idle.p99.max(0.001),
+        idle.failed,
+        during.failed
     );
     drop(handle.stop(false));
 }
 
 #[tokio::main]
 async fn main() {
-    let imports: usize = arg("--imports").and_then(|v| v.parse().ok()).unwrap_or(20);
-    let rows: usize = arg("--rows").and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let imports: usize = arg_or("--imports", 20);
+    let rows: usize = arg_or("--rows", 20_000);
     println!(
         "/healthz during {imports} parallel imports of {rows} rows; {} cores, pool of 16",
         std::thread::available_parallelism().map_or(1, |n| n.get())
