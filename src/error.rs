@@ -8,6 +8,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::domain::fields::FieldProblems;
+use crate::service::ServiceError;
 use crate::storage::StorageError;
 
 #[derive(thiserror::Error)]
@@ -26,13 +28,19 @@ pub enum AppError {
     Refused(String),
     #[error("{0}")]
     NotFound(String),
-    /// Input that parses but breaks a rule; `code` is machine-readable (snake_case).
+    /// Input that parses but breaks a rule; `code` is machine-readable (snake_case); `fields`
+    /// names the fields at fault, when there are any (the API answers them as `"fields"`).
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid {
+        code: &'static str,
+        message: String,
+        fields: FieldProblems,
+    },
     #[error("{0}")]
     BadRequest(String),
-    #[error("{0}")]
-    Conflict(String),
+    /// The state of things does not allow it now; `code` is machine-readable.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("This form has expired or did not come from Herald. Reload the page and try again.")]
     Csrf,
     #[error("{message}")]
@@ -61,6 +69,15 @@ impl AppError {
         AppError::Invalid {
             code,
             message: message.into(),
+            fields: FieldProblems::default(),
+        }
+    }
+
+    /// 409 with the generic `conflict` code.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        AppError::Conflict {
+            code: "conflict",
+            message: message.into(),
         }
     }
 
@@ -76,7 +93,7 @@ impl AppError {
             AppError::NotFound(_) => "not_found",
             AppError::Invalid { code, .. } => code,
             AppError::BadRequest(_) => "bad_request",
-            AppError::Conflict(_) => "conflict",
+            AppError::Conflict { code, .. } => code,
             AppError::Csrf => "csrf_failed",
             AppError::TooManyRequests { .. } => "rate_limited",
             AppError::Unavailable(_) | AppError::Busy { .. } => "unavailable",
@@ -111,7 +128,7 @@ impl ResponseError for AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Conflict { .. } => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) | AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -119,7 +136,21 @@ impl ResponseError for AppError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = json_error(self.status_code(), self.code(), &self.to_string());
+        let mut res = match self {
+            AppError::Invalid { fields, .. } if !fields.is_empty() => {
+                // `{"field": "its first problem"}`, in the order they were found.
+                let mut named = serde_json::Map::new();
+                for p in fields.iter() {
+                    named
+                        .entry(p.field.clone())
+                        .or_insert_with(|| p.message.clone().into());
+                }
+                HttpResponse::build(self.status_code()).json(serde_json::json!({
+                    "error": {"code": self.code(), "message": self.to_string(), "fields": named}
+                }))
+            }
+            _ => json_error(self.status_code(), self.code(), &self.to_string()),
+        };
         match self {
             AppError::TooManyRequests {
                 retry_after_secs, ..
@@ -174,6 +205,35 @@ impl From<StorageError> for AppError {
     }
 }
 
+/// The application layer's refusals become the HTTP answers the API documents.
+impl From<ServiceError> for AppError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::NotFound(message) => AppError::NotFound(message),
+            ServiceError::Invalid {
+                code,
+                message,
+                fields,
+            } => AppError::Invalid {
+                code,
+                message,
+                fields,
+            },
+            ServiceError::Conflict { code, message } => AppError::Conflict { code, message },
+            ServiceError::Forbidden(message) => AppError::Refused(message),
+            ServiceError::Busy {
+                message,
+                retry_after_secs,
+            } => AppError::Busy {
+                message,
+                retry_after_secs,
+            },
+            ServiceError::Unavailable(err) => AppError::Unavailable(err),
+            ServiceError::Internal(err) => AppError::Internal(err),
+        }
+    }
+}
+
 impl From<anyhow::Error> for AppError {
     fn from(err: anyhow::Error) -> Self {
         AppError::Internal(err)
@@ -210,7 +270,7 @@ mod tests {
                 "window_closed",
             ),
             (AppError::BadRequest("x".into()), 400, "bad_request"),
-            (AppError::Conflict("x".into()), 409, "conflict"),
+            (AppError::conflict("x"), 409, "conflict"),
             (
                 AppError::TooManyRequests {
                     message: "slow down".into(),

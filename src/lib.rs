@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod import;
 pub mod send;
+pub mod service;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -23,16 +23,15 @@ use crate::dispatch::metrics::Metrics;
 use crate::dispatch::registry::ChannelRegistry;
 use crate::dispatch::worker::{DispatchConfig, Dispatcher};
 use crate::domain::message::MessageStatus;
+use crate::service::Services;
 use crate::storage::messages::MessageRow;
 use crate::storage::{self, Db, channels, settings as app_settings};
 use crate::web as routes;
 
-/// Shared by every request handler.
+/// Shared by every request handler: the application layer's context (reachable as if its
+/// fields were this struct's, through `Deref`) and what only the web edge needs.
 pub struct AppState {
-    pub db: Db,
-    pub settings: Settings,
-    /// The base URL people and providers reach Herald at (no trailing slash).
-    pub public_url: String,
+    pub services: Arc<Services>,
     /// Set once an account exists; see `identity::setup_needed`.
     pub setup_done: AtomicBool,
     /// Verified for unknown e-mails so sign-in takes as long either way.
@@ -41,19 +40,17 @@ pub struct AppState {
     pub passwords: password::Passwords,
     /// Turns for the database side of sign-ins, so a flood of them waits asleep.
     pub sign_in_turns: routes::passwords::SignInTurns,
-    pub keys: Keys,
-    /// Adapters for the stored channels.
-    pub channels: Arc<ChannelRegistry>,
-    /// Live updates for pages.
-    pub hub: EventHub,
-    /// This process's outbox worker (woken when a message is queued here).
-    pub dispatcher: Dispatcher,
-    pub metrics: Arc<Metrics>,
-    /// How many contact imports run at once (the rest queue, then get 503).
-    pub imports: crate::import::gate::ImportGate,
     /// Turns true on SIGINT/SIGTERM, so live pages' event streams end and do not hold up a
     /// graceful shutdown.
     pub shutting_down: watch::Receiver<bool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 /// Watches for SIGINT and SIGTERM (as actix does for the server itself).
@@ -260,24 +257,27 @@ impl Application {
         let workers = settings.workers;
         let background = Background::start(&db, &settings, &public_url, &keys)?;
         let run_worker = settings.run_worker;
-        let state = web::Data::new(AppState {
+        let services = Arc::new(Services {
             channels: background.registry.clone(),
             hub: background.hub.clone(),
             dispatcher: background.dispatcher.clone(),
             metrics: background.metrics.clone(),
-            shutting_down: watch_shutdown_signals(),
             imports: crate::import::gate::ImportGate::for_database(
                 db.backend(),
                 settings.db_pool_size,
             ),
             db,
             public_url: public_url.clone(),
+            keys,
+            settings,
+        });
+        let state = web::Data::new(AppState {
+            services,
+            shutting_down: watch_shutdown_signals(),
             setup_done: AtomicBool::new(false),
             dummy_hash,
             passwords: password::Passwords::per_core()?,
             sign_in_turns: routes::passwords::SignInTurns::per_core(),
-            keys,
-            settings,
         });
 
         let server = HttpServer::new(move || {

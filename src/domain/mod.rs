@@ -5,6 +5,7 @@ pub mod channel;
 pub mod consent;
 pub mod contact;
 pub mod content;
+pub mod fields;
 pub mod message;
 pub mod phone;
 pub mod policy;

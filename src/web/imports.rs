@@ -290,7 +290,7 @@ pub async fn begin(
             });
             match created {
                 Ok(i) => Ok(i),
-                Err(e) if is_unique_violation(&e) => Err(AppError::Conflict("This import was already started; see Contacts › Import for its result.".into())),
+                Err(e) if is_unique_violation(&e) => Err(AppError::conflict("This import was already started; see Contacts › Import for its result.")),
                 Err(e) => Err(e.into()),
             }
         })

@@ -97,7 +97,7 @@ pub async fn api(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let done = resend(&state, auth.actor(), path.into_inner()).await?;
-    let message = done.result.map_err(AppError::Conflict)?;
+    let message = done.result.map_err(AppError::conflict)?;
     Ok(HttpResponse::Accepted().json(json!({
         "id": message.public_id,
         "status": message.status,

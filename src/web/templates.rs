@@ -47,12 +47,12 @@ impl From<TemplateError> for AppError {
                 ReviewError::OwnTemplate | ReviewError::NotPermitted(_) => {
                     AppError::Refused(r.to_string())
                 }
-                ReviewError::InvalidTransition { .. } => AppError::Conflict(r.to_string()),
+                ReviewError::InvalidTransition { .. } => AppError::conflict(r.to_string()),
                 ReviewError::NoteRequired | ReviewError::NoteTooLong => {
                     AppError::invalid(r.code(), r.to_string())
                 }
             },
-            TemplateError::Conflict(m) => AppError::Conflict(m),
+            TemplateError::Conflict(m) => AppError::conflict(m),
             TemplateError::Locked(m) => AppError::invalid("locked", m),
         }
     }
