@@ -243,3 +243,53 @@ pub mod failpoint {
         Ok(())
     }
 }
+
+/// For the application layer's unit tests: a fresh migrated SQLite database in a temporary
+/// directory (removed when the directory is dropped).
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::storage::{self, Db};
+
+    pub fn sqlite_db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("herald.db").display());
+        let db = Db::connect(&url, 4).expect("open the database");
+        storage::run_migrations(&mut db.get().expect("connection")).expect("migrate");
+        (dir, db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::audit;
+
+    fn entries(conn: &mut DbConnection, label: &str) -> usize {
+        audit::page(conn, None, 1000)
+            .expect("audit page")
+            .iter()
+            .filter(|e| e.actor_label == label)
+            .count()
+    }
+
+    #[test]
+    fn a_change_and_its_audit_entry_commit_or_roll_back_together() {
+        let (_dir, db) = testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let kept = Actor::system("unit-of-work: kept");
+        write(&mut conn, &kept, |change| {
+            change.audit("test.kept", "test", None, serde_json::json!({}))
+        })
+        .expect("committed");
+        assert_eq!(entries(&mut conn, &kept.label), 1);
+
+        let failing = Actor::system("unit-of-work: failing");
+        failpoint::fail_after_audit(&failing.label);
+        let err = write(&mut conn, &failing, |change| {
+            change.audit("test.lost", "test", None, serde_json::json!({}))
+        })
+        .unwrap_err();
+        assert!(matches!(err, ServiceError::Internal(_)), "{err:?}");
+        assert_eq!(entries(&mut conn, &failing.label), 0, "rolled back");
+    }
+}
