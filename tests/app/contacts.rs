@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, TestApp, api_get, create_api_key, location, texts};
+use crate::helpers::{Backend, Client, TestApp, api_get, create_api_key, location, texts};
 
 crate::both_backends!(
     contacts_are_created_edited_and_deleted_in_the_dashboard,
@@ -1443,28 +1443,13 @@ async fn nul_characters_are_refused_at_the_edges_naming_the_field(app: TestApp) 
     );
 }
 
+crate::each_backend!(parallel_imports: parallel_imports_with_the_production_pool);
+
 /// `parallel_imports_complete_or_answer_busy` with the production pool size (16), where the
 /// imports outnumber no connections but one another.
-mod parallel_imports {
-    use crate::helpers::{Backend, TestApp};
-
-    async fn spawn(backend: Backend) -> TestApp {
-        TestApp::spawn_with(backend, |s| s.db_pool_size = 16).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::parallel_imports_complete_or_answer_busy(spawn(Backend::Sqlite).await).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::parallel_imports_complete_or_answer_busy(spawn(Backend::Postgres).await).await;
-    }
+async fn parallel_imports_with_the_production_pool(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.db_pool_size = 16).await;
+    parallel_imports_complete_or_answer_busy(app).await;
 }
 
 /// Twenty imports at once: on SQLite one answered 500 "database is locked" and the rest of

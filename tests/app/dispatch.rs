@@ -1415,25 +1415,10 @@ mod concurrent_writers {
     }
 }
 
-/// The sandbox approvals, on both backends, with the in-process dispatcher on.
-mod sandbox_approvals {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::sandbox_approvals_make_templates_sendable_without_a_sync(
-            crate::send::spawn(crate::helpers::Backend::Sqlite).await,
-        )
-        .await;
-    }
+crate::each_backend!(sandbox_approvals: sandbox_approvals_with_the_dispatcher_on);
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::sandbox_approvals_make_templates_sendable_without_a_sync(
-            crate::send::spawn(crate::helpers::Backend::Postgres).await,
-        )
-        .await;
-    }
+/// The sandbox approvals, with the in-process dispatcher on.
+async fn sandbox_approvals_with_the_dispatcher_on(backend: crate::helpers::Backend) {
+    let app = crate::send::spawn(backend).await;
+    sandbox_approvals_make_templates_sendable_without_a_sync(app).await;
 }

@@ -36,57 +36,11 @@ crate::both_backends!(
 );
 
 // Twilio behind a proxy needs its own HERALD_PUBLIC_URL.
-mod proxy {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::twilio_signatures_are_checked_against_the_public_url(super::Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::twilio_signatures_are_checked_against_the_public_url(super::Backend::Postgres).await;
-    }
-}
-
+crate::each_backend!(proxy: twilio_signatures_are_checked_against_the_public_url);
 // The in-process worker sends through the fake provider.
-mod worker {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::a_providers_error_answer_is_kept_with_the_unknown_status(super::Backend::Sqlite)
-            .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::a_providers_error_answer_is_kept_with_the_unknown_status(super::Backend::Postgres)
-            .await;
-    }
-}
-
+crate::each_backend!(worker: a_providers_error_answer_is_kept_with_the_unknown_status);
 // Slow and oversized bodies, with a short body time limit.
-mod bodies {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::slow_and_oversized_bodies_are_bounded(super::Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::slow_and_oversized_bodies_are_bounded(super::Backend::Postgres).await;
-    }
-}
+crate::each_backend!(bodies: slow_and_oversized_bodies_are_bounded);
 
 // Instances relay hub events through PostgreSQL (SQLite has one instance).
 mod relay {
