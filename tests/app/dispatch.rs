@@ -1246,41 +1246,15 @@ async fn the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out(app: TestAp
 /// by id before the answer was committed and by name just after, was found by neither and
 /// ignored.
 async fn sandbox_approvals_make_templates_sendable_without_a_sync(app: TestApp) {
-    use reqwest::StatusCode;
+    use crate::send::{drafted_template, sendable_within, submit_and_approve};
     let s = crate::send::setup(&app).await;
     let mut stuck = Vec::new();
     for i in 0..30 {
         let name = format!("order_update_{i}");
-        let path = crate::send::drafted_template(&s, &name, crate::send::WA_BODY).await;
-        let res = s
-            .admin
-            .post_form(&format!("{path}/submit"), &[("version", "1")])
-            .await;
-        assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        let res = s
-            .lead
-            .post_form(
-                &format!("{path}/approve"),
-                &[("version", "1"), ("note", "")],
-            )
-            .await;
-        assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, list) = crate::provider_kit::get_json(
-                &app,
-                &s.key,
-                &format!("/api/v1/templates?name={name}"),
-            )
-            .await;
-            if list["data"].as_array().is_some_and(|a| !a.is_empty()) {
-                break;
-            }
-            if Instant::now() > deadline {
-                stuck.push(name);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let path = drafted_template(&s, &name, crate::send::WA_BODY).await;
+        submit_and_approve(&s, &path).await;
+        if !sendable_within(&app, &s, &name, Duration::from_secs(10)).await {
+            stuck.push(name);
         }
     }
     assert!(stuck.is_empty(), "never sendable: {stuck:?}");
