@@ -199,6 +199,24 @@ fn sandbox_channel(db: &Db, kind: ChannelKind) -> Channel {
         .unwrap_or_else(|| panic!("no sandbox {kind:?} channel"))
 }
 
+/// The WhatsApp template `order_shipped` ("Your order {{1}} shipped."), version 1, as a draft
+/// on `ch`: in Herald, not yet approved or submitted.
+fn draft_order_shipped(db: &Db, ch: &Channel) -> herald::storage::templates::Template {
+    use herald::domain::audit::Actor;
+    use herald::domain::template::{TemplateDraft, validate};
+    let draft = TemplateDraft {
+        name: "order_shipped".into(),
+        language: "en_US".into(),
+        category: "utility".into(),
+        body: "Your order {{1}} shipped.".into(),
+        samples: [("1".to_owned(), "#1".to_owned())].into(),
+        ..TemplateDraft::default()
+    };
+    let valid = validate(ChannelKind::Whatsapp, &draft).expect("valid draft");
+    herald::storage::templates::create(&mut db.get().unwrap(), ch, &valid, &Actor::system("test"))
+        .expect("template")
+}
+
 async fn start_fake(config: FakeConfig) -> FakeProviderHandle {
     FakeProvider::start(config).await.expect("fake provider")
 }
@@ -537,26 +555,13 @@ async fn whatsapp_spaces_messages_to_one_recipient(app: TestApp) {
 }
 
 async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
-    use herald::domain::audit::Actor;
-    use herald::domain::template::{TemplateDraft, validate};
     let db = db(&app);
     let fake = start_fake(FakeConfig::default()).await;
     let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
     let ids = enqueue(&db, &ch, 0, 2);
-    let mut conn = db.get().unwrap();
     // A template that is (no longer) approved: here a draft, as after a withdrawal.
-    let draft = TemplateDraft {
-        name: "order_shipped".into(),
-        language: "en_US".into(),
-        category: "utility".into(),
-        body: "Your order {{1}} shipped.".into(),
-        samples: [("1".to_owned(), "#1".to_owned())].into(),
-        ..TemplateDraft::default()
-    };
-    let valid = validate(ChannelKind::Whatsapp, &draft).expect("valid draft");
-    let template =
-        herald::storage::templates::create(&mut conn, &ch, &valid, &Actor::system("test"))
-            .expect("template");
+    let template = draft_order_shipped(&db, &ch);
+    let mut conn = db.get().unwrap();
     {
         use diesel::prelude::*;
         use herald::storage::schema::messages;
@@ -1269,22 +1274,12 @@ async fn a_verdict_committed_while_the_answer_is_written_stands(app: TestApp) {
     use diesel::prelude::*;
     use herald::channels::{ProviderEvent, ProviderTemplateStatus, TemplateStatusEvent};
     use herald::domain::audit::Actor;
-    use herald::domain::template::{TemplateDraft, TemplateStage, validate};
+    use herald::domain::template::TemplateStage;
     use herald::storage::schema::template_versions as tv;
     use herald::storage::templates::{self, SubmissionResult};
     let db = db(&app);
     let ch = sandbox_channel(&db, ChannelKind::Whatsapp);
-    let draft = TemplateDraft {
-        name: "order_shipped".into(),
-        language: "en_US".into(),
-        category: "utility".into(),
-        body: "Your order {{1}} shipped.".into(),
-        samples: [("1".to_owned(), "#1".to_owned())].into(),
-        ..TemplateDraft::default()
-    };
-    let valid = validate(ChannelKind::Whatsapp, &draft).expect("valid draft");
-    let template = templates::create(&mut db.get().unwrap(), &ch, &valid, &Actor::system("test"))
-        .expect("template");
+    let template = draft_order_shipped(&db, &ch);
     // Approved in Herald, its submission under way.
     let version_id: i64 = diesel::update(tv::table.filter(tv::template_id.eq(template.id)))
         .set((
