@@ -47,6 +47,30 @@ macro_rules! both_backends {
     };
 }
 
+/// Runs one test that makes its own server once per backend, as `$module::sqlite` and
+/// `$module::postgres` (ignored, as in `both_backends!`, unless `HERALD_TEST_DATABASE_URL` was
+/// set at build time): `$test` takes the [`Backend`].
+#[macro_export]
+macro_rules! each_backend {
+    ($module:ident: $test:ident) => {
+        mod $module {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$test($crate::helpers::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(
+                not(herald_pg_tests),
+                ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+            )]
+            async fn postgres() {
+                super::$test($crate::helpers::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {

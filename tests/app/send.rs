@@ -99,6 +99,18 @@ pub async fn setup(app: &TestApp) -> Setup {
 /// sandbox approved it too. Returns the template's page path.
 pub async fn approved_template(app: &TestApp, s: &Setup, name: &str, body: &str) -> String {
     let path = drafted_template(s, name, body).await;
+    submit_and_approve(s, &path).await;
+    // The sandbox approves at once here (`approve_after_ms` 0): its verdict alone makes the
+    // template sendable, whichever of it and the submission's answer is written first.
+    assert!(
+        sendable_within(app, s, name, Duration::from_secs(30)).await,
+        "{name} never became sendable"
+    );
+    path
+}
+
+/// The admin submits version 1 of the template at `path` for review; the lead approves it.
+pub async fn submit_and_approve(s: &Setup, path: &str) {
     let res = s
         .admin
         .post_form(&format!("{path}/submit"), &[("version", "1")])
@@ -112,16 +124,21 @@ pub async fn approved_template(app: &TestApp, s: &Setup, name: &str, body: &str)
         )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    // The sandbox approves at once here (`approve_after_ms` 0): its verdict alone makes the
-    // template sendable, whichever of it and the submission's answer is written first.
-    for _ in 0..300 {
+}
+
+/// Whether the API lists the template `name` as sendable before `wait` has passed.
+pub async fn sendable_within(app: &TestApp, s: &Setup, name: &str, wait: Duration) -> bool {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
         let (_, list) = get_json(app, &s.key, &format!("/api/v1/templates?name={name}")).await;
         if list["data"].as_array().is_some_and(|a| !a.is_empty()) {
-            return path;
+            return true;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{name} never became sendable");
 }
 
 pub async fn drafted_template(s: &Setup, name: &str, body: &str) -> String {
