@@ -1443,7 +1443,7 @@ async fn nul_characters_are_refused_at_the_edges_naming_the_field(app: TestApp) 
     );
 }
 
-crate::each_backend!(parallel_imports: parallel_imports_with_the_production_pool);
+crate::both_backends!(with_backend parallel_imports: parallel_imports_with_the_production_pool);
 
 /// `parallel_imports_complete_or_answer_busy` with the production pool size (16), where the
 /// imports outnumber no connections but one another.

@@ -1384,7 +1384,7 @@ mod concurrent_writers {
     }
 }
 
-crate::each_backend!(sandbox_approvals: sandbox_approvals_with_the_dispatcher_on);
+crate::both_backends!(with_backend sandbox_approvals: sandbox_approvals_with_the_dispatcher_on);
 
 /// The sandbox approvals, with the in-process dispatcher on.
 async fn sandbox_approvals_with_the_dispatcher_on(backend: crate::helpers::Backend) {

@@ -13,30 +13,9 @@ use crate::provider_kit::{api, get_json};
 use herald::storage::channels::{self, Channel};
 use herald::storage::schema::messages;
 
-/// Like `both_backends!`, with the in-process dispatcher on (these tests watch messages go out).
-macro_rules! dispatching_on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::spawn(crate::helpers::Backend::Sqlite).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[cfg_attr(not(herald_pg_tests), ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL")]
-                async fn $name() {
-                    super::$name(super::spawn(crate::helpers::Backend::Postgres).await).await;
-                }
-            )*
-        }
-    };
-}
-
-dispatching_on_both_backends!(
+// With the in-process dispatcher on (these tests watch messages go out): `spawn` below.
+crate::both_backends!(
+    spawn = spawn;
     the_api_sends_by_the_rules_with_codes_and_idempotency,
     the_send_form_follows_the_rules_and_sends_once,
     the_event_stream_carries_inbound_replies_and_statuses,

@@ -36,11 +36,11 @@ crate::both_backends!(
 );
 
 // Twilio behind a proxy needs its own HERALD_PUBLIC_URL.
-crate::each_backend!(proxy: twilio_signatures_are_checked_against_the_public_url);
+crate::both_backends!(with_backend proxy: twilio_signatures_are_checked_against_the_public_url);
 // The in-process worker sends through the fake provider.
-crate::each_backend!(worker: a_providers_error_answer_is_kept_with_the_unknown_status);
+crate::both_backends!(with_backend worker: a_providers_error_answer_is_kept_with_the_unknown_status);
 // Slow and oversized bodies, with a short body time limit.
-crate::each_backend!(bodies: slow_and_oversized_bodies_are_bounded);
+crate::both_backends!(with_backend bodies: slow_and_oversized_bodies_are_bounded);
 
 // Instances relay hub events through PostgreSQL (SQLite has one instance).
 mod relay {
