@@ -6,6 +6,7 @@ use herald::testkit::fake_provider::{FakeConfig, FakeProvider, Scripted};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::fixtures::admin_and_key;
 use crate::helpers::{TestApp, api_get, location, texts};
 use crate::provider_kit::*;
 

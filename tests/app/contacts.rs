@@ -3,6 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::fixtures::admin_and_key;
 use crate::helpers::{Backend, Client, TestApp, api_get, create_api_key, location, texts};
 
 crate::both_backends!(
@@ -96,12 +97,6 @@ fn channel_of(contact: &Value, kind: &str) -> String {
         .as_str()
         .expect("a channel id")
         .to_owned()
-}
-
-async fn admin_and_key(app: &TestApp) -> (Client, String) {
-    let admin = app.admin().await;
-    let key = create_api_key(&admin, "Tests", "admin").await;
-    (admin, key)
 }
 
 async fn contacts_are_created_edited_and_deleted_in_the_dashboard(app: TestApp) {

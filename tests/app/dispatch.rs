@@ -22,6 +22,7 @@ use herald::storage::outbox::{self, NewMessage};
 use herald::storage::{Db, now};
 use herald::testkit::fake_provider::{FakeConfig, FakeProvider, FakeProviderHandle};
 
+use crate::fixtures::sandbox_channel;
 use crate::helpers::{TestApp, test_settings};
 
 crate::both_backends!(
@@ -188,15 +189,6 @@ fn message_rows(db: &Db) -> Vec<herald::storage::messages::MessageRow> {
         .select(herald::storage::messages::MessageRow::as_select())
         .load(&mut *db.get().expect("conn"))
         .expect("rows")
-}
-
-/// The sandbox channel of a kind, which exists without any configuration.
-fn sandbox_channel(db: &Db, kind: ChannelKind) -> Channel {
-    channels::list(&mut db.get().unwrap())
-        .unwrap()
-        .into_iter()
-        .find(|c| c.provider == Provider::Sandbox && c.kind == kind)
-        .unwrap_or_else(|| panic!("no sandbox {kind:?} channel"))
 }
 
 /// The WhatsApp template `order_shipped` ("Your order {{1}} shipped."), version 1, as a draft
@@ -594,8 +586,9 @@ async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
 }
 
 async fn failed_and_unknown_messages_are_resent_by_hand_once(app: TestApp) {
+    use crate::fixtures::admin_and_key;
     use crate::helpers::{create_api_key, location};
-    use crate::provider_kit::{admin_and_key, api};
+    use crate::provider_kit::api;
     use reqwest::{Method, StatusCode};
     let db = db(&app);
     let fake = start_fake(FakeConfig::default()).await;
@@ -1251,12 +1244,12 @@ async fn the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out(app: TestAp
 /// by id before the answer was committed and by name just after, was found by neither and
 /// ignored.
 async fn sandbox_approvals_make_templates_sendable_without_a_sync(app: TestApp) {
-    use crate::send::{drafted_template, sendable_within, submit_and_approve};
-    let s = crate::send::setup(&app).await;
+    use crate::fixtures::{drafted_template, sendable_within, submit_and_approve};
+    let s = crate::fixtures::setup(&app).await;
     let mut stuck = Vec::new();
     for i in 0..30 {
         let name = format!("order_update_{i}");
-        let path = drafted_template(&s, &name, crate::send::WA_BODY).await;
+        let path = drafted_template(&s, &name, crate::fixtures::WA_BODY).await;
         submit_and_approve(&s, &path).await;
         if !sendable_within(&app, &s, &name, Duration::from_secs(10)).await {
             stuck.push(name);
@@ -1388,6 +1381,6 @@ crate::both_backends!(with_backend sandbox_approvals: sandbox_approvals_with_the
 
 /// The sandbox approvals, with the in-process dispatcher on.
 async fn sandbox_approvals_with_the_dispatcher_on(backend: crate::helpers::Backend) {
-    let app = crate::send::spawn(backend).await;
+    let app = crate::fixtures::spawn(backend).await;
     sandbox_approvals_make_templates_sendable_without_a_sync(app).await;
 }

@@ -13,6 +13,7 @@ use herald::testkit::fake_provider::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::fixtures::channel_named;
 use crate::helpers::{Client, TestApp, api_get, create_api_key, location, texts};
 
 crate::both_backends!(
@@ -55,15 +56,6 @@ async fn people(app: &TestApp) -> People {
         sam,
         key,
     }
-}
-
-fn channel_named(app: &TestApp, name: &str) -> Channel {
-    let mut conn = app.db();
-    channels::list(&mut conn)
-        .expect("channels")
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no channel {name}"))
 }
 
 /// Drafts a template with the form's fields; returns the response.

@@ -20,6 +20,7 @@ use herald::testkit::fake_provider::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::fixtures::admin_and_key;
 use crate::helpers::{Backend, TestApp, location};
 use crate::provider_kit::*;
 
