@@ -12,8 +12,8 @@ use crate::service::sign_in::{self, Verdict, throttled_message};
 use crate::service::users as accounts;
 use crate::startup::AppState;
 use crate::web::chrome::Chrome;
-use crate::web::identity::{Auth, perm, redirect_response};
-use crate::web::passwords::{client_address, with_retry_after};
+use crate::web::errors::with_retry_after;
+use crate::web::identity::{Auth, client_address, perm, redirect_response};
 use crate::web::session::TypedSession;
 use crate::web::{paths, render, render_with_status};
 

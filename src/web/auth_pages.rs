@@ -13,8 +13,8 @@ use crate::service::users as accounts;
 use crate::startup::AppState;
 use crate::web::chrome::Chrome;
 use crate::web::errors::safe_next;
-use crate::web::identity::{MaybeUser, redirect_response, setup_needed};
-use crate::web::passwords::{client_address, with_retry_after};
+use crate::web::errors::with_retry_after;
+use crate::web::identity::{MaybeUser, client_address, redirect_response, setup_needed};
 use crate::web::session::TypedSession;
 use crate::web::{paths, render, render_with_status};
 
