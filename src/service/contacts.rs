@@ -892,6 +892,10 @@ pub async fn add_to_list(
     svc.write(actor, move |change| {
         let contact = contact_or_404(change.conn, &public_id)?;
         let list = list_or_404(change.conn, &list_public_id)?;
+        // Not deleted meanwhile (a membership of a contact being deleted would fail).
+        if contacts::lock_existing(change.conn, &[contact.id])?.is_empty() {
+            return Err(ServiceError::not_found("This contact"));
+        }
         lists::add_members(change.conn, list.id, &[contact.id])?;
         Ok((contact, list))
     })
@@ -996,7 +1000,10 @@ fn bulk_in(
     };
     let apply = |conn: &mut DbConnection, batch: &[i64]| -> ServiceResult<usize> {
         Ok(match (&list, action) {
-            (Some(l), BulkAction::AddToList) => lists::add_members(conn, l.id, batch)?,
+            (Some(l), BulkAction::AddToList) => {
+                let existing = contacts::lock_existing(conn, batch)?;
+                lists::add_members(conn, l.id, &existing)?
+            }
             (Some(l), _) => lists::remove_members(conn, l.id, batch)?,
             (None, _) => contacts::delete(conn, batch)?,
         })
