@@ -9,6 +9,9 @@
 //! into its HTTP error (`error::AppError`) and background code handles itself.
 
 pub mod api_keys;
+pub mod contacts;
+pub mod imports;
+pub mod lists;
 pub mod reveals;
 pub mod sign_in;
 pub mod users;

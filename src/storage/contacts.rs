@@ -277,9 +277,39 @@ pub fn upsert(
 pub fn delete(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<usize> {
     let mut n = 0;
     for chunk in ids.chunks(500) {
+        if let DbConnection::Postgres(pg) = conn {
+            // Rows are locked in id order, as `lock_existing` locks them, so a deletion and a
+            // bulk change over the same contacts wait for each other instead of deadlocking.
+            contacts::table
+                .filter(contacts::id.eq_any(chunk))
+                .select(contacts::id)
+                .order(contacts::id.asc())
+                .for_update()
+                .load::<i64>(pg)?;
+        }
         n += diesel::delete(contacts::table.filter(contacts::id.eq_any(chunk))).execute(conn)?;
     }
     Ok(n)
+}
+
+/// Those of these contacts that still exist, kept from deletion until the transaction ends
+/// (before rows that reference them are written, e.g. list members). On PostgreSQL a contact
+/// another transaction is deleting is waited for and left out once gone (a plain read would
+/// still see it, and the insert would then fail its foreign key); on SQLite the write
+/// transaction already keeps every other writer out.
+pub fn lock_existing(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<i64>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let query = contacts::table
+            .filter(contacts::id.eq_any(chunk))
+            .select(contacts::id)
+            .order(contacts::id.asc());
+        out.extend(match conn {
+            DbConnection::Postgres(pg) => query.for_key_share().load::<i64>(pg)?,
+            DbConnection::Sqlite(sqlite) => query.load::<i64>(sqlite)?,
+        });
+    }
+    Ok(out)
 }
 
 /// What the contacts page and the export filter on.

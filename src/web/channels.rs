@@ -19,7 +19,7 @@ use crate::web::channel_settings::{
     self as saving, ChannelDraft, Deleted, FieldProblems, Refusal, TestResult,
 };
 use crate::web::chrome::Chrome;
-use crate::web::contacts::field_of;
+use crate::web::format::field_of;
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
 use crate::web::{format, paths, render, render_with_status};

@@ -53,3 +53,12 @@ where
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .streaming(stream)
 }
+
+/// Why a producer stopped, for the log (with the cause of an internal error).
+pub fn download_error(err: &crate::service::ServiceError) -> String {
+    use crate::service::ServiceError;
+    match err {
+        ServiceError::Internal(cause) | ServiceError::Unavailable(cause) => format!("{cause:#}"),
+        other => other.to_string(),
+    }
+}

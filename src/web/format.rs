@@ -1,4 +1,5 @@
-//! How times read on the pages.
+//! How times and numbers read on the pages, and the small readers of raw form pairs that
+//! several handlers share.
 
 use chrono::NaiveDateTime;
 
@@ -36,6 +37,30 @@ pub fn attr_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// 1284 -> "1,284".
+pub fn thousands(n: impl std::borrow::Borrow<i64>) -> String {
+    let n = *n.borrow();
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// The first value of a form field (empty when absent), from a form read as raw pairs (a form
+/// that may repeat fields).
+pub(crate) fn field_of(pairs: &[(String, String)], name: &str) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +77,13 @@ mod tests {
         assert_eq!(ago_at(Some(&at(86_400 * 3)), now), "3 days ago");
         assert_eq!(ago_at(Some(&at(86_400 * 60)), now), "26 Sep 2026");
         assert_eq!(datetime(&now), "25 Nov 2026, 16:00 UTC");
+    }
+
+    #[test]
+    fn numbers_group_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1284), "1,284");
+        assert_eq!(thousands(-1_234_567), "-1,234,567");
     }
 }

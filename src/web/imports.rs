@@ -10,17 +10,17 @@ use futures_util::StreamExt;
 
 use crate::domain::phone::DefaultCountry;
 use crate::error::AppError;
-use crate::import::gate::{Busy, ImportPermit};
 use crate::import::mapping::{self, CHOICES, Mapping, Preview, Target};
-use crate::import::{self, ImportError, Plan, Summary};
+use crate::import::{self, Summary};
+use crate::service;
+use crate::service::imports::{ImportList, NewImport, ReadAs};
 use crate::startup::AppState;
-use crate::storage::imports::{self, Import};
-use crate::storage::lists::{self, List};
-use crate::storage::{audit, is_unique_violation, new_public_id};
+use crate::storage::imports::Import;
+use crate::storage::lists::List;
+use crate::storage::new_public_id;
 use crate::web::chrome::Chrome;
-use crate::web::contacts::thousands;
-use crate::web::download::{csv_download, csv_rows};
-use crate::web::format;
+use crate::web::download::{csv_download, csv_rows, download_error};
+use crate::web::format::{self, thousands};
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::render;
 use crate::web::session::TypedSession;
@@ -47,10 +47,7 @@ pub async fn index(
     state: web::Data<AppState>,
     chrome: Chrome,
 ) -> Result<HttpResponse, AppError> {
-    let recent = state
-        .db
-        .run(|conn| Ok::<_, AppError>(imports::recent(conn, 20)?))
-        .await?;
+    let recent = service::imports::recent(&state, 20).await?;
     render(&ImportPage {
         chrome,
         recent: recent
@@ -185,10 +182,7 @@ pub async fn preview(
                 .unwrap_or_else(|| mapping::sanitise_key(h)),
         })
         .collect();
-    let all_lists = state
-        .db
-        .run(|conn| Ok::<_, AppError>(lists::all(conn)?))
-        .await?;
+    let all_lists = service::lists::all(&state).await?;
     render(&MappingForm {
         import_id: new_public_id(),
         file_name,
@@ -233,68 +227,6 @@ fn mapping_from(fields: &HashMap<String, String>) -> Result<Option<Mapping>, Str
         targets.push(t);
     }
     Mapping::new(targets, &headers).map(Some)
-}
-
-/// Where the imported contacts go: an existing list (by public id) or a new one (by name).
-pub fn resolve_list(
-    conn: &mut crate::storage::DbConnection,
-    existing: &str,
-    new_name: &str,
-) -> Result<Option<List>, AppError> {
-    let new_name = new_name.trim();
-    if !new_name.is_empty() {
-        let name = crate::domain::user::DisplayName::parse(new_name)
-            .map_err(|e| AppError::invalid("invalid_list", e.replace("a name", "a list name")))?;
-        return Ok(Some(lists::find_or_create(conn, name.as_str())?));
-    }
-    match existing.trim() {
-        "" => Ok(None),
-        id if id.contains('\0') => Err(crate::web::edge::nul_error("list")),
-        id => Ok(Some(
-            lists::find_by_public_id(conn, id)?
-                .or(lists::find_by_name(conn, id)?)
-                .ok_or_else(|| {
-                    AppError::invalid("unknown_list", format!("There is no list \"{id}\"."))
-                })?,
-        )),
-    }
-}
-
-/// Creates the import's record (a second submit of the same form is refused: double clicks do
-/// not import twice).
-pub async fn begin(
-    state: &AppState,
-    public_id: String,
-    file_name: String,
-    list: (String, String),
-    bytes_total: Option<i64>,
-    actor: crate::domain::audit::Actor,
-) -> Result<Import, AppError> {
-    // The file's name is only shown: control characters (a NUL would not even store) go.
-    let file_name: String = file_name.chars().filter(|c| !c.is_control()).collect();
-    state
-        .db
-        .run(move |conn| {
-            let list = resolve_list(conn, &list.0, &list.1)?;
-            let created = crate::storage::write_transaction(conn, |conn| {
-                let i = imports::create(conn, &public_id, &file_name, list.as_ref().map(|l| l.id), bytes_total, &actor.label)?;
-                audit::record(
-                    conn,
-                    &actor,
-                    "contacts.import_started",
-                    "import",
-                    Some(&i.public_id),
-                    serde_json::json!({"file": i.file_name, "list": list.as_ref().map(|l| l.name.clone())}),
-                )?;
-                Ok::<_, diesel::result::Error>(i)
-            });
-            match created {
-                Ok(i) => Ok(i),
-                Err(e) if is_unique_violation(&e) => Err(AppError::conflict("This import was already started; see Contacts › Import for its result.")),
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await
 }
 
 pub fn summary_text(s: &Summary) -> String {
@@ -363,84 +295,41 @@ pub async fn start(
         .ok()
         .filter(|n| *n > 0);
     // A turn first (nothing is written while the import waits for one).
-    let permit = match state.imports.enter().await {
+    let permit = match service::imports::take_turn(&state).await {
         Ok(p) => p,
         Err(busy) => {
             drain(file, multipart).await;
-            return Err(busy_error(busy));
+            return Err(busy.into());
         }
     };
-    let import = match begin(
-        &state,
+    let new = NewImport {
         public_id,
         file_name,
-        (get("list"), get("new_list")),
+        list: ImportList::Form {
+            existing: get("list"),
+            new_name: get("new_list"),
+        },
         bytes_total,
-        auth.actor(),
-    )
-    .await
-    {
+    };
+    let import = match service::imports::begin(&state, auth.actor(), new).await {
         Ok(i) => i,
         Err(e) => {
             drain(file, multipart).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     let id = import.public_id.clone();
-    let result = run_upload(&state, import, mapping, country, delimiter, permit, file).await;
+    let read_as = ReadAs {
+        mapping,
+        country,
+        delimiter,
+    };
+    let result = service::imports::run(&state, import, read_as, permit, file).await;
     match result {
         Ok(summary) => session.success(format!("Import finished. {}", summary_text(&summary))),
         Err(e) => session.error(format!("The import stopped: {e}")),
     }
     Ok(redirect_response(&req, &format!("/contacts/imports/{id}")))
-}
-
-/// Imports a multipart file field. Without a chosen delimiter, it is guessed from the first
-/// chunk (the reader needs it before the first record).
-pub async fn run_upload(
-    state: &AppState,
-    import: Import,
-    mapping: Option<Mapping>,
-    country: DefaultCountry,
-    delimiter: Option<u8>,
-    permit: ImportPermit,
-    mut file: actix_multipart::Field,
-) -> Result<Summary, ImportError> {
-    let first = match file.next().await {
-        Some(Ok(b)) => b,
-        Some(Err(e)) => {
-            let err = ImportError::Invalid(format!("the upload was interrupted: {e}"));
-            finish_failed(state, &import, &err).await;
-            return Err(err);
-        }
-        None => bytes::Bytes::new(),
-    };
-    let delimiter = delimiter.unwrap_or_else(|| {
-        import::records::sniff_delimiter(first.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&first))
-    });
-    let plan = Plan {
-        delimiter,
-        mapping,
-        country,
-    };
-    let head = futures_util::stream::iter([Ok::<_, actix_multipart::MultipartError>(first)]);
-    import::run_streaming(state.db.clone(), import, plan, permit, head.chain(file)).await
-}
-
-/// The 503 for an import that found no turn.
-pub fn busy_error(busy: Busy) -> AppError {
-    AppError::Busy {
-        message: busy.to_string(),
-        retry_after_secs: busy.retry_after.as_secs().max(1),
-    }
-}
-
-async fn finish_failed(state: &AppState, import: &Import, err: &ImportError) {
-    let (id, message) = (import.id, err.to_string());
-    let _ = state
-        .db
-        .run(move |conn| Ok::<_, AppError>(imports::finish(conn, id, Some(&message))?))
-        .await;
 }
 
 /// Reads and drops the rest of an upload, so the browser gets the answer instead of a reset.
@@ -473,26 +362,16 @@ struct ProgressPartial {
 }
 
 async fn load(state: &AppState, public_id: String) -> Result<ProgressPartial, AppError> {
-    state
-        .db
-        .run(move |conn| {
-            let import = imports::find_by_public_id(conn, &public_id)?
-                .ok_or_else(|| AppError::not_found("This import"))?;
-            let list = match import.list_id {
-                Some(id) => lists::find(conn, id)?,
-                None => None,
-            };
-            Ok::<_, AppError>(ProgressPartial {
-                rows: thousands(import.rows_read),
-                imported: thousands(import.imported),
-                updated: thousands(import.updated),
-                rejected: thousands(import.rejected),
-                started: format::datetime(&import.created_at),
-                import,
-                list,
-            })
-        })
-        .await
+    let (import, list) = service::imports::progress(state, public_id).await?;
+    Ok(ProgressPartial {
+        rows: thousands(import.rows_read),
+        imported: thousands(import.imported),
+        updated: thousands(import.updated),
+        rejected: thousands(import.rejected),
+        started: format::datetime(&import.created_at),
+        import,
+        list,
+    })
 }
 
 pub async fn show(
@@ -512,14 +391,7 @@ pub async fn progress(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
-    let found = state
-        .db
-        .run({
-            let id = id.clone();
-            move |conn| Ok::<_, AppError>(imports::find_by_public_id(conn, &id)?.is_some())
-        })
-        .await?;
-    if !found {
+    if service::imports::find(&state, id.clone()).await?.is_none() {
         // The upload has not reached the server yet.
         let id = crate::web::format::attr_escape(&id);
         return Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
@@ -537,13 +409,7 @@ pub async fn rejected_csv(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let public_id = path.into_inner();
-    let import = state
-        .db
-        .run(move |conn| {
-            imports::find_by_public_id(conn, &public_id)?
-                .ok_or_else(|| AppError::not_found("This import"))
-        })
-        .await?;
+    let (import, _) = service::imports::progress(&state, public_id).await?;
     let import_id = import.id;
     let stem = import
         .file_name
@@ -556,22 +422,14 @@ pub async fn rejected_csv(
             if !sink(csv_rows([["row", "value", "reason"]])) {
                 return Ok(());
             }
-            let mut after = 0;
-            loop {
-                let batch =
-                    imports::rejections(conn, import_id, after, 2000).map_err(|e| e.to_string())?;
-                let Some((last, _)) = batch.last() else {
-                    return Ok(());
-                };
-                after = *last;
-                if !sink(csv_rows(
+            service::imports::each_rejection_batch(conn, import_id, |batch| {
+                sink(csv_rows(
                     batch
                         .into_iter()
-                        .map(|(_, r)| [r.row_number.to_string(), r.value, r.reason]),
-                )) {
-                    return Ok(());
-                }
-            }
+                        .map(|r| [r.row_number.to_string(), r.value, r.reason]),
+                ))
+            })
+            .map_err(|e| download_error(&e))
         },
     ))
 }

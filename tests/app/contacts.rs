@@ -21,6 +21,8 @@ crate::both_backends!(
     exports_neutralise_formulas_and_import_back_unchanged,
     nul_characters_are_refused_at_the_edges_naming_the_field,
     roles_for_contacts,
+    the_api_lists_contacts_with_the_page_filters,
+    concurrent_contact_writes_bulk_actions_and_an_import_never_answer_500,
 );
 
 /// A valid US number for index `i`.
@@ -1572,4 +1574,309 @@ async fn roles_for_contacts(app: TestApp) {
         !page.contains("Import CSV"),
         "no import button for support leads"
     );
+}
+
+/// The phone numbers of an API page of contacts, and its `next_before`.
+async fn api_phones(app: &TestApp, key: &str, query: &str) -> (Vec<String>, Value) {
+    let res = api_get(app, &format!("/api/v1/contacts{query}"), Some(key)).await;
+    assert_eq!(res.status(), StatusCode::OK, "{query}");
+    let page: Value = res.json().await.unwrap();
+    let mut phones: Vec<String> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["phone"].as_str().unwrap().to_owned())
+        .collect();
+    phones.sort();
+    (phones, page["next_before"].clone())
+}
+
+/// `GET /api/v1/contacts` filters as the contacts page does: `list` (id or name), `opted_out`
+/// (a kind of channel), `language`, with `q`, and pages through a filtered view.
+async fn the_api_lists_contacts_with_the_page_filters(app: TestApp) {
+    let (admin, key) = admin_and_key(&app).await;
+    for i in 0..6 {
+        let mut body = json!({
+            "phone": phone(i),
+            "name": format!("Filter {i}"),
+            "language": if i % 2 == 0 { "fr" } else { "en" },
+        });
+        if i < 3 {
+            body["lists"] = json!(["VIP"]);
+        }
+        if i == 1 || i == 4 {
+            body["consent"] = json!({"sms": "opted_out"});
+        }
+        let res = api_post(&app, &key, "/api/v1/contacts", &body).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let all = |is: &[usize]| is.iter().map(|i| phone(*i)).collect::<Vec<_>>();
+
+    assert_eq!(api_phones(&app, &key, "").await.0, all(&[0, 1, 2, 3, 4, 5]));
+    assert_eq!(api_phones(&app, &key, "?list=VIP").await.0, all(&[0, 1, 2]));
+    // The list's id works as on the page.
+    let lists = admin.get_html("/contacts/lists").await;
+    let doc = scraper::Html::parse_document(&lists);
+    let sel = scraper::Selector::parse("tr[data-list=\"VIP\"] a").unwrap();
+    let list_id = doc
+        .select(&sel)
+        .next()
+        .unwrap()
+        .value()
+        .attr("href")
+        .unwrap()
+        .trim_start_matches("/contacts?list=")
+        .to_owned();
+    assert_eq!(
+        api_phones(&app, &key, &format!("?list={list_id}")).await.0,
+        all(&[0, 1, 2])
+    );
+    assert_eq!(
+        api_phones(&app, &key, "?opted_out=sms").await.0,
+        all(&[1, 4])
+    );
+    assert_eq!(
+        api_phones(&app, &key, "?language=fr").await.0,
+        all(&[0, 2, 4])
+    );
+    assert_eq!(
+        api_phones(&app, &key, "?list=VIP&language=fr&opted_out=")
+            .await
+            .0,
+        all(&[0, 2])
+    );
+    assert_eq!(
+        api_phones(&app, &key, "?q=Filter%205&language=en").await.0,
+        all(&[5])
+    );
+    // Empty filters filter nothing; the page agrees on what matches.
+    assert_eq!(
+        api_phones(&app, &key, "?list=&opted_out=&language=")
+            .await
+            .0,
+        all(&[0, 1, 2, 3, 4, 5])
+    );
+    assert!(
+        admin
+            .get_html("/contacts?opted_out=sms")
+            .await
+            .contains("2 contacts match")
+    );
+
+    // A filtered view pages by `before` with the same filters.
+    let (first, next) = api_phones(&app, &key, "?list=VIP&limit=2").await;
+    assert_eq!(first, all(&[1, 2]), "newest first");
+    let next = next.as_str().expect("a next page").to_owned();
+    let (rest, last) = api_phones(&app, &key, &format!("?list=VIP&limit=2&before={next}")).await;
+    assert_eq!(rest, all(&[0]));
+    assert!(last.is_null());
+
+    // Filters that name nothing.
+    let res = api_get(&app, "/api/v1/contacts?opted_out=fax", Some(&key)).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_filter", "{body}");
+    assert!(body["error"]["fields"]["opted_out"].is_string(), "{body}");
+    let res = api_get(&app, "/api/v1/contacts?list=Nobody", Some(&key)).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    // The page keeps answering 400 for a kind of channel that is none.
+    assert_eq!(
+        admin.get("/contacts?opted_out=fax").await.status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
+/// Contact updates (page and API), consent changes, bulk actions over every matching contact
+/// and a CSV import, all at once through the real server: every write waits its turn (on
+/// SQLite `BEGIN IMMEDIATE`), none answers 500 ("database is locked").
+async fn concurrent_contact_writes_bulk_actions_and_an_import_never_answer_500(app: TestApp) {
+    let (admin, key) = admin_and_key(&app).await;
+    let mut csv = String::from("phone,name,tier\n");
+    for i in 0..300 {
+        csv.push_str(&format!("{},Busy {i},t{}\n", phone(i), i % 3));
+    }
+    let (status, _) = api_import(&app, &key, "", csv).await;
+    assert_eq!(status, StatusCode::OK);
+    let res = admin
+        .post_form("/contacts/lists", &[("name", "Crowd")])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let lists = admin.get_html("/contacts/lists").await;
+    let doc = scraper::Html::parse_document(&lists);
+    let sel = scraper::Selector::parse("tr[data-list=\"Crowd\"] a").unwrap();
+    let list_id = doc
+        .select(&sel)
+        .next()
+        .unwrap()
+        .value()
+        .attr("href")
+        .unwrap()
+        .trim_start_matches("/contacts?list=")
+        .to_owned();
+    let ids: Vec<String> = {
+        let res = api_get(&app, "/api/v1/contacts?limit=20", Some(&key)).await;
+        let page: Value = res.json().await.unwrap();
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let token = admin.csrf_token().await;
+
+    let mut tasks: Vec<tokio::task::JoinHandle<(String, StatusCode)>> = Vec::new();
+    // A second import of fresh numbers, running while everything else writes.
+    {
+        let (app_address, key) = (app.address.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut csv = String::from("phone,name\n");
+            for i in 1000..4000 {
+                csv.push_str(&format!("{},Imported {i}\n", phone(i)));
+            }
+            let res = reqwest::Client::new()
+                .post(format!("{app_address}/api/v1/contacts/import?list=Crowd"))
+                .bearer_auth(&key)
+                .header("Content-Type", "text/csv")
+                .body(csv)
+                .send()
+                .await
+                .expect("import");
+            ("import".into(), res.status())
+        }));
+    }
+    for round in 0..4 {
+        // API upserts of existing contacts, with consent and lists.
+        for i in 0..5 {
+            let (app_address, key) = (app.address.clone(), key.clone());
+            let n = round * 5 + i;
+            tasks.push(tokio::spawn(async move {
+                let res = reqwest::Client::new()
+                    .post(format!("{app_address}/api/v1/contacts"))
+                    .bearer_auth(&key)
+                    .json(&json!({
+                        "phone": phone(n),
+                        "name": format!("Updated {n}"),
+                        "consent": {"sms": if n % 2 == 0 { "opted_out" } else { "opted_in" }},
+                        "lists": ["Crowd"],
+                    }))
+                    .send()
+                    .await
+                    .expect("upsert");
+                (format!("upsert {n}"), res.status())
+            }));
+        }
+        // Page updates, consent changes and bulk actions, with the admin's session.
+        for (i, id) in ids.iter().enumerate().skip(round * 5).take(5) {
+            let (http, base, csrf, contact) = (
+                admin.http.clone(),
+                admin.base.clone(),
+                token.clone(),
+                id.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let (token, id) = (csrf, contact);
+                let name = format!("Page {i}");
+                let res = http
+                    .post(format!("{base}/contacts/{id}"))
+                    .form(&[
+                        ("name", name.as_str()),
+                        ("attr_key", "tier"),
+                        ("attr_value", "gold"),
+                        ("csrf_token", token.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .expect("update");
+                (format!("update {id}"), res.status())
+            }));
+            let (http, base, token, id) = (
+                admin.http.clone(),
+                admin.base.clone(),
+                token.clone(),
+                id.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let res = http
+                    .post(format!("{base}/contacts/{id}/consent"))
+                    .form(&[
+                        ("kind", "whatsapp"),
+                        ("status", "opted_out"),
+                        ("csrf_token", token.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .expect("consent");
+                (format!("consent {id}"), res.status())
+            }));
+        }
+        for action in ["add_to_list", "remove_from_list"] {
+            let (http, base, token, list_id) = (
+                admin.http.clone(),
+                admin.base.clone(),
+                token.clone(),
+                list_id.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let res = http
+                    .post(format!("{base}/contacts/bulk"))
+                    .form(&[
+                        ("action", action),
+                        ("target_list", list_id.as_str()),
+                        ("scope", "all"),
+                        ("q", "Busy"),
+                        ("csrf_token", token.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .expect("bulk");
+                (format!("bulk {action}"), res.status())
+            }));
+        }
+    }
+    // And a bulk delete of a slice nobody else touches (Busy 25 and Busy 250 to 259).
+    {
+        let (http, base, token) = (admin.http.clone(), admin.base.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = http
+                .post(format!("{base}/contacts/bulk"))
+                .form(&[
+                    ("action", "delete"),
+                    ("scope", "all"),
+                    ("q", "Busy 25"),
+                    ("csrf_token", token.as_str()),
+                ])
+                .send()
+                .await
+                .expect("bulk delete");
+            ("bulk delete".into(), res.status())
+        }));
+    }
+
+    let mut failures = Vec::new();
+    for task in tasks {
+        let (what, status) = task.await.expect("task");
+        if status.is_server_error() || status.is_client_error() {
+            failures.push(format!("{what}: {status}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+
+    // Everything landed: the import, the updates, the deletions.
+    assert!(
+        find_contact(&app, &key, &phone(3999)).await.is_some(),
+        "imported"
+    );
+    assert!(
+        find_contact(&app, &key, &phone(255)).await.is_none(),
+        "deleted"
+    );
+    assert!(
+        find_contact(&app, &key, &phone(25)).await.is_none(),
+        "deleted"
+    );
+    let updated = find_contact(&app, &key, &phone(3)).await.unwrap();
+    assert_eq!(updated["name"], "Updated 3");
 }

@@ -5,25 +5,18 @@ use std::collections::BTreeMap;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::channel::ChannelKind;
-use crate::domain::consent::{ConsentSource, ConsentStatus};
-use crate::domain::contact::{self as rules};
 use crate::domain::phone::{DefaultCountry, E164};
-use crate::domain::role::Role;
-use crate::domain::window;
 use crate::error::AppError;
-use crate::import::{self, Plan};
+use crate::import;
+use crate::service::contacts::{ContactFilter, ContactUpsert, ContactView};
+use crate::service::imports::{ImportList, NewImport, ReadAs};
+use crate::service::{self, ServiceError};
 use crate::startup::AppState;
-use crate::storage::contacts::{self, Contact, ContactFilter, ContactPatch, Cursor};
-use crate::storage::{
-    DbConnection, audit, channels, consents, conversations, imports, lists, new_public_id,
-};
+use crate::storage::new_public_id;
 use crate::web::api::{Body, Params};
 use crate::web::identity::{Auth, perm};
-use crate::web::imports::begin;
 
 #[derive(Serialize)]
 pub struct WindowJson {
@@ -64,39 +57,12 @@ pub struct ContactJson {
 }
 
 /// A contact with everything the API shows about it.
-pub fn contact_json(conn: &mut DbConnection, c: Contact) -> Result<ContactJson, AppError> {
-    let consent = consents::of_contact(conn, c.id)?;
-    let windows = conversations::windows(conn, c.id)?;
-    let now = Utc::now();
-    let channels = channels::list(conn)?
-        .into_iter()
-        .filter(|ch| ch.is_enabled())
-        .map(|ch| {
-            let last = windows
-                .iter()
-                .find(|(id, _)| *id == ch.id)
-                .map(|(_, at)| at.and_utc());
-            let w = window::state(ch.kind, last, now);
-            ChannelStateJson {
-                opted_out: consent
-                    .get(ch.kind.as_str())
-                    .is_some_and(|x| x.status == ConsentStatus::OptedOut),
-                window: WindowJson {
-                    open: w.is_open(),
-                    expires_at: w.expires_at().map(|t| t.to_rfc3339()),
-                },
-                kind: ch.kind.as_str(),
-                channel_id: ch.public_id,
-                name: ch.name,
-            }
-        })
-        .collect();
-    Ok(ContactJson {
-        lists: lists::of_contact(conn, c.id)?
-            .into_iter()
-            .map(|l| l.name)
-            .collect(),
-        consent: consent
+pub fn contact_json(view: ContactView) -> ContactJson {
+    let c = view.contact;
+    ContactJson {
+        lists: view.lists.into_iter().map(|l| l.name).collect(),
+        consent: view
+            .consents
             .into_iter()
             .map(|(k, v)| {
                 (
@@ -109,7 +75,20 @@ pub fn contact_json(conn: &mut DbConnection, c: Contact) -> Result<ContactJson, 
                 )
             })
             .collect(),
-        channels,
+        channels: view
+            .channels
+            .into_iter()
+            .map(|ch| ChannelStateJson {
+                opted_out: ch.opted_out,
+                window: WindowJson {
+                    open: ch.window.is_open(),
+                    expires_at: ch.window.expires_at().map(|t| t.to_rfc3339()),
+                },
+                kind: ch.channel.kind.as_str(),
+                channel_id: ch.channel.public_id,
+                name: ch.channel.name,
+            })
+            .collect(),
         id: c.public_id,
         phone: c.phone.into_inner(),
         name: c.name,
@@ -119,7 +98,7 @@ pub fn contact_json(conn: &mut DbConnection, c: Contact) -> Result<ContactJson, 
         attributes: c.attributes,
         created_at: c.created_at.and_utc().to_rfc3339(),
         updated_at: c.updated_at.and_utc().to_rfc3339(),
-    })
+    }
 }
 
 #[derive(Deserialize)]
@@ -140,10 +119,6 @@ pub struct UpsertBody {
     lists: Vec<String>,
 }
 
-fn invalid(field: &str, e: String) -> AppError {
-    AppError::invalid("invalid_field", format!("{field}: {e}"))
-}
-
 /// `POST /api/v1/contacts`: creates the contact for this phone number or updates the one that
 /// has it. 201 when created, 200 when updated.
 pub async fn upsert(
@@ -152,115 +127,19 @@ pub async fn upsert(
     body: Body<UpsertBody>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.get()?;
-    let phone = E164::parse(&body.phone, Some(state.settings.default_country))
-        .map_err(|e| AppError::invalid("invalid_phone", e))?;
-    let mut attrs: Vec<(String, String)> = Vec::new();
-    for (k, v) in &body.attributes {
-        let value = match v {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => String::new(),
-            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => v.to_string(),
-            _ => {
-                return Err(invalid(
-                    &format!("attributes.{k}"),
-                    "must be a string, number or boolean".into(),
-                ));
-            }
-        };
-        attrs.push((k.clone(), value));
-    }
-    let mut attributes = rules::Attributes::new();
-    for (k, v) in &attrs {
-        let key =
-            rules::parse_attribute_key(k).map_err(|e| invalid(&format!("attributes.{k}"), e))?;
-        let value = rules::parse_attribute_value(&key, v)
-            .map_err(|e| invalid(&format!("attributes.{k}"), e))?;
-        // An empty value removes the attribute.
-        attributes.insert(key, value);
-    }
-    let patch = ContactPatch {
-        name: body
-            .name
-            .as_deref()
-            .map(rules::parse_name)
-            .transpose()
-            .map_err(|e| invalid("name", e))?,
-        email: body
-            .email
-            .as_deref()
-            .map(rules::parse_email)
-            .transpose()
-            .map_err(|e| invalid("email", e))?,
-        language: body
-            .language
-            .as_deref()
-            .map(rules::parse_language)
-            .transpose()
-            .map_err(|e| invalid("language", e))?,
-        time_zone: body
-            .time_zone
-            .as_deref()
-            .map(rules::parse_time_zone)
-            .transpose()
-            .map_err(|e| invalid("time_zone", e))?,
-        attributes,
-        replace_attributes: false,
+    let input = ContactUpsert {
+        phone: body.phone,
+        name: body.name,
+        email: body.email,
+        language: body.language,
+        time_zone: body.time_zone,
+        attributes: body.attributes,
+        consent: body.consent,
+        lists: body.lists,
     };
-    let mut consent_changes = Vec::new();
-    for (k, v) in &body.consent {
-        let kind: ChannelKind = k.parse().map_err(|e| invalid(&format!("consent.{k}"), e))?;
-        let status: ConsentStatus = v.parse().map_err(|e| invalid(&format!("consent.{k}"), e))?;
-        consent_changes.push((kind, status));
-    }
-    let mut list_names = Vec::new();
-    for l in &body.lists {
-        list_names.push(
-            crate::domain::user::DisplayName::parse(l)
-                .map_err(|e| invalid("lists", e))?
-                .into_inner(),
-        );
-    }
-    let actor = auth.actor();
-    let admin = auth.principal.role() == Role::Admin;
-    let (json, created) = state
-        .db
-        .run(move |conn| {
-            crate::storage::write_transaction(conn, |conn| {
-                let (contact, created) = contacts::upsert(conn, &phone, &patch)?;
-                for (kind, status) in consent_changes {
-                    crate::web::contacts::change_consent(
-                        conn,
-                        &contact.public_id,
-                        kind,
-                        status,
-                        ConsentSource::Api,
-                        "",
-                        &actor,
-                        admin,
-                    )?;
-                }
-                for name in list_names {
-                    let list = lists::find_or_create(conn, &name)?;
-                    lists::add_members(conn, list.id, &[contact.id])?;
-                }
-                audit::record(
-                    conn,
-                    &actor,
-                    if created {
-                        "contact.created"
-                    } else {
-                        "contact.updated"
-                    },
-                    "contact",
-                    Some(&contact.public_id),
-                    serde_json::json!({"phone": contact.phone.as_str()}),
-                )?;
-                let fresh = contacts::find(conn, contact.id)?
-                    .ok_or_else(|| AppError::not_found("The contact"))?;
-                Ok::<_, AppError>((contact_json(conn, fresh)?, created))
-            })
-        })
-        .await?;
+    let (view, created) =
+        service::contacts::upsert(&state, auth.actor(), auth.principal.role(), input).await?;
+    let json = contact_json(view);
     let mut res = if created {
         HttpResponse::Created()
     } else {
@@ -277,22 +156,25 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
-    let json = state
-        .db
-        .run(move |conn| {
-            let c = contacts::find_by_public_id(conn, &id)?.ok_or_else(|| {
+    let view = service::contacts::view(&state, id.clone())
+        .await
+        .map_err(|e| match e {
+            ServiceError::NotFound(_) => {
                 AppError::NotFound(format!("There is no contact with id \"{id}\"."))
-            })?;
-            contact_json(conn, c)
-        })
-        .await?;
-    Ok(HttpResponse::Ok().json(json))
+            }
+            other => other.into(),
+        })?;
+    Ok(HttpResponse::Ok().json(contact_json(view)))
 }
 
 #[derive(Deserialize)]
 pub struct ListQuery {
     phone: Option<String>,
+    // The contacts page's filters (no `#[serde(flatten)]`: it would read `limit` as a string).
     q: Option<String>,
+    list: Option<String>,
+    opted_out: Option<String>,
+    language: Option<String>,
     before: Option<String>,
     limit: Option<i64>,
 }
@@ -305,7 +187,8 @@ struct ContactPage {
 }
 
 /// `GET /api/v1/contacts?phone=+E164` finds the contact with that number (0 or 1 results);
-/// without `phone`, pages through contacts (newest first), optionally searching with `q`.
+/// without `phone`, pages through contacts (newest first), filtered as the contacts page is:
+/// `q` (search), `list` (a list's id or name), `opted_out` (a kind of channel), `language`.
 pub async fn list(
     _auth: Auth<perm::ViewContacts>,
     state: web::Data<AppState>,
@@ -319,53 +202,26 @@ pub async fn list(
             format!("limit must be between 1 and 200, not {limit}"),
         ));
     }
-    let country = state.settings.default_country;
-    let page = state
-        .db
-        .run(move |conn| {
-            if let Some(raw) = query.phone {
-                let phone = E164::parse(&raw, Some(country))
-                    .map_err(|e| AppError::invalid("invalid_phone", e))?;
-                let data = match contacts::find_by_phone(conn, &phone)? {
-                    Some(c) => vec![contact_json(conn, c)?],
-                    None => Vec::new(),
-                };
-                return Ok::<_, AppError>(ContactPage {
-                    data,
-                    next_before: None,
-                });
-            }
-            let cursor = match &query.before {
-                Some(public_id) => Cursor::Before(
-                    contacts::find_by_public_id(conn, public_id)?
-                        .ok_or_else(|| {
-                            AppError::invalid(
-                                "invalid_cursor",
-                                format!("before: no contact \"{public_id}\""),
-                            )
-                        })?
-                        .id,
-                ),
-                None => Cursor::First,
-            };
-            let filter = ContactFilter {
-                q: query.q.filter(|q| !q.trim().is_empty()),
-                ..ContactFilter::default()
-            };
-            let (rows, more) = contacts::page(conn, &filter, cursor, limit)?;
-            let next_before = if more {
-                rows.last().map(|c| c.public_id.clone())
-            } else {
-                None
-            };
-            let data = rows
-                .into_iter()
-                .map(|c| contact_json(conn, c))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(ContactPage { data, next_before })
-        })
-        .await?;
-    Ok(HttpResponse::Ok().json(page))
+    if let Some(raw) = query.phone {
+        let phone = E164::parse(&raw, Some(state.settings.default_country))
+            .map_err(|e| AppError::invalid("invalid_phone", e))?;
+        let found = service::contacts::view_by_phone(&state, phone).await?;
+        return Ok(HttpResponse::Ok().json(ContactPage {
+            data: found.into_iter().map(contact_json).collect(),
+            next_before: None,
+        }));
+    }
+    let filter = ContactFilter {
+        q: query.q.unwrap_or_default(),
+        list: query.list.unwrap_or_default(),
+        opted_out: query.opted_out.unwrap_or_default(),
+        language: query.language.unwrap_or_default(),
+    };
+    let page = service::contacts::views(&state, filter, query.before, limit).await?;
+    Ok(HttpResponse::Ok().json(ContactPage {
+        data: page.data.into_iter().map(contact_json).collect(),
+        next_before: page.next_before,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -437,37 +293,21 @@ pub async fn import(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok());
-    let list = (query.list.clone().unwrap_or_default(), String::new());
-    // A name that is not an existing list creates it.
-    let list = match &query.list {
-        Some(l) if !l.trim().is_empty() => {
-            let name = l.clone();
-            let exists = state
-                .db
-                .run(move |conn| {
-                    Ok::<_, AppError>(
-                        lists::find_by_public_id(conn, &name)?.is_some()
-                            || lists::find_by_name(conn, &name)?.is_some(),
-                    )
-                })
-                .await?;
-            if exists {
-                list
-            } else {
-                (String::new(), l.clone())
-            }
-        }
-        _ => list,
-    };
+    let list = ImportList::IdOrName(query.list.clone().unwrap_or_default());
     // A turn first (nothing is written while the import waits for one). A refused upload is
     // read to its end, so the client gets the answer rather than a reset connection.
     let mut payload = payload;
-    let permit = match state.imports.enter().await {
+    let permit = match service::imports::take_turn(&state).await {
         Ok(p) => p,
         Err(busy) => {
             while let Some(Ok(_)) = futures_util::StreamExt::next(&mut payload).await {}
-            return Err(crate::web::imports::busy_error(busy));
+            return Err(busy.into());
         }
+    };
+    let read_as = ReadAs {
+        mapping: None,
+        country,
+        delimiter,
     };
 
     let summary;
@@ -490,51 +330,34 @@ pub async fn import(
             .content_disposition()
             .and_then(|cd| cd.get_filename().map(str::to_owned))
             .unwrap_or_else(|| "api-upload.csv".into());
-        import = begin(&state, new_public_id(), name, list, None, auth.actor()).await?;
-        summary = crate::web::imports::run_upload(
-            &state,
-            import.clone(),
-            None,
-            country,
-            delimiter,
-            permit,
-            file,
-        )
-        .await;
+        let new = NewImport {
+            public_id: new_public_id(),
+            file_name: name,
+            list,
+            bytes_total: None,
+        };
+        import = service::imports::begin(&state, auth.actor(), new).await?;
+        summary = service::imports::run(&state, import.clone(), read_as, permit, file).await;
     } else if content_type.starts_with("text/csv")
         || content_type.starts_with("text/plain")
         || content_type.starts_with("application/csv")
     {
-        import = begin(
-            &state,
-            new_public_id(),
-            "api-upload.csv".into(),
+        let new = NewImport {
+            public_id: new_public_id(),
+            file_name: "api-upload.csv".into(),
             list,
             bytes_total,
-            auth.actor(),
-        )
-        .await?;
+        };
+        import = service::imports::begin(&state, auth.actor(), new).await?;
+        // A body that breaks off before its first chunk is a bad request, as it always was.
         let first = futures_util::StreamExt::next(&mut payload)
             .await
             .transpose()
             .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?
             .unwrap_or_default();
-        let delimiter = delimiter.unwrap_or_else(|| {
-            import::records::sniff_delimiter(first.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&first))
-        });
         let head = futures_util::stream::iter([Ok::<_, actix_web::error::PayloadError>(first)]);
-        summary = import::run_streaming(
-            state.db.clone(),
-            import.clone(),
-            Plan {
-                delimiter,
-                mapping: None,
-                country,
-            },
-            permit,
-            futures_util::StreamExt::chain(head, payload),
-        )
-        .await;
+        let upload = futures_util::StreamExt::chain(head, payload);
+        summary = service::imports::run(&state, import.clone(), read_as, permit, upload).await;
     } else {
         return Err(AppError::invalid(
             "unsupported_media_type",
@@ -546,10 +369,7 @@ pub async fn import(
         other => AppError::internal(other),
     })?;
     let import_id = import.id;
-    let rejected = state
-        .db
-        .run(move |conn| Ok::<_, AppError>(imports::rejections(conn, import_id, 0, 10_000)?))
-        .await?;
+    let rejected = service::imports::rejections(&state, import_id, 0, 10_000).await?;
     Ok(HttpResponse::Ok().json(ImportJson {
         report_url: format!(
             "{}/contacts/imports/{}/rejected.csv",
