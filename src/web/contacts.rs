@@ -29,13 +29,10 @@ use crate::storage::lists::List;
 use crate::web::chrome::Chrome;
 use crate::web::download::{csv_download, csv_rows, download_error};
 use crate::web::events::{MessageStatusView, WindowBadge};
-use crate::web::format::{self, field_of};
+use crate::web::format::{self, field_of, thousands};
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
 use crate::web::{render, render_with_status};
-
-/// The contacts templates call `crate::web::contacts::thousands`.
-pub use crate::web::format::thousands;
 
 pub const PAGE_SIZE: i64 = 50;
 
