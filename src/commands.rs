@@ -6,8 +6,9 @@ use crate::config::Settings;
 use crate::domain::audit::Actor;
 use crate::domain::role::Role;
 use crate::domain::user::{DisplayName, Email, NewPassword};
+use crate::service;
 use crate::startup::prepare_database;
-use crate::storage::{self, Db, api_keys, audit, settings as app_settings, users};
+use crate::storage::{self, Db, settings as app_settings, users};
 
 fn actor() -> Actor {
     Actor::system("command line")
@@ -39,12 +40,9 @@ pub fn create_user(
 
     let (db, _) = prepare_database(settings, false)?;
     let mut conn = db.get()?;
-    let user = crate::storage::write_transaction(&mut conn, |conn| {
-        if users::find_by_email(conn, email.as_str())?.is_some() {
-            anyhow::bail!("{email} already has an account");
-        }
-        let user = users::insert(
-            conn,
+    let user = service::write(&mut conn, &actor(), |change| {
+        let user = service::users::record_new_user(
+            change,
             &users::NewUser {
                 email: email.as_str(),
                 name: name.as_str(),
@@ -54,17 +52,10 @@ pub fn create_user(
             },
         )?;
         // The shell did what the setup page does; the page is gone for good now.
-        app_settings::insert_if_absent(conn, app_settings::SETUP_COMPLETED, "1")?;
-        audit::record(
-            conn,
-            &actor(),
-            "user.created",
-            "user",
-            Some(&user.id.to_string()),
-            serde_json::json!({"email": user.email, "role": role.as_str()}),
-        )?;
+        app_settings::insert_if_absent(change.conn, app_settings::SETUP_COMPLETED, "1")?;
         Ok(user)
-    })?;
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((user, generated.then_some(plain)))
 }
 
@@ -75,26 +66,15 @@ pub fn create_api_key(settings: &Settings, name: &str, role: &str) -> anyhow::Re
     let (db, _) = prepare_database(settings, false)?;
     let mut conn = db.get()?;
     let new = token::new_api_key();
-    crate::storage::write_transaction(&mut conn, |conn| {
-        let key = api_keys::insert(
-            conn,
-            &api_keys::NewApiKey {
-                name: name.as_str(),
-                role,
-                prefix: &new.prefix,
-                key_hash: &new.hash,
-                created_by: None,
-            },
-        )?;
-        audit::record(
-            conn,
-            &actor(),
-            "api_key.created",
-            "api_key",
-            Some(&key.public_id),
-            serde_json::json!({"name": key.name, "role": role.as_str(), "prefix": key.prefix}),
-        )?;
-        Ok::<_, anyhow::Error>(())
-    })?;
+    service::write(&mut conn, &actor(), |change| {
+        service::api_keys::NewKey {
+            name: &name,
+            role,
+            token: &new,
+            created_by: None,
+        }
+        .record(change)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(new.secret)
 }

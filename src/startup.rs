@@ -34,12 +34,6 @@ pub struct AppState {
     pub services: Arc<Services>,
     /// Set once an account exists; see `identity::setup_needed`.
     pub setup_done: AtomicBool,
-    /// Verified for unknown e-mails so sign-in takes as long either way.
-    pub dummy_hash: String,
-    /// Argon2 hashing and checking, a bounded number at a time.
-    pub passwords: password::Passwords,
-    /// Turns for the database side of sign-ins, so a flood of them waits asleep.
-    pub sign_in_turns: routes::passwords::SignInTurns,
     /// Turns true on SIGINT/SIGTERM, so live pages' event streams end and do not hold up a
     /// graceful shutdown.
     pub shutting_down: watch::Receiver<bool>,
@@ -270,14 +264,14 @@ impl Application {
             public_url: public_url.clone(),
             keys,
             settings,
+            passwords: password::Passwords::per_core()?,
+            dummy_hash,
+            sign_in_turns: crate::service::sign_in::SignInTurns::per_core(),
         });
         let state = web::Data::new(AppState {
             services,
             shutting_down: watch_shutdown_signals(),
             setup_done: AtomicBool::new(false),
-            dummy_hash,
-            passwords: password::Passwords::per_core()?,
-            sign_in_turns: routes::passwords::SignInTurns::per_core(),
         });
 
         let server = HttpServer::new(move || {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::OutboundMessage;
+use super::{ChannelAdapter, OutboundMessage, SendDisposition};
 use crate::domain::content::{
     ButtonKind, ButtonParam, MessageContent, ParameterFormat, TemplateContent, TemplateParam,
 };
 use crate::domain::phone::E164;
-use crate::testkit::fake_provider::{FakeConfig, FakeProvider, FakeProviderHandle};
+use crate::testkit::fake_provider::{FakeConfig, FakeProvider, FakeProviderHandle, Scripted};
 
 /// Short enough that a hanging provider fails a test quickly.
 pub fn client() -> reqwest::Client {
@@ -23,6 +23,46 @@ pub async fn fake() -> FakeProviderHandle {
     FakeProvider::start(FakeConfig::default())
         .await
         .expect("fake provider")
+}
+
+/// A 500 with the provider's error body may have come after the provider acted: sending
+/// `message` through `adapter` (made for the fake's URL) is `unknown`, but the text says what
+/// the provider answered (status, `code`, `words`), never "no answer". A provider that gives
+/// no answer at all is still said so.
+pub async fn assert_a_server_error_is_unknown_and_keeps_the_answer<A: ChannelAdapter>(
+    adapter: impl Fn(&str) -> A,
+    message: &OutboundMessage,
+    code: &str,
+    words: &str,
+) {
+    let fake = FakeProvider::start(FakeConfig {
+        error_rate: 1.0,
+        ..Default::default()
+    })
+    .await
+    .expect("fake provider");
+    let e = adapter(&fake.base_url)
+        .send(message)
+        .await
+        .expect_err("a 500 is not a send");
+    assert_eq!(e.disposition(), SendDisposition::Unknown, "{e}");
+    assert_eq!(e.http_status, Some(500), "{e}");
+    assert_eq!(e.code.as_deref(), Some(code), "{e}");
+    let said = e.unknown_text();
+    assert!(said.starts_with("The provider answered HTTP 500"), "{said}");
+    assert!(said.contains(&format!("{code}: {words}")), "{said}");
+    assert!(!said.contains("No answer"), "{said}");
+    // No answer at all is still said so.
+    fake.script(Scripted::Hang);
+    let e = adapter(&fake.base_url)
+        .send(message)
+        .await
+        .expect_err("no answer is not a send");
+    assert_eq!(e.http_status, None, "{e}");
+    assert!(
+        e.unknown_text().starts_with("No answer from the provider"),
+        "{e}"
+    );
 }
 
 /// A loopback URL nothing listens on (bound, then released).

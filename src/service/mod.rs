@@ -8,13 +8,18 @@
 //! web state and the background workers, and answers [`ServiceError`], which the web edge turns
 //! into its HTTP error (`error::AppError`) and background code handles itself.
 
+pub mod api_keys;
 pub mod contacts;
 pub mod imports;
 pub mod lists;
+pub mod reveals;
+pub mod sign_in;
+pub mod users;
 
 use std::sync::Arc;
 
 use crate::auth::keys::Keys;
+use crate::auth::password::Passwords;
 use crate::config::Settings;
 use crate::dispatch::hub::EventHub;
 use crate::dispatch::metrics::Metrics;
@@ -40,6 +45,12 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// How many contact imports run at once (the rest queue, then are refused as busy).
     pub imports: crate::import::gate::ImportGate,
+    /// Argon2 hashing and checking, a bounded number at a time.
+    pub passwords: Passwords,
+    /// Checked for unknown e-mails, so that a sign-in takes as long either way.
+    pub dummy_hash: String,
+    /// Turns for the database side of sign-ins, so a flood of them waits asleep.
+    pub sign_in_turns: sign_in::SignInTurns,
 }
 
 /// Why a use case did not do what it was asked. The words are for the person or client who

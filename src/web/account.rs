@@ -5,24 +5,24 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use crate::domain::fields::FieldProblems;
 use crate::domain::user::{Email, NewPassword};
 use crate::error::AppError;
+use crate::service::sign_in::{self, Verdict, throttled_message};
+use crate::service::users as accounts;
 use crate::startup::AppState;
-use crate::storage::{audit, users, write_transaction};
 use crate::web::chrome::Chrome;
-use crate::web::identity::{Auth, perm, redirect_response};
-use crate::web::passwords::{
-    Verdict, check_password, password_error, throttled_message, with_retry_after,
-};
+use crate::web::errors::with_retry_after;
+use crate::web::identity::{Auth, client_address, perm, redirect_response};
 use crate::web::session::TypedSession;
-use crate::web::{FieldErrors, paths, render, render_with_status};
+use crate::web::{paths, render, render_with_status};
 
 #[derive(Template)]
 #[template(path = "account/password.html")]
 struct PasswordPage {
     chrome: Chrome,
     required: bool,
-    errors: FieldErrors,
+    errors: FieldProblems,
 }
 
 pub async fn password_form(
@@ -32,7 +32,7 @@ pub async fn password_form(
     render(&PasswordPage {
         required: auth.user().is_some_and(|u| u.must_change_password),
         chrome,
-        errors: FieldErrors::default(),
+        errors: FieldProblems::default(),
     })
 }
 
@@ -56,27 +56,20 @@ pub async fn change_password(
 ) -> Result<HttpResponse, AppError> {
     let me = auth.user().cloned().ok_or(AppError::Unauthenticated)?;
     let form = form.into_inner();
-    let mut errors = FieldErrors::default();
+    let mut errors = FieldProblems::default();
 
-    let stored = state
-        .db
-        .run(move |conn| Ok::<_, AppError>(users::find(conn, me.id)?))
-        .await?
-        .ok_or(AppError::Unauthenticated)?;
     let page = |chrome, errors| PasswordPage {
-        required: stored.must_change_password,
+        required: me.must_change_password,
         chrome,
         errors,
     };
     // The current password is a guessable secret like any sign-in: throttled the same way,
     // against the same account.
-    let verdict = check_password(
+    let verdict = sign_in::check_current_password(
         &state,
-        &req,
-        &stored.email,
+        &client_address(&req, state.settings.trust_proxy),
+        me.id,
         form.current_password.clone(),
-        |_| Ok(()),
-        |_| stored.password_hash.clone(),
     )
     .await?;
     let attempt = match verdict {
@@ -106,10 +99,10 @@ pub async fn change_password(
         Verdict::Checked {
             matches: true,
             attempt,
-            ..
-        } => Some(attempt),
+            loaded,
+        } => Some((attempt, loaded)),
     };
-    let email = Email::parse(&stored.email).ok();
+    let email = Email::parse(&me.email).ok();
     let new = errors.check(
         "new_password",
         NewPassword::parse(&form.new_password, email.as_ref()),
@@ -123,47 +116,19 @@ pub async fn change_password(
             "Choose a password different from the current one.",
         );
     }
-    let (new, attempt) = match (new, attempt, errors.is_empty()) {
-        (Some(new), Some(attempt), true) => (new, attempt),
-        (_, attempt, _) => {
-            if let Some(attempt) = attempt {
+    let (new, (attempt, stored)) = match (new, attempt, errors.is_empty()) {
+        (Some(new), Some(checked), true) => (new, checked),
+        (_, checked, _) => {
+            if let Some((attempt, _)) = checked {
                 // The current password was right; only the new one was refused.
-                state
-                    .db
-                    .run(move |conn| {
-                        Ok::<_, AppError>(write_transaction(conn, |conn| attempt.forget(conn))?)
-                    })
-                    .await?;
+                sign_in::forget(&state, attempt).await?;
             }
             return render_with_status(&page(chrome, errors), StatusCode::UNPROCESSABLE_ENTITY);
         }
     };
 
-    let hash = state
-        .passwords
-        .hash(new.expose().to_owned())
-        .await
-        .map_err(password_error)?;
-    let actor = auth.actor();
-    let keep = me.session_id;
-    state
-        .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                attempt.forget(conn)?;
-                // Other sessions of this person end; this one carries on.
-                users::set_password(conn, stored.id, &hash, false, Some(keep))?;
-                audit::record(
-                    conn,
-                    &actor,
-                    "user.password_changed",
-                    "user",
-                    Some(&stored.id.to_string()),
-                    serde_json::json!({}),
-                )?;
-                Ok::<_, AppError>(())
-            })
-        })
+    // Other sessions of this person end; this one carries on.
+    accounts::change_own_password(&state, auth.actor(), stored.id, me.session_id, attempt, new)
         .await?;
     session.success("Your password has been changed. Other sessions have been signed out.");
     Ok(redirect_response(&req, paths::HOME))

@@ -6,17 +6,18 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::auth::token;
+use crate::domain::fields::FieldProblems;
 use crate::domain::role::Role;
-use crate::domain::user::DisplayName;
 use crate::error::AppError;
+use crate::service::ServiceError;
+use crate::service::api_keys as api_keys_service;
+use crate::service::reveals::{self, Reveal, RevealOn};
 use crate::startup::AppState;
-use crate::storage::{api_keys, audit};
 use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
-use crate::web::session::{Reveal, RevealOn, TypedSession, take_reveal};
-use crate::web::{FieldErrors, paths, render_with_status};
+use crate::web::session::TypedSession;
+use crate::web::{paths, render_with_status};
 
 pub struct KeyView {
     pub public_id: String,
@@ -36,7 +37,7 @@ struct KeysPage {
     keys: Vec<KeyView>,
     roles: [Role; 3],
     form: NewKeyForm,
-    errors: FieldErrors,
+    errors: FieldProblems,
     reveal: Option<Reveal>,
     api_base: String,
 }
@@ -53,14 +54,11 @@ async fn page(
     state: &AppState,
     chrome: Chrome,
     form: NewKeyForm,
-    errors: FieldErrors,
+    errors: FieldProblems,
     reveal: Option<Reveal>,
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
-    let rows = state
-        .db
-        .run(|conn| Ok::<_, AppError>(api_keys::list(conn)?))
-        .await?;
+    let rows = api_keys_service::list(state).await?;
     let keys = rows
         .into_iter()
         .map(|(k, creator)| KeyView {
@@ -93,7 +91,7 @@ pub async fn index(
     state: web::Data<AppState>,
     chrome: Chrome,
 ) -> Result<HttpResponse, AppError> {
-    let reveal = take_reveal(&state, my_session(&auth)?, RevealOn::ApiKeys).await?;
+    let reveal = reveals::take(&state, my_session(&auth)?, RevealOn::ApiKeys).await?;
     let form = NewKeyForm {
         role: Role::Marketer.as_str().into(),
         ..Default::default()
@@ -102,7 +100,7 @@ pub async fn index(
         &state,
         chrome,
         form,
-        FieldErrors::default(),
+        FieldProblems::default(),
         reveal,
         StatusCode::OK,
     )
@@ -118,59 +116,30 @@ pub async fn create(
     form: web::Form<NewKeyForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
-    let mut errors = FieldErrors::default();
-    let name = errors.check("name", DisplayName::parse(&form.name));
-    let role = errors.check("role", form.role.parse::<Role>().map_err(|e| e.to_string()));
-    let (Some(name), Some(role)) = (name, role) else {
-        return page(
-            &state,
-            chrome,
-            form,
-            errors,
-            None,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
-    };
-
-    let new = token::new_api_key();
-    let (actor, created_by) = (auth.actor(), auth.user().map(|u| u.id));
-    let session_id = my_session(&auth)?;
-    let reveal = Reveal::new(
-        format!("API key \"{}\"", name.as_str()),
-        new.secret,
-        "Copy it now: Herald stores only a hash and cannot show it again. Send it in the header Authorization: Bearer <key>.",
+    let created = api_keys_service::create(
+        &state,
+        auth.actor(),
+        auth.user().map(|u| u.id),
+        my_session(&auth)?,
+        &form.name,
+        &form.role,
     )
-    .seal(&state.keys)?;
-    let (prefix, hash) = (new.prefix.clone(), new.hash.clone());
-    let key_name = name.clone();
-    state
-        .db
-        .run(move |conn| {
-            crate::storage::write_transaction(conn, |conn| {
-                let key = api_keys::insert(
-                    conn,
-                    &api_keys::NewApiKey {
-                        name: key_name.as_str(),
-                        role,
-                        prefix: &prefix,
-                        key_hash: &hash,
-                        created_by,
-                    },
-                )?;
-                audit::record(
-                    conn,
-                    &actor,
-                    "api_key.created",
-                    "api_key",
-                    Some(&key.public_id),
-                    serde_json::json!({"name": key.name, "role": role.as_str(), "prefix": key.prefix}),
-                )?;
-                reveal.keep(conn, session_id, RevealOn::ApiKeys)?;
-                Ok::<_, AppError>(())
-            })
-        })
-        .await?;
+    .await;
+    let (name, role) = match created {
+        Ok(created) => created,
+        Err(ServiceError::Invalid { fields, .. }) if !fields.is_empty() => {
+            return page(
+                &state,
+                chrome,
+                form,
+                fields,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     session.success(format!(
         "API key \"{}\" created with the {} role.",
         name.as_str(),
@@ -193,27 +162,7 @@ pub async fn revoke(
     session: TypedSession,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let public_id = path.into_inner();
-    let actor = auth.actor();
-    let (key, revoked) = state
-        .db
-        .run(move |conn| {
-            let key = api_keys::find_by_public_id(conn, &public_id)?
-                .ok_or_else(|| AppError::not_found("This API key"))?;
-            let revoked = api_keys::revoke(conn, key.id)?;
-            if revoked {
-                audit::record(
-                    conn,
-                    &actor,
-                    "api_key.revoked",
-                    "api_key",
-                    Some(&key.public_id),
-                    serde_json::json!({"name": key.name}),
-                )?;
-            }
-            Ok::<_, AppError>((key, revoked))
-        })
-        .await?;
+    let (key, revoked) = api_keys_service::revoke(&state, auth.actor(), path.into_inner()).await?;
     if revoked {
         session.success(format!(
             "API key \"{}\" is revoked; calls with it now get 401.",

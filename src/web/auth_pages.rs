@@ -5,28 +5,25 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::auth::token;
-use crate::domain::audit::{Actor, ActorKind};
-use crate::domain::role::Role;
+use crate::domain::fields::FieldProblems;
 use crate::domain::user::{DisplayName, Email, NewPassword};
 use crate::error::AppError;
+use crate::service::sign_in::{self, Verdict, throttled_message};
+use crate::service::users as accounts;
 use crate::startup::AppState;
-use crate::storage::{audit, sessions, users, write_transaction};
 use crate::web::chrome::Chrome;
 use crate::web::errors::safe_next;
-use crate::web::identity::{MaybeUser, redirect_response, setup_needed};
-use crate::web::passwords::{
-    Verdict, check_password, password_error, throttled_message, with_retry_after,
-};
+use crate::web::errors::with_retry_after;
+use crate::web::identity::{MaybeUser, client_address, redirect_response, setup_needed};
 use crate::web::session::TypedSession;
-use crate::web::{FieldErrors, paths, render, render_with_status};
+use crate::web::{paths, render, render_with_status};
 
 #[derive(Template)]
 #[template(path = "auth/setup.html")]
 struct SetupPage {
     chrome: Chrome,
     form: SetupForm,
-    errors: FieldErrors,
+    errors: FieldProblems,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,7 +48,7 @@ pub async fn setup_form(
     render(&SetupPage {
         chrome,
         form: SetupForm::default(),
-        errors: FieldErrors::default(),
+        errors: FieldProblems::default(),
     })
 }
 
@@ -66,7 +63,7 @@ pub async fn setup(
         return Err(AppError::NotFound("Herald is already set up.".into()));
     }
     let mut form = form.into_inner();
-    let mut errors = FieldErrors::default();
+    let mut errors = FieldProblems::default();
     let name = errors.check("name", DisplayName::parse(&form.name));
     let email = errors.check("email", Email::parse(&form.email));
     let pw = errors.check(
@@ -89,49 +86,7 @@ pub async fn setup(
         );
     };
 
-    let hash = state
-        .passwords
-        .hash(pw.expose().to_owned())
-        .await
-        .map_err(password_error)?;
-    let ttl = state.settings.session_ttl;
-    let created = state
-        .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let user = users::create_first_admin(
-                    conn,
-                    &users::NewUser {
-                        email: email.as_str(),
-                        name: name.as_str(),
-                        role: Role::Admin,
-                        password_hash: &hash,
-                        must_change_password: false,
-                    },
-                );
-                match user {
-                    Ok(u) => {
-                        audit::record(
-                            conn,
-                            &Actor {
-                                kind: ActorKind::User,
-                                id: Some(u.id),
-                                label: format!("{} <{}>", u.name, u.email),
-                            },
-                            "setup.completed",
-                            "user",
-                            Some(&u.id.to_string()),
-                            serde_json::json!({"role": "admin"}),
-                        )?;
-                        let session_token = crate::web::session::start(conn, u.id, ttl)?;
-                        Ok(Some((u, session_token)))
-                    }
-                    Err(users::SetupError::AlreadySetUp) => Ok(None),
-                    Err(users::SetupError::Database(e)) => Err(AppError::from(e)),
-                }
-            })
-        })
-        .await?;
+    let created = accounts::set_up_first_admin(&state, name, email, pw).await?;
     let Some((user, session_token)) = created else {
         return Err(AppError::NotFound("Herald is already set up.".into()));
     };
@@ -217,16 +172,12 @@ pub async fn login(
         );
     }
 
-    let lookup = email.clone();
-    let dummy = state.dummy_hash.clone();
-    let verdict = check_password(
+    // An unknown e-mail costs the same Argon2 check as a wrong password.
+    let verdict = sign_in::check_sign_in(
         &state,
-        &req,
+        &client_address(&req, state.settings.trust_proxy),
         &email,
         form.password.clone(),
-        move |conn| Ok(users::find_by_email(conn, &lookup)?),
-        // An unknown e-mail costs the same Argon2 check as a wrong password.
-        |user| user.as_ref().map_or(dummy, |u| u.password_hash.clone()),
     )
     .await?;
 
@@ -261,17 +212,7 @@ pub async fn login(
             attempt,
             loaded: Some(user),
         } if user.is_active() => {
-            let (id, ttl) = (user.id, state.settings.session_ttl);
-            let session_token = state
-                .db
-                .run(move |conn| {
-                    write_transaction(conn, |conn| {
-                        attempt.forget(conn)?;
-                        users::record_login(conn, id)?;
-                        Ok::<_, AppError>(crate::web::session::start(conn, id, ttl)?)
-                    })
-                })
-                .await?;
+            let session_token = sign_in::sign_in(&state, attempt, user.id).await?;
             session.sign_in(&session_token)?;
             tracing::info!(user_id = user.id, "signed in");
             Ok(redirect_response(&req, &next))
@@ -291,15 +232,7 @@ pub async fn logout(
     session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
     if let Some(session_token) = session.session_token() {
-        let hash = token::hash_token(&session_token);
-        state
-            .db
-            .run(move |conn| {
-                Ok::<_, AppError>(write_transaction(conn, |conn| {
-                    sessions::delete(conn, &hash)
-                })?)
-            })
-            .await?;
+        sign_in::sign_out(&state, &session_token).await?;
     }
     session.sign_out();
     session.flash(

@@ -237,6 +237,13 @@ pub async fn render(
     Ok(ServiceResponse::new(req, response).map_into_right_body())
 }
 
+/// Adds `Retry-After` to a page answered 429 or 503.
+pub fn with_retry_after(mut res: HttpResponse, secs: u64) -> HttpResponse {
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,6 +202,17 @@ fn allowed_before_password_change(path: &str) -> bool {
     matches!(path, paths::ACCOUNT_PASSWORD | paths::LOGOUT)
 }
 
+/// The client's address: the peer's, or the one a proxy put in `X-Forwarded-For` /
+/// `Forwarded` when `HERALD_TRUST_PROXY` says such a proxy is in front.
+pub fn client_address(req: &HttpRequest, trust_proxy: bool) -> String {
+    if trust_proxy && let Some(ip) = req.connection_info().realip_remote_addr() {
+        return ip.to_owned();
+    }
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// A redirect that works for plain requests (303) and for htmx (which needs `HX-Redirect`).
 pub fn redirect_response(req: &HttpRequest, to: &str) -> HttpResponse {
     if is_htmx(req) {

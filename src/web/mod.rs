@@ -23,7 +23,6 @@ pub mod identity;
 pub mod imports;
 pub mod lists;
 pub mod metrics;
-pub mod passwords;
 pub mod resend;
 pub mod send;
 pub mod session;

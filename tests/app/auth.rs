@@ -150,6 +150,18 @@ async fn unknown_emails_and_wrong_passwords_get_the_same_answer(app: TestApp) {
     assert_eq!(unknown_errors.len(), 1);
 }
 
+/// A 429 that says how long to wait (a second to fifteen minutes); returns its page.
+async fn refused_for_a_while(res: reqwest::Response) -> String {
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    res.text().await.unwrap()
+}
+
 async fn failed_sign_ins_are_throttled_per_account(app: TestApp) {
     let _admin = app.admin().await;
     let c = app.client();
@@ -158,15 +170,7 @@ async fn failed_sign_ins_are_throttled_per_account(app: TestApp) {
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {attempt}");
     }
     // Now even the right password is refused for a while, with how long to wait.
-    let res = c.login(ADMIN_EMAIL, PASSWORD).await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=900).contains(&retry), "{retry}");
-    let body = res.text().await.unwrap();
+    let body = refused_for_a_while(c.login(ADMIN_EMAIL, PASSWORD).await).await;
     assert!(
         body.contains("Too many failed sign-ins for this account."),
         "{body}"
@@ -586,15 +590,7 @@ async fn the_current_password_check_is_throttled_like_sign_in(app: TestApp) {
         );
     }
     // Even the right password is refused for a while now, with how long to wait.
-    let res = change(PASSWORD).await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=900).contains(&retry), "{retry}");
-    let body = res.text().await.unwrap();
+    let body = refused_for_a_while(change(PASSWORD).await).await;
     assert!(
         texts(&body, ".field-error")
             .iter()

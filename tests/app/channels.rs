@@ -6,6 +6,7 @@ use herald::testkit::fake_provider::{FakeConfig, FakeProvider, Scripted};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::fixtures::admin_and_key;
 use crate::helpers::{TestApp, api_get, location, texts};
 use crate::provider_kit::*;
 
@@ -354,26 +355,9 @@ async fn test_connection_shows_the_providers_answer_and_saves_nothing(app: TestA
     let created = create_channel(&app, &key, twilio_channel("Shop SMS", &fake.base_url)).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let before = channel(&app, &id);
-    let test = || {
-        let admin = &admin;
-        let id = id.clone();
-        async move {
-            let token = admin.csrf_token().await;
-            let res = admin
-                .http
-                .post(admin.url(&format!("/settings/channels/{id}/test")))
-                .header("HX-Request", "true")
-                .header("X-CSRF-Token", token)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::OK);
-            res.text().await.unwrap()
-        }
-    };
 
     // The provider's answer, as it gave it.
-    let answer = test().await;
+    let answer = press_test(&admin, &id).await;
     assert!(answer.contains("test-ok"), "{answer}");
     assert!(answer.contains("Connected to Twilio account Herald fake account (active)"));
     let call = fake.last_request().unwrap();
@@ -386,7 +370,7 @@ async fn test_connection_shows_the_providers_answer_and_saves_nothing(app: TestA
         401,
         json!({"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}),
     ));
-    let answer = test().await;
+    let answer = press_test(&admin, &id).await;
     assert!(answer.contains("test-failed"), "{answer}");
     assert!(
         answer.contains("permanent: 20003: Authenticate"),

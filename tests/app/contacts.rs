@@ -3,7 +3,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, TestApp, api_get, create_api_key, location, texts};
+use crate::fixtures::admin_and_key;
+use crate::helpers::{Backend, Client, TestApp, api_get, create_api_key, location, texts};
 
 crate::both_backends!(
     contacts_are_created_edited_and_deleted_in_the_dashboard,
@@ -73,10 +74,31 @@ fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("x", s)]).unwrap()[2..].to_owned()
 }
 
-async fn admin_and_key(app: &TestApp) -> (Client, String) {
-    let admin = app.admin().await;
-    let key = create_api_key(&admin, "Tests", "admin").await;
-    (admin, key)
+/// Creates a contact named `name` through the API; returns the API's answer.
+async fn new_contact(app: &TestApp, key: &str, phone: &str, name: &str) -> Value {
+    api_post(
+        app,
+        key,
+        "/api/v1/contacts",
+        &json!({"phone": phone, "name": name}),
+    )
+    .await
+    .json()
+    .await
+    .expect("the contact as JSON")
+}
+
+/// The id of `contact`'s channel of `kind` (`sms`, `whatsapp`, `viber`), as the API lists it.
+fn channel_of(contact: &Value, kind: &str) -> String {
+    contact["channels"]
+        .as_array()
+        .expect("the contact's channels")
+        .iter()
+        .find(|c| c["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} channel in {contact}"))["channel_id"]
+        .as_str()
+        .expect("a channel id")
+        .to_owned()
 }
 
 async fn contacts_are_created_edited_and_deleted_in_the_dashboard(app: TestApp) {
@@ -749,27 +771,12 @@ async fn the_api_upserts_reads_and_finds_contacts(app: TestApp) {
 
 async fn stop_opts_out_start_opts_back_in_and_replies_open_the_window(app: TestApp) {
     let (admin, key) = admin_and_key(&app).await;
-    let res = api_post(
-        &app,
-        &key,
-        "/api/v1/contacts",
-        &json!({"phone": phone(1), "name": "Sam"}),
-    )
-    .await;
-    let contact: Value = res.json().await.unwrap();
+    let contact = new_contact(&app, &key, &phone(1), "Sam").await;
     let id = contact["id"].as_str().unwrap().to_owned();
-    let channel = |kind: &str| {
-        contact["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["kind"] == kind)
-            .unwrap()["channel_id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let (sms, whatsapp) = (channel("sms"), channel("whatsapp"));
+    let (sms, whatsapp) = (
+        channel_of(&contact, "sms"),
+        channel_of(&contact, "whatsapp"),
+    );
     let reply = |channel: String, text: &'static str| {
         let admin = &admin;
         let id = id.clone();
@@ -940,26 +947,9 @@ async fn only_an_admin_reverses_an_opt_out_by_simulated_reply(app: TestApp) {
     let marketer = app
         .user_with_role(&admin, "mia@example.com", "marketer")
         .await;
-    let contact: Value = api_post(
-        &app,
-        &key,
-        "/api/v1/contacts",
-        &json!({"phone": phone(5), "name": "Sam"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let contact = new_contact(&app, &key, &phone(5), "Sam").await;
     let id = contact["id"].as_str().unwrap().to_owned();
-    let whatsapp = contact["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "whatsapp")
-        .unwrap()["channel_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let whatsapp = channel_of(&contact, "whatsapp");
     let opted_out = || async {
         let c: Value = api_get(&app, &format!("/api/v1/contacts/{id}"), Some(&key))
             .await
@@ -1345,26 +1335,9 @@ async fn refused_for_nul(res: reqwest::Response, field: &str) {
 /// with a 422 naming the field, and an import rejects only the row that holds one.
 async fn nul_characters_are_refused_at_the_edges_naming_the_field(app: TestApp) {
     let (admin, key) = admin_and_key(&app).await;
-    let contact: Value = api_post(
-        &app,
-        &key,
-        "/api/v1/contacts",
-        &json!({"phone": phone(1), "name": "Sam"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let contact = new_contact(&app, &key, &phone(1), "Sam").await;
     let id = contact["id"].as_str().unwrap().to_owned();
-    let sms = contact["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "sms")
-        .unwrap()["channel_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sms = channel_of(&contact, "sms");
 
     // The sign-in form.
     let visitor = app.client();
@@ -1467,28 +1440,13 @@ async fn nul_characters_are_refused_at_the_edges_naming_the_field(app: TestApp) 
     );
 }
 
+crate::both_backends!(with_backend parallel_imports: parallel_imports_with_the_production_pool);
+
 /// `parallel_imports_complete_or_answer_busy` with the production pool size (16), where the
 /// imports outnumber no connections but one another.
-mod parallel_imports {
-    use crate::helpers::{Backend, TestApp};
-
-    async fn spawn(backend: Backend) -> TestApp {
-        TestApp::spawn_with(backend, |s| s.db_pool_size = 16).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::parallel_imports_complete_or_answer_busy(spawn(Backend::Sqlite).await).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::parallel_imports_complete_or_answer_busy(spawn(Backend::Postgres).await).await;
-    }
+async fn parallel_imports_with_the_production_pool(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.db_pool_size = 16).await;
+    parallel_imports_complete_or_answer_busy(app).await;
 }
 
 /// Twenty imports at once: on SQLite one answered 500 "database is locked" and the rest of

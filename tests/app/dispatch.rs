@@ -22,6 +22,7 @@ use herald::storage::outbox::{self, NewMessage};
 use herald::storage::{Db, now};
 use herald::testkit::fake_provider::{FakeConfig, FakeProvider, FakeProviderHandle};
 
+use crate::fixtures::sandbox_channel;
 use crate::helpers::{TestApp, test_settings};
 
 crate::both_backends!(
@@ -190,13 +191,22 @@ fn message_rows(db: &Db) -> Vec<herald::storage::messages::MessageRow> {
         .expect("rows")
 }
 
-/// The sandbox channel of a kind, which exists without any configuration.
-fn sandbox_channel(db: &Db, kind: ChannelKind) -> Channel {
-    channels::list(&mut db.get().unwrap())
-        .unwrap()
-        .into_iter()
-        .find(|c| c.provider == Provider::Sandbox && c.kind == kind)
-        .unwrap_or_else(|| panic!("no sandbox {kind:?} channel"))
+/// The WhatsApp template `order_shipped` ("Your order {{1}} shipped."), version 1, as a draft
+/// on `ch`: in Herald, not yet approved or submitted.
+fn draft_order_shipped(db: &Db, ch: &Channel) -> herald::storage::templates::Template {
+    use herald::domain::audit::Actor;
+    use herald::domain::template::{TemplateDraft, validate};
+    let draft = TemplateDraft {
+        name: "order_shipped".into(),
+        language: "en_US".into(),
+        category: "utility".into(),
+        body: "Your order {{1}} shipped.".into(),
+        samples: [("1".to_owned(), "#1".to_owned())].into(),
+        ..TemplateDraft::default()
+    };
+    let valid = validate(ChannelKind::Whatsapp, &draft).expect("valid draft");
+    herald::storage::templates::create(&mut db.get().unwrap(), ch, &valid, &Actor::system("test"))
+        .expect("template")
 }
 
 async fn start_fake(config: FakeConfig) -> FakeProviderHandle {
@@ -537,26 +547,13 @@ async fn whatsapp_spaces_messages_to_one_recipient(app: TestApp) {
 }
 
 async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
-    use herald::domain::audit::Actor;
-    use herald::domain::template::{TemplateDraft, validate};
     let db = db(&app);
     let fake = start_fake(FakeConfig::default()).await;
     let ch = whatsapp_channel(&db, "WA", &fake.base_url, 1000);
     let ids = enqueue(&db, &ch, 0, 2);
-    let mut conn = db.get().unwrap();
     // A template that is (no longer) approved: here a draft, as after a withdrawal.
-    let draft = TemplateDraft {
-        name: "order_shipped".into(),
-        language: "en_US".into(),
-        category: "utility".into(),
-        body: "Your order {{1}} shipped.".into(),
-        samples: [("1".to_owned(), "#1".to_owned())].into(),
-        ..TemplateDraft::default()
-    };
-    let valid = validate(ChannelKind::Whatsapp, &draft).expect("valid draft");
-    let template =
-        herald::storage::templates::create(&mut conn, &ch, &valid, &Actor::system("test"))
-            .expect("template");
+    let template = draft_order_shipped(&db, &ch);
+    let mut conn = db.get().unwrap();
     {
         use diesel::prelude::*;
         use herald::storage::schema::messages;
@@ -589,8 +586,9 @@ async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
 }
 
 async fn failed_and_unknown_messages_are_resent_by_hand_once(app: TestApp) {
+    use crate::fixtures::admin_and_key;
     use crate::helpers::{create_api_key, location};
-    use crate::provider_kit::{admin_and_key, api};
+    use crate::provider_kit::api;
     use reqwest::{Method, StatusCode};
     let db = db(&app);
     let fake = start_fake(FakeConfig::default()).await;
@@ -1246,41 +1244,15 @@ async fn the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out(app: TestAp
 /// by id before the answer was committed and by name just after, was found by neither and
 /// ignored.
 async fn sandbox_approvals_make_templates_sendable_without_a_sync(app: TestApp) {
-    use reqwest::StatusCode;
-    let s = crate::send::setup(&app).await;
+    use crate::fixtures::{drafted_template, sendable_within, submit_and_approve};
+    let s = crate::fixtures::setup(&app).await;
     let mut stuck = Vec::new();
     for i in 0..30 {
         let name = format!("order_update_{i}");
-        let path = crate::send::drafted_template(&s, &name, crate::send::WA_BODY).await;
-        let res = s
-            .admin
-            .post_form(&format!("{path}/submit"), &[("version", "1")])
-            .await;
-        assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        let res = s
-            .lead
-            .post_form(
-                &format!("{path}/approve"),
-                &[("version", "1"), ("note", "")],
-            )
-            .await;
-        assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, list) = crate::provider_kit::get_json(
-                &app,
-                &s.key,
-                &format!("/api/v1/templates?name={name}"),
-            )
-            .await;
-            if list["data"].as_array().is_some_and(|a| !a.is_empty()) {
-                break;
-            }
-            if Instant::now() > deadline {
-                stuck.push(name);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let path = drafted_template(&s, &name, crate::fixtures::WA_BODY).await;
+        submit_and_approve(&s, &path).await;
+        if !sendable_within(&app, &s, &name, Duration::from_secs(10)).await {
+            stuck.push(name);
         }
     }
     assert!(stuck.is_empty(), "never sendable: {stuck:?}");
@@ -1295,22 +1267,12 @@ async fn a_verdict_committed_while_the_answer_is_written_stands(app: TestApp) {
     use diesel::prelude::*;
     use herald::channels::{ProviderEvent, ProviderTemplateStatus, TemplateStatusEvent};
     use herald::domain::audit::Actor;
-    use herald::domain::template::{TemplateDraft, TemplateStage, validate};
+    use herald::domain::template::TemplateStage;
     use herald::storage::schema::template_versions as tv;
     use herald::storage::templates::{self, SubmissionResult};
     let db = db(&app);
     let ch = sandbox_channel(&db, ChannelKind::Whatsapp);
-    let draft = TemplateDraft {
-        name: "order_shipped".into(),
-        language: "en_US".into(),
-        category: "utility".into(),
-        body: "Your order {{1}} shipped.".into(),
-        samples: [("1".to_owned(), "#1".to_owned())].into(),
-        ..TemplateDraft::default()
-    };
-    let valid = validate(ChannelKind::Whatsapp, &draft).expect("valid draft");
-    let template = templates::create(&mut db.get().unwrap(), &ch, &valid, &Actor::system("test"))
-        .expect("template");
+    let template = draft_order_shipped(&db, &ch);
     // Approved in Herald, its submission under way.
     let version_id: i64 = diesel::update(tv::table.filter(tv::template_id.eq(template.id)))
         .set((
@@ -1415,25 +1377,10 @@ mod concurrent_writers {
     }
 }
 
-/// The sandbox approvals, on both backends, with the in-process dispatcher on.
-mod sandbox_approvals {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::sandbox_approvals_make_templates_sendable_without_a_sync(
-            crate::send::spawn(crate::helpers::Backend::Sqlite).await,
-        )
-        .await;
-    }
+crate::both_backends!(with_backend sandbox_approvals: sandbox_approvals_with_the_dispatcher_on);
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::sandbox_approvals_make_templates_sendable_without_a_sync(
-            crate::send::spawn(crate::helpers::Backend::Postgres).await,
-        )
-        .await;
-    }
+/// The sandbox approvals, with the in-process dispatcher on.
+async fn sandbox_approvals_with_the_dispatcher_on(backend: crate::helpers::Backend) {
+    let app = crate::fixtures::spawn(backend).await;
+    sandbox_approvals_make_templates_sendable_without_a_sync(app).await;
 }

@@ -22,16 +22,22 @@ pub enum Backend {
     Postgres,
 }
 
-/// Runs each named test once per backend: `mod sqlite` always, `mod postgres` when
+/// Runs tests once per backend: `mod sqlite` always, `mod postgres` when
 /// `HERALD_TEST_DATABASE_URL` was set at build time (otherwise reported as ignored, with why).
+///
+/// - `both_backends!(a, b)`: each test takes a [`TestApp`] made by `TestApp::spawn`;
+/// - `both_backends!(spawn = make; a, b)`: the same, made by the calling module's
+///   `make(Backend)` (for example with the in-process dispatcher on);
+/// - `both_backends!(with_backend name: test)`: one test that makes its own server, given the
+///   [`Backend`], run as `name::sqlite` and `name::postgres`.
 #[macro_export]
 macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
+    (@each [$make:path] $($name:ident),*) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await).await;
+                    super::$name($make($crate::helpers::Backend::Sqlite).await).await;
                 }
             )*
         }
@@ -40,10 +46,33 @@ macro_rules! both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 #[cfg_attr(not(herald_pg_tests), ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL")]
                 async fn $name() {
-                    super::$name($crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await).await;
+                    super::$name($make($crate::helpers::Backend::Postgres).await).await;
                 }
             )*
         }
+    };
+    (with_backend $module:ident: $test:ident) => {
+        mod $module {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$test($crate::helpers::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(
+                not(herald_pg_tests),
+                ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
+            )]
+            async fn postgres() {
+                super::$test($crate::helpers::Backend::Postgres).await;
+            }
+        }
+    };
+    (spawn = $spawn:ident; $($name:ident),* $(,)?) => {
+        $crate::both_backends!(@each [super::$spawn] $($name),*);
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::both_backends!(@each [$crate::helpers::TestApp::spawn] $($name),*);
     };
 }
 

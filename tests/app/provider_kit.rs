@@ -16,14 +16,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::Receiver;
 
-use crate::helpers::{Client, TestApp, create_api_key, test_settings};
-
-/// An admin signed in to the dashboard, and an admin API key.
-pub async fn admin_and_key(app: &TestApp) -> (Client, String) {
-    let admin = app.admin().await;
-    let key = create_api_key(&admin, "Channel tests", "admin").await;
-    (admin, key)
-}
+use crate::helpers::{TestApp, test_settings};
 
 /// Calls the API with a JSON body; returns the status and the JSON answer (`null` when empty).
 pub async fn api(

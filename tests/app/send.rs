@@ -5,146 +5,25 @@
 use std::time::Duration;
 
 use diesel::prelude::*;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::fixtures::{
+    WA_BODY, approved_template, channel_named, contact, customer_replies, drafted_template, setup,
+    spawn,
+};
 use crate::helpers::{Backend, Client, TestApp, create_api_key, location, texts};
-use crate::provider_kit::{api, get_json};
-use herald::storage::channels::{self, Channel};
+use crate::provider_kit::get_json;
+use herald::storage::channels::Channel;
 use herald::storage::schema::messages;
 
-/// Like `both_backends!`, with the in-process dispatcher on (these tests watch messages go out).
-macro_rules! dispatching_on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::spawn(crate::helpers::Backend::Sqlite).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[cfg_attr(not(herald_pg_tests), ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL")]
-                async fn $name() {
-                    super::$name(super::spawn(crate::helpers::Backend::Postgres).await).await;
-                }
-            )*
-        }
-    };
-}
-
-dispatching_on_both_backends!(
+// With the in-process dispatcher on (these tests watch messages go out).
+crate::both_backends!(
+    spawn = spawn;
     the_api_sends_by_the_rules_with_codes_and_idempotency,
     the_send_form_follows_the_rules_and_sends_once,
     the_event_stream_carries_inbound_replies_and_statuses,
 );
-
-pub const WA_BODY: &str = "Hi {{1}}, your order {{2}} has shipped.";
-
-pub struct Setup {
-    pub admin: Client,
-    /// A support lead (approves the admin's templates).
-    pub lead: Client,
-    /// An admin API key.
-    pub key: String,
-    pub wa: Channel,
-    pub sms: Channel,
-}
-
-/// A server that dispatches in-process, with the sandbox reporting delivered and read quickly.
-pub async fn spawn(backend: Backend) -> TestApp {
-    TestApp::spawn_with(backend, |s| s.run_worker = true).await
-}
-
-pub fn channel_named(app: &TestApp, name: &str) -> Channel {
-    channels::list(&mut app.db())
-        .expect("channels")
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no channel {name}"))
-}
-
-pub async fn setup(app: &TestApp) -> Setup {
-    let admin = app.admin().await;
-    let lead = app
-        .user_with_role(&admin, "sam@example.com", "support_lead")
-        .await;
-    let key = create_api_key(&admin, "Shop", "admin").await;
-    let wa = channel_named(app, "Sandbox WhatsApp");
-    let sms = channel_named(app, "Sandbox SMS");
-    for ch in [&wa, &sms] {
-        let (status, body) = api(
-            app,
-            Method::PATCH,
-            &format!("/api/v1/channels/{}", ch.public_id),
-            &key,
-            Some(&json!({"settings": {"delivered_after_ms": 100, "read_after_ms": 200, "approve_after_ms": 0}})),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-    Setup {
-        admin,
-        lead,
-        key,
-        wa,
-        sms,
-    }
-}
-
-/// Drafts a WhatsApp template as the admin, has the lead approve it, and waits until the
-/// sandbox approved it too. Returns the template's page path.
-pub async fn approved_template(app: &TestApp, s: &Setup, name: &str, body: &str) -> String {
-    let path = drafted_template(s, name, body).await;
-    let res = s
-        .admin
-        .post_form(&format!("{path}/submit"), &[("version", "1")])
-        .await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let res = s
-        .lead
-        .post_form(
-            &format!("{path}/approve"),
-            &[("version", "1"), ("note", "")],
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    // The sandbox approves at once here (`approve_after_ms` 0): its verdict alone makes the
-    // template sendable, whichever of it and the submission's answer is written first.
-    for _ in 0..300 {
-        let (_, list) = get_json(app, &s.key, &format!("/api/v1/templates?name={name}")).await;
-        if list["data"].as_array().is_some_and(|a| !a.is_empty()) {
-            return path;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} never became sendable");
-}
-
-pub async fn drafted_template(s: &Setup, name: &str, body: &str) -> String {
-    let mut fields = vec![
-        ("channel", s.wa.public_id.as_str()),
-        ("name", name),
-        ("language", "en_US"),
-        ("category", "utility"),
-        ("body", body),
-        ("sample.1", "Alex"),
-    ];
-    if body.contains("{{2}}") {
-        fields.push(("sample.2", "#1234"));
-    }
-    let res = s.admin.post_form("/templates", &fields).await;
-    assert_eq!(
-        res.status(),
-        StatusCode::SEE_OTHER,
-        "{}",
-        res.text().await.unwrap_or_default()
-    );
-    location(&res)
-}
 
 async fn send(app: &TestApp, key: &str, body: Value, idem: Option<&str>) -> (StatusCode, Value) {
     let mut req = reqwest::Client::new()
@@ -165,24 +44,6 @@ fn message_count(app: &TestApp) -> i64 {
         .count()
         .get_result(&mut *app.db())
         .expect("count")
-}
-
-/// Creates a contact through the API; returns its id.
-pub async fn contact(app: &TestApp, key: &str, body: Value) -> String {
-    let (status, c) = api(app, Method::POST, "/api/v1/contacts", key, Some(&body)).await;
-    assert!(status.is_success(), "{c}");
-    c["id"].as_str().expect("id").to_owned()
-}
-
-/// The sandbox customer writes on `channel`.
-pub async fn customer_replies(admin: &Client, contact_id: &str, channel: &Channel, text: &str) {
-    let res = admin
-        .post_form(
-            &format!("/contacts/{contact_id}/simulate-reply"),
-            &[("channel", channel.public_id.as_str()), ("text", text)],
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
 }
 
 async fn wait_for_api_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {

@@ -4,12 +4,16 @@
 
 use std::time::Duration;
 
+use herald::dispatch::templates::{SyncBudget, SyncReport};
 use herald::storage::channels::{self, Channel, NewChannel};
 use herald::storage::templates::{self as store, TemplateLookup};
-use herald::testkit::fake_provider::{FakeConfig, FakeProvider, Scripted, WebhookEndpoint};
+use herald::testkit::fake_provider::{
+    FakeConfig, FakeProvider, FakeProviderHandle, Scripted, WebhookEndpoint,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::fixtures::channel_named;
 use crate::helpers::{Client, TestApp, api_get, create_api_key, location, texts};
 
 crate::both_backends!(
@@ -52,15 +56,6 @@ async fn people(app: &TestApp) -> People {
         sam,
         key,
     }
-}
-
-fn channel_named(app: &TestApp, name: &str) -> Channel {
-    let mut conn = app.db();
-    channels::list(&mut conn)
-        .expect("channels")
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no channel {name}"))
 }
 
 /// Drafts a template with the form's fields; returns the response.
@@ -729,12 +724,28 @@ async fn editing_an_approved_template_makes_a_new_version_while_the_old_one_send
     assert!(history.contains("made a new draft, version 2"), "{history}");
 }
 
+/// The app secret Meta signs its webhooks with, in the fake and on the channel.
+const META_APP_SECRET: &str = "meta-app-secret-for-tests";
+
+/// A fake WhatsApp Cloud API and a channel pointed at it. Status lookups of templates no
+/// webhook has judged yet answer: still in review.
+async fn fake_meta(app: &TestApp) -> (FakeProviderHandle, Channel) {
+    let fake = FakeProvider::start(FakeConfig {
+        template_status: "PENDING".into(),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake provider");
+    let wa = whatsapp_channel(app, &fake.base_url);
+    (fake, wa)
+}
+
 /// A WhatsApp channel on the Cloud API, pointed at the fake provider, with sealed secrets.
-fn whatsapp_channel(app: &TestApp, base_url: &str, app_secret: &str) -> Channel {
+fn whatsapp_channel(app: &TestApp, base_url: &str) -> Channel {
     let key = herald::auth::keys::Keys::derive(TEST_SECRET)
         .expect("keys")
         .channel_secrets;
-    let secrets = json!({"access_token": "EAAG-test-token", "app_secret": app_secret, "verify_token": "verify-me"});
+    let secrets = json!({"access_token": "EAAG-test-token", "app_secret": META_APP_SECRET, "verify_token": "verify-me"});
     let sealed = herald::auth::sealed::seal(&key, &secrets.to_string()).expect("seal");
     let settings = json!({
         "base_url": base_url,
@@ -757,6 +768,60 @@ fn whatsapp_channel(app: &TestApp, base_url: &str, app_secret: &str) -> Channel 
     .expect("insert channel")
 }
 
+/// Drafts `name` on `wa` and has it submitted and approved, so Herald submits it to Meta;
+/// returns its page's path and Meta's id for it.
+async fn submitted_to_meta(
+    app: &TestApp,
+    p: &People,
+    wa: &Channel,
+    name: &str,
+) -> (String, String) {
+    let path = draft_whatsapp(&p.mia, wa, name).await;
+    submit(&p.mia, &path, "1").await;
+    approve(&p.sam, &path, "1").await;
+    let id = provider_id(app, &path);
+    (path, id)
+}
+
+/// The periodic template sync, run by hand on this test's database through Herald's own
+/// channel registry.
+struct TemplateSync {
+    db: herald::storage::Db,
+    hub: herald::dispatch::hub::EventHub,
+    registry: herald::dispatch::registry::ChannelRegistry,
+    /// Where sandbox channels would post their events: kept open, never read.
+    _events: tokio::sync::mpsc::Receiver<(String, herald::channels::ProviderEvent)>,
+}
+
+impl TemplateSync {
+    fn new(app: &TestApp) -> Self {
+        let db = herald::storage::Db::connect(&app.database_url, 2).expect("db");
+        let (sink, events) = tokio::sync::mpsc::channel(16);
+        let key = herald::auth::keys::Keys::derive(TEST_SECRET)
+            .expect("keys")
+            .channel_secrets;
+        let registry = herald::dispatch::registry::ChannelRegistry::new(
+            &app.address,
+            key,
+            sink,
+            Duration::from_secs(5),
+        )
+        .expect("registry");
+        TemplateSync {
+            db,
+            hub: herald::dispatch::hub::EventHub::new(),
+            registry,
+            _events: events,
+        }
+    }
+
+    async fn run(&self, budget: &SyncBudget) -> SyncReport {
+        herald::dispatch::templates::sync_pending(&self.db, &self.hub, &self.registry, budget)
+            .await
+            .expect("sync")
+    }
+}
+
 fn provider_id(app: &TestApp, path: &str) -> String {
     let mut conn = app.db();
     let t = store::find_by_public_id(&mut conn, path.trim_start_matches("/templates/"))
@@ -770,18 +835,10 @@ fn provider_id(app: &TestApp, path: &str) -> String {
 
 async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) {
     let p = people(&app).await;
-    let fake = FakeProvider::start(FakeConfig {
-        // Status lookups of templates with no webhook yet: still in review.
-        template_status: "PENDING".into(),
-        ..FakeConfig::default()
-    })
-    .await
-    .expect("fake provider");
-    let app_secret = "meta-app-secret-for-tests";
-    let wa = whatsapp_channel(&app, &fake.base_url, app_secret);
+    let (fake, wa) = fake_meta(&app).await;
     let endpoint = WebhookEndpoint {
         url: format!("{}/webhooks/whatsapp/{}", app.address, wa.public_id),
-        secret: app_secret.to_owned(),
+        secret: META_APP_SECRET.to_owned(),
     };
 
     // Approved in Herald, Herald submits it to Meta's API as Meta documents it.
@@ -1004,35 +1061,19 @@ async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) 
     let path = draft_whatsapp(&p.mia, &wa, "delivery_window").await;
     submit(&p.mia, &path, "1").await;
     approve(&p.sam, &path, "1").await;
-    let db = herald::storage::Db::connect(&app.database_url, 2).expect("db");
-    let hub = herald::dispatch::hub::EventHub::new();
-    let (sink, _rx) = tokio::sync::mpsc::channel(16);
-    let key = herald::auth::keys::Keys::derive(TEST_SECRET)
-        .expect("keys")
-        .channel_secrets;
-    let registry = herald::dispatch::registry::ChannelRegistry::new(
-        &app.address,
-        key,
-        sink,
-        Duration::from_secs(5),
-    )
-    .expect("registry");
-    let budget = herald::dispatch::templates::SyncBudget {
+    let sync = TemplateSync::new(&app);
+    let budget = SyncBudget {
         spacing: Duration::ZERO,
         ..Default::default()
     };
     // Meta answered "pending" to the submission a moment ago: not asked again so soon.
-    let report = herald::dispatch::templates::sync_pending(&db, &hub, &registry, &budget)
-        .await
-        .expect("sync");
+    let report = sync.run(&budget).await;
     assert_eq!(report.checked, 0);
-    let later = herald::dispatch::templates::SyncBudget {
+    let later = SyncBudget {
         recheck_after: Duration::ZERO,
         ..budget
     };
-    let report = herald::dispatch::templates::sync_pending(&db, &hub, &registry, &later)
-        .await
-        .expect("sync");
+    let report = sync.run(&later).await;
     assert_eq!(
         (report.checked, report.changed),
         (1, 0),
@@ -1047,9 +1088,7 @@ async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) 
     fake.send_template_status(&lost, &id, "APPROVED", None, None)
         .await
         .expect("webhook");
-    let report = herald::dispatch::templates::sync_pending(&db, &hub, &registry, &later)
-        .await
-        .expect("sync");
+    let report = sync.run(&later).await;
     assert_eq!((report.checked, report.changed, report.failed), (1, 1, 0));
     wait_until_sendable(&app, &p.key, "delivery_window").await;
     let page = p.mia.get_html(&path).await;
@@ -1065,19 +1104,9 @@ async fn a_fake_whatsapp_provider_approves_and_rejects_by_webhook(app: TestApp) 
 /// applies once.
 async fn two_verdicts_in_one_second_both_apply_and_a_redelivery_once(app: TestApp) {
     let p = people(&app).await;
-    let fake = FakeProvider::start(FakeConfig {
-        template_status: "PENDING".into(),
-        ..FakeConfig::default()
-    })
-    .await
-    .expect("fake provider");
-    let app_secret = "meta-app-secret-for-tests";
-    let wa = whatsapp_channel(&app, &fake.base_url, app_secret);
+    let (_fake, wa) = fake_meta(&app).await;
     let hook = format!("{}/webhooks/whatsapp/{}", app.address, wa.public_id);
-    let path = draft_whatsapp(&p.mia, &wa, "order_update").await;
-    submit(&p.mia, &path, "1").await;
-    approve(&p.sam, &path, "1").await;
-    let id = provider_id(&app, &path);
+    let (path, id) = submitted_to_meta(&app, &p, &wa, "order_update").await;
     let time = chrono::Utc::now().timestamp();
     let verdict = |reason: &str, detail: &str| {
         json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
@@ -1096,7 +1125,7 @@ async fn two_verdicts_in_one_second_both_apply_and_a_redelivery_once(app: TestAp
                 .header("Content-Type", "application/json")
                 .header(
                     "X-Hub-Signature-256",
-                    herald::channels::whatsapp::sign(app_secret, body.as_bytes()),
+                    herald::channels::whatsapp::sign(META_APP_SECRET, body.as_bytes()),
                 )
                 .body(body)
                 .send()
@@ -1142,17 +1171,8 @@ async fn two_verdicts_in_one_second_both_apply_and_a_redelivery_once(app: TestAp
 /// template's verdict: "sync now" and the periodic sync ignore it and say so.
 async fn a_status_answer_about_another_template_is_ignored(app: TestApp) {
     let p = people(&app).await;
-    let fake = FakeProvider::start(FakeConfig {
-        template_status: "PENDING".into(),
-        ..FakeConfig::default()
-    })
-    .await
-    .expect("fake provider");
-    let wa = whatsapp_channel(&app, &fake.base_url, "meta-app-secret-for-tests");
-    let path = draft_whatsapp(&p.mia, &wa, "order_update").await;
-    submit(&p.mia, &path, "1").await;
-    approve(&p.sam, &path, "1").await;
-    let id = provider_id(&app, &path);
+    let (fake, wa) = fake_meta(&app).await;
+    let (path, id) = submitted_to_meta(&app, &p, &wa, "order_update").await;
     let other = || {
         Scripted::json(
             200,
@@ -1174,28 +1194,14 @@ async fn a_status_answer_about_another_template_is_ignored(app: TestApp) {
     assert_eq!(asked.path, format!("/v23.0/{id}"));
 
     // The periodic sync: the same.
-    let db = herald::storage::Db::connect(&app.database_url, 2).expect("db");
-    let hub = herald::dispatch::hub::EventHub::new();
-    let (sink, _rx) = tokio::sync::mpsc::channel(16);
-    let key = herald::auth::keys::Keys::derive(TEST_SECRET)
-        .expect("keys")
-        .channel_secrets;
-    let registry = herald::dispatch::registry::ChannelRegistry::new(
-        &app.address,
-        key,
-        sink,
-        Duration::from_secs(5),
-    )
-    .expect("registry");
-    let budget = herald::dispatch::templates::SyncBudget {
+    let sync = TemplateSync::new(&app);
+    let budget = SyncBudget {
         spacing: Duration::ZERO,
         recheck_after: Duration::ZERO,
         ..Default::default()
     };
     fake.script(other());
-    let report = herald::dispatch::templates::sync_pending(&db, &hub, &registry, &budget)
-        .await
-        .expect("sync");
+    let report = sync.run(&budget).await;
     assert_eq!((report.checked, report.changed, report.failed), (1, 0, 1));
     assert_eq!(stage(&p.mia.get_html(&path).await), "Waiting for Meta");
     assert!(sendable(&app, &p.key, "").await.is_empty());
@@ -1205,9 +1211,7 @@ async fn a_status_answer_about_another_template_is_ignored(app: TestApp) {
         200,
         json!({"id": id, "name": "order_update", "language": "en_US", "status": "APPROVED"}),
     ));
-    let report = herald::dispatch::templates::sync_pending(&db, &hub, &registry, &budget)
-        .await
-        .expect("sync");
+    let report = sync.run(&budget).await;
     assert_eq!((report.checked, report.changed, report.failed), (1, 1, 0));
     wait_until_sendable(&app, &p.key, "order_update").await;
 }
@@ -1216,13 +1220,7 @@ async fn a_status_answer_about_another_template_is_ignored(app: TestApp) {
 /// text of its own, options, a code button) and submitted that way.
 async fn an_authentication_template_is_drafted_and_submitted_in_metas_shape(app: TestApp) {
     let p = people(&app).await;
-    let fake = FakeProvider::start(FakeConfig {
-        template_status: "PENDING".into(),
-        ..FakeConfig::default()
-    })
-    .await
-    .expect("fake provider");
-    let wa = whatsapp_channel(&app, &fake.base_url, "meta-app-secret-for-tests");
+    let (fake, wa) = fake_meta(&app).await;
 
     // The form shows the one-time-password options.
     let page = p

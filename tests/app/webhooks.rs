@@ -20,6 +20,7 @@ use herald::testkit::fake_provider::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::fixtures::admin_and_key;
 use crate::helpers::{Backend, TestApp, location};
 use crate::provider_kit::*;
 
@@ -36,57 +37,11 @@ crate::both_backends!(
 );
 
 // Twilio behind a proxy needs its own HERALD_PUBLIC_URL.
-mod proxy {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::twilio_signatures_are_checked_against_the_public_url(super::Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::twilio_signatures_are_checked_against_the_public_url(super::Backend::Postgres).await;
-    }
-}
-
+crate::both_backends!(with_backend proxy: twilio_signatures_are_checked_against_the_public_url);
 // The in-process worker sends through the fake provider.
-mod worker {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::a_providers_error_answer_is_kept_with_the_unknown_status(super::Backend::Sqlite)
-            .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::a_providers_error_answer_is_kept_with_the_unknown_status(super::Backend::Postgres)
-            .await;
-    }
-}
-
+crate::both_backends!(with_backend worker: a_providers_error_answer_is_kept_with_the_unknown_status);
 // Slow and oversized bodies, with a short body time limit.
-mod bodies {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::slow_and_oversized_bodies_are_bounded(super::Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[cfg_attr(
-        not(herald_pg_tests),
-        ignore = "set HERALD_TEST_DATABASE_URL to run on PostgreSQL"
-    )]
-    async fn postgres() {
-        super::slow_and_oversized_bodies_are_bounded(super::Backend::Postgres).await;
-    }
-}
+crate::both_backends!(with_backend bodies: slow_and_oversized_bodies_are_bounded);
 
 // Instances relay hub events through PostgreSQL (SQLite has one instance).
 mod relay {
@@ -527,19 +482,31 @@ async fn whatsapp_verification_inbound_messages_and_stop(app: TestApp) {
     assert!(contact_by_phone(&app, &key, "+16505550199").await.is_none());
 }
 
-/// One Meta app, one webhook URL, two numbers: each event goes to the channel of the number
-/// in its `metadata.phone_number_id`, whichever channel's URL it arrived at.
-async fn whatsapp_events_go_to_the_number_they_name(app: TestApp) {
-    let (_admin, key) = admin_and_key(&app).await;
+/// The sales number's id at Meta (the support channel has `whatsapp_channel`'s).
+const SALES_NUMBER_ID: &str = "106540352242999";
+
+/// Two WhatsApp channels made through the API: "Support WhatsApp" as `whatsapp_channel` has it,
+/// and "Sales WhatsApp" on [`SALES_NUMBER_ID`] with `sales_app_secret`. Returns the API's
+/// answers, support first.
+async fn support_and_sales(app: &TestApp, key: &str, sales_app_secret: &str) -> (Value, Value) {
     let support = create_channel(
-        &app,
-        &key,
+        app,
+        key,
         whatsapp_channel("Support WhatsApp", "http://127.0.0.1:9"),
     )
     .await;
     let mut sales_body = whatsapp_channel("Sales WhatsApp", "http://127.0.0.1:9");
-    sales_body["settings"]["phone_number_id"] = json!("106540352242999");
-    let sales = create_channel(&app, &key, sales_body).await;
+    sales_body["settings"]["phone_number_id"] = json!(SALES_NUMBER_ID);
+    sales_body["settings"]["app_secret"] = json!(sales_app_secret);
+    let sales = create_channel(app, key, sales_body).await;
+    (support, sales)
+}
+
+/// One Meta app, one webhook URL, two numbers: each event goes to the channel of the number
+/// in its `metadata.phone_number_id`, whichever channel's URL it arrived at.
+async fn whatsapp_events_go_to_the_number_they_name(app: TestApp) {
+    let (_admin, key) = admin_and_key(&app).await;
+    let (support, sales) = support_and_sales(&app, &key, META_APP_SECRET).await;
     let hook = support["webhook_url"].as_str().expect("webhook url");
     let inbound = |number: &str, from: &str, wamid: &str| {
         json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
@@ -553,7 +520,7 @@ async fn whatsapp_events_go_to_the_number_they_name(app: TestApp) {
     };
 
     // Written to the sales number, delivered to the support channel's URL.
-    let body = inbound("106540352242999", "16505550111", "wamid.ROUTED1");
+    let body = inbound(SALES_NUMBER_ID, "16505550111", "wamid.ROUTED1");
     let (status, _) = post_whatsapp(hook, &body, Some(META_APP_SECRET)).await;
     assert_eq!(status, StatusCode::OK);
     let c = contact_by_phone(&app, &key, "+16505550111")
@@ -582,16 +549,7 @@ async fn whatsapp_events_go_to_the_number_they_name(app: TestApp) {
 /// When both channels belong to one Meta app (the same secret), it goes to B.
 async fn whatsapp_events_go_only_to_channels_whose_secret_signed_them(app: TestApp) {
     let (_admin, key) = admin_and_key(&app).await;
-    let support = create_channel(
-        &app,
-        &key,
-        whatsapp_channel("Support WhatsApp", "http://127.0.0.1:9"),
-    )
-    .await;
-    let mut sales_body = whatsapp_channel("Sales WhatsApp", "http://127.0.0.1:9");
-    sales_body["settings"]["phone_number_id"] = json!("106540352242999");
-    sales_body["settings"]["app_secret"] = json!("another-meta-apps-secret");
-    let sales = create_channel(&app, &key, sales_body).await;
+    let (support, sales) = support_and_sales(&app, &key, "another-meta-apps-secret").await;
     let (support_id, sales_id) = (
         support["id"].as_str().unwrap(),
         sales["id"].as_str().unwrap(),
@@ -603,7 +561,7 @@ async fn whatsapp_events_go_only_to_channels_whose_secret_signed_them(app: TestA
     let now = chrono::Utc::now().timestamp().to_string();
     let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
         "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550783999", "phone_number_id": "106540352242999"},
+        "metadata": {"display_phone_number": "15550783999", "phone_number_id": SALES_NUMBER_ID},
         "contacts": [{"profile": {"name": "Eve"}, "wa_id": "16505550144"}],
         "messages": [
             {"from": ADA.trim_start_matches('+'), "id": "wamid.CROSS1", "timestamp": now,

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::channels::test_support::*;
-use crate::channels::{PlaceholderExample, SendDisposition, TemplateButton};
+use crate::channels::{PlaceholderExample, TemplateButton};
 use crate::domain::content::ParameterFormat;
 use crate::testkit::fake_provider::Scripted;
 
@@ -487,38 +487,14 @@ async fn test_connection_reads_logs_not_reports() {
     assert_eq!(request.query, "sender=HeraldShop&limit=1");
 }
 
-/// A 500 with the provider's error body may have come after the provider acted: `unknown`,
-/// but the text says what the provider answered (status, code, words), never "no answer".
+/// A 500 with Infobip's error body: see [`assert_a_server_error_is_unknown_and_keeps_the_answer`].
 #[tokio::test]
 async fn a_server_error_with_a_body_is_unknown_and_keeps_what_infobip_answered() {
-    let fake = crate::testkit::fake_provider::FakeProvider::start(
-        crate::testkit::fake_provider::FakeConfig {
-            error_rate: 1.0,
-            ..Default::default()
-        },
+    assert_a_server_error_is_unknown_and_keeps_the_answer(
+        adapter,
+        &text("+14155550100", "Hello"),
+        "E500",
+        "Something went wrong.",
     )
-    .await
-    .expect("fake provider");
-    let e = adapter(&fake.base_url)
-        .send(&text("+14155550100", "Hello"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.disposition(), SendDisposition::Unknown, "{e}");
-    assert_eq!(e.http_status, Some(500));
-    assert_eq!(e.code.as_deref(), Some("E500"));
-    let said = e.unknown_text();
-    assert!(said.starts_with("The provider answered HTTP 500"), "{said}");
-    assert!(said.contains("E500: Something went wrong."), "{said}");
-    assert!(!said.contains("No answer"), "{said}");
-    // No answer at all is still said so.
-    fake.script(Scripted::Hang);
-    let e = adapter(&fake.base_url)
-        .send(&text("+14155550100", "Hello"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.http_status, None);
-    assert!(
-        e.unknown_text().starts_with("No answer from the provider"),
-        "{e}"
-    );
+    .await;
 }

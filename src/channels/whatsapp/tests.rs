@@ -937,40 +937,16 @@ fn settings_are_validated_field_by_field() {
     assert_eq!(e.get("access_token"), None);
 }
 
-/// A 500 with the provider's error body may have come after the provider acted: `unknown`,
-/// but the text says what the provider answered (status, code, words), never "no answer".
+/// A 500 with Meta's error body: see [`assert_a_server_error_is_unknown_and_keeps_the_answer`].
 #[tokio::test]
 async fn a_server_error_with_a_body_is_unknown_and_keeps_what_meta_answered() {
-    let fake = crate::testkit::fake_provider::FakeProvider::start(
-        crate::testkit::fake_provider::FakeConfig {
-            error_rate: 1.0,
-            ..Default::default()
-        },
+    assert_a_server_error_is_unknown_and_keeps_the_answer(
+        adapter,
+        &positional_template(),
+        "1",
+        "An unknown error has occurred.",
     )
-    .await
-    .expect("fake provider");
-    let e = adapter(&fake.base_url)
-        .send(&positional_template())
-        .await
-        .unwrap_err();
-    assert_eq!(e.disposition(), SendDisposition::Unknown, "{e}");
-    assert_eq!(e.http_status, Some(500));
-    assert_eq!(e.code.as_deref(), Some("1"));
-    let said = e.unknown_text();
-    assert!(said.starts_with("The provider answered HTTP 500"), "{said}");
-    assert!(said.contains("1: An unknown error has occurred."), "{said}");
-    assert!(!said.contains("No answer"), "{said}");
-    // No answer at all is still said so.
-    fake.script(Scripted::Hang);
-    let e = adapter(&fake.base_url)
-        .send(&positional_template())
-        .await
-        .unwrap_err();
-    assert_eq!(e.http_status, None);
-    assert!(
-        e.unknown_text().starts_with("No answer from the provider"),
-        "{e}"
-    );
+    .await;
 }
 
 /// An authentication template submission as Meta's reference has it.

@@ -1,4 +1,5 @@
-//! Password checks at the web edge, for sign-in and for the change-password form alike:
+//! Password checks, for sign-in and for the change-password form alike, and the sessions a
+//! successful sign-in starts and a sign-out ends:
 //! failed checks are throttled per account and per client address (kept in the database, so
 //! the limits hold across instances), each attempt is counted and recorded before its password
 //! is checked (so parallel guesses cannot all pass the count first), and Argon2 runs under
@@ -6,15 +7,13 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use super::{ServiceError, ServiceResult, Services};
 use crate::auth::password::PasswordError;
-use crate::error::AppError;
-use crate::startup::AppState;
+use crate::auth::token;
 use crate::storage::login_attempts::{self, Admission, Limits};
-use crate::storage::{DbConnection, now};
+use crate::storage::{DbConnection, now, sessions, users, write_transaction};
 
 /// Failed checks allowed per account (5) and per client address (20) within 15 minutes.
 pub const LIMITS: Limits = Limits {
@@ -22,17 +21,6 @@ pub const LIMITS: Limits = Limits {
     per_address: 20,
     window: chrono::Duration::minutes(15),
 };
-
-/// The client's address: the peer's, or the one a proxy put in `X-Forwarded-For` /
-/// `Forwarded` when `HERALD_TRUST_PROXY` says such a proxy is in front.
-pub fn client_address(req: &HttpRequest, trust_proxy: bool) -> String {
-    if trust_proxy && let Some(ip) = req.connection_info().realip_remote_addr() {
-        return ip.to_owned();
-    }
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
 
 /// What a throttled check tells the person, e.g. "Too many failed sign-ins for this account.
 /// Try again in 12 minutes."
@@ -116,18 +104,16 @@ impl SignInTurns {
 /// each); then checks `password` against the hash `stored` picks from what was loaded. Give
 /// `stored` a dummy hash where there is no account: the same work either way.
 pub async fn check_password<T: Send + 'static>(
-    state: &AppState,
-    req: &HttpRequest,
+    svc: &Services,
+    client_address: &str,
     email: &str,
     password: String,
-    load: impl FnOnce(&mut DbConnection) -> Result<T, AppError> + Send + 'static,
+    load: impl FnOnce(&mut DbConnection) -> ServiceResult<T> + Send + 'static,
     stored: impl FnOnce(&T) -> String,
-) -> Result<Verdict<T>, AppError> {
+) -> ServiceResult<Verdict<T>> {
+    let state = svc;
     let account_key = format!("account:{}", email.trim().to_lowercase());
-    let address_key = format!(
-        "address:{}",
-        client_address(req, state.settings.trust_proxy)
-    );
+    let address_key = format!("address:{client_address}");
     let keys = (account_key.clone(), address_key);
     let Some(turn) = state.sign_in_turns.take().await else {
         return Ok(Verdict::Busy {
@@ -142,7 +128,7 @@ pub async fn check_password<T: Send + 'static>(
                 Admission::Throttled {
                     retry_after_secs,
                     per_account,
-                } => Ok::<_, AppError>(Err(Verdict::Throttled {
+                } => Ok::<_, ServiceError>(Err(Verdict::Throttled {
                     retry_after_secs,
                     per_account,
                 })),
@@ -164,28 +150,130 @@ pub async fn check_password<T: Send + 'static>(
         Err(PasswordError::Busy { retry_after_secs }) => {
             state
                 .db
-                .run(move |conn| Ok::<_, AppError>(login_attempts::withdraw(conn, &ids)?))
+                .run(move |conn| Ok::<_, ServiceError>(login_attempts::withdraw(conn, &ids)?))
                 .await?;
             Ok(Verdict::Busy { retry_after_secs })
         }
-        Err(e) => Err(password_error(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// For handlers that hash as a side matter (inviting someone, resetting a password): busy is a
-/// 503 ("try again in a moment"), anything else a 500.
-pub fn password_error(e: PasswordError) -> AppError {
-    match e {
-        PasswordError::Busy { .. } => AppError::Unavailable(anyhow::Error::new(e)),
-        PasswordError::Failed(_) => AppError::internal(e),
+/// Checks a sign-in: `email`'s account is loaded in the same trip as the attempt is counted,
+/// and an unknown e-mail is checked against a dummy hash, so it costs what a wrong password
+/// costs. `Checked` carries the account, if there is one.
+pub async fn check_sign_in(
+    svc: &Services,
+    client_address: &str,
+    email: &str,
+    password: String,
+) -> ServiceResult<Verdict<Option<users::User>>> {
+    let lookup = email.to_owned();
+    let dummy = svc.dummy_hash.clone();
+    check_password(
+        svc,
+        client_address,
+        email,
+        password,
+        move |conn| Ok(users::find_by_email(conn, &lookup)?),
+        |user| user.as_ref().map_or(dummy, |u| u.password_hash.clone()),
+    )
+    .await
+}
+
+/// Checks the signed-in person's current password (`user_id`), throttled as a sign-in is:
+/// `Checked` carries the account.
+pub async fn check_current_password(
+    svc: &Services,
+    client_address: &str,
+    user_id: i64,
+    password: String,
+) -> ServiceResult<Verdict<users::User>> {
+    let Some(user) = svc
+        .read(move |conn| Ok(users::find(conn, user_id)?))
+        .await?
+    else {
+        return Err(ServiceError::not_found("Your account"));
+    };
+    let (email, hash) = (user.email.clone(), user.password_hash.clone());
+    check_password(
+        svc,
+        client_address,
+        &email,
+        password,
+        move |_| Ok(user),
+        |_| hash,
+    )
+    .await
+}
+
+/// Hashing or checking a password as a side matter (inviting someone, resetting a password):
+/// busy is "try again in a moment", anything else an internal fault.
+impl From<PasswordError> for ServiceError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy { .. } => ServiceError::Unavailable(anyhow::Error::new(e)),
+            PasswordError::Failed(_) => ServiceError::internal(e),
+        }
     }
 }
 
-/// Adds `Retry-After` to a page answered 429 or 503.
-pub fn with_retry_after(mut res: HttpResponse, secs: u64) -> HttpResponse {
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    res
+/// Forgives a check whose password was right but whose request was refused for another reason
+/// (the new password of a change was not acceptable).
+pub async fn forget(svc: &Services, attempt: Attempt) -> ServiceResult<()> {
+    svc.db
+        .run(move |conn| {
+            write_transaction(conn, |conn| attempt.forget(conn))?;
+            Ok(())
+        })
+        .await
+}
+
+/// Signs `user_id` in after a right password: the attempt is forgiven, the sign-in recorded
+/// and a session started, in one transaction. Returns the session's token for the cookie.
+pub async fn sign_in(svc: &Services, attempt: Attempt, user_id: i64) -> ServiceResult<String> {
+    let ttl = svc.settings.session_ttl;
+    svc.db
+        .run(move |conn| {
+            write_transaction(conn, |conn| {
+                attempt.forget(conn)?;
+                users::record_login(conn, user_id)?;
+                Ok(start_session(conn, user_id, ttl)?)
+            })
+        })
+        .await
+}
+
+/// Ends the session whose cookie carries `session_token`, for every copy of the cookie.
+pub async fn sign_out(svc: &Services, session_token: &str) -> ServiceResult<()> {
+    let hash = token::hash_token(session_token);
+    svc.db
+        .run(move |conn| {
+            write_transaction(conn, |conn| sessions::delete(conn, &hash))?;
+            Ok(())
+        })
+        .await
+}
+
+/// Stores a new session for `user_id`, lasting `ttl`, and returns its token for the cookie
+/// (the database keeps only its hash). Expired sessions are pruned on the way. Meant for the
+/// transaction that signs the person in.
+pub fn start_session(
+    conn: &mut DbConnection,
+    user_id: i64,
+    ttl: std::time::Duration,
+) -> diesel::QueryResult<String> {
+    let session_token = token::random_token();
+    let at = now();
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
+    sessions::prune(conn, at)?;
+    sessions::create(
+        conn,
+        user_id,
+        &token::hash_token(&session_token),
+        at,
+        at + ttl,
+    )?;
+    Ok(session_token)
 }
 
 #[cfg(test)]
