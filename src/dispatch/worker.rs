@@ -14,6 +14,7 @@ use chrono::Utc;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::channels::{Adapter, ChannelAdapter, ErrorClass, OutboundMessage, SendDisposition};
+use crate::dispatch::error::DispatchError;
 use crate::dispatch::events;
 use crate::dispatch::hub::{EventHub, HubEvent};
 use crate::dispatch::metrics::{ChannelLabels, Metrics};
@@ -26,7 +27,6 @@ use crate::domain::phone::E164;
 use crate::domain::policy::{self, ContentIntent, SendContext};
 use crate::domain::retry::{self, RetryPolicy};
 use crate::domain::window;
-use crate::error::AppError;
 use crate::storage::channels::{self, Channel};
 use crate::storage::messages::MessageRow;
 use crate::storage::outbox::{self, Outcome};
@@ -251,7 +251,7 @@ impl Dispatcher {
     }
 
     /// Registers this worker (its heartbeat is how others know it is alive).
-    pub async fn register(&self) -> Result<(), AppError> {
+    pub async fn register(&self) -> Result<(), DispatchError> {
         let id = self.inner.worker_id.clone();
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
@@ -259,7 +259,9 @@ impl Dispatcher {
         let pid = i64::from(std::process::id());
         self.inner
             .db
-            .run(move |conn| Ok::<_, AppError>(outbox::register_worker(conn, &id, &host, pid)?))
+            .run(move |conn| {
+                Ok::<_, DispatchError>(outbox::register_worker(conn, &id, &host, pid)?)
+            })
             .await?;
         Ok(())
     }
@@ -267,7 +269,7 @@ impl Dispatcher {
     /// One deterministic step for tests: claim every due message of every enabled channel (up
     /// to one batch each), send them all, record every outcome, and say what happened. Rate
     /// limits still apply.
-    pub async fn run_once(&self) -> Result<RunSummary, AppError> {
+    pub async fn run_once(&self) -> Result<RunSummary, DispatchError> {
         let channels = self.enabled_channels().await?;
         let mut summary = RunSummary::default();
         for channel in channels {
@@ -298,7 +300,7 @@ impl Dispatcher {
                 }
             }
             for s in sends {
-                done.push(s.await.map_err(AppError::internal)?);
+                done.push(s.await.map_err(DispatchError::from)?);
             }
             for d in &done {
                 summary.count(&d.outcome);
@@ -308,11 +310,11 @@ impl Dispatcher {
         Ok(summary)
     }
 
-    async fn enabled_channels(&self) -> Result<Vec<Channel>, AppError> {
+    async fn enabled_channels(&self) -> Result<Vec<Channel>, DispatchError> {
         let list = self
             .inner
             .db
-            .run(|conn| Ok::<_, AppError>(channels::list(conn)?))
+            .run(|conn| Ok::<_, DispatchError>(channels::list(conn)?))
             .await?;
         Ok(list.into_iter().filter(Channel::is_enabled).collect())
     }
@@ -325,7 +327,7 @@ impl Dispatcher {
         &self,
         channel: &Arc<Channel>,
         limit: usize,
-    ) -> Result<Vec<(MessageRow, Decision, Instant)>, AppError> {
+    ) -> Result<Vec<(MessageRow, Decision, Instant)>, DispatchError> {
         let ch = channel.clone();
         let worker = self.inner.worker_id.clone();
         let lease_until = (Utc::now() + self.inner.config.lease).naive_utc();
@@ -352,7 +354,7 @@ impl Dispatcher {
                         Ok(0) | Err(_) => 0,
                         Ok(n) => outbox::reserve_slots(conn, ch.id, n, interval_us, now_us())?,
                     };
-                    Ok::<_, AppError>((decided, start_us))
+                    Ok::<_, DispatchError>((decided, start_us))
                 })
             })
             .await?;
@@ -372,7 +374,7 @@ impl Dispatcher {
     /// Runs until `stop` turns true: a lane per enabled channel, the outcome writer, and the
     /// heartbeat and reaper. On stop, lanes stop claiming, messages waiting for their slot go
     /// back to the queue untouched, sends under way finish and are recorded.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), AppError> {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), DispatchError> {
         self.register().await?;
         let (tx, rx) = mpsc::channel::<Done>(self.inner.config.max_in_flight * 4);
         let writer = tokio::spawn(self.inner.clone().writer(rx));
@@ -415,7 +417,7 @@ impl Dispatcher {
         let id = self.inner.worker_id.clone();
         self.inner
             .db
-            .run(move |conn| Ok::<_, AppError>(outbox::worker_stopped(conn, &id)?))
+            .run(move |conn| Ok::<_, DispatchError>(outbox::worker_stopped(conn, &id)?))
             .await?;
         tracing::info!(worker = %self.inner.worker_id, "dispatcher stopped");
         Ok(())
@@ -442,7 +444,7 @@ fn decide_all(
     conn: &mut DbConnection,
     ch: &Channel,
     rows: Vec<MessageRow>,
-) -> Result<Vec<(MessageRow, Decision)>, AppError> {
+) -> Result<Vec<(MessageRow, Decision)>, DispatchError> {
     let ids: Vec<i64> = rows.iter().map(|r| r.contact_id).collect();
     let template_ids: HashSet<i64> = rows.iter().filter_map(|r| r.template_id).collect();
     let opted_out: HashSet<i64> = consents::opted_out_kinds(conn, &ids)?
@@ -596,7 +598,7 @@ impl Inner {
         channel: &Channel,
         count: usize,
         lead: Duration,
-    ) -> Result<Vec<Instant>, AppError> {
+    ) -> Result<Vec<Instant>, DispatchError> {
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -607,7 +609,7 @@ impl Inner {
         let start_us = self
             .db
             .run(move |conn| {
-                Ok::<_, AppError>(outbox::reserve_slots(
+                Ok::<_, DispatchError>(outbox::reserve_slots(
                     conn,
                     id,
                     n,
@@ -737,7 +739,7 @@ impl Inner {
                             let _ = self
                                 .db
                                 .run(move |conn| {
-                                    Ok::<_, AppError>(outbox::pause_channel(conn, id, until)?)
+                                    Ok::<_, DispatchError>(outbox::pause_channel(conn, id, until)?)
                                 })
                                 .await;
                         }
@@ -773,7 +775,7 @@ impl Inner {
     /// Stores outcomes (see [`store_outcomes`]), then tells the hub and frees the in-flight
     /// slots of those stored. Returns the outcomes that could not be stored yet, their messages
     /// still `sending` and held by this worker, with the error.
-    async fn store(&self, batch: Vec<Done>) -> (Vec<Done>, Option<AppError>) {
+    async fn store(&self, batch: Vec<Done>) -> (Vec<Done>, Option<DispatchError>) {
         if batch.is_empty() {
             return (Vec::new(), None);
         }
@@ -834,7 +836,7 @@ impl Inner {
     }
 
     /// Stores outcomes for `run_once`: an error when any could not be stored.
-    async fn record(&self, done: Vec<Done>) -> Result<(), AppError> {
+    async fn record(&self, done: Vec<Done>) -> Result<(), DispatchError> {
         let (failed, error) = self.store(done).await;
         match error {
             Some(e) if !failed.is_empty() => Err(e),
@@ -945,7 +947,7 @@ impl Inner {
             let id = self.worker_id.clone();
             if let Err(e) = self
                 .db
-                .run(move |conn| Ok::<_, AppError>(outbox::heartbeat(conn, &id)?))
+                .run(move |conn| Ok::<_, DispatchError>(outbox::heartbeat(conn, &id)?))
                 .await
             {
                 tracing::warn!(error = ?e, "worker heartbeat failed");
@@ -972,7 +974,7 @@ impl Inner {
                             conn,
                             (Utc::now() - chrono::Duration::days(1)).naive_utc(),
                         )?;
-                        Ok::<_, AppError>(())
+                        Ok::<_, DispatchError>(())
                     })
                     .await;
             }
@@ -991,7 +993,7 @@ impl Inner {
         let reaped = self
             .db
             .run(move |conn| {
-                Ok::<_, AppError>(outbox::reap(conn, crate::storage::now(), dead_before)?)
+                Ok::<_, DispatchError>(outbox::reap(conn, crate::storage::now(), dead_before)?)
             })
             .await;
         match reaped {
@@ -1022,7 +1024,7 @@ struct Stored {
     events: Vec<HubEvent>,
     /// The outcomes (their places in the batch) not stored, and the last error.
     failed: Vec<usize>,
-    error: Option<AppError>,
+    error: Option<DispatchError>,
 }
 
 /// Writes a batch of outcomes in one transaction; when that fails, each on its own, so one
@@ -1090,7 +1092,7 @@ fn record_batch(
     conn: &mut DbConnection,
     worker: &str,
     done: &[Done],
-) -> Result<Vec<HubEvent>, AppError> {
+) -> Result<Vec<HubEvent>, DispatchError> {
     let mut events = Vec::new();
     let at = crate::storage::now();
     let sent: Vec<(i64, &str)> = done
@@ -1193,7 +1195,7 @@ impl Lane {
         match self
             .inner
             .db
-            .run(move |conn| Ok::<_, AppError>(channels::find(conn, id)?))
+            .run(move |conn| Ok::<_, DispatchError>(channels::find(conn, id)?))
             .await
         {
             Ok(Some(c)) if c.is_enabled() => Some(Arc::new(c)),
