@@ -10,6 +10,7 @@ mod channels;
 mod conformance;
 mod contacts;
 mod dispatch;
+mod outbox;
 mod platform;
 mod provider_kit;
 mod send;
