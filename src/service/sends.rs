@@ -382,6 +382,21 @@ pub async fn send(
     Ok(queued)
 }
 
+/// Remembers how the send page filled a template's variables, to offer the same next time
+/// (a convenience: no audit entry, and a caller may ignore a failure).
+pub async fn remember_variable_sources(
+    svc: &Services,
+    actor: Actor,
+    template_id: i64,
+    sources: templates::VariableSources,
+) -> ServiceResult<()> {
+    svc.write(actor, move |change| {
+        templates::remember_variable_sources(change.conn, template_id, &sources)?;
+        Ok(())
+    })
+    .await
+}
+
 /// Tells the live pages and this process's dispatcher about a message just queued.
 pub(crate) fn announce_queued(svc: &Services, message: &MessageRow) {
     svc.hub

@@ -14,6 +14,7 @@ use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
 
+use crate::domain::audit::Actor;
 use crate::domain::channel::ChannelKind;
 use crate::domain::content::{check_free_text, free_text_limit};
 use crate::domain::phone::E164;
@@ -784,7 +785,7 @@ pub async fn submit(
     match outcome {
         Ok(q) => {
             if let Some(template_id) = q.message.template_id.filter(|_| !q.replayed) {
-                remember_sources(&state, template_id, &fields).await;
+                remember_sources(&state, auth.actor(), template_id, &fields).await;
             }
             if is_htmx(&req) {
                 render(&SentCard {
@@ -828,7 +829,7 @@ pub async fn submit(
 
 /// Keeps how the variables of a template just sent were filled, to offer it next time (a
 /// failure here costs only that convenience).
-async fn remember_sources(state: &AppState, template_id: i64, fields: &Fields) {
+async fn remember_sources(state: &AppState, actor: Actor, template_id: i64, fields: &Fields) {
     let sources: templates::VariableSources = Input::from_fields(fields, None)
         .sources
         .into_iter()
@@ -837,16 +838,7 @@ async fn remember_sources(state: &AppState, template_id: i64, fields: &Fields) {
     if sources.is_empty() {
         return;
     }
-    let stored = state
-        .db
-        .run(move |conn| {
-            Ok::<_, AppError>(templates::remember_variable_sources(
-                conn,
-                template_id,
-                &sources,
-            )?)
-        })
-        .await;
+    let stored = sending::remember_variable_sources(state, actor, template_id, sources).await;
     if let Err(e) = stored {
         tracing::warn!(error = ?e, template_id, "remembering a template's variable sources failed");
     }
