@@ -10,7 +10,6 @@ pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod import;
-pub mod send;
 pub mod service;
 pub mod startup;
 pub mod storage;

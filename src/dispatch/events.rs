@@ -5,10 +5,10 @@
 use chrono::Utc;
 
 use crate::channels::{ErrorClass, ProviderEvent, StatusEvent};
+use crate::dispatch::error::DispatchError;
 use crate::dispatch::hub::{EventHub, HubEvent};
 use crate::domain::consent::{ConsentSource, ConsentStatus};
 use crate::domain::message::ProviderStatus;
-use crate::error::AppError;
 use crate::storage::channels::Channel;
 use crate::storage::conversations::{self, Inbound};
 use crate::storage::messages::{self, FailureDetail, MessageRow};
@@ -46,7 +46,7 @@ pub fn apply_status_to(
     status: ProviderStatus,
     at: chrono::NaiveDateTime,
     error: Option<(&str, &str, Option<ErrorClass>)>,
-) -> Result<Vec<HubEvent>, AppError> {
+) -> Result<Vec<HubEvent>, DispatchError> {
     let failure = error.map(|(code, message, _)| FailureDetail { code, message });
     let mut out = Vec::new();
     if let Some(next) = messages::apply_provider_report(conn, message, status, at, failure)? {
@@ -79,7 +79,7 @@ fn apply_one(
     channel: &Channel,
     event: &ProviderEvent,
     applied: &mut Applied,
-) -> Result<Vec<HubEvent>, AppError> {
+) -> Result<Vec<HubEvent>, DispatchError> {
     let mut out = Vec::new();
     match event {
         ProviderEvent::Inbound(e) => {
@@ -183,7 +183,7 @@ pub async fn apply(
     hub: &EventHub,
     channel: &Channel,
     events: Vec<ProviderEvent>,
-) -> Result<Applied, AppError> {
+) -> Result<Applied, DispatchError> {
     let events: Vec<ProviderEvent> = events.into_iter().map(ProviderEvent::cleaned).collect();
     let channel = channel.clone();
     let (applied, hub_events) = db
@@ -196,13 +196,13 @@ pub async fn apply(
                         && !receipts::first_time(conn, channel.id, id)?
                     {
                         applied.duplicates += 1;
-                        return Ok::<_, AppError>(Vec::new());
+                        return Ok::<_, DispatchError>(Vec::new());
                     }
                     apply_one(conn, &channel, event, &mut applied)
                 })?;
                 hub_events.extend(produced);
             }
-            Ok::<_, AppError>((applied, hub_events))
+            Ok::<_, DispatchError>((applied, hub_events))
         })
         .await?;
     for e in hub_events {
@@ -217,7 +217,7 @@ pub fn claim_early_statuses(
     conn: &mut DbConnection,
     channel: &Channel,
     message_id: i64,
-) -> Result<Vec<HubEvent>, AppError> {
+) -> Result<Vec<HubEvent>, DispatchError> {
     let Some(message) = messages::find(conn, message_id)? else {
         return Ok(Vec::new());
     };
@@ -255,7 +255,7 @@ pub fn claim_early_statuses(
 
 /// Applies early reports whose message is known by now (a report saved in the instant between
 /// the send's commit and its own check would otherwise wait until pruned).
-pub fn sweep_early_statuses(conn: &mut DbConnection) -> Result<Vec<HubEvent>, AppError> {
+pub fn sweep_early_statuses(conn: &mut DbConnection) -> Result<Vec<HubEvent>, DispatchError> {
     let before = (Utc::now() - chrono::Duration::seconds(5)).naive_utc();
     let mut out = Vec::new();
     for (channel_id, provider_id) in receipts::early_status_keys(conn, before, 500)? {
@@ -273,7 +273,7 @@ pub fn sweep_early_statuses(conn: &mut DbConnection) -> Result<Vec<HubEvent>, Ap
 }
 
 /// Drops receipts and early reports older than providers retry.
-pub fn prune(conn: &mut DbConnection) -> Result<(), AppError> {
+pub fn prune(conn: &mut DbConnection) -> Result<(), DispatchError> {
     let week_ago = (Utc::now() - chrono::Duration::days(8)).naive_utc();
     receipts::prune(conn, week_ago)?;
     receipts::prune_early_statuses(conn, week_ago)?;

@@ -2,6 +2,7 @@
 //! hub (live updates for pages), applying provider events (webhooks and the sandbox), and the
 //! outbox worker.
 
+pub mod error;
 pub mod events;
 pub mod hub;
 pub mod metrics;

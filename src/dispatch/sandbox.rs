@@ -6,9 +6,9 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 
 use crate::channels::ProviderEvent;
+use crate::dispatch::error::DispatchError;
 use crate::dispatch::events;
 use crate::dispatch::hub::EventHub;
-use crate::error::AppError;
 use crate::storage::{Db, channels};
 
 pub async fn run(db: Db, hub: EventHub, mut rx: Receiver<(String, ProviderEvent)>) {
@@ -39,10 +39,10 @@ async fn apply_one(
     hub: &EventHub,
     channel_public_id: &str,
     event: ProviderEvent,
-) -> Result<(), AppError> {
+) -> Result<(), DispatchError> {
     let id = channel_public_id.to_owned();
     let channel = db
-        .run(move |conn| Ok::<_, AppError>(channels::find_by_public_id(conn, &id)?))
+        .run(move |conn| Ok::<_, DispatchError>(channels::find_by_public_id(conn, &id)?))
         .await?;
     match channel {
         Some(channel) => events::apply(db, hub, &channel, vec![event])

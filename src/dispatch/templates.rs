@@ -15,6 +15,7 @@ use crate::channels::{
     self, ChannelAdapter, PlaceholderExample, ProviderTemplateStatus, TemplateButton, TemplateRef,
     TemplateSubmission,
 };
+use crate::dispatch::error::DispatchError;
 use crate::dispatch::hub::{EventHub, HubEvent};
 use crate::dispatch::registry::ChannelRegistry;
 use crate::domain::audit::Actor;
@@ -22,7 +23,6 @@ use crate::domain::template::{
     Button, PlaceholderInfo, PlaceholderLocation, TemplateCategory, TemplateStage, ValidTemplate,
     placeholders,
 };
-use crate::error::AppError;
 use crate::storage::channels::{self as channel_store, Channel};
 use crate::storage::templates::{self, SubmissionResult, Version};
 use crate::storage::{Db, now};
@@ -138,16 +138,16 @@ pub async fn submit(
     registry: &ChannelRegistry,
     version_id: i64,
     actor: &Actor,
-) -> Result<Submitted, AppError> {
+) -> Result<Submitted, DispatchError> {
     let claimed = db
         .run(move |conn| {
             let Some(version) = templates::find_version(conn, version_id)? else {
-                return Ok::<_, AppError>(None);
+                return Ok::<_, DispatchError>(None);
             };
             let template = templates::find(conn, version.template_id)?
-                .ok_or_else(|| AppError::not_found("This template"))?;
+                .ok_or_else(|| DispatchError::not_found("This template"))?;
             let channel = channel_store::find(conn, template.channel_id)?
-                .ok_or_else(|| AppError::not_found("The template's channel"))?;
+                .ok_or_else(|| DispatchError::not_found("The template's channel"))?;
             if !version.state.awaits_provider_submission(channel.kind) {
                 return Ok(Some((channel, version, None, false)));
             }
@@ -175,7 +175,7 @@ pub async fn submit(
     let template_id = version.template_id;
     db.run(move |conn| {
         templates::record_submission(conn, version_id, &result, &actor)?;
-        Ok::<_, AppError>(())
+        Ok::<_, DispatchError>(())
     })
     .await?;
     hub.publish(HubEvent::Template { template_id });
@@ -281,7 +281,7 @@ async fn ask_and_record(
     version_id: i64,
     asked: &Asked<'_>,
     actor: &Actor,
-) -> Result<Synced, AppError> {
+) -> Result<Synced, DispatchError> {
     let status = match ask(registry, channel, asked).await {
         Ok(status) => status,
         Err(text) => return Ok(Synced::Failed(text)),
@@ -289,7 +289,7 @@ async fn ask_and_record(
     let actor = actor.clone();
     let changed = db
         .run(move |conn| {
-            Ok::<_, AppError>(templates::record_provider_status(
+            Ok::<_, DispatchError>(templates::record_provider_status(
                 conn, version_id, &status, &actor,
             )?)
         })
@@ -309,19 +309,19 @@ pub async fn sync_template(
     registry: &ChannelRegistry,
     template_id: i64,
     actor: &Actor,
-) -> Result<Vec<(i32, Synced)>, AppError> {
+) -> Result<Vec<(i32, Synced)>, DispatchError> {
     let (template, channel, asked) = db
         .run(move |conn| {
             let template = templates::find(conn, template_id)?
-                .ok_or_else(|| AppError::not_found("This template"))?;
+                .ok_or_else(|| DispatchError::not_found("This template"))?;
             let channel = channel_store::find(conn, template.channel_id)?
-                .ok_or_else(|| AppError::not_found("The template's channel"))?;
+                .ok_or_else(|| DispatchError::not_found("The template's channel"))?;
             let asked: Vec<(i64, i32, String)> = templates::versions(conn, template.id)?
                 .into_iter()
                 .filter(|v| v.stage != TemplateStage::Superseded)
                 .filter_map(|v| Some((v.id, v.number, v.provider_template_id?)))
                 .collect();
-            Ok::<_, AppError>((template, channel, asked))
+            Ok::<_, DispatchError>((template, channel, asked))
         })
         .await?;
     let mut out = Vec::new();
@@ -376,7 +376,7 @@ pub async fn sync_pending(
     hub: &EventHub,
     registry: &ChannelRegistry,
     budget: &SyncBudget,
-) -> Result<SyncReport, AppError> {
+) -> Result<SyncReport, DispatchError> {
     let recheck = chrono::Duration::from_std(budget.recheck_after)
         .unwrap_or_else(|_| chrono::Duration::minutes(10));
     let limit = i64::try_from(budget.per_channel.saturating_mul(50)).unwrap_or(1000);
@@ -387,7 +387,7 @@ pub async fn sync_pending(
                 .into_iter()
                 .map(|c| (c.id, c))
                 .collect();
-            Ok::<_, AppError>((items, channels))
+            Ok::<_, DispatchError>((items, channels))
         })
         .await?;
     let actor = Actor::system("Template status sync");
@@ -406,7 +406,7 @@ pub async fn sync_pending(
         }
         let claim = item.clone();
         let claimed = db
-            .run(move |conn| Ok::<_, AppError>(templates::claim_check(conn, &claim)?))
+            .run(move |conn| Ok::<_, DispatchError>(templates::claim_check(conn, &claim)?))
             .await?;
         if !claimed {
             continue;

@@ -12,7 +12,9 @@ pub mod api_keys;
 pub mod contacts;
 pub mod imports;
 pub mod lists;
+pub mod resends;
 pub mod reveals;
+pub mod sends;
 pub mod sign_in;
 pub mod users;
 

@@ -654,23 +654,27 @@ pub fn resend(
     if let Some(public_id) = resent_as(conn, original.id)? {
         return Ok(Err(ResendRefusal::AlreadyResent { public_id }));
     }
-    let queued = enqueue(
-        conn,
-        &NewMessage {
-            channel_id: original.channel_id,
-            contact_id: original.contact_id,
-            to_address: &original.to_address,
-            campaign_id: original.campaign_id,
-            template_id: original.template_id,
-            content_kind: &original.content_kind,
-            body: &original.body,
-            content: &original.content,
-            idempotency_key: None,
-            requested_by,
-            resend_of: Some(original.id),
-            not_before: now(),
-        },
-    );
+    // In a savepoint: when two resends collide, the loser's unique violation must not abort
+    // the caller's transaction (PostgreSQL would refuse the look-up that follows).
+    let queued = conn.transaction(|conn| {
+        enqueue(
+            conn,
+            &NewMessage {
+                channel_id: original.channel_id,
+                contact_id: original.contact_id,
+                to_address: &original.to_address,
+                campaign_id: original.campaign_id,
+                template_id: original.template_id,
+                content_kind: &original.content_kind,
+                body: &original.body,
+                content: &original.content,
+                idempotency_key: None,
+                requested_by,
+                resend_of: Some(original.id),
+                not_before: now(),
+            },
+        )
+    });
     match queued {
         Ok(m) => Ok(Ok(m)),
         Err(e) if super::is_unique_violation(&e) => match resent_as(conn, original.id)? {

@@ -3,7 +3,8 @@
 //! the composer (`POST /send/compose`); typing re-renders the preview only (`POST
 //! /send/preview`), so nothing being typed is replaced. The window badge and the composer
 //! follow the contact live (server-sent events, see `web/events.rs`). Submitting goes through
-//! the same path as the API (`crate::send`), with an idempotency key generated into the form.
+//! the same use case as the API (`service::sends`), with an idempotency key generated into the
+//! form.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
 
+use crate::domain::audit::Actor;
 use crate::domain::channel::ChannelKind;
 use crate::domain::content::{check_free_text, free_text_limit};
 use crate::domain::phone::E164;
@@ -23,7 +25,8 @@ use crate::domain::template::{
 };
 use crate::domain::window::{self, WindowState};
 use crate::error::AppError;
-use crate::send::{self as sending, ContentRequest, Recipient, Refusal, SendRequest, TemplateRef};
+use crate::service::ServiceError;
+use crate::service::sends::{self as sending, ContentRequest, Recipient, SendRequest, TemplateRef};
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::contacts::{self, Contact, ContactFilter, Cursor};
@@ -772,20 +775,17 @@ pub async fn submit(
         }),
         (Ok(request), _) => {
             let scoped = format!("form:{user_id}:{key}");
-            match queue(&state, request, auth.actor().label, Some(scoped)).await? {
+            match sending::send(&state, auth.actor(), request, Some(scoped)).await {
                 Ok(q) => Ok(q),
-                Err(Refusal::Storage(e)) => return Err(e.into()),
-                Err(r) => Err(Refused {
-                    code: r.code(),
-                    message: r.to_string(),
-                }),
+                Err(ServiceError::Invalid { code, message, .. }) => Err(Refused { code, message }),
+                Err(e) => return Err(e.into()),
             }
         }
     };
     match outcome {
         Ok(q) => {
             if let Some(template_id) = q.message.template_id.filter(|_| !q.replayed) {
-                remember_sources(&state, template_id, &fields).await;
+                remember_sources(&state, auth.actor(), template_id, &fields).await;
             }
             if is_htmx(&req) {
                 render(&SentCard {
@@ -829,7 +829,7 @@ pub async fn submit(
 
 /// Keeps how the variables of a template just sent were filled, to offer it next time (a
 /// failure here costs only that convenience).
-async fn remember_sources(state: &AppState, template_id: i64, fields: &Fields) {
+async fn remember_sources(state: &AppState, actor: Actor, template_id: i64, fields: &Fields) {
     let sources: templates::VariableSources = Input::from_fields(fields, None)
         .sources
         .into_iter()
@@ -838,50 +838,10 @@ async fn remember_sources(state: &AppState, template_id: i64, fields: &Fields) {
     if sources.is_empty() {
         return;
     }
-    let stored = state
-        .db
-        .run(move |conn| {
-            Ok::<_, AppError>(templates::remember_variable_sources(
-                conn,
-                template_id,
-                &sources,
-            )?)
-        })
-        .await;
+    let stored = sending::remember_variable_sources(state, actor, template_id, sources).await;
     if let Err(e) = stored {
         tracing::warn!(error = ?e, template_id, "remembering a template's variable sources failed");
     }
-}
-
-/// Queues a message (page and API alike) and, when it is new, tells the live pages and wakes
-/// the dispatcher. The outer error is the server's; the inner one is the refusal to show.
-pub async fn queue(
-    state: &AppState,
-    request: SendRequest,
-    label: String,
-    scoped_key: Option<String>,
-) -> Result<Result<sending::Queued, Refusal>, AppError> {
-    let country = state.settings.default_country;
-    let queued = state
-        .db
-        .run(move |conn| {
-            Ok::<_, AppError>(sending::queue(
-                conn,
-                &request,
-                &sending::Requester {
-                    label: &label,
-                    idempotency_key: scoped_key.as_deref(),
-                    default_country: country,
-                },
-            ))
-        })
-        .await?;
-    if let Ok(q) = &queued
-        && !q.replayed
-    {
-        state.announce_queued(&q.message);
-    }
-    Ok(queued)
 }
 
 /// The request a submitted form makes, or what is missing from it.

@@ -322,6 +322,7 @@ async fn faults_end_sent_failed_or_unknown_and_nothing_is_accepted_twice(app: Te
     // Every status change is in the message's timeline.
     let events = herald::storage::messages::events(&mut db.get().unwrap(), rows[0].id).unwrap();
     assert_eq!(events.first().map(|e| e.0.as_str()), Some("queued"));
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 async fn the_policy_is_asked_again_at_send_time(app: TestApp) {
@@ -384,6 +385,7 @@ async fn the_policy_is_asked_again_at_send_time(app: TestApp) {
         1,
         "nothing refused by the policy reached the provider"
     );
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 /// Viber lets a business send five messages in a row, then the customer must write. Sending
@@ -443,6 +445,7 @@ async fn viber_sessions_are_checked_again_at_send_time(app: TestApp) {
             assert_eq!(m.error_code.as_deref(), Some("session_limit"));
         }
     }
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 /// The claim, the record of a batch of sends, its timeline and the pair-limit look-up are
@@ -544,6 +547,7 @@ async fn whatsapp_spaces_messages_to_one_recipient(app: TestApp) {
     assert_eq!(second.status(), MessageStatus::Queued);
     assert!(second.next_attempt_at > now() + chrono::Duration::seconds(5));
     assert_eq!(fake.stats().sends_received, 3);
+    // The two spaced messages stay queued for their later turn: the outbox is not drained here.
 }
 
 async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
@@ -583,6 +587,7 @@ async fn a_template_no_longer_sendable_is_not_sent(app: TestApp) {
         1,
         "only the untouched message left"
     );
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 async fn failed_and_unknown_messages_are_resent_by_hand_once(app: TestApp) {
@@ -716,6 +721,7 @@ async fn failed_and_unknown_messages_are_resent_by_hand_once(app: TestApp) {
         .unwrap()
         .unwrap();
     assert_eq!(first.status(), MessageStatus::Failed);
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 async fn sandbox_messages_are_sent_then_delivered_then_read(app: TestApp) {
@@ -766,6 +772,7 @@ async fn sandbox_messages_are_sent_then_delivered_then_read(app: TestApp) {
         heard.iter().filter(|s| *s == "read").count() >= 1,
         "{heard:?}"
     );
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 fn d_hub_events(
@@ -846,6 +853,7 @@ async fn two_workers_share_one_rate_limit_and_never_send_twice(app: TestApp) {
         b.sent_total()
     );
     assert_eq!(a.sent_total() + b.sent_total(), 250);
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 async fn a_crashed_server_leaves_only_unknowns_it_held(app: TestApp) {
@@ -930,6 +938,7 @@ async fn a_crashed_server_leaves_only_unknowns_it_held(app: TestApp) {
     // The provider took every sent message, and some of the unknown ones (sent, answer lost).
     assert!(stats.sends_accepted as i64 >= sent);
     assert!(stats.sends_accepted as i64 <= sent + unknown);
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 /// The real `herald serve` binary on this test's database, with its in-process worker.
@@ -1069,6 +1078,7 @@ async fn a_repeated_provider_id_is_recorded_with_the_rest_of_its_batch(app: Test
         .unwrap()
         .unwrap();
     assert_eq!(repeat.status(), MessageStatus::Sent);
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 /// What the database refuses to record: nothing, every outcome, or one message's.
@@ -1189,6 +1199,7 @@ async fn outcomes_the_database_refuses_for_a_while_are_recorded_when_it_takes_th
             .count(),
         4
     );
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 /// A message whose lease ran out while its worker lives was not abandoned by a stopped
@@ -1236,6 +1247,7 @@ async fn the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out(app: TestAp
         stopped.contains("worker sending this message stopped"),
         "{stopped}"
     );
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 /// A template the sandbox approves at once (`approve_after_ms` 0), so its verdict races the

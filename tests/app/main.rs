@@ -11,6 +11,7 @@ mod conformance;
 mod contacts;
 mod dispatch;
 mod fixtures;
+mod outbox;
 mod platform;
 mod provider_kit;
 mod send;

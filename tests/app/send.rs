@@ -261,6 +261,7 @@ async fn the_api_sends_by_the_rules_with_codes_and_idempotency(app: TestApp) {
     )
     .await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 /// The send form's fields for a free text.
@@ -650,6 +651,7 @@ async fn the_send_form_follows_the_rules_and_sends_once(app: TestApp) {
             .join(" ")
             .contains("Not sent")
     );
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 /// Reads the event stream until `want` appears (or `within` passes); returns what was read.
@@ -753,6 +755,7 @@ async fn the_event_stream_carries_inbound_replies_and_statuses(app: TestApp) {
         .join(",");
     let res = s.admin.get(&format!("/events?contacts={many}")).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    crate::outbox::assert_outbox_drained(&app).await;
 }
 
 /// Waits (up to `secs`) until the element's text contains `text`.

@@ -1,5 +1,6 @@
 //! `POST /api/v1/messages` (send one message, with an optional `Idempotency-Key`) and
-//! `GET /api/v1/messages/{id}` (its status). The same path as the send page: `crate::send`.
+//! `GET /api/v1/messages/{id}` (its status). The same use case as the send page:
+//! `service::sends`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -7,13 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::template::Variables;
 use crate::error::AppError;
-use crate::send::{ContentRequest, Recipient, SendRequest, TemplateRef};
+use crate::service::sends::{self, ContentRequest, Recipient, SendRequest, TemplateRef};
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::messages::{self, MessageRow};
 use crate::storage::{DbConnection, contacts};
-use crate::web::api::Body;
-use crate::web::api::templates::ChannelRef;
+use crate::web::api::{Body, ChannelRef};
 use crate::web::identity::{Auth, Principal, perm};
 
 /// The longest idempotency key accepted.
@@ -89,11 +89,7 @@ fn message_json(m: MessageRow, channel: &Channel, contact_id: String) -> Message
     MessageJson {
         id: m.public_id,
         status: m.status,
-        channel: ChannelRef {
-            id: channel.public_id.clone(),
-            name: channel.name.clone(),
-            kind: channel.kind.as_str(),
-        },
+        channel: ChannelRef::of(channel),
         to: m.to_address,
         contact_id,
         content: m.content_kind,
@@ -207,7 +203,7 @@ pub async fn send(
         Principal::User(u) => format!("user:{}", u.id),
     };
     let scoped = key.map(|k| format!("{owner}:{k}"));
-    let queued = crate::web::send::queue(&state, request, auth.actor().label, scoped).await??;
+    let queued = sends::send(&state, auth.actor(), request, scoped).await?;
     let replayed = queued.replayed;
     let json = message_json(queued.message, &queued.channel, queued.contact.public_id);
     let mut res = HttpResponse::build(StatusCode::ACCEPTED);

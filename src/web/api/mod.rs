@@ -28,6 +28,24 @@ use serde::de::DeserializeOwned;
 use crate::error::AppError;
 use crate::web::edge::{json_may_hold_nul, nul_error, nul_field_in_json, nul_field_in_pairs};
 
+/// A channel as the API's answers name it (a message's or a template's channel).
+#[derive(serde::Serialize)]
+pub struct ChannelRef {
+    pub id: String,
+    pub name: String,
+    pub kind: &'static str,
+}
+
+impl ChannelRef {
+    pub fn of(channel: &crate::storage::channels::Channel) -> Self {
+        ChannelRef {
+            id: channel.public_id.clone(),
+            name: channel.name.clone(),
+            kind: channel.kind.as_str(),
+        }
+    }
+}
+
 /// The largest JSON body the API reads.
 const MAX_BODY_BYTES: usize = 1 << 20;
 

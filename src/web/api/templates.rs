@@ -10,7 +10,7 @@ use crate::error::AppError;
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::templates::{self, SendableTemplate, TemplateFilter};
-use crate::web::api::Params;
+use crate::web::api::{ChannelRef, Params};
 use crate::web::identity::{Auth, perm};
 
 #[derive(Debug, Default, Deserialize)]
@@ -22,13 +22,6 @@ pub struct ListQuery {
     name: String,
     #[serde(default)]
     language: String,
-}
-
-#[derive(Serialize)]
-pub struct ChannelRef {
-    pub id: String,
-    pub name: String,
-    pub kind: &'static str,
 }
 
 #[derive(Serialize)]

@@ -2,19 +2,26 @@
 //! channel and the content are resolved, checked against the rules (`domain::policy` for consent,
 //! window and approval; template rendering for variables and lengths; the channel's free-text
 //! limit), and the message is queued once per idempotency key. A refusal writes nothing (a
-//! contact created for the number is rolled back with it). Nothing here speaks HTTP.
+//! contact created for the number is rolled back with it) and is a
+//! [`ServiceError::Invalid`] with the API's code (`window_closed`, `opted_out`, …) and the field
+//! at fault, named as the API's body names it (`to`, `channel`, `template`,
+//! `template.variables`, `text`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::dispatch::hub::HubEvent;
+use crate::domain::audit::Actor;
 use crate::domain::channel::ChannelKind;
 use crate::domain::consent::ConsentStatus;
-use crate::domain::content::{MessageContent, TextProblem, check_free_text};
+use crate::domain::content::{MessageContent, check_free_text};
+use crate::domain::message::MessageStatus;
 use crate::domain::phone::{DefaultCountry, E164};
 use crate::domain::policy::{self, ContentIntent, Denial, SendContext};
-use crate::domain::template::{RenderError, Variables};
+use crate::domain::template::Variables;
 use crate::domain::window;
+use crate::service::{Change, FieldProblems, ServiceError, ServiceResult, Services};
 use crate::storage::channels::{self, Channel};
 use crate::storage::contacts::{self, Contact, ContactPatch};
 use crate::storage::messages::MessageRow;
@@ -76,66 +83,89 @@ impl SendRequest {
 /// Who asks, and how a repeat is recognised.
 pub struct Requester<'a> {
     /// Kept with the message (`requested_by`): "Ada <ada@example.com>", "API key \"Shop\"".
-    pub label: &'a str,
+    pub actor: &'a Actor,
     /// The idempotency key, already scoped to the requester (so two API clients never share
     /// one).
     pub idempotency_key: Option<&'a str>,
     pub default_country: DefaultCountry,
 }
 
-/// Why a send was refused. Each has the API's machine-readable code and words for a person.
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    #[error("{0}")]
-    InvalidPhone(String),
-    #[error("There is no contact with this id.")]
-    UnknownContact,
-    #[error("There is no channel called or numbered \"{0}\".")]
-    UnknownChannel(String),
-    #[error("{0}")]
-    UnknownTemplate(String),
-    /// The policy said no; `detail` replaces the policy's words where more is known (why a
-    /// template is not sendable).
-    #[error("{}", detail.clone().unwrap_or_else(|| denial.message(*kind)))]
-    Denied {
-        denial: Denial,
-        kind: ChannelKind,
-        detail: Option<String>,
-    },
-    #[error("{0}")]
-    Variables(RenderError),
-    #[error("{0}")]
-    Text(TextProblem),
-    #[error(
-        "This idempotency key was already used for a different message; use a new key for a new message."
-    )]
-    KeyReused,
-    #[error("The message could not be stored.")]
-    Storage(#[from] diesel::result::Error),
-}
-
-impl Refusal {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Refusal::InvalidPhone(_) => "invalid_phone",
-            Refusal::UnknownContact => "unknown_contact",
-            Refusal::UnknownChannel(_) => "unknown_channel",
-            Refusal::UnknownTemplate(_) => "unknown_template",
-            Refusal::Denied { denial, .. } => denial.code(),
-            Refusal::Variables(e) => e.code(),
-            Refusal::Text(e) => e.code(),
-            Refusal::KeyReused => "idempotency_key_reused",
-            Refusal::Storage(_) => "internal",
-        }
+/// The refusal of a send: 422 with the API's `code`, the words for a person, and the field at
+/// fault (the API's name for it) when one is.
+fn refused(code: &'static str, field: Option<&str>, message: impl Into<String>) -> ServiceError {
+    let message = message.into();
+    let mut fields = FieldProblems::new();
+    if let Some(field) = field {
+        fields.add(field, message.clone());
+    }
+    ServiceError::Invalid {
+        code,
+        message,
+        fields,
     }
 }
 
-impl From<Refusal> for crate::error::AppError {
-    fn from(r: Refusal) -> Self {
-        match r {
-            Refusal::Storage(e) => e.into(),
-            other => crate::error::AppError::invalid(other.code(), other.to_string()),
+fn invalid_phone(message: String) -> ServiceError {
+    refused("invalid_phone", Some("to"), message)
+}
+
+fn unknown_contact() -> ServiceError {
+    refused(
+        "unknown_contact",
+        Some("to"),
+        "There is no contact with this id.",
+    )
+}
+
+fn unknown_channel(wanted: &str) -> ServiceError {
+    refused(
+        "unknown_channel",
+        Some("channel"),
+        format!("There is no channel called or numbered \"{wanted}\"."),
+    )
+}
+
+fn unknown_template(message: String) -> ServiceError {
+    refused("unknown_template", Some("template"), message)
+}
+
+/// The policy said no; `detail` replaces the policy's words where more is known (why a
+/// template is not sendable). The field is what the rule is about: the recipient's consent,
+/// the channel, or the content.
+fn denied(
+    denial: Denial,
+    kind: ChannelKind,
+    content_field: &str,
+    detail: Option<String>,
+) -> ServiceError {
+    let field = match denial {
+        Denial::OptedOut => "to",
+        Denial::ChannelDisabled => "channel",
+        Denial::TemplateNotApproved | Denial::WindowClosed { .. } | Denial::SessionLimit => {
+            content_field
         }
+    };
+    refused(
+        denial.code(),
+        Some(field),
+        detail.unwrap_or_else(|| denial.message(kind)),
+    )
+}
+
+fn key_reused() -> ServiceError {
+    refused(
+        "idempotency_key_reused",
+        None,
+        "This idempotency key was already used for a different message; use a new key for a new message.",
+    )
+}
+
+/// The database error behind an internal one, to tell a busy SQLite or a lost race on the
+/// idempotency key from other faults.
+fn database_error(err: &ServiceError) -> Option<&diesel::result::Error> {
+    match err {
+        ServiceError::Internal(e) => e.downcast_ref::<diesel::result::Error>(),
+        _ => None,
     }
 }
 
@@ -151,13 +181,12 @@ pub struct Queued {
 }
 
 /// The channel named by a public id or a name (compared without case).
-pub fn find_channel(conn: &mut DbConnection, id_or_name: &str) -> Result<Channel, Refusal> {
+pub fn find_channel(conn: &mut DbConnection, id_or_name: &str) -> ServiceResult<Channel> {
     let wanted = id_or_name.trim();
     if let Some(c) = channels::find_by_public_id(conn, wanted)? {
         return Ok(c);
     }
-    channels::find_by_name(conn, wanted, None)?
-        .ok_or_else(|| Refusal::UnknownChannel(wanted.to_owned()))
+    channels::find_by_name(conn, wanted, None)?.ok_or_else(|| unknown_channel(wanted))
 }
 
 /// What the policy needs to know about this contact on this channel now.
@@ -199,7 +228,7 @@ pub fn find_template(
     conn: &mut DbConnection,
     channel: &Channel,
     template: &TemplateRef,
-) -> Result<TemplateLookup, Refusal> {
+) -> ServiceResult<TemplateLookup> {
     let lookup = match template {
         TemplateRef::Id(id) => match templates::find_by_public_id(conn, id.trim())? {
             Some(t) if t.channel_id == channel.id => templates::sendable(conn, t.id)?,
@@ -210,7 +239,7 @@ pub fn find_template(
         }
     };
     if let TemplateLookup::NotFound = lookup {
-        return Err(Refusal::UnknownTemplate(match template {
+        return Err(unknown_template(match template {
             TemplateRef::Id(_) => format!("This template is not one of {}'s.", channel.name),
             TemplateRef::Name { name, language } => format!(
                 "{} has no template \"{}\" in \"{}\".",
@@ -228,18 +257,18 @@ fn resolve_recipient(
     conn: &mut DbConnection,
     recipient: &Recipient,
     country: DefaultCountry,
-) -> Result<(Contact, bool), Refusal> {
+) -> ServiceResult<(Contact, bool)> {
     match recipient {
         Recipient::Contact(id) => contacts::find_by_public_id(conn, id.trim())?
             .map(|c| (c, false))
-            .ok_or(Refusal::UnknownContact),
+            .ok_or_else(unknown_contact),
         Recipient::Phone(raw) => {
             let phone = E164::parse(raw, Some(country)).map_err(|e| {
                 let mut words = e;
                 if let Some(first) = words.get_mut(..1) {
                     first.make_ascii_uppercase();
                 }
-                Refusal::InvalidPhone(format!("{words}."))
+                invalid_phone(format!("{words}."))
             })?;
             Ok(contacts::upsert(conn, &phone, &ContactPatch::default())?)
         }
@@ -258,16 +287,13 @@ fn prepare(
     channel: &Channel,
     ctx: &SendContext,
     content: &ContentRequest,
-) -> Result<Prepared, Refusal> {
-    let denied = |denial: Denial, detail: Option<String>| Refusal::Denied {
-        denial,
-        kind: channel.kind,
-        detail,
-    };
+) -> ServiceResult<Prepared> {
     match content {
         ContentRequest::Text(text) => {
-            policy::may_send(ctx, ContentIntent::FreeText).map_err(|d| denied(d, None))?;
-            check_free_text(channel.kind, text).map_err(Refusal::Text)?;
+            policy::may_send(ctx, ContentIntent::FreeText)
+                .map_err(|d| denied(d, channel.kind, "text", None))?;
+            check_free_text(channel.kind, text)
+                .map_err(|e| refused(e.code(), Some("text"), e.to_string()))?;
             Ok(Prepared {
                 content: MessageContent::Text { body: text.clone() },
                 text: text.clone(),
@@ -287,15 +313,17 @@ fn prepare(
                         .unwrap_or(Denial::TemplateNotApproved);
                     let detail = (denial == Denial::TemplateNotApproved)
                         .then(|| format!("This template cannot be sent yet: {reason}"));
-                    return Err(denied(denial, detail));
+                    return Err(denied(denial, channel.kind, "template", detail));
                 }
                 TemplateLookup::NotFound => {
-                    return Err(Refusal::UnknownTemplate("No such template.".into()));
+                    return Err(unknown_template("No such template.".into()));
                 }
             };
             policy::may_send(ctx, ContentIntent::Template { sendable: true })
-                .map_err(|d| denied(d, None))?;
-            let rendered = template.render(variables).map_err(Refusal::Variables)?;
+                .map_err(|d| denied(d, channel.kind, "template", None))?;
+            let rendered = template
+                .render(variables)
+                .map_err(|e| refused(e.code(), Some("template.variables"), e.to_string()))?;
             Ok(Prepared {
                 content: rendered.content,
                 text: rendered.text,
@@ -306,20 +334,16 @@ fn prepare(
 }
 
 /// The message an idempotency key already queued, if the request is the same one.
-fn replay(
-    conn: &mut DbConnection,
-    key: &str,
-    fingerprint: &str,
-) -> Result<Option<Queued>, Refusal> {
+fn replay(conn: &mut DbConnection, key: &str, fingerprint: &str) -> ServiceResult<Option<Queued>> {
     let Some(message) = outbox::find_by_idempotency_key(conn, key)? else {
         return Ok(None);
     };
     if outbox::request_hash(conn, message.id)?.as_deref() != Some(fingerprint) {
-        return Err(Refusal::KeyReused);
+        return Err(key_reused());
     }
-    let contact = contacts::find(conn, message.contact_id)?.ok_or(Refusal::UnknownContact)?;
+    let contact = contacts::find(conn, message.contact_id)?.ok_or_else(unknown_contact)?;
     let channel = channels::find(conn, message.channel_id)?
-        .ok_or_else(|| Refusal::UnknownChannel(message.channel_id.to_string()))?;
+        .ok_or_else(|| unknown_channel(&message.channel_id.to_string()))?;
     Ok(Some(Queued {
         message,
         contact,
@@ -329,14 +353,65 @@ fn replay(
     }))
 }
 
+/// Queues a message (page and API alike) and, when it is new, tells the live pages and wakes
+/// the dispatcher. See [`queue_in`].
+pub async fn send(
+    svc: &Services,
+    actor: Actor,
+    request: SendRequest,
+    scoped_key: Option<String>,
+) -> ServiceResult<Queued> {
+    let country = svc.settings.default_country;
+    let queued = svc
+        .db
+        .run(move |conn| {
+            queue_in(
+                conn,
+                &request,
+                &Requester {
+                    actor: &actor,
+                    idempotency_key: scoped_key.as_deref(),
+                    default_country: country,
+                },
+            )
+        })
+        .await?;
+    if !queued.replayed {
+        announce_queued(svc, &queued.message);
+    }
+    Ok(queued)
+}
+
+/// Remembers how the send page filled a template's variables, to offer the same next time
+/// (a convenience: no audit entry, and a caller may ignore a failure).
+pub async fn remember_variable_sources(
+    svc: &Services,
+    actor: Actor,
+    template_id: i64,
+    sources: templates::VariableSources,
+) -> ServiceResult<()> {
+    svc.write(actor, move |change| {
+        templates::remember_variable_sources(change.conn, template_id, &sources)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Tells the live pages and this process's dispatcher about a message just queued.
+pub(crate) fn announce_queued(svc: &Services, message: &MessageRow) {
+    svc.hub
+        .publish(HubEvent::message_status(message, MessageStatus::Queued));
+    svc.dispatcher.wake();
+}
+
 /// Checks the request and queues the message, or says why not. With an idempotency key, the
 /// same request again answers with the first message (even while two arrive together: the
 /// key is unique in the database), and another request under that key is refused.
-pub fn queue(
+pub fn queue_in(
     conn: &mut DbConnection,
     request: &SendRequest,
     requester: &Requester<'_>,
-) -> Result<Queued, Refusal> {
+) -> ServiceResult<Queued> {
     let fingerprint = request.fingerprint();
     if let Some(key) = requester.idempotency_key
         && let Some(done) = replay(conn, key, &fingerprint)?
@@ -345,11 +420,13 @@ pub fn queue(
     }
     let mut attempt = 0;
     let result = loop {
-        let result = attempt_queue(conn, request, requester, &fingerprint);
+        let result = crate::service::write(conn, requester.actor, |change| {
+            queue_new(change, request, requester, &fingerprint)
+        });
         match result {
             // SQLite refuses to turn a read transaction into a write one when another writer
             // committed meanwhile ("database is locked", without waiting): start again.
-            Err(Refusal::Storage(ref e)) if is_sqlite_busy(e) && attempt < 5 => {
+            Err(ref e) if database_error(e).is_some_and(is_sqlite_busy) && attempt < 5 => {
                 attempt += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
             }
@@ -358,8 +435,8 @@ pub fn queue(
     };
     match (result, requester.idempotency_key) {
         // The same key arrived twice at once and the other request stored it first.
-        (Err(Refusal::Storage(e)), Some(key)) if is_unique_violation(&e) => {
-            replay(conn, key, &fingerprint)?.ok_or(Refusal::Storage(e))
+        (Err(e), Some(key)) if database_error(&e).is_some_and(is_unique_violation) => {
+            replay(conn, key, &fingerprint)?.ok_or(e)
         }
         (result, _) => result,
     }
@@ -370,48 +447,48 @@ fn is_sqlite_busy(e: &diesel::result::Error) -> bool {
         if info.message().contains("database is locked") || info.message().contains("busy"))
 }
 
-fn attempt_queue(
-    conn: &mut DbConnection,
+/// The change a new send makes: the contact (when the number is new) and the queued message.
+/// A send is recorded on the message itself (`requested_by`), not in the audit log.
+fn queue_new(
+    change: &mut Change<'_>,
     request: &SendRequest,
     requester: &Requester<'_>,
     fingerprint: &str,
-) -> Result<Queued, Refusal> {
-    crate::storage::write_transaction(conn, |conn| {
-        let channel = find_channel(conn, &request.channel)?;
-        let (contact, created_contact) =
-            resolve_recipient(conn, &request.recipient, requester.default_country)?;
-        let ctx = send_context(conn, contact.id, &channel, Utc::now())?;
-        let prepared = prepare(conn, &channel, &ctx, &request.content)?;
-        let content_json = serde_json::to_string(&prepared.content)
-            .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-        let message = outbox::enqueue(
-            conn,
-            &NewMessage {
-                channel_id: channel.id,
-                contact_id: contact.id,
-                to_address: contact.phone.as_str(),
-                campaign_id: None,
-                template_id: prepared.template_id,
-                content_kind: match prepared.content {
-                    MessageContent::Text { .. } if prepared.template_id.is_none() => "text",
-                    _ => "template",
-                },
-                body: &prepared.text,
-                content: &content_json,
-                idempotency_key: requester.idempotency_key,
-                requested_by: requester.label,
-                resend_of: None,
-                not_before: now(),
+) -> ServiceResult<Queued> {
+    let conn = &mut *change.conn;
+    let channel = find_channel(conn, &request.channel)?;
+    let (contact, created_contact) =
+        resolve_recipient(conn, &request.recipient, requester.default_country)?;
+    let ctx = send_context(conn, contact.id, &channel, Utc::now())?;
+    let prepared = prepare(conn, &channel, &ctx, &request.content)?;
+    let content_json = serde_json::to_string(&prepared.content).map_err(ServiceError::internal)?;
+    let message = outbox::enqueue(
+        conn,
+        &NewMessage {
+            channel_id: channel.id,
+            contact_id: contact.id,
+            to_address: contact.phone.as_str(),
+            campaign_id: None,
+            template_id: prepared.template_id,
+            content_kind: match prepared.content {
+                MessageContent::Text { .. } if prepared.template_id.is_none() => "text",
+                _ => "template",
             },
-        )?;
-        outbox::set_request_hash(conn, message.id, fingerprint)?;
-        Ok::<_, Refusal>(Queued {
-            message,
-            contact,
-            channel,
-            created_contact,
-            replayed: false,
-        })
+            body: &prepared.text,
+            content: &content_json,
+            idempotency_key: requester.idempotency_key,
+            requested_by: &requester.actor.label,
+            resend_of: None,
+            not_before: now(),
+        },
+    )?;
+    outbox::set_request_hash(conn, message.id, fingerprint)?;
+    Ok(Queued {
+        message,
+        contact,
+        channel,
+        created_contact,
+        replayed: false,
     })
 }
 
@@ -453,16 +530,74 @@ mod tests {
         );
     }
 
+    fn code(err: &ServiceError) -> &'static str {
+        match err {
+            ServiceError::Invalid { code, .. } => code,
+            _ => "not invalid",
+        }
+    }
+
     #[test]
-    fn refusals_carry_the_api_codes() {
-        assert_eq!(Refusal::InvalidPhone("x".into()).code(), "invalid_phone");
-        assert_eq!(Refusal::KeyReused.code(), "idempotency_key_reused");
-        let denied = Refusal::Denied {
-            denial: Denial::WindowClosed { closed_at: None },
-            kind: ChannelKind::Whatsapp,
-            detail: None,
-        };
-        assert_eq!(denied.code(), "window_closed");
+    fn refusals_carry_the_api_codes_and_the_field_at_fault() {
+        assert_eq!(code(&invalid_phone("x".into())), "invalid_phone");
+        assert_eq!(code(&key_reused()), "idempotency_key_reused");
+        assert!(key_reused().fields().is_none());
+        let denied = denied(
+            Denial::WindowClosed { closed_at: None },
+            ChannelKind::Whatsapp,
+            "text",
+            None,
+        );
+        assert_eq!(code(&denied), "window_closed");
         assert!(denied.to_string().contains("24-hour window is closed"));
+        let fields = denied.fields().expect("the field at fault");
+        assert_eq!(fields.get("text"), Some(denied.to_string().as_str()));
+        let opted_out = super::denied(Denial::OptedOut, ChannelKind::Sms, "text", None);
+        assert!(opted_out.fields().and_then(|f| f.get("to")).is_some());
+    }
+
+    fn sandbox_channel(conn: &mut DbConnection) -> Channel {
+        channels::seed_sandbox(conn)
+            .expect("sandbox channels")
+            .into_iter()
+            .find(|c| c.kind == ChannelKind::Sms)
+            .expect("an SMS channel")
+    }
+
+    #[test]
+    fn a_refused_send_writes_nothing_and_a_repeat_key_answers_the_first_message() {
+        let (_dir, db) = crate::service::testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let channel = sandbox_channel(&mut conn);
+        let actor = Actor::system("sends test");
+        let requester = |key| Requester {
+            actor: &actor,
+            idempotency_key: key,
+            default_country: DefaultCountry::default(),
+        };
+        let to = |text: &str| SendRequest {
+            recipient: Recipient::Phone("+14155550199".into()),
+            channel: channel.public_id.clone(),
+            content: ContentRequest::Text(text.into()),
+        };
+
+        let err = queue_in(&mut conn, &to(""), &requester(None)).unwrap_err();
+        assert_eq!(code(&err), "empty_text");
+        let phone = E164::parse("+14155550199", None).expect("phone");
+        assert!(
+            contacts::find_by_phone(&mut conn, &phone)
+                .expect("lookup")
+                .is_none(),
+            "the contact made for the refused send was rolled back"
+        );
+
+        let first = queue_in(&mut conn, &to("hello"), &requester(Some("k1"))).expect("queued");
+        assert!(first.created_contact && !first.replayed);
+        assert_eq!(first.message.requested_by, "sends test");
+        let again = queue_in(&mut conn, &to("hello"), &requester(Some("k1"))).expect("replayed");
+        assert!(again.replayed);
+        assert_eq!(again.message.public_id, first.message.public_id);
+        let other = queue_in(&mut conn, &to("bye"), &requester(Some("k1"))).unwrap_err();
+        assert_eq!(code(&other), "idempotency_key_reused");
     }
 }
