@@ -8,6 +8,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::dispatch::error::DispatchError;
 use crate::domain::fields::FieldProblems;
 use crate::service::ServiceError;
 use crate::storage::StorageError;
@@ -234,6 +235,14 @@ impl From<ServiceError> for AppError {
     }
 }
 
+/// Background work a handler waits on (a provider event applied, a template synced) answers
+/// as the application layer would.
+impl From<DispatchError> for AppError {
+    fn from(err: DispatchError) -> Self {
+        ServiceError::from(err).into()
+    }
+}
+
 impl From<anyhow::Error> for AppError {
     fn from(err: anyhow::Error) -> Self {
         AppError::Internal(err)
@@ -317,5 +326,22 @@ mod tests {
             AppError::from(diesel::result::Error::RollbackTransaction).status_code(),
             500
         );
+    }
+
+    #[test]
+    fn the_web_edge_answers_as_it_did_for_the_same_faults() {
+        let gone = AppError::from(DispatchError::not_found("This template"));
+        assert_eq!(gone.status_code(), 404);
+        assert_eq!(gone.to_string(), "This template was not found.");
+        let missing_row = AppError::from(DispatchError::from(diesel::result::Error::NotFound));
+        assert_eq!(missing_row.status_code(), 404);
+        let broken = AppError::from(DispatchError::from(
+            diesel::result::Error::RollbackTransaction,
+        ));
+        assert_eq!(broken.status_code(), 500);
+        assert!(matches!(
+            ServiceError::from(DispatchError::not_found("x")),
+            ServiceError::NotFound(_)
+        ));
     }
 }

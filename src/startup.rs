@@ -18,13 +18,11 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::keys::Keys;
 use crate::auth::password;
 use crate::config::{Settings, redact_url};
-use crate::dispatch::hub::{EventHub, HubEvent};
+use crate::dispatch::hub::EventHub;
 use crate::dispatch::metrics::Metrics;
 use crate::dispatch::registry::ChannelRegistry;
 use crate::dispatch::worker::{DispatchConfig, Dispatcher};
-use crate::domain::message::MessageStatus;
 use crate::service::Services;
-use crate::storage::messages::MessageRow;
 use crate::storage::{self, Db, channels, settings as app_settings};
 use crate::web as routes;
 
@@ -69,15 +67,6 @@ fn watch_shutdown_signals() -> watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
-}
-
-impl AppState {
-    /// Tells the live pages and this process's dispatcher about a message just queued.
-    pub fn announce_queued(&self, message: &MessageRow) {
-        self.hub
-            .publish(HubEvent::message_status(message, MessageStatus::Queued));
-        self.dispatcher.wake();
-    }
 }
 
 pub struct Application {

@@ -3,7 +3,6 @@
 //! edge and the application layer turn it into their own errors (the conversions below), so
 //! nothing here speaks HTTP.
 
-use crate::error::AppError;
 use crate::service::ServiceError;
 use crate::storage::StorageError;
 
@@ -40,34 +39,5 @@ impl From<DispatchError> for ServiceError {
             DispatchError::Storage(e) => e.into(),
             DispatchError::Task(e) => ServiceError::internal(e),
         }
-    }
-}
-
-impl From<DispatchError> for AppError {
-    fn from(err: DispatchError) -> Self {
-        ServiceError::from(err).into()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use actix_web::ResponseError;
-
-    #[test]
-    fn the_web_edge_answers_as_it_did_for_the_same_faults() {
-        let gone = AppError::from(DispatchError::not_found("This template"));
-        assert_eq!(gone.status_code(), 404);
-        assert_eq!(gone.to_string(), "This template was not found.");
-        let missing_row = AppError::from(DispatchError::from(diesel::result::Error::NotFound));
-        assert_eq!(missing_row.status_code(), 404);
-        let broken = AppError::from(DispatchError::from(
-            diesel::result::Error::RollbackTransaction,
-        ));
-        assert_eq!(broken.status_code(), 500);
-        assert!(matches!(
-            ServiceError::from(DispatchError::not_found("x")),
-            ServiceError::NotFound(_)
-        ));
     }
 }
