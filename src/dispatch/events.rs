@@ -192,13 +192,7 @@ pub async fn apply(
             let mut hub_events = Vec::new();
             for event in &events {
                 let produced = crate::storage::write_transaction(conn, |conn| {
-                    if let Some(id) = event.event_id()
-                        && !receipts::first_time(conn, channel.id, id)?
-                    {
-                        applied.duplicates += 1;
-                        return Ok::<_, DispatchError>(Vec::new());
-                    }
-                    apply_one(conn, &channel, event, &mut applied)
+                    apply_in(conn, &channel, event, &mut applied)
                 })?;
                 hub_events.extend(produced);
             }
@@ -209,6 +203,24 @@ pub async fn apply(
         hub.publish(e);
     }
     Ok(applied)
+}
+
+/// Applies one (cleaned) event inside the caller's transaction, once: an event whose id was
+/// seen before only counts as a duplicate. Returns what live pages should hear once the
+/// transaction commits.
+pub fn apply_in(
+    conn: &mut DbConnection,
+    channel: &Channel,
+    event: &ProviderEvent,
+    applied: &mut Applied,
+) -> Result<Vec<HubEvent>, DispatchError> {
+    if let Some(id) = event.event_id()
+        && !receipts::first_time(conn, channel.id, id)?
+    {
+        applied.duplicates += 1;
+        return Ok(Vec::new());
+    }
+    apply_one(conn, channel, event, applied)
 }
 
 /// Applies the reports that arrived before the message's provider id was stored (called right

@@ -829,11 +829,10 @@ pub async fn simulate_reply(
         .simulate_reply(contact.phone.clone(), &text)
         .await
         .map_err(ServiceError::internal)?;
-    events::apply(&svc.db, &svc.hub, &channel, vec![event])
-        .await
-        .map_err(ServiceError::internal)?;
+    let event = event.cleaned();
 
-    // What the reply did to consent, in the audit log with who typed it.
+    // The reply applied as the provider's webhook would be, and what it did to consent in the
+    // audit log with who typed it: one unit of work.
     let kind = channel.kind;
     let contact_id = contact.public_id.clone();
     let detail = format!(
@@ -841,8 +840,11 @@ pub async fn simulate_reply(
         text.to_uppercase(),
         channel.name
     );
-    let reversed = svc
+    let on = channel.clone();
+    let (reversed, hub_events) = svc
         .write(actor, move |change| {
+            let mut applied = events::Applied::default();
+            let hub_events = events::apply_in(change.conn, &on, &event, &mut applied)?;
             let c = contact_or_404(change.conn, &contact_id)?;
             if reverses_opt_out {
                 // The keyword itself did not apply (a simulated START never does): the admin
@@ -853,7 +855,8 @@ pub async fn simulate_reply(
                     source: ConsentSource::Admin,
                     detail,
                 };
-                return change_consent_in(change, &c, &request, role);
+                let reversed = change_consent_in(change, &c, &request, role)?;
+                return Ok((reversed, hub_events));
             }
             let after = consents::status(change.conn, c.id, kind)?;
             if after != before
@@ -861,9 +864,12 @@ pub async fn simulate_reply(
             {
                 audit_consent(change, &c, kind, status, &detail)?;
             }
-            Ok(false)
+            Ok((false, hub_events))
         })
         .await?;
+    for e in hub_events {
+        svc.hub.publish(e);
+    }
     if reversed {
         svc.hub.publish(HubEvent::Consent {
             contact_id: contact.id,
