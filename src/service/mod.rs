@@ -8,6 +8,8 @@
 //! web state and the background workers, and answers [`ServiceError`], which the web edge turns
 //! into its HTTP error (`error::AppError`) and background code handles itself.
 
+pub mod channels;
+
 use std::sync::Arc;
 
 use crate::auth::keys::Keys;

@@ -36,6 +36,15 @@ pub fn attr_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// The value of the first form field called `name` in url-encoded pairs, or empty.
+pub fn field_of(pairs: &[(String, String)], name: &str) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
