@@ -21,9 +21,10 @@ use crate::channels::{ProviderTemplateStatus, TemplateStatusEvent};
 use crate::domain::audit::{Actor, ActorKind};
 use crate::domain::channel::ChannelKind;
 use crate::domain::content::MessageContent;
+use crate::domain::fields::FieldProblems;
 use crate::domain::template::{
-    FieldErrors, Language, PlaceholderInfo, ProviderApproval, RenderError, RenderedTemplate,
-    ReviewAction, ReviewError, ReviewStatus, Reviewer, TemplateDraft, TemplateStage, TemplateState,
+    Language, PlaceholderInfo, ProviderApproval, RenderError, RenderedTemplate, ReviewAction,
+    ReviewError, ReviewStatus, Reviewer, TemplateDraft, TemplateStage, TemplateState,
     ValidTemplate, Variables, placeholders, render, validate,
 };
 
@@ -112,7 +113,7 @@ pub struct Version {
 impl Version {
     /// The valid template this version holds on a `kind` channel; an error only when the
     /// channel's rules became stricter since it was saved.
-    pub fn valid(&self, kind: ChannelKind) -> Result<ValidTemplate, FieldErrors> {
+    pub fn valid(&self, kind: ChannelKind) -> Result<ValidTemplate, FieldProblems> {
         validate(kind, &self.draft)
     }
 

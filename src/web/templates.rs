@@ -12,13 +12,14 @@ use crate::dispatch::hub::HubEvent;
 use crate::dispatch::templates::{self as provider, Submitted, Synced};
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
+use crate::domain::fields::FieldProblems;
 use crate::domain::role::Permission;
 use crate::domain::sms::SmsEncoding;
 use crate::domain::template::{
-    ButtonDraft, CODE_EXPIRATION_MAX_MINUTES, FieldErrors, OtpDraft, PlaceholderInfo,
-    PlaceholderLocation, Preview, PreviewButton, ReviewAction, ReviewError, Reviewer,
-    TemplateCategory, TemplateDraft, TemplateStage, VIBER_LANGUAGES, WHATSAPP_BUTTONS_MAX,
-    WHATSAPP_FOOTER_MAX, WHATSAPP_HEADER_MAX, body_limit, preview as preview_draft, validate,
+    ButtonDraft, CODE_EXPIRATION_MAX_MINUTES, OtpDraft, PlaceholderInfo, PlaceholderLocation,
+    Preview, PreviewButton, ReviewAction, ReviewError, Reviewer, TemplateCategory, TemplateDraft,
+    TemplateStage, VIBER_LANGUAGES, WHATSAPP_BUTTONS_MAX, WHATSAPP_FOOTER_MAX, WHATSAPP_HEADER_MAX,
+    body_limit, preview as preview_draft, validate,
 };
 use crate::error::AppError;
 use crate::startup::AppState;
@@ -457,7 +458,7 @@ fn distinct_placeholders(preview: &Preview) -> Vec<&PlaceholderInfo> {
 fn sample_fields(
     preview: &Preview,
     draft: &TemplateDraft,
-    errors: &FieldErrors,
+    errors: &FieldProblems,
 ) -> Vec<SampleField> {
     distinct_placeholders(preview)
         .into_iter()
@@ -623,7 +624,7 @@ struct FormPage {
     makes_new_version: bool,
     name_locked: bool,
     draft: TemplateDraft,
-    errors: FieldErrors,
+    errors: FieldProblems,
     /// A problem with the whole form (someone else saved meanwhile).
     banner: Option<String>,
     buttons: Vec<ButtonRow>,
@@ -687,7 +688,7 @@ fn form_page(
     chrome: Chrome,
     channel: Channel,
     draft: TemplateDraft,
-    errors: FieldErrors,
+    errors: FieldProblems,
     banner: Option<String>,
     state: FormState,
 ) -> FormPage {
@@ -793,7 +794,7 @@ pub async fn new_form(
         chrome,
         channel,
         draft,
-        FieldErrors::default(),
+        FieldProblems::default(),
         None,
         FormState {
             template: None,
@@ -833,7 +834,7 @@ pub async fn preview(
         .collect();
     if names != input.sample_keys {
         let samples = Samples {
-            fields: sample_fields(&p, &input.draft, &FieldErrors::default()),
+            fields: sample_fields(&p, &input.draft, &FieldProblems::default()),
             kind: channel.kind,
             oob: true,
         };
@@ -881,8 +882,8 @@ pub async fn create(
             Ok(redirect_response(&req, &format!("{PATH}/{}", t.public_id)))
         }
         Err(e @ TemplateError::Duplicate { .. }) => {
-            let mut errors = FieldErrors::default();
-            errors.push("name", e.to_string());
+            let mut errors = FieldProblems::default();
+            errors.add("name", e.to_string());
             invalid_form(chrome, channel, input.draft, errors, None, new_form())
         }
         Err(e) => Err(e.into()),
@@ -893,7 +894,7 @@ fn invalid_form(
     chrome: Chrome,
     channel: Channel,
     draft: TemplateDraft,
-    errors: FieldErrors,
+    errors: FieldProblems,
     banner: Option<String>,
     state: FormState,
 ) -> Result<HttpResponse, AppError> {
@@ -973,7 +974,7 @@ pub async fn edit_form(
         chrome,
         loaded.channel.clone(),
         draft,
-        FieldErrors::default(),
+        FieldProblems::default(),
         None,
         loaded.form_state(),
     ))
@@ -1012,7 +1013,7 @@ pub async fn update(
     if edited.is_ok() {
         changed(&state, loaded.template.id);
     }
-    let mut errors = FieldErrors::default();
+    let mut errors = FieldProblems::default();
     let banner = match edited {
         Ok(store::Edited::InPlace(v)) => {
             session.success(format!("Version {} saved; it is a draft.", v.number));
@@ -1034,7 +1035,7 @@ pub async fn update(
             ));
         }
         Err(e @ (TemplateError::Duplicate { .. } | TemplateError::Locked(_))) => {
-            errors.push("name", e.to_string());
+            errors.add("name", e.to_string());
             None
         }
         Err(TemplateError::Conflict(m)) => Some(m),
