@@ -9,6 +9,7 @@
 //! into its HTTP error (`error::AppError`) and background code handles itself.
 
 pub mod channels;
+pub mod templates;
 
 use std::sync::Arc;
 
