@@ -16,9 +16,9 @@ use crate::web::chrome::Chrome;
 use crate::web::identity::{Auth, CurrentUser, perm};
 use crate::web::{format, render};
 
+use super::form::PreviewPane;
 use super::*;
 use crate::service::templates::{self as service, Loaded};
-use crate::web::templates::form::PreviewPane;
 
 // ---------------------------------------------------------------------------------------------
 // The template page

@@ -13,10 +13,10 @@ use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::render_with_status;
 use crate::web::session::TypedSession;
 
+use super::page::show_page;
 use super::*;
 use crate::service::ServiceError;
 use crate::service::templates::{self as service, Submitted, Synced};
-use crate::web::templates::page::show_page;
 
 // ---------------------------------------------------------------------------------------------
 // The workflow's buttons
