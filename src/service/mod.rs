@@ -9,6 +9,7 @@
 //! into its HTTP error (`error::AppError`) and background code handles itself.
 
 pub mod api_keys;
+pub mod channels;
 pub mod contacts;
 pub mod imports;
 pub mod lists;
@@ -16,6 +17,7 @@ pub mod resends;
 pub mod reveals;
 pub mod sends;
 pub mod sign_in;
+pub mod templates;
 pub mod users;
 
 use std::sync::Arc;

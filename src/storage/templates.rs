@@ -1,7 +1,8 @@
 //! Templates and their versions: drafting and editing, Herald's review, the provider's verdicts,
-//! and the sendable version a send uses. Every change writes its audit entry in the same
-//! transaction, and every state change is a conditional update, so two reviewers clicking at
-//! once cannot both win.
+//! and the sendable version a send uses. Every state change is a conditional update, so two
+//! reviewers clicking at once cannot both win. Drafting, editing and Herald's review run
+//! inside the caller's transaction (`service::templates`, which writes their audit entries);
+//! the provider's side writes its own, in its own transaction.
 //!
 //! A template is a name in a language on one channel (unique there). Its content lives in
 //! numbered versions. A version that was approved in Herald is never changed again: editing it
@@ -21,9 +22,10 @@ use crate::channels::{ProviderTemplateStatus, TemplateStatusEvent};
 use crate::domain::audit::{Actor, ActorKind};
 use crate::domain::channel::ChannelKind;
 use crate::domain::content::MessageContent;
+use crate::domain::fields::FieldProblems;
 use crate::domain::template::{
-    FieldErrors, Language, PlaceholderInfo, ProviderApproval, RenderError, RenderedTemplate,
-    ReviewAction, ReviewError, ReviewStatus, Reviewer, TemplateDraft, TemplateStage, TemplateState,
+    Language, PlaceholderInfo, ProviderApproval, RenderError, RenderedTemplate, ReviewAction,
+    ReviewError, ReviewStatus, Reviewer, TemplateDraft, TemplateStage, TemplateState,
     ValidTemplate, Variables, placeholders, render, validate,
 };
 
@@ -112,7 +114,7 @@ pub struct Version {
 impl Version {
     /// The valid template this version holds on a `kind` channel; an error only when the
     /// channel's rules became stricter since it was saved.
-    pub fn valid(&self, kind: ChannelKind) -> Result<ValidTemplate, FieldErrors> {
+    pub fn valid(&self, kind: ChannelKind) -> Result<ValidTemplate, FieldProblems> {
         validate(kind, &self.draft)
     }
 
@@ -533,7 +535,8 @@ fn insert_version(
 }
 
 /// Saves a new template (version 1, a draft) on `channel`. A template with the same name and
-/// language on the channel is refused as [`TemplateError::Duplicate`].
+/// language on the channel is refused as [`TemplateError::Duplicate`]. Several writes: run it
+/// inside a transaction (the service's unit of work, which also records `template.drafted`).
 pub fn create(
     conn: &mut DbConnection,
     channel: &Channel,
@@ -544,7 +547,7 @@ pub fn create(
     if exists(conn, channel.id, name, language, None)? {
         return Err(duplicate(valid));
     }
-    let created = crate::storage::write_transaction(conn, |conn| {
+    let mut write = || {
         let at = now();
         let template_id: i64 = diesel::insert_into(templates::table)
             .values((
@@ -563,24 +566,12 @@ pub fn create(
         diesel::update(templates::table.find(template.id))
             .set(templates::current_version_id.eq(version_id))
             .execute(conn)?;
-        record(
-            conn,
-            author,
-            "template.drafted",
-            &template,
-            serde_json::json!({
-                "version": 1,
-                "name": name,
-                "language": language,
-                "channel": channel.name,
-            }),
-        )?;
         Ok::<_, diesel::result::Error>(Template {
             current_version_id: Some(version_id),
             ..template
         })
-    });
-    created.map_err(|e| {
+    };
+    write().map_err(|e| {
         if is_unique_violation(&e) {
             duplicate(valid)
         } else {
@@ -611,6 +602,7 @@ impl Edited {
 /// Saves new content for a template. `editing` is the version number the form was opened on:
 /// if a newer version appeared meanwhile, nothing is saved. The name and language can change
 /// only while no version was ever approved (they are the template's identity at the provider).
+/// Run it inside a transaction (the service's unit of work, which records `template.edited`).
 pub fn edit(
     conn: &mut DbConnection,
     template: &Template,
@@ -621,7 +613,7 @@ pub fn edit(
 ) -> Result<Edited, TemplateError> {
     let (name, language) = (valid.name().as_str(), valid.language().as_str());
     let renamed = name != template.name || language != template.language;
-    let outcome = crate::storage::write_transaction(conn, |conn| {
+    let mut write = || {
         let current = current_version(conn, template)?;
         if current.number != editing {
             return Err(TemplateError::Conflict(format!(
@@ -693,17 +685,9 @@ pub fn edit(
                 templates::updated_at.eq(at),
             ))
             .execute(conn)?;
-        let mut details = serde_json::json!({
-            "version": edited.version().number,
-            "new_version": matches!(edited, Edited::NewVersion(_)),
-        });
-        if renamed {
-            details["renamed"] = serde_json::json!(format!("{name} ({language})"));
-        }
-        record(conn, editor, "template.edited", template, details)?;
         Ok(edited)
-    });
-    outcome.map_err(|e| match e {
+    };
+    write().map_err(|e| match e {
         TemplateError::Db(db) if is_unique_violation(&db) && renamed => duplicate(valid),
         // Two people saving a new version at the same moment: one of them wins.
         TemplateError::Db(db) if is_unique_violation(&db) => TemplateError::Conflict(
@@ -733,19 +717,11 @@ impl Reviewed {
     }
 }
 
-fn review_audit_action(action: &ReviewAction) -> &'static str {
-    match action {
-        ReviewAction::Submit => "template.submitted",
-        ReviewAction::Withdraw => "template.withdrawn",
-        ReviewAction::Approve => "template.approved",
-        ReviewAction::Reject { .. } => "template.rejected",
-        ReviewAction::Edit => "template.edited",
-    }
-}
-
 /// Applies a review action to the newest version (`expected` is the version number the person
 /// saw). Approving or rejecting takes someone who neither created nor last edited it. `note`
-/// is the reason of a rejection (in the action) or an optional remark with an approval.
+/// is the reason of a rejection (in the action) or an optional remark with an approval; it is
+/// kept as the version's `review_note`. Run it inside a transaction (the service's unit of
+/// work, which records the action's audit entry).
 pub fn review(
     conn: &mut DbConnection,
     template: &Template,
@@ -755,90 +731,81 @@ pub fn review(
     reviewer: &Reviewer,
     actor: &Actor,
 ) -> Result<Reviewed, TemplateError> {
-    crate::storage::write_transaction(conn, |conn| {
-        let channel = channel_of(conn, template)?;
-        let version = current_version(conn, template)?;
-        if version.number != expected {
-            return Err(TemplateError::Conflict(format!(
-                "Version {} of this template was saved after the one you looked at: review that one.",
-                version.number
-            )));
+    let channel = channel_of(conn, template)?;
+    let version = current_version(conn, template)?;
+    if version.number != expected {
+        return Err(TemplateError::Conflict(format!(
+            "Version {} of this template was saved after the one you looked at: review that one.",
+            version.number
+        )));
+    }
+    let next = version
+        .state
+        .apply(action.clone(), reviewer, version.author_id.unwrap_or(0))?;
+    let judging = matches!(action, ReviewAction::Approve | ReviewAction::Reject { .. });
+    if judging && version.is_written_by(reviewer.user_id) {
+        return Err(ReviewError::OwnTemplate.into());
+    }
+    let stage = TemplateStage::of(channel.kind, &next);
+    let at = now();
+    let note = match &action {
+        ReviewAction::Reject { .. } => next.review.note().map(str::to_owned),
+        ReviewAction::Approve => approval_note
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
+        _ => version.review_note.clone(),
+    };
+    let changed = diesel::update(
+        template_versions::table
+            .filter(template_versions::id.eq(version.id))
+            .filter(template_versions::review_status.eq(version.state.review.as_str()))
+            .filter(template_versions::updated_at.eq(version.updated_at)),
+    )
+    .set((
+        template_versions::review_status.eq(next.review.as_str()),
+        template_versions::review_note.eq(&note),
+        template_versions::stage.eq(stage.as_str()),
+        template_versions::updated_at.eq(at),
+    ))
+    .execute(conn)?;
+    if changed == 0 {
+        return Err(TemplateError::Conflict(
+            "Someone changed this template at the same moment: reload the page and try again."
+                .into(),
+        ));
+    }
+    match &action {
+        ReviewAction::Submit => {
+            diesel::update(template_versions::table.find(version.id))
+                .set(template_versions::submitted_at.eq(at))
+                .execute(conn)?;
         }
-        let next = version
-            .state
-            .apply(action.clone(), reviewer, version.author_id.unwrap_or(0))?;
-        let judging = matches!(action, ReviewAction::Approve | ReviewAction::Reject { .. });
-        if judging && version.is_written_by(reviewer.user_id) {
-            return Err(ReviewError::OwnTemplate.into());
+        ReviewAction::Approve | ReviewAction::Reject { .. } => {
+            diesel::update(template_versions::table.find(version.id))
+                .set((
+                    template_versions::reviewer_id.eq(reviewer.user_id),
+                    template_versions::reviewer_label.eq(&actor.label),
+                    template_versions::reviewed_at.eq(at),
+                ))
+                .execute(conn)?;
         }
-        let stage = TemplateStage::of(channel.kind, &next);
-        let at = now();
-        let note = match &action {
-            ReviewAction::Reject { .. } => next.review.note().map(str::to_owned),
-            ReviewAction::Approve => approval_note
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned),
-            _ => version.review_note.clone(),
-        };
-        let changed = diesel::update(
-            template_versions::table
-                .filter(template_versions::id.eq(version.id))
-                .filter(template_versions::review_status.eq(version.state.review.as_str()))
-                .filter(template_versions::updated_at.eq(version.updated_at)),
-        )
-        .set((
-            template_versions::review_status.eq(next.review.as_str()),
-            template_versions::review_note.eq(&note),
-            template_versions::stage.eq(stage.as_str()),
-            template_versions::updated_at.eq(at),
-        ))
+        _ => {}
+    }
+    diesel::update(templates::table.find(template.id))
+        .set(templates::updated_at.eq(at))
         .execute(conn)?;
-        if changed == 0 {
-            return Err(TemplateError::Conflict(
-                "Someone changed this template at the same moment: reload the page and try again."
-                    .into(),
-            ));
-        }
-        match &action {
-            ReviewAction::Submit => {
-                diesel::update(template_versions::table.find(version.id))
-                    .set(template_versions::submitted_at.eq(at))
-                    .execute(conn)?;
-            }
-            ReviewAction::Approve | ReviewAction::Reject { .. } => {
-                diesel::update(template_versions::table.find(version.id))
-                    .set((
-                        template_versions::reviewer_id.eq(reviewer.user_id),
-                        template_versions::reviewer_label.eq(&actor.label),
-                        template_versions::reviewed_at.eq(at),
-                    ))
-                    .execute(conn)?;
-            }
-            _ => {}
-        }
-        diesel::update(templates::table.find(template.id))
-            .set(templates::updated_at.eq(at))
-            .execute(conn)?;
-        let mut details = serde_json::json!({ "version": version.number });
-        if let Some(note) = &note
-            && judging
-        {
-            details["note"] = serde_json::json!(note);
-        }
-        record(conn, actor, review_audit_action(&action), template, details)?;
-        let version = version_required(conn, Some(version.id))?;
-        let template = if stage == TemplateStage::Sendable {
-            make_live(conn, template, &version)?
-        } else {
-            find(conn, template.id)?.ok_or(diesel::result::Error::NotFound)?
-        };
-        let version = version_required(conn, Some(version.id))?;
-        Ok(Reviewed {
-            template,
-            channel,
-            version,
-        })
+    let version = version_required(conn, Some(version.id))?;
+    let template = if stage == TemplateStage::Sendable {
+        make_live(conn, template, &version)?
+    } else {
+        find(conn, template.id)?.ok_or(diesel::result::Error::NotFound)?
+    };
+    let version = version_required(conn, Some(version.id))?;
+    Ok(Reviewed {
+        template,
+        channel,
+        version,
     })
 }
 

@@ -2,7 +2,7 @@
 //! channel (pick the kind and the provider, then a form generated from the provider's settings);
 //! the channel's page with the webhook URL to paste into the provider's console, "test
 //! connection", the settings form (secrets never shown again), disable/enable and delete.
-//! What is saved and how is `channel_settings`'s, shared with the API.
+//! What is saved and how is `service::channels`'s, shared with the API.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -10,24 +10,21 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::channels::{settings_for, webhook_path};
+use crate::channels::settings_for;
 use crate::domain::channel::{ChannelKind, Provider};
+use crate::domain::fields::FieldProblems;
 use crate::error::AppError;
-use crate::startup::AppState;
-use crate::storage::channels::{self, Channel};
-use crate::web::channel_settings::{
-    self as saving, ChannelDraft, Deleted, FieldProblems, Refusal, TestResult,
+use crate::service::ServiceError;
+use crate::service::channels::{
+    self as service, ChannelDraft, NAME_TAKEN, TestResult, webhook_url,
 };
+use crate::startup::AppState;
+use crate::storage::channels::Channel;
 use crate::web::chrome::Chrome;
 use crate::web::format::field_of;
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
 use crate::web::{format, paths, render, render_with_status};
-
-/// Where a provider posts its events for this channel; `None` for the sandbox.
-pub fn webhook_url(public_url: &str, channel: &Channel) -> Option<String> {
-    webhook_path(channel.provider, &channel.public_id).map(|path| format!("{public_url}{path}"))
-}
 
 fn channel_path(channel: &Channel) -> String {
     format!("{}/{}", paths::CHANNELS, channel.public_id)
@@ -54,10 +51,7 @@ pub async fn index(
     state: web::Data<AppState>,
     chrome: Chrome,
 ) -> Result<HttpResponse, AppError> {
-    let list = state
-        .db
-        .run(|conn| Ok::<_, AppError>(channels::list(conn)?))
-        .await?;
+    let list = service::list(&state).await?;
     let channels = list
         .into_iter()
         .map(|c| ChannelView {
@@ -234,16 +228,26 @@ fn typed_a_secret(provider: Provider, values: &FormValues) -> bool {
     })
 }
 
-/// The problems to show at the fields; a taken name is a problem of the name field.
-fn problems_of(refusal: Refusal) -> FieldProblems {
-    match refusal {
-        Refusal::Invalid(problems) => problems,
-        Refusal::NameTaken(name) => {
+/// The problems to show at the fields when a save was refused; a taken name is a problem of
+/// the name field. Anything else is not the form's to show.
+fn problems_of(err: ServiceError) -> Result<FieldProblems, AppError> {
+    match err {
+        ServiceError::Conflict {
+            code: NAME_TAKEN,
+            message,
+        } => {
             let mut p = FieldProblems::default();
-            p.add("name", Refusal::name_taken_message(&name));
-            p
+            p.add("name", message);
+            Ok(p)
         }
+        ServiceError::Invalid { fields, .. } if !fields.is_empty() => Ok(fields),
+        other => Err(other.into()),
     }
+}
+
+/// The problem with one provider setting, for the settings form.
+fn setting_error<'a>(errors: &'a FieldProblems, key: &str) -> Option<&'a str> {
+    errors.get(&format!("settings.{key}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,6 +282,10 @@ struct NewChannelPage {
 impl NewChannelPage {
     fn default_rate(&self) -> i32 {
         self.provider.default_rate_limit()
+    }
+
+    fn setting_error(&self, key: &str) -> Option<&str> {
+        setting_error(&self.errors, key)
     }
 }
 
@@ -362,7 +370,7 @@ pub async fn create(
     let pairs = body.into_inner();
     let (kind, provider) = target(&field_of(&pairs, "kind"), &field_of(&pairs, "provider"))?;
     let (draft, values) = read_form(&pairs);
-    match saving::create(&state, auth.actor(), kind, provider, draft).await? {
+    match service::create(&state, auth.actor(), kind, provider, draft).await {
         Ok(channel) => {
             let next = if channel.is_sandbox() {
                 "It needs no account: sends are simulated.".to_owned()
@@ -375,7 +383,8 @@ pub async fn create(
             session.success(format!("{} was added. {next}", channel.name));
             Ok(redirect_response(&req, &channel_path(&channel)))
         }
-        Err(refusal) => {
+        Err(err) => {
+            let errors = problems_of(err)?;
             let retype_secrets = typed_a_secret(provider, &values);
             render_with_status(
                 &NewChannelPage {
@@ -384,7 +393,7 @@ pub async fn create(
                     provider,
                     fields: setting_fields(provider, &values.settings, &[]),
                     form: values,
-                    errors: problems_of(refusal),
+                    errors,
                     retype_secrets,
                 },
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -421,6 +430,10 @@ impl ChannelPage {
         self.channel.provider.default_rate_limit()
     }
 
+    fn setting_error(&self, key: &str) -> Option<&str> {
+        setting_error(&self.errors, key)
+    }
+
     /// Providers only call public https:// addresses.
     fn public_url_is_https(&self) -> bool {
         self.public_url.starts_with("https://")
@@ -437,12 +450,9 @@ fn saved_form(channel: &Channel, state: &AppState) -> (FormValues, Vec<String>) 
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    let saved_secrets = match state.channels.open_secrets(channel) {
-        Ok(Value::Object(map)) => map.keys().cloned().collect(),
-        _ => Vec::new(),
-    };
+    let saved_secrets = service::saved_secret_keys(&state.channels, channel);
     // A sender taken from the settings shows empty, so it keeps following them.
-    let sender = if channel.sender == saving::default_sender(channel.provider, &settings) {
+    let sender = if channel.sender == service::default_sender(channel.provider, &settings) {
         String::new()
     } else {
         channel.sender.clone()
@@ -464,14 +474,7 @@ async fn channel_page(
     public_id: String,
     typed: Option<(FormValues, FieldProblems)>,
 ) -> Result<HttpResponse, AppError> {
-    let (channel, messages) = state
-        .db
-        .run(move |conn| {
-            let channel = saving::channel_or_404(conn, &public_id)?;
-            let messages = channels::messages_using(conn, channel.id)?;
-            Ok::<_, AppError>((channel, messages))
-        })
-        .await?;
+    let (channel, messages) = service::get_with_usage(state, public_id).await?;
     let (saved, saved_secrets) = saved_form(&channel, state);
     let status = if typed.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
@@ -484,7 +487,7 @@ async fn channel_page(
             fields: setting_fields(channel.provider, &form.settings, &saved_secrets),
             webhook_url: webhook_url(&state.public_url, &channel),
             public_url: state.public_url.clone(),
-            secrets_unreadable: saving::secrets_unreadable(&state.channels, &channel),
+            secrets_unreadable: service::secrets_unreadable(&state.channels, &channel),
             created: format::datetime(&channel.created_at),
             updated: format::ago(Some(&channel.updated_at)),
             chrome,
@@ -519,7 +522,7 @@ pub async fn update(
 ) -> Result<HttpResponse, AppError> {
     let public_id = path.into_inner();
     let (draft, values) = read_form(&body);
-    match saving::update(&state, auth.actor(), public_id.clone(), draft).await? {
+    match service::update(&state, auth.actor(), public_id.clone(), draft).await {
         Ok(updated) => {
             if updated.changed {
                 session.success(format!("{} was saved.", updated.channel.name));
@@ -528,14 +531,9 @@ pub async fn update(
             }
             Ok(redirect_response(&req, &channel_path(&updated.channel)))
         }
-        Err(refusal) => {
-            channel_page(
-                &state,
-                chrome,
-                public_id,
-                Some((values, problems_of(refusal))),
-            )
-            .await
+        Err(err) => {
+            let errors = problems_of(err)?;
+            channel_page(&state, chrome, public_id, Some((values, errors))).await
         }
     }
 }
@@ -553,7 +551,7 @@ pub async fn test(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let result = saving::test_connection(&state, auth.actor(), path.into_inner()).await?;
+    let result = service::test_connection(&state, auth.actor(), path.into_inner()).await?;
     render(&TestResultView { result })
 }
 
@@ -565,7 +563,7 @@ async fn set_enabled(
     public_id: String,
     enabled: bool,
 ) -> Result<HttpResponse, AppError> {
-    let channel = saving::set_enabled(&state, auth.actor(), public_id, enabled).await?;
+    let channel = service::set_enabled(&state, auth.actor(), public_id, enabled).await?;
     if enabled {
         session.success(format!("{} is enabled again.", channel.name));
     } else {
@@ -599,19 +597,6 @@ pub async fn enable(
     set_enabled(req, auth, state, session, path.into_inner(), true).await
 }
 
-/// Why a channel with messages stays.
-pub fn in_use_message(channel: &Channel, messages: i64) -> String {
-    let count = if messages == 1 {
-        "1 message was".to_owned()
-    } else {
-        format!("{messages} messages were")
-    };
-    format!(
-        "{} cannot be deleted: {count} sent through it, and their history needs it. Disable it instead: nothing more is sent through it.",
-        channel.name
-    )
-}
-
 /// `POST /settings/channels/{id}/delete`: only when no message used the channel.
 pub async fn delete(
     req: HttpRequest,
@@ -620,14 +605,22 @@ pub async fn delete(
     session: TypedSession,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    match saving::delete(&state, auth.actor(), path.into_inner()).await? {
-        Deleted::Deleted(channel) => {
+    let public_id = path.into_inner();
+    match service::delete(&state, auth.actor(), public_id.clone()).await {
+        Ok(channel) => {
             session.success(format!("{} was deleted.", channel.name));
             Ok(redirect_response(&req, paths::CHANNELS))
         }
-        Deleted::InUse { channel, messages } => {
-            session.error(in_use_message(&channel, messages));
-            Ok(redirect_response(&req, &channel_path(&channel)))
+        Err(ServiceError::Conflict {
+            code: service::IN_USE,
+            message,
+        }) => {
+            session.error(message);
+            Ok(redirect_response(
+                &req,
+                &format!("{}/{public_id}", paths::CHANNELS),
+            ))
         }
+        Err(e) => Err(e.into()),
     }
 }

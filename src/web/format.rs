@@ -53,7 +53,7 @@ pub fn thousands(n: impl std::borrow::Borrow<i64>) -> String {
 
 /// The first value of a form field (empty when absent), from a form read as raw pairs (a form
 /// that may repeat fields).
-pub(crate) fn field_of(pairs: &[(String, String)], name: &str) -> String {
+pub fn field_of(pairs: &[(String, String)], name: &str) -> String {
     pairs
         .iter()
         .find(|(k, _)| k == name)

@@ -7,7 +7,6 @@ pub mod assets;
 pub mod audit;
 pub mod auth_pages;
 pub mod body_deadline;
-pub mod channel_settings;
 pub mod channels;
 pub mod chrome;
 pub mod contacts;

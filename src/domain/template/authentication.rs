@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{FieldErrors, WHATSAPP_BUTTON_LABEL_MAX, char_len, find_markup, normalise};
+use super::{FieldProblems, WHATSAPP_BUTTON_LABEL_MAX, char_len, find_markup, normalise};
 
 /// Meta's limits: a code expires after 1 to 90 minutes; a code has at most 15 characters.
 pub const CODE_EXPIRATION_MAX_MINUTES: u8 = 90;
@@ -147,14 +147,14 @@ impl Authentication {
 }
 
 /// An optional one-line label of at most 25 characters (`None` when blank).
-fn check_label(errors: &mut FieldErrors, field: &str, raw: &str) -> Option<String> {
+fn check_label(errors: &mut FieldProblems, field: &str, raw: &str) -> Option<String> {
     let label = normalise(raw);
     if label.is_empty() {
         return None;
     }
     let len = char_len(&label);
     if len > WHATSAPP_BUTTON_LABEL_MAX {
-        errors.push(
+        errors.add(
             field,
             format!(
                 "A button label has at most {WHATSAPP_BUTTON_LABEL_MAX} characters; this one has {len}."
@@ -162,13 +162,13 @@ fn check_label(errors: &mut FieldErrors, field: &str, raw: &str) -> Option<Strin
         );
     }
     if label.contains('\n') {
-        errors.push(field, "A button label is one line.");
+        errors.add(field, "A button label is one line.");
     }
     if label.contains("{{") || label.contains("}}") {
-        errors.push(field, "A button label cannot have placeholders.");
+        errors.add(field, "A button label cannot have placeholders.");
     }
     if find_markup(&label).is_some() {
-        errors.push(field, "A button label is plain text, not HTML.");
+        errors.add(field, "A button label is plain text, not HTML.");
     }
     Some(label)
 }
@@ -230,36 +230,36 @@ fn signature_problem(hash: &str) -> Option<String> {
 /// Checks the authentication part of a WhatsApp draft whose category is authentication, and
 /// that the parts Meta writes itself are left empty.
 pub(super) fn check(
-    errors: &mut FieldErrors,
+    errors: &mut FieldProblems,
     draft: &super::TemplateDraft,
 ) -> Option<Authentication> {
     let meta_writes = "Meta writes the text of authentication templates (\"123456 is your verification code.\") in the template's language";
     if !draft.header.trim().is_empty() {
-        errors.push(
+        errors.add(
             "header",
             format!("An authentication template has no header: {meta_writes}."),
         );
     }
     if !draft.body.trim().is_empty() {
-        errors.push(
+        errors.add(
             "body",
             format!("An authentication template has no text of your own: {meta_writes}. Leave the text empty and choose the options below."),
         );
     }
     if !draft.footer.trim().is_empty() {
-        errors.push(
+        errors.add(
             "footer",
             "An authentication template's footer is the code's expiry: set \"Code expires after\" instead.",
         );
     }
     if draft.buttons.iter().any(|b| !b.is_blank()) {
-        errors.push(
+        errors.add(
             "buttons",
             "An authentication template has one button, the code button: choose it under \"One-time password\".",
         );
     }
     if !draft.image_url.trim().is_empty() {
-        errors.push("image_url", "An authentication template has no image.");
+        errors.add("image_url", "An authentication template has no image.");
     }
 
     let otp = &draft.otp;
@@ -268,7 +268,7 @@ pub(super) fn check(
         raw => match raw.parse::<u8>() {
             Ok(m) if (1..=CODE_EXPIRATION_MAX_MINUTES).contains(&m) => Some(m),
             _ => {
-                errors.push(
+                errors.add(
                     "otp.code_expiration_minutes",
                     format!("A code expires after 1 to {CODE_EXPIRATION_MAX_MINUTES} minutes (Meta); leave it empty for no expiry line."),
                 );
@@ -292,7 +292,7 @@ pub(super) fn check(
         "copy_code" => {
             for (field, value) in one_tap_only {
                 if !value.trim().is_empty() {
-                    errors.push(
+                    errors.add(
                         field,
                         "Only a one-tap button fills the code into an app: choose one-tap, or clear this field.",
                     );
@@ -304,11 +304,11 @@ pub(super) fn check(
             let autofill_text = check_label(errors, "otp.autofill_text", &otp.autofill_text);
             let package_name = otp.package_name.trim().to_owned();
             if let Some(problem) = package_problem(&package_name) {
-                errors.push("otp.package_name", problem);
+                errors.add("otp.package_name", problem);
             }
             let signature_hash = otp.signature_hash.trim().to_owned();
             if let Some(problem) = signature_problem(&signature_hash) {
-                errors.push("otp.signature_hash", problem);
+                errors.add("otp.signature_hash", problem);
             }
             Some(OtpButton::OneTap {
                 autofill_text,
@@ -317,14 +317,14 @@ pub(super) fn check(
             })
         }
         "" => {
-            errors.push(
+            errors.add(
                 "otp.otp_type",
                 "Choose the code button: copy code, or one-tap autofill into your Android app.",
             );
             None
         }
         other => {
-            errors.push(
+            errors.add(
                 "otp.otp_type",
                 format!("\"{other}\" is not a code button: choose copy_code or one_tap."),
             );

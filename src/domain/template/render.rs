@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::placeholder::{Piece, scan};
 use super::{
-    Button, ButtonType, CODE_VARIABLE, FieldErrors, PlaceholderInfo, PlaceholderLocation, Slot,
+    Button, ButtonType, CODE_VARIABLE, FieldProblems, PlaceholderInfo, PlaceholderLocation, Slot,
     TemplateCategory, TemplateDraft, ValidTemplate, WHATSAPP_BUTTON_URL_MAX, WHATSAPP_HEADER_MAX,
     body_limit, char_len, normalise, placeholder_infos, slots, url_buttons, validate,
     variable_names,
@@ -449,7 +449,7 @@ pub struct Preview {
     /// for each.
     pub placeholders: Vec<PlaceholderInfo>,
     /// Empty when the draft is valid.
-    pub problems: FieldErrors,
+    pub problems: FieldProblems,
     /// For SMS: encoding and segments of the text filled with the samples.
     pub sms: Option<SmsInfo>,
 }
@@ -627,8 +627,8 @@ pub fn resolve(
 pub fn check_mapping(
     template: &ValidTemplate,
     mapping: &VariableMapping,
-) -> Result<(), FieldErrors> {
-    let mut errors = FieldErrors::default();
+) -> Result<(), FieldProblems> {
+    let mut errors = FieldProblems::default();
     let infos = super::placeholders(template);
     let mut seen: Vec<&str> = Vec::new();
     for info in &infos {
@@ -638,7 +638,7 @@ pub fn check_mapping(
         seen.push(&info.name);
         let field = format!("variables.{}", info.name);
         match mapping.get(&info.name) {
-            None => errors.push(
+            None => errors.add(
                 field,
                 format!(
                     "Choose a contact field or a fixed text for {}.",
@@ -646,26 +646,26 @@ pub fn check_mapping(
                 ),
             ),
             Some(VariableSource::Attribute { key }) if key.trim().is_empty() => {
-                errors.push(field, "Choose the contact field to use.")
+                errors.add(field, "Choose the contact field to use.")
             }
             Some(VariableSource::Fixed { text }) => {
                 if text.trim().is_empty() {
-                    errors.push(field, "Enter the text to use.");
+                    errors.add(field, "Enter the text to use.");
                 } else if let Err(reason) = check_value(template.kind(), text) {
-                    errors.push(field, reason);
+                    errors.add(field, reason);
                 }
             }
             Some(VariableSource::AttributeWithFallback { key, fallback }) => {
                 if key.trim().is_empty() {
-                    errors.push(field.clone(), "Choose the contact field to use.");
+                    errors.add(field.clone(), "Choose the contact field to use.");
                 }
                 if fallback.trim().is_empty() {
-                    errors.push(
+                    errors.add(
                         field,
                         "Enter the text to use when the contact has no value.",
                     );
                 } else if let Err(reason) = check_value(template.kind(), fallback) {
-                    errors.push(field, reason);
+                    errors.add(field, reason);
                 }
             }
             Some(VariableSource::Attribute { .. }) => {}
@@ -673,7 +673,7 @@ pub fn check_mapping(
     }
     for name in mapping.keys() {
         if !seen.contains(&name.as_str()) {
-            errors.push(
+            errors.add(
                 format!("variables.{name}"),
                 format!("The template has no placeholder \"{name}\"."),
             );

@@ -2,19 +2,20 @@
 //! (`POST /api/v1/channels`), read one (`GET /api/v1/channels/{id}`, with its non-secret
 //! settings), change (`PATCH`) and delete (`DELETE`) them. Secrets go in, never out.
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::domain::channel::{ChannelKind, Provider};
+use crate::domain::fields::FieldProblems;
 use crate::domain::role::Permission;
-use crate::error::{AppError, json_error};
+use crate::error::AppError;
+use crate::service::ServiceError;
+use crate::service::channels::{self as service, ChannelDraft, webhook_url};
 use crate::startup::AppState;
-use crate::storage::channels::{self, Channel};
+use crate::storage::channels::Channel;
 use crate::web::api::Body;
-use crate::web::channel_settings::{self as saving, ChannelDraft, Deleted, FieldProblems, Refusal};
-use crate::web::channels::{in_use_message, webhook_url};
 use crate::web::identity::{Auth, perm};
 
 #[derive(Serialize)]
@@ -63,10 +64,7 @@ struct ChannelDetail {
 fn detail(state: &AppState, channel: Channel, admin: bool) -> ChannelDetail {
     let (settings, secrets_set) = if admin {
         let settings = serde_json::from_str::<Value>(&channel.settings).unwrap_or(json!({}));
-        let secrets = match state.channels.open_secrets(&channel) {
-            Ok(Value::Object(map)) => map.keys().cloned().collect(),
-            _ => Vec::new(),
-        };
+        let secrets = service::saved_secret_keys(&state.channels, &channel);
         (Some(settings), Some(secrets))
     } else {
         (None, None)
@@ -87,37 +85,12 @@ pub async fn list(
     _auth: Auth<perm::ViewChannels>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let all = state
-        .db
-        .run(|conn| Ok::<_, AppError>(channels::list(conn)?))
-        .await?;
+    let all = service::list(&state).await?;
     let data = all
         .into_iter()
         .map(|c| ChannelJson::new(c, &state.public_url))
         .collect();
     Ok(HttpResponse::Ok().json(ChannelList { data }))
-}
-
-/// 422 naming every field (`"fields": {"settings.account_sid": "…"}`), or 409 for a name in use.
-fn refused(refusal: Refusal) -> HttpResponse {
-    match refusal {
-        Refusal::Invalid(problems) => invalid(&problems),
-        Refusal::NameTaken(name) => json_error(
-            StatusCode::CONFLICT,
-            "name_taken",
-            &Refusal::name_taken_message(&name),
-        ),
-    }
-}
-
-fn invalid(problems: &FieldProblems) -> HttpResponse {
-    let fields: Map<String, Value> = problems
-        .iter()
-        .map(|(f, m)| (f.to_owned(), Value::String(m.to_owned())))
-        .collect();
-    HttpResponse::UnprocessableEntity().json(json!({
-        "error": {"code": "invalid_channel", "message": problems.summary(), "fields": fields}
-    }))
 }
 
 /// A number as the API sent it (`80` or `"80"`), as text for the same check the form runs.
@@ -152,7 +125,7 @@ fn target(body: &CreateBody) -> Result<(ChannelKind, Provider), FieldProblems> {
         match simulated.parse::<ChannelKind>() {
             Ok(kind) => Some((kind, Provider::Sandbox)),
             Err(_) => {
-                problems.add(
+                problems.add_first(
                     "simulates",
                     format!(
                         "simulates is whatsapp, sms or viber (the kind whose rules the sandbox follows), not \"{simulated}\""
@@ -165,7 +138,7 @@ fn target(body: &CreateBody) -> Result<(ChannelKind, Provider), FieldProblems> {
         match kind_word.parse::<ChannelKind>() {
             Ok(kind) => {
                 if body.simulates.is_some() {
-                    problems.add(
+                    problems.add_first(
                         "simulates",
                         "simulates is only for kind \"sandbox\"; remove it or use kind \"sandbox\"",
                     );
@@ -173,7 +146,7 @@ fn target(body: &CreateBody) -> Result<(ChannelKind, Provider), FieldProblems> {
                 Some((kind, kind.real_provider()))
             }
             Err(_) => {
-                problems.add(
+                problems.add_first(
                     "kind",
                     format!(
                         "kind is whatsapp, sms, viber or sandbox, not \"{}\"",
@@ -197,28 +170,24 @@ pub async fn create(
     body: Body<CreateBody>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.get()?;
-    let (kind, provider) = match target(&body) {
-        Ok(t) => t,
-        Err(problems) => return Ok(invalid(&problems)),
-    };
+    // 422 naming every field (`"fields": {"settings.account_sid": "…"}`), or 409 for a name
+    // in use.
+    let (kind, provider) = target(&body)
+        .map_err(|problems| ServiceError::invalid_fields(service::INVALID, problems))?;
     let draft = ChannelDraft {
         name: Some(body.name.unwrap_or_default()),
         sender: body.sender,
         rate_limit_per_second: number_text(body.rate_limit_per_second),
         settings: body.settings,
     };
-    match saving::create(&state, auth.actor(), kind, provider, draft).await? {
-        Ok(channel) => {
-            let json = detail(&state, channel, true);
-            Ok(HttpResponse::Created()
-                .insert_header((
-                    header::LOCATION,
-                    format!("/api/v1/channels/{}", json.channel.id),
-                ))
-                .json(json))
-        }
-        Err(refusal) => Ok(refused(refusal)),
-    }
+    let channel = service::create(&state, auth.actor(), kind, provider, draft).await?;
+    let json = detail(&state, channel, true);
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/channels/{}", json.channel.id),
+        ))
+        .json(json))
 }
 
 /// `GET /api/v1/channels/{id}`.
@@ -227,11 +196,7 @@ pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
-    let channel = state
-        .db
-        .run(move |conn| saving::channel_or_404(conn, &id))
-        .await?;
+    let channel = service::get(&state, path.into_inner()).await?;
     let admin = auth.principal.role().can(Permission::ManageChannels);
     Ok(HttpResponse::Ok().json(detail(&state, channel, admin)))
 }
@@ -264,12 +229,11 @@ pub async fn patch(
         rate_limit_per_second: number_text(body.rate_limit_per_second),
         settings: body.settings,
     };
-    let mut channel = match saving::update(&state, auth.actor(), id.clone(), draft).await? {
-        Ok(updated) => updated.channel,
-        Err(refusal) => return Ok(refused(refusal)),
-    };
+    let mut channel = service::update(&state, auth.actor(), id.clone(), draft)
+        .await?
+        .channel;
     if let Some(enabled) = body.enabled {
-        channel = saving::set_enabled(&state, auth.actor(), id, enabled).await?;
+        channel = service::set_enabled(&state, auth.actor(), id, enabled).await?;
     }
     Ok(HttpResponse::Ok().json(detail(&state, channel, true)))
 }
@@ -280,12 +244,6 @@ pub async fn delete(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    match saving::delete(&state, auth.actor(), path.into_inner()).await? {
-        Deleted::Deleted(_) => Ok(HttpResponse::NoContent().finish()),
-        Deleted::InUse { channel, messages } => Ok(json_error(
-            StatusCode::CONFLICT,
-            "channel_in_use",
-            &in_use_message(&channel, messages),
-        )),
-    }
+    service::delete(&state, auth.actor(), path.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

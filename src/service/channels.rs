@@ -1,82 +1,114 @@
-//! Channel settings as people and clients change them. What the Settings › Channels form and
-//! `POST`/`PATCH /api/v1/channels` ask for is checked field by field (the provider's own rules,
-//! from `channels::validate`); secrets are sealed with the key derived from `HERALD_SECRET_KEY`
-//! and never read back out to anyone; every change leaves an audit entry that names what changed
-//! but never a secret's value. The page and the API call the same functions.
+//! Channels: the sender accounts Herald sends through, as people (Settings › Channels) and
+//! clients (`/api/v1/channels`) change them. What they ask for is checked field by field (the
+//! provider's own rules, from `channels::validate`); secrets are sealed with the key derived
+//! from `HERALD_SECRET_KEY` and never read back out to anyone; every change leaves an audit
+//! entry, in its transaction, that names what changed but never a secret's value.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde_json::{Map, Value, json};
 
-use crate::channels::{ChannelAdapter, SettingSpec, settings_for, validate};
+use crate::channels::{ChannelAdapter, SettingSpec, settings_for, validate, webhook_path};
 use crate::dispatch::registry::{ChannelRegistry, RegistryError};
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
-use crate::error::AppError;
-use crate::startup::AppState;
+use crate::domain::fields::FieldProblems;
+use crate::service::{Change, ServiceError, ServiceResult, Services};
 use crate::storage::channels::{self, Channel, ChannelChanges, NewChannel};
-use crate::storage::{DbConnection, audit, is_unique_violation};
+use crate::storage::{DbConnection, is_unique_violation};
 
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_SENDER_CHARS: usize = 100;
 /// Far above any provider's documented throughput (WhatsApp's highest tier is 1,000/s).
 pub const MAX_RATE_LIMIT: i32 = 10_000;
 
-/// Problems with what was asked, by field: `name`, `sender`, `rate_limit_per_second`, `kind`,
-/// `simulates`, or `settings.<key>` for a provider setting.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct FieldProblems(Vec<(String, String)>);
+/// The code of a refused channel form or body (422), with its `fields`: `name`, `sender`,
+/// `rate_limit_per_second`, `kind`, `simulates`, `provider`, or `settings.<key>`.
+pub const INVALID: &str = "invalid_channel";
+/// Another channel has this name (409).
+pub const NAME_TAKEN: &str = "name_taken";
+/// Messages were sent through the channel, so it cannot be deleted (409).
+pub const IN_USE: &str = "channel_in_use";
 
-impl FieldProblems {
-    /// Records the first problem of a field (later ones would only repeat it).
-    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        let field = field.into();
-        if self.get(&field).is_none() {
-            self.0.push((field, message.into()));
-        }
-    }
+// ---------------------------------------------------------------------------------------------
+// Words and read models the pages and the API share
+// ---------------------------------------------------------------------------------------------
 
-    pub fn get(&self, field: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(f, _)| f == field)
-            .map(|(_, m)| m.as_str())
-    }
+/// Where a provider posts its events for this channel; `None` for the sandbox.
+pub fn webhook_url(public_url: &str, channel: &Channel) -> Option<String> {
+    webhook_path(channel.provider, &channel.public_id).map(|path| format!("{public_url}{path}"))
+}
 
-    /// The problem with one provider setting.
-    pub fn setting(&self, key: &str) -> Option<&str> {
-        self.get(&format!("settings.{key}"))
-    }
+/// Why a channel with messages stays.
+pub fn in_use_message(channel: &Channel, messages: i64) -> String {
+    let count = if messages == 1 {
+        "1 message was".to_owned()
+    } else {
+        format!("{messages} messages were")
+    };
+    format!(
+        "{} cannot be deleted: {count} sent through it, and their history needs it. Disable it instead: nothing more is sent through it.",
+        channel.name
+    )
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+/// Why a name cannot be used: another channel has it.
+pub fn name_taken_message(name: &str) -> String {
+    format!("A channel named \"{name}\" already exists; choose another name.")
+}
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(f, m)| (f.as_str(), m.as_str()))
-    }
+fn name_taken(name: &str) -> ServiceError {
+    ServiceError::conflict(NAME_TAKEN, name_taken_message(name))
+}
 
-    /// Every problem on one line, fields named: for the API's `message`.
-    pub fn summary(&self) -> String {
-        self.iter()
-            .map(|(f, m)| format!("{f}: {m}"))
-            .collect::<Vec<_>>()
-            .join("; ")
+/// The names of the channel's saved secrets (never their values); none when they cannot be
+/// opened.
+pub fn saved_secret_keys(registry: &ChannelRegistry, channel: &Channel) -> Vec<String> {
+    match registry.open_secrets(channel) {
+        Ok(Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
     }
 }
 
-/// Why a save was refused; the person or client can fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    Invalid(FieldProblems),
-    /// Another channel has this name (compared without case).
-    NameTaken(String),
+/// True when the channel's saved secrets cannot be opened with this `HERALD_SECRET_KEY`.
+pub fn secrets_unreadable(registry: &ChannelRegistry, channel: &Channel) -> bool {
+    matches!(
+        registry.open_secrets(channel),
+        Err(RegistryError::Secrets(_))
+    )
 }
 
-impl Refusal {
-    pub fn name_taken_message(name: &str) -> String {
-        format!("A channel named \"{name}\" already exists; choose another name.")
-    }
+/// Every channel, in the list's order.
+pub async fn list(svc: &Services) -> ServiceResult<Vec<Channel>> {
+    svc.read(|conn| Ok(channels::list(conn)?)).await
 }
+
+/// The channel with this public id.
+pub async fn get(svc: &Services, public_id: String) -> ServiceResult<Channel> {
+    svc.read(move |conn| channel_or_not_found(conn, &public_id))
+        .await
+}
+
+/// The channel with this public id and how many messages were sent through it (while there
+/// are any, it cannot be deleted).
+pub async fn get_with_usage(svc: &Services, public_id: String) -> ServiceResult<(Channel, i64)> {
+    svc.read(move |conn| {
+        let channel = channel_or_not_found(conn, &public_id)?;
+        let messages = channels::messages_using(conn, channel.id)?;
+        Ok((channel, messages))
+    })
+    .await
+}
+
+/// The channel with this public id, or a not-found that says so.
+pub fn channel_or_not_found(conn: &mut DbConnection, public_id: &str) -> ServiceResult<Channel> {
+    channels::find_by_public_id(conn, public_id)?.ok_or_else(|| {
+        ServiceError::NotFound(format!("There is no channel with id \"{public_id}\"."))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking what was asked, field by field
+// ---------------------------------------------------------------------------------------------
 
 /// What to change. `None` keeps the current value, or takes the default for a new channel.
 #[derive(Debug, Default, Clone)]
@@ -106,11 +138,11 @@ struct Current {
 }
 
 impl Current {
-    fn of(channel: &Channel, registry: &ChannelRegistry) -> Result<Current, AppError> {
+    fn of(channel: &Channel, registry: &ChannelRegistry) -> ServiceResult<Current> {
         let settings = match serde_json::from_str::<Value>(&channel.settings) {
             Ok(Value::Object(map)) => map,
             Ok(_) | Err(_) => {
-                return Err(AppError::internal(anyhow::anyhow!(
+                return Err(ServiceError::internal(anyhow::anyhow!(
                     "the stored settings of channel {} are not a JSON object",
                     channel.public_id
                 )));
@@ -198,7 +230,7 @@ fn check(
         let field = format!("settings.{key}");
         let Some(spec) = specs.iter().find(|s| s.key == key) else {
             let known: Vec<&str> = specs.iter().map(|s| s.key).collect();
-            problems.add(
+            problems.add_first(
                 field,
                 format!(
                     "{} has no setting \"{key}\"; its settings are {}",
@@ -213,7 +245,7 @@ fn check(
             Value::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
             Value::Number(n) => Some(n.to_string()),
             Value::Bool(_) | Value::Array(_) | Value::Object(_) => {
-                problems.add(field, format!("{} must be text", spec.label));
+                problems.add_first(field, format!("{} must be text", spec.label));
                 continue;
             }
         };
@@ -257,7 +289,7 @@ fn check(
                     .and_then(Value::as_str)
                     .is_some_and(|v| !v.trim().is_empty());
                 if c.secrets.contains_key(spec.key) && !retyped {
-                    problems.add(
+                    problems.add_first(
                         format!("settings.{}", spec.key),
                         format!(
                             "Enter it again: the {} changed, and Herald never sends a saved secret to a new address.",
@@ -274,7 +306,7 @@ fn check(
         &Value::Object(secrets.clone()),
     ) {
         for (key, message) in e.fields() {
-            problems.add(format!("settings.{key}"), message);
+            problems.add_first(format!("settings.{key}"), message);
         }
     }
 
@@ -285,17 +317,17 @@ fn check(
         .or_else(|| current.map(|c| c.name.clone()))
         .unwrap_or_default();
     if name.is_empty() {
-        problems.add(
+        problems.add_first(
             "name",
             "Give the channel a name, e.g. \"Support WhatsApp\".",
         );
     } else if name.chars().count() > MAX_NAME_CHARS {
-        problems.add(
+        problems.add_first(
             "name",
             format!("The name is longer than {MAX_NAME_CHARS} characters."),
         );
     } else if name.chars().any(char::is_control) {
-        problems.add(
+        problems.add_first(
             "name",
             "The name cannot contain line breaks or control characters.",
         );
@@ -318,12 +350,12 @@ fn check(
         typed_sender
     };
     if sender.chars().count() > MAX_SENDER_CHARS {
-        problems.add(
+        problems.add_first(
             "sender",
             format!("The sender is longer than {MAX_SENDER_CHARS} characters."),
         );
     } else if sender.chars().any(char::is_control) {
-        problems.add(
+        problems.add_first(
             "sender",
             "The sender cannot contain line breaks or control characters.",
         );
@@ -335,7 +367,7 @@ fn check(
         Some(raw) => match raw.parse::<i32>() {
             Ok(n) if (1..=MAX_RATE_LIMIT).contains(&n) => n,
             _ => {
-                problems.add(
+                problems.add_first(
                     "rate_limit_per_second",
                     format!(
                         "The rate limit is a whole number of messages per second from 1 to {MAX_RATE_LIMIT}, not \"{raw}\"."
@@ -391,46 +423,49 @@ fn saved_value(current: &Current, spec: &SettingSpec) -> Option<Value> {
         .or_else(|| spec.default.map(|d| Value::String(d.to_owned())))
 }
 
-/// The part of a database result that is the person's to fix: a duplicate name.
-fn name_clash(
+/// A name another channel has (compared without case) is refused.
+fn refuse_name_clash(
     conn: &mut DbConnection,
     name: &str,
     except: Option<i64>,
-) -> Result<Option<Refusal>, DieselError> {
-    Ok(channels::find_by_name(conn, name, except)?.map(|other| Refusal::NameTaken(other.name)))
-}
-
-/// A unique violation on save is a name taken meanwhile (by a request racing this one).
-fn name_taken_on_clash<T>(
-    result: Result<Result<T, Refusal>, DieselError>,
-    name: String,
-) -> Result<Result<T, Refusal>, AppError> {
-    match result {
-        Err(e) if is_unique_violation(&e) => Ok(Err(Refusal::NameTaken(name))),
-        other => Ok(other?),
+) -> ServiceResult<()> {
+    match channels::find_by_name(conn, name, except)? {
+        Some(other) => Err(name_taken(&other.name)),
+        None => Ok(()),
     }
 }
 
-fn seal(
-    registry: &ChannelRegistry,
-    secrets: &Map<String, Value>,
-) -> Result<Option<String>, AppError> {
-    registry
-        .seal_secrets(&Value::Object(secrets.clone()))
-        .map_err(AppError::internal)
+/// A unique violation on save is a name taken meanwhile (by a request racing this one).
+fn name_taken_on_clash(name: &str) -> impl FnOnce(DieselError) -> ServiceError + '_ {
+    move |e| {
+        if is_unique_violation(&e) {
+            name_taken(name)
+        } else {
+            e.into()
+        }
+    }
 }
 
-/// Creates a channel. The outer error is Herald's; the inner one is the asker's to fix.
-pub async fn create(
-    state: &AppState,
-    actor: Actor,
+fn seal(registry: &ChannelRegistry, secrets: &Map<String, Value>) -> ServiceResult<Option<String>> {
+    registry
+        .seal_secrets(&Value::Object(secrets.clone()))
+        .map_err(ServiceError::internal)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creating, changing, enabling and deleting
+// ---------------------------------------------------------------------------------------------
+
+/// Checks a new channel: the provider must fit the kind (or be the sandbox), and the draft
+/// its rules.
+fn check_new(
     kind: ChannelKind,
     provider: Provider,
-    draft: ChannelDraft,
-) -> Result<Result<Channel, Refusal>, AppError> {
+    draft: &ChannelDraft,
+) -> ServiceResult<Checked> {
     if provider != Provider::Sandbox && kind.real_provider() != provider {
         let mut problems = FieldProblems::default();
-        problems.add(
+        problems.add_first(
             "provider",
             format!(
                 "{} channels go through {} or the sandbox, not {}.",
@@ -439,61 +474,65 @@ pub async fn create(
                 provider.label()
             ),
         );
-        return Ok(Err(Refusal::Invalid(problems)));
+        return Err(ServiceError::invalid_fields(INVALID, problems));
     }
-    let checked = match check(provider, None, &draft) {
-        Ok(c) => c,
-        Err(problems) => return Ok(Err(Refusal::Invalid(problems))),
-    };
-    let sealed = seal(&state.channels, &checked.secrets)?;
-    state
-        .db
-        .run(move |conn| {
-            let name = checked.name.clone();
-            let result = crate::storage::write_transaction(conn, |conn| {
-                if let Some(refusal) = name_clash(conn, &checked.name, None)? {
-                    return Ok(Err(refusal));
-                }
-                let settings = Value::Object(checked.settings.clone()).to_string();
-                let channel = channels::insert(
-                    conn,
-                    &NewChannel {
-                        kind,
-                        provider,
-                        name: &checked.name,
-                        sender: &checked.sender,
-                        settings: &settings,
-                        secrets: sealed.as_deref(),
-                        rate_limit_per_second: checked.rate_limit_per_second,
-                    },
-                )?;
-                let secret_keys: Vec<&String> = checked.secrets.keys().collect();
-                audit::record(
-                    conn,
-                    &actor,
-                    "channel.created",
-                    "channel",
-                    Some(&channel.public_id),
-                    json!({
-                        "name": channel.name,
-                        "kind": kind.as_str(),
-                        "provider": provider.as_str(),
-                        "rate_limit_per_second": channel.rate_limit_per_second,
-                        "settings": checked.settings,
-                        "secrets_set": secret_keys,
-                    }),
-                )?;
-                Ok::<_, DieselError>(Ok(channel))
-            });
-            name_taken_on_clash(result, name)
-        })
-        .await
+    check(provider, None, draft).map_err(|problems| ServiceError::invalid_fields(INVALID, problems))
 }
 
-/// The channel with this public id, or a 404 that says so.
-pub fn channel_or_404(conn: &mut DbConnection, public_id: &str) -> Result<Channel, AppError> {
-    channels::find_by_public_id(conn, public_id)?
-        .ok_or_else(|| AppError::NotFound(format!("There is no channel with id \"{public_id}\".")))
+/// Saves a checked new channel and its audit entry, inside `change`'s transaction.
+fn create_in(
+    change: &mut Change<'_>,
+    kind: ChannelKind,
+    provider: Provider,
+    checked: &Checked,
+    sealed: Option<&str>,
+) -> ServiceResult<Channel> {
+    refuse_name_clash(change.conn, &checked.name, None)?;
+    let settings = Value::Object(checked.settings.clone()).to_string();
+    let channel = channels::insert(
+        change.conn,
+        &NewChannel {
+            kind,
+            provider,
+            name: &checked.name,
+            sender: &checked.sender,
+            settings: &settings,
+            secrets: sealed,
+            rate_limit_per_second: checked.rate_limit_per_second,
+        },
+    )
+    .map_err(name_taken_on_clash(&checked.name))?;
+    let secret_keys: Vec<&String> = checked.secrets.keys().collect();
+    change.audit(
+        "channel.created",
+        "channel",
+        Some(&channel.public_id),
+        json!({
+            "name": channel.name,
+            "kind": kind.as_str(),
+            "provider": provider.as_str(),
+            "rate_limit_per_second": channel.rate_limit_per_second,
+            "settings": checked.settings,
+            "secrets_set": secret_keys,
+        }),
+    )?;
+    Ok(channel)
+}
+
+/// Creates a channel. Refused as `invalid_channel` (with the fields at fault) or `name_taken`.
+pub async fn create(
+    svc: &Services,
+    actor: Actor,
+    kind: ChannelKind,
+    provider: Provider,
+    draft: ChannelDraft,
+) -> ServiceResult<Channel> {
+    let checked = check_new(kind, provider, &draft)?;
+    let sealed = seal(&svc.channels, &checked.secrets)?;
+    svc.write(actor, move |change| {
+        create_in(change, kind, provider, &checked, sealed.as_deref())
+    })
+    .await
 }
 
 /// A saved edit: the channel as it is now, and whether anything changed.
@@ -502,166 +541,174 @@ pub struct Updated {
     pub changed: bool,
 }
 
+/// Checks and saves an edit of the channel `public_id` with its audit entry, inside
+/// `change`'s transaction. Nothing changed, nothing is written.
+fn update_in(
+    change: &mut Change<'_>,
+    registry: &ChannelRegistry,
+    public_id: &str,
+    draft: &ChannelDraft,
+) -> ServiceResult<Updated> {
+    let channel = channel_or_not_found(change.conn, public_id)?;
+    let current = Current::of(&channel, registry)?;
+    let checked = check(channel.provider, Some(&current), draft)
+        .map_err(|problems| ServiceError::invalid_fields(INVALID, problems))?;
+    if !checked.changes_anything() {
+        return Ok(Updated {
+            channel,
+            changed: false,
+        });
+    }
+    // Unchanged secrets keep their sealed form: nothing is re-encrypted for nothing.
+    let sealed = if checked.secrets_replaced.is_empty() {
+        channel.secrets.clone()
+    } else {
+        seal(registry, &checked.secrets)?
+    };
+    refuse_name_clash(change.conn, &checked.name, Some(channel.id))?;
+    let settings = Value::Object(checked.settings.clone()).to_string();
+    let saved = channels::update(
+        change.conn,
+        channel.id,
+        &ChannelChanges {
+            name: &checked.name,
+            sender: &checked.sender,
+            settings: &settings,
+            secrets: sealed.as_deref(),
+            rate_limit_per_second: checked.rate_limit_per_second,
+        },
+    )
+    .map_err(name_taken_on_clash(&checked.name))?;
+    change.audit(
+        "channel.updated",
+        "channel",
+        Some(&saved.public_id),
+        json!({
+            "name": saved.name,
+            "changed": checked.changed,
+            "secrets_replaced": checked.secrets_replaced,
+        }),
+    )?;
+    Ok(Updated {
+        channel: saved,
+        changed: true,
+    })
+}
+
 /// Changes a channel's name, sender, rate limit and settings. Its kind and provider stay.
+/// Refused as `invalid_channel` (with the fields at fault) or `name_taken`.
 pub async fn update(
-    state: &AppState,
+    svc: &Services,
     actor: Actor,
     public_id: String,
     draft: ChannelDraft,
-) -> Result<Result<Updated, Refusal>, AppError> {
-    let registry = state.channels.clone();
-    state
-        .db
-        .run(move |conn| {
-            let channel = channel_or_404(conn, &public_id)?;
-            let current = Current::of(&channel, &registry)?;
-            let checked = match check(channel.provider, Some(&current), &draft) {
-                Ok(c) => c,
-                Err(problems) => return Ok(Err(Refusal::Invalid(problems))),
-            };
-            if !checked.changes_anything() {
-                return Ok(Ok(Updated {
-                    channel,
-                    changed: false,
-                }));
-            }
-            // Unchanged secrets keep their sealed form: nothing is re-encrypted for nothing.
-            let sealed = if checked.secrets_replaced.is_empty() {
-                channel.secrets.clone()
-            } else {
-                seal(&registry, &checked.secrets)?
-            };
-            let name = checked.name.clone();
-            let result = crate::storage::write_transaction(conn, |conn| {
-                if let Some(refusal) = name_clash(conn, &checked.name, Some(channel.id))? {
-                    return Ok(Err(refusal));
-                }
-                let settings = Value::Object(checked.settings.clone()).to_string();
-                let saved = channels::update(
-                    conn,
-                    channel.id,
-                    &ChannelChanges {
-                        name: &checked.name,
-                        sender: &checked.sender,
-                        settings: &settings,
-                        secrets: sealed.as_deref(),
-                        rate_limit_per_second: checked.rate_limit_per_second,
-                    },
-                )?;
-                audit::record(
-                    conn,
-                    &actor,
-                    "channel.updated",
-                    "channel",
-                    Some(&saved.public_id),
-                    json!({
-                        "name": saved.name,
-                        "changed": checked.changed,
-                        "secrets_replaced": checked.secrets_replaced,
-                    }),
-                )?;
-                Ok::<_, DieselError>(Ok(Updated {
-                    channel: saved,
-                    changed: true,
-                }))
-            });
-            name_taken_on_clash(result, name)
-        })
-        .await
+) -> ServiceResult<Updated> {
+    let registry = svc.channels.clone();
+    svc.write(actor, move |change| {
+        update_in(change, &registry, &public_id, &draft)
+    })
+    .await
+}
+
+/// Enables or disables a channel inside `change`'s transaction. Doing what is already done
+/// changes nothing.
+fn set_enabled_in(
+    change: &mut Change<'_>,
+    public_id: &str,
+    enabled: bool,
+) -> ServiceResult<Channel> {
+    let channel = channel_or_not_found(change.conn, public_id)?;
+    if channel.is_enabled() == enabled {
+        return Ok(channel);
+    }
+    let saved = channels::set_disabled(change.conn, channel.id, !enabled)?;
+    change.audit(
+        if enabled {
+            "channel.enabled"
+        } else {
+            "channel.disabled"
+        },
+        "channel",
+        Some(&saved.public_id),
+        json!({ "name": saved.name }),
+    )?;
+    Ok(saved)
 }
 
 /// Enables or disables a channel (a disabled channel sends nothing; reports for messages it
-/// already sent are still applied). Doing what is already done changes nothing.
+/// already sent are still applied).
 pub async fn set_enabled(
-    state: &AppState,
+    svc: &Services,
     actor: Actor,
     public_id: String,
     enabled: bool,
-) -> Result<Channel, AppError> {
-    state
-        .db
-        .run(move |conn| {
-            let channel = channel_or_404(conn, &public_id)?;
-            if channel.is_enabled() == enabled {
-                return Ok(channel);
-            }
-            crate::storage::write_transaction(conn, |conn| {
-                let saved = channels::set_disabled(conn, channel.id, !enabled)?;
-                audit::record(
-                    conn,
-                    &actor,
-                    if enabled {
-                        "channel.enabled"
-                    } else {
-                        "channel.disabled"
-                    },
-                    "channel",
-                    Some(&saved.public_id),
-                    json!({ "name": saved.name }),
-                )?;
-                Ok::<_, AppError>(saved)
-            })
-        })
-        .await
+) -> ServiceResult<Channel> {
+    svc.write(actor, move |change| {
+        set_enabled_in(change, &public_id, enabled)
+    })
+    .await
 }
 
-/// What a delete did.
-pub enum Deleted {
-    Deleted(Channel),
-    /// Messages were sent through it: their history needs it, so it stays (disable it).
-    InUse {
-        channel: Channel,
-        messages: i64,
-    },
+/// Deletes the channel inside `change`'s transaction, unless a message uses it (refused as
+/// `channel_in_use`, with the count in words).
+fn delete_in(change: &mut Change<'_>, channel: &Channel) -> ServiceResult<()> {
+    let messages = channels::messages_using(change.conn, channel.id)?;
+    if messages > 0 {
+        return Err(ServiceError::conflict(
+            IN_USE,
+            in_use_message(channel, messages),
+        ));
+    }
+    channels::delete(change.conn, channel.id)?;
+    change.audit(
+        "channel.deleted",
+        "channel",
+        Some(&channel.public_id),
+        json!({
+            "name": channel.name,
+            "kind": channel.kind.as_str(),
+            "provider": channel.provider.as_str(),
+        }),
+    )
 }
 
-/// Deletes a channel that no message uses.
-pub async fn delete(
-    state: &AppState,
-    actor: Actor,
-    public_id: String,
-) -> Result<Deleted, AppError> {
-    let deleted = state
-        .db
+/// Deletes a channel that no message uses; messages sent through it need it for their
+/// history, so it stays (refused as `channel_in_use`: disable it instead).
+pub async fn delete(svc: &Services, actor: Actor, public_id: String) -> ServiceResult<Channel> {
+    let db = svc.db.clone();
+    let deleted = db
         .run(move |conn| {
-            let channel = channel_or_404(conn, &public_id)?;
-            let result = crate::storage::write_transaction(conn, |conn| {
-                let messages = channels::messages_using(conn, channel.id)?;
-                if messages > 0 {
-                    return Ok(Some(messages));
-                }
-                channels::delete(conn, channel.id)?;
-                audit::record(
-                    conn,
-                    &actor,
-                    "channel.deleted",
-                    "channel",
-                    Some(&channel.public_id),
-                    json!({
-                        "name": channel.name,
-                        "kind": channel.kind.as_str(),
-                        "provider": channel.provider.as_str(),
-                    }),
-                )?;
-                Ok::<_, DieselError>(None)
-            });
+            let channel = channel_or_not_found(conn, &public_id)?;
+            let result = crate::service::write(conn, &actor, |change| delete_in(change, &channel));
             match result {
-                Ok(None) => Ok(Deleted::Deleted(channel)),
-                Ok(Some(messages)) => Ok(Deleted::InUse { channel, messages }),
+                Ok(()) => Ok(channel),
                 // A message was written between the count and the delete.
-                Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
+                Err(ServiceError::Internal(e))
+                    if matches!(
+                        e.downcast_ref::<DieselError>(),
+                        Some(DieselError::DatabaseError(
+                            DatabaseErrorKind::ForeignKeyViolation,
+                            _
+                        ))
+                    ) =>
+                {
                     let messages = channels::messages_using(conn, channel.id)?;
-                    Ok(Deleted::InUse { channel, messages })
+                    Err(ServiceError::conflict(
+                        IN_USE,
+                        in_use_message(&channel, messages),
+                    ))
                 }
-                Err(e) => Err(AppError::from(e)),
+                Err(e) => Err(e),
             }
         })
         .await?;
-    if let Deleted::Deleted(channel) = &deleted {
-        state.channels.forget(channel.id);
-    }
+    svc.channels.forget(deleted.id);
     Ok(deleted)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Testing the connection
+// ---------------------------------------------------------------------------------------------
 
 /// What the provider said to "test connection", or why it failed, verbatim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -673,16 +720,12 @@ pub struct TestResult {
 /// Calls the provider once with the saved settings (an authenticated read) and says what it
 /// answered. Saves nothing but an audit entry.
 pub async fn test_connection(
-    state: &AppState,
+    svc: &Services,
     actor: Actor,
     public_id: String,
-) -> Result<TestResult, AppError> {
-    let lookup = public_id.clone();
-    let channel = state
-        .db
-        .run(move |conn| channel_or_404(conn, &lookup))
-        .await?;
-    let (result, class, code) = match state.channels.adapter(&channel) {
+) -> ServiceResult<TestResult> {
+    let channel = get(svc, public_id.clone()).await?;
+    let (result, class, code) = match svc.channels.adapter(&channel) {
         Err(e) => (
             TestResult {
                 ok: false,
@@ -716,34 +759,20 @@ pub async fn test_connection(
         "error_class": class,
         "error_code": code,
     });
-    state
-        .db
-        .run(move |conn| {
-            audit::record(
-                conn,
-                &actor,
-                "channel.tested",
-                "channel",
-                Some(&public_id),
-                details,
-            )?;
-            Ok::<_, AppError>(())
-        })
-        .await?;
+    svc.write(actor, move |change| {
+        change.audit("channel.tested", "channel", Some(&public_id), details)
+    })
+    .await?;
     Ok(result)
-}
-
-/// True when the channel's saved secrets cannot be opened with this `HERALD_SECRET_KEY`.
-pub fn secrets_unreadable(registry: &ChannelRegistry, channel: &Channel) -> bool {
-    matches!(
-        registry.open_secrets(channel),
-        Err(RegistryError::Secrets(_))
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn setting<'a>(p: &'a FieldProblems, key: &str) -> Option<&'a str> {
+        p.get(&format!("settings.{key}"))
+    }
 
     fn draft(settings: Value) -> ChannelDraft {
         let Value::Object(settings) = settings else {
@@ -786,17 +815,17 @@ mod tests {
         assert!(p.get("name").unwrap().contains("name"));
         assert!(p.get("rate_limit_per_second").unwrap().contains("\"fast\""));
         assert!(
-            p.setting("account_sid")
+            setting(&p, "account_sid")
                 .unwrap()
                 .contains("AC followed by 32")
         );
-        assert!(p.setting("auth_token").unwrap().contains("must be text"));
+        assert!(setting(&p, "auth_token").unwrap().contains("must be text"));
         assert!(
-            p.setting("colour")
+            setting(&p, "colour")
                 .unwrap()
                 .contains("Twilio has no setting \"colour\"")
         );
-        assert!(p.setting("from").is_some(), "a sender is required");
+        assert!(setting(&p, "from").is_some(), "a sender is required");
         assert!(p.summary().contains("settings.account_sid: "));
     }
 
@@ -840,7 +869,7 @@ mod tests {
         ] {
             let p = check(Provider::Twilio, Some(&current), &draft(moved.clone())).unwrap_err();
             assert!(
-                p.setting("auth_token")
+                setting(&p, "auth_token")
                     .unwrap()
                     .contains("never sends a saved secret to a new address"),
                 "{moved}: {p:?}"
@@ -888,7 +917,7 @@ mod tests {
             ..saved()
         };
         let p = check(Provider::Twilio, Some(&current), &draft(json!({}))).unwrap_err();
-        assert!(p.setting("auth_token").unwrap().contains("required"));
+        assert!(setting(&p, "auth_token").unwrap().contains("required"));
         let c = check(
             Provider::Twilio,
             Some(&current),
@@ -949,6 +978,51 @@ mod tests {
             &draft(json!({"delivered_after_ms": 500, "read_after_ms": 100})),
         )
         .unwrap_err();
-        assert!(p.setting("read_after_ms").unwrap().contains("read after"));
+        assert!(setting(&p, "read_after_ms").unwrap().contains("read after"));
+    }
+
+    #[test]
+    fn a_channel_is_created_disabled_and_deleted_each_with_its_audit_entry() {
+        use crate::service::{testing, write};
+        use crate::storage::audit;
+        let (_dir, db) = testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let actor = Actor::system("channels unit test");
+        let d = draft(json!({}));
+        let checked = check_new(ChannelKind::Sms, Provider::Sandbox, &d).unwrap();
+        let channel = write(&mut conn, &actor, |change| {
+            create_in(change, ChannelKind::Sms, Provider::Sandbox, &checked, None)
+        })
+        .expect("created");
+        let again = write(&mut conn, &actor, |change| {
+            create_in(change, ChannelKind::Sms, Provider::Sandbox, &checked, None)
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                &again,
+                ServiceError::Conflict {
+                    code: NAME_TAKEN,
+                    ..
+                }
+            ),
+            "{again:?}"
+        );
+        let off = write(&mut conn, &actor, |change| {
+            set_enabled_in(change, &channel.public_id, false)
+        })
+        .expect("disabled");
+        assert!(!off.is_enabled());
+        write(&mut conn, &actor, |change| delete_in(change, &channel)).expect("deleted");
+        let actions: Vec<String> = audit::page(&mut conn, None, 100)
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.actor_label == actor.label)
+            .map(|e| e.action)
+            .collect();
+        for action in ["channel.created", "channel.disabled", "channel.deleted"] {
+            assert!(actions.iter().any(|a| a == action), "{actions:?}");
+        }
+        assert_eq!(actions.len(), 3, "{actions:?}");
     }
 }
