@@ -28,8 +28,7 @@ use crate::storage::conversations::TimelineItem;
 use crate::storage::lists::List;
 use crate::web::chrome::Chrome;
 use crate::web::download::{csv_download, csv_rows, download_error};
-use crate::web::events::{MessageStatusView, WindowBadge};
-use crate::web::format::{self, field_of, thousands};
+use crate::web::format::{self, MessageStatusView, WindowBadge, field_of, thousands};
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
 use crate::web::{render, render_with_status};
@@ -330,7 +329,7 @@ struct ContactPage {
 
 /// Describes a window for people: "open, 23 h 12 min left", "closed, templates only".
 pub fn window_label(state: WindowState) -> String {
-    crate::web::events::window_label(state, Utc::now())
+    crate::web::format::window_label(state, Utc::now())
 }
 
 fn contact_page(

@@ -20,92 +20,26 @@ use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::dispatch::hub::HubEvent;
 use crate::domain::message::MessageStatus;
-use crate::domain::window::{self, WindowState};
+use crate::domain::window;
 use crate::error::AppError;
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
-use crate::storage::messages::{self, MessageRow};
+use crate::storage::messages;
 use crate::storage::{Db, contacts, conversations};
+use crate::web::format::{MessageStatusView, WindowBadge};
 use crate::web::identity::{Auth, perm};
 
 /// How many contacts one stream may follow (a page of the contacts list is 50).
 pub const MAX_CONTACTS: usize = 200;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const LIFETIME: Duration = Duration::from_secs(600);
-
-/// A channel's window for one contact, as a badge: "open, 23 h 12 min left" (counting down in
-/// the browser, see app.js) or "closed, templates only".
-#[derive(Template, Debug, Clone)]
-#[template(path = "live/_window.html")]
-pub struct WindowBadge {
-    pub state: WindowState,
-    pub label: String,
-}
-
-impl WindowBadge {
-    pub fn new(state: WindowState, now: DateTime<Utc>) -> Self {
-        WindowBadge {
-            label: window_label(state, now),
-            state,
-        }
-    }
-}
-
-/// Describes a window for people: "open, 23 h 12 min left", "closed, templates only".
-pub fn window_label(state: WindowState, now: DateTime<Utc>) -> String {
-    match state {
-        WindowState::Open { until } => {
-            format!("open, {}", window::remaining_label(until, now))
-        }
-        WindowState::Closed { .. } => "closed, templates only".into(),
-        WindowState::NotApplicable => "no window (free text allowed)".into(),
-    }
-}
-
-/// A message's status with the provider's reason when it failed.
-#[derive(Template, Debug, Clone)]
-#[template(path = "live/_message_status.html")]
-pub struct MessageStatusView {
-    pub status: &'static str,
-    pub label: &'static str,
-    pub error: Option<String>,
-}
-
-impl MessageStatusView {
-    pub fn new(status: MessageStatus, code: Option<&str>, message: Option<&str>) -> Self {
-        let shows_error = matches!(
-            status,
-            MessageStatus::Failed | MessageStatus::Unknown | MessageStatus::Skipped
-        );
-        let error = match (code, message) {
-            _ if !shows_error => None,
-            (Some(c), Some(m)) => Some(format!("{m} ({c})")),
-            (None, Some(m)) => Some(m.to_owned()),
-            (Some(c), None) => Some(c.to_owned()),
-            (None, None) => None,
-        };
-        MessageStatusView {
-            status: status.as_str(),
-            label: status.label(),
-            error,
-        }
-    }
-
-    pub fn of(row: &MessageRow) -> Self {
-        Self::new(
-            row.status(),
-            row.error_code.as_deref(),
-            row.error_message.as_deref(),
-        )
-    }
-}
 
 /// One server-sent event; every line of `data` gets its own `data:` field.
 pub fn sse_event(name: &str, data: &str) -> Bytes {
@@ -387,6 +321,7 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::window::WindowState;
 
     #[test]
     fn multi_line_data_becomes_one_data_field_per_line() {

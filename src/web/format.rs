@@ -1,7 +1,12 @@
-//! How times and numbers read on the pages, and the small readers of raw form pairs that
-//! several handlers share.
+//! How times, numbers, windows and message statuses read on the pages, and the small readers
+//! of raw form pairs that several handlers share.
 
-use chrono::NaiveDateTime;
+use askama::Template;
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use crate::domain::message::MessageStatus;
+use crate::domain::window::{self, WindowState};
+use crate::storage::messages::MessageRow;
 
 /// "25 Nov 2026, 16:04 UTC".
 pub fn datetime(at: &NaiveDateTime) -> String {
@@ -59,6 +64,76 @@ pub fn field_of(pairs: &[(String, String)], name: &str) -> String {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.clone())
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live badges: rendered into pages and re-rendered by the event stream (`web::events`).
+
+/// A channel's window for one contact, as a badge: "open, 23 h 12 min left" (counting down in
+/// the browser, see app.js) or "closed, templates only".
+#[derive(Template, Debug, Clone)]
+#[template(path = "live/_window.html")]
+pub struct WindowBadge {
+    pub state: WindowState,
+    pub label: String,
+}
+
+impl WindowBadge {
+    pub fn new(state: WindowState, now: DateTime<Utc>) -> Self {
+        WindowBadge {
+            label: window_label(state, now),
+            state,
+        }
+    }
+}
+
+/// Describes a window for people: "open, 23 h 12 min left", "closed, templates only".
+pub fn window_label(state: WindowState, now: DateTime<Utc>) -> String {
+    match state {
+        WindowState::Open { until } => {
+            format!("open, {}", window::remaining_label(until, now))
+        }
+        WindowState::Closed { .. } => "closed, templates only".into(),
+        WindowState::NotApplicable => "no window (free text allowed)".into(),
+    }
+}
+
+/// A message's status with the provider's reason when it failed.
+#[derive(Template, Debug, Clone)]
+#[template(path = "live/_message_status.html")]
+pub struct MessageStatusView {
+    pub status: &'static str,
+    pub label: &'static str,
+    pub error: Option<String>,
+}
+
+impl MessageStatusView {
+    pub fn new(status: MessageStatus, code: Option<&str>, message: Option<&str>) -> Self {
+        let shows_error = matches!(
+            status,
+            MessageStatus::Failed | MessageStatus::Unknown | MessageStatus::Skipped
+        );
+        let error = match (code, message) {
+            _ if !shows_error => None,
+            (Some(c), Some(m)) => Some(format!("{m} ({c})")),
+            (None, Some(m)) => Some(m.to_owned()),
+            (Some(c), None) => Some(c.to_owned()),
+            (None, None) => None,
+        };
+        MessageStatusView {
+            status: status.as_str(),
+            label: status.label(),
+            error,
+        }
+    }
+
+    pub fn of(row: &MessageRow) -> Self {
+        Self::new(
+            row.status(),
+            row.error_code.as_deref(),
+            row.error_message.as_deref(),
+        )
+    }
 }
 
 #[cfg(test)]

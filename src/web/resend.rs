@@ -1,8 +1,7 @@
-//! Resending by hand, from the contact's timeline (`POST /messages/{id}/resend`) and the API
-//! (`POST /api/v1/messages/{id}/resend`): both call `service::resends`.
+//! Resending by hand from the contact's timeline (`POST /messages/{id}/resend`), through
+//! `service::resends` as the API's `POST /api/v1/messages/{id}/resend` does.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
 
 use crate::error::AppError;
 use crate::service::ServiceError;
@@ -37,18 +36,4 @@ pub async fn from_timeline(
         format!("/contacts/{contact}")
     };
     Ok(redirect_response(&req, &back))
-}
-
-/// `POST /api/v1/messages/{id}/resend`: 202 with the new message.
-pub async fn api(
-    auth: Auth<perm::ResendMessages>,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
-    let done = resends::resend(&state, auth.actor(), path.into_inner()).await?;
-    Ok(HttpResponse::Accepted().json(json!({
-        "id": done.message.public_id,
-        "status": done.message.status,
-        "resend_of": done.original.public_id,
-    })))
 }

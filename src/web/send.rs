@@ -33,7 +33,7 @@ use crate::storage::contacts::{self, Contact, ContactFilter, Cursor};
 use crate::storage::templates::{self, SendableTemplate, StatusFilter, TemplateFilter};
 use crate::storage::{DbConnection, conversations, messages};
 use crate::web::chrome::Chrome;
-use crate::web::events::{MessageStatusView, WindowBadge};
+use crate::web::format::{MessageStatusView, WindowBadge};
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::{is_htmx, render, render_with_status};
 

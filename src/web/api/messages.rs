@@ -237,3 +237,17 @@ pub async fn get(
         .await?;
     Ok(HttpResponse::Ok().json(json))
 }
+
+/// `POST /api/v1/messages/{id}/resend`: 202 with the new message.
+pub async fn resend(
+    auth: Auth<perm::ResendMessages>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let done = crate::service::resends::resend(&state, auth.actor(), path.into_inner()).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "id": done.message.public_id,
+        "status": done.message.status,
+        "resend_of": done.original.public_id,
+    })))
+}

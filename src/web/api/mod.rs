@@ -162,10 +162,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/templates", web::get().to(templates::list))
         .route("/messages", web::post().to(messages::send))
         .route("/messages/{id}", web::get().to(messages::get))
-        .route(
-            "/messages/{id}/resend",
-            web::post().to(crate::web::resend::api),
-        )
+        .route("/messages/{id}/resend", web::post().to(messages::resend))
         .default_service(web::to(not_found));
 }
 
