@@ -188,21 +188,13 @@ impl std::fmt::Debug for AppError {
 
 impl From<diesel::result::Error> for AppError {
     fn from(err: diesel::result::Error) -> Self {
-        match err {
-            diesel::result::Error::NotFound => {
-                AppError::NotFound("The record was not found.".into())
-            }
-            other => AppError::Internal(other.into()),
-        }
+        ServiceError::from(err).into()
     }
 }
 
 impl From<StorageError> for AppError {
     fn from(err: StorageError) -> Self {
-        match err {
-            StorageError::Pool(_) => AppError::Unavailable(err.into()),
-            StorageError::Task(_) => AppError::Internal(err.into()),
-        }
+        ServiceError::from(err).into()
     }
 }
 

@@ -1107,16 +1107,8 @@ pub fn each_matching_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::testing::audit_entries_by as entries;
     use crate::service::{failpoint, testing, write};
-    use crate::storage::audit;
-
-    fn entries(conn: &mut DbConnection, label: &str) -> usize {
-        audit::page(conn, None, 1000)
-            .expect("audit page")
-            .iter()
-            .filter(|e| e.actor_label == label)
-            .count()
-    }
 
     fn new_contact(conn: &mut DbConnection, phone: &str) -> Contact {
         let phone = E164::parse(phone, None).expect("phone");

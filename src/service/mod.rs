@@ -276,20 +276,21 @@ pub(crate) mod testing {
         storage::run_migrations(&mut db.get().expect("connection")).expect("migrate");
         (dir, db)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::audit;
-
-    fn entries(conn: &mut DbConnection, label: &str) -> usize {
-        audit::page(conn, None, 1000)
+    /// How many audit entries the actor labelled `label` has.
+    pub fn audit_entries_by(conn: &mut crate::storage::DbConnection, label: &str) -> usize {
+        storage::audit::page(conn, None, 1000)
             .expect("audit page")
             .iter()
             .filter(|e| e.actor_label == label)
             .count()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testing::audit_entries_by as entries;
 
     #[test]
     fn a_change_and_its_audit_entry_commit_or_roll_back_together() {
