@@ -16,78 +16,10 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::web;
-use serde_json::Value;
 
 use crate::error::AppError;
-
-/// Fields whose handler makes any value safe itself: `next` (where to go after signing in)
-/// falls back to the home page when it is not a plain same-site path.
-const SANITISED_BY_HANDLER: [&str; 1] = ["next"];
-
-/// The 422 for a field holding a NUL character.
-pub fn nul_error(field: &str) -> AppError {
-    AppError::invalid(
-        "invalid_field",
-        format!(
-            "{field}: contains a NUL character (U+0000), which Herald does not accept; remove it"
-        ),
-    )
-}
-
-/// A field name as it can be shown (a NUL in the name itself is written `\0`).
-fn shown(name: &str) -> String {
-    name.replace('\0', "\\0")
-}
-
-/// The first field of url-encoded pairs (a query string or a form body) with a NUL in its
-/// name or value.
-pub fn nul_field_in_pairs(encoded: &[u8]) -> Option<String> {
-    // Cheap test first: a NUL is sent as `%00` (or, in a body, as the raw byte).
-    if !encoded.contains(&0) && !encoded.windows(3).any(|w| w == b"%00") {
-        return None;
-    }
-    // Parsing pairs never fails (invalid UTF-8 becomes U+FFFD), so the field is always found.
-    serde_urlencoded::from_bytes::<Vec<(String, String)>>(encoded)
-        .ok()?
-        .into_iter()
-        .find(|(k, v)| {
-            (k.contains('\0') || v.contains('\0')) && !SANITISED_BY_HANDLER.contains(&k.as_str())
-        })
-        .map(|(k, _)| shown(&k))
-}
-
-/// The path (`template.variables[1]`, `attributes.city`) of the first JSON string or key with
-/// a NUL character.
-pub fn nul_field_in_json(value: &Value) -> Option<String> {
-    fn walk(value: &Value, path: &str) -> Option<String> {
-        match value {
-            Value::String(s) if s.contains('\0') => Some(path.to_owned()),
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .find_map(|(i, v)| walk(v, &format!("{path}[{i}]"))),
-            Value::Object(map) => map.iter().find_map(|(k, v)| {
-                let here = if path.is_empty() {
-                    shown(k)
-                } else {
-                    format!("{path}.{}", shown(k))
-                };
-                if k.contains('\0') {
-                    Some(here)
-                } else {
-                    walk(v, &here)
-                }
-            }),
-            _ => None,
-        }
-    }
-    walk(value, "").map(|p| if p.is_empty() { "body".into() } else { p })
-}
-
-/// True when a raw JSON text may hold a NUL: JSON can only carry it escaped.
-pub fn json_may_hold_nul(raw: &[u8]) -> bool {
-    raw.windows(6).any(|w| w == b"\\u0000")
-}
+use crate::web::errors::nul_error;
+use crate::web::format::nul_field_in_pairs;
 
 /// An encoded NUL in the path (`/contacts/%00`): the router would decode it into an id.
 fn path_holds_nul(path: &str) -> bool {
@@ -141,6 +73,7 @@ pub async fn refuse_nul(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::web::format::{json_may_hold_nul, nul_field_in_json};
     use serde_json::json;
 
     #[test]

@@ -244,6 +244,16 @@ pub fn with_retry_after(mut res: HttpResponse, secs: u64) -> HttpResponse {
     res
 }
 
+/// The 422 for a field holding a NUL character.
+pub fn nul_error(field: &str) -> AppError {
+    AppError::invalid(
+        "invalid_field",
+        format!(
+            "{field}: contains a NUL character (U+0000), which Herald does not accept; remove it"
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use crate::domain::message::MessageStatus;
 use crate::domain::window::{self, WindowState};
 use crate::storage::messages::MessageRow;
+use serde_json::Value;
 
 /// "25 Nov 2026, 16:04 UTC".
 pub fn datetime(at: &NaiveDateTime) -> String {
@@ -64,6 +65,69 @@ pub fn field_of(pairs: &[(String, String)], name: &str) -> String {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.clone())
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// NUL characters in raw input: found and named for the 422 (`web::edge` for pages, the API's
+// extractors for the API).
+
+/// Fields whose handler makes any value safe itself: `next` (where to go after signing in)
+/// falls back to the home page when it is not a plain same-site path.
+const SANITISED_BY_HANDLER: [&str; 1] = ["next"];
+
+/// A field name as it can be shown (a NUL in the name itself is written `\0`).
+fn shown(name: &str) -> String {
+    name.replace('\0', "\\0")
+}
+
+/// The first field of url-encoded pairs (a query string or a form body) with a NUL in its
+/// name or value.
+pub fn nul_field_in_pairs(encoded: &[u8]) -> Option<String> {
+    // Cheap test first: a NUL is sent as `%00` (or, in a body, as the raw byte).
+    if !encoded.contains(&0) && !encoded.windows(3).any(|w| w == b"%00") {
+        return None;
+    }
+    // Parsing pairs never fails (invalid UTF-8 becomes U+FFFD), so the field is always found.
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(encoded)
+        .ok()?
+        .into_iter()
+        .find(|(k, v)| {
+            (k.contains('\0') || v.contains('\0')) && !SANITISED_BY_HANDLER.contains(&k.as_str())
+        })
+        .map(|(k, _)| shown(&k))
+}
+
+/// The path (`template.variables[1]`, `attributes.city`) of the first JSON string or key with
+/// a NUL character.
+pub fn nul_field_in_json(value: &Value) -> Option<String> {
+    fn walk(value: &Value, path: &str) -> Option<String> {
+        match value {
+            Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            Value::Object(map) => map.iter().find_map(|(k, v)| {
+                let here = if path.is_empty() {
+                    shown(k)
+                } else {
+                    format!("{path}.{}", shown(k))
+                };
+                if k.contains('\0') {
+                    Some(here)
+                } else {
+                    walk(v, &here)
+                }
+            }),
+            _ => None,
+        }
+    }
+    walk(value, "").map(|p| if p.is_empty() { "body".into() } else { p })
+}
+
+/// True when a raw JSON text may hold a NUL: JSON can only carry it escaped.
+pub fn json_may_hold_nul(raw: &[u8]) -> bool {
+    raw.windows(6).any(|w| w == b"\\u0000")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ async fn read_fields(
         let value = String::from_utf8_lossy(&value).into_owned();
         // The same edge check as url-encoded forms (`web::edge`): a NUL names no list.
         if name.contains('\0') || value.contains('\0') {
-            return Err(crate::web::edge::nul_error(&name.replace('\0', "\\0")));
+            return Err(crate::web::errors::nul_error(&name.replace('\0', "\\0")));
         }
         fields.insert(name, value);
     }

@@ -26,7 +26,8 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
-use crate::web::edge::{json_may_hold_nul, nul_error, nul_field_in_json, nul_field_in_pairs};
+use crate::web::errors::nul_error;
+use crate::web::format::{json_may_hold_nul, nul_field_in_json, nul_field_in_pairs};
 
 /// A channel as the API's answers name it (a message's or a template's channel).
 #[derive(serde::Serialize)]
