@@ -18,6 +18,7 @@ use crate::startup::AppState;
 use crate::storage::channels::Channel;
 use crate::storage::templates::{self as store, Template as StoredTemplate};
 use crate::web::chrome::Chrome;
+use crate::web::format::field_of;
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
 use crate::web::{render, render_with_status};
@@ -38,14 +39,6 @@ struct FormInput {
     sample_keys: Vec<String>,
 }
 
-fn field(pairs: &[(String, String)], name: &str) -> String {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
 fn repeated<'a>(pairs: &'a [(String, String)], name: &'a str) -> Vec<&'a str> {
     pairs
         .iter()
@@ -59,18 +52,18 @@ impl FormInput {
     /// them, so an error about them could not be shown either).
     fn parse(pairs: &[(String, String)], kind: ChannelKind) -> FormInput {
         let mut draft = TemplateDraft {
-            name: field(pairs, "name"),
-            language: field(pairs, "language"),
-            category: field(pairs, "category"),
-            body: field(pairs, "body"),
+            name: field_of(pairs, "name"),
+            language: field_of(pairs, "language"),
+            category: field_of(pairs, "category"),
+            body: field_of(pairs, "body"),
             ..TemplateDraft::default()
         };
         if kind == ChannelKind::Sms {
             draft.category.clear();
         }
         if kind == ChannelKind::Whatsapp {
-            draft.header = field(pairs, "header");
-            draft.footer = field(pairs, "footer");
+            draft.header = field_of(pairs, "header");
+            draft.footer = field_of(pairs, "footer");
             let kinds = repeated(pairs, "button_kind");
             let texts = repeated(pairs, "button_text");
             let urls = repeated(pairs, "button_url");
@@ -86,16 +79,16 @@ impl FormInput {
                 })
                 .collect();
             draft.otp = OtpDraft {
-                otp_type: field(pairs, "otp_type"),
-                button_text: field(pairs, "otp_button_text"),
-                autofill_text: field(pairs, "otp_autofill_text"),
-                package_name: field(pairs, "otp_package_name"),
-                signature_hash: field(pairs, "otp_signature_hash"),
+                otp_type: field_of(pairs, "otp_type"),
+                button_text: field_of(pairs, "otp_button_text"),
+                autofill_text: field_of(pairs, "otp_autofill_text"),
+                package_name: field_of(pairs, "otp_package_name"),
+                signature_hash: field_of(pairs, "otp_signature_hash"),
                 // A checkbox: present when ticked.
                 security_recommendation: pairs
                     .iter()
                     .any(|(k, v)| k == "otp_security_recommendation" && !v.trim().is_empty()),
-                code_expiration_minutes: field(pairs, "otp_code_expiration_minutes"),
+                code_expiration_minutes: field_of(pairs, "otp_code_expiration_minutes"),
             };
         }
         let mut sample_keys = Vec::new();
@@ -108,7 +101,7 @@ impl FormInput {
             }
         }
         FormInput {
-            version: field(pairs, "version").trim().parse().ok(),
+            version: field_of(pairs, "version").trim().parse().ok(),
             draft,
             sample_keys,
         }
@@ -518,7 +511,7 @@ pub async fn preview(
     body: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     let pairs = body.into_inner();
-    let channel = channel_by_public_id(&state, field(&pairs, "channel")).await?;
+    let channel = channel_by_public_id(&state, field_of(&pairs, "channel")).await?;
     let input = FormInput::parse(&pairs, channel.kind);
     let (pane, p) = PreviewPane::new(&channel, &input.draft, true);
     let mut html = pane.render()?;
@@ -548,7 +541,7 @@ pub async fn create(
     body: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     let pairs = body.into_inner();
-    let channel = channel_by_public_id(&state, field(&pairs, "channel")).await?;
+    let channel = channel_by_public_id(&state, field_of(&pairs, "channel")).await?;
     let input = FormInput::parse(&pairs, channel.kind);
     let actor = auth.actor();
     let new_form = || FormState {
