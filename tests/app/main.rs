@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod api_crash;
 mod api_keys;
 mod auth;
 mod browser;
