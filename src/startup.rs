@@ -256,6 +256,7 @@ impl Application {
             passwords: password::Passwords::per_core()?,
             dummy_hash,
             sign_in_turns: crate::service::sign_in::SignInTurns::per_core(),
+            api_key_cache: Default::default(),
         });
         let state = web::Data::new(AppState {
             services,

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // Each benchmark uses the part it needs.
 
+pub mod load;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -36,6 +38,12 @@ pub fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The `herald` binary to run: this build's, or the one `HERALD_BENCH_BIN` names (to measure
+/// an older build with the same harness).
+pub fn herald_binary() -> String {
+    std::env::var("HERALD_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned())
+}
+
 /// `herald serve` on a fresh SQLite database in `dir`, on a free port; killed when dropped.
 pub struct Server {
     child: Child,
@@ -48,6 +56,17 @@ impl Server {
     /// `herald user create` for each of `users` (e-mail, password).
     pub fn start(dir: &std::path::Path, env: &[(&str, &str)], users: &[(&str, &str)]) -> Server {
         let database_url = format!("sqlite://{}", dir.join("herald.db").display());
+        Server::start_on(&database_url, dir, env, users)
+    }
+
+    /// The same, on the database `database_url` names (its log still goes to `dir`).
+    pub fn start_on(
+        database_url: &str,
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+        users: &[(&str, &str)],
+    ) -> Server {
+        let database_url = database_url.to_owned();
         let base = |cmd: &mut Command| {
             cmd.env("DATABASE_URL", &database_url)
                 .env("HERALD_SECRET_KEY", SECRET)
@@ -56,7 +75,7 @@ impl Server {
                 .env_remove("HERALD_PUBLIC_URL");
         };
         for (email, password) in users {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+            let mut cmd = Command::new(herald_binary());
             base(&mut cmd);
             cmd.args(["user", "create", "--email", email, "--name", "Bench Person"])
                 .args(["--role", "marketer", "--password-stdin"])
@@ -75,7 +94,7 @@ impl Server {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        let mut cmd = Command::new(herald_binary());
         base(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);

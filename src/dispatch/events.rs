@@ -186,15 +186,15 @@ pub async fn apply(
 ) -> Result<Applied, DispatchError> {
     let events: Vec<ProviderEvent> = events.into_iter().map(ProviderEvent::cleaned).collect();
     let channel = channel.clone();
+    let shard = shard_of(&channel, &events);
+    // Webhooks arriving together are committed together (`Db::write_grouped`); this one's
+    // events are all applied, or none.
     let (applied, hub_events) = db
-        .run(move |conn| {
+        .write_grouped(shard, move |conn| {
             let mut applied = Applied::default();
             let mut hub_events = Vec::new();
             for event in &events {
-                let produced = crate::storage::write_transaction(conn, |conn| {
-                    apply_in(conn, &channel, event, &mut applied)
-                })?;
-                hub_events.extend(produced);
+                hub_events.extend(apply_in(conn, &channel, event, &mut applied)?);
             }
             Ok::<_, DispatchError>((applied, hub_events))
         })
@@ -203,6 +203,18 @@ pub async fn apply(
         hub.publish(e);
     }
     Ok(applied)
+}
+
+/// The write lane for a webhook's events: by the message a status is about (so that two
+/// reports on one message never wait on each other's row lock), else by the channel.
+fn shard_of(channel: &Channel, events: &[ProviderEvent]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match events.first() {
+        Some(ProviderEvent::Status(e)) => e.provider_message_id.hash(&mut h),
+        _ => channel.id.hash(&mut h),
+    }
+    h.finish()
 }
 
 /// Applies one (cleaned) event inside the caller's transaction, once: an event whose id was

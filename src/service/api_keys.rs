@@ -1,5 +1,9 @@
 //! API keys: created with a role (the key itself shown once, stored only as a hash) and revoked.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use super::reveals::{Reveal, RevealOn};
 use super::{Change, FieldProblems, ServiceError, ServiceResult, Services};
 use crate::auth::token;
@@ -7,6 +11,81 @@ use crate::domain::audit::Actor;
 use crate::domain::role::Role;
 use crate::domain::user::DisplayName;
 use crate::storage::api_keys;
+
+/// How long a key that authenticated is trusted without asking the database again. A key
+/// revoked in this process stops working at once (the cache is emptied); one revoked by
+/// another process sharing the database stops working here within this time.
+pub const KEY_FRESH_FOR: Duration = Duration::from_secs(2);
+/// How often a key's `last_used_at` is brought up to date while it is in use.
+const TOUCH_EVERY_SECS: i64 = 60;
+/// Keys remembered at most (there are few; this bounds memory whatever happens).
+const MAX_CACHED_KEYS: usize = 1024;
+
+/// Keys that authenticated recently, by the hash of their secret, so that a busy client's
+/// requests do not each read the database (and on SQLite wait for it).
+#[derive(Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<String, (api_keys::ApiKey, Instant)>>,
+}
+
+impl KeyCache {
+    fn fresh(&self, hash: &str) -> Option<api_keys::ApiKey> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < KEY_FRESH_FOR)
+            .map(|(key, _)| key.clone())
+    }
+
+    fn keep(&self, hash: String, key: api_keys::ApiKey) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_CACHED_KEYS {
+            entries.retain(|_, (_, at)| at.elapsed() < KEY_FRESH_FOR);
+            if entries.len() >= MAX_CACHED_KEYS {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (key, Instant::now()));
+    }
+
+    /// Forgets every key: the next request with any of them asks the database.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// The active key whose secret this is, or `None`. Answered from [`KeyCache`] while fresh;
+/// otherwise read from the database, which also records the use (at most once a minute per
+/// key, so that busy clients do not turn every API call into a write).
+pub async fn authenticate(svc: &Services, secret: &str) -> ServiceResult<Option<api_keys::ApiKey>> {
+    let hash = token::hash_api_key(secret);
+    if let Some(key) = svc.api_key_cache.fresh(&hash) {
+        return Ok(Some(key));
+    }
+    let lookup = hash.clone();
+    let found = svc
+        .db
+        .run(move |conn| {
+            let now = crate::storage::now();
+            let found = api_keys::find_active_by_hash(conn, &lookup)?;
+            if let Some(key) = &found
+                && key
+                    .last_used_at
+                    .is_none_or(|t| t < now - chrono::Duration::seconds(TOUCH_EVERY_SECS))
+            {
+                api_keys::touch(conn, key.id, now)?;
+            }
+            Ok::<_, ServiceError>(found)
+        })
+        .await?;
+    if let Some(key) = &found {
+        svc.api_key_cache.keep(hash, key.clone());
+    }
+    Ok(found)
+}
 
 /// Every key, revoked ones too, as the API keys page lists them.
 pub async fn list(svc: &Services) -> ServiceResult<Vec<(api_keys::ApiKey, Option<String>)>> {
@@ -89,19 +168,23 @@ pub async fn revoke(
     actor: Actor,
     public_id: String,
 ) -> ServiceResult<(api_keys::ApiKey, bool)> {
-    svc.write(actor, move |change| {
-        let key = api_keys::find_by_public_id(change.conn, &public_id)?
-            .ok_or_else(|| ServiceError::not_found("This API key"))?;
-        let revoked = api_keys::revoke(change.conn, key.id)?;
-        if revoked {
-            change.audit(
-                "api_key.revoked",
-                "api_key",
-                Some(&key.public_id),
-                serde_json::json!({"name": key.name}),
-            )?;
-        }
-        Ok((key, revoked))
-    })
-    .await
+    let done = svc
+        .write(actor, move |change| {
+            let key = api_keys::find_by_public_id(change.conn, &public_id)?
+                .ok_or_else(|| ServiceError::not_found("This API key"))?;
+            let revoked = api_keys::revoke(change.conn, key.id)?;
+            if revoked {
+                change.audit(
+                    "api_key.revoked",
+                    "api_key",
+                    Some(&key.public_id),
+                    serde_json::json!({"name": key.name}),
+                )?;
+            }
+            Ok((key, revoked))
+        })
+        .await;
+    // Whatever happened, the next request with any key asks the database again.
+    svc.api_key_cache.clear();
+    done
 }

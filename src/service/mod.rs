@@ -55,6 +55,8 @@ pub struct Services {
     pub dummy_hash: String,
     /// Turns for the database side of sign-ins, so a flood of them waits asleep.
     pub sign_in_turns: sign_in::SignInTurns,
+    /// API keys that authenticated in the last moments (`api_keys::authenticate`).
+    pub api_key_cache: api_keys::KeyCache,
 }
 
 /// Why a use case did not do what it was asked. The words are for the person or client who
@@ -150,7 +152,7 @@ impl From<diesel::result::Error> for ServiceError {
 impl From<StorageError> for ServiceError {
     fn from(err: StorageError) -> Self {
         match err {
-            StorageError::Pool(_) => ServiceError::Unavailable(err.into()),
+            StorageError::Pool(_) | StorageError::Lane(_) => ServiceError::Unavailable(err.into()),
             StorageError::Task(_) => ServiceError::Internal(err.into()),
         }
     }

@@ -39,6 +39,20 @@ pub enum Recipient {
     Contact(String),
 }
 
+impl Recipient {
+    /// Which write lane takes a send to this recipient: the same one every time, so that two
+    /// sends creating or touching one contact never wait on each other's row locks.
+    fn shard(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match self {
+            Recipient::Phone(p) => p.trim().hash(&mut h),
+            Recipient::Contact(c) => c.trim().hash(&mut h),
+        }
+        h.finish()
+    }
+}
+
 /// Which template: its public id (the send page) or its name and language on the channel (the
 /// API).
 #[derive(Debug, Clone, Serialize)]
@@ -87,7 +101,6 @@ pub struct Requester<'a> {
     /// The idempotency key, already scoped to the requester (so two API clients never share
     /// one).
     pub idempotency_key: Option<&'a str>,
-    pub default_country: DefaultCountry,
 }
 
 /// The refusal of a send: 422 with the API's `code`, the words for a person, and the field at
@@ -183,7 +196,10 @@ pub struct Queued {
 /// The channel named by a public id or a name (compared without case).
 pub fn find_channel(conn: &mut DbConnection, id_or_name: &str) -> ServiceResult<Channel> {
     let wanted = id_or_name.trim();
-    if let Some(c) = channels::find_by_public_id(conn, wanted)? {
+    // Public ids are UUIDs; a name that is not one is looked up by name alone.
+    if uuid::Uuid::parse_str(wanted).is_ok()
+        && let Some(c) = channels::find_by_public_id(conn, wanted)?
+    {
         return Ok(c);
     }
     channels::find_by_name(conn, wanted, None)?.ok_or_else(|| unknown_channel(wanted))
@@ -252,26 +268,62 @@ pub fn find_template(
     Ok(lookup)
 }
 
+/// Who a request names, checked before any database work: a phone number parsed (the
+/// library doing it is the costliest step of a send), or a contact's public id.
+#[derive(Debug, Clone)]
+enum Target {
+    Phone(E164),
+    Contact(String),
+}
+
+impl Target {
+    fn of(recipient: &Recipient, country: DefaultCountry) -> ServiceResult<Target> {
+        match recipient {
+            Recipient::Contact(id) => Ok(Target::Contact(id.trim().to_owned())),
+            Recipient::Phone(raw) => {
+                E164::parse(raw, Some(country))
+                    .map(Target::Phone)
+                    .map_err(|e| {
+                        let mut words = e;
+                        if let Some(first) = words.get_mut(..1) {
+                            first.make_ascii_uppercase();
+                        }
+                        invalid_phone(format!("{words}."))
+                    })
+            }
+        }
+    }
+}
+
+/// A send request with what can be known of it without the database: its recipient parsed
+/// and its fingerprint taken. Built before the request takes its turn to write, so that the
+/// write itself is short (and a malformed number never waits for a turn).
+#[derive(Debug, Clone)]
+pub struct Checked {
+    request: SendRequest,
+    target: Target,
+    fingerprint: String,
+}
+
+impl Checked {
+    pub fn new(request: SendRequest, country: DefaultCountry) -> ServiceResult<Checked> {
+        let target = Target::of(&request.recipient, country)?;
+        let fingerprint = request.fingerprint();
+        Ok(Checked {
+            request,
+            target,
+            fingerprint,
+        })
+    }
+}
+
 /// The contact a recipient names; a new number is created (inside the caller's transaction).
-fn resolve_recipient(
-    conn: &mut DbConnection,
-    recipient: &Recipient,
-    country: DefaultCountry,
-) -> ServiceResult<(Contact, bool)> {
-    match recipient {
-        Recipient::Contact(id) => contacts::find_by_public_id(conn, id.trim())?
+fn resolve_recipient(conn: &mut DbConnection, target: &Target) -> ServiceResult<(Contact, bool)> {
+    match target {
+        Target::Contact(id) => contacts::find_by_public_id(conn, id)?
             .map(|c| (c, false))
             .ok_or_else(unknown_contact),
-        Recipient::Phone(raw) => {
-            let phone = E164::parse(raw, Some(country)).map_err(|e| {
-                let mut words = e;
-                if let Some(first) = words.get_mut(..1) {
-                    first.make_ascii_uppercase();
-                }
-                invalid_phone(format!("{words}."))
-            })?;
-            Ok(contacts::upsert(conn, &phone, &ContactPatch::default())?)
-        }
+        Target::Phone(phone) => Ok(contacts::upsert(conn, phone, &ContactPatch::default())?),
     }
 }
 
@@ -354,24 +406,25 @@ fn replay(conn: &mut DbConnection, key: &str, fingerprint: &str) -> ServiceResul
 }
 
 /// Queues a message (page and API alike) and, when it is new, tells the live pages and wakes
-/// the dispatcher. See [`queue_in`].
+/// the dispatcher. See [`queue_in`]. Sends arriving together are committed together
+/// (`Db::write_grouped`); the answer comes only once this one is committed.
 pub async fn send(
     svc: &Services,
     actor: Actor,
     request: SendRequest,
     scoped_key: Option<String>,
 ) -> ServiceResult<Queued> {
-    let country = svc.settings.default_country;
+    let shard = request.recipient.shard();
+    let checked = Checked::new(request, svc.settings.default_country)?;
     let queued = svc
         .db
-        .run(move |conn| {
+        .write_grouped(shard, move |conn| {
             queue_in(
                 conn,
-                &request,
+                &checked,
                 &Requester {
                     actor: &actor,
                     idempotency_key: scoped_key.as_deref(),
-                    default_country: country,
                 },
             )
         })
@@ -409,19 +462,19 @@ pub(crate) fn announce_queued(svc: &Services, message: &MessageRow) {
 /// key is unique in the database), and another request under that key is refused.
 pub fn queue_in(
     conn: &mut DbConnection,
-    request: &SendRequest,
+    request: &Checked,
     requester: &Requester<'_>,
 ) -> ServiceResult<Queued> {
-    let fingerprint = request.fingerprint();
+    let fingerprint = &request.fingerprint;
     if let Some(key) = requester.idempotency_key
-        && let Some(done) = replay(conn, key, &fingerprint)?
+        && let Some(done) = replay(conn, key, fingerprint)?
     {
         return Ok(done);
     }
     let mut attempt = 0;
     let result = loop {
         let result = crate::service::write(conn, requester.actor, |change| {
-            queue_new(change, request, requester, &fingerprint)
+            queue_new(change, request, requester)
         });
         match result {
             // SQLite refuses to turn a read transaction into a write one when another writer
@@ -436,7 +489,7 @@ pub fn queue_in(
     match (result, requester.idempotency_key) {
         // The same key arrived twice at once and the other request stored it first.
         (Err(e), Some(key)) if database_error(&e).is_some_and(is_unique_violation) => {
-            replay(conn, key, &fingerprint)?.ok_or(e)
+            replay(conn, key, fingerprint)?.ok_or(e)
         }
         (result, _) => result,
     }
@@ -451,14 +504,13 @@ fn is_sqlite_busy(e: &diesel::result::Error) -> bool {
 /// A send is recorded on the message itself (`requested_by`), not in the audit log.
 fn queue_new(
     change: &mut Change<'_>,
-    request: &SendRequest,
+    checked: &Checked,
     requester: &Requester<'_>,
-    fingerprint: &str,
 ) -> ServiceResult<Queued> {
     let conn = &mut *change.conn;
+    let request = &checked.request;
     let channel = find_channel(conn, &request.channel)?;
-    let (contact, created_contact) =
-        resolve_recipient(conn, &request.recipient, requester.default_country)?;
+    let (contact, created_contact) = resolve_recipient(conn, &checked.target)?;
     let ctx = send_context(conn, contact.id, &channel, Utc::now())?;
     let prepared = prepare(conn, &channel, &ctx, &request.content)?;
     let content_json = serde_json::to_string(&prepared.content).map_err(ServiceError::internal)?;
@@ -480,9 +532,9 @@ fn queue_new(
             requested_by: &requester.actor.label,
             resend_of: None,
             not_before: now(),
+            request_hash: Some(&checked.fingerprint),
         },
     )?;
-    outbox::set_request_hash(conn, message.id, fingerprint)?;
     Ok(Queued {
         message,
         contact,
@@ -573,12 +625,17 @@ mod tests {
         let requester = |key| Requester {
             actor: &actor,
             idempotency_key: key,
-            default_country: DefaultCountry::default(),
         };
-        let to = |text: &str| SendRequest {
-            recipient: Recipient::Phone("+14155550199".into()),
-            channel: channel.public_id.clone(),
-            content: ContentRequest::Text(text.into()),
+        let to = |text: &str| {
+            Checked::new(
+                SendRequest {
+                    recipient: Recipient::Phone("+14155550199".into()),
+                    channel: channel.public_id.clone(),
+                    content: ContentRequest::Text(text.into()),
+                },
+                DefaultCountry::default(),
+            )
+            .expect("a valid number")
         };
 
         let err = queue_in(&mut conn, &to(""), &requester(None)).unwrap_err();

@@ -177,18 +177,18 @@ pub fn find_by_name(
     name: &str,
     except: Option<i64>,
 ) -> QueryResult<Option<Channel>> {
-    let mut query = channels::table
+    // Two fixed queries rather than one boxed one: Diesel keeps only fixed ones prepared, and a
+    // send looks its channel up by name every time.
+    let by_name = channels::table
         .filter(lower(channels::name).eq(name.to_lowercase()))
-        .select(ChannelRow::as_select())
-        .into_boxed();
-    if let Some(id) = except {
-        query = query.filter(channels::id.ne(id));
+        .select(ChannelRow::as_select());
+    match except {
+        None => by_name.first(conn),
+        Some(id) => by_name.filter(channels::id.ne(id)).first(conn),
     }
-    query
-        .first(conn)
-        .optional()?
-        .map(Channel::try_from)
-        .transpose()
+    .optional()?
+    .map(Channel::try_from)
+    .transpose()
 }
 
 /// What an edit changes; `secrets` replaces the sealed secrets as a whole.

@@ -99,6 +99,16 @@ pub struct ContactPatch {
 }
 
 impl ContactPatch {
+    /// True when applying it would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.email.is_none()
+            && self.language.is_none()
+            && self.time_zone.is_none()
+            && self.attributes.is_empty()
+            && !self.replace_attributes
+    }
+
     fn apply(&self, contact: &mut Contact) {
         if let Some(v) = &self.name {
             contact.name.clone_from(v);
@@ -260,10 +270,22 @@ pub fn upsert(
     patch: &ContactPatch,
 ) -> QueryResult<(Contact, bool)> {
     if let Some(existing) = find_by_phone(conn, phone)? {
+        // Nothing to change (a send to a known number): no write.
+        if patch.is_empty() {
+            return Ok((existing, false));
+        }
         return Ok((update(conn, existing, patch)?, false));
     }
-    // A savepoint, so a lost race (unique violation) does not abort an outer transaction.
-    match crate::storage::write_transaction(conn, |c| insert(c, phone, patch)) {
+    // On PostgreSQL in a savepoint, so that a lost race (unique violation) does not abort an
+    // outer transaction. SQLite's write transaction keeps other writers out (there is no race),
+    // and a refused statement there undoes only itself.
+    let inserted = match conn {
+        DbConnection::Sqlite(_) => insert(conn, phone, patch),
+        DbConnection::Postgres(_) => {
+            crate::storage::write_transaction(conn, |c| insert(c, phone, patch))
+        }
+    };
+    match inserted {
         Ok(c) => Ok((c, true)),
         Err(e) if super::is_unique_violation(&e) => {
             let existing = find_by_phone(conn, phone)?.ok_or(diesel::result::Error::NotFound)?;

@@ -7,6 +7,7 @@ pub mod channels;
 pub mod consents;
 pub mod contacts;
 pub mod conversations;
+pub mod group;
 pub mod imports;
 pub mod lists;
 pub mod login_attempts;
@@ -20,6 +21,7 @@ pub mod settings;
 pub mod templates;
 pub mod users;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -163,6 +165,8 @@ pub enum StorageError {
     Pool(#[from] r2d2::PoolError),
     #[error("database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("grouped write failed: {0}")]
+    Lane(&'static str),
 }
 
 pub type DbPool = Pool<ConnectionManager>;
@@ -173,6 +177,8 @@ pub type PooledDb = PooledConnection<ConnectionManager>;
 pub struct Db {
     pool: DbPool,
     backend: Backend,
+    /// The group-commit lanes, started on the first grouped write.
+    writer: Arc<OnceLock<group::GroupWriter>>,
 }
 
 impl Db {
@@ -194,7 +200,11 @@ impl Db {
             .test_on_check_out(false)
             .build(ConnectionManager { url })
             .map_err(|e| anyhow::anyhow!("cannot open the {} database: {e}", backend.name()))?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            writer: Arc::new(OnceLock::new()),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -220,6 +230,49 @@ impl Db {
         })
         .await
         .map_err(StorageError::from)?
+    }
+
+    /// Runs a small write together with others arriving at the same time, in one transaction
+    /// (each in its own savepoint), and answers once it is committed: see [`group`]. `shard`
+    /// keeps writes that touch the same rows on the same lane. `work` may run twice (once in
+    /// its batch, once alone if the batch as a whole failed), each time in a transaction that
+    /// is rolled back unless it returns `Ok`.
+    pub async fn write_grouped<F, T, E>(&self, shard: u64, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<diesel::result::Error> + From<StorageError> + Send + 'static,
+    {
+        let lanes = match self.backend {
+            // One writer at a time is all SQLite allows.
+            Backend::Sqlite => 1,
+            // Enough to keep the server busy while each lane waits on its round trips.
+            Backend::Postgres => (self.pool.max_size() as usize / 4).clamp(1, 4),
+        };
+        self.writer
+            .get_or_init(|| group::GroupWriter::start(self.pool.clone(), lanes))
+            .write(shard, work)
+            .await
+    }
+
+    /// A write that must never sleep in SQLite's busy handler (the dispatcher's claims and
+    /// records, provider events): on SQLite it takes its turn in the write lane, with the
+    /// grouped writes, because SQLite has one writer and a connection that finds the lock taken
+    /// sleeps 1, 2, 5, 10… ms before trying again, stalling every request queued behind it. On
+    /// PostgreSQL, where writers run side by side, it runs at once in a transaction of its own.
+    pub async fn write_turn<F, T, E>(&self, mut work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<diesel::result::Error> + From<StorageError> + Send + 'static,
+    {
+        match self.backend {
+            Backend::Sqlite => self.write_grouped(0, work).await,
+            Backend::Postgres => {
+                self.run(move |conn| write_transaction(conn, |c| work(c)))
+                    .await
+            }
+        }
     }
 }
 

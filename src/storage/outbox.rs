@@ -32,13 +32,18 @@ pub struct NewMessage<'a> {
     pub resend_of: Option<i64>,
     /// When it may leave (now for immediate sends).
     pub not_before: NaiveDateTime,
+    /// A fingerprint of the request it answers, so that a repeat of its idempotency key can
+    /// be told apart from a different request under the same key.
+    pub request_hash: Option<&'a str>,
 }
 
 /// Queues a message and records the first event of its timeline. A unique violation on the
 /// idempotency key comes back as Diesel's error for the caller to answer with the first one.
 pub fn enqueue(conn: &mut DbConnection, m: &NewMessage<'_>) -> QueryResult<MessageRow> {
     let at = now();
-    let id: i64 = diesel::insert_into(messages::table)
+    // The whole row comes back from the insert (a MultiConnection cannot say RETURNING of a
+    // selection, hence once per backend).
+    let message: MessageRow = super::on_backend!(conn, |c| diesel::insert_into(messages::table)
         .values((
             messages::public_id.eq(new_public_id()),
             messages::channel_id.eq(m.channel_id),
@@ -55,20 +60,21 @@ pub fn enqueue(conn: &mut DbConnection, m: &NewMessage<'_>) -> QueryResult<Messa
             messages::idempotency_key.eq(m.idempotency_key),
             messages::requested_by.eq(m.requested_by),
             messages::resend_of.eq(m.resend_of),
+            messages::request_hash.eq(m.request_hash),
             messages::created_at.eq(at),
             messages::updated_at.eq(at),
         ))
-        .returning(messages::id)
-        .get_result(conn)?;
+        .returning(MessageRow::as_returning())
+        .get_result(c))?;
     super::messages::record_event(
         conn,
-        id,
+        message.id,
         MessageStatus::Queued,
         "herald",
         m.requested_by,
         at,
     )?;
-    super::messages::find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+    Ok(message)
 }
 
 pub fn find_by_idempotency_key(
@@ -80,18 +86,6 @@ pub fn find_by_idempotency_key(
         .select(MessageRow::as_select())
         .first(conn)
         .optional()
-}
-
-/// Remembers which request a message answers (a hash of it), so a repeat of its idempotency
-/// key can be told apart from a different request under the same key.
-pub fn set_request_hash(
-    conn: &mut DbConnection,
-    message_id: i64,
-    hash: &str,
-) -> QueryResult<usize> {
-    diesel::update(messages::table.find(message_id))
-        .set(messages::request_hash.eq(hash))
-        .execute(conn)
 }
 
 pub fn request_hash(conn: &mut DbConnection, message_id: i64) -> QueryResult<Option<String>> {
@@ -672,6 +666,7 @@ pub fn resend(
                 requested_by,
                 resend_of: Some(original.id),
                 not_before: now(),
+                request_hash: None,
             },
         )
     });

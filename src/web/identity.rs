@@ -20,7 +20,7 @@ use crate::domain::role::{Permission, Role};
 pub use crate::domain::role::{Permit, perm};
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::{api_keys, sessions, users};
+use crate::storage::{sessions, users};
 use crate::web::session::TypedSession;
 use crate::web::{ApiScope, is_htmx, paths};
 
@@ -169,16 +169,7 @@ async fn authenticate_api_key(
         })
         .filter(|k| k.starts_with(token::API_KEY_PREFIX))
         .ok_or(AppError::InvalidApiKey)?;
-    let hash = token::hash_api_key(key);
-    let found = state
-        .db
-        .run(move |conn| {
-            let found = api_keys::find_active_by_hash(conn, &hash)?;
-            if let Some(k) = &found {
-                api_keys::touch(conn, k.id, crate::storage::now())?;
-            }
-            Ok::<_, AppError>(found)
-        })
+    let found = crate::service::api_keys::authenticate(state, key)
         .await?
         .ok_or(AppError::InvalidApiKey)?;
     Ok(ApiKeyPrincipal {

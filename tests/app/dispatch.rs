@@ -126,6 +126,7 @@ fn immediate<'a>(
         requested_by: "test",
         resend_of: None,
         not_before: now(),
+        request_hash: None,
     }
 }
 

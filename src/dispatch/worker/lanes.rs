@@ -70,23 +70,21 @@ impl Dispatcher {
         let (decided, start_us) = self
             .inner
             .db
-            .run(move |conn| {
-                crate::storage::write_transaction(conn, |conn| {
-                    let rows = outbox::claim(conn, ch.id, &worker, limit, lease_until)?;
-                    if rows.is_empty() {
-                        return Ok((Vec::new(), 0));
-                    }
-                    let decided = decide_all(conn, &ch, rows)?;
-                    let to_send = decided
-                        .iter()
-                        .filter(|(_, d)| matches!(d, Decision::Send(_)))
-                        .count();
-                    let start_us = match i64::try_from(to_send) {
-                        Ok(0) | Err(_) => 0,
-                        Ok(n) => outbox::reserve_slots(conn, ch.id, n, interval_us, now_us())?,
-                    };
-                    Ok::<_, DispatchError>((decided, start_us))
-                })
+            .write_turn(move |conn| {
+                let rows = outbox::claim(conn, ch.id, &worker, limit, lease_until)?;
+                if rows.is_empty() {
+                    return Ok((Vec::new(), 0));
+                }
+                let decided = decide_all(conn, &ch, rows)?;
+                let to_send = decided
+                    .iter()
+                    .filter(|(_, d)| matches!(d, Decision::Send(_)))
+                    .count();
+                let start_us = match i64::try_from(to_send) {
+                    Ok(0) | Err(_) => 0,
+                    Ok(n) => outbox::reserve_slots(conn, ch.id, n, interval_us, now_us())?,
+                };
+                Ok::<_, DispatchError>((decided, start_us))
             })
             .await?;
         let mut slots = slot_instants(start_us, interval_us);

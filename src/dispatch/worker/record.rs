@@ -84,27 +84,26 @@ impl Inner {
             return (Vec::new(), None);
         }
         let worker = self.worker_id.clone();
-        let db = self.db.clone();
-        // Not `Db::run`: when no connection comes, the batch must come back to be tried again.
-        let joined = tokio::task::spawn_blocking(move || {
-            let stored = match db.get() {
-                Ok(mut conn) => store_outcomes(&mut conn, &worker, &batch),
-                Err(e) => Stored {
-                    events: Vec::new(),
-                    failed: (0..batch.len()).collect(),
-                    error: Some(e.into()),
-                },
-            };
-            (batch, stored)
-        })
-        .await;
-        let (batch, stored) = match joined {
-            Ok(joined) => joined,
-            Err(e) => {
-                // A panic while writing: a bug, not a state to retry.
-                tracing::error!(error = ?e, "recording send outcomes panicked");
-                return (Vec::new(), None);
-            }
+        // Lent to the write and taken back after it: a batch that could not be stored comes
+        // back to be tried again.
+        let lent = Arc::new(batch);
+        let shared = lent.clone();
+        let written = self
+            .db
+            .write_turn(move |conn| Ok::<_, DispatchError>(store_outcomes(conn, &worker, &shared)))
+            .await;
+        let Ok(batch) = Arc::try_unwrap(lent) else {
+            tracing::error!("a batch of send outcomes was still held after its write");
+            return (Vec::new(), None);
+        };
+        let stored = match written {
+            Ok(stored) => stored,
+            // No connection came, or the write lane failed: all of it comes back.
+            Err(e) => Stored {
+                events: Vec::new(),
+                failed: (0..batch.len()).collect(),
+                error: Some(e),
+            },
         };
         for e in stored.events {
             self.hub.publish(e);
