@@ -208,13 +208,11 @@ pub async fn apply(
 /// The write lane for a webhook's events: by the message a status is about (so that two
 /// reports on one message never wait on each other's row lock), else by the channel.
 fn shard_of(channel: &Channel, events: &[ProviderEvent]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    use crate::storage::group::shard_of;
     match events.first() {
-        Some(ProviderEvent::Status(e)) => e.provider_message_id.hash(&mut h),
-        _ => channel.id.hash(&mut h),
+        Some(ProviderEvent::Status(e)) => shard_of(&e.provider_message_id),
+        _ => shard_of(channel.id),
     }
-    h.finish()
 }
 
 /// Applies one (cleaned) event inside the caller's transaction, once: an event whose id was

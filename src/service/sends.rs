@@ -43,13 +43,11 @@ impl Recipient {
     /// Which write lane takes a send to this recipient: the same one every time, so that two
     /// sends creating or touching one contact never wait on each other's row locks.
     fn shard(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
         match self {
-            Recipient::Phone(p) => p.trim().hash(&mut h),
-            Recipient::Contact(c) => c.trim().hash(&mut h),
+            Recipient::Phone(p) | Recipient::Contact(p) => {
+                crate::storage::group::shard_of(p.trim())
+            }
         }
-        h.finish()
     }
 }
 

@@ -33,11 +33,9 @@ const LANE_QUEUE: usize = 4096;
 
 /// One caller's write, as a lane sees it.
 trait Job: Send {
-    /// Runs the write inside the lane's transaction, in a savepoint of its own, and keeps
-    /// the outcome.
-    fn run_in_batch(&mut self, conn: &mut DbConnection);
-    /// Runs the write in a transaction of its own (after its batch failed).
-    fn run_alone(&mut self, conn: &mut DbConnection);
+    /// Runs the write and keeps the outcome: inside the batch's transaction in a savepoint of
+    /// its own, or (alone, or after its batch failed) in a transaction of its own.
+    fn run(&mut self, conn: &mut DbConnection);
     /// Hands the kept outcome to the caller (after the commit).
     fn answer(self: Box<Self>);
     /// Tells the caller the write could not run at all.
@@ -56,13 +54,9 @@ where
     T: Send,
     E: From<diesel::result::Error> + From<StorageError> + Send,
 {
-    fn run_in_batch(&mut self, conn: &mut DbConnection) {
+    fn run(&mut self, conn: &mut DbConnection) {
         let work = &mut self.work;
         self.outcome = Some(write_transaction(conn, |c| work(c)));
-    }
-
-    fn run_alone(&mut self, conn: &mut DbConnection) {
-        self.run_in_batch(conn);
     }
 
     fn answer(self: Box<Self>) {
@@ -84,6 +78,14 @@ where
         drop(work);
         let _ = reply.send(Err(err.into()));
     }
+}
+
+/// A shard for [`GroupWriter::write`]: the same key always takes the same lane.
+pub fn shard_of(key: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// The lanes of one pool. Cheap to clone; lanes stop when the last clone is dropped.
@@ -176,19 +178,19 @@ fn lane(pool: DbPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
 /// Runs the batch in one transaction; when that fails, each write alone.
 fn run_batch(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) {
     if batch.len() == 1 {
-        batch[0].run_alone(conn);
+        batch[0].run(conn);
         return;
     }
     let together = write_transaction(conn, |conn| {
         for job in batch.iter_mut() {
-            job.run_in_batch(conn);
+            job.run(conn);
         }
         Ok::<_, diesel::result::Error>(())
     });
     if let Err(e) = together {
         tracing::warn!(error = %e, writes = batch.len(), "a grouped transaction failed; its writes run one by one");
         for job in batch.iter_mut() {
-            job.run_alone(conn);
+            job.run(conn);
         }
     }
 }
