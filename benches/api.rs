@@ -161,6 +161,11 @@ fn first_surprise(expected: u16) -> Arc<load::OnAnswer> {
     })
 }
 
+/// A run of `opts.span` with `opts.conns` connections.
+async fn for_a_while(addr: SocketAddr, opts: &Options, make: Arc<load::MakeRequest>) -> Outcome {
+    load::drive(addr, opts.conns, usize::MAX, Some(opts.span), make, None).await
+}
+
 struct Row {
     what: String,
     figure: String,
@@ -316,16 +321,13 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut rows = Vec::new();
-    let (conns, span) = (opts.conns, Some(opts.span));
+    let conns = opts.conns;
 
     // Reads.
-    let o = load::drive(
+    let o = for_a_while(
         addr,
-        conns,
-        usize::MAX,
-        span,
+        opts,
         Arc::new(|_| load::request("GET", "/healthz", &[], None, "")),
-        None,
     )
     .await;
     row(
@@ -334,11 +336,9 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
         rate_line(&o, 200),
     );
     let b = bearer.clone();
-    let o = load::drive(
+    let o = for_a_while(
         addr,
-        conns,
-        usize::MAX,
-        span,
+        opts,
         Arc::new(move |_| {
             load::request(
                 "GET",
@@ -348,7 +348,6 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
                 "",
             )
         }),
-        None,
     )
     .await;
     row(
@@ -358,16 +357,13 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
     );
     let ids: Arc<Vec<String>> = Arc::new(any_message_ids(&db, 1000));
     let b = bearer.clone();
-    let o = load::drive(
+    let o = for_a_while(
         addr,
-        conns,
-        usize::MAX,
-        span,
+        opts,
         Arc::new(move |i| {
             let path = format!("/api/v1/messages/{}", ids[i % ids.len()]);
             load::request("GET", &path, &[("authorization", &b)], None, "")
         }),
-        None,
     )
     .await;
     row(
@@ -378,11 +374,9 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
 
     // A refused send: the number is not one.
     let b = bearer.clone();
-    let o = load::drive(
+    let o = for_a_while(
         addr,
-        conns,
-        usize::MAX,
-        span,
+        opts,
         Arc::new(move |_| {
             load::request(
                 "POST",
@@ -392,7 +386,6 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
                 r#"{"to":"not a number","channel":"Bench SMS","text":"Hello"}"#,
             )
         }),
-        None,
     )
     .await;
     row(
@@ -646,25 +639,11 @@ async fn main() {
     if let Ok(admin_url) = std::env::var("HERALD_BENCH_DATABASE_URL")
         && wants("postgres")
     {
-        let name = format!("herald_bench_{}", uuid::Uuid::new_v4().simple());
-        let admin = Db::connect(&admin_url, 1).expect("postgres");
-        admin
-            .get()
-            .expect("conn")
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create db");
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.clone(), |(b, _)| b.to_owned());
-        let url = format!("{base}/{name}");
-        results.push(("PostgreSQL", run_backend("PostgreSQL", &url, &opts).await));
-        let dropped = admin
-            .get()
-            .expect("conn")
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        if let Err(e) = dropped {
-            eprintln!("could not drop the benchmark database {name}: {e}");
-        }
+        let pg = support::PgDatabase::create(&admin_url);
+        results.push((
+            "PostgreSQL",
+            run_backend("PostgreSQL", &pg.url, &opts).await,
+        ));
     }
 
     println!();

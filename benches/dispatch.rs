@@ -14,6 +14,8 @@
 //! fake provider over the run (mean rate, and the most sends in any one-second window).
 //! Nothing here asserts a time.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,16 +30,10 @@ use herald::domain::channel::{ChannelKind, Provider};
 use herald::storage::channels::{self, Channel, NewChannel};
 use herald::storage::{self, Db};
 use herald::testkit::fake_provider::{FakeConfig, FakeProvider, FakeProviderHandle};
+use support::arg;
 
 const SECRET: &str = "bench-secret-key-of-sufficient-length-0123456789";
 const IN_FLIGHT: usize = 256;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -311,21 +307,13 @@ async fn main() {
     if !wants("sqlite") {
         backends.clear();
     }
-    if let Ok(url) = std::env::var("HERALD_BENCH_DATABASE_URL")
-        && wants("postgres")
-    {
-        // A fresh database on that server.
-        let name = format!("herald_bench_{}", uuid::Uuid::new_v4().simple());
-        let admin = Db::connect(&url, 1).expect("postgres");
-        admin
-            .get()
-            .expect("conn")
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create db");
-        let base = url
-            .rsplit_once('/')
-            .map_or(url.clone(), |(b, _)| b.to_owned());
-        backends.push(("PostgreSQL".into(), format!("{base}/{name}")));
+    // A fresh database on that server, dropped at the end.
+    let pg = std::env::var("HERALD_BENCH_DATABASE_URL")
+        .ok()
+        .filter(|_| wants("postgres"))
+        .map(|url| support::PgDatabase::create(&url));
+    if let Some(pg) = &pg {
+        backends.push(("PostgreSQL".into(), pg.url.clone()));
     }
 
     println!(
@@ -450,21 +438,7 @@ async fn main() {
         }
     }
 
-    // The PostgreSQL database made for this run.
-    if let (Ok(url), Some((_, pg))) = (
-        std::env::var("HERALD_BENCH_DATABASE_URL"),
-        backends.iter().find(|(label, _)| label == "PostgreSQL"),
-    ) && let Some((_, name)) = pg.rsplit_once('/')
-    {
-        let admin = Db::connect(&url, 1).expect("postgres");
-        let dropped = admin
-            .get()
-            .expect("conn")
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        if let Err(e) = dropped {
-            eprintln!("could not drop the benchmark database {name}: {e}");
-        }
-    }
+    drop(pg);
 
     if drain_n > 0 {
         println!();

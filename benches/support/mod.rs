@@ -255,3 +255,51 @@ impl RssSampler {
         self.task.await.unwrap_or(0.0)
     }
 }
+
+/// A fresh PostgreSQL database on the server `admin_url` names (`HERALD_BENCH_DATABASE_URL`),
+/// dropped again when this is dropped.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub fn create(admin_url: &str) -> PgDatabase {
+        use diesel::connection::SimpleConnection;
+        let name = format!("herald_bench_{}", uuid::Uuid::new_v4().simple());
+        herald::storage::Db::connect(admin_url, 1)
+            .expect("postgres")
+            .get()
+            .expect("conn")
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create db");
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.to_owned(), |(b, _)| b.to_owned());
+        PgDatabase {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        let dropped = herald::storage::Db::connect(&self.admin_url, 1)
+            .map_err(|e| e.to_string())
+            .and_then(|db| db.get().map_err(|e| e.to_string()))
+            .and_then(|mut c| {
+                c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = dropped {
+            eprintln!("could not drop the benchmark database {}: {e}", self.name);
+        }
+    }
+}
