@@ -26,6 +26,9 @@ const MAX_CACHED_KEYS: usize = 1024;
 #[derive(Default)]
 pub struct KeyCache {
     entries: Mutex<HashMap<String, (api_keys::ApiKey, Instant)>>,
+    /// Counts the times the cache was emptied: a key read before a revocation committed is
+    /// not kept after it (it would authenticate again until it went stale).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl KeyCache {
@@ -37,8 +40,16 @@ impl KeyCache {
             .map(|(key, _)| key.clone())
     }
 
-    fn keep(&self, hash: String, key: api_keys::ApiKey) {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Keeps `key`, read from the database while the cache was at `generation`.
+    fn keep(&self, hash: String, key: api_keys::ApiKey, generation: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation() != generation {
+            return;
+        }
         if entries.len() >= MAX_CACHED_KEYS {
             entries.retain(|_, (_, at)| at.elapsed() < KEY_FRESH_FOR);
             if entries.len() >= MAX_CACHED_KEYS {
@@ -50,10 +61,10 @@ impl KeyCache {
 
     /// Forgets every key: the next request with any of them asks the database.
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.clear();
     }
 }
 
@@ -65,6 +76,7 @@ pub async fn authenticate(svc: &Services, secret: &str) -> ServiceResult<Option<
     if let Some(key) = svc.api_key_cache.fresh(&hash) {
         return Ok(Some(key));
     }
+    let generation = svc.api_key_cache.generation();
     let lookup = hash.clone();
     let found = svc
         .db
@@ -82,7 +94,7 @@ pub async fn authenticate(svc: &Services, secret: &str) -> ServiceResult<Option<
         })
         .await?;
     if let Some(key) = &found {
-        svc.api_key_cache.keep(hash, key.clone());
+        svc.api_key_cache.keep(hash, key.clone(), generation);
     }
     Ok(found)
 }
@@ -187,4 +199,39 @@ pub async fn revoke(
     // Whatever happened, the next request with any key asks the database again.
     svc.api_key_cache.clear();
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> api_keys::ApiKey {
+        api_keys::ApiKey {
+            id: 1,
+            public_id: "k".into(),
+            name: name.into(),
+            role: Role::Admin,
+            prefix: "hrld_abc".into(),
+            created_by: None,
+            created_at: crate::storage::now(),
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_key_read_before_the_cache_was_emptied_is_not_kept() {
+        let cache = KeyCache::default();
+        let before = cache.generation();
+        cache.keep("h1".into(), key("kept"), before);
+        assert_eq!(cache.fresh("h1").map(|k| k.name), Some("kept".into()));
+        // A revocation empties the cache while another request is reading the key.
+        let reading = cache.generation();
+        cache.clear();
+        assert!(cache.fresh("h1").is_none());
+        cache.keep("h1".into(), key("stale"), reading);
+        assert!(cache.fresh("h1").is_none(), "the stale read was kept");
+        cache.keep("h1".into(), key("fresh"), cache.generation());
+        assert_eq!(cache.fresh("h1").map(|k| k.name), Some("fresh".into()));
+    }
 }
