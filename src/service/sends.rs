@@ -469,6 +469,21 @@ pub fn queue_in(
     {
         return Ok(done);
     }
+    // In a write lane the send already has a savepoint of its own, which a refusal rolls back
+    // as a whole; another one here would only cost two more statements (round trips on
+    // PostgreSQL). With an idempotency key it is kept: a lost race on the key is a unique
+    // violation, after which PostgreSQL refuses the look-up that answers it unless the
+    // savepoint is rolled back first.
+    if requester.idempotency_key.is_none() && crate::storage::in_transaction(conn) {
+        return queue_new(
+            &mut Change {
+                conn,
+                actor: requester.actor,
+            },
+            request,
+            requester,
+        );
+    }
     let mut attempt = 0;
     let result = loop {
         let result = crate::service::write(conn, requester.actor, |change| {

@@ -201,7 +201,13 @@ pub fn attribute_keys(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
         .load(conn)
 }
 
-fn insert(conn: &mut DbConnection, phone: &E164, patch: &ContactPatch) -> QueryResult<Contact> {
+/// Inserts the contact unless one has this number already (`None` then): one statement, and
+/// no unique violation to abort an outer transaction on PostgreSQL, so no savepoint.
+fn insert_new(
+    conn: &mut DbConnection,
+    phone: &E164,
+    patch: &ContactPatch,
+) -> QueryResult<Option<Contact>> {
     let mut contact = Contact {
         id: 0,
         public_id: new_public_id(),
@@ -215,23 +221,30 @@ fn insert(conn: &mut DbConnection, phone: &E164, patch: &ContactPatch) -> QueryR
         updated_at: now(),
     };
     patch.apply(&mut contact);
-    let id = diesel::insert_into(contacts::table)
-        .values((
-            contacts::public_id.eq(&contact.public_id),
-            contacts::phone.eq(contact.phone.as_str()),
-            contacts::name.eq(&contact.name),
-            contacts::email.eq(&contact.email),
-            contacts::language.eq(&contact.language),
-            contacts::time_zone.eq(&contact.time_zone),
-            contacts::attributes.eq(attributes_to_json(&contact.attributes)),
-            contacts::created_at.eq(contact.created_at),
-            contacts::updated_at.eq(contact.updated_at),
-        ))
+    let values = (
+        contacts::public_id.eq(&contact.public_id),
+        contacts::phone.eq(contact.phone.as_str()),
+        contacts::name.eq(&contact.name),
+        contacts::email.eq(&contact.email),
+        contacts::language.eq(&contact.language),
+        contacts::time_zone.eq(&contact.time_zone),
+        contacts::attributes.eq(attributes_to_json(&contact.attributes)),
+        contacts::created_at.eq(contact.created_at),
+        contacts::updated_at.eq(contact.updated_at),
+    );
+    let id: Option<i64> = super::on_backend!(conn, |c| diesel::insert_into(contacts::table)
+        .values(values)
+        .on_conflict(contacts::phone)
+        .do_nothing()
         .returning(contacts::id)
-        .get_result(conn)?;
+        .get_result(c)
+        .optional())?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
     contact.id = id;
     register_attribute_keys(conn, contact.attributes.keys())?;
-    Ok(contact)
+    Ok(Some(contact))
 }
 
 /// Applies a patch to an existing contact and returns it as stored.
@@ -276,22 +289,13 @@ pub fn upsert(
         }
         return Ok((update(conn, existing, patch)?, false));
     }
-    // On PostgreSQL in a savepoint, so that a lost race (unique violation) does not abort an
-    // outer transaction. SQLite's write transaction keeps other writers out (there is no race),
-    // and a refused statement there undoes only itself.
-    let inserted = match conn {
-        DbConnection::Sqlite(_) => insert(conn, phone, patch),
-        DbConnection::Postgres(_) => {
-            crate::storage::write_transaction(conn, |c| insert(c, phone, patch))
-        }
-    };
-    match inserted {
-        Ok(c) => Ok((c, true)),
-        Err(e) if super::is_unique_violation(&e) => {
+    match insert_new(conn, phone, patch)? {
+        Some(c) => Ok((c, true)),
+        // Another writer stored this number since the look-up.
+        None => {
             let existing = find_by_phone(conn, phone)?.ok_or(diesel::result::Error::NotFound)?;
             Ok((update(conn, existing, patch)?, false))
         }
-        Err(e) => Err(e),
     }
 }
 

@@ -334,6 +334,20 @@ where
     }
 }
 
+/// True inside a transaction (a write lane's, or one `write_transaction` opened).
+pub fn in_transaction(conn: &mut DbConnection) -> bool {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let depth = match conn {
+        DbConnection::Sqlite(c) => {
+            AnsiTransactionManager::transaction_manager_status_mut(c).transaction_depth()
+        }
+        DbConnection::Postgres(c) => {
+            AnsiTransactionManager::transaction_manager_status_mut(c).transaction_depth()
+        }
+    };
+    matches!(depth, Ok(Some(_)))
+}
+
 /// Is this error a unique-constraint violation (a duplicate e-mail, name, key...)?
 pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
     matches!(
