@@ -166,6 +166,18 @@ async fn for_a_while(addr: SocketAddr, opts: &Options, make: Arc<load::MakeReque
     load::drive(addr, opts.conns, usize::MAX, Some(opts.span), make, None).await
 }
 
+/// An API request with the key's `Authorization` header (and a JSON body when it has one).
+fn with_key(
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: impl Into<bytes::Bytes>,
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    let body = body.into();
+    let json = (!body.is_empty()).then_some("application/json");
+    load::request(method, path, &[("authorization", bearer)], json, body)
+}
+
 struct Row {
     what: String,
     figure: String,
@@ -339,15 +351,7 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
     let o = for_a_while(
         addr,
         opts,
-        Arc::new(move |_| {
-            load::request(
-                "GET",
-                "/api/v1/channels",
-                &[("authorization", &b)],
-                None,
-                "",
-            )
-        }),
+        Arc::new(move |_| with_key("GET", "/api/v1/channels", &b, "")),
     )
     .await;
     row(
@@ -362,7 +366,7 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
         opts,
         Arc::new(move |i| {
             let path = format!("/api/v1/messages/{}", ids[i % ids.len()]);
-            load::request("GET", &path, &[("authorization", &b)], None, "")
+            with_key("GET", &path, &b, "")
         }),
     )
     .await;
@@ -378,11 +382,10 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
         addr,
         opts,
         Arc::new(move |_| {
-            load::request(
+            with_key(
                 "POST",
                 "/api/v1/messages",
-                &[("authorization", &b)],
-                Some("application/json"),
+                &b,
                 r#"{"to":"not a number","channel":"Bench SMS","text":"Hello"}"#,
             )
         }),
@@ -400,13 +403,7 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
                 r#"{{"to":"{}","channel":"Bench SMS","text":"Your order {i} has shipped."}}"#,
                 new_number(run, i)
             );
-            load::request(
-                "POST",
-                "/api/v1/messages",
-                &[("authorization", &bearer)],
-                Some("application/json"),
-                body,
-            )
+            with_key("POST", "/api/v1/messages", &bearer, body)
         })
     };
 
