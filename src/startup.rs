@@ -158,7 +158,14 @@ impl Worker {
 
     /// Sends until `stop` turns true, then finishes what is in flight.
     pub async fn run_until(self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-        self.background.dispatcher.run(stop).await?;
+        let dispatcher = self.background.dispatcher;
+        let broadcasts = tokio::spawn(crate::service::broadcasts::feed::run(
+            dispatcher.db().clone(),
+            dispatcher.clone(),
+            stop.clone(),
+        ));
+        dispatcher.run(stop).await?;
+        let _ = broadcasts.await;
         Ok(())
     }
 }
@@ -313,6 +320,13 @@ impl Application {
     /// sends under way to be recorded.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let broadcasts = self.dispatcher.as_ref().map(|d| {
+            tokio::spawn(crate::service::broadcasts::feed::run(
+                d.db().clone(),
+                d.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let worker = self.dispatcher.map(|d| {
             tokio::spawn(async move {
                 if let Err(e) = d.run(stop_rx).await {
@@ -324,6 +338,9 @@ impl Application {
         let _ = stop_tx.send(true);
         if let Some(w) = worker {
             let _ = w.await;
+        }
+        if let Some(b) = broadcasts {
+            let _ = b.await;
         }
         result
     }

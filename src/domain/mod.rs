@@ -1,6 +1,7 @@
 //! Pure rules of the product: no web, database, HTTP-client or template types here.
 
 pub mod audit;
+pub mod broadcast;
 pub mod channel;
 pub mod consent;
 pub mod contact;

@@ -48,6 +48,7 @@ impl Role {
                     | ReviewTemplates
                     | SendMessages
                     | ViewBroadcasts
+                    | ApproveBroadcasts
             ),
             Role::Marketer => matches!(
                 permission,
@@ -144,6 +145,7 @@ permissions! {
     SendMessages => "send messages",
     ViewBroadcasts => "view broadcasts",
     ManageBroadcasts => "create or change broadcasts",
+    ApproveBroadcasts => "approve broadcast launches",
     ViewHistory => "view the send history",
     ResendMessages => "resend messages",
     ManageUsers => "manage users",

@@ -9,6 +9,7 @@
 //! into its HTTP error (`error::AppError`) and background code handles itself.
 
 pub mod api_keys;
+pub mod broadcasts;
 pub mod channels;
 pub mod contacts;
 pub mod imports;

@@ -402,3 +402,53 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(session_reveals -> sessions (session_id));
 
 diesel::allow_tables_to_appear_in_same_query!(sessions, session_reveals, users);
+
+diesel::table! {
+    broadcasts (id) {
+        id -> BigInt,
+        public_id -> Text,
+        name -> Text,
+        channel_id -> BigInt,
+        state -> Text,
+        audience -> Text,
+        message -> Text,
+        send_at -> Nullable<Timestamp>,
+        time_zone -> Text,
+        expires_at -> Nullable<Timestamp>,
+        pause_reason -> Nullable<Text>,
+        created_by -> Nullable<BigInt>,
+        created_by_label -> Text,
+        approval_requested_by -> Nullable<BigInt>,
+        approved_by_label -> Nullable<Text>,
+        review_note -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Nullable<Text>,
+        recipients -> BigInt,
+        launched_at -> Nullable<Timestamp>,
+        started_at -> Nullable<Timestamp>,
+        resumed_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    broadcast_recipients (id) {
+        id -> BigInt,
+        broadcast_id -> BigInt,
+        contact_id -> BigInt,
+        status -> Text,
+        reason -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(broadcast_recipients -> broadcasts (broadcast_id));
+diesel::joinable!(broadcast_recipients -> contacts (contact_id));
+diesel::joinable!(broadcasts -> channels (channel_id));
+
+diesel::allow_tables_to_appear_in_same_query!(broadcasts, broadcast_recipients);
+diesel::allow_tables_to_appear_in_same_query!(broadcasts, channels);
+diesel::allow_tables_to_appear_in_same_query!(broadcasts, messages);
+diesel::allow_tables_to_appear_in_same_query!(broadcast_recipients, contacts);
+diesel::allow_tables_to_appear_in_same_query!(broadcast_recipients, messages);

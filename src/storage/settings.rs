@@ -46,3 +46,21 @@ pub fn get_or_insert_with(
     insert_if_absent(conn, key, &make())?;
     get(conn, key)?.ok_or(diesel::result::Error::NotFound)
 }
+
+/// Stores a setting, replacing any value it had.
+pub fn set(conn: &mut DbConnection, key: &str, value: &str) -> QueryResult<usize> {
+    let row = (
+        app_settings::key.eq(key),
+        app_settings::value.eq(value),
+        app_settings::updated_at.eq(now()),
+    );
+    on_backend!(conn, |c| diesel::insert_into(app_settings::table)
+        .values(row)
+        .on_conflict(app_settings::key)
+        .do_update()
+        .set((
+            app_settings::value.eq(value),
+            app_settings::updated_at.eq(now())
+        ))
+        .execute(c))
+}

@@ -6,6 +6,7 @@ mod helpers;
 mod api_crash;
 mod api_keys;
 mod auth;
+mod broadcasts;
 mod browser;
 mod channels;
 mod conformance;

@@ -146,6 +146,11 @@ impl Dispatcher {
         &self.inner.worker_id
     }
 
+    /// The database this worker sends from.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
     pub fn hub(&self) -> &EventHub {
         &self.inner.hub
     }

@@ -13,11 +13,8 @@ use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::messages::{self, MessageRow};
 use crate::storage::{DbConnection, contacts};
-use crate::web::api::{Body, ChannelRef};
+use crate::web::api::{Body, ChannelRef, idempotency_key};
 use crate::web::identity::{Auth, Principal, perm};
-
-/// The longest idempotency key accepted.
-pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +69,8 @@ pub struct MessageJson {
     pub delivered_at: Option<String>,
     pub read_at: Option<String>,
     pub failed_at: Option<String>,
+    /// The broadcast that sent it, if one did.
+    pub broadcast_id: Option<String>,
 }
 
 fn rfc3339(at: Option<chrono::NaiveDateTime>) -> Option<String> {
@@ -103,6 +102,7 @@ fn message_json(m: MessageRow, channel: &Channel, contact_id: String) -> Message
         delivered_at: rfc3339(m.delivered_at),
         read_at: rfc3339(m.read_at),
         failed_at: rfc3339(m.failed_at),
+        broadcast_id: None,
     }
 }
 
@@ -167,27 +167,6 @@ fn request_from(body: SendBody) -> Result<SendRequest, AppError> {
     })
 }
 
-/// The `Idempotency-Key` header, if any, checked.
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
-    let Some(value) = req.headers().get("Idempotency-Key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX)
-        .ok_or_else(|| {
-            AppError::invalid(
-                "invalid_idempotency_key",
-                format!(
-                    "The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters."
-                ),
-            )
-        })?;
-    Ok(Some(key.to_owned()))
-}
-
 /// `POST /api/v1/messages` -> 202 with the queued message.
 pub async fn send(
     req: HttpRequest,
@@ -221,7 +200,13 @@ fn message_or_404(conn: &mut DbConnection, id: &str) -> Result<MessageJson, AppE
     let contact = contacts::find(conn, m.contact_id)?
         .map(|c| c.public_id)
         .unwrap_or_default();
-    Ok(message_json(m, &channel, contact))
+    let broadcast = match m.campaign_id {
+        Some(id) => crate::storage::broadcasts::find(conn, id)?.map(|b| b.public_id),
+        None => None,
+    };
+    let mut json = message_json(m, &channel, contact);
+    json.broadcast_id = broadcast;
+    Ok(json)
 }
 
 /// `GET /api/v1/messages/{id}` -> its status, provider id, error and timestamps.

@@ -11,6 +11,7 @@
 //! (`web::edge`). `clippy.toml` forbids `web::Json`, which would answer first.
 
 pub mod audit;
+pub mod broadcasts;
 pub mod channels;
 pub mod contacts;
 pub mod messages;
@@ -45,6 +46,30 @@ impl ChannelRef {
             kind: channel.kind.as_str(),
         }
     }
+}
+
+/// The longest idempotency key accepted.
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+/// The `Idempotency-Key` header, if any, checked.
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX)
+        .ok_or_else(|| {
+            AppError::invalid(
+                "invalid_idempotency_key",
+                format!(
+                    "The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters."
+                ),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
 }
 
 /// The largest JSON body the API reads.
@@ -153,6 +178,41 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(channels::delete)),
         )
         .route("/audit", web::get().to(audit::list))
+        .service(
+            web::resource("/broadcasts")
+                .route(web::get().to(broadcasts::list))
+                .route(web::post().to(broadcasts::create)),
+        )
+        .service(
+            web::resource("/broadcasts/{id}")
+                .route(web::get().to(broadcasts::get))
+                .route(web::patch().to(broadcasts::update)),
+        )
+        .route(
+            "/broadcasts/{id}/estimate",
+            web::get().to(broadcasts::estimate),
+        )
+        .route(
+            "/broadcasts/{id}/launch",
+            web::post().to(broadcasts::launch),
+        )
+        .route("/broadcasts/{id}/pause", web::post().to(broadcasts::pause))
+        .route(
+            "/broadcasts/{id}/resume",
+            web::post().to(broadcasts::resume),
+        )
+        .route(
+            "/broadcasts/{id}/cancel",
+            web::post().to(broadcasts::cancel),
+        )
+        .route(
+            "/broadcasts/{id}/approve",
+            web::post().to(broadcasts::approve),
+        )
+        .route(
+            "/broadcasts/{id}/reject",
+            web::post().to(broadcasts::reject),
+        )
         .route("/contacts/import", web::post().to(contacts::import))
         .service(
             web::resource("/contacts")

@@ -1,0 +1,3 @@
+DROP INDEX messages_campaign_contact;
+DROP TABLE broadcast_recipients;
+DROP TABLE broadcasts;

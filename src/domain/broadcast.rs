@@ -1,0 +1,600 @@
+//! Broadcast campaigns: their states, the audience as a serialisable filter, the message and
+//! the schedule. Nothing here touches the database; `storage::broadcasts` turns an [`Audience`]
+//! into SQL with bound values (never SQL text from a person).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::fields::FieldProblems;
+use super::template::VariableMapping;
+
+/// Where a broadcast is in its life. Only `draft` may be edited; `completed` and `cancelled`
+/// are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BroadcastState {
+    Draft,
+    /// Launched while launch approval is on: waits for an admin or support lead.
+    PendingApproval,
+    /// Launched (the audience is frozen) with a start time still to come.
+    Scheduled,
+    Running,
+    Paused,
+    Completed,
+    Cancelled,
+}
+
+impl BroadcastState {
+    pub const ALL: [BroadcastState; 7] = [
+        BroadcastState::Draft,
+        BroadcastState::PendingApproval,
+        BroadcastState::Scheduled,
+        BroadcastState::Running,
+        BroadcastState::Paused,
+        BroadcastState::Completed,
+        BroadcastState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BroadcastState::Draft => "draft",
+            BroadcastState::PendingApproval => "pending_approval",
+            BroadcastState::Scheduled => "scheduled",
+            BroadcastState::Running => "running",
+            BroadcastState::Paused => "paused",
+            BroadcastState::Completed => "completed",
+            BroadcastState::Cancelled => "cancelled",
+        }
+    }
+
+    /// For people: "Pending approval".
+    pub fn label(self) -> &'static str {
+        match self {
+            BroadcastState::Draft => "Draft",
+            BroadcastState::PendingApproval => "Pending approval",
+            BroadcastState::Scheduled => "Scheduled",
+            BroadcastState::Running => "Running",
+            BroadcastState::Paused => "Paused",
+            BroadcastState::Completed => "Completed",
+            BroadcastState::Cancelled => "Cancelled",
+        }
+    }
+
+    /// The audience is frozen and messages may still go out.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            BroadcastState::Scheduled | BroadcastState::Running | BroadcastState::Paused
+        )
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, BroadcastState::Completed | BroadcastState::Cancelled)
+    }
+}
+
+impl FromStr for BroadcastState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BroadcastState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown broadcast state \"{s}\""))
+    }
+}
+
+impl fmt::Display for BroadcastState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A frozen recipient's state. Once `queued`, the message row tells the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientStatus {
+    Pending,
+    Queued,
+    Skipped,
+    Cancelled,
+    Expired,
+}
+
+impl RecipientStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientStatus::Pending => "pending",
+            RecipientStatus::Queued => "queued",
+            RecipientStatus::Skipped => "skipped",
+            RecipientStatus::Cancelled => "cancelled",
+            RecipientStatus::Expired => "expired",
+        }
+    }
+}
+
+/// Why a recipient is left out: the codes stored on skipped rows and shown in the estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclusion {
+    /// Opted out of this channel's kind.
+    OptedOut,
+    /// Had the most broadcast messages the frequency cap allows in the last 7 days.
+    FrequencyCap,
+    /// A variable maps to a field or attribute the contact has no value for, with no fallback.
+    MissingVariable,
+}
+
+impl Exclusion {
+    pub const ALL: [Exclusion; 3] = [
+        Exclusion::OptedOut,
+        Exclusion::FrequencyCap,
+        Exclusion::MissingVariable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusion::OptedOut => "opted_out",
+            Exclusion::FrequencyCap => "frequency_cap",
+            Exclusion::MissingVariable => "missing_variable",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Exclusion::OptedOut => "Opted out of this kind of channel",
+            Exclusion::FrequencyCap => "Frequency cap reached",
+            Exclusion::MissingVariable => "Missing a variable with no fallback",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audience
+
+/// Who a broadcast goes to: members of any of `lists` (every contact when there are none),
+/// minus members of `exclude_lists`, narrowed by `filter`. Lists are named by public id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Audience {
+    #[serde(default)]
+    pub lists: Vec<String>,
+    #[serde(default)]
+    pub exclude_lists: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Group>,
+}
+
+/// Conditions combined: every one (`all`) or at least one (`any`). Groups nest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    #[serde(rename = "match", default)]
+    pub combine: Combine,
+    /// Required, so that a condition (which has none) is never read as an empty group.
+    pub conditions: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    #[default]
+    All,
+    Any,
+}
+
+/// A condition or a nested group (told apart by their keys: a group has `match`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Node {
+    Group(Group),
+    Condition(Condition),
+}
+
+/// One test on a contact. `field` is one of [`FIELDS`], or `attributes.<key>` for an attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    pub field: String,
+    pub op: Op,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// The contact fields a condition may test, beside `attributes.<key>`.
+pub const FIELDS: [&str; 10] = [
+    "name",
+    "email",
+    "phone",
+    "language",
+    "time_zone",
+    "created_at",
+    "consent",
+    "window",
+    "last_inbound_at",
+    "last_outbound_at",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Eq,
+    Ne,
+    Contains,
+    Exists,
+    NotExists,
+    /// Numbers for attributes, times for dates.
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    /// `window` only: the customer-service window is open now on the broadcast's channel.
+    Open,
+    /// `window` only.
+    Closed,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Eq => "eq",
+            Op::Ne => "ne",
+            Op::Contains => "contains",
+            Op::Exists => "exists",
+            Op::NotExists => "not_exists",
+            Op::Gt => "gt",
+            Op::Gte => "gte",
+            Op::Lt => "lt",
+            Op::Lte => "lte",
+            Op::Open => "open",
+            Op::Closed => "closed",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Eq => "is",
+            Op::Ne => "is not",
+            Op::Contains => "contains",
+            Op::Exists => "is set",
+            Op::NotExists => "is not set",
+            Op::Gt => "is more than / after",
+            Op::Gte => "is at least / on or after",
+            Op::Lt => "is less than / before",
+            Op::Lte => "is at most / on or before",
+            Op::Open => "is open",
+            Op::Closed => "is closed",
+        }
+    }
+
+    pub const ALL: [Op; 11] = [
+        Op::Eq,
+        Op::Ne,
+        Op::Contains,
+        Op::Exists,
+        Op::NotExists,
+        Op::Gt,
+        Op::Gte,
+        Op::Lt,
+        Op::Lte,
+        Op::Open,
+        Op::Closed,
+    ];
+
+    fn needs_value(self) -> bool {
+        !matches!(self, Op::Exists | Op::NotExists | Op::Open | Op::Closed)
+    }
+
+    fn is_ordering(self) -> bool {
+        matches!(self, Op::Gt | Op::Gte | Op::Lt | Op::Lte)
+    }
+}
+
+/// What a condition tests, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    /// A text column of `contacts`.
+    Text(&'static str),
+    Attribute(String),
+    /// A time: `created_at`, `last_inbound_at`, `last_outbound_at`.
+    Time(&'static str),
+    /// Consent on the broadcast channel's kind: `opted_in`, `opted_out` or `unknown`.
+    Consent,
+    /// The customer-service window on the broadcast's channel.
+    Window,
+}
+
+/// A condition's value read as a time: an RFC 3339 instant, a date (midnight UTC), or "N days
+/// ago" written `-Nd` (also `h` for hours).
+pub fn parse_time(value: &str, now: DateTime<Utc>) -> Option<NaiveDateTime> {
+    let v = value.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.naive_utc());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0);
+    }
+    let rest = v.strip_prefix('-')?;
+    let (n, unit) = rest.split_at(rest.len().checked_sub(1)?);
+    let n: i64 = n.parse().ok()?;
+    let span = match unit {
+        "d" => chrono::Duration::days(n),
+        "h" => chrono::Duration::hours(n),
+        _ => return None,
+    };
+    Some((now - span).naive_utc())
+}
+
+impl Condition {
+    /// What the condition tests, or why it cannot be used (for a person).
+    pub fn subject(&self) -> Result<Subject, String> {
+        let field = self.field.trim();
+        let subject = if let Some(key) = field.strip_prefix("attributes.") {
+            if key.trim().is_empty() {
+                return Err("Name the attribute to test.".into());
+            }
+            Subject::Attribute(key.trim().to_owned())
+        } else {
+            match field {
+                "name" => Subject::Text("name"),
+                "email" => Subject::Text("email"),
+                "phone" => Subject::Text("phone"),
+                "language" => Subject::Text("language"),
+                "time_zone" => Subject::Text("time_zone"),
+                "created_at" => Subject::Time("created_at"),
+                "last_inbound_at" => Subject::Time("last_inbound_at"),
+                "last_outbound_at" => Subject::Time("last_outbound_at"),
+                "consent" => Subject::Consent,
+                "window" => Subject::Window,
+                other => {
+                    return Err(format!(
+                        "\"{other}\" is not a field a filter can test (use one of {} or attributes.<name>).",
+                        FIELDS.join(", ")
+                    ));
+                }
+            }
+        };
+        let value = self.value.as_deref().map(str::trim).unwrap_or("");
+        match (&subject, self.op) {
+            (Subject::Window, Op::Open | Op::Closed) => return Ok(subject),
+            (Subject::Window, _) => return Err("The window is either open or closed.".into()),
+            (_, Op::Open | Op::Closed) => {
+                return Err("Only the window is open or closed.".into());
+            }
+            (Subject::Consent, Op::Eq | Op::Ne) => {
+                if !["opted_in", "opted_out", "unknown"].contains(&value) {
+                    return Err("Consent is opted_in, opted_out or unknown.".into());
+                }
+                return Ok(subject);
+            }
+            (Subject::Consent, _) => return Err("Consent is compared with is or is not.".into()),
+            (Subject::Time(_), Op::Contains) => {
+                return Err("A date cannot contain text; compare it with before or after.".into());
+            }
+            (Subject::Text(_), op) if op.is_ordering() => {
+                return Err("Text is compared with is, is not, contains or is set.".into());
+            }
+            _ => {}
+        }
+        if self.op.needs_value() && value.is_empty() {
+            return Err("Enter the value to compare with.".into());
+        }
+        if let (Subject::Time(_), true) = (&subject, self.op.needs_value())
+            && parse_time(value, Utc::now()).is_none()
+        {
+            return Err(format!(
+                "\"{value}\" is not a date: write 2026-12-01, an RFC 3339 time, or -7d for seven days ago."
+            ));
+        }
+        if matches!(subject, Subject::Attribute(_))
+            && self.op.is_ordering()
+            && value.parse::<f64>().is_err()
+            && parse_time(value, Utc::now()).is_none()
+        {
+            return Err(format!(
+                "\"{value}\" is neither a number nor a date to compare with."
+            ));
+        }
+        Ok(subject)
+    }
+}
+
+impl Audience {
+    /// Every problem in the filter, against `audience.filter.<path>`.
+    pub fn check(&self) -> Result<(), FieldProblems> {
+        let mut problems = FieldProblems::default();
+        if let Some(group) = &self.filter {
+            check_group(group, "audience.filter", 0, &mut problems);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether the filter asks about the window (so the estimate depends on the channel).
+    pub fn is_empty(&self) -> bool {
+        self.lists.is_empty() && self.exclude_lists.is_empty() && self.filter.is_none()
+    }
+}
+
+const MAX_DEPTH: usize = 4;
+const MAX_CONDITIONS: usize = 50;
+
+fn check_group(group: &Group, path: &str, depth: usize, problems: &mut FieldProblems) {
+    if depth >= MAX_DEPTH {
+        problems.add(path, format!("Groups nest at most {MAX_DEPTH} deep."));
+        return;
+    }
+    if group.conditions.len() > MAX_CONDITIONS {
+        problems.add(
+            path,
+            format!("A group holds at most {MAX_CONDITIONS} conditions."),
+        );
+    }
+    for (i, node) in group.conditions.iter().enumerate() {
+        let here = format!("{path}.conditions.{i}");
+        match node {
+            Node::Group(g) => check_group(g, &here, depth + 1, problems),
+            Node::Condition(c) => {
+                if let Err(reason) = c.subject() {
+                    problems.add(here, reason);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The message and the schedule
+
+/// What a broadcast sends: free text (SMS, or WhatsApp in window-aware mode) or an approved
+/// template with its variables mapped per recipient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BroadcastMessage {
+    Text {
+        text: String,
+    },
+    Template {
+        /// The template's public id.
+        template: String,
+        #[serde(default)]
+        variables: VariableMapping,
+        /// Window-aware mode (WhatsApp): this free text goes to recipients whose window is open
+        /// when the dispatcher sends; the template to the others.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window_text: Option<String>,
+    },
+}
+
+/// A wall-clock time in an IANA zone, turned into the instant it names. A time that does not
+/// exist (skipped by a DST change) moves forward to the first that does; an ambiguous one (the
+/// hour repeated when clocks go back) is the first of the two.
+pub fn local_to_utc(local: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
+    let mut t = local;
+    for _ in 0..(4 * 60) {
+        match zone.from_local_datetime(&t) {
+            chrono::LocalResult::Single(d) => return d.with_timezone(&Utc),
+            chrono::LocalResult::Ambiguous(first, _) => return first.with_timezone(&Utc),
+            chrono::LocalResult::None => t += chrono::Duration::minutes(1),
+        }
+    }
+    Utc.from_utc_datetime(&local)
+}
+
+/// An IANA zone name, checked.
+pub fn parse_zone(name: &str) -> Result<Tz, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Ok(Tz::UTC);
+    }
+    name.parse::<Tz>()
+        .map_err(|_| format!("\"{name}\" is not an IANA time zone (for example Europe/Berlin)."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(field: &str, op: Op, value: Option<&str>) -> Condition {
+        Condition {
+            field: field.into(),
+            op,
+            value: value.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn conditions_are_checked_with_reasons() {
+        assert_eq!(
+            cond("attributes.city", Op::Eq, Some("Paris")).subject(),
+            Ok(Subject::Attribute("city".into()))
+        );
+        assert!(cond("nope", Op::Eq, Some("x")).subject().is_err());
+        assert!(cond("name", Op::Gt, Some("x")).subject().is_err());
+        assert!(cond("name", Op::Eq, None).subject().is_err());
+        assert!(
+            cond("created_at", Op::Gt, Some("yesterday"))
+                .subject()
+                .is_err()
+        );
+        assert!(cond("created_at", Op::Gt, Some("-7d")).subject().is_ok());
+        assert!(cond("window", Op::Open, None).subject().is_ok());
+        assert!(cond("window", Op::Eq, Some("x")).subject().is_err());
+        assert!(cond("consent", Op::Eq, Some("opted_in")).subject().is_ok());
+        assert!(cond("consent", Op::Eq, Some("maybe")).subject().is_err());
+        assert!(
+            cond("attributes.age", Op::Gte, Some("18"))
+                .subject()
+                .is_ok()
+        );
+        assert!(
+            cond("attributes.age", Op::Gte, Some("old"))
+                .subject()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_audience_reads_from_json_with_nested_groups_and_reports_by_path() {
+        let audience: Audience = serde_json::from_str(
+            r#"{"lists": ["l1"], "filter": {"match": "any", "conditions": [
+                {"field": "attributes.city", "op": "eq", "value": "Paris"},
+                {"match": "all", "conditions": [{"field": "bogus", "op": "exists"}]}
+            ]}}"#,
+        )
+        .expect("parses");
+        let problems = audience.check().unwrap_err();
+        assert!(
+            problems
+                .get("audience.filter.conditions.1.conditions.0")
+                .is_some(),
+            "{problems:?}"
+        );
+        let round: Audience =
+            serde_json::from_str(&serde_json::to_string(&audience).unwrap()).unwrap();
+        assert_eq!(round, audience);
+    }
+
+    #[test]
+    fn local_times_follow_the_zone_across_dst() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let at = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+        // Winter: UTC+1; summer: UTC+2.
+        assert_eq!(
+            local_to_utc(at("2026-01-15 09:00"), berlin).to_rfc3339(),
+            "2026-01-15T08:00:00+00:00"
+        );
+        assert_eq!(
+            local_to_utc(at("2026-07-15 09:00"), berlin).to_rfc3339(),
+            "2026-07-15T07:00:00+00:00"
+        );
+        // 02:30 on 29 March 2026 does not exist in Berlin: 03:00 CEST is the first that does.
+        assert_eq!(
+            local_to_utc(at("2026-03-29 02:30"), berlin).to_rfc3339(),
+            "2026-03-29T01:00:00+00:00"
+        );
+        // 02:30 on 25 October 2026 happens twice: the first (CEST).
+        assert_eq!(
+            local_to_utc(at("2026-10-25 02:30"), berlin).to_rfc3339(),
+            "2026-10-25T00:30:00+00:00"
+        );
+        assert!(parse_zone("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn relative_times_count_back_from_now() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap();
+        assert_eq!(
+            parse_time("-7d", now).unwrap().to_string(),
+            "2026-11-26 12:00:00"
+        );
+        assert_eq!(
+            parse_time("2026-11-01", now).unwrap().to_string(),
+            "2026-11-01 00:00:00"
+        );
+        assert!(parse_time("-7w", now).is_none());
+    }
+}

@@ -1,0 +1,338 @@
+//! The broadcast scheduler: starts scheduled broadcasts when their time comes, and turns a
+//! running broadcast's pending recipients into queued messages, a batch at a time and only
+//! about a second of the channel's rate ahead, so a single send queued meanwhile waits behind
+//! at most that second of broadcast messages. Each batch is one transaction: the messages and
+//! their recipients' `queued` mark commit together, so a crash neither loses nor repeats one.
+//!
+//! Each step also checks what would make sending wrong: the channel disabled, the template
+//! no longer sendable, too many failures, the expiry passed. It pauses (or expires) the
+//! broadcast with the reason instead of sending. It runs in `herald serve` (with the worker)
+//! and in `herald worker`; several instances may run it at once: every change is conditional
+//! on the broadcast's state, and the database refuses a second message for one recipient.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, watch};
+
+use super::{FAILURE_WINDOW, pause_in, read_settings, variables_for};
+use crate::dispatch::worker::Dispatcher;
+use crate::domain::audit::Actor;
+use crate::domain::broadcast::{BroadcastMessage, BroadcastState};
+use crate::domain::content::MessageContent;
+use crate::service::{Change, ServiceError, ServiceResult, Services, write};
+use crate::storage::broadcasts::{self as store, BroadcastRow};
+use crate::storage::channels::{self, Channel};
+use crate::storage::outbox::{self, NewMessage};
+use crate::storage::templates::{self, SendableTemplate, TemplateLookup};
+use crate::storage::{Db, DbConnection, contacts, now};
+
+/// The most messages one step queues for one broadcast.
+const MAX_BATCH: i64 = 1000;
+
+fn waker() -> &'static Notify {
+    static WAKE: OnceLock<Notify> = OnceLock::new();
+    WAKE.get_or_init(Notify::new)
+}
+
+/// Wakes the scheduler now (a broadcast was launched, resumed or changed).
+pub fn wake(_svc: &Services) {
+    waker().notify_waiters();
+}
+
+/// How many of a broadcast's messages may wait in the outbox at once: about one second of the
+/// channel's rate (at least 20, at most [`MAX_BATCH`] x 2).
+pub fn lookahead(channel: &Channel) -> i64 {
+    i64::from(channel.rate_limit_per_second).clamp(20, MAX_BATCH * 2)
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Step {
+    pub started: usize,
+    pub queued: usize,
+    pub skipped: usize,
+    pub completed: usize,
+    pub paused: usize,
+    /// Broadcasts still running after the step.
+    pub running: usize,
+}
+
+/// One deterministic step (tests drive it; the run loop repeats it).
+pub async fn step(db: &Db, dispatcher: &Dispatcher) -> ServiceResult<Step> {
+    let done = db.run(step_in).await?;
+    if done.queued > 0 {
+        dispatcher.wake();
+    }
+    Ok(done)
+}
+
+/// Runs steps until `stop` turns true: every 100 ms while broadcasts run, every second
+/// otherwise, and at once when woken.
+pub async fn run(db: Db, dispatcher: Dispatcher, mut stop: watch::Receiver<bool>) {
+    loop {
+        let busy = match step(&db, &dispatcher).await {
+            Ok(s) => s.running > 0,
+            Err(e) => {
+                tracing::warn!(error = ?e, "a broadcast step failed; trying again");
+                false
+            }
+        };
+        let pause = if busy {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = waker().notified() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+}
+
+fn scheduler() -> Actor {
+    Actor::system("broadcast scheduler")
+}
+
+fn step_in(conn: &mut DbConnection) -> ServiceResult<Step> {
+    let actor = scheduler();
+    let mut done = Step::default();
+    let at = now();
+    for b in store::in_state(conn, BroadcastState::Scheduled)? {
+        if b.send_at.is_some_and(|t| t <= at) {
+            let started = write(conn, &actor, |change| {
+                let moved = store::transition(
+                    change.conn,
+                    b.id,
+                    &[BroadcastState::Scheduled],
+                    BroadcastState::Running,
+                )?;
+                if moved {
+                    change.audit(
+                        "broadcast.started",
+                        "broadcast",
+                        Some(&b.public_id),
+                        serde_json::json!({}),
+                    )?;
+                }
+                Ok(moved)
+            })?;
+            done.started += usize::from(started);
+        }
+    }
+    for b in store::in_state(conn, BroadcastState::Running)? {
+        let fed = write(conn, &actor, |change| feed_one(change, b.id))?;
+        done.queued += fed.queued;
+        done.skipped += fed.skipped;
+        done.completed += fed.completed;
+        done.paused += fed.paused;
+        done.running += usize::from(fed.completed == 0 && fed.paused == 0);
+    }
+    Ok(done)
+}
+
+/// Pauses with a reason a person can act on.
+fn auto_pause(change: &mut Change<'_>, row: &BroadcastRow, reason: &str) -> ServiceResult<Step> {
+    let paused = pause_in(change, row, Some(reason))?;
+    if paused {
+        tracing::info!(broadcast = %row.public_id, reason, "broadcast paused");
+    }
+    Ok(Step {
+        paused: usize::from(paused),
+        ..Step::default()
+    })
+}
+
+/// The template to render, or why the broadcast must pause.
+fn sendable_template(
+    conn: &mut DbConnection,
+    public_id: &str,
+) -> ServiceResult<Result<Box<SendableTemplate>, String>> {
+    let Some(t) = templates::find_by_public_id(conn, public_id)? else {
+        return Ok(Err("The template was deleted.".into()));
+    };
+    Ok(match templates::sendable(conn, t.id)? {
+        TemplateLookup::Sendable(s) => Ok(s),
+        TemplateLookup::NotSendable { reason, .. } => Err(format!(
+            "The template \"{}\" cannot be sent now: {reason} Resume once it is approved again.",
+            t.name
+        )),
+        TemplateLookup::NotFound => Err("The template was deleted.".into()),
+    })
+}
+
+/// One broadcast's step, in one transaction.
+fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
+    // Taking the row (a write on it) first: on PostgreSQL two instances' steps for one
+    // broadcast wait for each other here instead of both reading the same pending rows.
+    if !store::touch_running(change.conn, broadcast_id)? {
+        return Ok(Step::default());
+    }
+    let row = store::find(change.conn, broadcast_id)?
+        .ok_or_else(|| ServiceError::not_found("The broadcast"))?;
+    let channel = channels::find(change.conn, row.channel_id)?
+        .ok_or_else(|| ServiceError::not_found("Its channel"))?;
+    if !channel.is_enabled() {
+        let reason = format!(
+            "The channel \"{}\" was disabled. Resume once it is enabled again.",
+            channel.name
+        );
+        return auto_pause(change, &row, &reason);
+    }
+    if row.expires_at.is_some_and(|t| t <= now()) {
+        return expire(change, &row);
+    }
+    let message: BroadcastMessage =
+        serde_json::from_str(&row.message).map_err(ServiceError::internal)?;
+    let template = match &message {
+        BroadcastMessage::Template { template, .. } => {
+            match sendable_template(change.conn, template)? {
+                Ok(t) => Some(t),
+                Err(reason) => return auto_pause(change, &row, &reason),
+            }
+        }
+        BroadcastMessage::Text { .. } => None,
+    };
+    let settings = read_settings(change.conn)?;
+    let since = row.resumed_at.or(row.started_at);
+    let (failed, finished) = store::recent_failures(change.conn, row.id, since, FAILURE_WINDOW)?;
+    if finished >= 50 && failed * 100 >= settings.failure_pause_percent * finished {
+        let reason = format!(
+            "{failed} of the last {finished} messages failed (the limit is {}%). Check the failures, then resume.",
+            settings.failure_pause_percent
+        );
+        return auto_pause(change, &row, &reason);
+    }
+
+    let in_flight = store::in_flight(change.conn, row.id)?;
+    let room = (lookahead(&channel) - in_flight).min(MAX_BATCH);
+    if room <= 0 {
+        return Ok(Step::default());
+    }
+    let batch = store::next_pending(change.conn, row.id, room)?;
+    if batch.is_empty() {
+        if in_flight == 0 {
+            return complete(change, &row);
+        }
+        return Ok(Step::default());
+    }
+    let ids: Vec<i64> = batch.iter().map(|(_, c)| *c).collect();
+    let people: std::collections::HashMap<i64, contacts::Contact> =
+        contacts::by_ids(change.conn, &ids)?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
+    let requested_by = format!("Broadcast \"{}\"", row.name);
+    let mut step = Step::default();
+    let at = now();
+    for (recipient_id, contact_id) in &batch {
+        let Some(contact) = people.get(contact_id) else {
+            // Deleted since the launch (its recipient row went with it).
+            continue;
+        };
+        let rendered = match (&message, &template) {
+            (BroadcastMessage::Text { text }, _) => Ok((
+                MessageContent::Text { body: text.clone() },
+                text.clone(),
+                None,
+            )),
+            (BroadcastMessage::Template { variables, .. }, Some(t)) => {
+                variables_for(variables, contact)
+                    .and_then(|v| t.render(&v).map_err(|e| e.to_string()))
+                    .map(|r| (r.content, r.text, Some(t.template_id)))
+            }
+            (BroadcastMessage::Template { .. }, None) => Err("no template".to_owned()),
+        };
+        let (content, text, template_id) = match rendered {
+            Ok(r) => r,
+            Err(_) => {
+                store::set_recipient(
+                    change.conn,
+                    *recipient_id,
+                    "skipped",
+                    crate::domain::broadcast::Exclusion::MissingVariable.as_str(),
+                )?;
+                step.skipped += 1;
+                continue;
+            }
+        };
+        let content_json = serde_json::to_string(&content).map_err(ServiceError::internal)?;
+        outbox::enqueue(
+            change.conn,
+            &NewMessage {
+                channel_id: channel.id,
+                contact_id: contact.id,
+                to_address: contact.phone.as_str(),
+                campaign_id: Some(row.id),
+                template_id,
+                content_kind: if template_id.is_some() {
+                    "template"
+                } else {
+                    "text"
+                },
+                body: &text,
+                content: &content_json,
+                idempotency_key: None,
+                requested_by: &requested_by,
+                resend_of: None,
+                not_before: at,
+                request_hash: None,
+            },
+        )?;
+        step.queued += 1;
+    }
+    if let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) {
+        store::mark_queued(change.conn, row.id, *first, *last)?;
+    }
+    tracing::debug!(broadcast = %row.public_id, queued = step.queued, at = %Utc::now(), "broadcast batch queued");
+    Ok(step)
+}
+
+fn complete(change: &mut Change<'_>, row: &BroadcastRow) -> ServiceResult<Step> {
+    let moved = store::transition(
+        change.conn,
+        row.id,
+        &[BroadcastState::Running],
+        BroadcastState::Completed,
+    )?;
+    if moved {
+        change.audit(
+            "broadcast.completed",
+            "broadcast",
+            Some(&row.public_id),
+            serde_json::json!({}),
+        )?;
+    }
+    Ok(Step {
+        completed: usize::from(moved),
+        ..Step::default()
+    })
+}
+
+/// Past its expiry: what was not sent becomes `expired` (queued messages are withdrawn), and
+/// the broadcast completes once what is being sent has its outcome.
+fn expire(change: &mut Change<'_>, row: &BroadcastRow) -> ServiceResult<Step> {
+    let closed = store::close_pending(change.conn, row.id, "expired", "expired")?;
+    let withdrawn = store::withdraw_queued(
+        change.conn,
+        row.id,
+        "The broadcast expired before this message was sent.",
+    )?;
+    if closed + withdrawn > 0 {
+        change.audit(
+            "broadcast.expired",
+            "broadcast",
+            Some(&row.public_id),
+            serde_json::json!({ "not_sent": closed + withdrawn }),
+        )?;
+    }
+    if store::in_flight(change.conn, row.id)? == 0 {
+        return complete(change, row);
+    }
+    Ok(Step::default())
+}

@@ -1,0 +1,432 @@
+//! `/api/v1/broadcasts`: drafts from JSON (with an optional `Idempotency-Key`), their state and
+//! counts, the reach estimate, and the controls (`launch`, `pause`, `resume`, `cancel`,
+//! `approve`, `reject`). The same use cases as the broadcast pages: `service::broadcasts`.
+//! The body's shapes are documented in docs/api.md.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::broadcast::{Audience, BroadcastMessage, BroadcastState};
+use crate::domain::template::{VariableMapping, VariableSource};
+use crate::error::AppError;
+use crate::service::broadcasts::{self, BroadcastView, Control, DraftInput, MessageInput, When};
+use crate::service::sends::TemplateRef;
+use crate::startup::AppState;
+use crate::storage::broadcasts::{Counts, ListFilter};
+use crate::web::api::{Body, ChannelRef, Params, idempotency_key};
+use crate::web::identity::{Auth, Principal, perm};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftBody {
+    name: String,
+    channel: String,
+    #[serde(default)]
+    audience: Audience,
+    message: MessageBody,
+    #[serde(default)]
+    schedule: ScheduleBody,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    template: Option<TemplateBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    language: Option<String>,
+    /// Per variable: a fixed text, or `{"source": "attribute", "key": "city"}`, or
+    /// `{"source": "attribute_with_fallback", "key": "city", "fallback": "your city"}`; as an
+    /// object by variable name, or an array for `{{1}}`, `{{2}}`…
+    #[serde(default)]
+    variables: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleBody {
+    /// An RFC 3339 instant, or a local time (`2026-12-24T09:00`) read in `time_zone`.
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+fn when(raw: Option<&str>, field: &str) -> Result<Option<When>, AppError> {
+    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(Some(When::Instant(t.with_timezone(&Utc))));
+    }
+    for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(raw, format) {
+            return Ok(Some(When::Local(t)));
+        }
+    }
+    Err(AppError::invalid(
+        "invalid_schedule",
+        format!(
+            "`schedule.{field}` is not a time: give RFC 3339 (2026-12-24T09:00:00+01:00) or a local time (2026-12-24T09:00) with `time_zone`."
+        ),
+    ))
+}
+
+fn source_of(value: &serde_json::Value, name: &str) -> Result<VariableSource, AppError> {
+    match value {
+        serde_json::Value::String(text) => Ok(VariableSource::Fixed { text: text.clone() }),
+        other => serde_json::from_value(other.clone()).map_err(|e| {
+            AppError::invalid(
+                "invalid_variables",
+                format!(
+                    "Variable \"{name}\": give a text, or {{\"source\": \"attribute\", \"key\": ...}} (optionally \"attribute_with_fallback\" with \"fallback\"): {e}"
+                ),
+            )
+        }),
+    }
+}
+
+fn mapping(value: Option<serde_json::Value>) -> Result<VariableMapping, AppError> {
+    let mut out = BTreeMap::new();
+    match value {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let name = (i + 1).to_string();
+                out.insert(name.clone(), source_of(item, &name)?);
+            }
+        }
+        Some(serde_json::Value::Object(map)) => {
+            for (name, item) in &map {
+                out.insert(name.clone(), source_of(item, name)?);
+            }
+        }
+        Some(_) => {
+            return Err(AppError::invalid(
+                "invalid_variables",
+                "`template.variables` is an object by variable name or an array.",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn input_from(body: DraftBody) -> Result<DraftInput, AppError> {
+    let message = match (body.message.text, body.message.template) {
+        (Some(text), None) => MessageInput::Text(text),
+        (None, Some(t)) => {
+            let template = match (t.id, t.name) {
+                (Some(id), _) => TemplateRef::Id(id),
+                (None, Some(name)) => TemplateRef::Name {
+                    name,
+                    language: t.language.unwrap_or_default(),
+                },
+                (None, None) => {
+                    return Err(AppError::invalid(
+                        "invalid_message",
+                        "Name the template: `id`, or `name` and `language`.",
+                    ));
+                }
+            };
+            MessageInput::Template {
+                template,
+                variables: mapping(t.variables)?,
+            }
+        }
+        _ => {
+            return Err(AppError::invalid(
+                "invalid_message",
+                "`message` holds either `text` or `template`.",
+            ));
+        }
+    };
+    Ok(DraftInput {
+        name: body.name,
+        channel: body.channel,
+        audience: body.audience,
+        message,
+        send_at: when(body.schedule.at.as_deref(), "at")?,
+        time_zone: body.schedule.time_zone.unwrap_or_default(),
+        expires_at: when(body.schedule.expires_at.as_deref(), "expires_at")?,
+    })
+}
+
+#[derive(Serialize)]
+pub struct ScheduleJson {
+    at: Option<String>,
+    time_zone: String,
+    expires_at: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct BroadcastJson {
+    id: String,
+    name: String,
+    state: BroadcastState,
+    channel: ChannelRef,
+    audience: Audience,
+    message: BroadcastMessage,
+    schedule: ScheduleJson,
+    counts: Counts,
+    pause_reason: Option<String>,
+    review_note: Option<String>,
+    approved_by: Option<String>,
+    created_by: String,
+    created_at: String,
+    launched_at: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+fn rfc3339(at: Option<NaiveDateTime>) -> Option<String> {
+    at.map(|t| t.and_utc().to_rfc3339())
+}
+
+pub fn broadcast_json(v: BroadcastView) -> BroadcastJson {
+    let state = v.state();
+    let row = v.row;
+    BroadcastJson {
+        id: row.public_id,
+        name: row.name,
+        state,
+        channel: ChannelRef::of(&v.channel),
+        audience: v.audience,
+        message: v.message,
+        schedule: ScheduleJson {
+            at: rfc3339(row.send_at),
+            time_zone: row.time_zone,
+            expires_at: rfc3339(row.expires_at),
+        },
+        counts: v.counts,
+        pause_reason: row.pause_reason,
+        review_note: row.review_note,
+        approved_by: row.approved_by_label,
+        created_by: row.created_by_label,
+        created_at: row.created_at.and_utc().to_rfc3339(),
+        launched_at: rfc3339(row.launched_at),
+        started_at: rfc3339(row.started_at),
+        finished_at: rfc3339(row.finished_at),
+    }
+}
+
+/// `POST /api/v1/broadcasts` -> 201 with the draft (200 with `Idempotent-Replayed: true` for a
+/// repeat of the same request under the same key).
+pub async fn create(
+    req: HttpRequest,
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    body: Body<serde_json::Value>,
+) -> Result<HttpResponse, AppError> {
+    let key = idempotency_key(&req)?;
+    let raw = body.get()?;
+    let hash: String = Sha256::digest(raw.to_string().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let parsed: DraftBody = serde_json::from_value(raw)
+        .map_err(|e| AppError::invalid("invalid_json", format!("The body does not fit: {e}")))?;
+    let input = input_from(parsed)?;
+    let owner = match &auth.principal {
+        Principal::ApiKey(k) => format!("api:{}", k.public_id),
+        Principal::User(u) => format!("user:{}", u.id),
+    };
+    let idempotency = key.map(|k| (format!("{owner}:{k}"), hash));
+    let (view, replayed) = broadcasts::create(&state, auth.actor(), input, idempotency).await?;
+    let mut res = if replayed {
+        let mut r = HttpResponse::Ok();
+        r.insert_header(("Idempotent-Replayed", "true"));
+        r
+    } else {
+        HttpResponse::Created()
+    };
+    Ok(res.json(broadcast_json(view)))
+}
+
+/// `PATCH /api/v1/broadcasts/{id}`: rewrites a draft (the whole draft, as for `POST`).
+pub async fn update(
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Body<DraftBody>,
+) -> Result<HttpResponse, AppError> {
+    let input = input_from(body.get()?)?;
+    let view = broadcasts::update(&state, auth.actor(), path.into_inner(), input).await?;
+    Ok(HttpResponse::Ok().json(broadcast_json(view)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/broadcasts?state=&q=&limit=&cursor=` -> `{"data": [...], "next_cursor"}`.
+pub async fn list(
+    _auth: Auth<perm::ViewBroadcasts>,
+    state: web::Data<AppState>,
+    query: Params<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    let q = query.get()?;
+    let wanted_state = match q.state.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<BroadcastState>()
+                .map_err(|e| AppError::invalid("invalid_state", format!("`state`: {e}")))?,
+        ),
+    };
+    let before = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            AppError::invalid(
+                "invalid_cursor",
+                "`cursor` is the `next_cursor` of a previous page.",
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let filter = ListFilter {
+        state: wanted_state,
+        q: q.q,
+    };
+    let (views, more) = broadcasts::list(&state, filter, before, limit).await?;
+    let next = if more {
+        views.last().map(|v| v.row.id.to_string())
+    } else {
+        None
+    };
+    let data: Vec<BroadcastJson> = views.into_iter().map(broadcast_json).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data, "next_cursor": next })))
+}
+
+/// `GET /api/v1/broadcasts/{id}`.
+pub async fn get(
+    _auth: Auth<perm::ViewBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let view = broadcasts::get(&state, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(broadcast_json(view)))
+}
+
+/// `GET /api/v1/broadcasts/{id}/estimate` -> the reach and the exclusions by reason.
+pub async fn estimate(
+    _auth: Auth<perm::ViewBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let e = broadcasts::estimate(&state, path.into_inner()).await?;
+    let excluded: BTreeMap<&str, i64> = e.excluded.iter().map(|(x, n)| (x.as_str(), *n)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "matched": e.matched,
+        "reach": e.reach(),
+        "excluded": excluded,
+    })))
+}
+
+/// `POST /api/v1/broadcasts/{id}/launch` -> 200 with the broadcast (`pending_approval`,
+/// `scheduled` or `running`).
+pub async fn launch(
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let (_, view) = broadcasts::launch(&state, auth.actor(), path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(broadcast_json(view)))
+}
+
+async fn control(
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    id: String,
+    what: Control,
+) -> Result<HttpResponse, AppError> {
+    let view = broadcasts::control(&state, auth.actor(), id, what).await?;
+    Ok(HttpResponse::Ok().json(broadcast_json(view)))
+}
+
+pub async fn pause(
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    control(auth, state, path.into_inner(), Control::Pause).await
+}
+
+pub async fn resume(
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    control(auth, state, path.into_inner(), Control::Resume).await
+}
+
+pub async fn cancel(
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    control(auth, state, path.into_inner(), Control::Cancel).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    #[serde(default)]
+    note: String,
+}
+
+async fn review(
+    auth: Auth<perm::ApproveBroadcasts>,
+    state: web::Data<AppState>,
+    id: String,
+    approve: bool,
+    body: Body<ReviewBody>,
+) -> Result<HttpResponse, AppError> {
+    let note = body.get().map(|b| b.note).unwrap_or_default();
+    let view = broadcasts::review(&state, auth.actor(), id, approve, note).await?;
+    Ok(HttpResponse::Ok().json(broadcast_json(view)))
+}
+
+/// `POST /api/v1/broadcasts/{id}/approve` (optional `{"note"}`).
+pub async fn approve(
+    auth: Auth<perm::ApproveBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Body<ReviewBody>,
+) -> Result<HttpResponse, AppError> {
+    review(auth, state, path.into_inner(), true, body).await
+}
+
+/// `POST /api/v1/broadcasts/{id}/reject` with `{"note"}` (required).
+pub async fn reject(
+    auth: Auth<perm::ApproveBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Body<ReviewBody>,
+) -> Result<HttpResponse, AppError> {
+    review(auth, state, path.into_inner(), false, body).await
+}

@@ -1,0 +1,493 @@
+//! Broadcasts through the API on the sandbox: a draft from JSON (idempotent), the reach
+//! estimate, a launch that happens once however often it is asked, every recipient sent to
+//! once, pause and resume without repeats, cancel, launch approval, and a schedule.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use herald::storage::schema::messages;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::fixtures::{Setup, contact, setup, spawn};
+use crate::helpers::{TestApp, create_api_key};
+use crate::provider_kit::api;
+
+/// A text broadcast on the sandbox SMS channel to `audience`.
+fn draft(s: &Setup, name: &str, audience: Value) -> Value {
+    json!({
+        "name": name,
+        "channel": s.sms.name,
+        "audience": audience,
+        "message": {"text": "Our winter sale starts today."},
+    })
+}
+
+/// Sets the channel's rate; the dispatcher's lane reads it again within 2 seconds.
+async fn set_rate(app: &TestApp, s: &Setup, rate: i64) {
+    let (status, ch) = api(
+        app,
+        Method::PATCH,
+        &format!("/api/v1/channels/{}", s.sms.public_id),
+        &s.key,
+        Some(&json!({"rate_limit_per_second": rate})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ch}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+}
+
+async fn post_draft(
+    app: &TestApp,
+    key: &str,
+    body: &Value,
+    idem: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/api/v1/broadcasts", app.address))
+        .bearer_auth(key)
+        .json(body);
+    if let Some(k) = idem {
+        req = req.header("Idempotency-Key", k);
+    }
+    let res = req.send().await.expect("POST");
+    let status = res.status();
+    (status, res.json().await.expect("JSON"))
+}
+
+async fn broadcast(app: &TestApp, key: &str, id: &str) -> Value {
+    let (status, b) = api(
+        app,
+        Method::GET,
+        &format!("/api/v1/broadcasts/{id}"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    b
+}
+
+async fn control(app: &TestApp, key: &str, id: &str, what: &str) -> (StatusCode, Value) {
+    api(
+        app,
+        Method::POST,
+        &format!("/api/v1/broadcasts/{id}/{what}"),
+        key,
+        None,
+    )
+    .await
+}
+
+async fn wait_for_state(app: &TestApp, key: &str, id: &str, state: &str, secs: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let b = broadcast(app, key, id).await;
+        if b["state"] == state {
+            return b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broadcast never became {state}: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many messages of any broadcast each contact (by internal id) has.
+fn campaign_messages_per_contact(app: &TestApp) -> HashMap<i64, i64> {
+    let rows: Vec<(i64, i64)> = messages::table
+        .filter(messages::campaign_id.is_not_null())
+        .group_by(messages::contact_id)
+        .select((messages::contact_id, diesel::dsl::count_star()))
+        .load(&mut *app.db())
+        .expect("counts");
+    rows.into_iter().collect()
+}
+
+async fn contacts(app: &TestApp, key: &str, n: usize, first: u32, lists: &[&str], city: &str) {
+    for i in 0..n {
+        contact(
+            app,
+            key,
+            json!({
+                "phone": format!("+1415555{:04}", first as usize + i),
+                "name": format!("Person {}", first as usize + i),
+                "attributes": {"city": city},
+                "lists": lists,
+            }),
+        )
+        .await;
+    }
+}
+
+async fn a_broadcast_reaches_its_audience_once(app: TestApp) {
+    let s = setup(&app).await;
+    // The audience: VIPs not in Berlin, minus staff. 6 in Paris, 3 in Berlin, 2 staff in
+    // Paris, 4 not VIPs; one Paris VIP opted out of SMS.
+    contacts(&app, &s.key, 6, 0, &["VIP"], "Paris").await;
+    contacts(&app, &s.key, 3, 100, &["VIP"], "Berlin").await;
+    contacts(&app, &s.key, 2, 200, &["VIP", "Staff"], "Paris").await;
+    contacts(&app, &s.key, 4, 300, &[], "Paris").await;
+    contact(
+        &app,
+        &s.key,
+        json!({"phone": "+14155550000", "consent": {"sms": "opted_out"}}),
+    )
+    .await;
+    let audience = json!({
+        "lists": ["VIP"],
+        "exclude_lists": ["Staff"],
+        "filter": {"match": "all", "conditions": [
+            {"field": "attributes.city", "op": "ne", "value": "berlin"}
+        ]}
+    });
+    let body = draft(&s, "Winter sale", audience.clone());
+
+    // Refusals say what is wrong and where, and store nothing.
+    let mut bad = body.clone();
+    bad["audience"]["lists"] = json!(["No such list"]);
+    bad["schedule"] = json!({"at": "2020-01-01T09:00:00Z"});
+    let (status, err) = post_draft(&app, &s.key, &bad, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    let fields = &err["error"]["fields"];
+    assert!(
+        fields["audience.lists"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No such list"),
+        "{err}"
+    );
+    assert!(
+        fields["schedule.at"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("passed"),
+        "{err}"
+    );
+    let mut wa_text = body.clone();
+    wa_text["channel"] = json!(s.wa.name);
+    let (status, err) = post_draft(&app, &s.key, &wa_text, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("template"),
+        "{err}"
+    );
+
+    // A draft, idempotently.
+    let (status, b) = post_draft(&app, &s.key, &body, Some("sale-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    assert_eq!(b["state"], "draft");
+    let id = b["id"].as_str().expect("id").to_owned();
+    let (status, again) = post_draft(&app, &s.key, &body, Some("sale-1")).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], id.as_str());
+    let (status, other) =
+        post_draft(&app, &s.key, &draft(&s, "Other", audience), Some("sale-1")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{other}");
+    assert_eq!(other["error"]["code"], "idempotency_key_reused");
+
+    // The estimate: 6 Paris VIPs (the 2 staff and 3 in Berlin are not matched), one opted out.
+    let (status, estimate) = api(
+        &app,
+        Method::GET,
+        &format!("/api/v1/broadcasts/{id}/estimate"),
+        &s.key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{estimate}");
+    assert_eq!(estimate["matched"], 6, "{estimate}");
+    assert_eq!(estimate["reach"], 5, "{estimate}");
+    assert_eq!(estimate["excluded"]["opted_out"], 1, "{estimate}");
+
+    // Launched from two clients at once: exactly one launch.
+    let (a, b2) = tokio::join!(
+        control(&app, &s.key, &id, "launch"),
+        control(&app, &s.key, &id, "launch")
+    );
+    let oks = [&a, &b2]
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::OK)
+        .count();
+    assert_eq!(oks, 1, "{a:?} {b2:?}");
+    let refused = if a.0 == StatusCode::OK { &b2 } else { &a };
+    assert_eq!(refused.0, StatusCode::CONFLICT, "{refused:?}");
+
+    let done = wait_for_state(&app, &s.key, &id, "completed", 60).await;
+    let counts = &done["counts"];
+    assert_eq!(counts["recipients"], 6, "{done}");
+    assert_eq!(counts["skipped"], 1, "{done}");
+    assert_eq!(counts["pending"], 0, "{done}");
+    let reached = counts["sent"].as_i64().unwrap()
+        + counts["delivered"].as_i64().unwrap()
+        + counts["read"].as_i64().unwrap();
+    assert_eq!(reached, 5, "{done}");
+    let per_contact = campaign_messages_per_contact(&app);
+    assert_eq!(per_contact.len(), 5);
+    assert!(per_contact.values().all(|n| *n == 1), "{per_contact:?}");
+
+    // A broadcast's message names its broadcast.
+    let message_id: String = messages::table
+        .filter(messages::campaign_id.is_not_null())
+        .select(messages::public_id)
+        .first(&mut *app.db())
+        .expect("a message");
+    let (_, m) = api(
+        &app,
+        Method::GET,
+        &format!("/api/v1/messages/{message_id}"),
+        &s.key,
+        None,
+    )
+    .await;
+    assert_eq!(m["broadcast_id"], id.as_str(), "{m}");
+
+    // Nothing changes a completed broadcast.
+    let (status, _) = control(&app, &s.key, &id, "cancel").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = api(
+        &app,
+        Method::PATCH,
+        &format!("/api/v1/broadcasts/{id}"),
+        &s.key,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, list) = api(
+        &app,
+        Method::GET,
+        "/api/v1/broadcasts?state=completed",
+        &s.key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+}
+
+async fn pause_and_resume_never_send_twice(app: TestApp) {
+    let s = setup(&app).await;
+    // Slow enough to pause during: 60 recipients at 20 a second.
+    contacts(&app, &s.key, 60, 0, &["All"], "Paris").await;
+    set_rate(&app, &s, 20).await;
+    let (status, b) = post_draft(
+        &app,
+        &s.key,
+        &draft(&s, "Paced", json!({"lists": ["All"]})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let (status, launched) = control(&app, &s.key, &id, "launch").await;
+    assert_eq!(status, StatusCode::OK, "{launched}");
+    assert_eq!(launched["state"], "running");
+
+    for round in 0..5 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (status, paused) = control(&app, &s.key, &id, "pause").await;
+        assert_eq!(status, StatusCode::OK, "round {round}: {paused}");
+        assert!(
+            paused["counts"]["pending"].as_i64().unwrap() > 0,
+            "paused before the end: {paused}"
+        );
+        // A second pause is answered with the paused broadcast, not an error.
+        let (status, again) = control(&app, &s.key, &id, "pause").await;
+        assert_eq!(
+            (status, again["state"].clone()),
+            (StatusCode::OK, json!("paused"))
+        );
+        // What was in flight finishes; then nothing moves while paused.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let before = broadcast(&app, &s.key, &id).await["counts"].clone();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = broadcast(&app, &s.key, &id).await["counts"].clone();
+        assert_eq!(
+            before["pending"], after["pending"],
+            "round {round}: {before} {after}"
+        );
+        let (status, resumed) = control(&app, &s.key, &id, "resume").await;
+        assert_eq!(status, StatusCode::OK, "{resumed}");
+    }
+    let done = wait_for_state(&app, &s.key, &id, "completed", 60).await;
+    assert_eq!(done["counts"]["recipients"], 60);
+    assert_eq!(done["counts"]["pending"], 0, "{done}");
+    let per_contact = campaign_messages_per_contact(&app);
+    assert_eq!(per_contact.len(), 60);
+    assert!(per_contact.values().all(|n| *n == 1), "{per_contact:?}");
+}
+
+async fn cancel_approval_and_schedule(app: TestApp) {
+    let s = setup(&app).await;
+    contacts(&app, &s.key, 5, 0, &["All"], "Paris").await;
+    // Cancelling a draft.
+    let (_, b) = post_draft(
+        &app,
+        &s.key,
+        &draft(&s, "Dropped", json!({"lists": ["All"]})),
+        None,
+    )
+    .await;
+    let id = b["id"].as_str().unwrap().to_owned();
+    let (status, c) = control(&app, &s.key, &id, "cancel").await;
+    assert_eq!(
+        (status, c["state"].clone()),
+        (StatusCode::OK, json!("cancelled"))
+    );
+    let (status, _) = control(&app, &s.key, &id, "launch").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // An empty audience is refused at launch and leaves the draft as it was.
+    let (_, b) = post_draft(
+        &app,
+        &s.key,
+        &draft(
+            &s,
+            "Nobody",
+            json!({"filter": {"conditions": [{"field": "attributes.city", "op": "eq", "value": "Atlantis"}]}}),
+        ),
+        None,
+    )
+    .await;
+    let empty = b["id"].as_str().unwrap().to_owned();
+    let (status, err) = control(&app, &s.key, &empty, "launch").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["error"]["code"], "empty_audience");
+    assert_eq!(broadcast(&app, &s.key, &empty).await["state"], "draft");
+
+    // Launch approval: the author's launch waits; the author cannot approve it; a support
+    // lead can.
+    herald::storage::settings::set(&mut app.db(), "broadcasts.launch_approval", "on").unwrap();
+    let marketer = create_api_key(&s.admin, "Marketing", "marketer").await;
+    let lead = create_api_key(&s.admin, "Lead", "support_lead").await;
+    let (status, b) = post_draft(
+        &app,
+        &marketer,
+        &draft(&s, "Needs a yes", json!({"lists": ["All"]})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let (status, pending) = control(&app, &marketer, &id, "launch").await;
+    assert_eq!(
+        (status, pending["state"].clone()),
+        (StatusCode::OK, json!("pending_approval"))
+    );
+    let (status, _) = control(&app, &marketer, &id, "approve").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "marketers do not approve");
+    let (status, rejected) = api(
+        &app,
+        Method::POST,
+        &format!("/api/v1/broadcasts/{id}/reject"),
+        &lead,
+        Some(&json!({"note": ""})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a rejection says why: {rejected}"
+    );
+    let (status, approved) = control(&app, &lead, &id, "approve").await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    assert!(
+        ["running", "completed"].contains(&approved["state"].as_str().unwrap()),
+        "{approved}"
+    );
+    wait_for_state(&app, &s.key, &id, "completed", 60).await;
+    herald::storage::settings::set(&mut app.db(), "broadcasts.launch_approval", "off").unwrap();
+
+    // A schedule in a time zone: scheduled, then running on time, then completed.
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(3))
+        .with_timezone(&chrono_tz::America::New_York)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let mut later = draft(&s, "Later", json!({"lists": ["All"]}));
+    later["schedule"] = json!({"at": at, "time_zone": "America/New_York"});
+    let (status, b) = post_draft(&app, &s.key, &later, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let (status, scheduled) = control(&app, &s.key, &id, "launch").await;
+    assert_eq!(
+        (status, scheduled["state"].clone()),
+        (StatusCode::OK, json!("scheduled")),
+        "{scheduled}"
+    );
+    assert_eq!(scheduled["counts"]["sent"], 0);
+    let done = wait_for_state(&app, &s.key, &id, "completed", 60).await;
+    let started =
+        chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap()).unwrap();
+    let planned =
+        chrono::DateTime::parse_from_rfc3339(done["schedule"]["at"].as_str().unwrap()).unwrap();
+    assert!(started >= planned, "started {started} before {planned}");
+}
+
+async fn a_disabled_channel_pauses_the_broadcast_with_the_reason(app: TestApp) {
+    let s = setup(&app).await;
+    contacts(&app, &s.key, 40, 0, &["All"], "Paris").await;
+    set_rate(&app, &s, 5).await;
+    let (_, b) = post_draft(
+        &app,
+        &s.key,
+        &draft(&s, "Interrupted", json!({"lists": ["All"]})),
+        None,
+    )
+    .await;
+    let id = b["id"].as_str().unwrap().to_owned();
+    let (status, _) = control(&app, &s.key, &id, "launch").await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = api(
+        &app,
+        Method::PATCH,
+        &format!("/api/v1/channels/{}", s.sms.public_id),
+        &s.key,
+        Some(&json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let paused = wait_for_state(&app, &s.key, &id, "paused", 30).await;
+    assert!(
+        paused["pause_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("disabled"),
+        "{paused}"
+    );
+    // Resuming before the channel is back is refused with the reason.
+    let (status, err) = control(&app, &s.key, &id, "resume").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    let (status, _) = api(
+        &app,
+        Method::PATCH,
+        &format!("/api/v1/channels/{}", s.sms.public_id),
+        &s.key,
+        Some(&json!({"enabled": true, "rate_limit_per_second": 100})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = control(&app, &s.key, &id, "resume").await;
+    assert_eq!(status, StatusCode::OK);
+    let done = wait_for_state(&app, &s.key, &id, "completed", 60).await;
+    assert_eq!(done["counts"]["pending"], 0, "{done}");
+    assert!(
+        campaign_messages_per_contact(&app)
+            .values()
+            .all(|n| *n == 1)
+    );
+}
+
+crate::both_backends!(
+    spawn = spawn;
+    a_broadcast_reaches_its_audience_once,
+    pause_and_resume_never_send_twice,
+    cancel_approval_and_schedule,
+    a_disabled_channel_pauses_the_broadcast_with_the_reason,
+);
