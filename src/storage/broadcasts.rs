@@ -746,6 +746,32 @@ pub fn freeze(
     }
 }
 
+#[derive(QueryableByName)]
+struct ContactId {
+    #[diesel(sql_type = BigInt)]
+    contact_id: i64,
+}
+
+/// The `offset`-th contact (in id order) the audience reaches, to preview the message for a
+/// real recipient.
+pub fn sample(
+    conn: &mut DbConnection,
+    audience: &Audience,
+    ctx: &AudienceContext,
+    offset: i64,
+) -> QueryResult<Option<i64>> {
+    let mut sql = Sql::new(is_postgres(conn));
+    sql.push("SELECT s.contact_id AS contact_id FROM (");
+    sql.candidates(audience, ctx);
+    sql.push(") s WHERE s.reason IS NULL ORDER BY s.contact_id LIMIT 1 OFFSET ");
+    sql.bind(Bound::Int(offset.max(0)));
+    let rows: Vec<ContactId> = match conn {
+        DbConnection::Sqlite(c) => sql.statement().load(c)?,
+        DbConnection::Postgres(c) => sql.statement().load(c)?,
+    };
+    Ok(rows.first().map(|r| r.contact_id))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Feeding and counting
 
@@ -1034,6 +1060,21 @@ pub struct RecipientRow {
     pub contact_id: i64,
     pub status: String,
     pub reason: Option<String>,
+}
+
+/// The status of the broadcast's message to each of these contacts (those queued).
+pub fn message_statuses(
+    conn: &mut DbConnection,
+    broadcast_id: i64,
+    contact_ids: &[i64],
+) -> QueryResult<std::collections::HashMap<i64, String>> {
+    let rows: Vec<(i64, String)> = messages::table
+        .filter(messages::campaign_id.eq(broadcast_id))
+        .filter(messages::resend_of.is_null())
+        .filter(messages::contact_id.eq_any(contact_ids))
+        .select((messages::contact_id, messages::status))
+        .load(conn)?;
+    Ok(rows.into_iter().collect())
 }
 
 /// A page of recipients in frozen order (keyset on id, `after`).

@@ -484,8 +484,140 @@ async fn a_disabled_channel_pauses_the_broadcast_with_the_reason(app: TestApp) {
     );
 }
 
+async fn the_pages_compose_review_test_launch_and_follow_a_broadcast(app: TestApp) {
+    let s = setup(&app).await;
+    contacts(&app, &s.key, 4, 0, &["All"], "Paris").await;
+    contacts(&app, &s.key, 2, 100, &["All"], "Berlin").await;
+    let list = herald::storage::lists::find_by_name(&mut app.db(), "All")
+        .unwrap()
+        .expect("the list");
+    let html = s.admin.get_html("/broadcasts").await;
+    assert!(html.contains("No broadcasts yet"), "{html}");
+
+    // A refused draft keeps what was typed and says what is wrong, by field.
+    let res = s
+        .admin
+        .post_form(
+            "/broadcasts",
+            &[
+                ("name", ""),
+                ("channel", &s.sms.public_id),
+                ("text", "Hello"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Give the broadcast a name."), "{html}");
+    assert!(html.contains(">Hello</textarea>"), "{html}");
+
+    let res = s
+        .admin
+        .post_form(
+            "/broadcasts",
+            &[
+                ("name", "Paris sale"),
+                ("channel", &s.sms.public_id),
+                ("list", &list.public_id),
+                ("match", "all"),
+                ("c0.field", "attributes.city"),
+                ("c0.op", "eq"),
+                ("c0.value", "Paris"),
+                ("c1.field", ""),
+                ("c1.op", "eq"),
+                ("c1.value", ""),
+                ("text", "Sale in Paris today."),
+                ("time_zone", "Europe/Paris"),
+                ("next", "review"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = crate::helpers::location(&res);
+    let id = page.trim_start_matches("/broadcasts/").to_owned();
+    let html = s.admin.get_html(&page).await;
+    assert!(html.contains("data-reach>4<"), "the reach: {html}");
+    assert!(html.contains("Sale in Paris today."), "the preview: {html}");
+    assert!(
+        html.contains("1 segment per message"),
+        "SMS segments: {html}"
+    );
+    // The form comes back with what was saved.
+    let form = s.admin.get_html(&format!("{page}/edit")).await;
+    assert!(form.contains("value=\"Paris\""), "{form}");
+
+    // A test send goes through the usual path, marked as a test and outside the broadcast.
+    let res = s
+        .admin
+        .post_form(&format!("{page}/test"), &[("phones", "+14155550001")])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let tests: Vec<Option<i64>> = messages::table
+        .filter(messages::requested_by.like("%test of broadcast%"))
+        .select(messages::campaign_id)
+        .load(&mut *app.db())
+        .unwrap();
+    assert_eq!(tests, vec![None]);
+    let res = s
+        .admin
+        .post_form(&format!("{page}/test"), &[("phones", "+19999")])
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Launch, then the live page follows it to the end.
+    let res = s.admin.post_form(&format!("{page}/launch"), &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    wait_for_state(&app, &s.key, &id, "completed", 60).await;
+    let html = s.admin.get_html(&page).await;
+    assert!(html.contains("sse-connect=\"/broadcasts/"), "{html}");
+    assert!(html.contains("Completed"), "{html}");
+    assert_eq!(
+        crate::helpers::texts(&html, "#recipients tbody tr").len(),
+        4,
+        "{html}"
+    );
+    let mut events = s.admin.get(&format!("{page}/events")).await;
+    let first = events.chunk().await.unwrap().expect("an event");
+    let first = String::from_utf8_lossy(&first);
+    assert!(first.starts_with("event: progress"), "{first}");
+    assert!(first.contains("data-count=\"sent\""), "{first}");
+    let list_html = s.admin.get_html("/broadcasts?state=completed").await;
+    assert!(list_html.contains("Paris sale"), "{list_html}");
+
+    // Support leads see broadcasts but do not compose them; settings are for admins.
+    let html = s.lead.get_html("/broadcasts").await;
+    assert!(
+        html.contains("Paris sale") && !html.contains("New broadcast"),
+        "{html}"
+    );
+    let res = s.lead.post_form("/broadcasts", &[("name", "x")]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = s
+        .admin
+        .post_form("/broadcasts/settings", &[("frequency_cap", "lots")])
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = s
+        .admin
+        .post_form(
+            "/broadcasts/settings",
+            &[
+                ("launch_approval", "on"),
+                ("frequency_cap", "3"),
+                ("failure_pause_percent", "20"),
+                ("reply_window_hours", "72"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let settings =
+        herald::storage::settings::get(&mut app.db(), "broadcasts.frequency_cap").unwrap();
+    assert_eq!(settings.as_deref(), Some("3"));
+}
+
 crate::both_backends!(
     spawn = spawn;
+    the_pages_compose_review_test_launch_and_follow_a_broadcast,
     a_broadcast_reaches_its_audience_once,
     pause_and_resume_never_send_twice,
     cancel_approval_and_schedule,
