@@ -615,8 +615,95 @@ async fn the_pages_compose_review_test_launch_and_follow_a_broadcast(app: TestAp
     assert_eq!(settings.as_deref(), Some("3"));
 }
 
+async fn a_template_broadcast_fills_each_recipient_and_honours_the_frequency_cap(app: TestApp) {
+    let s = setup(&app).await;
+    crate::fixtures::approved_template(&app, &s, "order_news", crate::fixtures::WA_BODY).await;
+    for (i, (name, order)) in [("Ada", Some("#1")), ("", Some("#2")), ("Cy", None)]
+        .iter()
+        .enumerate()
+    {
+        let mut attributes = json!({});
+        if let Some(o) = order {
+            attributes["order"] = json!(o);
+        }
+        contact(
+            &app,
+            &s.key,
+            json!({"phone": format!("+1415555010{i}"), "name": name, "attributes": attributes, "lists": ["Buyers"]}),
+        )
+        .await;
+    }
+    let body = json!({
+        "name": "Order news",
+        "channel": s.wa.name,
+        "audience": {"lists": ["Buyers"]},
+        "message": {"template": {"name": "order_news", "language": "en_US", "variables": {
+            "1": {"source": "attribute_with_fallback", "key": "name", "fallback": "there"},
+            "2": {"source": "attribute", "key": "order"}
+        }}},
+    });
+    // A variable the template does not have is refused at the field.
+    let mut wrong = body.clone();
+    wrong["message"]["template"]["variables"]["3"] = json!("x");
+    let (status, err) = post_draft(&app, &s.key, &wrong, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(
+        err["error"]["fields"]["message.variables.3"].is_string(),
+        "{err}"
+    );
+
+    let (status, b) = post_draft(&app, &s.key, &body, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let (_, estimate) = api(
+        &app,
+        Method::GET,
+        &format!("/api/v1/broadcasts/{id}/estimate"),
+        &s.key,
+        None,
+    )
+    .await;
+    assert_eq!(estimate["reach"], 2, "{estimate}");
+    assert_eq!(estimate["excluded"]["missing_variable"], 1, "{estimate}");
+    let (status, _) = control(&app, &s.key, &id, "launch").await;
+    assert_eq!(status, StatusCode::OK);
+    let done = wait_for_state(&app, &s.key, &id, "completed", 60).await;
+    assert_eq!(done["counts"]["skipped"], 1, "{done}");
+    let mut bodies: Vec<String> = messages::table
+        .filter(messages::campaign_id.is_not_null())
+        .select(messages::body)
+        .load(&mut *app.db())
+        .unwrap();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec![
+            "Hi Ada, your order #1 has shipped.".to_owned(),
+            "Hi there, your order #2 has shipped.".to_owned()
+        ]
+    );
+
+    // With a cap of one broadcast message a week, the two reached are left out next time.
+    herald::storage::settings::set(&mut app.db(), "broadcasts.frequency_cap", "1").unwrap();
+    let mut again = body.clone();
+    again["name"] = json!("More news");
+    let (_, b) = post_draft(&app, &s.key, &again, None).await;
+    let id = b["id"].as_str().unwrap();
+    let (_, estimate) = api(
+        &app,
+        Method::GET,
+        &format!("/api/v1/broadcasts/{id}/estimate"),
+        &s.key,
+        None,
+    )
+    .await;
+    assert_eq!(estimate["reach"], 0, "{estimate}");
+    assert_eq!(estimate["excluded"]["frequency_cap"], 2, "{estimate}");
+}
+
 crate::both_backends!(
     spawn = spawn;
+    a_template_broadcast_fills_each_recipient_and_honours_the_frequency_cap,
     the_pages_compose_review_test_launch_and_follow_a_broadcast,
     a_broadcast_reaches_its_audience_once,
     pause_and_resume_never_send_twice,

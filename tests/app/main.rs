@@ -6,6 +6,7 @@ mod helpers;
 mod api_crash;
 mod api_keys;
 mod auth;
+mod broadcast_crash;
 mod broadcasts;
 mod browser;
 mod channels;
