@@ -940,6 +940,33 @@ pub fn recent_failures(
     Ok((failed as i64, statuses.len() as i64))
 }
 
+/// WhatsApp's codes for a template it will not send (paused, disabled, missing, parameters
+/// that do not fit): the broadcast pauses on them instead of failing every recipient.
+pub const TEMPLATE_REFUSED_CODES: [&str; 7] = [
+    "132000", "132001", "132005", "132007", "132012", "132015", "132016",
+];
+
+/// The provider's code of a template refusal among the broadcast's messages queued since
+/// `since`, if there is one.
+pub fn template_refusal(
+    conn: &mut DbConnection,
+    broadcast_id: i64,
+    since: Option<NaiveDateTime>,
+) -> QueryResult<Option<(String, String)>> {
+    let mut query = messages::table
+        .filter(messages::campaign_id.eq(broadcast_id))
+        .filter(messages::status.eq("failed"))
+        .filter(messages::error_code.eq_any(TEMPLATE_REFUSED_CODES))
+        .select((messages::error_code, messages::error_message))
+        .limit(1)
+        .into_boxed();
+    if let Some(since) = since {
+        query = query.filter(messages::created_at.ge(since));
+    }
+    let found: Option<(Option<String>, Option<String>)> = query.first(conn).optional()?;
+    Ok(found.map(|(code, words)| (code.unwrap_or_default(), words.unwrap_or_default())))
+}
+
 /// A broadcast's counts: recipients by state and messages by status.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {

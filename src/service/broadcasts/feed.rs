@@ -200,6 +200,12 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
     };
     let settings = read_settings(change.conn)?;
     let since = row.resumed_at.or(row.started_at);
+    if let Some((code, words)) = store::template_refusal(change.conn, row.id, since)? {
+        let reason = format!(
+            "The provider refused the template (code {code}: {words}). Resume once the template can be sent again."
+        );
+        return auto_pause(change, &row, &reason);
+    }
     let (failed, finished) = store::recent_failures(change.conn, row.id, since, FAILURE_WINDOW)?;
     if finished >= 50 && failed * 100 >= settings.failure_pause_percent * finished {
         let reason = format!(
