@@ -433,7 +433,9 @@ impl Draft {
             if raw.is_empty() {
                 return None;
             }
-            match NaiveDateTime::parse_from_str(raw, LOCAL_FORMAT) {
+            let parsed = NaiveDateTime::parse_from_str(raw, LOCAL_FORMAT)
+                .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S"));
+            match parsed {
                 Ok(t) => Some(When::Local(t)),
                 Err(_) => {
                     problems.add(field, "Enter a date and time, like 2026-12-24 09:00.");
@@ -771,6 +773,7 @@ struct ShowPage {
     /// Drafts: the reach estimate now.
     estimate: Option<Estimate>,
     reach: String,
+    matched: String,
     exclusions: Vec<Exclusions>,
     preview: Option<Preview>,
     message_text: String,
@@ -872,10 +875,10 @@ async fn show_page(
     let segments = (v.channel.kind == ChannelKind::Sms && !message_text.is_empty()).then(|| {
         let info = sms::analyse(&message_text);
         format!(
-            "{} segment{} per message ({:?}), about {} in total",
+            "{} segment{} per message ({}), about {} in total",
             info.segments,
             if info.segments == 1 { "" } else { "s" },
-            info.encoding,
+            info.encoding.label(),
             thousands(info.segments as i64 * reach_n)
         )
     });
@@ -932,6 +935,7 @@ async fn show_page(
         chrome,
         p: ProgressView::of(&v),
         reach: thousands(reach_n),
+        matched: thousands(estimate.as_ref().map(|e| e.matched).unwrap_or_default()),
         filter: describe_filter(&v.audience),
         lists: names,
         estimate,

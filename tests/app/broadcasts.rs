@@ -710,3 +710,174 @@ crate::both_backends!(
     cancel_approval_and_schedule,
     a_disabled_channel_pauses_the_broadcast_with_the_reason,
 );
+
+/// `n` (at most 10,000) contacts in the list `list_id`, every other one in Paris, straight into the database.
+fn bulk_contacts(app: &TestApp, n: i64, list_id: i64) {
+    use diesel::connection::SimpleConnection;
+    let postgres = app.database_url.starts_with("postgres");
+    let (series, phone, city) = if postgres {
+        (
+            format!("SELECT i FROM generate_series(0, {}) AS i", n - 1),
+            "'+1415555' || lpad(i::text, 4, '0')",
+            "CASE WHEN i % 2 = 0 THEN '{\"city\":\"Paris\"}' ELSE '{\"city\":\"Lyon\"}' END",
+        )
+    } else {
+        (
+            format!(
+                "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < {}) SELECT i FROM seq",
+                n - 1
+            ),
+            "'+1415555' || printf('%04d', i)",
+            "CASE WHEN i % 2 = 0 THEN '{\"city\":\"Paris\"}' ELSE '{\"city\":\"Lyon\"}' END",
+        )
+    };
+    let now = "2026-01-01 00:00:00";
+    app.db()
+        .batch_execute(&format!(
+            "INSERT INTO contacts (public_id, phone, name, email, language, time_zone, attributes, created_at, updated_at) \
+             SELECT 'bulk-' || i, {phone}, 'Person ' || i, '', '', '', {city}, '{now}', '{now}' FROM ({series}) s; \
+             INSERT INTO list_members (list_id, contact_id, added_at) SELECT {list_id}, id, '{now}' FROM contacts WHERE public_id LIKE 'bulk-%'; \
+             INSERT INTO attribute_keys (key, created_at) VALUES ('city', '{now}');"
+        ))
+        .expect("bulk contacts");
+}
+
+async fn select(b: &crate::browser::Browser, css: &str, value: &str) {
+    b.client
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|_| panic!("{css}"))
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|_| panic!("{css} = {value}"));
+}
+
+async fn wait_in(b: &crate::browser::Browser, css: &str, text: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if b.text(css).await.contains(text) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{css} never showed {text:?}; the page:\n{}",
+        b.text("main").await
+    );
+}
+
+/// Clicks a button that asks first, and says yes.
+async fn click_and_confirm(b: &crate::browser::Browser, css: &str) {
+    b.click(css).await;
+    for _ in 0..50 {
+        if b.client.accept_alert().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} asked nothing");
+}
+
+/// The issue's whole flow in Chromium: a marketer builds a 10,000-contact broadcast from a list
+/// and a filter, previews real recipients, test-sends, schedules it a minute ahead and asks for
+/// approval; a support lead approves; the marketer watches it run live, pauses and resumes it,
+/// and sees it complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn in_the_browser_a_marketer_runs_a_scheduled_approved_broadcast() {
+    let app = spawn(crate::helpers::Backend::Sqlite).await;
+    let s = setup(&app).await;
+    let marketer_email = "mia@example.com";
+    app.user_with_role(&s.admin, marketer_email, "marketer")
+        .await;
+    let list = herald::storage::lists::create(&mut app.db(), "Newsletter").expect("list");
+    bulk_contacts(&app, 10_000, list.id);
+    herald::storage::settings::set(&mut app.db(), "broadcasts.launch_approval", "on").unwrap();
+    set_rate(&app, &s, 150).await;
+
+    let b = crate::browser::Browser::start(&app.address).await;
+    b.sign_in(marketer_email, crate::helpers::PASSWORD).await;
+    b.goto("/broadcasts").await;
+    b.wait_for_text("No broadcasts yet").await;
+    b.click("a[href='/broadcasts/new']").await;
+    b.fill("#b-name", "Paris newsletter").await;
+    select(&b, "#b-channel", &s.sms.public_id).await;
+    b.click(&format!("input[name=list][value='{}']", list.public_id))
+        .await;
+    select(&b, "#c0-field", "attributes.city").await;
+    select(&b, "#c0-op", "eq").await;
+    b.fill("#c0-value", "Paris").await;
+    b.fill("#b-text", "Bonjour! Our Paris store opens on Sunday.")
+        .await;
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(65))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    b.client
+        .execute(
+            "document.getElementById('b-at').value = arguments[0];",
+            vec![json!(at)],
+        )
+        .await
+        .expect("set the start");
+    b.fill("#b-zone", "UTC").await;
+    b.click("button[name=next][value=review]").await;
+
+    // Review: the reach, a preview for real recipients, a test send.
+    wait_in(&b, "#estimate", "5,000", 10).await;
+    wait_in(&b, "#preview", "Person 0", 5).await;
+    wait_in(&b, "#preview", "Our Paris store opens on Sunday.", 5).await;
+    b.click("#preview a.button").await;
+    wait_in(&b, "#preview", "Person 2", 5).await;
+    b.fill("#test-phones", "+14155550000").await;
+    b.click("#test button[type=submit]").await;
+    b.wait_for_text("Test sent to 1 contact.").await;
+    click_and_confirm(&b, "form[action$='/launch'] button").await;
+    b.wait_for_text("Sent for approval").await;
+    let page = b.path().await;
+    b.sign_out().await;
+
+    // The support lead approves.
+    b.sign_in("sam@example.com", crate::helpers::PASSWORD).await;
+    b.goto(&page).await;
+    b.wait_for_text("Waiting for approval").await;
+    click_and_confirm(&b, "button[name=decision][value=approve]").await;
+    b.wait_for_text("Approved and launched.").await;
+    wait_in(&b, "#live", "Scheduled", 5).await;
+    b.sign_out().await;
+
+    // The marketer watches it start on time and run live, pauses and resumes it.
+    b.sign_in(marketer_email, crate::helpers::PASSWORD).await;
+    b.goto(&page).await;
+    wait_in(&b, "#live", "Running", 90).await;
+    let done = |text: String| -> i64 {
+        text.split_whitespace()
+            .zip(text.split_whitespace().skip(1))
+            .find(|(_, next)| *next == "done")
+            .and_then(|(n, _)| n.trim_end_matches('%').parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while done(b.text("#live").await) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress shown live: {}",
+            b.text("#live").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(done(b.text("#live").await) < 100, "paused before the end");
+    b.click("form[action$='/pause'] button").await;
+    b.wait_for_text("Paused: nothing new goes out").await;
+    wait_in(&b, "#live", "Paused", 5).await;
+    b.click("form[action$='/resume'] button").await;
+    b.wait_for_text("Resumed where it stopped.").await;
+    wait_in(&b, "#live", "Completed", 90).await;
+    wait_in(&b, "#live", "100% done", 5).await;
+    let per_contact = campaign_messages_per_contact(&app);
+    assert_eq!(per_contact.len(), 5_000);
+    assert!(per_contact.values().all(|n| *n == 1));
+    b.finish().await;
+}
