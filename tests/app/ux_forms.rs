@@ -428,6 +428,38 @@ async fn rejected_rows_are_shown_in_line_order_and_downloaded_with_the_files_col
         "formulas neutralised: {report}"
     );
     assert_eq!(lines.len(), 3, "{report}");
+
+    // An import cut off (here: left running by a server that went away) says what happened
+    // and that the rows written before stay.
+    let cut = {
+        let mut db = app.db();
+        let cut = herald::storage::imports::create(
+            &mut db,
+            "cut-import-1",
+            "big.csv",
+            None,
+            Some(1_000_000),
+            "Ada Admin",
+        )
+        .expect("import");
+        herald::storage::imports::fail_abandoned(
+            &mut db,
+            (chrono::Utc::now() + chrono::Duration::seconds(5)).naive_utc(),
+        )
+        .expect("abandoned");
+        cut
+    };
+    let page = admin
+        .get_html(&format!("/contacts/imports/{}", cut.public_id))
+        .await;
+    assert_eq!(texts(&page, "#import-state"), vec!["Stopped"]);
+    let stopped = texts(&page, "#import-stopped").join(" ");
+    assert!(
+        stopped.contains("stopped before the end of the file")
+            && stopped.contains("rows imported before it stopped stay imported"),
+        "{stopped}"
+    );
+    assert!(texts(&page, "progress").is_empty(), "no bar once stopped");
 }
 
 async fn the_audit_log_names_links_and_filters_with_paging_kept(app: TestApp) {
