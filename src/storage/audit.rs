@@ -112,7 +112,8 @@ pub fn actions(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
         .load(conn)
 }
 
-/// Everyone who appears in the log: `(kind, id, the newest label)`, for the filter.
+/// Everyone who appears in the log: `(kind, id, a label they were recorded with)`, for the
+/// filter.
 pub fn actors(conn: &mut DbConnection) -> QueryResult<Vec<(String, Option<i64>, String)>> {
     let rows: Vec<(String, Option<i64>, String)> = audit_log::table
         .select((

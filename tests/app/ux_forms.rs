@@ -429,6 +429,30 @@ async fn rejected_rows_are_shown_in_line_order_and_downloaded_with_the_files_col
     );
     assert_eq!(lines.len(), 3, "{report}");
 
+    // Many bad rows: 50 a page, in line order across pages.
+    let mut many = String::from("Mobile,Name\n");
+    for i in 0..55 {
+        many.push_str(&format!("bad {i},Row {i}\n"));
+    }
+    let (status, body) = crate::contacts::api_import(&app, &key, "", many).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let many_id = body["id"].as_str().expect("id");
+    let page = admin
+        .get_html(&format!("/contacts/imports/{many_id}"))
+        .await;
+    let lines = texts(&page, "#rejected-rows tbody td:first-child");
+    assert_eq!(lines.len(), 50);
+    assert_eq!((lines[0].as_str(), lines[49].as_str()), ("2", "51"));
+    let later = attr(&page, "#rejected-rows .pager a", "href").expect("later lines");
+    assert_eq!(later, "?page=2#rejected-rows");
+    let page = admin
+        .get_html(&format!("/contacts/imports/{many_id}?page=2"))
+        .await;
+    assert_eq!(
+        texts(&page, "#rejected-rows tbody td:first-child"),
+        vec!["52", "53", "54", "55", "56"]
+    );
+
     // An import cut off (here: left running by a server that went away) says what happened
     // and that the rows written before stay.
     let cut = {
