@@ -101,7 +101,7 @@ fn entry_view(e: AuditEntry, names: &HashMap<(String, String), String>) -> Entry
             href: Some(crate::web::paths::USERS.to_owned()),
         },
         ("api_key", Some(_)) => Named {
-            name: format!("API key {}", e.actor_label),
+            name: e.actor_label.clone(),
             href: Some(crate::web::paths::API_KEYS.to_owned()),
         },
         _ => Named {
@@ -275,10 +275,7 @@ pub async fn index(
                 let value = actor_value(&kind, id);
                 Choice {
                     selected: value == selected_actor,
-                    label: match kind.as_str() {
-                        "api_key" => format!("API key {label}"),
-                        _ => label,
-                    },
+                    label,
                     value,
                 }
             })

@@ -21,7 +21,8 @@ use crate::domain::phone::E164;
 use crate::domain::policy::{self, ContentIntent, SendContext};
 use crate::domain::sms::{self, SmsInfo};
 use crate::domain::template::{
-    CONTACT_FIELDS, PlaceholderInfo, VariableMapping, VariableSource, Variables, preview, resolve,
+    CONTACT_FIELDS, PlaceholderInfo, RenderError, VariableMapping, VariableSource, Variables,
+    preview, resolve,
 };
 use crate::domain::window::{self, WindowState};
 use crate::error::AppError;
@@ -590,9 +591,16 @@ fn preview_panel(
                 Ok(rendered) => (rendered.text, None, limit),
                 Err(e) => {
                     // Shown as far as it can be filled; the missing placeholders as written.
+                    // A value not given yet is no error: Send says what is missing.
                     let mut draft = t.template.to_draft();
                     draft.samples = values.clone();
-                    (preview(kind, &draft).text, Some(e.to_string()), limit)
+                    let problem = match e {
+                        RenderError::MissingVariable { .. } | RenderError::EmptyValue { .. } => {
+                            None
+                        }
+                        e => Some(e.to_string()),
+                    };
+                    (preview(kind, &draft).text, problem, limit)
                 }
             }
         }

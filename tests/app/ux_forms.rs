@@ -303,6 +303,10 @@ async fn the_send_form_waits_for_every_variable_and_starts_again_after_a_send(ap
         texts(&compose, ".variables .field-error").is_empty(),
         "{compose}"
     );
+    assert!(
+        texts(&compose, "#preview-problem").is_empty(),
+        "a value not given yet is no error: {compose}"
+    );
     assert!(attr(&compose, "#send-button", "disabled").is_some());
     assert_eq!(
         texts(&compose, "#send-note").join(""),
