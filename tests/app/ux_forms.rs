@@ -374,6 +374,56 @@ async fn the_send_form_waits_for_every_variable_and_starts_again_after_a_send(ap
     );
     assert!(attr(&sent, "#compose #send-button", "disabled").is_some());
     assert!(attr(&sent, "#compose #send-template option[selected]", "value").is_none());
+
+    // A placeholder named like a contact field takes it at once, prefilled.
+    let res = s
+        .admin
+        .post_form(
+            "/templates",
+            &[
+                ("channel", wa),
+                ("name", "greeting"),
+                ("language", "en_US"),
+                ("category", "utility"),
+                (
+                    "body",
+                    "Hello {{first_name}}, your order {{order}} is ready.",
+                ),
+                ("sample.first_name", "Alex"),
+                ("sample.order", "#1"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    crate::fixtures::submit_and_approve(&s, &location(&res)).await;
+    assert!(crate::fixtures::sendable_within(&app, &s, "greeting", Duration::from_secs(30)).await);
+    let page = s
+        .admin
+        .get_html(&format!("/send?contact={cleo}&channel={wa}"))
+        .await;
+    let doc = scraper::Html::parse_document(&page);
+    let sel = scraper::Selector::parse("#send-template option").expect("selector");
+    let greeting = doc
+        .select(&sel)
+        .find(|o| o.text().collect::<String>().starts_with("greeting"))
+        .and_then(|o| o.value().attr("value").map(str::to_owned))
+        .expect("greeting");
+    let mut pick = base.to_vec();
+    pick.retain(|(k, _)| *k != "template");
+    pick.push(("template", &greeting));
+    let (_, compose) = htmx_html(&s.admin, "/send/compose", &pick, Some("template")).await;
+    assert_eq!(
+        attr(&compose, "#value-first_name", "value").as_deref(),
+        Some("Cleo")
+    );
+    assert_eq!(
+        attr(&compose, "#value-order", "value").as_deref(),
+        Some("#12")
+    );
+    assert!(
+        attr(&compose, "#send-button", "disabled").is_none(),
+        "{compose}"
+    );
     crate::outbox::assert_outbox_drained(&app).await;
 }
 
