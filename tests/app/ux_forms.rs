@@ -509,24 +509,28 @@ async fn rejected_rows_are_shown_in_line_order_and_downloaded_with_the_files_col
 
     // An import cut off (here: left running by a server that went away) says what happened
     // and that the rows written before stay.
-    let cut = {
-        let mut db = app.db();
-        let cut = herald::storage::imports::create(
-            &mut db,
-            "cut-import-1",
-            "big.csv",
-            None,
-            Some(1_000_000),
-            "Ada Admin",
-        )
-        .expect("import");
-        herald::storage::imports::fail_abandoned(
-            &mut db,
-            (chrono::Utc::now() + chrono::Duration::seconds(5)).naive_utc(),
-        )
-        .expect("abandoned");
-        cut
-    };
+    let cut = herald::storage::imports::create(
+        &mut app.db(),
+        "cut-import-1",
+        "big.csv",
+        None,
+        Some(1_000_000),
+        "Ada Admin",
+    )
+    .expect("import");
+    // While it runs: one bar and one word, the same on its page and the list.
+    let running = admin
+        .get_html(&format!("/contacts/imports/{}/progress", cut.public_id))
+        .await;
+    assert_eq!(texts(&running, "progress").len(), 1, "{running}");
+    assert_eq!(texts(&running, "#import-state"), vec!["Importing"]);
+    let list = admin.get_html("/contacts/import").await;
+    assert!(texts(&list, "tbody .badge").contains(&"Importing".to_owned()));
+    herald::storage::imports::fail_abandoned(
+        &mut app.db(),
+        (chrono::Utc::now() + chrono::Duration::seconds(5)).naive_utc(),
+    )
+    .expect("abandoned");
     let page = admin
         .get_html(&format!("/contacts/imports/{}", cut.public_id))
         .await;
