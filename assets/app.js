@@ -98,40 +98,6 @@
     var d = event.detail;
     if (bar && d && d.lengthComputable && d.total > 0) bar.value = Math.round(d.loaded * 100 / d.total);
   });
-  // One bar and one state word: once the import reports its own progress, the upload's bar
-  // and words give way to it.
-  document.addEventListener("htmx:afterSettle", function () {
-    var box = document.getElementById("import-progress");
-    if (!box || !box.querySelector("#import-status")) return;
-    box.querySelectorAll("#upload-progress, .upload-words").forEach(function (el) { el.hidden = true; });
-  });
-  // An upload cut off (the connection dropped, the server went away): say so, and that the
-  // rows already imported stay.
-  function uploadCut(event) {
-    var form = event.detail && event.detail.elt;
-    if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-import-progress")) return;
-    var xhr = event.detail.xhr;
-    if (event.type === "htmx:responseError" && xhr && xhr.status > 0 && xhr.status < 500) return;
-    var box = document.querySelector(form.getAttribute("data-import-progress"));
-    if (!box) return;
-    box.querySelectorAll("[hx-trigger^='every']").forEach(function (el) { el.remove(); });
-    var id = form.querySelector("input[name=import_id]");
-    var note = document.createElement("div");
-    note.className = "flash flash-error";
-    note.id = "upload-cut";
-    note.setAttribute("role", "alert");
-    note.textContent = "The upload was cut off before the end of the file (the connection dropped or the server stopped). The rows imported before that stay imported; import the file again to finish (rows already there are updated, not added twice).";
-    if (id) {
-      var link = document.createElement("a");
-      link.href = "/contacts/imports/" + encodeURIComponent(id.value);
-      link.textContent = " See what was imported.";
-      note.appendChild(link);
-    }
-    box.appendChild(note);
-    form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = false; });
-  }
-  document.addEventListener("htmx:sendError", uploadCut);
-  document.addEventListener("htmx:responseError", uploadCut);
 
   // <button data-copy="#selector">: copy the text of an element.
   document.addEventListener("click", function (event) {
@@ -272,6 +238,41 @@
     if (t instanceof Element && !t.closest("#send-form")) focusFirstError(t);
   });
 
+
+  // One bar and one state word: once the import reports its own progress, the upload's bar
+  // and words give way to it.
+  document.addEventListener("htmx:afterSettle", function () {
+    var box = document.getElementById("import-progress");
+    if (!box || !box.querySelector("#import-status")) return;
+    box.querySelectorAll("#upload-progress, .upload-words").forEach(function (el) { el.hidden = true; });
+  });
+  // An upload cut off (the connection dropped, the server went away): say so, and that the
+  // rows already imported stay.
+  function uploadCut(event) {
+    var form = event.detail && event.detail.elt;
+    if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-import-progress")) return;
+    var xhr = event.detail.xhr;
+    if (event.type === "htmx:responseError" && xhr && xhr.status > 0 && xhr.status < 500) return;
+    var box = document.querySelector(form.getAttribute("data-import-progress"));
+    if (!box) return;
+    box.querySelectorAll("[hx-trigger^='every']").forEach(function (el) { el.remove(); });
+    var id = form.querySelector("input[name=import_id]");
+    var note = document.createElement("div");
+    note.className = "flash flash-error";
+    note.id = "upload-cut";
+    note.setAttribute("role", "alert");
+    note.textContent = "The upload was cut off before the end of the file (the connection dropped or the server stopped). The rows imported before that stay imported; import the file again to finish (rows already there are updated, not added twice).";
+    if (id) {
+      var link = document.createElement("a");
+      link.href = "/contacts/imports/" + encodeURIComponent(id.value);
+      link.textContent = " See what was imported.";
+      note.appendChild(link);
+    }
+    box.appendChild(note);
+    form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = false; });
+  }
+  document.addEventListener("htmx:sendError", uploadCut);
+  document.addEventListener("htmx:responseError", uploadCut);
   // --- end of issue 15 part B ---
 
   // Flash messages fade after a while, errors stay until dismissed by navigation.
