@@ -61,6 +61,7 @@ diesel::table! {
         disabled_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        tested_ok_at -> Nullable<Timestamp>,
     }
 }
 
@@ -225,6 +226,7 @@ diesel::table! {
         requested_by -> Text,
         created_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,
+        header_cells -> Nullable<Text>,
     }
 }
 
@@ -235,6 +237,7 @@ diesel::table! {
         row_number -> BigInt,
         value -> Text,
         reason -> Text,
+        original -> Text,
     }
 }
 

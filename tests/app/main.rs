@@ -20,4 +20,6 @@ mod provider_kit;
 mod send;
 mod templates;
 mod users;
+// Issue 15 part B: forms, reports and the audit log.
+mod ux_forms;
 mod webhooks;
