@@ -12,9 +12,11 @@ mod conformance;
 mod contacts;
 mod dispatch;
 mod fixtures;
+// issue 15, part A: layout and search
 mod outbox;
 mod platform;
 mod provider_kit;
+mod search;
 mod send;
 mod templates;
 mod users;
