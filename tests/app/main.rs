@@ -13,6 +13,7 @@ mod contacts;
 mod dispatch;
 mod fixtures;
 // issue 15, part A: layout and search
+mod layout;
 mod outbox;
 mod platform;
 mod provider_kit;
