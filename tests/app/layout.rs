@@ -98,6 +98,7 @@ async fn seed(app: &TestApp, s: &fixtures::Setup) -> Vec<String> {
     vec![
         format!("/contacts/{contact}"),
         format!("/contacts?list={list}"),
+        "/contacts/lists".into(),
         "/contacts/new".into(),
         "/contacts/import".into(),
         format!("/contacts/imports/{import}"),
@@ -208,6 +209,17 @@ async fn no_page_is_wider_than_the_window_for_any_role() {
     let b = Browser::start(&app.address).await;
     let mut too_wide = Vec::new();
     let mut visited = 0;
+    // Signed out: the sign-in page.
+    for width in WIDTHS {
+        viewport(&b, width).await;
+        b.goto("/login").await;
+        b.wait_for_text("Sign in").await;
+        let (scroll, inner) = widths(&b).await;
+        visited += 1;
+        if scroll > inner {
+            too_wide.push(format!("/login at {width} px: {scroll} px wide"));
+        }
+    }
     for email in [ADMIN_EMAIL, "sam@example.com", "mia@example.com"] {
         viewport(&b, 1280).await;
         b.sign_in(email, PASSWORD).await;

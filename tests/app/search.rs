@@ -150,8 +150,11 @@ async fn search_folds_case_and_accents_however_a_contact_was_written(app: TestAp
     )
     .await;
     finds(&app, &admin, &key, "nobody", &[]).await;
-    // LIKE's wildcards are literal.
+    // LIKE's wildcards and full-text query syntax are literal text.
     finds(&app, &admin, &key, "m_ller", &[]).await;
+    finds(&app, &admin, &key, "krav*", &[]).await;
+    finds(&app, &admin, &key, "\"zoe\" OR anna", &[]).await;
+    finds(&app, &admin, &key, "NOT zoe", &[]).await;
 
     // An edit in the dashboard: the old name is no longer found, the new one is.
     let res = admin
