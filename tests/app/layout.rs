@@ -307,10 +307,24 @@ async fn at_a_phones_width_the_navigation_opens_from_a_menu_button() {
     assert_eq!(menu_attr(&b, "aria-expanded").await, "false");
     assert!(!displayed(&b, contacts_link).await);
 
-    // Back to a desktop's width: the navigation shows again without the button.
+    // Back to a desktop's width: the navigation shows again without the button, and what
+    // stays in view on a desktop (the sidebar, the template editor's preview) still does.
     viewport(&b, 1280).await;
     assert!(!displayed(&b, "#menu-button").await);
     assert!(displayed(&b, ".sidebar nav a[href='/templates']").await);
+    b.goto("/templates/new").await;
+    b.click("a[data-channel='Sandbox WhatsApp']").await;
+    b.wait_for_text("Preview").await;
+    let positions = b
+        .client
+        .execute(
+            "return [document.querySelector('.sidebar'), document.querySelector('.preview-card')]\
+             .map(function (e) { return e ? getComputedStyle(e).position : 'missing'; })",
+            vec![],
+        )
+        .await
+        .expect("positions");
+    assert_eq!(positions, json!(["sticky", "sticky"]));
     b.finish().await;
 }
 
