@@ -2,7 +2,9 @@
 //! pagination that stays fast at a million rows.
 
 use chrono::NaiveDateTime;
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
 
 use super::schema::{attribute_keys, contact_consents, contacts, list_members};
 use super::{DbConnection, new_public_id, now, on_backend};
@@ -11,9 +13,6 @@ use crate::domain::contact::{
     Attributes, attributes_from_json, attributes_to_json, fold_for_search, search_text,
 };
 use crate::domain::phone::E164;
-
-use diesel::dsl::sql;
-use diesel::sql_types::{Bool, Text};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = contacts)]
@@ -309,7 +308,19 @@ pub fn upsert(
     }
 }
 
+/// What the folded search text is made of, as stored.
 type SearchSource = (i64, String, String, String);
+const SEARCH_SOURCE: (
+    contacts::id,
+    contacts::name,
+    contacts::email,
+    contacts::attributes,
+) = (
+    contacts::id,
+    contacts::name,
+    contacts::email,
+    contacts::attributes,
+);
 
 fn write_search_text(conn: &mut DbConnection, rows: Vec<SearchSource>) -> QueryResult<usize> {
     let n = rows.len();
@@ -328,12 +339,7 @@ pub fn refresh_search_text(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<
     for chunk in ids.chunks(500) {
         let rows: Vec<SearchSource> = contacts::table
             .filter(contacts::id.eq_any(chunk))
-            .select((
-                contacts::id,
-                contacts::name,
-                contacts::email,
-                contacts::attributes,
-            ))
+            .select(SEARCH_SOURCE)
             .load(conn)?;
         write_search_text(conn, rows)?;
     }
@@ -351,12 +357,7 @@ pub fn backfill_search_text(conn: &mut DbConnection) -> QueryResult<u64> {
             let rows: Vec<SearchSource> = contacts::table
                 .filter(contacts::search_text.is_null())
                 .order(contacts::id.asc())
-                .select((
-                    contacts::id,
-                    contacts::name,
-                    contacts::email,
-                    contacts::attributes,
-                ))
+                .select(SEARCH_SOURCE)
                 .limit(1000)
                 .load(conn)?;
             write_search_text(conn, rows)
