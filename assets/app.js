@@ -275,6 +275,38 @@
   document.addEventListener("htmx:responseError", uploadCut);
   // --- end of issue 15 part B ---
 
+  // --- Narrow screens: the navigation behind a menu button (issue 15) ---
+  // The sidebar arrives open (so it works without script) with its button hidden; on narrow
+  // screens this shows the button and closes the menu, on load and each time the sidebar is
+  // swapped in again (boosted navigation re-renders it), so choosing a page closes it.
+  var narrow = window.matchMedia("(max-width: 820px)");
+  function setMenu(button, open) {
+    var sidebar = button.closest(".sidebar");
+    button.setAttribute("aria-expanded", open ? "true" : "false");
+    if (sidebar) sidebar.classList.toggle("menu-closed", !open);
+  }
+  function initMenus() {
+    document.querySelectorAll("[data-menu-toggle]").forEach(function (button) {
+      if (button.dataset.menuReady) return;
+      button.dataset.menuReady = "1";
+      button.hidden = false;
+      setMenu(button, !narrow.matches);
+    });
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target instanceof Element ? event.target.closest("[data-menu-toggle]") : null;
+    if (!button) return;
+    setMenu(button, button.getAttribute("aria-expanded") !== "true");
+  });
+  // Widening the window opens the menu again, so nothing stays hidden on a desktop layout.
+  narrow.addEventListener("change", function () {
+    document.querySelectorAll("[data-menu-toggle]").forEach(function (b) { setMenu(b, !narrow.matches); });
+  });
+  document.addEventListener("DOMContentLoaded", initMenus);
+  document.addEventListener("htmx:load", initMenus);
+  document.addEventListener("htmx:afterSettle", initMenus);
+  // --- end of the menu button ---
+
   // Flash messages fade after a while, errors stay until dismissed by navigation.
   function settleFlashes(root) {
     (root || document).querySelectorAll(".flash-success, .flash-info").forEach(function (el) {

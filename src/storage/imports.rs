@@ -266,7 +266,9 @@ struct Upserted {
     inserted: i32,
 }
 
-const UPSERT_COLUMNS: &str = "public_id, phone, name, email, language, time_zone, attributes, last_import_id, created_at, updated_at";
+// `search_text` is folded for new rows here; rows that existed are merged in SQL and folded
+// again afterwards (`contacts::refresh_search_text`).
+const UPSERT_COLUMNS: &str = "public_id, phone, name, email, language, time_zone, attributes, last_import_id, created_at, updated_at, search_text";
 
 fn upsert_sql(rows: usize, postgres: bool) -> String {
     let mut sql = format!("INSERT INTO contacts ({UPSERT_COLUMNS}) VALUES ");
@@ -276,7 +278,7 @@ fn upsert_sql(rows: usize, postgres: bool) -> String {
             sql.push(',');
         }
         sql.push('(');
-        for c in 0..10 {
+        for c in 0..11 {
             if c > 0 {
                 sql.push(',');
             }
@@ -334,7 +336,12 @@ macro_rules! bind_rows {
                 .bind::<Text, _>(attributes_to_json(&row.attributes))
                 .bind::<Nullable<BigInt>, _>(Some($import_id))
                 .bind::<Timestamp, _>($at)
-                .bind::<Timestamp, _>($at);
+                .bind::<Timestamp, _>($at)
+                .bind::<Nullable<Text>, _>(Some(crate::domain::contact::search_text(
+                    &row.name,
+                    &row.email,
+                    row.attributes.values(),
+                )));
         }
         q
     }};
@@ -441,16 +448,19 @@ pub fn write_batch(
         // One statement per 500 rows inserts new numbers, updates known ones and skips the
         // ones an earlier batch of this file wrote (those come back missing).
         let mut ids: HashMap<String, i64> = HashMap::with_capacity(unique.len());
+        let mut merged: Vec<i64> = Vec::new();
         for chunk in unique.chunks(500) {
             for u in upsert_contacts(conn, chunk, import.id)? {
                 if u.inserted == 1 {
                     result.imported += 1;
                 } else {
                     result.updated += 1;
+                    merged.push(u.id);
                 }
                 ids.insert(u.phone, u.id);
             }
         }
+        super::contacts::refresh_search_text(conn, &merged)?;
         let to_write: Vec<&ImportRow> = unique
             .into_iter()
             .filter(|row| {
@@ -542,10 +552,10 @@ mod tests {
     #[test]
     fn upsert_sql_has_one_placeholder_per_value() {
         let s = upsert_sql(2, false);
-        assert_eq!(s.matches('?').count(), 20);
+        assert_eq!(s.matches('?').count(), 22);
         assert!(s.contains("json_patch"));
         let p = upsert_sql(2, true);
-        assert!(p.contains("$20") && !p.contains("$21"));
+        assert!(p.contains("$22") && !p.contains("$23"));
         assert!(p.contains("jsonb"));
     }
 }

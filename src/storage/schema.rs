@@ -92,6 +92,8 @@ diesel::table! {
         last_import_id -> Nullable<BigInt>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        // issue 15: folded name, e-mail and attribute values (domain::contact::search_text)
+        search_text -> Nullable<Text>,
     }
 }
 

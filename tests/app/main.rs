@@ -14,9 +14,12 @@ mod conformance;
 mod contacts;
 mod dispatch;
 mod fixtures;
+// issue 15, part A: layout and search
+mod layout;
 mod outbox;
 mod platform;
 mod provider_kit;
+mod search;
 mod send;
 mod templates;
 mod users;
