@@ -263,6 +263,13 @@ pub fn set_resumed(conn: &mut DbConnection, id: i64) -> QueryResult<usize> {
         .execute(conn)
 }
 
+pub fn clear_pause_reason(conn: &mut DbConnection, id: i64) -> QueryResult<usize> {
+    let none: Option<&str> = None;
+    diesel::update(broadcasts::table.find(id))
+        .set(broadcasts::pause_reason.eq(none))
+        .execute(conn)
+}
+
 pub fn set_pause_reason(conn: &mut DbConnection, id: i64, reason: &str) -> QueryResult<usize> {
     diesel::update(broadcasts::table.find(id))
         .set(broadcasts::pause_reason.eq(reason))
@@ -938,6 +945,31 @@ pub fn recent_failures(
     let statuses: Vec<String> = query.load(conn)?;
     let failed = statuses.iter().filter(|s| *s == "failed").count();
     Ok((failed as i64, statuses.len() as i64))
+}
+
+/// Unique contacts sent a template on these channels since `since` (what WhatsApp's messaging
+/// limit counts: conversations a business starts), and the oldest such send (when room frees
+/// up again).
+pub fn business_initiated(
+    conn: &mut DbConnection,
+    channel_ids: &[i64],
+    since: NaiveDateTime,
+) -> QueryResult<(i64, Option<NaiveDateTime>)> {
+    let counted = ["queued", "sending", "sent", "delivered", "read", "unknown"];
+    let base = || {
+        messages::table
+            .filter(messages::channel_id.eq_any(channel_ids))
+            .filter(messages::content_kind.eq("template"))
+            .filter(messages::created_at.gt(since))
+            .filter(messages::status.eq_any(counted))
+    };
+    let unique: i64 = base()
+        .select(diesel::dsl::count(messages::contact_id).aggregate_distinct())
+        .get_result(conn)?;
+    let oldest: Option<NaiveDateTime> = base()
+        .select(diesel::dsl::min(messages::created_at))
+        .get_result(conn)?;
+    Ok((unique, oldest))
 }
 
 /// WhatsApp's codes for a template it will not send (paused, disabled, missing, parameters

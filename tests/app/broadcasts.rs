@@ -701,8 +701,75 @@ async fn a_template_broadcast_fills_each_recipient_and_honours_the_frequency_cap
     assert_eq!(estimate["excluded"]["frequency_cap"], 2, "{estimate}");
 }
 
+async fn the_messaging_limit_holds_a_broadcast_and_lets_it_go_on(app: TestApp) {
+    let s = setup(&app).await;
+    crate::fixtures::approved_template(&app, &s, "limited", "Hi {{1}}, news for you.").await;
+    let limit = |n: &str| json!({"settings": {"messaging_limit": n}});
+    let (status, ch) = api(
+        &app,
+        Method::PATCH,
+        &format!("/api/v1/channels/{}", s.wa.public_id),
+        &s.key,
+        Some(&limit("3")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ch}");
+    contacts(&app, &s.key, 5, 0, &["Five"], "Paris").await;
+    let (_, b) = post_draft(
+        &app,
+        &s.key,
+        &json!({"name": "Limited", "channel": s.wa.name, "audience": {"lists": ["Five"]},
+                "message": {"template": {"name": "limited", "language": "en_US",
+                            "variables": {"1": {"source": "attribute", "key": "name"}}}}}),
+        None,
+    )
+    .await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    let (status, _) = control(&app, &s.key, &id, "launch").await;
+    assert_eq!(status, StatusCode::OK);
+    // Three go out; the other two wait, and the page says why and until when.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let b = broadcast(&app, &s.key, &id).await;
+        if b["pause_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("messaging limit"))
+            && b["counts"]["pending"] == 2
+        {
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never held by the limit: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(held["state"], "running", "{held}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        broadcast(&app, &s.key, &id).await["counts"]["pending"],
+        2,
+        "still held"
+    );
+    assert_eq!(campaign_messages_per_contact(&app).len(), 3);
+    // A higher limit lets it go on to the end.
+    let (status, _) = api(
+        &app,
+        Method::PATCH,
+        &format!("/api/v1/channels/{}", s.wa.public_id),
+        &s.key,
+        Some(&limit("250")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let done = wait_for_state(&app, &s.key, &id, "completed", 30).await;
+    assert!(done["pause_reason"].is_null(), "{done}");
+    assert_eq!(campaign_messages_per_contact(&app).len(), 5);
+}
+
 crate::both_backends!(
     spawn = spawn;
+    the_messaging_limit_holds_a_broadcast_and_lets_it_go_on,
     a_template_broadcast_fills_each_recipient_and_honours_the_frequency_cap,
     the_pages_compose_review_test_launch_and_follow_a_broadcast,
     a_broadcast_reaches_its_audience_once,
