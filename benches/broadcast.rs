@@ -4,6 +4,7 @@
 //!   --contacts N   contacts in the database (default 1,000,000; half of them in the list)
 //!   --conns N      concurrent page and API readers during the broadcast (default 4)
 //!   --every-ms M   one single send through the API every M ms during the broadcast (default 50)
+//!   --read-every-ms M  each reader's pause between two requests (default 1,000)
 //!   --only NAME    `sqlite` or `postgres`
 //!
 //! The real `herald serve` runs as its own process (its memory is measured apart); a fake
@@ -24,7 +25,8 @@
 //!    channel with `storage::outbox::enqueue`, released with one UPDATE and timed the same way.
 //! 4. During the broadcast: a single send through the API on the broadcast's channel every
 //!    `--every-ms`, timed from its 202 to the fake provider having it; `--conns` readers (a
-//!    signed-in admin's session, and the API key), each one request every 200 ms.
+//!    signed-in admin's session, and the API key), each pausing `--read-every-ms` between two
+//!    requests.
 //! 5. The server's RSS, sampled every 50 ms through the launch and the sending.
 //!
 //! Then the broadcast must complete and every recipient must have exactly one message at the
@@ -57,6 +59,7 @@ struct Options {
     contacts: usize,
     conns: usize,
     every: Duration,
+    read_every: Duration,
 }
 
 /// One line of a backend's table: what, the figure, the target and whether it is met.
@@ -423,9 +426,11 @@ async fn signed_in(base: &str) -> reqwest::Client {
 /// Latencies (ms) by what was asked, and the answers that were not 200.
 type Latencies = Arc<Mutex<BTreeMap<String, (Vec<f64>, usize)>>>;
 
-/// `conns` readers, each asking for the next of `targets` every 200 ms until `stop`.
+/// `conns` readers, each asking for the next of `targets`, pausing `every` between two, until
+/// `stop`.
 fn readers(
     conns: usize,
+    every: Duration,
     targets: Vec<(String, reqwest::RequestBuilder)>,
     stop: Arc<AtomicBool>,
 ) -> (Latencies, Vec<tokio::task::JoinHandle<()>>) {
@@ -455,7 +460,7 @@ fn readers(
                             e.1 += 1;
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(every).await;
                 }
             })
         })
@@ -504,7 +509,15 @@ fn single_sends(
             watchers.push(tokio::spawn(async move {
                 let body = json!({"to": to, "channel": channel, "text": "Your code is 123456."});
                 let asked = Instant::now();
-                let (status, _) = api.post("/api/v1/messages", &body).await;
+                // A failed connection counts as refused (no panic in the watcher).
+                let status = api
+                    .http
+                    .post(format!("{}/api/v1/messages", api.base))
+                    .header("authorization", &api.bearer)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16());
                 let answered = Instant::now();
                 if status != 202 {
                     out.lock().expect("singles").refused += 1;
@@ -794,29 +807,6 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
     let rss_after_launch = pid_status_mib(pid, "VmHWM:");
     let frozen = launched["counts"]["recipients"].as_i64().unwrap_or(-1);
     assert_eq!(frozen, frozen_expected, "{launched}");
-    let ratio_like = launch.as_secs_f64() / bare_like.as_secs_f64();
-    let ratio_cols = launch.as_secs_f64() / bare_cols.as_secs_f64();
-    row(
-        &mut rows,
-        format!(
-            "1. launch through the API: freezes {frozen} recipients ({pending_expected} pending, the rest skipped as opted out)"
-        ),
-        secs(launch),
-        "",
-    );
-    row(
-        &mut rows,
-        "   bare INSERT ... SELECT of the same rows, into a table like broadcast_recipients (its keys, foreign keys and indexes)",
-        format!("{} -> launch / bare = {ratio_like:.2}x", secs(bare_like)),
-        &verdict(ratio_like <= 1.5, "launch <= 1.5x the bare insert"),
-    );
-    row(
-        &mut rows,
-        "   bare INSERT ... SELECT of the same rows, into a table of its columns only (no index)",
-        format!("{} -> launch / bare = {ratio_cols:.2}x", secs(bare_cols)),
-        "",
-    );
-
     // 4. During the broadcast: single sends and readers.
     let singles = single_sends(
         api.clone(),
@@ -859,7 +849,7 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
             "    (GET /broadcasts answers {pages}: the broadcast pages are not in this build; measured the API and /contacts)"
         );
     }
-    let (latencies, reader_tasks) = readers(opts.conns, targets, stop.clone());
+    let (latencies, reader_tasks) = readers(opts.conns, opts.read_every, targets, stop.clone());
 
     let goal = pending_expected as u64;
     let seen = singles_seen.clone();
@@ -890,6 +880,45 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let peak = rss.finish().await;
+    // The bare inserts once more, after the broadcast (the order of big writes matters to
+    // SQLite's WAL): each ratio is taken against the faster of its two runs.
+    let (bare_cols_before, bare_like_before) = (bare_cols, bare_like);
+    let bare_cols_after = bare_insert(&mut conn, list_id, postgres, false);
+    let bare_like_after = bare_insert(&mut conn, list_id, postgres, true);
+    let bare_cols = bare_cols_before.min(bare_cols_after);
+    let bare_like = bare_like_before.min(bare_like_after);
+    let ratio_like = launch.as_secs_f64() / bare_like.as_secs_f64();
+    let ratio_cols = launch.as_secs_f64() / bare_cols.as_secs_f64();
+    row(
+        &mut rows,
+        format!(
+            "1. launch through the API: freezes {frozen} recipients ({pending_expected} pending, the rest skipped as opted out)"
+        ),
+        secs(launch),
+        "",
+    );
+    row(
+        &mut rows,
+        "   bare INSERT ... SELECT of the same rows, into a table like broadcast_recipients (its keys, foreign keys and indexes)",
+        format!(
+            "{} (before the broadcast {}, after it {}) -> launch / bare = {ratio_like:.2}x",
+            secs(bare_like),
+            secs(bare_like_before),
+            secs(bare_like_after)
+        ),
+        &verdict(ratio_like <= 1.5, "launch <= 1.5x the bare insert"),
+    );
+    row(
+        &mut rows,
+        "   bare INSERT ... SELECT of the same rows, into a table of its columns only (no index)",
+        format!(
+            "{} (before the broadcast {}, after it {}) -> launch / bare = {ratio_cols:.2}x",
+            secs(bare_cols),
+            secs(bare_cols_before),
+            secs(bare_cols_after)
+        ),
+        "",
+    );
 
     match sending {
         Some((first, last, got, half)) => {
@@ -942,7 +971,7 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
     );
     if singles.refused + singles.lost > 0 {
         line.push_str(&format!(
-            " ({} refused, {} never reached the provider)",
+            " ({} refused or no answer, {} never reached the provider)",
             singles.refused, singles.lost
         ));
     }
@@ -967,7 +996,11 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
         }
         row(
             &mut rows,
-            format!("   {what}, {} readers each every 200 ms", opts.conns),
+            format!(
+                "   {what}, {} readers each pausing {} ms between requests",
+                opts.conns,
+                opts.read_every.as_millis()
+            ),
             figure,
             &verdict(p.p99 <= 200.0 && failed == 0, "p99 <= 200 ms"),
         );
@@ -1044,6 +1077,7 @@ async fn main() {
         contacts: arg_or("--contacts", 1_000_000),
         conns: arg_or("--conns", 4),
         every: Duration::from_millis(arg_or("--every-ms", 50)),
+        read_every: Duration::from_millis(arg_or("--read-every-ms", 1000)),
     };
     let only = arg("--only").map(|o| o.to_ascii_lowercase());
     let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
