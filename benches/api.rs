@@ -24,17 +24,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use diesel::connection::SimpleConnection;
-use herald::auth::keys::Keys;
-use herald::auth::sealed;
 use herald::domain::channel::{ChannelKind, Provider};
-use herald::storage::channels::{self, Channel, NewChannel};
+use herald::storage::channels::Channel;
 use herald::storage::{self, Db};
 use herald::testkit::fake_provider::{FakeConfig, FakeProvider, FakeProviderHandle};
 use support::load::{self, Outcome};
-use support::{SECRET, Server, arg, arg_or};
+use support::{SECRET, Server, TWILIO_SID, TWILIO_TOKEN, arg, arg_or, free_port};
 
-const TWILIO_SID: &str = "AC0000000000000000000000000000beef";
-const TWILIO_TOKEN: &str = "bench-twilio-auth-token-0123456789";
 const META_SECRET: &str = "bench-meta-app-secret-0123456789";
 const WA_NUMBER: &str = "106540352242922";
 
@@ -45,13 +41,6 @@ struct Options {
     statuses: usize,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn insert_channel(
     db: &Db,
     kind: ChannelKind,
@@ -60,20 +49,7 @@ fn insert_channel(
     settings: serde_json::Value,
     secrets: serde_json::Value,
 ) -> Channel {
-    let key = Keys::derive(SECRET).expect("keys").channel_secrets;
-    channels::insert(
-        &mut db.get().expect("conn"),
-        &NewChannel {
-            kind,
-            provider,
-            name,
-            sender: "+14155550100",
-            settings: &settings.to_string(),
-            secrets: Some(&sealed::seal(&key, &secrets.to_string()).expect("seal")),
-            rate_limit_per_second: 1_000_000,
-        },
-    )
-    .expect("channel")
+    support::insert_channel(db, kind, provider, name, settings, secrets, 1_000_000)
 }
 
 /// `n` messages already sent on `channel`, with provider ids `{prefix}{i}`, for the status
@@ -597,21 +573,7 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
     drop(server);
     fake.stop().await;
     // What Herald complained about, if anything (its log is lost with the directory).
-    let log = std::fs::read_to_string(dir.path().join("herald.log")).unwrap_or_default();
-    let mut seen: Vec<&str> = Vec::new();
-    for line in log
-        .lines()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-        .filter(|l| !l.contains("tracing_actix_web"))
-    {
-        // Without its time stamp, so that repeats are told apart.
-        let gist = line.get(28..).unwrap_or(line);
-        let gist = gist.get(..gist.len().min(200)).unwrap_or(gist);
-        if seen.len() < 5 && !seen.iter().any(|s| s.get(..60) == gist.get(..60)) {
-            seen.push(gist);
-        }
-    }
-    for line in seen {
+    for line in support::log_gist(dir.path()) {
         println!("    log: …{line}");
     }
     rows

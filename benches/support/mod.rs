@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "bench-secret-key-of-sufficient-length-0123456789";
+pub const TWILIO_SID: &str = "AC0000000000000000000000000000beef";
+pub const TWILIO_TOKEN: &str = "bench-twilio-auth-token-0123456789";
 
 /// The value after `name` on the command line (`cargo bench` passes `--bench`; the rest is ours).
 pub fn arg(name: &str) -> Option<String> {
@@ -25,6 +27,60 @@ pub fn arg(name: &str) -> Option<String> {
 
 pub fn arg_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A channel written straight into the database, its secrets sealed with [`SECRET`]'s key.
+pub fn insert_channel(
+    db: &herald::storage::Db,
+    kind: herald::domain::channel::ChannelKind,
+    provider: herald::domain::channel::Provider,
+    name: &str,
+    settings: serde_json::Value,
+    secrets: serde_json::Value,
+    rate_limit_per_second: i32,
+) -> herald::storage::channels::Channel {
+    let key = herald::auth::keys::Keys::derive(SECRET)
+        .expect("keys")
+        .channel_secrets;
+    herald::storage::channels::insert(
+        &mut db.get().expect("conn"),
+        &herald::storage::channels::NewChannel {
+            kind,
+            provider,
+            name,
+            sender: "+14155550100",
+            settings: &settings.to_string(),
+            secrets: Some(&herald::auth::sealed::seal(&key, &secrets.to_string()).expect("seal")),
+            rate_limit_per_second,
+        },
+    )
+    .expect("channel")
+}
+
+/// The first few distinct warnings and errors in the server's log in `dir` (without their
+/// time stamps), for the report: the log is lost with the directory.
+pub fn log_gist(dir: &std::path::Path) -> Vec<String> {
+    let log = std::fs::read_to_string(dir.join("herald.log")).unwrap_or_default();
+    let mut seen: Vec<String> = Vec::new();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .filter(|l| !l.contains("tracing_actix_web"))
+    {
+        let gist = line.get(28..).unwrap_or(line);
+        let gist = gist.get(..gist.len().min(200)).unwrap_or(gist);
+        if seen.len() < 5 && !seen.iter().any(|s| s.get(..60) == gist.get(..60)) {
+            seen.push(gist.to_owned());
+        }
+    }
+    seen
 }
 
 /// Resident memory of a process in MiB (0 when it is gone).
@@ -75,24 +131,7 @@ impl Server {
                 .env_remove("HERALD_PUBLIC_URL");
         };
         for (email, password) in users {
-            let mut cmd = Command::new(herald_binary());
-            base(&mut cmd);
-            cmd.args(["user", "create", "--email", email, "--name", "Bench Person"])
-                .args(["--role", "marketer", "--password-stdin"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            let mut child = cmd.spawn().expect("run herald user create");
-            if let Some(mut stdin) = child.stdin.take() {
-                use std::io::Write;
-                stdin.write_all(password.as_bytes()).expect("password");
-            }
-            let out = child.wait_with_output().expect("herald user create");
-            assert!(
-                out.status.success(),
-                "herald user create {email}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            create_user(&database_url, email, password, "marketer");
         }
         let mut cmd = Command::new(herald_binary());
         base(&mut cmd);
@@ -140,6 +179,31 @@ impl Server {
     pub fn rss_mib(&self) -> f64 {
         rss_mib(self.pid())
     }
+}
+
+/// Runs `herald user create` on `database_url` for a person with `role`.
+pub fn create_user(database_url: &str, email: &str, password: &str, role: &str) {
+    let mut cmd = Command::new(herald_binary());
+    cmd.env("DATABASE_URL", database_url)
+        .env("HERALD_SECRET_KEY", SECRET)
+        .env("HERALD_LOG", "warn")
+        .env_remove("HERALD_PUBLIC_URL")
+        .args(["user", "create", "--email", email, "--name", "Bench Person"])
+        .args(["--role", role, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run herald user create");
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(password.as_bytes()).expect("password");
+    }
+    let out = child.wait_with_output().expect("herald user create");
+    assert!(
+        out.status.success(),
+        "herald user create {email}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Server {

@@ -360,6 +360,16 @@ impl FakeProviderHandle {
         lock(&self.state.stats).sends_accepted
     }
 
+    /// Sends answered as accepted for one recipient (`+digits`) so far, with
+    /// `count_recipients` (cheap: one look-up, no copy of the maps).
+    pub fn accepted_for(&self, recipient: &str) -> u64 {
+        lock(&self.state.stats)
+            .accepted_per_recipient
+            .get(recipient)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The kept requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state.recent).iter().cloned().collect()
