@@ -303,10 +303,11 @@ async fn pause_and_resume_never_send_twice(app: TestApp) {
             (status, again["state"].clone()),
             (StatusCode::OK, json!("paused"))
         );
-        // What was in flight finishes; then nothing moves while paused.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // What was in flight finishes (messages claimed before the pause wait for their rate
+        // slots, at most the dispatcher's look-ahead); then nothing moves while paused.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let before = broadcast(&app, &s.key, &id).await["counts"].clone();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         let after = broadcast(&app, &s.key, &id).await["counts"].clone();
         assert_eq!(
             before["pending"], after["pending"],
