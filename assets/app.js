@@ -138,6 +138,175 @@
   }
   setInterval(tickWindows, 1000);
 
+  // --- Issue 15 part B: focus after htmx swaps, the send form's Send button, form errors ---
+
+  // Keyboard focus stays where the person is after every htmx swap: on the element with the
+  // same id if the swap replaced it (caret kept), else on the swapped region's
+  // [data-focus-after-swap] element, its first field, or its heading; never the page's top.
+  // Noted when the request starts too: a submit button disabled during the request
+  // (hx-disabled-elt) has lost the focus by the time the answer is swapped in.
+  // A request that starts while nothing has the focus keeps what was noted before it.
+  var focusBefore = null;
+  function noteFocus() {
+    var el = document.activeElement;
+    if (el && el !== document.body) {
+      focusBefore = { id: el.id, el: el, start: null, end: null };
+      try { focusBefore.start = el.selectionStart; focusBefore.end = el.selectionEnd; } catch (e) { /* not a text field */ }
+    }
+  }
+  document.addEventListener("htmx:beforeRequest", noteFocus);
+  document.addEventListener("htmx:beforeSwap", noteFocus);
+  function focusable(el) {
+    return el && !el.disabled && !el.hidden && el.getClientRects().length > 0;
+  }
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var before = focusBefore;
+    var active = document.activeElement;
+    if (!before) return;
+    focusBefore = null;
+    if (active && active !== document.body && document.contains(active)) return;
+    if (document.contains(before.el) && focusable(before.el)) { before.el.focus(); return; }
+    var same = before.id ? document.getElementById(before.id) : null;
+    if (same && focusable(same)) {
+      same.focus();
+      if (before.start !== null && typeof same.setSelectionRange === "function") {
+        try { same.setSelectionRange(before.start, before.end); } catch (e) { /* type without a caret */ }
+      }
+      return;
+    }
+    var region = event.detail && event.detail.target;
+    if (!(region instanceof Element) || !document.contains(region)) region = document.getElementById("main");
+    if (!region) return;
+    var next = region.querySelector("[data-focus-after-swap]");
+    if (!focusable(next)) {
+      next = Array.prototype.find.call(
+        region.querySelectorAll("input:not([type=hidden]), select, textarea, button, a[href]"), focusable);
+    }
+    if (!next) {
+      next = region.querySelector("h1, h2");
+      if (next && !next.hasAttribute("tabindex")) next.setAttribute("tabindex", "-1");
+    }
+    if (next) next.focus();
+  });
+
+  // The send form: Send stays disabled, with the reason beside it, until the text or every
+  // template variable has a value. A reason from the server ([data-blocked]) stays.
+  function sendState() {
+    var button = document.getElementById("send-button");
+    var form = button && button.form;
+    if (!form || button.hasAttribute("data-blocked")) return;
+    var reason = "";
+    var text = form.querySelector("#send-text");
+    if (text && text.value.trim() === "") reason = "Write the message first.";
+    form.querySelectorAll("input[data-variable-value]").forEach(function (input) {
+      if (!reason && input.value.trim() === "") reason = "Give " + input.getAttribute("data-variable-value") + " a value first.";
+    });
+    button.disabled = reason !== "";
+    var note = document.getElementById("send-note");
+    if (note) note.textContent = reason;
+  }
+  document.addEventListener("input", function (event) {
+    if (event.target instanceof Element && event.target.closest("#send-form")) sendState();
+  });
+
+  // Forms with errors: the first field in error takes the focus (errors are tied to their
+  // fields with aria-describedby and aria-invalid in the markup).
+  var errorIds = 0;
+  function focusFirstError(root) {
+    var scope = root || document;
+    // An error printed after its field without markup tying them (the template form, …):
+    // tied here, to the nearest field before it.
+    scope.querySelectorAll(".field-error").forEach(function (error) {
+      var control = null;
+      for (var el = error.previousElementSibling; el && !control; el = el.previousElementSibling) {
+        if (el.matches("input:not([type=hidden]), select, textarea")) control = el;
+        else if (!el.matches(".field-error, .help")) control = el.querySelector("input:not([type=hidden]), select, textarea");
+      }
+      if (!control) return;
+      if (!error.id) error.id = "field-error-" + (++errorIds);
+      var described = (control.getAttribute("aria-describedby") || "").split(" ").filter(Boolean);
+      if (described.indexOf(error.id) < 0) described.push(error.id);
+      control.setAttribute("aria-describedby", described.join(" "));
+      control.setAttribute("aria-invalid", "true");
+    });
+    var field = scope.querySelector("[aria-invalid=true]");
+    if (field && focusable(field) && !(document.activeElement && document.activeElement.getAttribute("aria-invalid") === "true")) field.focus();
+  }
+  document.addEventListener("DOMContentLoaded", function () { focusFirstError(); });
+  document.addEventListener("htmx:afterSettle", function (e) {
+    var t = e.detail && e.detail.target;
+    if (t instanceof Element && !t.closest("#send-form")) focusFirstError(t);
+  });
+
+
+  // One bar and one state word: once the import reports its own progress, the upload's bar
+  // and words give way to it.
+  document.addEventListener("htmx:afterSettle", function () {
+    var box = document.getElementById("import-progress");
+    if (!box || !box.querySelector("#import-status")) return;
+    box.querySelectorAll("#upload-progress, .upload-words").forEach(function (el) { el.hidden = true; });
+  });
+  // An upload cut off (the connection dropped, the server went away): say so, and that the
+  // rows already imported stay.
+  function uploadCut(event) {
+    var form = event.detail && event.detail.elt;
+    if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-import-progress")) return;
+    var xhr = event.detail.xhr;
+    if (event.type === "htmx:responseError" && xhr && xhr.status > 0 && xhr.status < 500) return;
+    var box = document.querySelector(form.getAttribute("data-import-progress"));
+    if (!box) return;
+    box.querySelectorAll("[hx-trigger^='every']").forEach(function (el) { el.remove(); });
+    var id = form.querySelector("input[name=import_id]");
+    var note = document.createElement("div");
+    note.className = "flash flash-error";
+    note.id = "upload-cut";
+    note.setAttribute("role", "alert");
+    note.textContent = "The upload was cut off before the end of the file (the connection dropped or the server stopped). The rows imported before that stay imported; import the file again to finish (rows already there are updated, not added twice).";
+    if (id) {
+      var link = document.createElement("a");
+      link.href = "/contacts/imports/" + encodeURIComponent(id.value);
+      link.textContent = " See what was imported.";
+      note.appendChild(link);
+    }
+    box.appendChild(note);
+    form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = false; });
+  }
+  document.addEventListener("htmx:sendError", uploadCut);
+  document.addEventListener("htmx:responseError", uploadCut);
+  // --- end of issue 15 part B ---
+
+  // --- Narrow screens: the navigation behind a menu button (issue 15) ---
+  // The sidebar arrives open (so it works without script) with its button hidden; on narrow
+  // screens this shows the button and closes the menu, on load and each time the sidebar is
+  // swapped in again (boosted navigation re-renders it), so choosing a page closes it.
+  var narrow = window.matchMedia("(max-width: 820px)");
+  function setMenu(button, open) {
+    var sidebar = button.closest(".sidebar");
+    button.setAttribute("aria-expanded", open ? "true" : "false");
+    if (sidebar) sidebar.classList.toggle("menu-closed", !open);
+  }
+  function initMenus() {
+    document.querySelectorAll("[data-menu-toggle]").forEach(function (button) {
+      if (button.dataset.menuReady) return;
+      button.dataset.menuReady = "1";
+      button.hidden = false;
+      setMenu(button, !narrow.matches);
+    });
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target instanceof Element ? event.target.closest("[data-menu-toggle]") : null;
+    if (!button) return;
+    setMenu(button, button.getAttribute("aria-expanded") !== "true");
+  });
+  // Widening the window opens the menu again, so nothing stays hidden on a desktop layout.
+  narrow.addEventListener("change", function () {
+    document.querySelectorAll("[data-menu-toggle]").forEach(function (b) { setMenu(b, !narrow.matches); });
+  });
+  document.addEventListener("DOMContentLoaded", initMenus);
+  document.addEventListener("htmx:load", initMenus);
+  document.addEventListener("htmx:afterSettle", initMenus);
+  // --- end of the menu button ---
+
   // Flash messages fade after a while, errors stay until dismissed by navigation.
   function settleFlashes(root) {
     (root || document).querySelectorAll(".flash-success, .flash-info").forEach(function (el) {

@@ -277,5 +277,13 @@ fn main() {
     time_search(&db, "phone fragment", q("2015551"));
     time_search(&db, "name", q(&format!("Person{}", rows / 3)));
     time_search(&db, "attribute value (São Paulo)", q("são paulo"));
+    // Case and accents folded (issue 15): these found nothing before.
+    time_search(&db, "the same, unaccented (sao paulo)", q("sao paulo"));
+    time_search(
+        &db,
+        "name in capitals (PERSON… MULLER)",
+        q(&format!("PERSON{} MULLER", rows / 3)),
+    );
+    time_search(&db, "two letters (no trigram: scan)", q("qx"));
     time_search(&db, "no match (whole table scanned)", q("nobody-here"));
 }

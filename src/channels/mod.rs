@@ -24,6 +24,7 @@
 //! ```
 
 pub mod clean;
+pub mod diagnosis;
 pub mod infobip_viber;
 pub mod sandbox;
 pub mod twilio;
@@ -49,7 +50,9 @@ use crate::domain::content::MessageContent;
 use crate::domain::phone::E164;
 
 pub use error::{ErrorClass, SendDisposition, SendError};
-pub use settings::{Secret, SettingSpec, SettingsError, settings_for, split_secrets, validate};
+pub use settings::{
+    Secret, SettingSpec, SettingsError, secret_problem, settings_for, split_secrets, validate,
+};
 pub use templates::{
     PlaceholderExample, ProviderTemplateStatus, TemplateAnswer, TemplateButton, TemplateCategory,
     TemplateRef, TemplateSubmission, TemplateSubmitted,

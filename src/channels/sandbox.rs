@@ -48,8 +48,17 @@ const APPROVE_AFTER: SettingSpec = SettingSpec {
     default: Some("2000"),
 };
 
-/// The sandbox's optional timing keys; it has no secrets.
-pub const SETTINGS: &[SettingSpec] = &[DELIVERED_AFTER, READ_AFTER, APPROVE_AFTER];
+/// A simulated WhatsApp messaging limit, to try how broadcasts wait for room under it.
+const MESSAGING_LIMIT: SettingSpec = SettingSpec {
+    key: "messaging_limit",
+    label: "Messaging limit (simulated WhatsApp: customers per 24 hours; empty for none)",
+    secret: false,
+    required: false,
+    default: None,
+};
+
+/// The sandbox's optional keys; it has no secrets.
+pub const SETTINGS: &[SettingSpec] = &[DELIVERED_AFTER, READ_AFTER, APPROVE_AFTER, MESSAGING_LIMIT];
 
 /// How long the simulated provider takes; all delays count from the send (or submission).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +105,14 @@ impl SandboxSettings {
             READ_AFTER.key,
             read_after >= delivered_after,
             "A message is read after it is delivered",
+        );
+        let limit = f.optional(&MESSAGING_LIMIT);
+        f.check(
+            MESSAGING_LIMIT.key,
+            limit
+                .as_deref()
+                .is_none_or(|l| l.parse::<u32>().is_ok_and(|n| n > 0)),
+            "The messaging limit is a whole number of customers, or empty for none",
         );
         f.finish(SandboxSettings {
             delivered_after,

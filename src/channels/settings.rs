@@ -64,6 +64,56 @@ pub fn validate(
     }
 }
 
+/// What is obviously wrong with a secret as typed into the channel form or the API, for the
+/// provider's documented format (`shared/reference/`): a Twilio auth token is 32 hexadecimal
+/// characters; Meta's access tokens and app secrets, Infobip's API keys are long strings
+/// without spaces. Checked when a secret is entered, so a channel is not saved with a value
+/// that can never work (a value saved earlier is not checked again).
+pub fn secret_problem(provider: Provider, key: &str, value: &str) -> Option<String> {
+    let chars = value.chars().count();
+    let label = settings_for(provider)
+        .iter()
+        .find(|s| s.key == key)
+        .map_or(key, |s| s.label);
+    if value.chars().any(char::is_whitespace) {
+        return Some(format!(
+            "{label} has a space or line break in it: paste it again as one piece"
+        ));
+    }
+    let (minimum, what) = match (provider, key) {
+        (Provider::Twilio, "auth_token") => {
+            return (chars != 32 || !value.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
+                format!(
+                    "Auth token is 32 letters and digits (Twilio Console › Account info › Auth Token); this one has {chars} characters"
+                )
+            });
+        }
+        (Provider::WhatsappCloud, "access_token") => (
+            20,
+            "an access token from Meta (a system-user token starting with EAA, usually about 200 characters)",
+        ),
+        (Provider::WhatsappCloud, "app_secret") => (
+            16,
+            "the App Secret from the App Dashboard › App settings › Basic (32 characters)",
+        ),
+        (Provider::WhatsappCloud, "verify_token") => (
+            8,
+            "a phrase of your own of at least 8 characters, given to Meta with the webhook URL",
+        ),
+        (Provider::Infobip, "api_key") => (
+            16,
+            "an API key from the Infobip portal › Developers › API keys",
+        ),
+        _ => return None,
+    };
+    (chars < minimum).then(|| {
+        format!(
+            "{label} should be {what}; this one has {chars} character{}",
+            if chars == 1 { "" } else { "s" }
+        )
+    })
+}
+
 /// A credential: kept out of `Debug` output and logs.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
@@ -269,6 +319,36 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn secrets_that_cannot_work_are_refused_by_their_format() {
+        let twilio = |v| secret_problem(Provider::Twilio, "auth_token", v);
+        assert!(twilio("x").unwrap().contains("32 letters and digits"));
+        assert!(twilio("x").unwrap().contains("has 1 characters"));
+        let not_hex = "g".repeat(32);
+        assert!(twilio(&not_hex).is_some(), "not hexadecimal");
+        assert_eq!(twilio("0123456789abcdef0123456789ABCDEF"), None);
+        let meta = |k, v| secret_problem(Provider::WhatsappCloud, k, v);
+        assert!(meta("access_token", "EAA1").unwrap().contains("EAA"));
+        assert_eq!(meta("access_token", "EAAG-meta-access-token-0001"), None);
+        assert!(
+            meta("access_token", "EAAG meta access token 0001")
+                .unwrap()
+                .contains("space")
+        );
+        assert!(meta("app_secret", "s").is_some());
+        assert!(meta("verify_token", "v").is_some());
+        assert!(secret_problem(Provider::Infobip, "api_key", "k").is_some());
+        assert_eq!(
+            secret_problem(Provider::Infobip, "api_key", "infobip-api-key-0001"),
+            None
+        );
+        assert_eq!(
+            secret_problem(Provider::Infobip, "webhook_secret", "x"),
+            None,
+            "checked elsewhere"
+        );
     }
 
     #[test]

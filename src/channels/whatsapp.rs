@@ -76,6 +76,20 @@ const VERIFY_TOKEN: SettingSpec = SettingSpec {
     default: None,
 };
 
+/// The business's messaging limit: unique customers it may start conversations with (outside
+/// a customer-service window) per rolling 24 hours. Broadcasts wait for room under it instead
+/// of being refused by Meta.
+const MESSAGING_LIMIT: SettingSpec = SettingSpec {
+    key: "messaging_limit",
+    label: "Messaging limit (customers per 24 hours: 250, 2000, 10000, 100000 or unlimited)",
+    secret: false,
+    required: false,
+    default: None,
+};
+
+/// The messaging limits Meta gives a business account.
+pub const MESSAGING_LIMITS: [&str; 5] = ["250", "2000", "10000", "100000", "unlimited"];
+
 /// WhatsApp's settings keys; `access_token`, `app_secret` and `verify_token` are secrets.
 pub const SETTINGS: &[SettingSpec] = &[
     BASE_URL,
@@ -85,6 +99,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     ACCESS_TOKEN,
     APP_SECRET,
     VERIFY_TOKEN,
+    MESSAGING_LIMIT,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +136,14 @@ impl WhatsappSettings {
             WABA_ID.key,
             is_digits(&waba_id),
             "WhatsApp Business Account ID is numeric",
+        );
+        let limit = f.optional(&MESSAGING_LIMIT);
+        f.check(
+            MESSAGING_LIMIT.key,
+            limit
+                .as_deref()
+                .is_none_or(|l| MESSAGING_LIMITS.contains(&l.trim().replace(',', "").as_str())),
+            "The messaging limit is 250, 2000, 10000, 100000 or unlimited (as Meta's WhatsApp Manager shows it)",
         );
         let settings = WhatsappSettings {
             base_url,

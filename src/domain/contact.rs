@@ -206,9 +206,93 @@ impl FromStr for Field {
     }
 }
 
+/// Text as contact search compares it: compatibility-decomposed (NFKD), without combining
+/// marks, lower-cased, with the letters that carry their accent inside them (no decomposition:
+/// ł, ø, đ, ß...) spelled as people type them without it. "Łukasz", "ŁUKASZ" and "lukasz" fold
+/// alike, "MÜLLER" to "muller", "Zoë" to "zoe", "ΣΩΚΡΆΤΗΣ" and "σωκράτης" to "σωκρατησ".
+/// Stored beside each contact (`contacts.search_text`) and applied to every query, so both
+/// databases compare folded text byte for byte, whatever their collation.
+pub fn fold_for_search(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_normalization::char::is_combining_mark;
+
+    let mut out = String::with_capacity(text.len());
+    for c in text.nfkd().filter(|c| !is_combining_mark(*c)) {
+        for lower in c.to_lowercase() {
+            match lower {
+                // Final sigma is a position, not a letter.
+                'ς' => out.push('σ'),
+                'ł' => out.push('l'),
+                'ø' => out.push('o'),
+                'đ' | 'ð' => out.push('d'),
+                'ħ' => out.push('h'),
+                'ı' => out.push('i'),
+                'ŧ' => out.push('t'),
+                'ß' => out.push_str("ss"),
+                'æ' => out.push_str("ae"),
+                'œ' => out.push_str("oe"),
+                'þ' => out.push_str("th"),
+                other => out.push(other),
+            }
+        }
+    }
+    out
+}
+
+/// What a contact is found by besides its phone number: its name, e-mail and attribute values,
+/// folded, one per line (so that no query, which has no line break, matches across two).
+pub fn search_text<'a>(
+    name: &str,
+    email: &str,
+    attribute_values: impl IntoIterator<Item = &'a String>,
+) -> String {
+    fn add(text: &mut String, part: &str) {
+        if !part.is_empty() {
+            text.push('\n');
+            text.push_str(&fold_for_search(part));
+        }
+    }
+    let mut text = fold_for_search(name);
+    add(&mut text, email);
+    for value in attribute_values {
+        add(&mut text, value);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_folds_case_and_accents_in_every_script() {
+        assert_eq!(fold_for_search("Łukasz"), "lukasz");
+        assert_eq!(fold_for_search("łukasz"), fold_for_search("ŁUKASZ"));
+        assert_eq!(fold_for_search("MÜLLER"), "muller");
+        assert_eq!(fold_for_search("Müller"), "muller");
+        assert_eq!(fold_for_search("Zoë"), "zoe");
+        // Decomposed input (e + combining diaeresis) folds as the composed letter does.
+        assert_eq!(fold_for_search("Zoe\u{308}"), "zoe");
+        assert_eq!(fold_for_search("ΣΩΚΡΆΤΗΣ"), fold_for_search("σωκράτης"));
+        assert_eq!(fold_for_search("σωκράτης"), "σωκρατησ");
+        assert_eq!(fold_for_search("Straße"), "strasse");
+        assert_eq!(fold_for_search("İSTANBUL"), "istanbul");
+        assert_eq!(fold_for_search("ÆRØ"), "aero");
+        assert_eq!(fold_for_search("Дмитрий"), "дмитрии");
+        assert_eq!(fold_for_search("ＦＵＬＬ ｗｉｄｔｈ"), "full width");
+        // Scripts without case pass through, as do digits and punctuation.
+        assert_eq!(fold_for_search("山田 #42"), "山田 #42");
+    }
+
+    #[test]
+    fn search_text_keeps_fields_apart() {
+        let attrs = [String::from("Kraków"), String::new(), String::from("VIP")];
+        assert_eq!(
+            search_text("Anna Müller", "ANNA@example.com", &attrs),
+            "anna muller\nanna@example.com\nkrakow\nvip"
+        );
+        assert_eq!(search_text("", "", &[]), "");
+    }
 
     #[test]
     fn languages_normalise() {

@@ -61,10 +61,12 @@ pub fn validate(
     country: DefaultCountry,
 ) -> Result<ImportRow, Vec<RejectedRow>> {
     let line = record.line;
+    // The row as given is added by the caller, which owns the record.
     let reject = |value: String, reason: String| RejectedRow {
         line,
         value,
         reason,
+        original: String::new(),
     };
     if record.fields.len() != headers.len() || record.truncated_fields {
         let snippet = record
@@ -95,6 +97,7 @@ pub fn validate(
         time_zone: String::new(),
         attributes: Attributes::new(),
         consents: Vec::new(),
+        original: Vec::new(),
     };
     for (i, (target, field)) in mapping.targets.iter().zip(&record.fields).enumerate() {
         if *target == Target::Ignore {
@@ -234,6 +237,17 @@ fn read_header<R: Read>(
     Ok((headers, mapping))
 }
 
+/// A record's cells as text (moved, not copied), for the rejected rows' report.
+fn cells(fields: Vec<FieldValue>) -> Vec<String> {
+    fields
+        .into_iter()
+        .map(|f| match f {
+            FieldValue::Text(s) | FieldValue::NotUtf8(s) => s,
+            FieldValue::TooLong(n) => format!("({n} bytes)"),
+        })
+        .collect()
+}
+
 struct Batch {
     rows: Vec<ImportRow>,
     rejected: Vec<RejectedRow>,
@@ -268,6 +282,7 @@ fn run_inner<R: Read>(
     let (headers, mapping) = read_header(&mut reader, plan)?;
     {
         let mut conn = db.get()?;
+        imports::set_header(&mut conn, import.id, &imports::cells_json(&headers))?;
         crate::storage::contacts::register_attribute_keys(
             &mut conn,
             mapping.attribute_keys().iter(),
@@ -304,8 +319,19 @@ fn run_inner<R: Read>(
             while let Some(record) = reader.next_record()? {
                 summary.rows += 1;
                 match validate(&record, &headers, &mapping, plan.country) {
-                    Ok(row) => batch.rows.push(row),
-                    Err(problems) => batch.rejected.extend(problems),
+                    Ok(mut row) => {
+                        row.original = cells(record.fields);
+                        batch.rows.push(row);
+                    }
+                    Err(problems) => {
+                        let original = imports::cells_json(&cells(record.fields));
+                        batch
+                            .rejected
+                            .extend(problems.into_iter().map(|p| RejectedRow {
+                                original: original.clone(),
+                                ..p
+                            }));
+                    }
                 }
                 if batch.rows.len() + batch.rejected.len() >= BATCH_ROWS {
                     batch.bytes_read = reader.bytes_consumed();

@@ -7,7 +7,10 @@
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde_json::{Map, Value, json};
 
-use crate::channels::{ChannelAdapter, SettingSpec, settings_for, validate, webhook_path};
+use crate::channels::diagnosis::{Diagnosis, diagnose};
+use crate::channels::{
+    ChannelAdapter, SettingSpec, secret_problem, settings_for, validate, webhook_path,
+};
 use crate::dispatch::registry::{ChannelRegistry, RegistryError};
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
@@ -252,6 +255,10 @@ fn check(
         if spec.secret {
             // An empty secret keeps the saved one: it is never shown, so it cannot be re-typed.
             if let Some(text) = text {
+                if let Some(problem) = secret_problem(provider, key, &text) {
+                    problems.add_first(field, problem);
+                    continue;
+                }
                 if secrets.get(key).and_then(Value::as_str) != Some(text.as_str()) {
                     secrets_replaced.push(spec.key);
                 }
@@ -576,6 +583,8 @@ fn update_in(
             settings: &settings,
             secrets: sealed.as_deref(),
             rate_limit_per_second: checked.rate_limit_per_second,
+            connection_changed: !checked.secrets_replaced.is_empty()
+                || checked.changed.iter().any(|c| c.starts_with("settings.")),
         },
     )
     .map_err(name_taken_on_clash(&checked.name))?;
@@ -710,15 +719,19 @@ pub async fn delete(svc: &Services, actor: Actor, public_id: String) -> ServiceR
 // Testing the connection
 // ---------------------------------------------------------------------------------------------
 
-/// What the provider said to "test connection", or why it failed, verbatim.
+/// What "Test connection" found: the provider's answer, or what went wrong in words, what
+/// to check, and the provider's own code, words and link beneath.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestResult {
     pub ok: bool,
     pub message: String,
+    pub diagnosis: Diagnosis,
+    pub provider: Provider,
 }
 
 /// Calls the provider once with the saved settings (an authenticated read) and says what it
-/// answered. Saves nothing but an audit entry.
+/// answered. Saves an audit entry, and when the test passed, the time (the getting-started
+/// list ticks a real account only then).
 pub async fn test_connection(
     svc: &Services,
     actor: Actor,
@@ -729,7 +742,13 @@ pub async fn test_connection(
         Err(e) => (
             TestResult {
                 ok: false,
-                message: format!("Herald cannot use this channel's saved settings: {e}"),
+                message: "Herald cannot use this channel's saved settings.".into(),
+                diagnosis: Diagnosis {
+                    headline: "Herald cannot use this channel's saved settings.".into(),
+                    checks: vec![format!("Edit the channel and enter them again: {e}.")],
+                    ..Diagnosis::default()
+                },
+                provider: channel.provider,
             },
             Some("settings".to_owned()),
             None,
@@ -739,18 +758,29 @@ pub async fn test_connection(
                 TestResult {
                     ok: true,
                     message: answer,
+                    diagnosis: Diagnosis::default(),
+                    provider: channel.provider,
                 },
                 None,
                 None,
             ),
-            Err(e) => (
-                TestResult {
-                    ok: false,
-                    message: format!("{}: {}", e.class, e.text()),
-                },
-                Some(e.class.as_str().to_owned()),
-                e.code.clone(),
-            ),
+            Err(e) => {
+                let base_url = serde_json::from_str::<Value>(&channel.settings)
+                    .ok()
+                    .and_then(|s| s.get("base_url").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_default();
+                let diagnosis = diagnose(channel.provider, &base_url, &e);
+                (
+                    TestResult {
+                        ok: false,
+                        message: diagnosis.headline.clone(),
+                        diagnosis,
+                        provider: channel.provider,
+                    },
+                    Some(e.class.as_str().to_owned()),
+                    e.code.clone(),
+                )
+            }
         },
     };
     let details = json!({
@@ -759,7 +789,9 @@ pub async fn test_connection(
         "error_class": class,
         "error_code": code,
     });
+    let (channel_id, ok) = (channel.id, result.ok);
     svc.write(actor, move |change| {
+        channels::record_test(change.conn, channel_id, ok)?;
         change.audit("channel.tested", "channel", Some(&public_id), details)
     })
     .await?;
@@ -790,7 +822,7 @@ mod tests {
     fn twilio() -> ChannelDraft {
         draft(json!({
             "base_url": "https://api.twilio.com", "account_sid": SID,
-            "auth_token": "tok-1", "from": "+14155550100",
+            "auth_token": "0123456789abcdef0123456789abcd01", "from": "+14155550100",
         }))
     }
 
@@ -802,7 +834,10 @@ mod tests {
             Provider::Twilio.default_rate_limit()
         );
         assert_eq!(c.sender, "+14155550100");
-        assert_eq!(c.secrets.get("auth_token"), Some(&json!("tok-1")));
+        assert_eq!(
+            c.secrets.get("auth_token"),
+            Some(&json!("0123456789abcdef0123456789abcd01"))
+        );
         assert!(!c.settings.contains_key("auth_token"), "secrets stay apart");
     }
 
@@ -846,14 +881,20 @@ mod tests {
         let current = saved();
         let keep = draft(json!({"auth_token": "", "from": "+14155550199"}));
         let c = check(Provider::Twilio, Some(&current), &keep).unwrap();
-        assert_eq!(c.secrets.get("auth_token"), Some(&json!("tok-1")));
+        assert_eq!(
+            c.secrets.get("auth_token"),
+            Some(&json!("0123456789abcdef0123456789abcd01"))
+        );
         assert!(c.secrets_replaced.is_empty());
         assert_eq!(c.changed, vec!["sender", "settings.from"]);
         assert_eq!(c.rate_limit_per_second, 5, "an edit keeps the rate");
 
-        let replace = draft(json!({"auth_token": "tok-2"}));
+        let replace = draft(json!({"auth_token": "0123456789abcdef0123456789abcd02"}));
         let c = check(Provider::Twilio, Some(&current), &replace).unwrap();
-        assert_eq!(c.secrets.get("auth_token"), Some(&json!("tok-2")));
+        assert_eq!(
+            c.secrets.get("auth_token"),
+            Some(&json!("0123456789abcdef0123456789abcd02"))
+        );
         assert_eq!(c.secrets_replaced, vec!["auth_token"]);
         assert!(c.changed.is_empty());
     }
@@ -879,10 +920,13 @@ mod tests {
         let c = check(
             Provider::Twilio,
             Some(&current),
-            &draft(json!({"base_url": "https://api2.example", "auth_token": "tok-2"})),
+            &draft(json!({"base_url": "https://api2.example", "auth_token": "0123456789abcdef0123456789abcd02"})),
         )
         .unwrap();
-        assert_eq!(c.secrets.get("auth_token"), Some(&json!("tok-2")));
+        assert_eq!(
+            c.secrets.get("auth_token"),
+            Some(&json!("0123456789abcdef0123456789abcd02"))
+        );
         assert_eq!(c.changed, vec!["settings.base_url"]);
         // The same address written again (or its default) moves nothing.
         for same in [
@@ -921,7 +965,7 @@ mod tests {
         let c = check(
             Provider::Twilio,
             Some(&current),
-            &draft(json!({"auth_token": "tok-1"})),
+            &draft(json!({"auth_token": "0123456789abcdef0123456789abcd01"})),
         )
         .unwrap();
         assert_eq!(c.secrets_replaced, vec!["auth_token"]);

@@ -12,7 +12,7 @@ use crate::domain::user::DisplayName;
 use crate::import::gate::{Busy, ImportPermit};
 use crate::import::mapping::Mapping;
 use crate::import::{self, ImportError, Plan, Summary};
-use crate::storage::imports::{self, Import, Rejection};
+use crate::storage::imports::{self, Import, Rejection, RejectionsFrom};
 use crate::storage::lists::{self, List};
 use crate::storage::{DbConnection, is_unique_violation};
 
@@ -219,15 +219,45 @@ pub async fn progress(svc: &Services, public_id: String) -> ServiceResult<(Impor
     .await
 }
 
-/// Up to `limit` rejected rows after `after` (an id from a previous batch; 0 to start).
+/// The first `limit` rejected rows, in line order.
 pub async fn rejections(
     svc: &Services,
     import_id: i64,
-    after: i64,
     limit: i64,
-) -> ServiceResult<Vec<(i64, Rejection)>> {
-    svc.read(move |conn| Ok(imports::rejections(conn, import_id, after, limit)?))
-        .await
+) -> ServiceResult<Vec<Rejection>> {
+    svc.read(move |conn| {
+        Ok(imports::rejections(
+            conn,
+            import_id,
+            RejectionsFrom::Offset(0),
+            limit,
+        )?)
+    })
+    .await
+}
+
+/// A page of an import's rejected rows in line order, the total number of them, and the
+/// file's header.
+pub async fn rejection_page(
+    svc: &Services,
+    import_id: i64,
+    offset: i64,
+    limit: i64,
+) -> ServiceResult<(Vec<Rejection>, i64, Vec<String>)> {
+    svc.read(move |conn| {
+        Ok((
+            imports::rejections(conn, import_id, RejectionsFrom::Offset(offset), limit)?,
+            imports::rejection_count(conn, import_id)?,
+            imports::header(conn, import_id)?,
+        ))
+    })
+    .await
+}
+
+/// The file's header cells as the import kept them (empty for older imports). Blocking (a
+/// streamed download's producer).
+pub fn report_header(conn: &mut DbConnection, import_id: i64) -> ServiceResult<Vec<String>> {
+    Ok(imports::header(conn, import_id)?)
 }
 
 /// Walks every rejected row of an import in batches, handing each to `each` until it answers
@@ -237,14 +267,14 @@ pub fn each_rejection_batch(
     import_id: i64,
     mut each: impl FnMut(Vec<Rejection>) -> bool,
 ) -> ServiceResult<()> {
-    let mut after = 0;
+    let mut from = RejectionsFrom::Offset(0);
     loop {
-        let batch = imports::rejections(conn, import_id, after, 2000)?;
-        let Some((last, _)) = batch.last() else {
+        let batch = imports::rejections(conn, import_id, from, 2000)?;
+        let Some(last) = batch.last() else {
             return Ok(());
         };
-        after = *last;
-        if !each(batch.into_iter().map(|(_, r)| r).collect()) {
+        from = last.cursor();
+        if !each(batch) {
             return Ok(());
         }
     }

@@ -237,17 +237,18 @@ pub async fn change_own_password(
     keep_session: i64,
     attempt: Attempt,
     new: NewPassword,
-) -> ServiceResult<()> {
+) -> ServiceResult<usize> {
     let hash = svc.passwords.hash(new.expose().to_owned()).await?;
     svc.write(actor, move |change| {
         attempt.forget(change.conn)?;
-        users::set_password(change.conn, user_id, &hash, false, Some(keep_session))?;
+        let ended = users::set_password(change.conn, user_id, &hash, false, Some(keep_session))?;
         change.audit(
             "user.password_changed",
             "user",
             Some(&user_id.to_string()),
-            serde_json::json!({}),
-        )
+            serde_json::json!({"other_sessions_ended": ended}),
+        )?;
+        Ok(ended)
     })
     .await
 }
@@ -298,6 +299,8 @@ pub async fn set_up_first_admin(
                     serde_json::json!({"role": "admin"}),
                 )?;
                 let session_token = start_session(change.conn, user.id, ttl)?;
+                // Creating the admin signs them in: that is their first sign-in.
+                users::record_login(change.conn, user.id)?;
                 Ok(Some((user, session_token)))
             })
         })

@@ -263,6 +263,13 @@ pub fn set_resumed(conn: &mut DbConnection, id: i64) -> QueryResult<usize> {
         .execute(conn)
 }
 
+pub fn clear_pause_reason(conn: &mut DbConnection, id: i64) -> QueryResult<usize> {
+    let none: Option<&str> = None;
+    diesel::update(broadcasts::table.find(id))
+        .set(broadcasts::pause_reason.eq(none))
+        .execute(conn)
+}
+
 pub fn set_pause_reason(conn: &mut DbConnection, id: i64, reason: &str) -> QueryResult<usize> {
     diesel::update(broadcasts::table.find(id))
         .set(broadcasts::pause_reason.eq(reason))
@@ -746,6 +753,32 @@ pub fn freeze(
     }
 }
 
+#[derive(QueryableByName)]
+struct ContactId {
+    #[diesel(sql_type = BigInt)]
+    contact_id: i64,
+}
+
+/// The `offset`-th contact (in id order) the audience reaches, to preview the message for a
+/// real recipient.
+pub fn sample(
+    conn: &mut DbConnection,
+    audience: &Audience,
+    ctx: &AudienceContext,
+    offset: i64,
+) -> QueryResult<Option<i64>> {
+    let mut sql = Sql::new(is_postgres(conn));
+    sql.push("SELECT s.contact_id AS contact_id FROM (");
+    sql.candidates(audience, ctx);
+    sql.push(") s WHERE s.reason IS NULL ORDER BY s.contact_id LIMIT 1 OFFSET ");
+    sql.bind(Bound::Int(offset.max(0)));
+    let rows: Vec<ContactId> = match conn {
+        DbConnection::Sqlite(c) => sql.statement().load(c)?,
+        DbConnection::Postgres(c) => sql.statement().load(c)?,
+    };
+    Ok(rows.first().map(|r| r.contact_id))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Feeding and counting
 
@@ -914,6 +947,58 @@ pub fn recent_failures(
     Ok((failed as i64, statuses.len() as i64))
 }
 
+/// Unique contacts sent a template on these channels since `since` (what WhatsApp's messaging
+/// limit counts: conversations a business starts), and the oldest such send (when room frees
+/// up again).
+pub fn business_initiated(
+    conn: &mut DbConnection,
+    channel_ids: &[i64],
+    since: NaiveDateTime,
+) -> QueryResult<(i64, Option<NaiveDateTime>)> {
+    let counted = ["queued", "sending", "sent", "delivered", "read", "unknown"];
+    let base = || {
+        messages::table
+            .filter(messages::channel_id.eq_any(channel_ids))
+            .filter(messages::content_kind.eq("template"))
+            .filter(messages::created_at.gt(since))
+            .filter(messages::status.eq_any(counted))
+    };
+    let unique: i64 = base()
+        .select(diesel::dsl::count(messages::contact_id).aggregate_distinct())
+        .get_result(conn)?;
+    let oldest: Option<NaiveDateTime> = base()
+        .select(diesel::dsl::min(messages::created_at))
+        .get_result(conn)?;
+    Ok((unique, oldest))
+}
+
+/// WhatsApp's codes for a template it will not send (paused, disabled, missing, parameters
+/// that do not fit): the broadcast pauses on them instead of failing every recipient.
+pub const TEMPLATE_REFUSED_CODES: [&str; 7] = [
+    "132000", "132001", "132005", "132007", "132012", "132015", "132016",
+];
+
+/// The provider's code of a template refusal among the broadcast's messages queued since
+/// `since`, if there is one.
+pub fn template_refusal(
+    conn: &mut DbConnection,
+    broadcast_id: i64,
+    since: Option<NaiveDateTime>,
+) -> QueryResult<Option<(String, String)>> {
+    let mut query = messages::table
+        .filter(messages::campaign_id.eq(broadcast_id))
+        .filter(messages::status.eq("failed"))
+        .filter(messages::error_code.eq_any(TEMPLATE_REFUSED_CODES))
+        .select((messages::error_code, messages::error_message))
+        .limit(1)
+        .into_boxed();
+    if let Some(since) = since {
+        query = query.filter(messages::created_at.ge(since));
+    }
+    let found: Option<(Option<String>, Option<String>)> = query.first(conn).optional()?;
+    Ok(found.map(|(code, words)| (code.unwrap_or_default(), words.unwrap_or_default())))
+}
+
 /// A broadcast's counts: recipients by state and messages by status.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
@@ -1078,6 +1163,21 @@ pub struct RecipientRow {
     pub contact_id: i64,
     pub status: String,
     pub reason: Option<String>,
+}
+
+/// The status of the broadcast's message to each of these contacts (those queued).
+pub fn message_statuses(
+    conn: &mut DbConnection,
+    broadcast_id: i64,
+    contact_ids: &[i64],
+) -> QueryResult<std::collections::HashMap<i64, String>> {
+    let rows: Vec<(i64, String)> = messages::table
+        .filter(messages::campaign_id.eq(broadcast_id))
+        .filter(messages::resend_of.is_null())
+        .filter(messages::contact_id.eq_any(contact_ids))
+        .select((messages::contact_id, messages::status))
+        .load(conn)?;
+    Ok(rows.into_iter().collect())
 }
 
 /// A page of recipients in frozen order (keyset on id, `after`).

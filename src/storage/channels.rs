@@ -22,6 +22,7 @@ struct ChannelRow {
     disabled_at: Option<NaiveDateTime>,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    tested_ok_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct Channel {
     pub disabled_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// When "Test connection" last succeeded with the settings as they are now.
+    pub tested_ok_at: Option<NaiveDateTime>,
 }
 
 impl Channel {
@@ -70,6 +73,7 @@ impl TryFrom<ChannelRow> for Channel {
             disabled_at: r.disabled_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            tested_ok_at: r.tested_ok_at,
         })
     }
 }
@@ -198,6 +202,9 @@ pub struct ChannelChanges<'a> {
     pub settings: &'a str,
     pub secrets: Option<&'a str>,
     pub rate_limit_per_second: i32,
+    /// The settings or secrets it connects with changed: an earlier successful test no
+    /// longer says anything about them.
+    pub connection_changed: bool,
 }
 
 /// Saves an edit; a new `updated_at` makes the registry build a fresh adapter.
@@ -217,7 +224,21 @@ pub fn update(
         ))
         .returning(channels::all_columns)
         .get_result::<ChannelRow>(conn)?;
+    if changes.connection_changed && row.tested_ok_at.is_some() {
+        diesel::update(channels::table.find(id))
+            .set(channels::tested_ok_at.eq(None::<NaiveDateTime>))
+            .execute(conn)?;
+        return find(conn, id)?.ok_or(diesel::result::Error::NotFound);
+    }
     Channel::try_from(row)
+}
+
+/// Records the outcome of "Test connection": the time of a success, or none after a failure.
+/// `updated_at` stays, so the registry keeps its adapter.
+pub fn record_test(conn: &mut DbConnection, id: i64, ok: bool) -> QueryResult<usize> {
+    diesel::update(channels::table.find(id))
+        .set(channels::tested_ok_at.eq(ok.then(now)))
+        .execute(conn)
 }
 
 /// Disables (nothing is sent through it) or enables a channel.

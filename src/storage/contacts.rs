@@ -2,15 +2,17 @@
 //! pagination that stays fast at a million rows.
 
 use chrono::NaiveDateTime;
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
 
 use super::schema::{attribute_keys, contact_consents, contacts, list_members};
 use super::{DbConnection, new_public_id, now, on_backend};
 use crate::domain::channel::ChannelKind;
-use crate::domain::contact::{Attributes, attributes_from_json, attributes_to_json};
+use crate::domain::contact::{
+    Attributes, attributes_from_json, attributes_to_json, fold_for_search, search_text,
+};
 use crate::domain::phone::E164;
-
-diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = contacts)]
@@ -66,6 +68,11 @@ impl Contact {
         } else {
             &self.name
         }
+    }
+
+    /// What search finds the contact by besides its phone number (`contacts.search_text`).
+    pub fn search_text(&self) -> String {
+        search_text(&self.name, &self.email, self.attributes.values())
     }
 
     /// A field or attribute by name, for template variables and exports.
@@ -231,6 +238,7 @@ fn insert_new(
         contacts::attributes.eq(attributes_to_json(&contact.attributes)),
         contacts::created_at.eq(contact.created_at),
         contacts::updated_at.eq(contact.updated_at),
+        contacts::search_text.eq(Some(contact.search_text())),
     );
     let id: Option<i64> = super::on_backend!(conn, |c| diesel::insert_into(contacts::table)
         .values(values)
@@ -263,6 +271,7 @@ pub fn update(
             contacts::time_zone.eq(&contact.time_zone),
             contacts::attributes.eq(attributes_to_json(&contact.attributes)),
             contacts::updated_at.eq(contact.updated_at),
+            contacts::search_text.eq(Some(contact.search_text())),
         ))
         .execute(conn)?;
     register_attribute_keys(
@@ -296,6 +305,67 @@ pub fn upsert(
             let existing = find_by_phone(conn, phone)?.ok_or(diesel::result::Error::NotFound)?;
             Ok((update(conn, existing, patch)?, false))
         }
+    }
+}
+
+/// What the folded search text is made of, as stored.
+type SearchSource = (i64, String, String, String);
+const SEARCH_SOURCE: (
+    contacts::id,
+    contacts::name,
+    contacts::email,
+    contacts::attributes,
+) = (
+    contacts::id,
+    contacts::name,
+    contacts::email,
+    contacts::attributes,
+);
+
+fn write_search_text(conn: &mut DbConnection, rows: Vec<SearchSource>) -> QueryResult<usize> {
+    let n = rows.len();
+    for (id, name, email, attributes) in rows {
+        let text = search_text(&name, &email, attributes_from_json(&attributes).values());
+        diesel::update(contacts::table.find(id))
+            .set(contacts::search_text.eq(Some(text)))
+            .execute(conn)?;
+    }
+    Ok(n)
+}
+
+/// Folds the search text of these contacts again from what is stored: after an import merged
+/// names and attributes in SQL, which cannot fold accents.
+pub fn refresh_search_text(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<()> {
+    for chunk in ids.chunks(500) {
+        let rows: Vec<SearchSource> = contacts::table
+            .filter(contacts::id.eq_any(chunk))
+            .select(SEARCH_SOURCE)
+            .load(conn)?;
+        write_search_text(conn, rows)?;
+    }
+    Ok(())
+}
+
+/// Gives contacts stored before the search column existed their folded text, a thousand per
+/// transaction (so other writers get their turns); returns how many. The migration runner
+/// calls it at every start: once they are done, the partial index on the NULLs is empty and
+/// the check costs one look-up.
+pub fn backfill_search_text(conn: &mut DbConnection) -> QueryResult<u64> {
+    let mut done = 0;
+    loop {
+        let n = super::write_transaction(conn, |conn| {
+            let rows: Vec<SearchSource> = contacts::table
+                .filter(contacts::search_text.is_null())
+                .order(contacts::id.asc())
+                .select(SEARCH_SOURCE)
+                .limit(1000)
+                .load(conn)?;
+            write_search_text(conn, rows)
+        })?;
+        if n == 0 {
+            return Ok(done);
+        }
+        done += n as u64;
     }
 }
 
@@ -341,7 +411,7 @@ pub fn lock_existing(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<i6
 /// What the contacts page and the export filter on.
 #[derive(Debug, Clone, Default)]
 pub struct ContactFilter {
-    /// Part of a phone number, name, e-mail or attribute value.
+    /// Part of a phone number, name, e-mail or attribute value (case and accents folded).
     pub q: Option<String>,
     pub list_id: Option<i64>,
     /// Only contacts opted out of this kind of channel.
@@ -394,25 +464,29 @@ fn filtered(filter: &ContactFilter, sqlite: bool) -> BoxedContacts<'static> {
             query = query.filter(contacts::phone.eq(exact.into_inner()));
         } else if let Some(digits) = phone_digits(q) {
             query = query.filter(contacts::phone.like(like_pattern(&digits)).escape('\\'));
-        } else if sqlite {
-            // SQLite's LIKE ignores ASCII case already; lower() would only slow the scan.
-            let pattern = like_pattern(q);
-            query = query.filter(
-                contacts::name
-                    .like(pattern.clone())
-                    .escape('\\')
-                    .or(contacts::email.like(pattern.clone()).escape('\\'))
-                    .or(contacts::attributes.like(pattern).escape('\\')),
-            );
         } else {
-            let pattern = like_pattern(&q.to_lowercase());
-            query = query.filter(
-                lower(contacts::name)
-                    .like(pattern.clone())
-                    .escape('\\')
-                    .or(lower(contacts::email).like(pattern.clone()).escape('\\'))
-                    .or(lower(contacts::attributes).like(pattern).escape('\\')),
-            );
+            // Both sides folded alike (domain::contact::fold_for_search), so the comparison is
+            // plain, whatever the database's collation. Three characters or more use a trigram
+            // index: pg_trgm's serves this LIKE on PostgreSQL; on SQLite the FTS5 table
+            // `contacts_search` (trigram tokenizer) matches the query as a phrase, which is a
+            // substring match. Shorter queries read the column.
+            let folded = fold_for_search(q);
+            if sqlite && folded.chars().count() >= 3 {
+                let phrase = format!("\"{}\"", folded.replace('"', "\"\""));
+                query = query.filter(
+                    sql::<Bool>(
+                        "contacts.id IN (SELECT rowid FROM contacts_search WHERE contacts_search MATCH ",
+                    )
+                    .bind::<Text, _>(phrase)
+                    .sql(")"),
+                );
+            } else {
+                query = query.filter(
+                    contacts::search_text
+                        .like(like_pattern(&folded))
+                        .escape('\\'),
+                );
+            }
         }
     }
     if let Some(list_id) = filter.list_id {

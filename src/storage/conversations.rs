@@ -352,3 +352,26 @@ pub fn last_inbound(
         .first(conn)
         .optional()
 }
+
+/// The channel a reply to this contact most likely belongs on: the one they last wrote on,
+/// else the one they were last written to on (both served by the per-contact time indexes).
+pub fn last_channel(conn: &mut DbConnection, contact_id: i64) -> QueryResult<Option<i64>> {
+    let inbound = inbound_messages::table
+        .filter(inbound_messages::contact_id.eq(contact_id))
+        .order((
+            inbound_messages::received_at.desc(),
+            inbound_messages::id.desc(),
+        ))
+        .select(inbound_messages::channel_id)
+        .first::<i64>(conn)
+        .optional()?;
+    if inbound.is_some() {
+        return Ok(inbound);
+    }
+    messages::table
+        .filter(messages::contact_id.eq(contact_id))
+        .order((messages::created_at.desc(), messages::id.desc()))
+        .select(messages::channel_id)
+        .first::<i64>(conn)
+        .optional()
+}

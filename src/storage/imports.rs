@@ -39,6 +39,15 @@ impl Import {
         self.status == "running"
     }
 
+    /// The state in one word, the same on the list and the import's page.
+    pub fn state_label(&self) -> &'static str {
+        match self.status.as_str() {
+            "running" => "Importing",
+            "done" => "Finished",
+            _ => "Stopped",
+        }
+    }
+
     /// Progress in percent when the size is known.
     pub fn percent(&self) -> Option<i64> {
         self.bytes_total
@@ -122,43 +131,95 @@ pub fn fail_abandoned(conn: &mut DbConnection, older_than: NaiveDateTime) -> Que
 
 #[derive(Debug, Clone, Queryable)]
 pub struct Rejection {
+    pub id: i64,
     pub row_number: i64,
     pub value: String,
     pub reason: String,
+    /// The row's cells as the file gave them (a JSON array; empty for imports made before
+    /// rows were kept).
+    pub original: String,
 }
 
-/// Rejected rows in file order, a batch at a time (the report is streamed).
+impl Rejection {
+    /// The row's cells as given.
+    pub fn cells(&self) -> Vec<String> {
+        serde_json::from_str(&self.original).unwrap_or_default()
+    }
+
+    /// Where the next batch starts (see [`rejections`]).
+    pub fn cursor(&self) -> RejectionsFrom {
+        RejectionsFrom::After(self.row_number, self.id)
+    }
+}
+
+/// Where a batch of rejected rows starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionsFrom {
+    /// After this row (its [`Rejection::cursor`]), for the streamed report.
+    After(i64, i64),
+    /// After skipping this many, for a page of the import's page.
+    Offset(i64),
+}
+
+/// Rejected rows in line order (a row's several problems in the order found), `limit` at a
+/// time from `from`.
 pub fn rejections(
     conn: &mut DbConnection,
     import_id: i64,
-    after_row: i64,
+    from: RejectionsFrom,
     limit: i64,
-) -> QueryResult<Vec<(i64, Rejection)>> {
-    let rows: Vec<(i64, i64, String, String)> = import_rejections::table
+) -> QueryResult<Vec<Rejection>> {
+    let mut query = import_rejections::table
         .filter(import_rejections::import_id.eq(import_id))
-        .filter(import_rejections::id.gt(after_row))
         .select((
             import_rejections::id,
             import_rejections::row_number,
             import_rejections::value,
             import_rejections::reason,
+            import_rejections::original,
         ))
-        .order(import_rejections::id)
+        .order((import_rejections::row_number, import_rejections::id))
         .limit(limit)
-        .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, row_number, value, reason)| {
-            (
-                id,
-                Rejection {
-                    row_number,
-                    value,
-                    reason,
-                },
-            )
-        })
-        .collect())
+        .into_boxed();
+    match from {
+        RejectionsFrom::After(row, id) => {
+            query = query.filter(
+                import_rejections::row_number
+                    .gt(row)
+                    .or(import_rejections::row_number
+                        .eq(row)
+                        .and(import_rejections::id.gt(id))),
+            );
+        }
+        RejectionsFrom::Offset(n) => query = query.offset(n),
+    }
+    query.load(conn)
+}
+
+/// How many problems were recorded for an import (a row can have several).
+pub fn rejection_count(conn: &mut DbConnection, import_id: i64) -> QueryResult<i64> {
+    import_rejections::table
+        .filter(import_rejections::import_id.eq(import_id))
+        .count()
+        .get_result(conn)
+}
+
+/// Keeps the file's header cells (a JSON array), for the rejected rows' report.
+pub fn set_header(conn: &mut DbConnection, id: i64, cells: &str) -> QueryResult<usize> {
+    diesel::update(imports::table.find(id))
+        .set(imports::header_cells.eq(Some(storable(cells))))
+        .execute(conn)
+}
+
+/// The file's header cells, when they were kept.
+pub fn header(conn: &mut DbConnection, id: i64) -> QueryResult<Vec<String>> {
+    let cells: Option<String> = imports::table
+        .find(id)
+        .select(imports::header_cells)
+        .first(conn)?;
+    Ok(cells
+        .and_then(|c| serde_json::from_str(&c).ok())
+        .unwrap_or_default())
 }
 
 /// A row that passed validation. Empty strings mean "leave the field as it is" for contacts
@@ -173,6 +234,8 @@ pub struct ImportRow {
     pub time_zone: String,
     pub attributes: Attributes,
     pub consents: Vec<(ChannelKind, ConsentStatus)>,
+    /// The row's cells as given, kept (moved, not copied) in case a later check rejects it.
+    pub original: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +243,8 @@ pub struct RejectedRow {
     pub line: u64,
     pub value: String,
     pub reason: String,
+    /// The row's cells as given (a JSON array).
+    pub original: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -201,7 +266,9 @@ struct Upserted {
     inserted: i32,
 }
 
-const UPSERT_COLUMNS: &str = "public_id, phone, name, email, language, time_zone, attributes, last_import_id, created_at, updated_at";
+// `search_text` is folded for new rows here; rows that existed are merged in SQL and folded
+// again afterwards (`contacts::refresh_search_text`).
+const UPSERT_COLUMNS: &str = "public_id, phone, name, email, language, time_zone, attributes, last_import_id, created_at, updated_at, search_text";
 
 fn upsert_sql(rows: usize, postgres: bool) -> String {
     let mut sql = format!("INSERT INTO contacts ({UPSERT_COLUMNS}) VALUES ");
@@ -211,7 +278,7 @@ fn upsert_sql(rows: usize, postgres: bool) -> String {
             sql.push(',');
         }
         sql.push('(');
-        for c in 0..10 {
+        for c in 0..11 {
             if c > 0 {
                 sql.push(',');
             }
@@ -269,7 +336,12 @@ macro_rules! bind_rows {
                 .bind::<Text, _>(attributes_to_json(&row.attributes))
                 .bind::<Nullable<BigInt>, _>(Some($import_id))
                 .bind::<Timestamp, _>($at)
-                .bind::<Timestamp, _>($at);
+                .bind::<Timestamp, _>($at)
+                .bind::<Nullable<Text>, _>(Some(crate::domain::contact::search_text(
+                    &row.name,
+                    &row.email,
+                    row.attributes.values(),
+                )));
         }
         q
     }};
@@ -364,6 +436,7 @@ pub fn write_batch(
                         "phone: {} is already on row {first} of this file; that row was imported",
                         row.phone
                     ),
+                    original: cells_json(&row.original),
                 }),
                 None => {
                     first_line.insert(row.phone.as_str(), row.line);
@@ -375,16 +448,19 @@ pub fn write_batch(
         // One statement per 500 rows inserts new numbers, updates known ones and skips the
         // ones an earlier batch of this file wrote (those come back missing).
         let mut ids: HashMap<String, i64> = HashMap::with_capacity(unique.len());
+        let mut merged: Vec<i64> = Vec::new();
         for chunk in unique.chunks(500) {
             for u in upsert_contacts(conn, chunk, import.id)? {
                 if u.inserted == 1 {
                     result.imported += 1;
                 } else {
                     result.updated += 1;
+                    merged.push(u.id);
                 }
                 ids.insert(u.phone, u.id);
             }
         }
+        super::contacts::refresh_search_text(conn, &merged)?;
         let to_write: Vec<&ImportRow> = unique
             .into_iter()
             .filter(|row| {
@@ -397,6 +473,7 @@ pub fn write_batch(
                             "phone: {} appears earlier in this file; the first occurrence was imported",
                             row.phone
                         ),
+                        original: cells_json(&row.original),
                     });
                 }
                 written
@@ -429,6 +506,7 @@ pub fn write_batch(
                         import_rejections::row_number.eq(i64::try_from(r.line).unwrap_or(i64::MAX)),
                         import_rejections::value.eq(storable(&r.value)),
                         import_rejections::reason.eq(storable(&r.reason)),
+                        import_rejections::original.eq(storable(&r.original)),
                     )
                 })
                 .collect();
@@ -454,6 +532,11 @@ pub fn write_batch(
     })
 }
 
+/// Cells as a JSON array, as `import_rejections.original` keeps them.
+pub fn cells_json(cells: &[String]) -> String {
+    serde_json::to_string(cells).unwrap_or_default()
+}
+
 /// How many distinct rows a list of rejections covers (one row can have several problems).
 fn count_rows(rejected: &[RejectedRow]) -> i64 {
     let mut lines: Vec<u64> = rejected.iter().map(|r| r.line).collect();
@@ -469,10 +552,10 @@ mod tests {
     #[test]
     fn upsert_sql_has_one_placeholder_per_value() {
         let s = upsert_sql(2, false);
-        assert_eq!(s.matches('?').count(), 20);
+        assert_eq!(s.matches('?').count(), 22);
         assert!(s.contains("json_patch"));
         let p = upsert_sql(2, true);
-        assert!(p.contains("$20") && !p.contains("$21"));
+        assert!(p.contains("$22") && !p.contains("$23"));
         assert!(p.contains("jsonb"));
     }
 }

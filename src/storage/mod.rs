@@ -280,23 +280,48 @@ impl Db {
 /// several instances starting together from racing.
 pub fn run_migrations(conn: &mut DbConnection) -> anyhow::Result<Vec<String>> {
     let applied = match conn {
-        DbConnection::Sqlite(c) => c
-            .run_pending_migrations(SQLITE_MIGRATIONS)
-            .map_err(|e| anyhow::anyhow!("SQLite migrations failed: {e}"))?
-            .iter()
-            .map(|v| v.to_string())
-            .collect(),
+        DbConnection::Sqlite(c) => {
+            let applied = c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map_err(|e| anyhow::anyhow!("SQLite migrations failed: {e}"))?
+                .iter()
+                .map(|v| v.to_string())
+                .collect();
+            backfill(conn)?;
+            applied
+        }
         DbConnection::Postgres(c) => {
             c.batch_execute("SELECT pg_advisory_lock(7243601)")?;
             let result = c
                 .run_pending_migrations(POSTGRES_MIGRATIONS)
                 .map(|vs| vs.iter().map(|v| v.to_string()).collect::<Vec<_>>())
                 .map_err(|e| anyhow::anyhow!("PostgreSQL migrations failed: {e}"));
-            c.batch_execute("SELECT pg_advisory_unlock(7243601)")?;
+            let filled = match &result {
+                Ok(_) => backfill(conn),
+                Err(_) => Ok(()),
+            };
+            if let DbConnection::Postgres(c) = conn {
+                c.batch_execute("SELECT pg_advisory_unlock(7243601)")?;
+            }
+            filled?;
             result?
         }
     };
     Ok(applied)
+}
+
+/// What a migration needs from Rust once its SQL ran: the folded search text of contacts
+/// stored before the column existed (SQL cannot fold accents portably).
+fn backfill(conn: &mut DbConnection) -> anyhow::Result<()> {
+    let folded = contacts::backfill_search_text(conn)
+        .map_err(|e| anyhow::anyhow!("folding the contacts' search text failed: {e}"))?;
+    if folded > 0 {
+        tracing::info!(
+            contacts = folded,
+            "folded the search text of existing contacts"
+        );
+    }
+    Ok(())
 }
 
 /// Runs `work` in a transaction that writes. On SQLite it begins `IMMEDIATE`, taking the write

@@ -61,6 +61,7 @@ diesel::table! {
         disabled_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        tested_ok_at -> Nullable<Timestamp>,
     }
 }
 
@@ -91,6 +92,8 @@ diesel::table! {
         last_import_id -> Nullable<BigInt>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        // issue 15: folded name, e-mail and attribute values (domain::contact::search_text)
+        search_text -> Nullable<Text>,
     }
 }
 
@@ -225,6 +228,7 @@ diesel::table! {
         requested_by -> Text,
         created_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,
+        header_cells -> Nullable<Text>,
     }
 }
 
@@ -235,6 +239,7 @@ diesel::table! {
         row_number -> BigInt,
         value -> Text,
         reason -> Text,
+        original -> Text,
     }
 }
 

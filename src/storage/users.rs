@@ -175,7 +175,7 @@ pub fn set_disabled(conn: &mut DbConnection, id: i64, disabled: bool) -> QueryRe
 }
 
 /// Replaces the password hash and ends every session of the account but `keep` (the one of the
-/// person changing their own password).
+/// person changing their own password). Returns how many other sessions it ended.
 pub fn set_password(
     conn: &mut DbConnection,
     id: i64,
@@ -184,14 +184,15 @@ pub fn set_password(
     keep: Option<i64>,
 ) -> QueryResult<usize> {
     let at = now();
-    sessions::revoke_for_user(conn, id, keep, at)?;
+    let ended = sessions::revoke_for_user(conn, id, keep, at)?;
     diesel::update(users::table.find(id))
         .set((
             users::password_hash.eq(password_hash),
             users::must_change_password.eq(i32::from(must_change)),
             users::updated_at.eq(at),
         ))
-        .execute(conn)
+        .execute(conn)?;
+    Ok(ended)
 }
 
 pub fn record_login(conn: &mut DbConnection, id: i64) -> QueryResult<usize> {

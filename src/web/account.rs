@@ -128,8 +128,13 @@ pub async fn change_password(
     };
 
     // Other sessions of this person end; this one carries on.
-    accounts::change_own_password(&state, auth.actor(), stored.id, me.session_id, attempt, new)
-        .await?;
-    session.success("Your password has been changed. Other sessions have been signed out.");
+    let ended =
+        accounts::change_own_password(&state, auth.actor(), stored.id, me.session_id, attempt, new)
+            .await?;
+    if ended > 0 {
+        session.success("Your password has been changed. Other sessions have been signed out.");
+    } else {
+        session.success("Your password has been changed.");
+    }
     Ok(redirect_response(&req, paths::HOME))
 }

@@ -125,7 +125,7 @@ fn help(provider: Provider, key: &str) -> &'static str {
             "Twilio Console › Account info. It authenticates sends and signs Twilio's webhooks."
         }
         (Provider::Twilio, "from") => {
-            "The sending number in international format (+14155550100), a short code or an alphanumeric sender ID. Give this, a messaging service, or both."
+            "What recipients see as the sender: the sending number in international format (+14155550100), a short code or an alphanumeric sender ID. Give this, a messaging service, or both."
         }
         (Provider::Twilio, "messaging_service_sid") => {
             "Messaging › Services: MG followed by 32 characters. Twilio then picks the sender from the service's pool."
@@ -136,7 +136,9 @@ fn help(provider: Provider, key: &str) -> &'static str {
         (Provider::Infobip, "api_key") => {
             "Infobip portal › Developers › API keys, with the Viber Business Messages scopes."
         }
-        (Provider::Infobip, "sender") => "The Viber business sender name registered with Infobip.",
+        (Provider::Infobip, "sender") => {
+            "What recipients see as the sender: the Viber business sender name registered with Infobip."
+        }
         (Provider::Infobip, "webhook_secret") => {
             "At least 16 characters you choose. Herald puts it in the report URLs it gives Infobip and accepts Infobip's webhooks only when they carry it."
         }
@@ -279,9 +281,19 @@ struct NewChannelPage {
     retype_secrets: bool,
 }
 
+/// Twilio's From and Infobip's sender are the sender: the form shows one sender field (the
+/// provider's, with its help), not a second "sender" beside it.
+fn sender_in_settings(provider: Provider) -> bool {
+    matches!(provider, Provider::Twilio | Provider::Infobip)
+}
+
 impl NewChannelPage {
     fn default_rate(&self) -> i32 {
         self.provider.default_rate_limit()
+    }
+
+    fn sender_in_settings(&self) -> bool {
+        sender_in_settings(self.provider)
     }
 
     fn setting_error(&self, key: &str) -> Option<&str> {
@@ -428,6 +440,10 @@ struct ChannelPage {
 impl ChannelPage {
     fn default_rate(&self) -> i32 {
         self.channel.provider.default_rate_limit()
+    }
+
+    fn sender_in_settings(&self) -> bool {
+        sender_in_settings(self.channel.provider)
     }
 
     fn setting_error(&self, key: &str) -> Option<&str> {

@@ -320,11 +320,20 @@ struct ContactPage {
     consents: Vec<ConsentRow>,
     channels: Vec<ChannelState>,
     sandbox_channels: Vec<Channel>,
+    /// The sandbox channel a simulated reply goes to first: the one whose window is shown
+    /// first.
+    simulate_default: Option<i64>,
     timeline: TimelinePartial,
     can_edit: bool,
     can_send: bool,
     is_admin: bool,
     created: String,
+}
+
+impl ContactPage {
+    fn simulates_first(&self, channel: &Channel) -> bool {
+        self.simulate_default == Some(channel.id)
+    }
 }
 
 /// Describes a window for people: "open, 23 h 12 min left", "closed, templates only".
@@ -367,7 +376,7 @@ fn contact_page(
                             c.source.label()
                         )
                     })
-                    .unwrap_or_else(|| "no record".into()),
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -411,6 +420,12 @@ fn contact_page(
             .collect(),
         lists: view.lists,
         consents: consent_rows,
+        simulate_default: channels
+            .iter()
+            .map(|c| &c.channel)
+            .filter(|c| c.provider == Provider::Sandbox && c.is_enabled())
+            .find(|c| crate::domain::window::has_window(c.kind))
+            .map(|c| c.id),
         sandbox_channels: d
             .all_channels
             .iter()

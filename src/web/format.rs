@@ -35,6 +35,21 @@ pub fn ago_at(at: Option<&NaiveDateTime>, now: NaiveDateTime) -> String {
 }
 
 /// Escapes text for an HTML attribute or element (for the few fragments built without a template).
+/// A delay in words: "2 seconds", "500 milliseconds", "3 minutes".
+pub fn duration_words(d: std::time::Duration) -> String {
+    let plural = |n: u128, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let ms = d.as_millis();
+    if ms < 1000 {
+        plural(ms, "millisecond")
+    } else if ms.is_multiple_of(60_000) {
+        plural(ms / 60_000, "minute")
+    } else if ms.is_multiple_of(1000) {
+        plural(ms / 1000, "second")
+    } else {
+        format!("{:.1} seconds", d.as_secs_f64())
+    }
+}
+
 pub fn attr_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('"', "&quot;")
@@ -203,6 +218,19 @@ impl MessageStatusView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delays_read_as_words() {
+        use std::time::Duration;
+        assert_eq!(duration_words(Duration::from_secs(2)), "2 seconds");
+        assert_eq!(duration_words(Duration::from_secs(1)), "1 second");
+        assert_eq!(duration_words(Duration::from_millis(1500)), "1.5 seconds");
+        assert_eq!(
+            duration_words(Duration::from_millis(250)),
+            "250 milliseconds"
+        );
+        assert_eq!(duration_words(Duration::from_secs(120)), "2 minutes");
+    }
 
     #[test]
     fn relative_times() {

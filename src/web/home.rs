@@ -55,7 +55,10 @@ pub async fn dashboard(
                         href: crate::web::paths::USERS,
                     },
                     SetupStep {
-                        done: channels.iter().any(|c| !c.is_sandbox()),
+                        // Ticked once a real account answered "Test connection", not on adding.
+                        done: channels
+                            .iter()
+                            .any(|c| !c.is_sandbox() && c.tested_ok_at.is_some()),
                         text: "Connect a real WhatsApp, SMS or Viber account",
                         href: crate::web::paths::CHANNELS,
                     },

@@ -15,7 +15,7 @@ use crate::import::{self, Summary};
 use crate::service;
 use crate::service::imports::{ImportList, NewImport, ReadAs};
 use crate::startup::AppState;
-use crate::storage::imports::Import;
+use crate::storage::imports::{Import, Rejection};
 use crate::storage::lists::List;
 use crate::storage::new_public_id;
 use crate::web::chrome::Chrome;
@@ -347,7 +347,28 @@ async fn drain(mut file: actix_multipart::Field, mut rest: Multipart) {
 struct ResultPage {
     chrome: Chrome,
     progress: ProgressPartial,
+    report: Option<RejectedReport>,
 }
+
+/// One page of the rejected rows, in line order.
+pub struct RejectedReport {
+    pub rows: Vec<RejectedView>,
+    pub total: String,
+    pub first: String,
+    pub last: String,
+    pub previous: Option<i64>,
+    pub next: Option<i64>,
+}
+
+pub struct RejectedView {
+    pub line: i64,
+    pub value: String,
+    pub reason: String,
+    /// `(column header, cell)` as the file gave them.
+    pub cells: Vec<(String, String)>,
+}
+
+const REPORT_PAGE: i64 = 50;
 
 #[derive(Template)]
 #[template(path = "contacts/_import_progress.html")]
@@ -359,6 +380,8 @@ struct ProgressPartial {
     updated: String,
     rejected: String,
     started: String,
+    /// Rows written before an import stopped (they stay).
+    kept: String,
 }
 
 async fn load(state: &AppState, public_id: String) -> Result<ProgressPartial, AppError> {
@@ -369,9 +392,16 @@ async fn load(state: &AppState, public_id: String) -> Result<ProgressPartial, Ap
         updated: thousands(import.updated),
         rejected: thousands(import.rejected),
         started: format::datetime(&import.created_at),
+        kept: thousands(import.imported + import.updated),
         import,
         list,
     })
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ReportQuery {
+    /// The page of rejected rows, from 1.
+    page: Option<i64>,
 }
 
 pub async fn show(
@@ -379,12 +409,47 @@ pub async fn show(
     state: web::Data<AppState>,
     chrome: Chrome,
     path: web::Path<String>,
+    query: web::Query<ReportQuery>,
 ) -> Result<HttpResponse, AppError> {
     let progress = load(&state, path.into_inner()).await?;
-    render(&ResultPage { chrome, progress })
+    let page = query.page.unwrap_or(1).clamp(1, i64::MAX / REPORT_PAGE);
+    let offset = (page - 1) * REPORT_PAGE;
+    let report = if progress.import.rejected > 0 {
+        let (rows, total, header) =
+            service::imports::rejection_page(&state, progress.import.id, offset, REPORT_PAGE)
+                .await?;
+        let shown = i64::try_from(rows.len()).unwrap_or(0);
+        Some(RejectedReport {
+            total: thousands(total),
+            first: thousands(offset + 1),
+            last: thousands(offset + shown),
+            previous: (page > 1).then_some(page - 1),
+            next: (offset + shown < total).then_some(page + 1),
+            rows: rows
+                .into_iter()
+                .map(|r| RejectedView {
+                    line: r.row_number,
+                    cells: r
+                        .cells()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, c)| (header.get(i).cloned().unwrap_or_default(), c))
+                        .collect(),
+                    value: r.value,
+                    reason: r.reason,
+                })
+                .collect(),
+        })
+    } else {
+        None
+    };
+    render(&ResultPage {
+        chrome,
+        progress,
+        report,
+    })
 }
 
-/// The progress box alone, polled every second while an import runs.
 pub async fn progress(
     _auth: Auth<perm::ImportContacts>,
     state: web::Data<AppState>,
@@ -402,7 +467,9 @@ pub async fn progress(
     render(&load(&state, id).await?)
 }
 
-/// `GET /contacts/imports/{id}/rejected.csv`: row, value, reason for every rejected row, streamed.
+/// `GET /contacts/imports/{id}/rejected.csv`: every rejected row in line order, as its line,
+/// the reasons, and the file's own columns as given (so it can be fixed and imported again),
+/// streamed. Imports made before rows were kept give the line, the value and the reason.
 pub async fn rejected_csv(
     _auth: Auth<perm::ImportContacts>,
     state: web::Data<AppState>,
@@ -419,17 +486,74 @@ pub async fn rejected_csv(
         state.db.clone(),
         format!("{stem}-rejected-rows.csv"),
         move |conn, sink| {
-            if !sink(csv_rows([["row", "value", "reason"]])) {
+            let header =
+                service::imports::report_header(conn, import_id).map_err(|e| download_error(&e))?;
+            let with_row = !header.is_empty();
+            let mut first: Vec<String> = if with_row {
+                vec!["line".into(), "reason".into()]
+            } else {
+                vec!["row".into(), "value".into(), "reason".into()]
+            };
+            first.extend(header);
+            if !sink(csv_rows([first])) {
                 return Ok(());
             }
+            // A row's several problems are one line of the report, their reasons joined.
+            let mut pending: Option<ReportRow> = None;
+            let mut open = true;
             service::imports::each_rejection_batch(conn, import_id, |batch| {
-                sink(csv_rows(
-                    batch
-                        .into_iter()
-                        .map(|r| [r.row_number.to_string(), r.value, r.reason]),
-                ))
+                let mut out = Vec::with_capacity(batch.len());
+                for r in batch {
+                    match &mut pending {
+                        Some(p) if p.line == r.row_number => {
+                            p.reason.push_str("; ");
+                            p.reason.push_str(&r.reason);
+                        }
+                        _ => {
+                            out.extend(pending.take().map(|p| p.cells(with_row)));
+                            pending = Some(ReportRow::from(r));
+                        }
+                    }
+                }
+                open = out.is_empty() || sink(csv_rows(out));
+                open
             })
-            .map_err(|e| download_error(&e))
+            .map_err(|e| download_error(&e))?;
+            if let Some(p) = pending.filter(|_| open) {
+                sink(csv_rows([p.cells(with_row)]));
+            }
+            Ok(())
         },
     ))
+}
+
+/// One line of the rejected rows' report.
+struct ReportRow {
+    line: i64,
+    value: String,
+    reason: String,
+    cells: Vec<String>,
+}
+
+impl From<Rejection> for ReportRow {
+    fn from(r: Rejection) -> Self {
+        ReportRow {
+            line: r.row_number,
+            cells: r.cells(),
+            value: r.value,
+            reason: r.reason,
+        }
+    }
+}
+
+impl ReportRow {
+    fn cells(self, with_row: bool) -> Vec<String> {
+        if with_row {
+            let mut out = vec![self.line.to_string(), self.reason];
+            out.extend(self.cells);
+            out
+        } else {
+            vec![self.line.to_string(), self.value, self.reason]
+        }
+    }
 }

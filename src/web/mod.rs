@@ -7,6 +7,7 @@ pub mod assets;
 pub mod audit;
 pub mod auth_pages;
 pub mod body_deadline;
+pub mod broadcasts;
 pub mod channels;
 pub mod chrome;
 pub mod contacts;
@@ -195,6 +196,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/templates/{id}/provider").post(templates::resubmit))
         .service(resource("/templates/{id}/sync").post(templates::sync))
         .service(resource(paths::AUDIT).get(audit::index))
+        .configure(broadcasts::configure)
         .default_service(web::to(not_found));
 }
 

@@ -21,7 +21,8 @@ use crate::domain::phone::E164;
 use crate::domain::policy::{self, ContentIntent, SendContext};
 use crate::domain::sms::{self, SmsInfo};
 use crate::domain::template::{
-    CONTACT_FIELDS, PlaceholderInfo, VariableMapping, VariableSource, Variables, preview, resolve,
+    CONTACT_FIELDS, PlaceholderInfo, RenderError, VariableMapping, VariableSource, Variables,
+    preview, resolve,
 };
 use crate::domain::window::{self, WindowState};
 use crate::error::AppError;
@@ -107,6 +108,10 @@ impl Input {
             input.contact.clear();
             input.phone.clear();
         }
+        if trigger == Some("contact") {
+            // A recipient just chosen: their channel (the one they last wrote on) is offered.
+            input.channel.clear();
+        }
         for (k, _) in &fields.0 {
             if let Some(name) = k.strip_prefix("source.") {
                 input.sources.insert(
@@ -122,6 +127,25 @@ impl Input {
                 input
                     .values
                     .insert(name.to_owned(), fields.raw(k).map(|v| v.trim().to_owned()));
+            }
+        }
+        // The form's one box per variable: `key.X` names the contact field it comes from, or
+        // is empty when the value is typed (then the typed value is the fixed text).
+        for (k, _) in &fields.0 {
+            if let Some(name) = k.strip_prefix("key.")
+                && !input.sources.contains_key(name)
+            {
+                let key = fields.get(k);
+                let source = if key.is_empty() {
+                    (
+                        "fixed".to_owned(),
+                        String::new(),
+                        fields.raw(&format!("value.{name}")).unwrap_or_default(),
+                    )
+                } else {
+                    ("attribute".to_owned(), key, String::new())
+                };
+                input.sources.insert(name.to_owned(), source);
             }
         }
         input.refresh = match trigger {
@@ -208,6 +232,10 @@ pub struct Compose {
     pub text: String,
     pub preview: PreviewPanel,
     pub can_send: bool,
+    /// Send is disabled for a reason typing cannot fix (no recipient, opted out, …).
+    pub send_blocked: bool,
+    /// Why Send is disabled, shown beside it (empty when it is not).
+    pub send_note: String,
 }
 
 impl Compose {
@@ -244,9 +272,8 @@ fn mapping_for(
         };
     }
     if keys.contains(&info.name) {
-        VariableSource::AttributeWithFallback {
+        VariableSource::Attribute {
             key: info.name.clone(),
-            fallback: info.sample.clone(),
         }
     } else {
         VariableSource::Fixed {
@@ -283,9 +310,16 @@ fn compose(
         .into_iter()
         .filter(Channel::is_enabled)
         .collect();
+    // The channel asked for, else the one the contact last wrote on (or was last written to
+    // on), else the first.
+    let last_used = match (&contact, input.channel.is_empty()) {
+        (Some(c), true) => conversations::last_channel(conn, c.id)?,
+        _ => None,
+    };
     let selected = all_channels
         .iter()
         .find(|c| c.public_id == input.channel)
+        .or_else(|| all_channels.iter().find(|c| Some(c.id) == last_used))
         .or_else(|| all_channels.first())
         .cloned();
 
@@ -420,7 +454,11 @@ fn compose(
                 Refresh::One(name) => *name == info.name,
                 Refresh::None => posted.is_none(),
             };
-            let unset = matches!(&source, VariableSource::Fixed { text } if text.trim().is_empty());
+            let unset = match &source {
+                VariableSource::Fixed { text } => text.trim().is_empty(),
+                VariableSource::Attribute { key } => key.is_empty(),
+                VariableSource::AttributeWithFallback { .. } => false,
+            };
             let (value, problem) = if recompute && unset {
                 // Not chosen yet: nothing to say until the person picks a source or types.
                 (String::new(), None)
@@ -461,13 +499,32 @@ fn compose(
         .collect();
     let preview_panel = preview_panel(kind, mode, template.as_ref(), &values, &input.text);
     let has_recipient = contact.is_some() || new_phone.is_some();
-    let can_send = has_recipient
-        && selected.is_some()
-        && opted_out.is_none()
-        && match mode {
-            Mode::Text => free_text_allowed,
-            Mode::Template => template.is_some(),
-        };
+    // Why Send is disabled: first what the server decides, then what typing can fix (the
+    // page's script lifts the latter as soon as the text or every variable has a value).
+    let blocked = if !has_recipient {
+        Some("Choose who to send to first.".to_owned())
+    } else if selected.is_none() {
+        Some("Choose a channel first.".to_owned())
+    } else if let Some(o) = &opted_out {
+        Some(o.clone())
+    } else {
+        match (mode, &template) {
+            (Mode::Text, _) if !free_text_allowed => Some(free_text_note.clone()),
+            (Mode::Template, None) => Some("Choose a template first.".to_owned()),
+            _ => None,
+        }
+    };
+    let missing = match mode {
+        _ if blocked.is_some() => None,
+        Mode::Text if input.text.trim().is_empty() => Some("Write the message first.".to_owned()),
+        Mode::Text => None,
+        Mode::Template => variables
+            .iter()
+            .find(|v| v.value.trim().is_empty())
+            .map(|v| format!("Give {} a value first.", v.placeholder)),
+    };
+    let can_send = blocked.is_none() && missing.is_none();
+    let send_note = blocked.clone().or(missing).unwrap_or_default();
     Ok(Compose {
         contact,
         new_phone,
@@ -496,6 +553,8 @@ fn compose(
         text: input.text.clone(),
         preview: preview_panel,
         can_send,
+        send_blocked: blocked.is_some(),
+        send_note,
     })
 }
 
@@ -532,9 +591,16 @@ fn preview_panel(
                 Ok(rendered) => (rendered.text, None, limit),
                 Err(e) => {
                     // Shown as far as it can be filled; the missing placeholders as written.
+                    // A value not given yet is no error: Send says what is missing.
                     let mut draft = t.template.to_draft();
                     draft.samples = values.clone();
-                    (preview(kind, &draft).text, Some(e.to_string()), limit)
+                    let problem = match e {
+                        RenderError::MissingVariable { .. } | RenderError::EmptyValue { .. } => {
+                            None
+                        }
+                        e => Some(e.to_string()),
+                    };
+                    (preview(kind, &draft).text, problem, limit)
                 }
             }
         }
@@ -573,6 +639,8 @@ pub struct SentCard {
     pub created_contact: bool,
     /// A fresh idempotency key for the next message (swapped into the form out of band).
     pub next_key: Option<String>,
+    /// The emptied composer for the next message (swapped in out of band).
+    pub fresh: Option<Compose>,
 }
 
 #[derive(Template)]
@@ -654,6 +722,7 @@ pub async fn page(
                             replayed: false,
                             created_contact: false,
                             next_key: None,
+                            fresh: None,
                         })
                     }
                     None => None,
@@ -788,6 +857,18 @@ pub async fn submit(
                 remember_sources(&state, auth.actor(), template_id, &fields).await;
             }
             if is_htmx(&req) {
+                // The form starts again for the next message (same recipient and channel,
+                // nothing written, Send disabled), so a second click cannot send it twice.
+                let input = Input {
+                    contact: q.contact.public_id.clone(),
+                    channel: q.channel.public_id.clone(),
+                    ..Input::default()
+                };
+                let country = state.settings.default_country;
+                let fresh = state
+                    .db
+                    .run(move |conn| compose(conn, &input, country))
+                    .await?;
                 render(&SentCard {
                     message_id: q.message.public_id.clone(),
                     contact_id: q.contact.public_id.clone(),
@@ -797,6 +878,7 @@ pub async fn submit(
                     replayed: q.replayed,
                     created_contact: q.created_contact,
                     next_key: Some(new_key()),
+                    fresh: Some(fresh),
                 })
             } else {
                 Ok(redirect_response(

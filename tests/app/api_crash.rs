@@ -454,16 +454,16 @@ async fn api_statuses(
 
 /// The real `herald serve` on the test's database, on a free port; killed when dropped, so a
 /// failing test leaves no server running.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     _log_dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
     /// Starts the binary, the in-process dispatcher on or off, and waits for the line that
     /// gives its address.
-    async fn start(app: &TestApp, run_worker: bool) -> ServerProcess {
+    pub(crate) async fn start(app: &TestApp, run_worker: bool) -> ServerProcess {
         let log_dir = tempfile::tempdir().expect("temp dir");
         let log_path = log_dir.path().join("herald.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -513,7 +513,7 @@ impl ServerProcess {
     }
 
     /// SIGKILL: no shutdown, no finishing the requests under way.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().expect("kill -9");
         let _ = self.child.wait();
     }

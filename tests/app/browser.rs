@@ -385,9 +385,16 @@ async fn a_marketer_imports_a_messy_csv_and_a_stop_reply_opts_a_contact_out() {
         .expect("href value");
     let report = admin.get(&report_link).await.text().await.expect("report");
     // Values a spreadsheet would evaluate carry a quote (`csv_out`).
-    assert!(report.contains("3002,'+1 555 0100,"), "{report}");
     assert!(
-        report.contains("3003,'+12015550007,phone: +12015550007 appears earlier in this file"),
+        report.starts_with("line,reason,Mobile,First name,Last name,E-mail,Tier\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains(",'+1 555 0100,Bad,Number,bad@example.com,gold\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("3003,phone: +12015550007 appears earlier in this file; the first occurrence was imported,'+1 201 555 0007,Again,Repeat"),
         "{report}"
     );
 
@@ -434,7 +441,7 @@ async fn an_admin_connects_twilio_tests_it_edits_it_and_disables_it() {
     let fake = FakeProvider::start(FakeConfig::default())
         .await
         .expect("fake provider");
-    let token = "browser-auth-token-0001";
+    let token = "b0a4c1f2b3e4d5a6b7c8d9e0f1a2b3c4";
     let b = Browser::start(&app.address).await;
     b.sign_in(crate::helpers::ADMIN_EMAIL, PASSWORD).await;
     b.wait_for_text("Getting started").await;

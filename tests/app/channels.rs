@@ -291,10 +291,10 @@ async fn secrets_are_sealed_and_never_shown_again(app: TestApp) {
         "untouched secrets are not re-sealed"
     );
 
-    let res = edit("EAAG-new-token", "Support WhatsApp").await;
+    let res = edit("EAAG-new-access-token-0002", "Support WhatsApp").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let replaced = registry.open_secrets(&channel(&app, &id)).unwrap();
-    assert_eq!(replaced["access_token"], "EAAG-new-token");
+    assert_eq!(replaced["access_token"], "EAAG-new-access-token-0002");
     assert_eq!(replaced["app_secret"], META_APP_SECRET);
     assert_eq!(replaced["verify_token"], META_VERIFY_TOKEN);
 
@@ -333,7 +333,7 @@ async fn secrets_are_sealed_and_never_shown_again(app: TestApp) {
     );
     assert_eq!(
         registry.open_secrets(&channel(&app, &id)).unwrap()["access_token"],
-        "EAAG-new-token"
+        "EAAG-new-access-token-0002"
     );
 
     let updates = audit(&app, &key, "channel.updated").await;
@@ -346,7 +346,11 @@ async fn secrets_are_sealed_and_never_shown_again(app: TestApp) {
         updates[1]["details"]["changed"],
         json!(["rate_limit_per_second"])
     );
-    assert!(!updates[0].to_string().contains("EAAG-new-token"));
+    assert!(
+        !updates[0]
+            .to_string()
+            .contains("EAAG-new-access-token-0002")
+    );
 }
 
 async fn test_connection_shows_the_providers_answer_and_saves_nothing(app: TestApp) {
@@ -372,10 +376,19 @@ async fn test_connection_shows_the_providers_answer_and_saves_nothing(app: TestA
     ));
     let answer = press_test(&admin, &id).await;
     assert!(answer.contains("test-failed"), "{answer}");
+    // In words, with what to check; the provider's code, words and link beneath.
     assert!(
-        answer.contains("permanent: 20003: Authenticate"),
+        answer.contains("Twilio refused the credentials"),
         "{answer}"
     );
+    assert!(answer.contains("The Account SID (AC followed by 32 characters) and the Auth token"));
+    assert!(
+        answer.contains("<code class=\"test-code\">20003</code>"),
+        "{answer}"
+    );
+    assert!(answer.contains("<span class=\"test-said\">Authenticate</span>"));
+    assert!(answer.contains("href=\"https://www.twilio.com/docs/errors/20003\""));
+    assert!(!answer.contains("permanent"), "{answer}");
 
     // Nothing was saved; the audit log says who tested, without secrets.
     let after = channel(&app, &id);
@@ -969,7 +982,7 @@ async fn a_new_address_never_receives_the_saved_secret(app: TestApp) {
         Method::PATCH,
         &path,
         &key,
-        Some(&json!({"settings": {"base_url": new.base_url, "auth_token": "the-new-token"}})),
+        Some(&json!({"settings": {"base_url": new.base_url, "auth_token": "7d0a4c1f2b3e4d5a6b7c8d9e0f1a2b99"}})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -985,7 +998,7 @@ async fn a_new_address_never_receives_the_saved_secret(app: TestApp) {
     };
     assert_eq!(
         calls[0].header("Authorization"),
-        Some(basic("the-new-token").as_str())
+        Some(basic("7d0a4c1f2b3e4d5a6b7c8d9e0f1a2b99").as_str())
     );
     for call in &calls {
         assert!(!format!("{call:?}").contains(TWILIO_TOKEN));

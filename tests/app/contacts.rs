@@ -40,7 +40,7 @@ async fn api_post(app: &TestApp, key: &str, path: &str, body: &Value) -> reqwest
         .expect("API POST")
 }
 
-async fn api_import(
+pub(crate) async fn api_import(
     app: &TestApp,
     key: &str,
     query: &str,
@@ -416,7 +416,7 @@ async fn the_browser_import_maps_columns_and_reports_bad_rows(app: TestApp) {
     let report = report.text().await.unwrap();
     assert_eq!(
         report,
-        "row,value,reason\n4,'+1 555 0100,\"Mobile: \"\"+1 555 0100\"\" is not a valid phone number\"\n"
+        "line,reason,Mobile,Nom,Courriel,Fidélité,Consentement SMS\n4,\"Mobile: \"\"+1 555 0100\"\" is not a valid phone number\",'+1 555 0100,Bad,bad@example.com,or,\n"
     );
 
     let key = create_api_key(&admin, "Reader", "marketer").await;
@@ -1313,7 +1313,9 @@ async fn exports_neutralise_formulas_and_import_back_unchanged(app: TestApp) {
     let res = admin.get(path).await;
     assert_eq!(res.status(), StatusCode::OK);
     let cells = csv_cells(&res.text().await.unwrap());
-    let values: Vec<&str> = cells[1..].iter().map(|r| r[1].as_str()).collect();
+    // Line, reason, then the file's own columns: `phone` is the third.
+    assert_eq!(cells[0], ["line", "reason", "phone", "name"]);
+    let values: Vec<&str> = cells[1..].iter().map(|r| r[2].as_str()).collect();
     assert_eq!(values, ["'=cmd|' /C calc'!A0", "'-2+3", "'@x"]);
     for c in cells.iter().flatten() {
         assert!(!c.starts_with(FORMULA_STARTS), "{c:?} would be evaluated");

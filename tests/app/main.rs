@@ -6,6 +6,7 @@ mod helpers;
 mod api_crash;
 mod api_keys;
 mod auth;
+mod broadcast_crash;
 mod broadcasts;
 mod browser;
 mod channels;
@@ -13,10 +14,15 @@ mod conformance;
 mod contacts;
 mod dispatch;
 mod fixtures;
+// issue 15, part A: layout and search
+mod layout;
 mod outbox;
 mod platform;
 mod provider_kit;
+mod search;
 mod send;
 mod templates;
 mod users;
+// Issue 15 part B: forms, reports and the audit log.
+mod ux_forms;
 mod webhooks;

@@ -66,7 +66,7 @@ pub async fn create_channel(app: &TestApp, key: &str, body: Value) -> Value {
 }
 
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
-pub const TWILIO_TOKEN: &str = "twilio-auth-token-0001";
+pub const TWILIO_TOKEN: &str = "7d0a4c1f2b3e4d5a6b7c8d9e0f1a2b3c";
 pub const META_APP_SECRET: &str = "meta-app-secret-0001";
 pub const META_VERIFY_TOKEN: &str = "verify-me-0001";
 pub const META_ACCESS_TOKEN: &str = "EAAG-meta-access-token-0001";

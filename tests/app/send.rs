@@ -281,7 +281,7 @@ fn free_text<'a>(
 }
 
 /// POSTs a form as htmx does (with the CSRF header and the trigger's name).
-async fn htmx_post(
+pub(crate) async fn htmx_post(
     client: &Client,
     path: &str,
     fields: &[(&str, &str)],
@@ -314,7 +314,7 @@ async fn htmx_html(
         .expect("body")
 }
 
-fn attr(html: &str, selector: &str, name: &str) -> Option<String> {
+pub(crate) fn attr(html: &str, selector: &str, name: &str) -> Option<String> {
     let doc = scraper::Html::parse_fragment(html);
     let sel = scraper::Selector::parse(selector).expect("selector");
     doc.select(&sel)

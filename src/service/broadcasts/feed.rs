@@ -204,6 +204,12 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
     };
     let settings = read_settings(change.conn)?;
     let since = row.resumed_at.or(row.started_at);
+    if let Some((code, words)) = store::template_refusal(change.conn, row.id, since)? {
+        let reason = format!(
+            "The provider refused the template (code {code}: {words}). Resume once the template can be sent again."
+        );
+        return auto_pause(change, &row, &reason);
+    }
     let (failed, finished) = store::recent_failures(change.conn, row.id, since, FAILURE_WINDOW)?;
     if finished >= 50 && failed * 100 >= settings.failure_pause_percent * finished {
         let reason = format!(
@@ -214,9 +220,34 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
     }
 
     let in_flight = store::in_flight(change.conn, row.id)?;
-    let room = (lookahead(&channel) - in_flight).min(MAX_BATCH);
+    let mut room = (lookahead(&channel) - in_flight).min(MAX_BATCH);
     if room <= 0 {
         return Ok(Step::default());
+    }
+    if template.is_some()
+        && let Some(limit) = messaging_limit(&channel)
+    {
+        let accounts = same_business_account(change.conn, &channel)?;
+        let since = now() - chrono::Duration::hours(24);
+        let (used, oldest) = store::business_initiated(change.conn, &accounts, since)?;
+        let left = limit - used;
+        if left <= 0 {
+            let until = oldest
+                .map(|t| t + chrono::Duration::hours(24))
+                .unwrap_or_else(now);
+            let note = format!(
+                "Waiting for WhatsApp's messaging limit ({limit} customers per 24 hours, all used): it goes on at about {} UTC.",
+                until.format("%Y-%m-%d %H:%M")
+            );
+            if row.pause_reason.as_deref() != Some(note.as_str()) {
+                store::set_pause_reason(change.conn, row.id, &note)?;
+            }
+            return Ok(Step::default());
+        }
+        room = room.min(left);
+    }
+    if row.pause_reason.is_some() {
+        store::clear_pause_reason(change.conn, row.id)?;
     }
     let batch = store::next_pending(change.conn, row.id, room)?;
     if batch.is_empty() {
@@ -295,6 +326,42 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
     }
     tracing::debug!(broadcast = %row.public_id, queued = step.queued, at = %Utc::now(), "broadcast batch queued");
     Ok(step)
+}
+
+/// The messaging limit set on a WhatsApp channel (`messaging_limit`), if any.
+pub fn messaging_limit(channel: &Channel) -> Option<i64> {
+    if channel.kind != crate::domain::channel::ChannelKind::Whatsapp {
+        return None;
+    }
+    let settings: serde_json::Value = serde_json::from_str(&channel.settings).ok()?;
+    let raw = match settings.get("messaging_limit")? {
+        serde_json::Value::String(s) => s.trim().replace(',', ""),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    raw.parse::<i64>().ok().filter(|n| *n > 0)
+}
+
+/// The WhatsApp channels of the same business account (the same `waba_id`), this one
+/// included: the messaging limit is the account's.
+fn same_business_account(conn: &mut DbConnection, channel: &Channel) -> ServiceResult<Vec<i64>> {
+    let waba = |c: &Channel| -> Option<String> {
+        serde_json::from_str::<serde_json::Value>(&c.settings)
+            .ok()?
+            .get("waba_id")?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mine = waba(channel);
+    let mut ids = vec![channel.id];
+    if mine.is_some() {
+        for c in channels::list(conn)? {
+            if c.id != channel.id && c.kind == channel.kind && waba(&c) == mine {
+                ids.push(c.id);
+            }
+        }
+    }
+    Ok(ids)
 }
 
 fn complete(change: &mut Change<'_>, row: &BroadcastRow) -> ServiceResult<Step> {

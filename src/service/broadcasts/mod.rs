@@ -1010,3 +1010,123 @@ pub async fn test_send(
     }
     Ok(results)
 }
+
+/// The message as one real recipient would get it.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// Which recipient (0-based) of the reach this is.
+    pub index: i64,
+    pub contact: contacts::Contact,
+    /// The text they would read, or why they could not get it.
+    pub text: Result<String, String>,
+}
+
+/// Renders the message for the `index`-th recipient the audience reaches now (none when the
+/// audience has fewer).
+pub async fn preview(
+    svc: &Services,
+    public_id: String,
+    index: i64,
+) -> ServiceResult<Option<Preview>> {
+    svc.read(move |conn| {
+        let row = find_row(conn, &public_id)?;
+        let (audience, message) = parse_stored(&row)?;
+        let channel = channels::find(conn, row.channel_id)?
+            .ok_or_else(|| ServiceError::not_found("Its channel"))?;
+        let ctx = audience_context(conn, &audience, &channel, &message)?;
+        let Some(contact_id) = store::sample(conn, &audience, &ctx, index)? else {
+            return Ok(None);
+        };
+        let Some(contact) = contacts::find(conn, contact_id)? else {
+            return Ok(None);
+        };
+        let text = match &message {
+            BroadcastMessage::Text { text } => Ok(text.clone()),
+            BroadcastMessage::Template {
+                template,
+                variables,
+                ..
+            } => match templates::find_by_public_id(conn, template)? {
+                None => Err("The template no longer exists.".to_owned()),
+                Some(t) => match templates::sendable(conn, t.id)? {
+                    TemplateLookup::Sendable(s) => variables_for(variables, &contact)
+                        .and_then(|v| s.render(&v).map(|r| r.text).map_err(|e| e.to_string())),
+                    TemplateLookup::NotSendable { reason, .. } => {
+                        Err(format!("The template cannot be sent yet: {reason}"))
+                    }
+                    TemplateLookup::NotFound => Err("The template no longer exists.".to_owned()),
+                },
+            },
+        };
+        Ok(Some(Preview {
+            index,
+            contact,
+            text,
+        }))
+    })
+    .await
+}
+
+/// A recipient row with its contact, for the broadcast's page.
+#[derive(Debug, Clone)]
+pub struct RecipientView {
+    pub id: i64,
+    pub contact: Option<contacts::Contact>,
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+/// A page of the frozen recipients (in frozen order, after `after`), and whether more follow.
+pub async fn recipients(
+    svc: &Services,
+    broadcast_id: i64,
+    after: Option<i64>,
+    limit: i64,
+) -> ServiceResult<(Vec<RecipientView>, bool)> {
+    svc.read(move |conn| {
+        let mut rows = store::recipients_page(conn, broadcast_id, after, limit)?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let ids: Vec<i64> = rows.iter().map(|r| r.contact_id).collect();
+        let people: std::collections::HashMap<i64, contacts::Contact> =
+            contacts::by_ids(conn, &ids)?
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect();
+        let statuses = store::message_statuses(conn, broadcast_id, &ids)?;
+        Ok((
+            rows.into_iter()
+                .map(|r| RecipientView {
+                    id: r.id,
+                    contact: people.get(&r.contact_id).cloned(),
+                    status: statuses.get(&r.contact_id).cloned().unwrap_or(r.status),
+                    reason: r.reason,
+                })
+                .collect(),
+            more,
+        ))
+    })
+    .await
+}
+
+/// The contacts with these phone numbers (as typed, any format), or what was not found.
+pub async fn contacts_by_phone(
+    svc: &Services,
+    phones: Vec<String>,
+) -> ServiceResult<Vec<Result<String, String>>> {
+    let country = svc.settings.default_country;
+    svc.read(move |conn| {
+        let mut out = Vec::new();
+        for raw in phones.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            match crate::domain::phone::E164::parse(raw, Some(country)) {
+                Err(e) => out.push(Err(format!("{raw}: {e}"))),
+                Ok(phone) => match contacts::find_by_phone(conn, &phone)? {
+                    Some(c) => out.push(Ok(c.public_id)),
+                    None => out.push(Err(format!("{raw}: no contact has this number."))),
+                },
+            }
+        }
+        Ok(out)
+    })
+    .await
+}

@@ -369,7 +369,7 @@ pub async fn import(
         other => AppError::internal(other),
     })?;
     let import_id = import.id;
-    let rejected = service::imports::rejections(&state, import_id, 0, 10_000).await?;
+    let rejected = service::imports::rejections(&state, import_id, 10_000).await?;
     Ok(HttpResponse::Ok().json(ImportJson {
         report_url: format!(
             "{}/contacts/imports/{}/rejected.csv",
@@ -382,7 +382,7 @@ pub async fn import(
         rejected_total: summary.rejected,
         rejected: rejected
             .into_iter()
-            .map(|(_, r)| RejectedJson {
+            .map(|r| RejectedJson {
                 row: r.row_number,
                 value: r.value,
                 reason: r.reason,

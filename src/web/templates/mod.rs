@@ -33,12 +33,23 @@ pub fn reviewer_name(channel: &Channel) -> &'static str {
 }
 
 /// How long the provider's review takes, when known, as a sentence.
-fn review_time(channel: &Channel) -> &'static str {
+fn review_time(channel: &Channel) -> String {
     match (channel.kind, channel.provider) {
-        (ChannelKind::Sms, _) => "",
-        (_, Provider::Sandbox) => "The sandbox approves in a few seconds.",
-        (ChannelKind::Whatsapp, _) => "Meta's review takes up to 24 hours.",
-        (ChannelKind::Viber, _) => "",
+        (ChannelKind::Sms, _) => String::new(),
+        (_, Provider::Sandbox) => {
+            // The sandbox's own delay, as its settings say.
+            let delay = serde_json::from_str(&channel.settings)
+                .ok()
+                .and_then(|s| crate::channels::sandbox::SandboxSettings::from_json(&s).ok())
+                .unwrap_or_default()
+                .approve_after;
+            format!(
+                "The sandbox approves after {}.",
+                crate::web::format::duration_words(delay)
+            )
+        }
+        (ChannelKind::Whatsapp, _) => "Meta's review takes up to 24 hours.".into(),
+        (ChannelKind::Viber, _) => String::new(),
     }
 }
 

@@ -80,7 +80,7 @@ struct StatusCard {
     csrf: String,
     kind: ChannelKind,
     reviewer_name: &'static str,
-    review_time: &'static str,
+    review_time: String,
     current: VersionView,
     /// The version that sends, when it is not the newest.
     live: Option<VersionView>,

@@ -1,0 +1,1292 @@
+//! Broadcasts: the list, the composer (audience, message, schedule: one form saved as a draft,
+//! resumable), the review page (reach and exclusions, a preview for real recipients, SMS
+//! segments, the projected duration, a test send, launch), the live page (progress over SSE,
+//! pause, resume, cancel, recipients) and the settings. Every change goes through
+//! `service::broadcasts`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use chrono::NaiveDateTime;
+use serde::Deserialize;
+
+use crate::domain::broadcast::{
+    Audience, BroadcastMessage, BroadcastState, Combine, Condition, FIELDS, Group, Node, Op,
+};
+use crate::domain::channel::ChannelKind;
+use crate::domain::fields::FieldProblems;
+use crate::domain::role::{Permission, Role};
+use crate::domain::sms;
+use crate::domain::template::{VariableMapping, VariableSource};
+use crate::error::AppError;
+use crate::service::broadcasts::{
+    self as service, BroadcastSettings, BroadcastView, Control, DraftInput, Launched, MessageInput,
+    Preview, RecipientView, When,
+};
+use crate::service::sends::TemplateRef;
+use crate::startup::AppState;
+use crate::storage::broadcasts::{Counts, Estimate, ListFilter};
+use crate::storage::channels::{self, Channel};
+use crate::storage::templates::{self, TemplateFilter};
+use crate::storage::{contacts, lists};
+use crate::web::chrome::Chrome;
+use crate::web::events::sse_event;
+use crate::web::format::{datetime, thousands};
+use crate::web::identity::{Auth, perm, redirect_response};
+use crate::web::session::TypedSession;
+use crate::web::{render, render_with_status};
+
+pub const PATH: &str = "/broadcasts";
+const PAGE_SIZE: i64 = 25;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use web::{get, post, resource};
+    cfg.service(
+        resource(PATH)
+            .route(get().to(index))
+            .route(post().to(create)),
+    )
+    .service(resource("/broadcasts/new").get(new_form))
+    .service(
+        resource("/broadcasts/settings")
+            .route(get().to(settings_form))
+            .route(post().to(save_settings)),
+    )
+    .service(resource("/broadcasts/{id}").get(show))
+    .service(
+        resource("/broadcasts/{id}/edit")
+            .route(get().to(edit_form))
+            .route(post().to(update)),
+    )
+    .service(resource("/broadcasts/{id}/launch").post(launch))
+    .service(resource("/broadcasts/{id}/test").post(test_send))
+    .service(resource("/broadcasts/{id}/review").post(review))
+    .service(resource("/broadcasts/{id}/{action:pause|resume|cancel}").post(control))
+    .service(resource("/broadcasts/{id}/progress").get(progress))
+    .service(resource("/broadcasts/{id}/events").get(events));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+/// A broadcast's state and counts as its pages show them.
+pub struct ProgressView {
+    pub id: String,
+    pub state: BroadcastState,
+    pub percent: i64,
+    pub counts: Counts,
+    pub pause_reason: Option<String>,
+    /// "About 3 minutes left" while running.
+    pub eta: Option<String>,
+}
+
+fn duration_words(secs: i64) -> String {
+    match secs {
+        s if s < 60 => "under a minute".into(),
+        s if s < 3600 => format!("about {} minutes", (s + 59) / 60),
+        s => format!("about {} hours {} minutes", s / 3600, (s % 3600) / 60),
+    }
+}
+
+impl ProgressView {
+    fn of(v: &BroadcastView) -> Self {
+        let counts = v.counts.clone();
+        let state = v.state();
+        let rate = i64::from(v.channel.rate_limit_per_second.max(1));
+        let eta = (state == BroadcastState::Running && counts.pending > 0)
+            .then(|| format!("{} left", duration_words(counts.pending / rate + 1)));
+        ProgressView {
+            id: v.row.public_id.clone(),
+            state,
+            percent: counts.percent(),
+            counts,
+            pause_reason: v.row.pause_reason.clone(),
+            eta,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "broadcasts/_progress.html")]
+struct ProgressFragment {
+    p: ProgressView,
+}
+
+struct Row {
+    v: BroadcastView,
+    p: ProgressView,
+    created: String,
+    started: String,
+}
+
+#[derive(Template)]
+#[template(path = "broadcasts/index.html")]
+struct IndexPage {
+    chrome: Chrome,
+    rows: Vec<Row>,
+    q: String,
+    state: String,
+    states: Vec<(&'static str, &'static str)>,
+    next: Option<String>,
+    can_manage: bool,
+    is_admin: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct IndexQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+pub async fn index(
+    auth: Auth<perm::ViewBroadcasts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+    query: web::Query<IndexQuery>,
+) -> Result<HttpResponse, AppError> {
+    let query = query.into_inner();
+    let filter = ListFilter {
+        state: query.state.parse().ok(),
+        q: Some(query.q.clone()).filter(|q| !q.trim().is_empty()),
+    };
+    let (views, more) = service::list(&state, filter, query.before, PAGE_SIZE).await?;
+    let next = more
+        .then(|| views.last().map(|v| v.row.id))
+        .flatten()
+        .map(|id| {
+            format!(
+                "{PATH}?q={}&state={}&before={id}",
+                urlencode(&query.q),
+                urlencode(&query.state)
+            )
+        });
+    let rows = views
+        .into_iter()
+        .map(|v| Row {
+            p: ProgressView::of(&v),
+            created: datetime(&v.row.created_at),
+            started: v.row.started_at.as_ref().map(datetime).unwrap_or_default(),
+            v,
+        })
+        .collect();
+    let role = auth.principal.role();
+    render(&IndexPage {
+        chrome,
+        rows,
+        q: query.q,
+        state: query.state,
+        states: BroadcastState::ALL
+            .iter()
+            .map(|s| (s.as_str(), s.label()))
+            .collect(),
+        next,
+        can_manage: role.can(Permission::ManageBroadcasts),
+        is_admin: role.can(Permission::ManageUsers),
+    })
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|e| e.trim_start_matches('=').to_owned())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The composer
+
+/// One condition row of the form.
+#[derive(Debug, Clone, Default)]
+struct CondRow {
+    field: String,
+    op: String,
+    value: String,
+}
+
+/// One variable of the chosen template.
+#[derive(Debug, Clone, Default)]
+struct VarRow {
+    name: String,
+    /// `field`, `fallback` or `fixed`.
+    source: String,
+    key: String,
+    text: String,
+}
+
+/// What the composer shows and posts.
+#[derive(Debug, Clone, Default)]
+struct Draft {
+    name: String,
+    channel: String,
+    lists: Vec<String>,
+    exclude_lists: Vec<String>,
+    combine: String,
+    conditions: Vec<CondRow>,
+    text: String,
+    template: String,
+    variables: Vec<VarRow>,
+    send_at: String,
+    time_zone: String,
+    expires_at: String,
+}
+
+const BLANK_CONDITIONS: usize = 2;
+const LOCAL_FORMAT: &str = "%Y-%m-%dT%H:%M";
+
+impl Draft {
+    fn from_pairs(pairs: &[(String, String)]) -> Draft {
+        let one = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let many = |k: &str| {
+            pairs
+                .iter()
+                .filter(|(key, v)| key == k && !v.is_empty())
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut conditions = Vec::new();
+        for i in 0..60 {
+            let field = one(&format!("c{i}.field"));
+            if field.is_empty() && !pairs.iter().any(|(k, _)| k.starts_with(&format!("c{i}."))) {
+                continue;
+            }
+            if field.is_empty() {
+                continue;
+            }
+            conditions.push(CondRow {
+                field,
+                op: one(&format!("c{i}.op")),
+                value: one(&format!("c{i}.value")),
+            });
+        }
+        let mut variables: BTreeMap<String, VarRow> = BTreeMap::new();
+        for (k, v) in pairs {
+            if let Some(rest) = k.strip_prefix("var.")
+                && let Some((name, part)) = rest.rsplit_once('.')
+            {
+                let row = variables.entry(name.to_owned()).or_insert_with(|| VarRow {
+                    name: name.to_owned(),
+                    ..VarRow::default()
+                });
+                match part {
+                    "source" => row.source = v.clone(),
+                    "key" => row.key = v.trim().to_owned(),
+                    "text" => row.text = v.clone(),
+                    _ => {}
+                }
+            }
+        }
+        Draft {
+            name: one("name"),
+            channel: one("channel"),
+            lists: many("list"),
+            exclude_lists: many("exclude"),
+            combine: one("match"),
+            conditions,
+            text: pairs
+                .iter()
+                .find(|(k, _)| k == "text")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+            template: one("template"),
+            variables: variables.into_values().collect(),
+            send_at: one("send_at"),
+            time_zone: one("time_zone"),
+            expires_at: one("expires_at"),
+        }
+    }
+
+    fn of(v: &BroadcastView) -> Draft {
+        let mut conditions = Vec::new();
+        let mut combine = "all".to_owned();
+        if let Some(g) = &v.audience.filter {
+            combine = match g.combine {
+                Combine::All => "all".into(),
+                Combine::Any => "any".into(),
+            };
+            for node in &g.conditions {
+                if let Node::Condition(c) = node {
+                    conditions.push(CondRow {
+                        field: c.field.clone(),
+                        op: c.op.as_str().to_owned(),
+                        value: c.value.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let zone: chrono_tz::Tz = v.row.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
+        let local = |t: &NaiveDateTime| {
+            t.and_utc()
+                .with_timezone(&zone)
+                .format(LOCAL_FORMAT)
+                .to_string()
+        };
+        let (text, template, variables) = match &v.message {
+            BroadcastMessage::Text { text } => (text.clone(), String::new(), Vec::new()),
+            BroadcastMessage::Template {
+                template,
+                variables,
+                ..
+            } => (
+                String::new(),
+                template.clone(),
+                variables
+                    .iter()
+                    .map(|(name, s)| match s {
+                        VariableSource::Attribute { key } => VarRow {
+                            name: name.clone(),
+                            source: "field".into(),
+                            key: key.clone(),
+                            text: String::new(),
+                        },
+                        VariableSource::AttributeWithFallback { key, fallback } => VarRow {
+                            name: name.clone(),
+                            source: "fallback".into(),
+                            key: key.clone(),
+                            text: fallback.clone(),
+                        },
+                        VariableSource::Fixed { text } => VarRow {
+                            name: name.clone(),
+                            source: "fixed".into(),
+                            key: String::new(),
+                            text: text.clone(),
+                        },
+                    })
+                    .collect(),
+            ),
+        };
+        Draft {
+            name: v.row.name.clone(),
+            channel: v.channel.public_id.clone(),
+            lists: v.audience.lists.clone(),
+            exclude_lists: v.audience.exclude_lists.clone(),
+            combine,
+            conditions,
+            text,
+            template,
+            variables,
+            send_at: v.row.send_at.as_ref().map(local).unwrap_or_default(),
+            time_zone: v.row.time_zone.clone(),
+            expires_at: v.row.expires_at.as_ref().map(local).unwrap_or_default(),
+        }
+    }
+
+    fn input(&self, problems: &mut FieldProblems) -> DraftInput {
+        let conditions = self
+            .conditions
+            .iter()
+            .filter(|c| !c.field.is_empty())
+            .map(|c| {
+                Node::Condition(Condition {
+                    field: c.field.clone(),
+                    op: Op::ALL
+                        .into_iter()
+                        .find(|o| o.as_str() == c.op)
+                        .unwrap_or(Op::Eq),
+                    value: Some(c.value.clone()).filter(|v| !v.is_empty()),
+                })
+            })
+            .collect::<Vec<_>>();
+        let filter = (!conditions.is_empty()).then(|| Group {
+            combine: if self.combine == "any" {
+                Combine::Any
+            } else {
+                Combine::All
+            },
+            conditions,
+        });
+        let message = if self.template.is_empty() {
+            MessageInput::Text(self.text.clone())
+        } else {
+            let mut mapping = VariableMapping::new();
+            for v in &self.variables {
+                let source = match v.source.as_str() {
+                    "fixed" => VariableSource::Fixed {
+                        text: v.text.clone(),
+                    },
+                    "fallback" => VariableSource::AttributeWithFallback {
+                        key: v.key.clone(),
+                        fallback: v.text.clone(),
+                    },
+                    _ => VariableSource::Attribute { key: v.key.clone() },
+                };
+                mapping.insert(v.name.clone(), source);
+            }
+            MessageInput::Template {
+                template: TemplateRef::Id(self.template.clone()),
+                variables: mapping,
+            }
+        };
+        let mut when = |raw: &str, field: &str| -> Option<When> {
+            if raw.is_empty() {
+                return None;
+            }
+            let parsed = NaiveDateTime::parse_from_str(raw, LOCAL_FORMAT)
+                .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S"));
+            match parsed {
+                Ok(t) => Some(When::Local(t)),
+                Err(_) => {
+                    problems.add(field, "Enter a date and time, like 2026-12-24 09:00.");
+                    None
+                }
+            }
+        };
+        DraftInput {
+            name: self.name.clone(),
+            channel: self.channel.clone(),
+            audience: Audience {
+                lists: self.lists.clone(),
+                exclude_lists: self.exclude_lists.clone(),
+                filter,
+            },
+            message,
+            send_at: when(&self.send_at, "schedule.at"),
+            time_zone: self.time_zone.clone(),
+            expires_at: when(&self.expires_at, "schedule.expires_at"),
+        }
+    }
+}
+
+struct Choice {
+    value: String,
+    label: String,
+}
+
+#[derive(Template)]
+#[template(path = "broadcasts/form.html")]
+struct FormPage {
+    chrome: Chrome,
+    /// The draft's public id when editing.
+    id: Option<String>,
+    d: Draft,
+    conditions: Vec<CondRow>,
+    errors: FieldProblems,
+    channels: Vec<Choice>,
+    lists: Vec<Choice>,
+    templates: Vec<Choice>,
+    fields: Vec<String>,
+    ops: Vec<(&'static str, &'static str)>,
+    zones: Vec<&'static str>,
+}
+
+const ZONES: [&str; 16] = [
+    "UTC",
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Paris",
+    "Europe/Warsaw",
+    "Europe/Istanbul",
+    "Africa/Lagos",
+    "Africa/Johannesburg",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Singapore",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "America/New_York",
+    "America/Sao_Paulo",
+    "America/Los_Angeles",
+];
+
+async fn form_page(
+    state: &AppState,
+    chrome: Chrome,
+    id: Option<String>,
+    mut d: Draft,
+    errors: FieldProblems,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
+    let chosen_template = d.template.clone();
+    let (channels, lists, templates, fields, placeholders) = state
+        .db
+        .run(move |conn| {
+            let channels: Vec<Channel> = channels::list(conn)?;
+            let lists = lists::all(conn)?;
+            let sendable = templates::sendable_list(conn, &TemplateFilter::default())?;
+            let mut fields: Vec<String> = FIELDS.iter().map(|f| (*f).to_owned()).collect();
+            for k in contacts::attribute_keys(conn)? {
+                fields.push(format!("attributes.{k}"));
+            }
+            let placeholders: Vec<String> = sendable
+                .iter()
+                .find(|(_, t)| t.public_id == chosen_template)
+                .map(|(_, t)| {
+                    let mut names: Vec<String> =
+                        t.placeholders().into_iter().map(|p| p.name).collect();
+                    names.dedup();
+                    names
+                })
+                .unwrap_or_default();
+            Ok::<_, AppError>((channels, lists, sendable, fields, placeholders))
+        })
+        .await?;
+    // One row per placeholder of the chosen template, keeping what was typed.
+    let mut rows = Vec::new();
+    for name in placeholders {
+        let row = d
+            .variables
+            .iter()
+            .find(|v| v.name == name)
+            .cloned()
+            .unwrap_or_else(|| VarRow {
+                name: name.clone(),
+                source: "field".into(),
+                key: if name == "1" {
+                    "name".into()
+                } else {
+                    String::new()
+                },
+                text: String::new(),
+            });
+        rows.push(row);
+    }
+    d.variables = rows;
+    let mut conditions = d.conditions.clone();
+    conditions.extend(std::iter::repeat_n(CondRow::default(), BLANK_CONDITIONS));
+    let page = FormPage {
+        chrome,
+        id,
+        conditions,
+        errors,
+        channels: channels
+            .iter()
+            .map(|c| Choice {
+                value: c.public_id.clone(),
+                label: format!(
+                    "{} ({}){}",
+                    c.name,
+                    c.kind.label(),
+                    if c.is_enabled() { "" } else { " · disabled" }
+                ),
+            })
+            .collect(),
+        lists: lists
+            .into_iter()
+            .map(|l| Choice {
+                value: l.public_id,
+                label: l.name,
+            })
+            .collect(),
+        templates: templates
+            .iter()
+            .map(|(ch, t)| Choice {
+                value: t.public_id.clone(),
+                label: format!(
+                    "{} ({}) on {}",
+                    t.template.name().as_str(),
+                    t.template.language().as_str(),
+                    ch.name
+                ),
+            })
+            .collect(),
+        fields,
+        ops: Op::ALL.iter().map(|o| (o.as_str(), o.label())).collect(),
+        zones: ZONES.to_vec(),
+        d,
+    };
+    render_with_status(&page, status)
+}
+
+pub async fn new_form(
+    _auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+) -> Result<HttpResponse, AppError> {
+    let d = Draft {
+        combine: "all".into(),
+        time_zone: "UTC".into(),
+        ..Draft::default()
+    };
+    form_page(
+        &state,
+        chrome,
+        None,
+        d,
+        FieldProblems::new(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn edit_form(
+    _auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let v = service::get(&state, path.into_inner()).await?;
+    if v.state() != BroadcastState::Draft {
+        return Err(AppError::Conflict {
+            code: "broadcast_not_editable",
+            message: "This broadcast was launched: its audience and content are frozen.".into(),
+        });
+    }
+    let id = v.row.public_id.clone();
+    form_page(
+        &state,
+        chrome,
+        Some(id),
+        Draft::of(&v),
+        FieldProblems::new(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Where "Save" leads: back to the form (to fill the template's variables) or on to review.
+fn next_step(pairs: &[(String, String)]) -> &'static str {
+    if pairs.iter().any(|(k, v)| k == "next" && v == "review") {
+        "review"
+    } else {
+        "edit"
+    }
+}
+
+pub async fn create(
+    req: HttpRequest,
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+    session: TypedSession,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, AppError> {
+    let pairs = form.into_inner();
+    let d = Draft::from_pairs(&pairs);
+    let mut problems = FieldProblems::new();
+    let input = d.input(&mut problems);
+    if !problems.is_empty() {
+        return form_page(
+            &state,
+            chrome,
+            None,
+            d,
+            problems,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    match service::create(&state, auth.actor(), input, None).await {
+        Ok((v, _)) => {
+            session.success(format!("Draft \"{}\" saved.", v.row.name));
+            let to = match next_step(&pairs) {
+                "review" => format!("{PATH}/{}", v.row.public_id),
+                _ => format!("{PATH}/{}/edit", v.row.public_id),
+            };
+            Ok(redirect_response(&req, &to))
+        }
+        Err(e) => match e.fields() {
+            Some(errors) => {
+                let errors = errors.clone();
+                form_page(
+                    &state,
+                    chrome,
+                    None,
+                    d,
+                    errors,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await
+            }
+            None => Err(e.into()),
+        },
+    }
+}
+
+pub async fn update(
+    req: HttpRequest,
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+    session: TypedSession,
+    path: web::Path<String>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let pairs = form.into_inner();
+    let d = Draft::from_pairs(&pairs);
+    let mut problems = FieldProblems::new();
+    let input = d.input(&mut problems);
+    if !problems.is_empty() {
+        return form_page(
+            &state,
+            chrome,
+            Some(id),
+            d,
+            problems,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    match service::update(&state, auth.actor(), id.clone(), input).await {
+        Ok(v) => {
+            session.success(format!("Draft \"{}\" saved.", v.row.name));
+            let to = match next_step(&pairs) {
+                "review" => format!("{PATH}/{id}"),
+                _ => format!("{PATH}/{id}/edit"),
+            };
+            Ok(redirect_response(&req, &to))
+        }
+        Err(e) => match e.fields() {
+            Some(errors) => {
+                let errors = errors.clone();
+                form_page(
+                    &state,
+                    chrome,
+                    Some(id),
+                    d,
+                    errors,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await
+            }
+            None => Err(e.into()),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Review and the live page
+
+struct Exclusions {
+    label: &'static str,
+    count: String,
+}
+
+#[derive(Template)]
+#[template(path = "broadcasts/show.html")]
+struct ShowPage {
+    chrome: Chrome,
+    v: BroadcastView,
+    p: ProgressView,
+    /// Drafts: the reach estimate now.
+    estimate: Option<Estimate>,
+    reach: String,
+    matched: String,
+    exclusions: Vec<Exclusions>,
+    preview: Option<Preview>,
+    message_text: String,
+    segments: Option<String>,
+    duration: Option<String>,
+    lists: Vec<String>,
+    filter: Vec<String>,
+    recipients: Vec<RecipientView>,
+    recipients_next: Option<i64>,
+    schedule: String,
+    can_manage: bool,
+    can_review: bool,
+    approval_on: bool,
+    errors: FieldProblems,
+    test_phones: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ShowQuery {
+    #[serde(default)]
+    preview: i64,
+    #[serde(default)]
+    after: Option<i64>,
+}
+
+fn describe_filter(audience: &Audience) -> Vec<String> {
+    let Some(g) = &audience.filter else {
+        return Vec::new();
+    };
+    let joiner = match g.combine {
+        Combine::All => "and",
+        Combine::Any => "or",
+    };
+    g.conditions
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let words = match n {
+                Node::Condition(c) => format!(
+                    "{} {} {}",
+                    c.field,
+                    c.op.label(),
+                    c.value.clone().unwrap_or_default()
+                ),
+                Node::Group(_) => "(a group of conditions)".into(),
+            };
+            if i == 0 {
+                words
+            } else {
+                format!("{joiner} {words}")
+            }
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn show_page(
+    state: &AppState,
+    role: Role,
+    chrome: Chrome,
+    id: String,
+    query: ShowQuery,
+    errors: FieldProblems,
+    test_phones: String,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
+    let v = service::get(state, id.clone()).await?;
+    let is_draft = matches!(
+        v.state(),
+        BroadcastState::Draft | BroadcastState::PendingApproval
+    );
+    let estimate = if is_draft {
+        Some(service::estimate(state, id.clone()).await?)
+    } else {
+        None
+    };
+    let preview = if is_draft {
+        service::preview(state, id.clone(), query.preview.max(0)).await?
+    } else {
+        None
+    };
+    let (recipients, more) = if is_draft {
+        (Vec::new(), false)
+    } else {
+        service::recipients(state, v.row.id, query.after, PAGE_SIZE).await?
+    };
+    let recipients_next = more.then(|| recipients.last().map(|r| r.id)).flatten();
+    let message_text = match &preview {
+        Some(p) => p.text.clone().unwrap_or_default(),
+        None => match &v.message {
+            BroadcastMessage::Text { text } => text.clone(),
+            BroadcastMessage::Template { .. } => String::new(),
+        },
+    };
+    let reach_n = estimate
+        .as_ref()
+        .map(Estimate::reach)
+        .unwrap_or(v.counts.recipients - v.counts.skipped);
+    let segments = (v.channel.kind == ChannelKind::Sms && !message_text.is_empty()).then(|| {
+        let info = sms::analyse(&message_text);
+        format!(
+            "{} segment{} per message ({}), about {} in total",
+            info.segments,
+            if info.segments == 1 { "" } else { "s" },
+            info.encoding.label(),
+            thousands(info.segments as i64 * reach_n)
+        )
+    });
+    let rate = i64::from(v.channel.rate_limit_per_second.max(1));
+    let duration = Some(format!(
+        "{} at {} messages a second",
+        duration_words(reach_n / rate + 1),
+        rate
+    ));
+    let names = {
+        let wanted: Vec<String> = v.audience.lists.clone();
+        state
+            .db
+            .run(move |conn| {
+                let mut out = Vec::new();
+                for w in wanted {
+                    if let Some(l) = lists::find_by_public_id(conn, &w)? {
+                        out.push(l.name);
+                    }
+                }
+                Ok::<_, AppError>(out)
+            })
+            .await?
+    };
+    let approval_on = state
+        .db
+        .run(|conn| Ok::<_, AppError>(service::read_settings(conn)?.launch_approval))
+        .await?;
+    let exclusions = estimate
+        .as_ref()
+        .map(|e| {
+            e.excluded
+                .iter()
+                .map(|(x, n)| Exclusions {
+                    label: x.label(),
+                    count: thousands(*n),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let schedule = match v.row.send_at {
+        None => "As soon as it is launched".to_owned(),
+        Some(at) => {
+            let zone: chrono_tz::Tz = v.row.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
+            format!(
+                "{} ({}), {} UTC",
+                at.and_utc().with_timezone(&zone).format("%Y-%m-%d %H:%M"),
+                v.row.time_zone,
+                at.format("%Y-%m-%d %H:%M")
+            )
+        }
+    };
+    let page = ShowPage {
+        chrome,
+        p: ProgressView::of(&v),
+        reach: thousands(reach_n),
+        matched: thousands(estimate.as_ref().map(|e| e.matched).unwrap_or_default()),
+        filter: describe_filter(&v.audience),
+        lists: names,
+        estimate,
+        exclusions,
+        preview,
+        message_text,
+        segments,
+        duration,
+        recipients,
+        recipients_next,
+        schedule,
+        can_manage: role.can(Permission::ManageBroadcasts),
+        can_review: role.can(Permission::ApproveBroadcasts),
+        approval_on,
+        errors,
+        test_phones,
+        v,
+    };
+    render_with_status(&page, status)
+}
+
+pub async fn show(
+    auth: Auth<perm::ViewBroadcasts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+    path: web::Path<String>,
+    query: web::Query<ShowQuery>,
+) -> Result<HttpResponse, AppError> {
+    show_page(
+        &state,
+        auth.principal.role(),
+        chrome,
+        path.into_inner(),
+        query.into_inner(),
+        FieldProblems::new(),
+        String::new(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn launch(
+    req: HttpRequest,
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    match service::launch(&state, auth.actor(), id.clone()).await {
+        Ok((launched, v)) => session.success(match launched {
+            Launched::AwaitingApproval => {
+                "Sent for approval: an admin or support lead launches it.".to_owned()
+            }
+            Launched::Scheduled => format!(
+                "Launched: {} recipients, starting at its scheduled time.",
+                thousands(v.counts.recipients - v.counts.skipped)
+            ),
+            Launched::Running => format!(
+                "Launched: sending to {} recipients.",
+                thousands(v.counts.recipients - v.counts.skipped)
+            ),
+        }),
+        Err(e) => session.error(e.to_string()),
+    }
+    Ok(redirect_response(&req, &format!("{PATH}/{id}")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReviewForm {
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+pub async fn review(
+    req: HttpRequest,
+    auth: Auth<perm::ApproveBroadcasts>,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<String>,
+    form: web::Form<ReviewForm>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let form = form.into_inner();
+    let approve = form.decision == "approve";
+    match service::review(&state, auth.actor(), id.clone(), approve, form.note).await {
+        Ok(_) if approve => session.success("Approved and launched."),
+        Ok(_) => session.success("Sent back to its author with your note."),
+        Err(e) => session.error(e.to_string()),
+    }
+    Ok(redirect_response(&req, &format!("{PATH}/{id}")))
+}
+
+pub async fn control(
+    req: HttpRequest,
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (id, action) = path.into_inner();
+    let what = match action.as_str() {
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        _ => Control::Cancel,
+    };
+    match service::control(&state, auth.actor(), id.clone(), what).await {
+        Ok(_) => session.success(match what {
+            Control::Pause => "Paused: nothing new goes out; messages being sent finish.",
+            Control::Resume => "Resumed where it stopped.",
+            Control::Cancel => "Cancelled: what was not sent will not be.",
+        }),
+        Err(e) => session.error(e.to_string()),
+    }
+    Ok(redirect_response(&req, &format!("{PATH}/{id}")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TestForm {
+    #[serde(default)]
+    phones: String,
+}
+
+pub async fn test_send(
+    req: HttpRequest,
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+    session: TypedSession,
+    path: web::Path<String>,
+    form: web::Form<TestForm>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let phones: Vec<String> = form
+        .phones
+        .split([',', '\n'])
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let found = service::contacts_by_phone(&state, phones).await?;
+    let mut problems: Vec<String> = found.iter().filter_map(|r| r.clone().err()).collect();
+    let ids: Vec<String> = found.into_iter().filter_map(Result::ok).collect();
+    if ids.is_empty() {
+        let mut errors = FieldProblems::new();
+        errors.add(
+            "phones",
+            if problems.is_empty() {
+                "Enter the phone numbers of one to ten contacts.".to_owned()
+            } else {
+                problems.join(" ")
+            },
+        );
+        return show_page(
+            &state,
+            auth.principal.role(),
+            chrome,
+            id,
+            ShowQuery::default(),
+            errors,
+            form.phones.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    match service::test_send(&state, auth.actor(), id.clone(), ids).await {
+        Ok(results) => {
+            let sent = results.iter().filter(|r| r.is_ok()).count();
+            problems.extend(results.into_iter().filter_map(Result::err));
+            if problems.is_empty() {
+                session.success(format!(
+                    "Test sent to {sent} contact{}.",
+                    if sent == 1 { "" } else { "s" }
+                ));
+            } else {
+                session.error(format!(
+                    "Test sent to {sent}. Not sent: {}",
+                    problems.join(" ")
+                ));
+            }
+        }
+        Err(e) => session.error(e.to_string()),
+    }
+    Ok(redirect_response(&req, &format!("{PATH}/{id}")))
+}
+
+/// `GET /broadcasts/{id}/progress`: the progress fragment (for pages without SSE).
+pub async fn progress(
+    _auth: Auth<perm::ViewBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let v = service::get(&state, path.into_inner()).await?;
+    render(&ProgressFragment {
+        p: ProgressView::of(&v),
+    })
+}
+
+/// `GET /broadcasts/{id}/events`: the progress fragment as server-sent events, at most twice
+/// a second and only when something changed, until the broadcast is final (then the page
+/// reloads to show its outcome).
+pub async fn events(
+    _auth: Auth<perm::ViewBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    // Fails now (404) rather than inside the stream.
+    service::get(&state, id.clone()).await?;
+    let svc = state.services.clone();
+    let stream = futures_util::stream::unfold(
+        (svc, id, String::new(), 0u32, false),
+        |(svc, id, last, ticks, done)| async move {
+            if done || ticks > 1200 {
+                return None;
+            }
+            if ticks > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let (chunk, html, finished) = match service::get(&svc, id.clone()).await {
+                Ok(v) => {
+                    let p = ProgressView::of(&v);
+                    let finished = p.state.is_final();
+                    let html = ProgressFragment { p }.render().unwrap_or_default();
+                    if html == last {
+                        (bytes::Bytes::from_static(b": waiting\n\n"), last, finished)
+                    } else {
+                        (sse_event("progress", &html), html, finished)
+                    }
+                }
+                Err(_) => (bytes::Bytes::from_static(b": gone\n\n"), last, true),
+            };
+            Some((
+                Ok::<_, actix_web::Error>(chunk),
+                (svc, id, html, ticks + 1, finished),
+            ))
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+#[derive(Template)]
+#[template(path = "broadcasts/settings.html")]
+struct SettingsPage {
+    chrome: Chrome,
+    s: BroadcastSettings,
+    cap: String,
+    errors: FieldProblems,
+}
+
+pub async fn settings_form(
+    _auth: Auth<perm::ManageUsers>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+) -> Result<HttpResponse, AppError> {
+    let s = state
+        .db
+        .run(|conn| Ok::<_, AppError>(service::read_settings(conn)?))
+        .await?;
+    render(&SettingsPage {
+        chrome,
+        cap: s.frequency_cap.map(|n| n.to_string()).unwrap_or_default(),
+        s,
+        errors: FieldProblems::new(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SettingsForm {
+    #[serde(default)]
+    launch_approval: Option<String>,
+    #[serde(default)]
+    frequency_cap: String,
+    #[serde(default)]
+    failure_pause_percent: String,
+    #[serde(default)]
+    reply_window_hours: String,
+}
+
+pub async fn save_settings(
+    req: HttpRequest,
+    auth: Auth<perm::ManageUsers>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+    session: TypedSession,
+    form: web::Form<SettingsForm>,
+) -> Result<HttpResponse, AppError> {
+    let f = form.into_inner();
+    let mut errors = FieldProblems::new();
+    let mut number = |raw: &str, field: &str, empty: Option<i64>| -> Option<i64> {
+        let raw = raw.trim().replace(',', "");
+        if raw.is_empty() {
+            return empty;
+        }
+        match raw.parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                errors.add(field, format!("\"{raw}\" is not a whole number."));
+                empty
+            }
+        }
+    };
+    let d = BroadcastSettings::default();
+    let wanted = BroadcastSettings {
+        launch_approval: f.launch_approval.is_some(),
+        frequency_cap: number(&f.frequency_cap, "frequency_cap", None),
+        failure_pause_percent: number(
+            &f.failure_pause_percent,
+            "failure_pause_percent",
+            Some(d.failure_pause_percent),
+        )
+        .unwrap_or(d.failure_pause_percent),
+        reply_window_hours: number(
+            &f.reply_window_hours,
+            "reply_window_hours",
+            Some(d.reply_window_hours),
+        )
+        .unwrap_or(d.reply_window_hours),
+    };
+    let result = if errors.is_empty() {
+        service::save_settings(&state, auth.actor(), wanted.clone()).await
+    } else {
+        Err(crate::service::ServiceError::invalid_fields(
+            "invalid_settings",
+            errors,
+        ))
+    };
+    match result {
+        Ok(_) => {
+            session.success("Broadcast settings saved.");
+            Ok(redirect_response(&req, "/broadcasts/settings"))
+        }
+        Err(e) => match e.fields() {
+            Some(errors) => render_with_status(
+                &SettingsPage {
+                    chrome,
+                    cap: f.frequency_cap.clone(),
+                    s: wanted,
+                    errors: errors.clone(),
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            None => Err(e.into()),
+        },
+    }
+}
