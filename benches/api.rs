@@ -29,7 +29,7 @@ use herald::storage::channels::Channel;
 use herald::storage::{self, Db};
 use herald::testkit::fake_provider::{FakeConfig, FakeProvider, FakeProviderHandle};
 use support::load::{self, Outcome};
-use support::{SECRET, Server, TWILIO_SID, TWILIO_TOKEN, arg, arg_or, free_port};
+use support::{SECRET, Server, TWILIO_SID, TWILIO_TOKEN, arg_or, free_port};
 
 const META_SECRET: &str = "bench-meta-app-secret-0123456789";
 const WA_NUMBER: &str = "106540352242922";
@@ -573,9 +573,7 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
     drop(server);
     fake.stop().await;
     // What Herald complained about, if anything (its log is lost with the directory).
-    for line in support::log_gist(dir.path()) {
-        println!("    log: …{line}");
-    }
+    support::print_log_gist(dir.path());
     rows
 }
 
@@ -587,22 +585,11 @@ async fn main() {
         span: Duration::from_secs(arg_or("--secs", 4)),
         statuses: arg_or("--statuses", 20_000),
     };
-    let only = arg("--only").map(|o| o.to_ascii_lowercase());
-    let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let dir = tempfile::tempdir().expect("dir");
     let mut results: Vec<(&str, Vec<Row>)> = Vec::new();
-    if wants("sqlite") {
-        let url = format!("sqlite://{}", dir.path().join("api.db").display());
-        results.push(("SQLite", run_backend("SQLite", &url, &opts).await));
-    }
-    if let Ok(admin_url) = std::env::var("HERALD_BENCH_DATABASE_URL")
-        && wants("postgres")
-    {
-        let pg = support::PgDatabase::create(&admin_url);
-        results.push((
-            "PostgreSQL",
-            run_backend("PostgreSQL", &pg.url, &opts).await,
-        ));
+    // Each PostgreSQL database is dropped once its run is over.
+    for (label, url, _pg) in support::databases(dir.path(), "api.db") {
+        results.push((label, run_backend(label, &url, &opts).await));
     }
 
     println!();

@@ -83,6 +83,13 @@ pub fn log_gist(dir: &std::path::Path) -> Vec<String> {
     seen
 }
 
+/// Prints [`log_gist`] under the report.
+pub fn print_log_gist(dir: &std::path::Path) {
+    for line in log_gist(dir) {
+        println!("    log: …{line}");
+    }
+}
+
 /// Resident memory of a process in MiB (0 when it is gone).
 pub fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -318,6 +325,29 @@ impl RssSampler {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap_or(0.0)
     }
+}
+
+/// The databases a benchmark runs on, in order: SQLite (a file `file` in `dir`), then
+/// PostgreSQL in a fresh database when `HERALD_BENCH_DATABASE_URL` names a server; `--only
+/// sqlite|postgres` keeps one. Each is (label, URL, the PostgreSQL database to drop afterwards).
+pub fn databases(
+    dir: &std::path::Path,
+    file: &str,
+) -> Vec<(&'static str, String, Option<PgDatabase>)> {
+    let only = arg("--only").map(|o| o.to_ascii_lowercase());
+    let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut out = Vec::new();
+    if wants("sqlite") {
+        let url = format!("sqlite://{}", dir.join(file).display());
+        out.push(("SQLite", url, None));
+    }
+    if let Ok(admin_url) = std::env::var("HERALD_BENCH_DATABASE_URL")
+        && wants("postgres")
+    {
+        let pg = PgDatabase::create(&admin_url);
+        out.push(("PostgreSQL", pg.url.clone(), Some(pg)));
+    }
+    out
 }
 
 /// A fresh PostgreSQL database on the server `admin_url` names (`HERALD_BENCH_DATABASE_URL`),
