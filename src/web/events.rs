@@ -41,20 +41,7 @@ pub const MAX_CONTACTS: usize = 200;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const LIFETIME: Duration = Duration::from_secs(600);
 
-/// One server-sent event; every line of `data` gets its own `data:` field.
-pub fn sse_event(name: &str, data: &str) -> Bytes {
-    let mut out = format!("event: {name}\n");
-    for line in data.lines() {
-        out.push_str("data: ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    if data.is_empty() {
-        out.push_str("data: \n");
-    }
-    out.push('\n');
-    Bytes::from(out)
-}
+pub use crate::web::format::sse_event;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct StreamQuery {

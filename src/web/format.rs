@@ -215,6 +215,21 @@ impl MessageStatusView {
     }
 }
 
+/// One server-sent event; every line of `data` gets its own `data:` field.
+pub fn sse_event(name: &str, data: &str) -> bytes::Bytes {
+    let mut out = format!("event: {name}\n");
+    for line in data.lines() {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    if data.is_empty() {
+        out.push_str("data: \n");
+    }
+    out.push('\n');
+    bytes::Bytes::from(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
