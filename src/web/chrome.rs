@@ -95,7 +95,7 @@ const SETTINGS: &[Area] = &[
 
 /// Areas whose pages exist in this build; the others show in the navigation as coming.
 pub fn area_is_built(href: &str) -> bool {
-    !matches!(href, "/broadcasts" | "/history")
+    !matches!(href, "/history")
 }
 
 impl Chrome {

@@ -868,6 +868,7 @@ async fn in_the_browser_a_marketer_runs_a_scheduled_approved_broadcast() {
 
     let b = crate::browser::Browser::start(&app.address).await;
     b.sign_in(marketer_email, crate::helpers::PASSWORD).await;
+    b.wait_for_text("Hello, Test").await;
     b.goto("/broadcasts").await;
     b.wait_for_text("No broadcasts yet").await;
     b.click("a[href='/broadcasts/new']").await;
@@ -909,6 +910,7 @@ async fn in_the_browser_a_marketer_runs_a_scheduled_approved_broadcast() {
 
     // The support lead approves.
     b.sign_in("sam@example.com", crate::helpers::PASSWORD).await;
+    b.wait_for_text("Hello, Test").await;
     b.goto(&page).await;
     b.wait_for_text("Waiting for approval").await;
     click_and_confirm(&b, "button[name=decision][value=approve]").await;
@@ -918,6 +920,7 @@ async fn in_the_browser_a_marketer_runs_a_scheduled_approved_broadcast() {
 
     // The marketer watches it start on time and run live, pauses and resumes it.
     b.sign_in(marketer_email, crate::helpers::PASSWORD).await;
+    b.wait_for_text("Hello, Test").await;
     b.goto(&page).await;
     wait_in(&b, "#live", "Running", 90).await;
     let done = |text: String| -> i64 {
