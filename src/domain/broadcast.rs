@@ -93,29 +93,6 @@ impl fmt::Display for BroadcastState {
     }
 }
 
-/// A frozen recipient's state. Once `queued`, the message row tells the rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecipientStatus {
-    Pending,
-    Queued,
-    Skipped,
-    Cancelled,
-    Expired,
-}
-
-impl RecipientStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecipientStatus::Pending => "pending",
-            RecipientStatus::Queued => "queued",
-            RecipientStatus::Skipped => "skipped",
-            RecipientStatus::Cancelled => "cancelled",
-            RecipientStatus::Expired => "expired",
-        }
-    }
-}
-
 /// Why a recipient is left out: the codes stored on skipped rows and shown in the estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
