@@ -103,13 +103,24 @@ pub enum Exclusion {
     FrequencyCap,
     /// A variable maps to a field or attribute the contact has no value for, with no fallback.
     MissingVariable,
+    // --- issue 17: CSV audience (rows of the upload that never became recipients) ---
+    /// A CSV audience's row whose phone number is not valid.
+    InvalidNumber,
+    /// A CSV audience's row whose number an earlier row already has.
+    Duplicate,
+    /// A CSV audience's row that could not be read for another reason (a cell too long, not
+    /// UTF-8, a NUL character, the wrong number of cells).
+    InvalidRow,
 }
 
 impl Exclusion {
-    pub const ALL: [Exclusion; 3] = [
+    pub const ALL: [Exclusion; 6] = [
         Exclusion::OptedOut,
         Exclusion::FrequencyCap,
         Exclusion::MissingVariable,
+        Exclusion::InvalidNumber,
+        Exclusion::Duplicate,
+        Exclusion::InvalidRow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +128,9 @@ impl Exclusion {
             Exclusion::OptedOut => "opted_out",
             Exclusion::FrequencyCap => "frequency_cap",
             Exclusion::MissingVariable => "missing_variable",
+            Exclusion::InvalidNumber => "invalid_number",
+            Exclusion::Duplicate => "duplicate",
+            Exclusion::InvalidRow => "invalid_row",
         }
     }
 
@@ -125,6 +139,9 @@ impl Exclusion {
             Exclusion::OptedOut => "Opted out of this kind of channel",
             Exclusion::FrequencyCap => "Frequency cap reached",
             Exclusion::MissingVariable => "Missing a variable with no fallback",
+            Exclusion::InvalidNumber => "Invalid phone number (CSV)",
+            Exclusion::Duplicate => "Duplicate number (CSV)",
+            Exclusion::InvalidRow => "Unreadable row (CSV)",
         }
     }
 }
@@ -134,6 +151,8 @@ impl Exclusion {
 
 /// Who a broadcast goes to: members of any of `lists` (every contact when there are none),
 /// minus members of `exclude_lists`, narrowed by `filter`. Lists are named by public id.
+/// With `csv`, the audience is instead the good rows of an uploaded file (lists and filter are
+/// then not used).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Audience {
     #[serde(default)]
@@ -142,7 +161,62 @@ pub struct Audience {
     pub exclude_lists: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Group>,
+    /// Issue 17: a CSV upload as the audience (its rows are stored apart, by upload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvAudience>,
 }
+
+// --- issue 17: a CSV upload as the audience ---
+
+/// A CSV file uploaded as a broadcast's audience: which upload (the contact import that read
+/// it), its columns, and what became of its rows. The rows themselves (contact and variables)
+/// are in `broadcast_csv_rows` under the upload's import.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CsvAudience {
+    /// The public id of the import that read the file.
+    pub upload: String,
+    pub file_name: String,
+    /// The header of the phone number's column.
+    pub phone_column: String,
+    /// The other columns' headers: each is a variable, mapped as `column:<header>`.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Data rows read (the header not counted).
+    pub rows: i64,
+    /// Rows kept: one recipient each.
+    pub good: i64,
+    /// Rows left out for an invalid number.
+    pub invalid_number: i64,
+    /// Rows left out as a repeat of an earlier row's number.
+    pub duplicate: i64,
+    /// Rows left out for another problem.
+    #[serde(default)]
+    pub invalid_row: i64,
+}
+
+impl CsvAudience {
+    /// The rows left out of the file, by reason (those with any).
+    pub fn rejected(&self) -> Vec<(Exclusion, i64)> {
+        [
+            (Exclusion::InvalidNumber, self.invalid_number),
+            (Exclusion::Duplicate, self.duplicate),
+            (Exclusion::InvalidRow, self.invalid_row),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}
+
+/// The variable-mapping key that names a CSV column: `column:<header>`.
+pub const COLUMN_PREFIX: &str = "column:";
+
+/// The header a `column:<header>` key names, if it is one.
+pub fn column_key(key: &str) -> Option<&str> {
+    key.trim().strip_prefix(COLUMN_PREFIX)
+}
+// --- end issue 17 CSV audience ---
 
 /// Conditions combined: every one (`all`) or at least one (`any`). Groups nest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -392,7 +466,10 @@ impl Audience {
 
     /// Whether the filter asks about the window (so the estimate depends on the channel).
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty() && self.exclude_lists.is_empty() && self.filter.is_none()
+        self.lists.is_empty()
+            && self.exclude_lists.is_empty()
+            && self.filter.is_none()
+            && self.csv.is_none()
     }
 }
 

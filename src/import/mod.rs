@@ -3,6 +3,7 @@
 //! bounded reader, validated one by one, and written a thousand at a time by a second thread
 //! (so parsing phone numbers and writing to the database use both cores).
 
+pub mod audience;
 pub mod gate;
 pub mod mapping;
 pub mod records;
@@ -191,11 +192,11 @@ pub fn validate(
     }
 }
 
-/// Reads the header of a stream and settles the mapping.
-fn read_header<R: Read>(
+/// The header row's cells, checked: a header with a NUL character, text that is not UTF-8 or
+/// a cell too long for a header refuses the whole file. (Also the broadcast's CSV audience.)
+pub fn read_header_cells<R: Read>(
     reader: &mut RecordReader<R>,
-    plan: &Plan,
-) -> Result<(Vec<String>, Mapping), ImportError> {
+) -> Result<Vec<String>, ImportError> {
     let header = reader
         .next_record()?
         .ok_or_else(|| ImportError::Invalid("the file is empty: it has no header row".into()))?;
@@ -223,6 +224,15 @@ fn read_header<R: Read>(
             }
         }
     }
+    Ok(headers)
+}
+
+/// Reads the header of a stream and settles the mapping.
+fn read_header<R: Read>(
+    reader: &mut RecordReader<R>,
+    plan: &Plan,
+) -> Result<(Vec<String>, Mapping), ImportError> {
+    let headers = read_header_cells(reader)?;
     let mapping = match &plan.mapping {
         Some(m) if m.targets.len() == headers.len() => m.clone(),
         Some(m) => {
@@ -238,7 +248,7 @@ fn read_header<R: Read>(
 }
 
 /// A record's cells as text (moved, not copied), for the rejected rows' report.
-fn cells(fields: Vec<FieldValue>) -> Vec<String> {
+pub fn cells(fields: Vec<FieldValue>) -> Vec<String> {
     fields
         .into_iter()
         .map(|f| match f {
@@ -263,7 +273,15 @@ pub fn run<R: Read>(
     source: R,
     plan: &Plan,
 ) -> Result<Summary, ImportError> {
-    let result = run_inner(db, import, source, plan);
+    finish(db, import, run_inner(db, import, source, plan))
+}
+
+/// Records how an import ended (done, or failed with the error), and hands the result on.
+pub fn finish<T>(
+    db: &Db,
+    import: &Import,
+    result: Result<T, ImportError>,
+) -> Result<T, ImportError> {
     let mut conn = db.get()?;
     match &result {
         Ok(_) => imports::finish(&mut conn, import.id, None)?,
@@ -400,29 +418,23 @@ impl Read for ChunkReader {
     }
 }
 
-/// Runs an import over an async stream of body chunks; returns when the whole stream has been
-/// imported (or the import failed, in which case the rest of the stream is not read).
-pub async fn run_streaming<S, E>(
-    db: Db,
-    import: Import,
-    plan: Plan,
-    permit: gate::ImportPermit,
-    mut chunks: S,
-) -> Result<Summary, ImportError>
+/// Runs `job` on a blocking thread over a reader of the async `chunks`, feeding it as they
+/// arrive (with backpressure); returns when the job has ended (when it ends early, the rest
+/// of the stream is not read). The import and the broadcast's CSV audience read this way.
+pub async fn read_streaming<S, E, T, F>(mut chunks: S, job: F) -> Result<T, ImportError>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
+    T: Send + 'static,
+    F: FnOnce(ChunkReader) -> Result<T, ImportError> + Send + 'static,
 {
     use futures_util::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let job = tokio::task::spawn_blocking(move || {
-        // Held until the import has really ended, even when the request went away first.
-        let _permit = permit;
-        let reader = ChunkReader {
+        job(ChunkReader {
             rx,
             current: bytes::Bytes::new(),
-        };
-        run(&db, &import, reader, &plan)
+        })
     });
     while let Some(chunk) = chunks.next().await {
         let item =
@@ -435,6 +447,27 @@ where
     drop(tx);
     job.await
         .map_err(|e| ImportError::Invalid(format!("the import task failed: {e}")))?
+}
+
+/// Runs an import over an async stream of body chunks; returns when the whole stream has been
+/// imported (or the import failed, in which case the rest of the stream is not read).
+pub async fn run_streaming<S, E>(
+    db: Db,
+    import: Import,
+    plan: Plan,
+    permit: gate::ImportPermit,
+    chunks: S,
+) -> Result<Summary, ImportError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    read_streaming(chunks, move |reader| {
+        // Held until the import has really ended, even when the request went away first.
+        let _permit = permit;
+        run(&db, &import, reader, &plan)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -159,8 +159,43 @@ pub async fn run<S, E>(
     import: Import,
     read_as: ReadAs,
     permit: ImportPermit,
-    mut upload: S,
+    upload: S,
 ) -> Result<Summary, ImportError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (delimiter, upload) = match sniff_delimiter(upload, read_as.delimiter).await {
+        Ok(found) => found,
+        Err(err) => {
+            finish_failed(svc, &import, &err).await;
+            return Err(err);
+        }
+    };
+    let plan = Plan {
+        delimiter,
+        mapping: read_as.mapping,
+        country: read_as.country,
+    };
+    import::run_streaming(svc.db.clone(), import, plan, permit, upload).await
+}
+
+/// The upload's delimiter: the chosen one, or guessed from the first chunk (the reader needs
+/// it before the first record); and the upload again from its start.
+#[allow(clippy::type_complexity)]
+pub async fn sniff_delimiter<S, E>(
+    mut upload: S,
+    chosen: Option<u8>,
+) -> Result<
+    (
+        u8,
+        futures_util::stream::Chain<
+            futures_util::stream::Iter<std::array::IntoIter<Result<Bytes, E>, 1>>,
+            S,
+        >,
+    ),
+    ImportError,
+>
 where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -168,22 +203,17 @@ where
     let first = match upload.next().await {
         Some(Ok(b)) => b,
         Some(Err(e)) => {
-            let err = ImportError::Invalid(format!("the upload was interrupted: {e}"));
-            finish_failed(svc, &import, &err).await;
-            return Err(err);
+            return Err(ImportError::Invalid(format!(
+                "the upload was interrupted: {e}"
+            )));
         }
         None => Bytes::new(),
     };
-    let delimiter = read_as.delimiter.unwrap_or_else(|| {
+    let delimiter = chosen.unwrap_or_else(|| {
         import::records::sniff_delimiter(first.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&first))
     });
-    let plan = Plan {
-        delimiter,
-        mapping: read_as.mapping,
-        country: read_as.country,
-    };
     let head = futures_util::stream::iter([Ok::<_, E>(first)]);
-    import::run_streaming(svc.db.clone(), import, plan, permit, head.chain(upload)).await
+    Ok((delimiter, head.chain(upload)))
 }
 
 async fn finish_failed(svc: &Services, import: &Import, err: &ImportError) {

@@ -11,7 +11,8 @@ use super::prepared::{Fixed, fixed};
 use super::schema::{broadcast_recipients, broadcasts, messages};
 use super::{DbConnection, new_public_id, now};
 use crate::domain::broadcast::{
-    Audience, BroadcastState, Combine, Condition, Exclusion, Group, Node, Op, Subject, parse_time,
+    Audience, BroadcastState, Combine, Condition, Exclusion, Group, Node, Op, Subject, column_key,
+    parse_time,
 };
 use crate::domain::channel::ChannelKind;
 use crate::domain::message::MessageStatus;
@@ -333,6 +334,8 @@ pub struct AudienceContext {
     pub frequency_cap: Option<i64>,
     /// Fields or attributes the message needs with no fallback.
     pub required_values: Vec<String>,
+    /// Issue 17: a CSV audience's upload (its import's id); its rows are the audience.
+    pub csv_upload: Option<i64>,
 }
 
 /// SQL text under construction, with its bound values numbered `$1`… in order.
@@ -365,12 +368,17 @@ impl Sql {
 
     /// An attribute's value as text (NULL when absent).
     fn attribute(&mut self, key: &str) {
+        self.json_value("c.attributes", key);
+    }
+
+    /// A key's value in a JSON object column, as text (NULL when absent).
+    fn json_value(&mut self, column: &str, key: &str) {
         if self.postgres {
-            self.push("(c.attributes::jsonb ->> ");
+            self.push(&format!("({column}::jsonb ->> "));
             self.bind(Bound::Text(key.to_owned()));
             self.push(")");
         } else {
-            self.push("json_extract(c.attributes, ");
+            self.push(&format!("json_extract({column}, "));
             let escaped = key.replace('\\', "\\\\").replace('"', "\\\"");
             self.bind(Bound::Text(format!("$.\"{escaped}\"")));
             self.push(")");
@@ -426,6 +434,14 @@ fn comparison(op: Op) -> &'static str {
 impl Sql {
     /// The contacts the audience names: `FROM contacts c WHERE ...`.
     fn audience(&mut self, audience: &Audience, ctx: &AudienceContext) {
+        if audience.csv.is_some() {
+            // Issue 17: the good rows of the upload (one per contact), lists and filter unused.
+            self.push(
+                "FROM broadcast_csv_rows r JOIN contacts c ON c.id = r.contact_id WHERE r.import_id = ",
+            );
+            self.bind(Bound::Int(ctx.csv_upload.unwrap_or(-1)));
+            return;
+        }
         self.push("FROM contacts c WHERE 1 = 1");
         if !audience.lists.is_empty() {
             self.push(
@@ -655,11 +671,22 @@ impl Sql {
                         self.attribute("first_name");
                         self.push(", '') = '')");
                     }
-                    other => {
-                        self.push("trim(COALESCE(");
-                        self.attribute(other);
-                        self.push(", '')) = ''");
-                    }
+                    other => match column_key(other) {
+                        // Issue 17: a CSV column, from the recipient's row.
+                        Some(header) if ctx.csv_upload.is_some() => {
+                            self.push("trim(COALESCE(");
+                            self.json_value("r.variables", header);
+                            self.push(", '')) = ''");
+                        }
+                        Some(_) => {
+                            self.push("1 = 1");
+                        }
+                        None => {
+                            self.push("trim(COALESCE(");
+                            self.attribute(other);
+                            self.push(", '')) = ''");
+                        }
+                    },
                 }
             }
             self.push(" THEN ");
@@ -726,6 +753,13 @@ pub fn estimate(
             && let Some(ex) = Exclusion::ALL.into_iter().find(|e| e.as_str() == code)
         {
             estimate.excluded.push((ex, row.n));
+        }
+    }
+    if let Some(csv) = &audience.csv {
+        // Rows of the file that never became recipients, from the upload's report.
+        for (ex, n) in csv.rejected() {
+            estimate.matched += n;
+            estimate.excluded.push((ex, n));
         }
     }
     estimate.excluded.sort_by_key(|(e, _)| e.as_str());
@@ -1226,6 +1260,7 @@ mod tests {
             now: now(),
             frequency_cap: Some(2),
             required_values: vec!["city".into()],
+            csv_upload: None,
         }
     }
 
@@ -1250,6 +1285,7 @@ mod tests {
                     }),
                 ],
             }),
+            csv: None,
         };
         for postgres in [false, true] {
             let mut sql = Sql::new(postgres);

@@ -457,3 +457,21 @@ diesel::allow_tables_to_appear_in_same_query!(broadcasts, channels);
 diesel::allow_tables_to_appear_in_same_query!(broadcasts, messages);
 diesel::allow_tables_to_appear_in_same_query!(broadcast_recipients, contacts);
 diesel::allow_tables_to_appear_in_same_query!(broadcast_recipients, messages);
+
+// --- issue 17: a CSV upload as a broadcast's audience (20261203170000_broadcast_csv) ---
+diesel::table! {
+    broadcast_csv_rows (id) {
+        id -> BigInt,
+        broadcast_id -> BigInt,
+        import_id -> BigInt,
+        line -> BigInt,
+        contact_id -> BigInt,
+        variables -> Text,
+    }
+}
+
+diesel::joinable!(broadcast_csv_rows -> broadcasts (broadcast_id));
+diesel::joinable!(broadcast_csv_rows -> imports (import_id));
+diesel::joinable!(broadcast_csv_rows -> contacts (contact_id));
+diesel::allow_tables_to_appear_in_same_query!(broadcast_csv_rows, contacts);
+// --- end issue 17 CSV audience ---

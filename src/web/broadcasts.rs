@@ -15,7 +15,8 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use crate::domain::broadcast::{
-    Audience, BroadcastMessage, BroadcastState, Combine, Condition, FIELDS, Group, Node, Op,
+    Audience, BroadcastMessage, BroadcastState, Combine, Condition, CsvAudience, FIELDS, Group,
+    Node, Op,
 };
 use crate::domain::channel::ChannelKind;
 use crate::domain::fields::FieldProblems;
@@ -234,6 +235,8 @@ struct Draft {
     send_at: String,
     time_zone: String,
     expires_at: String,
+    /// Issue 17: `lists` or `csv`.
+    audience_source: String,
 }
 
 const BLANK_CONDITIONS: usize = 2;
@@ -304,6 +307,7 @@ impl Draft {
             send_at: one("send_at"),
             time_zone: one("time_zone"),
             expires_at: one("expires_at"),
+            audience_source: one("audience_source"),
         }
     }
 
@@ -379,6 +383,11 @@ impl Draft {
             send_at: v.row.send_at.as_ref().map(local).unwrap_or_default(),
             time_zone: v.row.time_zone.clone(),
             expires_at: v.row.expires_at.as_ref().map(local).unwrap_or_default(),
+            audience_source: if v.audience.csv.is_some() {
+                "csv".into()
+            } else {
+                "lists".into()
+            },
         }
     }
 
@@ -449,6 +458,8 @@ impl Draft {
                 lists: self.lists.clone(),
                 exclude_lists: self.exclude_lists.clone(),
                 filter,
+                // Issue 17: "keep the uploaded CSV" (the service puts the upload back).
+                csv: (self.audience_source == "csv").then(CsvAudience::default),
             },
             message,
             send_at: when(&self.send_at, "schedule.at"),

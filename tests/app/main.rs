@@ -6,7 +6,9 @@ mod helpers;
 mod api_crash;
 mod api_keys;
 mod auth;
+// Issue 17: a CSV upload as a broadcast's audience.
 mod broadcast_crash;
+mod broadcast_csv;
 mod broadcasts;
 mod browser;
 mod channels;

@@ -262,6 +262,10 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
             .into_iter()
             .map(|c| (c.id, c))
             .collect();
+    // Issue 17: a CSV audience's variables, for the whole batch in one read.
+    let audience: crate::domain::broadcast::Audience =
+        serde_json::from_str(&row.audience).map_err(ServiceError::internal)?;
+    let row_values = super::csv::variables_of(change.conn, &audience, &ids)?;
     let requested_by = format!("Broadcast \"{}\"", row.name);
     let mut step = Step::default();
     let at = now();
@@ -277,7 +281,7 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
                 None,
             )),
             (BroadcastMessage::Template { variables, .. }, Some(t)) => {
-                variables_for(variables, contact)
+                variables_for(variables, contact, row_values.get(contact_id))
                     .and_then(|v| t.render(&v).map_err(|e| e.to_string()))
                     .map(|r| (r.content, r.text, Some(t.template_id)))
             }

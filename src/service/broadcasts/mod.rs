@@ -10,6 +10,7 @@
 //! messages' unique (campaign, contact) index make "at most one message per recipient" a
 //! property of the database.
 
+pub mod csv;
 pub mod feed;
 
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use crate::domain::audit::{Actor, ActorKind};
 use crate::domain::broadcast::{
-    Audience, BroadcastMessage, BroadcastState, local_to_utc, parse_zone,
+    Audience, BroadcastMessage, BroadcastState, column_key, local_to_utc, parse_zone,
 };
 use crate::domain::channel::ChannelKind;
 use crate::domain::content::check_free_text;
@@ -331,6 +332,7 @@ fn check_draft(
                                 problems.add(format!("message.{}", problem.field), problem.message);
                             }
                         }
+                        csv::check_columns(&audience, variables, &mut problems);
                         Some(t.public_id.clone())
                     }
                     TemplateLookup::NotSendable { template_id, .. } => {
@@ -394,7 +396,7 @@ pub async fn create(
                 }
                 return Ok((found, true));
             }
-            let (fields, _) = check_draft(change.conn, &input)?;
+            let (fields, _) = check_draft(change.conn, &csv::for_new_draft(input)?)?;
             let row = store::insert(
                 change.conn,
                 &fields,
@@ -428,8 +430,13 @@ pub async fn update(
             if row.state() != BroadcastState::Draft {
                 return Err(not_editable(&row));
             }
+            let input = csv::keep_upload(&row, input)?;
             let (fields, _) = check_draft(change.conn, &input)?;
             store::update_draft(change.conn, row.id, &fields)?;
+            if input.audience.csv.is_none() {
+                // Lists and filters again: the uploaded rows go.
+                crate::storage::broadcast_csv::remove_older(change.conn, row.id, None)?;
+            }
             change.audit(
                 "broadcast.updated",
                 "broadcast",
@@ -544,6 +551,7 @@ fn audience_context(
         now: now(),
         frequency_cap: read_settings(conn)?.frequency_cap,
         required_values: required_values(message),
+        csv_upload: csv::upload_id(conn, audience)?,
     })
 }
 
@@ -588,6 +596,11 @@ fn check_launchable(conn: &mut DbConnection, row: &BroadcastRow) -> ServiceResul
                 channel.name
             ),
         );
+    }
+    if let BroadcastMessage::Template { variables, .. } = &message {
+        // Issue 17: the CSV uploaded since the mapping was saved must still have its columns.
+        let (audience, _) = parse_stored(row)?;
+        csv::check_columns(&audience, variables, &mut problems);
     }
     if let BroadcastMessage::Template { template, .. } = &message {
         match templates::find_by_public_id(conn, template)? {
@@ -944,12 +957,18 @@ fn check_launchable_to_resume(conn: &mut DbConnection, row: &BroadcastRow) -> Se
     check_launchable(conn, &row)
 }
 
-/// The variables for one contact, from the broadcast's mapping.
+/// The variables for one contact, from the broadcast's mapping; `column:<header>` keys read
+/// the recipient's row of a CSV audience (`csv`, none when the contact has no row).
 pub fn variables_for(
     mapping: &VariableMapping,
     contact: &contacts::Contact,
+    csv: Option<&std::collections::BTreeMap<String, String>>,
 ) -> Result<Variables, String> {
-    resolve(mapping, &|key| contact.value_of(key)).map_err(|e| e.to_string())
+    resolve(mapping, &|key| match column_key(key) {
+        Some(header) => csv.and_then(|row| row.get(header).cloned()),
+        None => contact.value_of(key),
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Sends the broadcast's message to a few chosen contacts now, marked as a test: through the
@@ -977,13 +996,18 @@ pub async fn test_send(
             results.push(Err(format!("There is no contact {id}.")));
             continue;
         };
+        let audience = b.audience.clone();
+        let contact_id = contact.id;
+        let row_values = svc
+            .read(move |conn| csv::variables_of(conn, &audience, &[contact_id]))
+            .await?;
         let content = match &b.message {
             BroadcastMessage::Text { text } => ContentRequest::Text(text.clone()),
             BroadcastMessage::Template {
                 template,
                 variables,
                 ..
-            } => match variables_for(variables, &contact) {
+            } => match variables_for(variables, &contact, row_values.get(&contact.id)) {
                 Ok(values) => ContentRequest::Template {
                     template: TemplateRef::Id(template.clone()),
                     variables: values,
@@ -1040,6 +1064,7 @@ pub async fn preview(
         let Some(contact) = contacts::find(conn, contact_id)? else {
             return Ok(None);
         };
+        let row_values = csv::variables_of(conn, &audience, &[contact.id])?;
         let text = match &message {
             BroadcastMessage::Text { text } => Ok(text.clone()),
             BroadcastMessage::Template {
@@ -1049,8 +1074,10 @@ pub async fn preview(
             } => match templates::find_by_public_id(conn, template)? {
                 None => Err("The template no longer exists.".to_owned()),
                 Some(t) => match templates::sendable(conn, t.id)? {
-                    TemplateLookup::Sendable(s) => variables_for(variables, &contact)
-                        .and_then(|v| s.render(&v).map(|r| r.text).map_err(|e| e.to_string())),
+                    TemplateLookup::Sendable(s) => {
+                        variables_for(variables, &contact, row_values.get(&contact.id))
+                            .and_then(|v| s.render(&v).map(|r| r.text).map_err(|e| e.to_string()))
+                    }
                     TemplateLookup::NotSendable { reason, .. } => {
                         Err(format!("The template cannot be sent yet: {reason}"))
                     }

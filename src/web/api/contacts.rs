@@ -7,7 +7,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::phone::{DefaultCountry, E164};
+use crate::domain::phone::E164;
 use crate::error::AppError;
 use crate::import;
 use crate::service::contacts::{ContactFilter, ContactUpsert, ContactView};
@@ -15,7 +15,7 @@ use crate::service::imports::{ImportList, NewImport, ReadAs};
 use crate::service::{self, ServiceError};
 use crate::startup::AppState;
 use crate::storage::new_public_id;
-use crate::web::api::{Body, Params};
+use crate::web::api::{Body, Params, csv_body, default_country};
 use crate::web::identity::{Auth, perm};
 
 #[derive(Serialize)]
@@ -261,15 +261,7 @@ pub async fn import(
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
     let query = query.get()?;
-    let country = match query
-        .default_country
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
-        Some(c) => DefaultCountry::parse(c).map_err(|e| AppError::invalid("invalid_country", e))?,
-        None => state.settings.default_country,
-    };
+    let country = default_country(query.default_country.as_deref(), &state)?;
     let delimiter = match query.delimiter.as_deref() {
         None | Some("") => None,
         Some(";") | Some("semicolon") => Some(b';'),
@@ -282,17 +274,6 @@ pub async fn import(
             ));
         }
     };
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes_total = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i64>().ok());
     let list = ImportList::IdOrName(query.list.clone().unwrap_or_default());
     // A turn first (nothing is written while the import waits for one). A refused upload is
     // read to its end, so the client gets the answer rather than a reset connection.
@@ -309,61 +290,18 @@ pub async fn import(
         country,
         delimiter,
     };
-
-    let summary;
-    let import;
-    if content_type.starts_with("multipart/form-data") {
-        let mut multipart = actix_multipart::Multipart::new(req.headers(), payload);
-        let mut file = None;
-        while let Some(item) = futures_util::StreamExt::next(&mut multipart).await {
-            let field = item
-                .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
-            if field.name() == Some("file") {
-                file = Some(field);
-                break;
-            }
-        }
-        let file = file.ok_or_else(|| {
-            AppError::invalid("no_file", "Send the CSV as the multipart field \"file\".")
-        })?;
-        let name = file
-            .content_disposition()
-            .and_then(|cd| cd.get_filename().map(str::to_owned))
-            .unwrap_or_else(|| "api-upload.csv".into());
-        let new = NewImport {
-            public_id: new_public_id(),
-            file_name: name,
-            list,
-            bytes_total: None,
-        };
-        import = service::imports::begin(&state, auth.actor(), new).await?;
-        summary = service::imports::run(&state, import.clone(), read_as, permit, file).await;
-    } else if content_type.starts_with("text/csv")
-        || content_type.starts_with("text/plain")
-        || content_type.starts_with("application/csv")
-    {
-        let new = NewImport {
-            public_id: new_public_id(),
-            file_name: "api-upload.csv".into(),
-            list,
-            bytes_total,
-        };
-        import = service::imports::begin(&state, auth.actor(), new).await?;
-        // A body that breaks off before its first chunk is a bad request, as it always was.
-        let first = futures_util::StreamExt::next(&mut payload)
-            .await
-            .transpose()
-            .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?
-            .unwrap_or_default();
-        let head = futures_util::stream::iter([Ok::<_, actix_web::error::PayloadError>(first)]);
-        let upload = futures_util::StreamExt::chain(head, payload);
-        summary = service::imports::run(&state, import.clone(), read_as, permit, upload).await;
-    } else {
-        return Err(AppError::invalid(
-            "unsupported_media_type",
-            "Send the CSV with Content-Type: text/csv, or as the multipart field \"file\".",
-        ));
-    }
+    let mut body = csv_body(&req, payload).await?;
+    let new = NewImport {
+        public_id: new_public_id(),
+        file_name: body
+            .file_name
+            .take()
+            .unwrap_or_else(|| "api-upload.csv".into()),
+        list,
+        bytes_total: body.bytes_total,
+    };
+    let import = service::imports::begin(&state, auth.actor(), new).await?;
+    let summary = service::imports::run(&state, import.clone(), read_as, permit, body.chunks).await;
     let summary = summary.map_err(|e| match e {
         import::ImportError::Invalid(m) => AppError::invalid("invalid_csv", m),
         other => AppError::internal(other),

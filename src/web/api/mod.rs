@@ -213,6 +213,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/broadcasts/{id}/reject",
             web::post().to(broadcasts::reject),
         )
+        // Issue 17: a CSV upload as a draft's audience.
+        .route(
+            "/broadcasts/{id}/audience.csv",
+            web::post().to(broadcasts::upload_audience),
+        )
         .route("/contacts/import", web::post().to(contacts::import))
         .service(
             web::resource("/contacts")
@@ -226,6 +231,102 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/messages/{id}/resend", web::post().to(messages::resend))
         .default_service(web::to(not_found));
 }
+
+// --- issue 17: a CSV body (the broadcast's CSV audience) ---
+
+/// A CSV sent as the raw body (`Content-Type: text/csv`) or as the multipart field `file`,
+/// streamed as it arrives.
+pub struct CsvBody {
+    /// The multipart file's name, when it has one.
+    pub file_name: Option<String>,
+    /// The raw body's `Content-Length`, when given.
+    pub bytes_total: Option<i64>,
+    pub chunks: futures_util::stream::LocalBoxStream<'static, Result<bytes::Bytes, String>>,
+}
+
+/// Finds the CSV in a request (see [`CsvBody`]); a request without one is a 422 saying how to
+/// send it.
+pub async fn csv_body(req: &HttpRequest, payload: web::Payload) -> Result<CsvBody, AppError> {
+    use futures_util::StreamExt;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = actix_multipart::Multipart::new(req.headers(), payload);
+        while let Some(item) = multipart.next().await {
+            let field = item
+                .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
+            if field.name() == Some("file") {
+                let file_name = field
+                    .content_disposition()
+                    .and_then(|cd| cd.get_filename().map(str::to_owned));
+                // The multipart stream goes along: the field reads through it.
+                let chunks = futures_util::stream::unfold(
+                    (field, multipart),
+                    |(mut field, multipart)| async move {
+                        let item = field.next().await?;
+                        Some((item.map_err(|e| e.to_string()), (field, multipart)))
+                    },
+                );
+                return Ok(CsvBody {
+                    file_name,
+                    bytes_total: None,
+                    chunks: chunks.boxed_local(),
+                });
+            }
+        }
+        return Err(AppError::invalid(
+            "no_file",
+            "Send the CSV as the multipart field \"file\".",
+        ));
+    }
+    if content_type.starts_with("text/csv")
+        || content_type.starts_with("text/plain")
+        || content_type.starts_with("application/csv")
+    {
+        let bytes_total = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok());
+        // A body that breaks off before its first chunk is a bad request.
+        let mut payload = payload;
+        let first = payload
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?
+            .unwrap_or_default();
+        let head = futures_util::stream::iter([Ok::<_, PayloadError>(first)]);
+        return Ok(CsvBody {
+            file_name: None,
+            bytes_total,
+            chunks: head
+                .chain(payload)
+                .map(|c| c.map_err(|e| e.to_string()))
+                .boxed_local(),
+        });
+    }
+    Err(AppError::invalid(
+        "unsupported_media_type",
+        "Send the CSV with Content-Type: text/csv, or as the multipart field \"file\".",
+    ))
+}
+/// The `default_country` a CSV upload names (`?default_country=`), else the server's.
+pub fn default_country(
+    raw: Option<&str>,
+    state: &crate::startup::AppState,
+) -> Result<crate::domain::phone::DefaultCountry, AppError> {
+    match raw.map(str::trim).filter(|c| !c.is_empty()) {
+        Some(c) => crate::domain::phone::DefaultCountry::parse(c)
+            .map_err(|e| AppError::invalid("invalid_country", e)),
+        None => Ok(state.settings.default_country),
+    }
+}
+// --- end issue 17 CSV body ---
 
 async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
     Err(AppError::NotFound("There is no such API endpoint.".into()))

@@ -1,0 +1,329 @@
+//! Issue 17: a CSV upload as a broadcast's audience. Through the API and the pages, on both
+//! databases: bad rows (invalid numbers, duplicates, formulas) reported by line, value and
+//! reason while good rows are kept; new numbers become contacts under the import's consent
+//! rules; the estimate counts the file's rejections beside the usual exclusions; a launch
+//! reaches exactly the good rows, each message rendered with its row's variables.
+
+use std::collections::BTreeSet;
+
+use diesel::prelude::*;
+use herald::storage::schema::{
+    broadcast_csv_rows, broadcast_recipients, contact_consents, contacts, messages,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::fixtures::{Setup, contact, setup, spawn};
+use crate::helpers::TestApp;
+use crate::provider_kit::api;
+
+/// The file: a header, good rows (one existing contact, new numbers in several formats, a
+/// phone guarded the way Herald's exports guard it, a formula as a variable), bad ones (an
+/// invalid number, a formula as the number, a repeat), and rows the estimate leaves out
+/// (opted out by the file, opted out before and not overridden by the file's opt-in, an
+/// empty variable with no fallback).
+const FILE: &str = "Phone,First,Order,WhatsApp consent\n\
+    +14155550101,Ada,#1,\n\
+    (415) 555-0102,Bo,#2,opted_in\n\
+    not-a-number,Cy,#3,\n\
+    +1 415 555 0101,Ada again,#4,\n\
+    =1+2,Evil,#5,\n\
+    '+14155550105,\"=HYPERLINK(\"\"http://x\"\")\",#6,\n\
+    +14155550106,Di,,\n\
+    +14155550107,Ed,#7,opted_out\n";
+
+async fn upload(app: &TestApp, key: &str, id: &str, query: &str, csv: &str) -> (StatusCode, Value) {
+    let res = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/broadcasts/{id}/audience.csv{query}",
+            app.address
+        ))
+        .bearer_auth(key)
+        .header("Content-Type", "text/csv")
+        .body(csv.to_owned())
+        .send()
+        .await
+        .expect("POST");
+    let status = res.status();
+    (status, res.json().await.expect("JSON"))
+}
+
+async fn estimate(app: &TestApp, key: &str, id: &str) -> Value {
+    let (status, e) = api(
+        app,
+        Method::GET,
+        &format!("/api/v1/broadcasts/{id}/estimate"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    e
+}
+
+async fn patch(app: &TestApp, key: &str, id: &str, body: &Value) -> (StatusCode, Value) {
+    let path = format!("/api/v1/broadcasts/{id}");
+    api(app, Method::PATCH, &path, key, Some(body)).await
+}
+
+fn contact_id(app: &TestApp, phone: &str) -> Option<i64> {
+    contacts::table
+        .filter(contacts::phone.eq(phone))
+        .select(contacts::id)
+        .first(&mut *app.db())
+        .optional()
+        .unwrap()
+}
+
+/// A draft for the order template, saved before its CSV (a new draft has no upload yet).
+async fn template_draft(app: &TestApp, s: &Setup) -> String {
+    crate::fixtures::approved_template(app, s, "order_news", crate::fixtures::WA_BODY).await;
+    let (status, b) = api(
+        app,
+        Method::POST,
+        "/api/v1/broadcasts",
+        &s.key,
+        Some(&json!({
+            "name": "CSV orders",
+            "channel": s.wa.name,
+            "audience": {},
+            "message": {"template": {"name": "order_news", "language": "en_US",
+                        "variables": ["x", "y"]}},
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+fn with_columns(s: &Setup) -> Value {
+    json!({
+        "name": "CSV orders",
+        "channel": s.wa.name,
+        "audience": {"csv": {}},
+        "message": {"template": {"name": "order_news", "language": "en_US", "variables": {
+            "1": {"source": "attribute_with_fallback", "key": "column:First", "fallback": "there"},
+            "2": {"source": "attribute", "key": "column:Order"}
+        }}},
+    })
+}
+
+async fn a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_variables(
+    app: TestApp,
+) {
+    let s = setup(&app).await;
+    // An existing contact (matched, not changed) and one who opted out of WhatsApp before.
+    contact(
+        &app,
+        &s.key,
+        json!({"phone": "+14155550101", "name": "Ada Lovelace", "attributes": {"tier": "gold"}}),
+    )
+    .await;
+    contact(
+        &app,
+        &s.key,
+        json!({"phone": "+14155550102", "consent": {"whatsapp": "opted_out"}}),
+    )
+    .await;
+    let id = template_draft(&app, &s).await;
+
+    // Columns are only for a CSV audience, and saving "the CSV" needs one uploaded.
+    let (status, err) = patch(&app, &s.key, &id, &with_columns(&s)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(err["error"]["fields"]["audience.csv"].is_string(), "{err}");
+
+    // A file without a phone column changes nothing and says why, at the field.
+    let (status, err) = upload(&app, &s.key, &id, "", "Name,Order\nAda,#1\n").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    let why = err["error"]["fields"]["audience.csv"].as_str().unwrap();
+    assert!(why.contains("phone"), "{err}");
+
+    // A first upload, then the real one replaces it.
+    let (status, first) = upload(&app, &s.key, &id, "", "Mobile,Order\n+14155550201,#9\n").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["csv"]["good"], 1, "{first}");
+    let (status, up) = upload(&app, &s.key, &id, "?phone_column=phone", FILE).await;
+    assert_eq!(status, StatusCode::OK, "{up}");
+    let csv = &up["csv"];
+    assert_eq!(
+        (
+            &csv["rows"],
+            &csv["good"],
+            &csv["invalid_number"],
+            &csv["duplicate"]
+        ),
+        (&json!(8), &json!(5), &json!(2), &json!(1)),
+        "{up}"
+    );
+    assert_eq!(csv["phone_column"], "Phone");
+    assert_eq!(csv["columns"], json!(["First", "Order"]));
+    assert_eq!(up["broadcast"]["audience"]["csv"], *csv, "{up}");
+    // Bad rows by line, value and reason.
+    let rejected: Vec<(i64, String, String)> = up["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_i64().unwrap(),
+                r["value"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    assert_eq!(rejected[0].0, 4);
+    assert_eq!(rejected[0].1, "not-a-number");
+    assert_eq!(rejected[0].2, "Phone: \"not-a-number\" has no digits");
+    assert_eq!(rejected[1].0, 5);
+    assert!(
+        rejected[1].2.starts_with("duplicate of line 2"),
+        "{rejected:?}"
+    );
+    assert_eq!((rejected[2].0, rejected[2].1.as_str()), (6, "=1+2"));
+    // The first upload's rows went with it.
+    let kept: i64 = broadcast_csv_rows::table
+        .count()
+        .get_result(&mut *app.db())
+        .unwrap();
+    assert_eq!(kept, 5);
+
+    // New numbers are contacts now, by the import's rules: the file's opt-out applies, its
+    // opt-in does not override an opt-out on record; the existing contact is matched as is.
+    let new = contact_id(&app, "+14155550105").expect("a new contact from the file");
+    let ed = contact_id(&app, "+14155550107").expect("a new contact");
+    let consents: Vec<(i64, String, String)> = contact_consents::table
+        .filter(contact_consents::channel_kind.eq("whatsapp"))
+        .select((
+            contact_consents::contact_id,
+            contact_consents::status,
+            contact_consents::source,
+        ))
+        .load(&mut *app.db())
+        .unwrap();
+    assert!(
+        consents.contains(&(ed, "opted_out".into(), "import".into())),
+        "{consents:?}"
+    );
+    let bo = contact_id(&app, "+14155550102").unwrap();
+    assert!(
+        consents
+            .iter()
+            .any(|(c, st, _)| *c == bo && st == "opted_out"),
+        "{consents:?}"
+    );
+    assert!(!consents.iter().any(|(c, _, _)| *c == new), "{consents:?}");
+    let (name, attributes): (String, String) = contacts::table
+        .filter(contacts::phone.eq("+14155550101"))
+        .select((contacts::name, contacts::attributes))
+        .first(&mut *app.db())
+        .unwrap();
+    assert_eq!(name, "Ada Lovelace");
+    assert!(
+        !attributes.contains("Order") && attributes.contains("gold"),
+        "{attributes}"
+    );
+
+    // Variables from the columns; the estimate counts the file's rejections too.
+    let (status, b) = patch(&app, &s.key, &id, &with_columns(&s)).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["audience"]["csv"]["upload"], csv["upload"], "kept: {b}");
+    let mut wrong = with_columns(&s);
+    wrong["message"]["template"]["variables"]["2"] =
+        json!({"source": "attribute", "key": "column:Nope"});
+    let (status, err) = patch(&app, &s.key, &id, &wrong).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(
+        err["error"]["fields"]["message.variables.2"]
+            .as_str()
+            .unwrap()
+            .contains("no column \"Nope\""),
+        "{err}"
+    );
+    let e = estimate(&app, &s.key, &id).await;
+    assert_eq!(e["matched"], 8, "{e}");
+    assert_eq!(e["reach"], 2, "{e}");
+    assert_eq!(
+        e["excluded"],
+        json!({"duplicate": 1, "invalid_number": 2, "missing_variable": 1, "opted_out": 2}),
+        "{e}"
+    );
+
+    // The review page previews a real recipient with their row's values.
+    let html = s.admin.get_html(&format!("/broadcasts/{id}")).await;
+    assert!(
+        html.contains("Hi Ada, your order #1 has shipped."),
+        "{html}"
+    );
+
+    // Launch: exactly the good rows are recipients; two get a message, each with its values.
+    let (status, b) = api(
+        &app,
+        Method::POST,
+        &format!("/api/v1/broadcasts/{id}/launch"),
+        &s.key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, b) = api(
+            &app,
+            Method::GET,
+            &format!("/api/v1/broadcasts/{id}"),
+            &s.key,
+            None,
+        )
+        .await;
+        if b["state"] == "completed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never completed: {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let recipients: BTreeSet<i64> = broadcast_recipients::table
+        .select(broadcast_recipients::contact_id)
+        .load::<i64>(&mut *app.db())
+        .unwrap()
+        .into_iter()
+        .collect();
+    let good: BTreeSet<i64> = [
+        "+14155550101",
+        "+14155550102",
+        "+14155550105",
+        "+14155550106",
+        "+14155550107",
+    ]
+    .iter()
+    .map(|p| contact_id(&app, p).unwrap())
+    .collect();
+    assert_eq!(recipients, good);
+    let mut sent: Vec<(String, String)> = messages::table
+        .filter(messages::campaign_id.is_not_null())
+        .select((messages::to_address, messages::body))
+        .load(&mut *app.db())
+        .unwrap();
+    sent.sort();
+    assert_eq!(
+        sent,
+        vec![
+            (
+                "+14155550101".to_owned(),
+                "Hi Ada, your order #1 has shipped.".to_owned()
+            ),
+            (
+                "+14155550105".to_owned(),
+                "Hi =HYPERLINK(\"http://x\"), your order #6 has shipped.".to_owned()
+            ),
+        ]
+    );
+    // Launched, the upload no longer changes it.
+    let (status, err) = upload(&app, &s.key, &id, "", "Phone\n+14155550301\n").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+}
+
+crate::both_backends!(
+    spawn = spawn;
+    a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_variables,
+);
