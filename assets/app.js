@@ -316,5 +316,19 @@
     });
   }
   document.addEventListener("DOMContentLoaded", function () { settleFlashes(); });
+
+  // --- issue 17: a broadcast's audience is lists and filters, or a CSV: show the chosen one ---
+  function showAudience() {
+    var chosen = document.querySelector("[data-audience-source]:checked");
+    if (!chosen) return;
+    document.querySelectorAll("[data-audience-panel]").forEach(function (panel) {
+      panel.hidden = panel.dataset.audiencePanel !== chosen.value;
+    });
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target instanceof Element && event.target.matches("[data-audience-source]")) showAudience();
+  });
+  document.addEventListener("DOMContentLoaded", showAudience);
+  // --- end of the audience choice ---
   document.addEventListener("htmx:afterSettle", function (e) { settleFlashes(e.target); });
 })();

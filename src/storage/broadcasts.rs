@@ -1265,6 +1265,37 @@ mod tests {
     }
 
     #[test]
+    fn a_csv_audience_is_its_upload_rows_with_their_column_variables() {
+        let audience = Audience {
+            lists: vec!["ignored".into()],
+            csv: Some(crate::domain::broadcast::CsvAudience::default()),
+            ..Audience::default()
+        };
+        let mut c = ctx();
+        c.csv_upload = Some(42);
+        c.required_values = vec!["column:Order'; --".into(), "name".into()];
+        for postgres in [false, true] {
+            let mut sql = Sql::new(postgres);
+            sql.candidates(&audience, &c);
+            assert!(
+                sql.text
+                    .contains("FROM broadcast_csv_rows r JOIN contacts c ON c.id = r.contact_id"),
+                "{}",
+                sql.text
+            );
+            assert!(!sql.text.contains("list_members"), "{}", sql.text);
+            assert!(sql.text.contains("r.variables"), "{}", sql.text);
+            assert!(!sql.text.contains("Order"), "{}", sql.text);
+            assert!(sql.binds.contains(&Bound::Int(42)));
+        }
+        // Without an upload a column is missing for everyone.
+        c.csv_upload = None;
+        let mut sql = Sql::new(false);
+        sql.exclusion(&c);
+        assert!(!sql.text.contains("r.variables"), "{}", sql.text);
+    }
+
+    #[test]
     fn every_value_is_bound_never_written_into_the_sql() {
         let hostile = "x'); DROP TABLE contacts; --";
         let audience = Audience {

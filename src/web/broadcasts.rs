@@ -20,6 +20,7 @@ use crate::domain::broadcast::{
 };
 use crate::domain::channel::ChannelKind;
 use crate::domain::fields::FieldProblems;
+use crate::domain::phone::DefaultCountry;
 use crate::domain::role::{Permission, Role};
 use crate::domain::sms;
 use crate::domain::template::{VariableMapping, VariableSource};
@@ -32,6 +33,7 @@ use crate::service::sends::TemplateRef;
 use crate::startup::AppState;
 use crate::storage::broadcasts::{Counts, Estimate, ListFilter};
 use crate::storage::channels::{self, Channel};
+use crate::storage::imports::Rejection;
 use crate::storage::templates::{self, TemplateFilter};
 use crate::storage::{contacts, lists};
 use crate::web::chrome::Chrome;
@@ -63,6 +65,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(post().to(update)),
     )
     .service(resource("/broadcasts/{id}/launch").post(launch))
+    .service(resource("/broadcasts/{id}/audience.csv").post(upload_audience))
     .service(resource("/broadcasts/{id}/test").post(test_send))
     .service(resource("/broadcasts/{id}/review").post(review))
     .service(resource("/broadcasts/{id}/{action:pause|resume|cancel}").post(control))
@@ -489,6 +492,9 @@ struct FormPage {
     fields: Vec<String>,
     ops: Vec<(&'static str, &'static str)>,
     zones: Vec<&'static str>,
+    /// Issue 17: the draft's uploaded CSV audience, and its first bad rows.
+    csv: Option<CsvAudience>,
+    csv_rejected: Vec<Rejection>,
 }
 
 const ZONES: [&str; 16] = [
@@ -519,6 +525,17 @@ async fn form_page(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let chosen_template = d.template.clone();
+    let (csv, csv_rejected) = match &id {
+        Some(id) => {
+            let csv = service::get(state, id.clone()).await?.audience.csv;
+            let rejected = match &csv {
+                Some(c) => service::csv::rejections(state, c, CSV_REPORT_ROWS).await?,
+                None => Vec::new(),
+            };
+            (csv, rejected)
+        }
+        None => (None, Vec::new()),
+    };
     let (channels, lists, templates, fields, placeholders) = state
         .db
         .run(move |conn| {
@@ -604,6 +621,8 @@ async fn form_page(
         fields,
         ops: Op::ALL.iter().map(|o| (o.as_str(), o.label())).collect(),
         zones: ZONES.to_vec(),
+        csv,
+        csv_rejected,
         d,
     };
     render_with_status(&page, status)
@@ -617,6 +636,7 @@ pub async fn new_form(
     let d = Draft {
         combine: "all".into(),
         time_zone: "UTC".into(),
+        audience_source: "lists".into(),
         ..Draft::default()
     };
     form_page(
@@ -764,6 +784,103 @@ pub async fn update(
             None => Err(e.into()),
         },
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17: a CSV upload as the audience
+
+/// How many bad rows the form lists (the import's report has them all).
+const CSV_REPORT_ROWS: i64 = 20;
+
+/// `POST /broadcasts/{id}/audience.csv` (multipart: `phone_column`, `default_country`, then
+/// `file`): reads the file as the draft's audience, then back to the form with its report.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_audience(
+    req: HttpRequest,
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    chrome: Chrome,
+    session: TypedSession,
+    path: web::Path<String>,
+    mut multipart: actix_multipart::Multipart,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let (fields, file) = crate::web::multipart_fields(&mut multipart, "file", 16 * 1024).await?;
+    let get = |k: &str| {
+        fields
+            .get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let country = match get("default_country").map(|c| DefaultCountry::parse(&c)) {
+        None => Ok(state.settings.default_country),
+        Some(parsed) => parsed,
+    };
+    let problem = match (&file, &country) {
+        (None, _) => Some("Choose a CSV file to upload.".to_owned()),
+        (_, Err(e)) => Some(e.clone()),
+        _ => None,
+    };
+    let (Some(file), Ok(country), None) = (file, country, problem.clone()) else {
+        let mut errors = FieldProblems::new();
+        errors.add(service::csv::FIELD, problem.unwrap_or_default());
+        return stored_form_with(&state, chrome, id, errors).await;
+    };
+    let file_name = file
+        .content_disposition()
+        .and_then(|cd| cd.get_filename().map(str::to_owned))
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "audience.csv".into());
+    // A turn first (nothing is written while the upload waits for one).
+    let permit = match crate::service::imports::take_turn(&state).await {
+        Ok(p) => p,
+        Err(e) => {
+            crate::web::drain_upload(file, multipart).await;
+            return Err(e.into());
+        }
+    };
+    let how = service::csv::CsvUpload {
+        file_name,
+        phone_column: get("phone_column"),
+        country,
+        delimiter: None,
+        bytes_total: None,
+    };
+    match service::csv::upload(&state, auth.actor(), id.clone(), how, permit, file).await {
+        Ok(done) => {
+            let c = &done.csv;
+            session.success(format!(
+                "CSV read: {} rows, {} kept, {} left out.",
+                thousands(c.rows),
+                thousands(c.good),
+                thousands(c.rows - c.good)
+            ));
+            Ok(redirect_response(&req, &format!("{PATH}/{id}/edit")))
+        }
+        Err(e) => match e.fields() {
+            Some(errors) => stored_form_with(&state, chrome, id, errors.clone()).await,
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// The draft's form as stored, with problems to show (422).
+async fn stored_form_with(
+    state: &AppState,
+    chrome: Chrome,
+    id: String,
+    errors: FieldProblems,
+) -> Result<HttpResponse, AppError> {
+    let v = service::get(state, id.clone()).await?;
+    form_page(
+        state,
+        chrome,
+        Some(id),
+        Draft::of(&v),
+        errors,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------

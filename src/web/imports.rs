@@ -91,33 +91,7 @@ async fn read_fields(
     multipart: &mut Multipart,
     stop_at: &str,
 ) -> Result<(HashMap<String, String>, Option<actix_multipart::Field>), AppError> {
-    let mut fields = HashMap::new();
-    while let Some(item) = multipart.next().await {
-        let mut field =
-            item.map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
-        let name = field.name().unwrap_or_default().to_owned();
-        if name == stop_at {
-            return Ok((fields, Some(field)));
-        }
-        let mut value = Vec::new();
-        while let Some(chunk) = field.next().await {
-            let chunk = chunk
-                .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
-            if value.len() + chunk.len() > MAX_FORM_FIELD.max(SAMPLE_BYTES + 1024) {
-                return Err(AppError::BadRequest(format!(
-                    "The form field \"{name}\" is too large."
-                )));
-            }
-            value.extend_from_slice(&chunk);
-        }
-        let value = String::from_utf8_lossy(&value).into_owned();
-        // The same edge check as url-encoded forms (`web::edge`): a NUL names no list.
-        if name.contains('\0') || value.contains('\0') {
-            return Err(crate::web::errors::nul_error(&name.replace('\0', "\\0")));
-        }
-        fields.insert(name, value);
-    }
-    Ok((fields, None))
+    crate::web::multipart_fields(multipart, stop_at, MAX_FORM_FIELD.max(SAMPLE_BYTES + 1024)).await
 }
 
 /// `POST /contacts/import/preview`: the browser sends the first 64 KiB of the chosen file;
@@ -333,13 +307,8 @@ pub async fn start(
 }
 
 /// Reads and drops the rest of an upload, so the browser gets the answer instead of a reset.
-async fn drain(mut file: actix_multipart::Field, mut rest: Multipart) {
-    while let Some(Ok(_)) = file.next().await {}
-    // The multipart stream yields the next field only once this one is gone.
-    drop(file);
-    while let Some(Ok(mut f)) = rest.next().await {
-        while let Some(Ok(_)) = f.next().await {}
-    }
+async fn drain(file: actix_multipart::Field, rest: Multipart) {
+    crate::web::drain_upload(file, rest).await
 }
 
 #[derive(Template)]

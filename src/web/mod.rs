@@ -238,3 +238,60 @@ pub fn render_with_status(
         .content_type(ContentType::html())
         .body(template.render()?))
 }
+
+// --- multipart uploads (the contact import, and issue 17's CSV audience) ---
+
+/// Reads the small fields of a multipart form up to `stop_at` (which is returned unread),
+/// each at most `max_field` bytes.
+pub async fn multipart_fields(
+    multipart: &mut actix_multipart::Multipart,
+    stop_at: &str,
+    max_field: usize,
+) -> Result<
+    (
+        std::collections::HashMap<String, String>,
+        Option<actix_multipart::Field>,
+    ),
+    AppError,
+> {
+    use futures_util::StreamExt;
+    let mut fields = std::collections::HashMap::new();
+    while let Some(item) = multipart.next().await {
+        let mut field =
+            item.map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == stop_at {
+            return Ok((fields, Some(field)));
+        }
+        let mut value = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk
+                .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
+            if value.len() + chunk.len() > max_field {
+                return Err(AppError::BadRequest(format!(
+                    "The form field \"{name}\" is too large."
+                )));
+            }
+            value.extend_from_slice(&chunk);
+        }
+        let value = String::from_utf8_lossy(&value).into_owned();
+        // The same edge check as url-encoded forms (`web::edge`): a NUL names no list.
+        if name.contains('\0') || value.contains('\0') {
+            return Err(crate::web::errors::nul_error(&name.replace('\0', "\\0")));
+        }
+        fields.insert(name, value);
+    }
+    Ok((fields, None))
+}
+
+/// Reads and drops the rest of an upload, so the browser gets the answer instead of a reset.
+pub async fn drain_upload(mut file: actix_multipart::Field, mut rest: actix_multipart::Multipart) {
+    use futures_util::StreamExt;
+    while let Some(Ok(_)) = file.next().await {}
+    // The multipart stream yields the next field only once this one is gone.
+    drop(file);
+    while let Some(Ok(mut f)) = rest.next().await {
+        while let Some(Ok(_)) = f.next().await {}
+    }
+}
+// --- end multipart uploads ---

@@ -323,7 +323,152 @@ async fn a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_vari
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
 }
 
+/// Uploads `csv` through the draft form's upload (multipart, as the browser sends it).
+async fn upload_in_form(s: &Setup, id: &str, phone_column: &str, csv: &str) -> reqwest::Response {
+    let token = s.admin.csrf_token().await;
+    let form = reqwest::multipart::Form::new()
+        .text("phone_column", phone_column.to_owned())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(csv.as_bytes().to_vec()).file_name("orders.csv"),
+        );
+    s.admin
+        .http
+        .post(s.admin.url(&format!("/broadcasts/{id}/audience.csv")))
+        .header("X-CSRF-Token", &token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("POST")
+}
+
+/// Saves the draft form with this audience source, template and variable fields.
+async fn save_form(
+    s: &Setup,
+    edit: &str,
+    source: &str,
+    template: &str,
+    variables: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut fields = vec![
+        ("name", "CSV orders"),
+        ("channel", s.wa.public_id.as_str()),
+        ("audience_source", source),
+        ("template", template),
+        ("time_zone", "UTC"),
+    ];
+    fields.extend_from_slice(variables);
+    s.admin.post_form(edit, &fields).await
+}
+
+async fn the_form_uploads_a_csv_reports_its_rows_and_maps_its_columns(app: TestApp) {
+    let s = setup(&app).await;
+    let id = template_draft(&app, &s).await;
+    let edit = format!("/broadcasts/{id}/edit");
+    let html = s.admin.get_html(&edit).await;
+    assert!(
+        html.contains("Upload a CSV") && html.contains("id=\"csv-upload\""),
+        "{html}"
+    );
+
+    // A file the form cannot use: the reason at the field, nothing changed.
+    let res = upload_in_form(&s, &id, "", "Name\nAda\n").await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("id=\"b-csv-error\"") && html.contains("phone number"),
+        "{html}"
+    );
+
+    let res = upload_in_form(&s, &id, "Phone", FILE).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(crate::helpers::location(&res), edit);
+    let html = s.admin.get_html(&edit).await;
+    assert!(html.contains("data-csv=\"good\">5<"), "{html}");
+    assert!(html.contains("data-csv=\"duplicate\">1<"), "{html}");
+    assert!(html.contains("data-csv=\"invalid_number\">2<"), "{html}");
+    let rows = crate::helpers::texts(&html, "#csv-rejected tbody tr");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows[0].contains("not-a-number"), "{rows:?}");
+    assert!(rows[1].contains("duplicate of line 2"), "{rows:?}");
+    assert!(
+        html.contains("<option value=\"column:First\"") && html.contains("CSV column: Order"),
+        "the columns are offered for the variables: {html}"
+    );
+    assert!(
+        html.contains("value=\"csv\" data-audience-source checked"),
+        "{html}"
+    );
+
+    // Variables from the columns; on to the review with the reach and the file's exclusions.
+    let template: String = herald::storage::schema::templates::table
+        .filter(herald::storage::schema::templates::name.eq("order_news"))
+        .select(herald::storage::schema::templates::public_id)
+        .first(&mut *app.db())
+        .unwrap();
+    let mapped = [
+        ("var.1.source", "fallback"),
+        ("var.1.key", "column:First"),
+        ("var.1.text", "there"),
+        ("var.2.source", "field"),
+        ("var.2.key", "column:Order"),
+        ("next", "review"),
+    ];
+    let res = save_form(&s, &edit, "csv", &template, &mapped).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = crate::helpers::location(&res);
+    let html = s.admin.get_html(&page).await;
+    // 101, 102 and 105 (106 misses its order, 107 opted out in the file).
+    assert!(html.contains("data-reach>3<"), "{html}");
+    assert!(html.contains("Invalid phone number (CSV)"), "{html}");
+    assert!(html.contains("Duplicate number (CSV)"), "{html}");
+    assert!(
+        html.contains("Hi Ada, your order #1 has shipped."),
+        "{html}"
+    );
+    let form = s.admin.get_html(&edit).await;
+    assert!(
+        form.contains("<option value=\"column:Order\" selected>"),
+        "{form}"
+    );
+
+    // A test send to a row's contact uses that row's values, outside the broadcast.
+    let res = s
+        .admin
+        .post_form(&format!("{page}/test"), &[("phones", "+14155550105")])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let tests: Vec<(Option<i64>, String)> = messages::table
+        .filter(messages::requested_by.like("%test of broadcast%"))
+        .select((messages::campaign_id, messages::body))
+        .load(&mut *app.db())
+        .unwrap();
+    assert_eq!(
+        tests,
+        vec![(
+            None,
+            "Hi =HYPERLINK(\"http://x\"), your order #6 has shipped.".to_owned()
+        )]
+    );
+
+    // Back to lists and filters: the uploaded rows go.
+    let fixed = [
+        ("var.1.source", "fixed"),
+        ("var.1.text", "there"),
+        ("var.2.source", "fixed"),
+        ("var.2.text", "#0"),
+    ];
+    let res = save_form(&s, &edit, "lists", &template, &fixed).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let left: i64 = broadcast_csv_rows::table
+        .count()
+        .get_result(&mut *app.db())
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 crate::both_backends!(
     spawn = spawn;
     a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_variables,
+    the_form_uploads_a_csv_reports_its_rows_and_maps_its_columns,
 );
