@@ -14,6 +14,7 @@ use crate::domain::broadcast::{
     Audience, BroadcastState, Combine, Condition, Exclusion, Group, Node, Op, Subject, parse_time,
 };
 use crate::domain::channel::ChannelKind;
+use crate::domain::local_time::Timing;
 use crate::domain::message::MessageStatus;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -44,11 +45,21 @@ pub struct BroadcastRow {
     pub finished_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// `domain::local_time::Timing` as JSON, when local time or quiet hours are used.
+    pub timing: Option<String>,
 }
 
 impl BroadcastRow {
     pub fn state(&self) -> BroadcastState {
         self.state.parse().unwrap_or(BroadcastState::Draft)
+    }
+
+    /// Its timing (local time, quiet hours), or none of it.
+    pub fn timing(&self) -> Timing {
+        self.timing
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -62,6 +73,7 @@ pub struct DraftFields {
     pub send_at: Option<NaiveDateTime>,
     pub time_zone: String,
     pub expires_at: Option<NaiveDateTime>,
+    pub timing: Option<String>,
 }
 
 pub fn insert(
@@ -85,6 +97,7 @@ pub fn insert(
             broadcasts::send_at.eq(fields.send_at),
             broadcasts::time_zone.eq(&fields.time_zone),
             broadcasts::expires_at.eq(fields.expires_at),
+            broadcasts::timing.eq(&fields.timing),
             broadcasts::created_by.eq(created_by),
             broadcasts::created_by_label.eq(created_by_label),
             broadcasts::idempotency_key.eq(idempotency_key),
@@ -111,6 +124,7 @@ pub fn update_draft(conn: &mut DbConnection, id: i64, fields: &DraftFields) -> Q
         broadcasts::send_at.eq(fields.send_at),
         broadcasts::time_zone.eq(&fields.time_zone),
         broadcasts::expires_at.eq(fields.expires_at),
+        broadcasts::timing.eq(&fields.timing),
         broadcasts::updated_at.eq(now()),
     ))
     .execute(conn)?;
