@@ -917,11 +917,24 @@ async fn show_page(
         )
     });
     let rate = i64::from(v.channel.rate_limit_per_second.max(1));
-    let duration = Some(format!(
+    let at_rate = format!(
         "{} at {} messages a second",
         duration_words(reach_n / rate + 1),
         rate
-    ));
+    );
+    // A WhatsApp template broadcast also waits under the business's messaging limit.
+    let limit = v
+        .template_label
+        .as_ref()
+        .and_then(|_| service::feed::messaging_limit(&v.channel));
+    let duration = Some(match limit {
+        Some(limit) if reach_n > limit => format!(
+            "{at_rate}; WhatsApp's messaging limit ({} customers per 24 hours) spreads it over about {} days",
+            thousands(limit),
+            (reach_n + limit - 1) / limit
+        ),
+        _ => at_rate,
+    });
     let names = {
         let wanted: Vec<String> = v.audience.lists.clone();
         state
