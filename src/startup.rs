@@ -119,6 +119,11 @@ impl Background {
             std::time::Duration::from_secs(600),
             crate::dispatch::templates::SyncBudget::default(),
         ));
+        // The WhatsApp messaging limits, as Meta reports them (broadcasts wait under them).
+        tokio::spawn(crate::service::channels::run_messaging_limit_refresh(
+            db.clone(),
+            registry.clone(),
+        ));
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
             db.clone(),

@@ -223,6 +223,17 @@ impl Adapter {
     }
 }
 
+impl Adapter {
+    /// The WhatsApp business's messaging limit as Meta reports it (see
+    /// [`whatsapp::WhatsappAdapter::messaging_limit`]); `None` for other providers.
+    pub async fn messaging_limit(&self) -> Result<Option<&'static str>, SendError> {
+        match self {
+            Adapter::Whatsapp(a) => a.messaging_limit().await,
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Runs the same expression on whichever adapter this is.
 macro_rules! each_adapter {
     ($adapter:expr, $a:ident => $call:expr) => {

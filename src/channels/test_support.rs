@@ -117,6 +117,7 @@ pub fn positional_template() -> OutboundMessage {
                 },
             ],
             rendered: "Order 1234: Hi Jessica, your order SKBUP2-4CPIG9 is on its way.".into(),
+            window_text: None,
         }),
     }
 }
@@ -138,6 +139,7 @@ pub fn named_template() -> OutboundMessage {
             ],
             buttons: vec![],
             rendered: "Thanks Jessica, order SKBUP2-4CPIG9 is confirmed.".into(),
+            window_text: None,
         }),
     }
 }

@@ -81,7 +81,7 @@ const VERIFY_TOKEN: SettingSpec = SettingSpec {
 /// of being refused by Meta.
 const MESSAGING_LIMIT: SettingSpec = SettingSpec {
     key: "messaging_limit",
-    label: "Messaging limit (customers per 24 hours: 250, 2000, 10000, 100000 or unlimited)",
+    label: "Messaging limit (customers per 24 hours: 250, 2000, 10000, 100000 or unlimited; read from Meta every hour when it reports it)",
     secret: false,
     required: false,
     default: None,
@@ -89,6 +89,20 @@ const MESSAGING_LIMIT: SettingSpec = SettingSpec {
 
 /// The messaging limits Meta gives a business account.
 pub const MESSAGING_LIMITS: [&str; 5] = ["250", "2000", "10000", "100000", "unlimited"];
+
+/// A messaging limit tier as Meta names it (`TIER_2K`), as the channel setting stores it.
+pub fn limit_of_tier(tier: &str) -> Option<&'static str> {
+    Some(match tier.trim().to_ascii_uppercase().as_str() {
+        "TIER_50" => "50",
+        "TIER_250" => "250",
+        "TIER_1K" => "1000",
+        "TIER_2K" => "2000",
+        "TIER_10K" => "10000",
+        "TIER_100K" => "100000",
+        "TIER_UNLIMITED" => "unlimited",
+        _ => return None,
+    })
+}
 
 /// WhatsApp's settings keys; `access_token`, `app_secret` and `verify_token` are secrets.
 pub const SETTINGS: &[SettingSpec] = &[
@@ -244,6 +258,40 @@ impl WhatsappAdapter {
     }
 
     /// The number this channel sends from (`metadata.phone_number_id` in Meta's webhooks).
+    /// The business's messaging limit as Meta reports it for this number (customers per
+    /// rolling 24 hours, or "unlimited"); `None` when Meta does not say. Asks for the current
+    /// field, then for the deprecated tier where the current one is refused.
+    pub async fn messaging_limit(&self) -> Result<Option<&'static str>, SendError> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Limits {
+            whatsapp_business_manager_messaging_limit: Option<String>,
+            messaging_limit_tier: Option<String>,
+        }
+        let mut last_error = None;
+        for field in [
+            "whatsapp_business_manager_messaging_limit",
+            "messaging_limit_tier",
+        ] {
+            let request = self
+                .http
+                .get(self.url(&self.settings.phone_number_id))
+                .query(&[("fields", field)]);
+            match self.call(request).await {
+                Ok(answer) => {
+                    let limits: Limits = answer.json().unwrap_or_default();
+                    return Ok(limits
+                        .whatsapp_business_manager_messaging_limit
+                        .or(limits.messaging_limit_tier)
+                        .as_deref()
+                        .and_then(limit_of_tier));
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        last_error.map_or(Ok(None), Err)
+    }
+
     pub fn phone_number_id(&self) -> &str {
         &self.settings.phone_number_id
     }

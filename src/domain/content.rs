@@ -46,6 +46,10 @@ pub struct TemplateContent {
     pub buttons: Vec<ButtonParam>,
     /// The whole message as the recipient will read it, placeholders filled.
     pub rendered: String,
+    /// A broadcast's window-aware mode (WhatsApp): this free text is sent instead when the
+    /// recipient's customer-service window is open at send time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_text: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

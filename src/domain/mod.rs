@@ -7,6 +7,7 @@ pub mod consent;
 pub mod contact;
 pub mod content;
 pub mod fields;
+pub mod local_time;
 pub mod message;
 pub mod phone;
 pub mod policy;

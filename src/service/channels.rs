@@ -798,6 +798,94 @@ pub async fn test_connection(
     Ok(result)
 }
 
+// ---------------------------------------------------------------------------------------------
+// WhatsApp's messaging limit, read from Meta
+// ---------------------------------------------------------------------------------------------
+
+/// How often the messaging limits are read from Meta (Meta raises a limit within hours).
+pub const MESSAGING_LIMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Reads the messaging limit Meta reports for each enabled WhatsApp Cloud API channel and
+/// stores it in the channel's `messaging_limit` setting when it changed, with an audit entry.
+/// A channel Meta says nothing about keeps the value set by hand; a failed call is logged and
+/// tried again next time. Returns how many channels changed.
+pub async fn refresh_messaging_limits(
+    db: &crate::storage::Db,
+    registry: &ChannelRegistry,
+) -> ServiceResult<usize> {
+    let whatsapp: Vec<Channel> = db
+        .run(|conn| Ok::<_, ServiceError>(channels::list(conn)?))
+        .await?
+        .into_iter()
+        .filter(|c| c.provider == Provider::WhatsappCloud && c.is_enabled())
+        .collect();
+    let mut changed = 0;
+    for channel in whatsapp {
+        let Ok(adapter) = registry.adapter(&channel) else {
+            continue;
+        };
+        let limit = match adapter.messaging_limit().await {
+            Ok(Some(limit)) => limit,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(channel = %channel.name, error = %e, "reading the messaging limit from Meta failed");
+                continue;
+            }
+        };
+        let id = channel.id;
+        if db
+            .run(move |conn| record_messaging_limit(conn, id, limit))
+            .await?
+        {
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+fn record_messaging_limit(conn: &mut DbConnection, id: i64, limit: &str) -> ServiceResult<bool> {
+    crate::service::write(conn, &Actor::system("Meta messaging limit"), |change| {
+        let Some(channel) = channels::find(change.conn, id)? else {
+            return Ok(false);
+        };
+        let mut settings: Map<String, Value> =
+            serde_json::from_str(&channel.settings).unwrap_or_default();
+        let before = settings
+            .get("messaging_limit")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if before.as_deref() == Some(limit) {
+            return Ok(false);
+        }
+        settings.insert("messaging_limit".into(), json!(limit));
+        channels::set_settings(change.conn, id, &Value::Object(settings).to_string())?;
+        change.audit(
+            "channel.messaging_limit_read",
+            "channel",
+            Some(&channel.public_id),
+            json!({ "messaging_limit": limit, "before": before }),
+        )?;
+        Ok(true)
+    })
+}
+
+/// [`refresh_messaging_limits`] every [`MESSAGING_LIMIT_EVERY`], from start-up on.
+pub async fn run_messaging_limit_refresh(
+    db: crate::storage::Db,
+    registry: std::sync::Arc<ChannelRegistry>,
+) {
+    let mut ticks = tokio::time::interval(MESSAGING_LIMIT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match refresh_messaging_limits(&db, &registry).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(channels = n, "messaging limits read from Meta"),
+            Err(e) => tracing::warn!(error = ?e, "reading the messaging limits failed"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

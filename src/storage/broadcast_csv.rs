@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use diesel::prelude::*;
 
-use super::DbConnection;
-use super::schema::{broadcast_csv_rows, contacts};
+use super::schema::{broadcast_csv_rows, broadcasts, contacts};
+use super::{DbConnection, now};
+use crate::domain::broadcast::BroadcastState;
 
 /// One good row of an upload.
 #[derive(Debug, Clone)]
@@ -127,4 +128,19 @@ pub fn remove_older(
 pub fn remove_upload(conn: &mut DbConnection, import_id: i64) -> QueryResult<usize> {
     diesel::delete(broadcast_csv_rows::table.filter(broadcast_csv_rows::import_id.eq(import_id)))
         .execute(conn)
+}
+
+/// Sets a draft's audience (the JSON document); false when it is no longer a draft.
+pub fn set_draft_audience(conn: &mut DbConnection, id: i64, audience: &str) -> QueryResult<bool> {
+    let n = diesel::update(
+        broadcasts::table
+            .filter(broadcasts::id.eq(id))
+            .filter(broadcasts::state.eq(BroadcastState::Draft.as_str())),
+    )
+    .set((
+        broadcasts::audience.eq(audience),
+        broadcasts::updated_at.eq(now()),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
 }

@@ -15,6 +15,7 @@ use crate::domain::broadcast::{
     parse_time,
 };
 use crate::domain::channel::ChannelKind;
+use crate::domain::local_time::Timing;
 use crate::domain::message::MessageStatus;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -45,11 +46,21 @@ pub struct BroadcastRow {
     pub finished_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// `domain::local_time::Timing` as JSON, when local time or quiet hours are used.
+    pub timing: Option<String>,
 }
 
 impl BroadcastRow {
     pub fn state(&self) -> BroadcastState {
         self.state.parse().unwrap_or(BroadcastState::Draft)
+    }
+
+    /// Its timing (local time, quiet hours), or none of it.
+    pub fn timing(&self) -> Timing {
+        self.timing
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -63,6 +74,7 @@ pub struct DraftFields {
     pub send_at: Option<NaiveDateTime>,
     pub time_zone: String,
     pub expires_at: Option<NaiveDateTime>,
+    pub timing: Option<String>,
 }
 
 pub fn insert(
@@ -86,6 +98,7 @@ pub fn insert(
             broadcasts::send_at.eq(fields.send_at),
             broadcasts::time_zone.eq(&fields.time_zone),
             broadcasts::expires_at.eq(fields.expires_at),
+            broadcasts::timing.eq(&fields.timing),
             broadcasts::created_by.eq(created_by),
             broadcasts::created_by_label.eq(created_by_label),
             broadcasts::idempotency_key.eq(idempotency_key),
@@ -112,6 +125,7 @@ pub fn update_draft(conn: &mut DbConnection, id: i64, fields: &DraftFields) -> Q
         broadcasts::send_at.eq(fields.send_at),
         broadcasts::time_zone.eq(&fields.time_zone),
         broadcasts::expires_at.eq(fields.expires_at),
+        broadcasts::timing.eq(&fields.timing),
         broadcasts::updated_at.eq(now()),
     ))
     .execute(conn)?;

@@ -268,3 +268,14 @@ pub fn messages_using(conn: &mut DbConnection, id: i64) -> QueryResult<i64> {
 pub fn delete(conn: &mut DbConnection, id: i64) -> QueryResult<usize> {
     diesel::delete(channels::table.find(id)).execute(conn)
 }
+
+/// Replaces a channel's (non-secret) settings document; a new `updated_at` makes the registry
+/// build a fresh adapter.
+pub fn set_settings(conn: &mut DbConnection, id: i64, settings: &str) -> QueryResult<usize> {
+    diesel::update(channels::table.find(id))
+        .set((
+            channels::settings.eq(settings),
+            channels::updated_at.eq(now()),
+        ))
+        .execute(conn)
+}

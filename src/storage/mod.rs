@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod broadcast_csv;
+pub mod broadcast_zones;
 pub mod broadcasts;
 pub mod channels;
 pub mod consents;

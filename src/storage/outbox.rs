@@ -806,3 +806,20 @@ pub fn record_events_batch(
         }
     }
 }
+
+/// A broadcast's window-aware message goes out as its free text (the recipient's window is
+/// open): the message records what was sent.
+pub fn sent_as_text(
+    conn: &mut DbConnection,
+    id: i64,
+    body: &str,
+    content: &str,
+) -> QueryResult<usize> {
+    diesel::update(messages::table.find(id))
+        .set((
+            messages::content_kind.eq("text"),
+            messages::body.eq(body),
+            messages::content.eq(content),
+        ))
+        .execute(conn)
+}

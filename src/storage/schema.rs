@@ -435,6 +435,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        timing -> Nullable<Text>,
     }
 }
 
@@ -445,6 +446,7 @@ diesel::table! {
         contact_id -> BigInt,
         status -> Text,
         reason -> Nullable<Text>,
+        zone -> Nullable<Text>,
     }
 }
 

@@ -872,6 +872,7 @@ fn wa_object(state: &State, id: &str) -> HttpResponse {
         Some(t) => HttpResponse::Ok().json(wa_template_json(state, &t)),
         None => HttpResponse::Ok().json(json!({
             "verified_name": "Herald Fake", "display_phone_number": "+1 555-010-0100", "id": id,
+            "whatsapp_business_manager_messaging_limit": "TIER_2K",
         })),
     }
 }

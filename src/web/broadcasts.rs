@@ -240,6 +240,12 @@ struct Draft {
     expires_at: String,
     /// Issue 17: `lists` or `csv`.
     audience_source: String,
+    /// Window-aware mode's free text (WhatsApp).
+    window_text: String,
+    /// "In each recipient's local time".
+    local_time: bool,
+    quiet_from: String,
+    quiet_to: String,
 }
 
 const BLANK_CONDITIONS: usize = 2;
@@ -311,6 +317,14 @@ impl Draft {
             time_zone: one("time_zone"),
             expires_at: one("expires_at"),
             audience_source: one("audience_source"),
+            window_text: pairs
+                .iter()
+                .find(|(k, _)| k == "window_text")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+            local_time: one("local_time") == "on",
+            quiet_from: one("quiet_from"),
+            quiet_to: one("quiet_to"),
         }
     }
 
@@ -333,11 +347,19 @@ impl Draft {
             }
         }
         let zone: chrono_tz::Tz = v.row.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
+        let timing = v.row.timing();
         let local = |t: &NaiveDateTime| {
             t.and_utc()
                 .with_timezone(&zone)
                 .format(LOCAL_FORMAT)
                 .to_string()
+        };
+        let window_text = match &v.message {
+            BroadcastMessage::Template {
+                window_text: Some(t),
+                ..
+            } => t.clone(),
+            _ => String::new(),
         };
         let (text, template, variables) = match &v.message {
             BroadcastMessage::Text { text } => (text.clone(), String::new(), Vec::new()),
@@ -391,6 +413,16 @@ impl Draft {
             } else {
                 "lists".into()
             },
+            window_text,
+            local_time: timing.local_time.is_some(),
+            quiet_from: timing
+                .quiet_hours
+                .map(|q| q.from.format("%H:%M").to_string())
+                .unwrap_or_default(),
+            quiet_to: timing
+                .quiet_hours
+                .map(|q| q.to.format("%H:%M").to_string())
+                .unwrap_or_default(),
         }
     }
 
@@ -438,6 +470,7 @@ impl Draft {
             MessageInput::Template {
                 template: TemplateRef::Id(self.template.clone()),
                 variables: mapping,
+                window_text: Some(self.window_text.clone()),
             }
         };
         let mut when = |raw: &str, field: &str| -> Option<When> {
@@ -468,6 +501,8 @@ impl Draft {
             send_at: when(&self.send_at, "schedule.at"),
             time_zone: self.time_zone.clone(),
             expires_at: when(&self.expires_at, "schedule.expires_at"),
+            recipient_local_time: self.local_time,
+            quiet_hours: (self.quiet_from.clone(), self.quiet_to.clone()),
         }
     }
 }
@@ -1010,11 +1045,24 @@ async fn show_page(
         )
     });
     let rate = i64::from(v.channel.rate_limit_per_second.max(1));
-    let duration = Some(format!(
+    let at_rate = format!(
         "{} at {} messages a second",
         duration_words(reach_n / rate + 1),
         rate
-    ));
+    );
+    // A WhatsApp template broadcast also waits under the business's messaging limit.
+    let limit = v
+        .template_label
+        .as_ref()
+        .and_then(|_| service::feed::messaging_limit(&v.channel));
+    let duration = Some(match limit {
+        Some(limit) if reach_n > limit => format!(
+            "{at_rate}; WhatsApp's messaging limit ({} customers per 24 hours) spreads it over about {} days",
+            thousands(limit),
+            (reach_n + limit - 1) / limit
+        ),
+        _ => at_rate,
+    });
     let names = {
         let wanted: Vec<String> = v.audience.lists.clone();
         state
@@ -1046,8 +1094,25 @@ async fn show_page(
                 .collect()
         })
         .unwrap_or_default();
-    let schedule = match v.row.send_at {
+    let timing = v.row.timing();
+    let mut schedule = match v.row.send_at {
         None => "As soon as it is launched".to_owned(),
+        Some(_) if timing.local_time.is_some() && v.row.launched_at.is_none() => format!(
+            "{} in each recipient's local time",
+            timing
+                .local_time
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default()
+        ),
+        Some(at) if timing.local_time.is_some() => format!(
+            "{} in each recipient's local time ({} zones; the first at {} UTC)",
+            timing
+                .local_time
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default(),
+            timing.zones.len(),
+            at.format("%Y-%m-%d %H:%M")
+        ),
         Some(at) => {
             let zone: chrono_tz::Tz = v.row.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
             format!(
@@ -1058,6 +1123,12 @@ async fn show_page(
             )
         }
     };
+    if let Some(q) = timing.quiet_hours {
+        schedule.push_str(&format!(
+            "; quiet hours {} in the recipient's local time",
+            q.label()
+        ));
+    }
     let page = ShowPage {
         chrome,
         p: ProgressView::of(&v),

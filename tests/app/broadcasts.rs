@@ -746,6 +746,12 @@ async fn the_messaging_limit_holds_a_broadcast_and_lets_it_go_on(app: TestApp) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(held["state"], "running", "{held}");
+    // The page's projected duration counts the limit: 5 customers at 3 a day.
+    let html = s.admin.get_html(&format!("/broadcasts/{id}")).await;
+    assert!(
+        html.contains("messaging limit (3 customers per 24 hours) spreads it over about 2 days"),
+        "{html}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         broadcast(&app, &s.key, &id).await["counts"]["pending"],

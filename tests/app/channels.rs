@@ -19,7 +19,59 @@ crate::both_backends!(
     only_admins_manage_channels,
     the_api_authenticates_and_authorises_before_it_reads_the_input,
     a_new_address_never_receives_the_saved_secret,
+    the_messaging_limit_is_read_from_meta_and_audited,
 );
+
+async fn the_messaging_limit_is_read_from_meta_and_audited(app: TestApp) {
+    let (_admin, key) = admin_and_key(&app).await;
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let created = create_channel(
+        &app,
+        &key,
+        whatsapp_channel("Shop WhatsApp", &fake.base_url),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (registry, _events) = registry(&app, "https://herald.example");
+    // Set by hand first; Meta's answer (the fake's number is on the 2,000 tier) replaces it.
+    let (status, ch) = api(
+        &app,
+        Method::PATCH,
+        &format!("/api/v1/channels/{id}"),
+        &key,
+        Some(&json!({"settings": {"messaging_limit": "250"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ch}");
+    let db = herald::storage::Db::connect(&app.database_url, 2).expect("db");
+    let changed = herald::service::channels::refresh_messaging_limits(&db, &registry)
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    let settings: Value = serde_json::from_str(&channel(&app, &id).settings).unwrap();
+    assert_eq!(settings["messaging_limit"], "2000", "{settings}");
+    let call = fake.last_request().unwrap();
+    assert_eq!(call.method, "GET");
+    assert!(
+        call.query
+            .contains("whatsapp_business_manager_messaging_limit"),
+        "{call:?}"
+    );
+    // Unchanged next time: nothing written, nothing audited twice.
+    let again = herald::service::channels::refresh_messaging_limits(&db, &registry)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    let (_, audit) = api(&app, Method::GET, "/api/v1/audit?limit=200", &key, None).await;
+    let entries: Vec<&Value> = audit["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "channel.messaging_limit_read")
+        .collect();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["details"]["before"], "250", "{audit}");
+}
 
 async fn admins_add_a_channel_from_the_providers_settings_form(app: TestApp) {
     let (admin, key) = admin_and_key(&app).await;

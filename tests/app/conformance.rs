@@ -245,6 +245,7 @@ fn template(format: ParameterFormat, buttons: Vec<ButtonParam>) -> OutboundMessa
             ],
             buttons,
             rendered: "Order 1234: Hi Jessica, order SKBUP2-4CPIG9 ships today.".into(),
+            window_text: None,
         }),
     }
 }

@@ -95,6 +95,7 @@ fn template_content(i: usize) -> String {
         }],
         buttons: vec![],
         rendered: format!("Your order #{i} shipped."),
+        window_text: None,
     }))
     .expect("json")
 }

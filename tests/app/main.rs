@@ -6,9 +6,10 @@ mod helpers;
 mod api_crash;
 mod api_keys;
 mod auth;
-// Issue 17: a CSV upload as a broadcast's audience.
 mod broadcast_crash;
+// Issue 17: a CSV upload as a broadcast's audience.
 mod broadcast_csv;
+mod broadcast_timing;
 mod broadcasts;
 mod browser;
 mod channels;

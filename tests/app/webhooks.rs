@@ -81,6 +81,7 @@ fn template_message(message_id: &str, to: &str) -> OutboundMessage {
             body: vec![param("first_name", "Ada"), param("order_number", "1234")],
             buttons: Vec::new(),
             rendered: "Hi Ada, order 1234 ships today.".into(),
+            window_text: None,
         }),
     }
 }

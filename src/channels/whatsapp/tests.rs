@@ -621,6 +621,28 @@ async fn test_connection_reads_the_number() {
     assert_eq!(e.code.as_deref(), Some("190"));
 }
 
+#[tokio::test]
+async fn the_messaging_limit_is_read_from_the_number() {
+    let fake = fake().await;
+    let limit = adapter(&fake.base_url).messaging_limit().await.unwrap();
+    assert_eq!(limit, Some("2000"));
+    let request = fake.last_request().unwrap();
+    assert_eq!(request.path, "/v23.0/106540352242922");
+    // Where the current field is refused, the deprecated tier is asked for.
+    fake.script(Scripted::json(
+        400,
+        json!({"error": {"message": "Tried accessing nonexisting field", "code": 100}}),
+    ));
+    fake.script(Scripted::json(
+        200,
+        json!({"messaging_limit_tier": "TIER_UNLIMITED", "id": "106540352242922"}),
+    ));
+    let limit = adapter(&fake.base_url).messaging_limit().await.unwrap();
+    assert_eq!(limit, Some("unlimited"));
+    assert_eq!(limit_of_tier("TIER_100K"), Some("100000"));
+    assert_eq!(limit_of_tier("TIER_9Z"), None);
+}
+
 // --- Webhooks --------------------------------------------------------------------------------
 
 fn signed(body: &str) -> WebhookRequest {

@@ -94,13 +94,25 @@ pub(super) fn decide_all(
     };
     let now = Utc::now();
     let mut seen_this_batch: HashSet<i64> = HashSet::new();
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let decision = decide(ch, &row, &known, &mut seen_this_batch, now);
-            (row, decision)
-        })
-        .collect())
+    let mut decided = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        let decision = decide(ch, &row, &known, &mut seen_this_batch, now);
+        if let Decision::Send(out) = &decision
+            && let MessageContent::Text { body } = &out.content
+            && row.content_kind == "template"
+        {
+            // Window-aware: the free text goes instead of the template; the message says so.
+            let content = serde_json::to_string(&out.content).map_err(|e| {
+                DispatchError::Database(diesel::result::Error::SerializationError(Box::new(e)))
+            })?;
+            outbox::sent_as_text(conn, row.id, body, &content)?;
+            row.content_kind = "text".into();
+            row.body = body.clone();
+            row.content = content;
+        }
+        decided.push((row, decision));
+    }
+    Ok(decided)
 }
 
 fn decide(
@@ -129,6 +141,22 @@ fn decide(
     // Checked when it was queued; only valid numbers are stored.
     let to = E164::from_trusted(row.to_address.clone());
     let template_problem = row.template_id.and_then(|id| unsendable_templates.get(&id));
+    let window = window::state(
+        channel.kind,
+        windows.get(&row.contact_id).map(|t| t.and_utc()),
+        now,
+    );
+    // Window-aware mode: free text to a recipient whose window is open now.
+    let content = match content {
+        MessageContent::Template(t)
+            if t.window_text.is_some() && matches!(window, window::WindowState::Open { .. }) =>
+        {
+            MessageContent::Text {
+                body: t.window_text.unwrap_or_default(),
+            }
+        }
+        other => other,
+    };
     let intent = match &content {
         MessageContent::Text { .. } => ContentIntent::FreeText,
         MessageContent::Template(_) => ContentIntent::Template {
@@ -141,11 +169,7 @@ fn decide(
         consent: opted_out
             .contains(&row.contact_id)
             .then_some(ConsentStatus::OptedOut),
-        window: window::state(
-            channel.kind,
-            windows.get(&row.contact_id).map(|t| t.and_utc()),
-            now,
-        ),
+        window,
         // The messages of the session queued before this one.
         sent_since_last_inbound: session.get(&row.contact_id).map_or(0, |ids| {
             u32::try_from(ids.partition_point(|id| *id < row.id)).unwrap_or(u32::MAX)

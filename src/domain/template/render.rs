@@ -427,6 +427,7 @@ fn template_content(
         body: params(PlaceholderLocation::Body),
         buttons,
         rendered: text.to_owned(),
+        window_text: None,
     }
 }
 

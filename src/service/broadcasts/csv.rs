@@ -19,7 +19,7 @@ use crate::import::gate::ImportPermit;
 use crate::service::imports::{self as import_service, ImportList, NewImport};
 use crate::service::{FieldProblems, ServiceError, ServiceResult, Services};
 use crate::storage::broadcast_csv;
-use crate::storage::broadcasts::{self as store, BroadcastRow};
+use crate::storage::broadcasts::BroadcastRow;
 use crate::storage::imports::{self, Rejection, RejectionsFrom};
 use crate::storage::{DbConnection, new_public_id};
 
@@ -233,16 +233,8 @@ where
             let mut audience: Audience =
                 serde_json::from_str(&row.audience).map_err(ServiceError::internal)?;
             audience.csv = Some(stored.clone());
-            let fields = store::DraftFields {
-                name: row.name.clone(),
-                channel_id: row.channel_id,
-                audience: serde_json::to_string(&audience).map_err(ServiceError::internal)?,
-                message: row.message.clone(),
-                send_at: row.send_at,
-                time_zone: row.time_zone.clone(),
-                expires_at: row.expires_at,
-            };
-            if !store::update_draft(change.conn, row.id, &fields)? {
+            let json = serde_json::to_string(&audience).map_err(ServiceError::internal)?;
+            if !broadcast_csv::set_draft_audience(change.conn, row.id, &json)? {
                 return Err(not_editable(&row));
             }
             broadcast_csv::remove_older(change.conn, row.id, Some(import_id))?;

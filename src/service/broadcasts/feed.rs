@@ -13,20 +13,21 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
 
 use super::{FAILURE_WINDOW, pause_in, read_settings, variables_for};
 use crate::dispatch::worker::Dispatcher;
 use crate::domain::audit::Actor;
-use crate::domain::broadcast::{BroadcastMessage, BroadcastState};
+use crate::domain::broadcast::{BroadcastMessage, BroadcastState, parse_zone};
 use crate::domain::content::MessageContent;
+use crate::domain::local_time::{Timing, zone_state};
 use crate::service::{Change, ServiceError, ServiceResult, Services, write};
 use crate::storage::broadcasts::{self as store, BroadcastRow};
 use crate::storage::channels::{self, Channel};
 use crate::storage::outbox::{self, NewMessage};
 use crate::storage::templates::{self, SendableTemplate, TemplateLookup};
-use crate::storage::{Db, DbConnection, contacts, now};
+use crate::storage::{Db, DbConnection, broadcast_zones, contacts, now};
 
 /// The most messages one step queues for one broadcast.
 const MAX_BATCH: i64 = 1000;
@@ -57,6 +58,9 @@ pub struct Step {
     pub paused: usize,
     /// Broadcasts still running after the step.
     pub running: usize,
+    /// Running broadcasts whose every pending recipient waits for their local time or the end
+    /// of quiet hours (the scheduler need not step at once for them).
+    pub waiting: usize,
 }
 
 /// One deterministic step (tests drive it; the run loop repeats it).
@@ -135,7 +139,8 @@ fn step_in(conn: &mut DbConnection) -> ServiceResult<Step> {
         done.skipped += fed.skipped;
         done.completed += fed.completed;
         done.paused += fed.paused;
-        done.running += usize::from(fed.completed == 0 && fed.paused == 0);
+        done.waiting += fed.waiting;
+        done.running += usize::from(fed.completed == 0 && fed.paused == 0 && fed.waiting == 0);
     }
     Ok(done)
 }
@@ -246,15 +251,37 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
         }
         room = room.min(left);
     }
-    if row.pause_reason.is_some() {
-        store::clear_pause_reason(change.conn, row.id)?;
-    }
-    let batch = store::next_pending(change.conn, row.id, room)?;
+    let timing = row.timing();
+    let (zones, next_ready) = if timing.is_used() {
+        let (ready, next) = ready_zones(&row, &timing);
+        (Some(ready), next)
+    } else {
+        (None, None)
+    };
+    let batch = match &zones {
+        Some(ready) if ready.is_empty() => Vec::new(),
+        Some(ready) => broadcast_zones::next_pending_in(change.conn, row.id, ready, room)?,
+        None => store::next_pending(change.conn, row.id, room)?,
+    };
     if batch.is_empty() {
-        if in_flight == 0 {
+        if in_flight == 0 && (zones.is_none() || !store::has_pending(change.conn, row.id)?) {
             return complete(change, &row);
         }
+        if zones.is_some() && in_flight == 0 {
+            // Everyone left waits for their local time or the end of quiet hours.
+            let note = waiting_note(&timing, next_ready.unwrap_or_else(Utc::now));
+            if row.pause_reason.as_deref() != Some(note.as_str()) {
+                store::set_pause_reason(change.conn, row.id, &note)?;
+            }
+            return Ok(Step {
+                waiting: 1,
+                ..Step::default()
+            });
+        }
         return Ok(Step::default());
+    }
+    if row.pause_reason.is_some() {
+        store::clear_pause_reason(change.conn, row.id)?;
     }
     let ids: Vec<i64> = batch.iter().map(|(_, c)| *c).collect();
     let people: std::collections::HashMap<i64, contacts::Contact> =
@@ -280,11 +307,25 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
                 text.clone(),
                 None,
             )),
-            (BroadcastMessage::Template { variables, .. }, Some(t)) => {
-                variables_for(variables, contact, row_values.get(contact_id))
-                    .and_then(|v| t.render(&v).map_err(|e| e.to_string()))
-                    .map(|r| (r.content, r.text, Some(t.template_id)))
-            }
+            (
+                BroadcastMessage::Template {
+                    variables,
+                    window_text,
+                    ..
+                },
+                Some(t),
+            ) => variables_for(variables, contact, row_values.get(contact_id))
+                .and_then(|v| t.render(&v).map_err(|e| e.to_string()))
+                .map(|r| {
+                    let content = match r.content {
+                        MessageContent::Template(mut c) => {
+                            c.window_text.clone_from(window_text);
+                            MessageContent::Template(c)
+                        }
+                        other => other,
+                    };
+                    (content, r.text, Some(t.template_id))
+                }),
             (BroadcastMessage::Template { .. }, None) => Err("no template".to_owned()),
         };
         let (content, text, template_id) = match rendered {
@@ -325,11 +366,48 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
         )?;
         step.queued += 1;
     }
-    if let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) {
+    if zones.is_some() {
+        // Taken zone by zone: ids of other zones lie between them.
+        let ids: Vec<i64> = batch.iter().map(|(r, _)| *r).collect();
+        broadcast_zones::mark_queued(change.conn, &ids)?;
+    } else if let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) {
         store::mark_queued(change.conn, row.id, *first, *last)?;
     }
     tracing::debug!(broadcast = %row.public_id, queued = step.queued, at = %Utc::now(), "broadcast batch queued");
     Ok(step)
+}
+
+/// The zones whose recipients may be sent to now, and the first time another zone may be.
+fn ready_zones(row: &BroadcastRow, timing: &Timing) -> (Vec<String>, Option<DateTime<Utc>>) {
+    let fallback = parse_zone(&row.time_zone).unwrap_or(chrono_tz::Tz::UTC);
+    let at = Utc::now();
+    let mut ready = Vec::new();
+    let mut next: Option<DateTime<Utc>> = None;
+    for name in &timing.zones {
+        let zone = parse_zone(name).unwrap_or(fallback);
+        match zone_state(timing, zone, at).waits_until() {
+            None => ready.push(name.clone()),
+            Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
+        }
+    }
+    (ready, next)
+}
+
+/// What the broadcast's page says while every recipient left waits for their time.
+fn waiting_note(timing: &Timing, until: DateTime<Utc>) -> String {
+    let why = match (timing.local_time, timing.quiet_hours) {
+        (Some(_), Some(q)) => format!(
+            "their local time or the end of quiet hours ({} their time)",
+            q.label()
+        ),
+        (Some(local), None) => format!("{} in their local time", local.format("%H:%M")),
+        (None, Some(q)) => format!("the end of quiet hours ({} their time)", q.label()),
+        (None, None) => "their time".to_owned(),
+    };
+    format!(
+        "Waiting for {why}: the next recipients get it at about {} UTC.",
+        until.format("%Y-%m-%d %H:%M")
+    )
 }
 
 /// The messaging limit set on a WhatsApp channel (`messaging_limit`), if any.

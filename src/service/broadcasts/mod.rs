@@ -22,13 +22,14 @@ use crate::domain::broadcast::{
 };
 use crate::domain::channel::ChannelKind;
 use crate::domain::content::check_free_text;
+use crate::domain::local_time::{QuietHours, Timing, first_start};
 use crate::domain::template::{VariableMapping, VariableSource, Variables, check_mapping, resolve};
 use crate::service::sends::{self, ContentRequest, Recipient, SendRequest, TemplateRef};
 use crate::service::{Change, FieldProblems, ServiceError, ServiceResult, Services};
 use crate::storage::broadcasts::{self as store, AudienceContext, BroadcastRow, Counts, Estimate};
 use crate::storage::channels::{self, Channel};
 use crate::storage::templates::{self, TemplateLookup};
-use crate::storage::{DbConnection, contacts, lists, now, settings};
+use crate::storage::{DbConnection, broadcast_zones, contacts, lists, now, settings};
 
 /// Setting keys (Broadcasts › Settings).
 pub const LAUNCH_APPROVAL: &str = "broadcasts.launch_approval";
@@ -153,6 +154,9 @@ pub enum MessageInput {
     Template {
         template: TemplateRef,
         variables: VariableMapping,
+        /// Window-aware mode (WhatsApp): free text for recipients whose window is open when
+        /// the message is sent; empty or `None`: the template to everyone.
+        window_text: Option<String>,
     },
 }
 
@@ -170,6 +174,10 @@ pub struct DraftInput {
     /// IANA zone; empty means UTC.
     pub time_zone: String,
     pub expires_at: Option<When>,
+    /// Send at `send_at`'s wall-clock time in each recipient's own zone.
+    pub recipient_local_time: bool,
+    /// Quiet hours in the recipient's local time ("21:00", "08:00"); both empty: none.
+    pub quiet_hours: (String, String),
 }
 
 /// A broadcast with what its pages and the API show.
@@ -284,6 +292,7 @@ fn check_draft(
     };
     let send_at = input.send_at.map(|w| to_utc(w, zone));
     let expires_at = input.expires_at.map(|w| to_utc(w, zone));
+    let timing = check_timing(input, zone, &mut problems);
     if let Some(at) = send_at
         && at < now() - Duration::minutes(1)
     {
@@ -317,6 +326,7 @@ fn check_draft(
             MessageInput::Template {
                 template,
                 variables,
+                window_text,
             },
             Some(channel),
         ) => match sends::find_template(conn, channel, template) {
@@ -340,10 +350,25 @@ fn check_draft(
                     }
                     TemplateLookup::NotFound => None,
                 };
+                let window_text = window_text
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned);
+                if let Some(text) = &window_text {
+                    if channel.kind != ChannelKind::Whatsapp {
+                        problems.add(
+                            "message.window_text",
+                            "Only WhatsApp has a customer-service window: leave this empty on other channels.",
+                        );
+                    } else if let Err(e) = check_free_text(channel.kind, text) {
+                        problems.add("message.window_text", e.to_string());
+                    }
+                }
                 public_id.map(|template| BroadcastMessage::Template {
                     template,
                     variables: variables.clone(),
-                    window_text: None,
+                    window_text,
                 })
             }
         },
@@ -365,8 +390,47 @@ fn check_draft(
         send_at,
         time_zone: zone.name().to_owned(),
         expires_at,
+        timing: if timing.is_used() {
+            Some(serde_json::to_string(&timing).map_err(ServiceError::internal)?)
+        } else {
+            None
+        },
     };
     Ok((fields, channel))
+}
+
+/// Local time and quiet hours, checked.
+fn check_timing(input: &DraftInput, zone: chrono_tz::Tz, problems: &mut FieldProblems) -> Timing {
+    let quiet_hours = match (input.quiet_hours.0.trim(), input.quiet_hours.1.trim()) {
+        ("", "") => None,
+        (from, to) => match QuietHours::parse(from, to) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                problems.add("schedule.quiet_hours", e);
+                None
+            }
+        },
+    };
+    let local_time = if input.recipient_local_time {
+        match input.send_at {
+            Some(When::Local(local)) => Some(local),
+            Some(When::Instant(t)) => Some(t.with_timezone(&zone).naive_local()),
+            None => {
+                problems.add(
+                    "schedule.at",
+                    "Choose the date and time to send at in each recipient's local time.",
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Timing {
+        local_time,
+        quiet_hours,
+        zones: Vec::new(),
+    }
 }
 
 fn user_id(actor: &Actor) -> Option<i64> {
@@ -647,7 +711,10 @@ fn freeze_and_start(
     let (audience, message) = parse_stored(row)?;
     let channel = channels::find(conn, row.channel_id)?
         .ok_or_else(|| ServiceError::not_found("Its channel"))?;
-    let scheduled = row.send_at.is_some_and(|at| at > now());
+    let mut timing = row.timing();
+    // In local time the start is the first recipient's, known once the audience is frozen: the
+    // scheduler starts it then (at once when it has come).
+    let scheduled = timing.local_time.is_some() || row.send_at.is_some_and(|at| at > now());
     let to = if scheduled {
         BroadcastState::Scheduled
     } else {
@@ -673,7 +740,23 @@ fn freeze_and_start(
             p
         }));
     }
-    store::set_launched(conn, row.id, frozen as i64, row.send_at)?;
+    let mut send_at = row.send_at;
+    if timing.is_used() {
+        timing.zones = broadcast_zones::assign(conn, row.id, &row.time_zone)?;
+        if let Some(local) = timing.local_time {
+            let zones: Vec<chrono_tz::Tz> = timing
+                .zones
+                .iter()
+                .filter_map(|z| parse_zone(z).ok())
+                .collect();
+            send_at = first_start(local, &zones)
+                .map(|t| t.naive_utc())
+                .or(send_at);
+        }
+        let stored = serde_json::to_string(&timing).map_err(ServiceError::internal)?;
+        broadcast_zones::set_timing(conn, row.id, &stored)?;
+    }
+    store::set_launched(conn, row.id, frozen as i64, send_at)?;
     change.audit(
         "broadcast.launched",
         "broadcast",

@@ -39,6 +39,9 @@ pub struct MessageBody {
     text: Option<String>,
     #[serde(default)]
     template: Option<TemplateBody>,
+    /// With a template on WhatsApp: free text for recipients whose window is open at send time.
+    #[serde(default)]
+    window_text: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +70,19 @@ pub struct ScheduleBody {
     time_zone: Option<String>,
     #[serde(default)]
     expires_at: Option<String>,
+    /// Send at `at`'s wall-clock time in each recipient's own zone.
+    #[serde(default)]
+    recipient_local_time: bool,
+    /// `{"from": "21:00", "to": "08:00"}` in the recipient's local time.
+    #[serde(default)]
+    quiet_hours: Option<QuietHoursBody>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursBody {
+    from: String,
+    to: String,
 }
 
 fn when(raw: Option<&str>, field: &str) -> Result<Option<When>, AppError> {
@@ -148,6 +164,7 @@ fn input_from(body: DraftBody) -> Result<DraftInput, AppError> {
             MessageInput::Template {
                 template,
                 variables: mapping(t.variables)?,
+                window_text: body.message.window_text,
             }
         }
         _ => {
@@ -165,6 +182,12 @@ fn input_from(body: DraftBody) -> Result<DraftInput, AppError> {
         send_at: when(body.schedule.at.as_deref(), "at")?,
         time_zone: body.schedule.time_zone.unwrap_or_default(),
         expires_at: when(body.schedule.expires_at.as_deref(), "expires_at")?,
+        recipient_local_time: body.schedule.recipient_local_time,
+        quiet_hours: body
+            .schedule
+            .quiet_hours
+            .map(|q| (q.from, q.to))
+            .unwrap_or_default(),
     })
 }
 
@@ -173,6 +196,11 @@ pub struct ScheduleJson {
     at: Option<String>,
     time_zone: String,
     expires_at: Option<String>,
+    recipient_local_time: bool,
+    /// The wall-clock time each recipient gets it at, in their zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local_time: Option<String>,
+    quiet_hours: Option<QuietHoursBody>,
 }
 
 #[derive(Serialize)]
@@ -201,6 +229,7 @@ fn rfc3339(at: Option<NaiveDateTime>) -> Option<String> {
 
 pub fn broadcast_json(v: BroadcastView) -> BroadcastJson {
     let state = v.state();
+    let timing = v.row.timing();
     let row = v.row;
     BroadcastJson {
         id: row.public_id,
@@ -213,6 +242,14 @@ pub fn broadcast_json(v: BroadcastView) -> BroadcastJson {
             at: rfc3339(row.send_at),
             time_zone: row.time_zone,
             expires_at: rfc3339(row.expires_at),
+            recipient_local_time: timing.local_time.is_some(),
+            local_time: timing
+                .local_time
+                .map(|t| t.format("%Y-%m-%dT%H:%M").to_string()),
+            quiet_hours: timing.quiet_hours.map(|q| QuietHoursBody {
+                from: q.from.format("%H:%M").to_string(),
+                to: q.to.format("%H:%M").to_string(),
+            }),
         },
         counts: v.counts,
         pause_reason: row.pause_reason,
