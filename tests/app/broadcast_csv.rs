@@ -13,6 +13,7 @@ use herald::storage::schema::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::broadcasts::{control, wait_for_state};
 use crate::fixtures::{Setup, contact, setup, spawn};
 use crate::helpers::TestApp;
 use crate::provider_kit::api;
@@ -139,9 +140,26 @@ async fn a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_vari
     assert!(why.contains("phone"), "{err}");
 
     // A first upload, then the real one replaces it.
-    let (status, first) = upload(&app, &s.key, &id, "", "Mobile,Order\n+14155550201,#9\n").await;
-    assert_eq!(status, StatusCode::OK, "{first}");
+    // (as the multipart field `file`, which names the file)
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"Mobile,Order\n+14155550201,#9\n".to_vec())
+            .file_name("first.csv"),
+    );
+    let res = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/broadcasts/{id}/audience.csv",
+            app.address
+        ))
+        .bearer_auth(&s.key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::OK);
+    let first: Value = res.json().await.unwrap();
     assert_eq!(first["csv"]["good"], 1, "{first}");
+    assert_eq!(first["csv"]["file_name"], "first.csv", "{first}");
     let (status, up) = upload(&app, &s.key, &id, "?phone_column=phone", FILE).await;
     assert_eq!(status, StatusCode::OK, "{up}");
     let csv = &up["csv"];
@@ -257,31 +275,9 @@ async fn a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_vari
     );
 
     // Launch: exactly the good rows are recipients; two get a message, each with its values.
-    let (status, b) = api(
-        &app,
-        Method::POST,
-        &format!("/api/v1/broadcasts/{id}/launch"),
-        &s.key,
-        None,
-    )
-    .await;
+    let (status, b) = control(&app, &s.key, &id, "launch").await;
     assert_eq!(status, StatusCode::OK, "{b}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let (_, b) = api(
-            &app,
-            Method::GET,
-            &format!("/api/v1/broadcasts/{id}"),
-            &s.key,
-            None,
-        )
-        .await;
-        if b["state"] == "completed" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never completed: {b}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_for_state(&app, &s.key, &id, "completed", 60).await;
     let recipients: BTreeSet<i64> = broadcast_recipients::table
         .select(broadcast_recipients::contact_id)
         .load::<i64>(&mut *app.db())
@@ -422,6 +418,10 @@ async fn the_form_uploads_a_csv_reports_its_rows_and_maps_its_columns(app: TestA
     assert!(html.contains("data-reach>3<"), "{html}");
     assert!(html.contains("Invalid phone number (CSV)"), "{html}");
     assert!(html.contains("Duplicate number (CSV)"), "{html}");
+    assert!(
+        html.contains("The CSV file orders.csv: 5 of its 8 rows kept"),
+        "{html}"
+    );
     assert!(
         html.contains("Hi Ada, your order #1 has shipped."),
         "{html}"

@@ -69,7 +69,7 @@ async fn broadcast(app: &TestApp, key: &str, id: &str) -> Value {
     b
 }
 
-async fn control(app: &TestApp, key: &str, id: &str, what: &str) -> (StatusCode, Value) {
+pub(crate) async fn control(app: &TestApp, key: &str, id: &str, what: &str) -> (StatusCode, Value) {
     api(
         app,
         Method::POST,
@@ -80,7 +80,13 @@ async fn control(app: &TestApp, key: &str, id: &str, what: &str) -> (StatusCode,
     .await
 }
 
-async fn wait_for_state(app: &TestApp, key: &str, id: &str, state: &str, secs: u64) -> Value {
+pub(crate) async fn wait_for_state(
+    app: &TestApp,
+    key: &str,
+    id: &str,
+    state: &str,
+    secs: u64,
+) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let b = broadcast(app, key, id).await;
