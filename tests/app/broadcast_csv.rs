@@ -274,6 +274,21 @@ async fn a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_vari
         "{html}"
     );
 
+    // A file uploaded since the mapping was saved must still have its columns: the launch
+    // says which, and launches nothing; the right file again, and it goes.
+    let (status, _) = upload(&app, &s.key, &id, "", "Phone,First\n+14155550101,Ada\n").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = control(&app, &s.key, &id, "launch").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(
+        err["error"]["fields"]["message.variables.2"].is_string(),
+        "{err}"
+    );
+    let (status, again) = upload(&app, &s.key, &id, "", FILE).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["csv"]["good"], 5, "{again}");
+    assert_eq!(again["csv"]["duplicate"], 1, "{again}");
+
     // Launch: exactly the good rows are recipients; two get a message, each with its values.
     let (status, b) = control(&app, &s.key, &id, "launch").await;
     assert_eq!(status, StatusCode::OK, "{b}");

@@ -232,6 +232,11 @@ where
             }
             let mut audience: Audience =
                 serde_json::from_str(&row.audience).map_err(ServiceError::internal)?;
+            if upload_id(change.conn, &audience)?.is_some_and(|current| current > import_id) {
+                // Two uploads at once: the later one finished first and stays the audience.
+                broadcast_csv::remove_upload(change.conn, import_id)?;
+                return Ok(None);
+            }
             audience.csv = Some(stored.clone());
             let json = serde_json::to_string(&audience).map_err(ServiceError::internal)?;
             if !broadcast_csv::set_draft_audience(change.conn, row.id, &json)? {
@@ -252,9 +257,15 @@ where
                     "invalid_row": stored.invalid_row,
                 }),
             )?;
-            find_row(change.conn, &public_id)
+            find_row(change.conn, &public_id).map(Some)
         })
-        .await?;
+        .await?
+        .ok_or_else(|| {
+            ServiceError::conflict(
+                "csv_superseded",
+                "Another upload of this draft's CSV, started later, finished first: it is the audience.",
+            )
+        })?;
     let rejected = rejections(svc, &csv, 1000).await?;
     Ok(Uploaded {
         view: view(svc, row).await?,
