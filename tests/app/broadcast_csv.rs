@@ -482,8 +482,65 @@ async fn the_form_uploads_a_csv_reports_its_rows_and_maps_its_columns(app: TestA
     assert_eq!(left, 0);
 }
 
+async fn hostile_cells_reject_their_row_only(app: TestApp) {
+    let s = setup(&app).await;
+    let id = template_draft(&app, &s).await;
+    let huge = "x".repeat(20 * 1024);
+    let mut csv = format!(
+        "Phone,Note\n+14155550301,a\u{0}b\n+14155550302,{huge}\n+14155550303,fine\n+14155550304,"
+    )
+    .into_bytes();
+    csv.extend_from_slice(b"caf\xe9\n+14155550305,too,many\n");
+    let res = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/broadcasts/{id}/audience.csv",
+            app.address
+        ))
+        .bearer_auth(&s.key)
+        .header("Content-Type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::OK);
+    let up: Value = res.json().await.unwrap();
+    assert_eq!(up["csv"]["good"], 1, "{up}");
+    assert_eq!(up["csv"]["invalid_row"], 4, "{up}");
+    let reasons: Vec<(i64, String)> = up["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_i64().unwrap(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons[0].0 == 2 && reasons[0].1.contains("NUL"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].0 == 3 && reasons[1].1.contains("bytes"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].0 == 5 && reasons[2].1.contains("not UTF-8"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3].0 == 6 && reasons[3].1.contains("fields"),
+        "{reasons:?}"
+    );
+    // Only the good row's number became a contact.
+    assert!(contact_id(&app, "+14155550303").is_some());
+    assert!(contact_id(&app, "+14155550301").is_none());
+}
+
 crate::both_backends!(
     spawn = spawn;
+    hostile_cells_reject_their_row_only,
     a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_variables,
     the_form_uploads_a_csv_reports_its_rows_and_maps_its_columns,
 );
