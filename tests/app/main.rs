@@ -7,6 +7,7 @@ mod api_crash;
 mod api_keys;
 mod auth;
 mod broadcast_crash;
+mod broadcast_groups;
 mod broadcast_timing;
 mod broadcasts;
 mod browser;
