@@ -213,6 +213,17 @@ struct CondRow {
     value: String,
 }
 
+/// A group of conditions one level inside the filter, as the form shows it.
+#[derive(Debug, Clone, Default)]
+struct GroupRow {
+    /// `all` or `any`.
+    combine: String,
+    conditions: Vec<CondRow>,
+}
+
+/// How many groups of conditions the form reads back (each with up to 60 conditions).
+const MAX_FORM_GROUPS: usize = 20;
+
 /// One variable of the chosen template.
 #[derive(Debug, Clone, Default)]
 struct VarRow {
@@ -221,6 +232,31 @@ struct VarRow {
     source: String,
     key: String,
     text: String,
+}
+
+/// The conditions of filled rows.
+fn condition_nodes(rows: &[CondRow]) -> Vec<Node> {
+    rows.iter()
+        .filter(|c| !c.field.is_empty())
+        .map(|c| {
+            Node::Condition(Condition {
+                field: c.field.clone(),
+                op: Op::ALL
+                    .into_iter()
+                    .find(|o| o.as_str() == c.op)
+                    .unwrap_or(Op::Eq),
+                value: Some(c.value.clone()).filter(|v| !v.is_empty()),
+            })
+        })
+        .collect()
+}
+
+fn combine_named(name: &str) -> Combine {
+    if name == "any" {
+        Combine::Any
+    } else {
+        Combine::All
+    }
 }
 
 /// What the composer shows and posts.
@@ -232,6 +268,11 @@ struct Draft {
     exclude_lists: Vec<String>,
     combine: String,
     conditions: Vec<CondRow>,
+    /// Groups of conditions inside the filter (one level down).
+    groups: Vec<GroupRow>,
+    /// The whole filter as JSON, when it nests deeper than the form's rows show (made through
+    /// the API): edited as it is, never flattened.
+    filter_json: String,
     text: String,
     template: String,
     variables: Vec<VarRow>,
@@ -267,21 +308,26 @@ impl Draft {
                 .map(|(_, v)| v.clone())
                 .collect::<Vec<_>>()
         };
-        let mut conditions = Vec::new();
-        for i in 0..60 {
-            let field = one(&format!("c{i}.field"));
-            if field.is_empty() && !pairs.iter().any(|(k, _)| k.starts_with(&format!("c{i}."))) {
-                continue;
-            }
-            if field.is_empty() {
-                continue;
-            }
-            conditions.push(CondRow {
-                field,
-                op: one(&format!("c{i}.op")),
-                value: one(&format!("c{i}.value")),
-            });
-        }
+        let rows = |prefix: &str| -> Vec<CondRow> {
+            (0..60)
+                .filter_map(|i| {
+                    let field = one(&format!("{prefix}c{i}.field"));
+                    (!field.is_empty()).then(|| CondRow {
+                        field,
+                        op: one(&format!("{prefix}c{i}.op")),
+                        value: one(&format!("{prefix}c{i}.value")),
+                    })
+                })
+                .collect()
+        };
+        let conditions = rows("");
+        let groups = (0..MAX_FORM_GROUPS)
+            .map(|j| GroupRow {
+                combine: one(&format!("g{j}.match")),
+                conditions: rows(&format!("g{j}.")),
+            })
+            .filter(|g| !g.conditions.is_empty())
+            .collect();
         let mut variables: BTreeMap<String, VarRow> = BTreeMap::new();
         for (k, v) in pairs {
             if let Some(rest) = k.strip_prefix("var.")
@@ -306,6 +352,8 @@ impl Draft {
             exclude_lists: many("exclude"),
             combine: one("match"),
             conditions,
+            groups,
+            filter_json: one("filter_json"),
             text: pairs
                 .iter()
                 .find(|(k, _)| k == "text")
@@ -330,19 +378,40 @@ impl Draft {
 
     fn of(v: &BroadcastView) -> Draft {
         let mut conditions = Vec::new();
+        let mut groups = Vec::new();
         let mut combine = "all".to_owned();
+        let mut filter_json = String::new();
+        let combine_of = |g: &Group| match g.combine {
+            Combine::All => "all".to_owned(),
+            Combine::Any => "any".to_owned(),
+        };
+        let row = |c: &Condition| CondRow {
+            field: c.field.clone(),
+            op: c.op.as_str().to_owned(),
+            value: c.value.clone().unwrap_or_default(),
+        };
         if let Some(g) = &v.audience.filter {
-            combine = match g.combine {
-                Combine::All => "all".into(),
-                Combine::Any => "any".into(),
-            };
+            combine = combine_of(g);
             for node in &g.conditions {
-                if let Node::Condition(c) = node {
-                    conditions.push(CondRow {
-                        field: c.field.clone(),
-                        op: c.op.as_str().to_owned(),
-                        value: c.value.clone().unwrap_or_default(),
-                    });
+                match node {
+                    Node::Condition(c) => conditions.push(row(c)),
+                    Node::Group(sub) => {
+                        let mut rows = Vec::new();
+                        for inner in &sub.conditions {
+                            match inner {
+                                Node::Condition(c) => rows.push(row(c)),
+                                // Deeper than the form's rows: the JSON is edited instead.
+                                Node::Group(_) => {
+                                    filter_json =
+                                        serde_json::to_string_pretty(g).unwrap_or_default();
+                                }
+                            }
+                        }
+                        groups.push(GroupRow {
+                            combine: combine_of(sub),
+                            conditions: rows,
+                        });
+                    }
                 }
             }
         }
@@ -402,6 +471,8 @@ impl Draft {
             exclude_lists: v.audience.exclude_lists.clone(),
             combine,
             conditions,
+            groups,
+            filter_json,
             text,
             template,
             variables,
@@ -427,29 +498,36 @@ impl Draft {
     }
 
     fn input(&self, problems: &mut FieldProblems) -> DraftInput {
-        let conditions = self
-            .conditions
-            .iter()
-            .filter(|c| !c.field.is_empty())
-            .map(|c| {
-                Node::Condition(Condition {
-                    field: c.field.clone(),
-                    op: Op::ALL
-                        .into_iter()
-                        .find(|o| o.as_str() == c.op)
-                        .unwrap_or(Op::Eq),
-                    value: Some(c.value.clone()).filter(|v| !v.is_empty()),
-                })
+        let filter = if self.filter_json.trim().is_empty() {
+            let mut nodes = condition_nodes(&self.conditions);
+            nodes.extend(
+                self.groups
+                    .iter()
+                    .map(|g| (g, condition_nodes(&g.conditions)))
+                    .filter(|(_, c)| !c.is_empty())
+                    .map(|(g, conditions)| {
+                        Node::Group(Group {
+                            combine: combine_named(&g.combine),
+                            conditions,
+                        })
+                    }),
+            );
+            (!nodes.is_empty()).then(|| Group {
+                combine: combine_named(&self.combine),
+                conditions: nodes,
             })
-            .collect::<Vec<_>>();
-        let filter = (!conditions.is_empty()).then(|| Group {
-            combine: if self.combine == "any" {
-                Combine::Any
-            } else {
-                Combine::All
-            },
-            conditions,
-        });
+        } else {
+            match serde_json::from_str::<Group>(&self.filter_json) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    problems.add(
+                        "audience.filter",
+                        format!("The filter is not valid JSON for a group of conditions: {e}"),
+                    );
+                    None
+                }
+            }
+        };
         let message = if self.template.is_empty() {
             MessageInput::Text(self.text.clone())
         } else {
@@ -520,6 +598,8 @@ struct FormPage {
     id: Option<String>,
     d: Draft,
     conditions: Vec<CondRow>,
+    /// The draft's groups, each with an empty row to add to, and one empty group to start.
+    groups: Vec<GroupRow>,
     errors: FieldProblems,
     channels: Vec<Choice>,
     lists: Vec<Choice>,
@@ -617,10 +697,21 @@ async fn form_page(
     d.variables = rows;
     let mut conditions = d.conditions.clone();
     conditions.extend(std::iter::repeat_n(CondRow::default(), BLANK_CONDITIONS));
+    let mut groups = d.groups.clone();
+    for g in &mut groups {
+        g.conditions.push(CondRow::default());
+    }
+    if groups.len() < MAX_FORM_GROUPS {
+        groups.push(GroupRow {
+            combine: "any".into(),
+            conditions: vec![CondRow::default(); BLANK_CONDITIONS],
+        });
+    }
     let page = FormPage {
         chrome,
         id,
         conditions,
+        groups,
         errors,
         channels: channels
             .iter()
@@ -973,15 +1064,7 @@ fn describe_filter(audience: &Audience) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let words = match n {
-                Node::Condition(c) => format!(
-                    "{} {} {}",
-                    c.field,
-                    c.op.label(),
-                    c.value.clone().unwrap_or_default()
-                ),
-                Node::Group(_) => "(a group of conditions)".into(),
-            };
+            let words = describe_node(n);
             if i == 0 {
                 words
             } else {
@@ -989,6 +1072,28 @@ fn describe_filter(audience: &Audience) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// "city is Lyon", or a group in brackets: "(tier is gold or tier is silver)".
+fn describe_node(node: &Node) -> String {
+    match node {
+        Node::Condition(c) => format!(
+            "{} {} {}",
+            c.field,
+            c.op.label(),
+            c.value.clone().unwrap_or_default()
+        )
+        .trim_end()
+        .to_owned(),
+        Node::Group(g) => {
+            let joiner = match g.combine {
+                Combine::All => " and ",
+                Combine::Any => " or ",
+            };
+            let inner: Vec<String> = g.conditions.iter().map(describe_node).collect();
+            format!("({})", inner.join(joiner))
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

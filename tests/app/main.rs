@@ -7,6 +7,7 @@ mod api_crash;
 mod api_keys;
 mod auth;
 mod broadcast_crash;
+mod broadcast_groups;
 // Issue 17: a CSV upload as a broadcast's audience.
 mod broadcast_csv;
 mod broadcast_timing;
