@@ -17,7 +17,9 @@ use crate::service::broadcasts::{self, BroadcastView, Control, DraftInput, Messa
 use crate::service::sends::TemplateRef;
 use crate::startup::AppState;
 use crate::storage::broadcasts::{Counts, ListFilter};
-use crate::web::api::{Body, ChannelRef, Params, csv_body, default_country, idempotency_key};
+use crate::web::api::{
+    Body, ChannelRef, Params, csv_body, default_country, idempotency_key, import_turn,
+};
 use crate::web::identity::{Auth, Principal, perm};
 
 #[derive(Debug, Deserialize)]
@@ -502,7 +504,8 @@ pub async fn upload_audience(
     let query = query.get()?;
     let country = default_country(query.default_country.as_deref(), &state)?;
     // A turn first (nothing is written while the upload waits for one).
-    let permit = crate::service::imports::take_turn(&state).await?;
+    let mut payload = payload;
+    let permit = import_turn(&state, &mut payload).await?;
     let body = csv_body(&req, payload).await?;
     let how = broadcasts::csv::CsvUpload {
         file_name: body.file_name.unwrap_or_else(|| "api-upload.csv".into()),

@@ -15,7 +15,7 @@ use crate::service::imports::{ImportList, NewImport, ReadAs};
 use crate::service::{self, ServiceError};
 use crate::startup::AppState;
 use crate::storage::new_public_id;
-use crate::web::api::{Body, Params, csv_body, default_country};
+use crate::web::api::{Body, Params, csv_body, default_country, import_turn};
 use crate::web::identity::{Auth, perm};
 
 #[derive(Serialize)]
@@ -275,16 +275,9 @@ pub async fn import(
         }
     };
     let list = ImportList::IdOrName(query.list.clone().unwrap_or_default());
-    // A turn first (nothing is written while the import waits for one). A refused upload is
-    // read to its end, so the client gets the answer rather than a reset connection.
+    // A turn first (nothing is written while the import waits for one).
     let mut payload = payload;
-    let permit = match service::imports::take_turn(&state).await {
-        Ok(p) => p,
-        Err(busy) => {
-            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut payload).await {}
-            return Err(busy.into());
-        }
-    };
+    let permit = import_turn(&state, &mut payload).await?;
     let read_as = ReadAs {
         mapping: None,
         country,

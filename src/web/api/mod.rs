@@ -326,6 +326,21 @@ pub fn default_country(
         None => Ok(state.settings.default_country),
     }
 }
+/// A turn to read an upload (see `import::gate`); a refused upload is read to its end first, so
+/// the client gets the 503 rather than a reset connection.
+pub async fn import_turn(
+    state: &crate::startup::AppState,
+    payload: &mut web::Payload,
+) -> Result<crate::import::gate::ImportPermit, AppError> {
+    use futures_util::StreamExt;
+    match crate::service::imports::take_turn(state).await {
+        Ok(p) => Ok(p),
+        Err(busy) => {
+            while let Some(Ok(_)) = payload.next().await {}
+            Err(busy.into())
+        }
+    }
+}
 // --- end issue 17 CSV body ---
 
 async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
