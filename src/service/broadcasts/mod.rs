@@ -648,7 +648,7 @@ pub enum Launched {
 
 /// Why the broadcast may not start now, checked at launch (and again when approved).
 fn check_launchable(conn: &mut DbConnection, row: &BroadcastRow) -> ServiceResult<()> {
-    let (_, message) = parse_stored(row)?;
+    let (audience, message) = parse_stored(row)?;
     let channel = channels::find(conn, row.channel_id)?
         .ok_or_else(|| ServiceError::not_found("Its channel"))?;
     let mut problems = FieldProblems::new();
@@ -663,7 +663,6 @@ fn check_launchable(conn: &mut DbConnection, row: &BroadcastRow) -> ServiceResul
     }
     if let BroadcastMessage::Template { variables, .. } = &message {
         // Issue 17: the CSV uploaded since the mapping was saved must still have its columns.
-        let (audience, _) = parse_stored(row)?;
         csv::check_columns(&audience, variables, &mut problems);
     }
     if let BroadcastMessage::Template { template, .. } = &message {
