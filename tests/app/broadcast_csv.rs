@@ -544,3 +544,71 @@ crate::both_backends!(
     a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_variables,
     the_form_uploads_a_csv_reports_its_rows_and_maps_its_columns,
 );
+
+/// In Chromium: choosing "Upload a CSV" shows the upload (and hides the lists), and the
+/// upload (its inputs belong to a form of their own, outside the draft's) reads the file and
+/// comes back to the form with its report and the columns offered to the variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn in_the_browser_a_csv_becomes_the_audience() {
+    use fantoccini::Locator;
+    let app = spawn(crate::helpers::Backend::Sqlite).await;
+    let s = setup(&app).await;
+    let id = template_draft(&app, &s).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("orders.csv");
+    std::fs::write(&file, FILE).expect("write the file");
+
+    let b = crate::browser::Browser::start(&app.address).await;
+    b.sign_in(crate::helpers::ADMIN_EMAIL, crate::helpers::PASSWORD)
+        .await;
+    b.wait_for_text("Hello").await;
+    b.goto(&format!("/broadcasts/{id}/edit")).await;
+    b.wait_for_text("Upload a CSV").await;
+    let shown = |css: &'static str| {
+        let client = b.client.clone();
+        async move {
+            client
+                .find(Locator::Css(css))
+                .await
+                .expect(css)
+                .is_displayed()
+                .await
+                .expect("displayed")
+        }
+    };
+    assert!(
+        !shown("#b-csv-file").await,
+        "the upload waits for its choice"
+    );
+    b.click("input[name=audience_source][value=csv]").await;
+    assert!(shown("#b-csv-file").await);
+    assert!(!shown("#b-match").await, "the lists and filters hide");
+    let input = b
+        .client
+        .find(Locator::Css("#b-csv-file"))
+        .await
+        .expect("file input");
+    input
+        .send_keys(&file.display().to_string())
+        .await
+        .expect("choose the file");
+    b.click("button[form=csv-upload]").await;
+    b.wait_for_text("CSV read: 8 rows, 5 kept, 3 left out.")
+        .await;
+    let report = b.text("#csv-rejected").await;
+    assert!(
+        report.contains("not-a-number") && report.contains("duplicate of line 2"),
+        "{report}"
+    );
+    assert!(
+        shown("#b-csv-file").await,
+        "a CSV audience opens on its upload"
+    );
+    let options = b.text("#v-2-key").await;
+    assert!(options.contains("CSV column: Order"), "{options}");
+    b.finish().await;
+}
