@@ -1,6 +1,6 @@
 //! The broadcast scheduler: starts scheduled broadcasts when their time comes, and turns a
 //! running broadcast's pending recipients into queued messages, a batch at a time and only
-//! about a second of the channel's rate ahead (the dispatcher claims a channel's single sends
+//! about two seconds of the channel's rate ahead (the dispatcher claims a channel's single sends
 //! before its broadcast messages, so a single send never waits behind them). Each batch is
 //! one transaction (on SQLite a savepoint in the write lane's, see [`step`]): the messages and
 //! their recipients' `queued` mark commit together, so a crash neither loses nor repeats one.
