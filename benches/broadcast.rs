@@ -222,7 +222,8 @@ fn bare_insert(conn: &mut DbConnection, list_id: i64, postgres: bool, like: bool
         );
         ddl.push_str(
             "CREATE UNIQUE INDEX bench_scratch_pair ON bench_scratch (broadcast_id, contact_id); \
-             CREATE INDEX bench_scratch_pending ON bench_scratch (broadcast_id, id) WHERE status = 'pending';",
+             CREATE INDEX bench_scratch_pending ON bench_scratch (broadcast_id, id) WHERE status = 'pending'; \
+             CREATE INDEX bench_scratch_status ON bench_scratch (broadcast_id, status);",
         );
         count(
             conn,

@@ -5,7 +5,7 @@
 
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Double, Text, Timestamp};
 
 use super::prepared::{Fixed, fixed};
 use super::schema::{broadcast_recipients, broadcasts, messages};
@@ -501,15 +501,64 @@ impl Sql {
             Combine::All => " AND ",
             Combine::Any => " OR ",
         };
+        // In an "any" group, equality tests of one attribute ("tier is gold or silver") are
+        // one `IN` over one read of the attribute: each read of an attribute is a look-up in
+        // the contact's JSON, for every contact.
+        let mut alternatives: Vec<(String, Vec<String>)> = Vec::new();
+        let mut rest: Vec<&Node> = Vec::new();
+        for node in &group.conditions {
+            match node {
+                Node::Condition(c) if group.combine == Combine::Any && c.op == Op::Eq => {
+                    if let Ok(Subject::Attribute(key)) = c.subject() {
+                        let value = c.value.as_deref().map(str::trim).unwrap_or("");
+                        let value = value.to_lowercase();
+                        match alternatives.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, values)) => values.push(value),
+                            None => alternatives.push((key, vec![value])),
+                        }
+                    } else {
+                        rest.push(node);
+                    }
+                }
+                _ => rest.push(node),
+            }
+        }
         self.push("(");
-        for (i, node) in group.conditions.iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        for (key, values) in &alternatives {
+            if !std::mem::take(&mut first) {
+                self.push(joiner);
+            }
+            self.attribute_in(key, values);
+        }
+        for node in rest {
+            if !std::mem::take(&mut first) {
                 self.push(joiner);
             }
             match node {
                 Node::Group(g) => self.group(g, ctx),
                 Node::Condition(c) => self.condition(c, ctx),
             }
+        }
+        self.push(")");
+    }
+
+    /// The attribute equals one of `values` (lowercase), ignoring case as an `eq` does.
+    fn attribute_in(&mut self, key: &str, values: &[String]) {
+        if self.postgres {
+            self.push("lower(");
+            self.attribute(key);
+            self.push(")");
+        } else {
+            self.attribute(key);
+            self.push(" COLLATE NOCASE");
+        }
+        self.push(" IN (");
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(Bound::Text(value.clone()));
         }
         self.push(")");
     }
@@ -612,16 +661,21 @@ impl Sql {
                 self.bind(Bound::Text(like_pattern(value)));
                 self.push(" ESCAPE '\\'");
             }
-            Op::Eq | Op::Ne => {
-                if op == Op::Ne {
-                    self.push("COALESCE(lower(");
-                    self.attribute(key);
-                    self.push("), '') <> ");
-                } else {
-                    self.push("lower(");
-                    self.attribute(key);
-                    self.push(") = ");
-                }
+            Op::Eq => self.attribute_in(key, &[value.to_lowercase()]),
+            Op::Ne if !self.postgres => {
+                // SQLite's NOCASE folds exactly what its lower() folds (ASCII letters), and the
+                // value is lowercase already: the same test as `lower(x) <> value`, without
+                // copying every contact's value to lowercase it.
+                self.push("COALESCE(");
+                self.attribute(key);
+                self.push(", '') <> ");
+                self.bind(Bound::Text(value.to_lowercase()));
+                self.push(" COLLATE NOCASE");
+            }
+            Op::Ne => {
+                self.push("COALESCE(lower(");
+                self.attribute(key);
+                self.push("), '') <> ");
                 self.bind(Bound::Text(value.to_lowercase()));
             }
             op => {
@@ -655,7 +709,9 @@ impl Sql {
 
     /// The first exclusion that applies to `c`, as its code, or NULL.
     fn exclusion(&mut self, ctx: &AudienceContext) {
-        self.push("CASE WHEN EXISTS (SELECT 1 FROM contact_consents cc WHERE cc.contact_id = c.id AND cc.channel_kind = ");
+        // The opted-out set once (a few rows of the (channel_kind, status) index, held as an
+        // in-memory index or hash), rather than a look-up in contact_consents per contact.
+        self.push("CASE WHEN c.id IN (SELECT cc.contact_id FROM contact_consents cc WHERE cc.channel_kind = ");
         self.bind(Bound::Text(ctx.kind.as_str().to_owned()));
         self.push(" AND cc.status = 'opted_out') THEN ");
         self.bind(Bound::Text(Exclusion::OptedOut.as_str().to_owned()));
@@ -735,11 +791,15 @@ impl Estimate {
 }
 
 #[derive(QueryableByName)]
-struct ReasonCount {
-    #[diesel(sql_type = Nullable<Text>)]
-    reason: Option<String>,
+struct ReasonCounts {
     #[diesel(sql_type = BigInt)]
-    n: i64,
+    matched: i64,
+    #[diesel(sql_type = BigInt)]
+    opted_out: i64,
+    #[diesel(sql_type = BigInt)]
+    frequency_cap: i64,
+    #[diesel(sql_type = BigInt)]
+    missing_variable: i64,
 }
 
 fn is_postgres(conn: &DbConnection) -> bool {
@@ -752,21 +812,37 @@ pub fn estimate(
     audience: &Audience,
     ctx: &AudienceContext,
 ) -> QueryResult<Estimate> {
+    // Conditional counts in one pass rather than a GROUP BY of the reason, which SQLite
+    // answers by sorting every matched contact (in memory, with temp_store = MEMORY).
     let mut sql = Sql::new(is_postgres(conn));
-    sql.push("SELECT s.reason AS reason, count(*) AS n FROM (");
+    sql.push("SELECT count(*) AS matched");
+    for (e, column) in [
+        (Exclusion::OptedOut, "opted_out"),
+        (Exclusion::FrequencyCap, "frequency_cap"),
+        (Exclusion::MissingVariable, "missing_variable"),
+    ] {
+        sql.push(", count(CASE WHEN s.reason = ");
+        sql.bind(Bound::Text(e.as_str().to_owned()));
+        sql.push(&format!(" THEN 1 END) AS {column}"));
+    }
+    sql.push(" FROM (");
     sql.candidates(audience, ctx);
-    sql.push(") s GROUP BY s.reason");
-    let rows: Vec<ReasonCount> = match conn {
+    sql.push(") s");
+    let rows: Vec<ReasonCounts> = match conn {
         DbConnection::Sqlite(c) => sql.statement().load(c)?,
         DbConnection::Postgres(c) => sql.statement().load(c)?,
     };
     let mut estimate = Estimate::default();
-    for row in rows {
-        estimate.matched += row.n;
-        if let Some(code) = row.reason
-            && let Some(ex) = Exclusion::ALL.into_iter().find(|e| e.as_str() == code)
-        {
-            estimate.excluded.push((ex, row.n));
+    if let Some(row) = rows.first() {
+        estimate.matched = row.matched;
+        for (e, n) in [
+            (Exclusion::OptedOut, row.opted_out),
+            (Exclusion::FrequencyCap, row.frequency_cap),
+            (Exclusion::MissingVariable, row.missing_variable),
+        ] {
+            if n > 0 {
+                estimate.excluded.push((e, n));
+            }
         }
     }
     if let Some(csv) = &audience.csv {
@@ -974,25 +1050,35 @@ pub fn withdraw_queued(
 
 /// The outcomes of the broadcast's last `n` finished messages queued since `since`:
 /// (failed, finished).
+///
+/// One look-up per finished status, each walking the `(campaign_id, status)` index backwards
+/// from the newest message and stopping after `n`: one query over the four statuses at once
+/// visited (and sorted) every finished message of the broadcast, at every step of the
+/// scheduler.
 pub fn recent_failures(
     conn: &mut DbConnection,
     broadcast_id: i64,
     since: Option<NaiveDateTime>,
     n: i64,
 ) -> QueryResult<(i64, i64)> {
-    let mut query = messages::table
-        .filter(messages::campaign_id.eq(broadcast_id))
-        .filter(messages::status.eq_any(["sent", "delivered", "read", "failed"]))
-        .order(messages::id.desc())
-        .limit(n)
-        .select(messages::status)
-        .into_boxed();
-    if let Some(since) = since {
-        query = query.filter(messages::created_at.ge(since));
+    let mut last: Vec<(i64, String)> = Vec::new();
+    for status in ["sent", "delivered", "read", "failed"] {
+        let mut query = messages::table
+            .filter(messages::campaign_id.eq(broadcast_id))
+            .filter(messages::status.eq(status))
+            .order(messages::id.desc())
+            .limit(n)
+            .select((messages::id, messages::status))
+            .into_boxed();
+        if let Some(since) = since {
+            query = query.filter(messages::created_at.ge(since));
+        }
+        last.extend(query.load::<(i64, String)>(conn)?);
     }
-    let statuses: Vec<String> = query.load(conn)?;
-    let failed = statuses.iter().filter(|s| *s == "failed").count();
-    Ok((failed as i64, statuses.len() as i64))
+    last.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
+    last.truncate(usize::try_from(n).unwrap_or(0));
+    let failed = last.iter().filter(|(_, s)| s == "failed").count();
+    Ok((failed as i64, last.len() as i64))
 }
 
 /// Unique contacts sent a template on these channels since `since` (what WhatsApp's messaging
@@ -1087,20 +1173,6 @@ struct StatusCount {
     n: i64,
 }
 
-#[derive(QueryableByName)]
-struct RecipientCounts {
-    #[diesel(sql_type = BigInt)]
-    total: i64,
-    #[diesel(sql_type = BigInt)]
-    pending: i64,
-    #[diesel(sql_type = BigInt)]
-    skipped: i64,
-    #[diesel(sql_type = BigInt)]
-    cancelled: i64,
-    #[diesel(sql_type = BigInt)]
-    expired: i64,
-}
-
 /// Runs a counting statement with `broadcast_id` bound as `$1` (and `$2` when given).
 fn load_counts<
     T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static,
@@ -1135,21 +1207,20 @@ pub fn counts(
     broadcast_id: i64,
     reply_window: Duration,
 ) -> QueryResult<Counts> {
-    // One pass over the recipients, without a GROUP BY (SQLite would sort every row, in
-    // memory with temp_store = MEMORY).
-    let sql = "SELECT count(*) AS total, \
-               count(CASE WHEN status = 'pending' THEN 1 END) AS pending, \
-               count(CASE WHEN status = 'skipped' THEN 1 END) AS skipped, \
-               count(CASE WHEN status = 'cancelled' THEN 1 END) AS cancelled, \
-               count(CASE WHEN status = 'expired' THEN 1 END) AS expired \
-               FROM broadcast_recipients WHERE broadcast_id = $1";
+    // The recipients by state from the (broadcast_id, status) index alone, in state order (no
+    // sort, no visit of the recipient rows).
+    let sql = "SELECT status, count(*) AS n FROM broadcast_recipients WHERE broadcast_id = $1 \
+               GROUP BY status";
     let mut counts = Counts::default();
-    if let Some(r) = load_counts::<RecipientCounts>(conn, sql, broadcast_id, None)?.pop() {
-        counts.recipients = r.total;
-        counts.pending = r.pending;
-        counts.skipped = r.skipped;
-        counts.cancelled = r.cancelled;
-        counts.expired = r.expired;
+    for r in load_counts::<StatusCount>(conn, sql, broadcast_id, None)? {
+        counts.recipients += r.n;
+        match r.status.as_str() {
+            "pending" => counts.pending += r.n,
+            "skipped" => counts.skipped += r.n,
+            "cancelled" => counts.cancelled += r.n,
+            "expired" => counts.expired += r.n,
+            _ => {}
+        }
     }
     // Every message of the campaign by status, read from the (campaign_id, status) index
     // alone, minus the resends (few: found through the resend_of index; `+` keeps SQLite off

@@ -37,6 +37,55 @@ pub struct NewMessage<'a> {
     pub request_hash: Option<&'a str>,
 }
 
+/// A `messages` row as queued.
+#[derive(Insertable)]
+#[diesel(table_name = messages)]
+struct QueuedRow<'a> {
+    public_id: String,
+    channel_id: i64,
+    contact_id: i64,
+    to_address: &'a str,
+    campaign_id: Option<i64>,
+    template_id: Option<i64>,
+    content_kind: &'a str,
+    body: &'a str,
+    content: &'a str,
+    status: &'static str,
+    attempts: i32,
+    next_attempt_at: NaiveDateTime,
+    idempotency_key: Option<&'a str>,
+    requested_by: &'a str,
+    resend_of: Option<i64>,
+    request_hash: Option<&'a str>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl<'a> QueuedRow<'a> {
+    fn new(m: &NewMessage<'a>, at: NaiveDateTime) -> Self {
+        QueuedRow {
+            public_id: new_public_id(),
+            channel_id: m.channel_id,
+            contact_id: m.contact_id,
+            to_address: m.to_address,
+            campaign_id: m.campaign_id,
+            template_id: m.template_id,
+            content_kind: m.content_kind,
+            body: m.body,
+            content: m.content,
+            status: MessageStatus::Queued.as_str(),
+            attempts: 0,
+            next_attempt_at: m.not_before,
+            idempotency_key: m.idempotency_key,
+            requested_by: m.requested_by,
+            resend_of: m.resend_of,
+            request_hash: m.request_hash,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 /// Queues a message and records the first event of its timeline. A unique violation on the
 /// idempotency key comes back as Diesel's error for the caller to answer with the first one.
 pub fn enqueue(conn: &mut DbConnection, m: &NewMessage<'_>) -> QueryResult<MessageRow> {
@@ -44,26 +93,7 @@ pub fn enqueue(conn: &mut DbConnection, m: &NewMessage<'_>) -> QueryResult<Messa
     // The whole row comes back from the insert (a MultiConnection cannot say RETURNING of a
     // selection, hence once per backend).
     let message: MessageRow = super::on_backend!(conn, |c| diesel::insert_into(messages::table)
-        .values((
-            messages::public_id.eq(new_public_id()),
-            messages::channel_id.eq(m.channel_id),
-            messages::contact_id.eq(m.contact_id),
-            messages::to_address.eq(m.to_address),
-            messages::campaign_id.eq(m.campaign_id),
-            messages::template_id.eq(m.template_id),
-            messages::content_kind.eq(m.content_kind),
-            messages::body.eq(m.body),
-            messages::content.eq(m.content),
-            messages::status.eq(MessageStatus::Queued.as_str()),
-            messages::attempts.eq(0),
-            messages::next_attempt_at.eq(m.not_before),
-            messages::idempotency_key.eq(m.idempotency_key),
-            messages::requested_by.eq(m.requested_by),
-            messages::resend_of.eq(m.resend_of),
-            messages::request_hash.eq(m.request_hash),
-            messages::created_at.eq(at),
-            messages::updated_at.eq(at),
-        ))
+        .values(QueuedRow::new(m, at))
         .returning(MessageRow::as_returning())
         .get_result(c))?;
     super::messages::record_event(
@@ -75,6 +105,46 @@ pub fn enqueue(conn: &mut DbConnection, m: &NewMessage<'_>) -> QueryResult<Messa
         at,
     )?;
     Ok(message)
+}
+
+/// Rows per statement of [`enqueue_many`]: 18 values a message, well under SQLite's 32,766
+/// bound values and PostgreSQL's 65,535.
+const ENQUEUE_CHUNK: usize = 250;
+
+/// Queues many messages (a broadcast's batch) as [`enqueue`] queues one, each with the first
+/// event of its timeline, in a few multi-row statements instead of two per message. Returns
+/// how many were queued. A unique violation (a message already queued for a broadcast's
+/// recipient) fails the whole call, as one [`enqueue`] would.
+pub fn enqueue_many(conn: &mut DbConnection, batch: &[NewMessage<'_>]) -> QueryResult<usize> {
+    let at = now();
+    let mut queued = 0;
+    for chunk in batch.chunks(ENQUEUE_CHUNK) {
+        let rows: Vec<QueuedRow<'_>> = chunk.iter().map(|m| QueuedRow::new(m, at)).collect();
+        // Neither database promises RETURNING in the order of the rows: each event takes
+        // what it needs from the row that came back.
+        let written: Vec<(i64, String)> =
+            super::on_backend!(conn, |c| diesel::insert_into(messages::table)
+                .values(&rows)
+                .returning((messages::id, messages::requested_by))
+                .get_results(c))?;
+        let events: Vec<_> = written
+            .iter()
+            .map(|(id, requested_by)| {
+                (
+                    message_events::message_id.eq(*id),
+                    message_events::status.eq(MessageStatus::Queued.as_str()),
+                    message_events::source.eq("herald"),
+                    message_events::detail.eq(requested_by.as_str()),
+                    message_events::occurred_at.eq(at),
+                )
+            })
+            .collect();
+        super::on_backend!(conn, |c| diesel::insert_into(message_events::table)
+            .values(&events)
+            .execute(c))?;
+        queued += written.len();
+    }
+    Ok(queued)
 }
 
 pub fn find_by_idempotency_key(
@@ -95,9 +165,12 @@ pub fn request_hash(conn: &mut DbConnection, message_id: i64) -> QueryResult<Opt
         .first(conn)
 }
 
-/// The claim: `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite serialises writers, so its single
-/// conditional `UPDATE` is enough.
-fn claim_sql(postgres: bool) -> String {
+/// The claim of one kind of message: `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite
+/// serialises writers, so its single conditional `UPDATE` is enough. `campaign` picks the
+/// broadcasts' messages, otherwise single sends; each kind has its own ordered partial index
+/// (`messages_queued_single`, `messages_queued_campaign`), whose predicate is written out
+/// literally so that both databases use it.
+fn claim_sql(postgres: bool, campaign: bool) -> String {
     let columns = "id, public_id, channel_id, contact_id, to_address, campaign_id, template_id, content_kind, body, \
                    content, status, provider_message_id, error_code, error_message, attempts, next_attempt_at, \
                    lease_expires_at, idempotency_key, requested_by, resend_of, created_at, updated_at, sent_at, \
@@ -107,15 +180,49 @@ fn claim_sql(postgres: bool) -> String {
     } else {
         ""
     };
+    let kind = if campaign {
+        "campaign_id IS NOT NULL"
+    } else {
+        "campaign_id IS NULL"
+    };
     format!(
         "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_expires_at = $1, leased_by = $2, \
          updated_at = $3 WHERE id IN (SELECT id FROM messages WHERE channel_id = $4 AND status = 'queued' \
-         AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $5{lock}) RETURNING {columns}"
+         AND {kind} AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $5{lock}) RETURNING {columns}"
     )
 }
 
+fn claim_kind(
+    conn: &mut DbConnection,
+    campaign: bool,
+    channel_id: i64,
+    worker_id: &str,
+    limit: i64,
+    lease_until: NaiveDateTime,
+    at: NaiveDateTime,
+) -> QueryResult<Vec<MessageRow>> {
+    match conn {
+        DbConnection::Sqlite(c) => fixed(&claim_sql(false, campaign))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Text, _>(worker_id)
+            .bind::<Timestamp, _>(at)
+            .bind::<BigInt, _>(channel_id)
+            .bind::<BigInt, _>(limit)
+            .load(c),
+        DbConnection::Postgres(c) => fixed(&claim_sql(true, campaign))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Text, _>(worker_id)
+            .bind::<Timestamp, _>(at)
+            .bind::<BigInt, _>(channel_id)
+            .bind::<BigInt, _>(limit)
+            .load(c),
+    }
+}
+
 /// Claims up to `limit` due messages of one channel for this worker: they become `sending`
-/// with a lease. Two workers never get the same row.
+/// with a lease. Two workers never get the same row. Single sends come first, oldest first,
+/// and only the room they leave goes to broadcast messages: a single send never waits behind
+/// a broadcast's queued messages, however many are due before it.
 pub fn claim(
     conn: &mut DbConnection,
     channel_id: i64,
@@ -124,23 +231,20 @@ pub fn claim(
     lease_until: NaiveDateTime,
 ) -> QueryResult<Vec<MessageRow>> {
     let at = now();
-    let mut rows: Vec<MessageRow> = match conn {
-        DbConnection::Sqlite(c) => fixed(&claim_sql(false))
-            .bind::<Timestamp, _>(lease_until)
-            .bind::<Text, _>(worker_id)
-            .bind::<Timestamp, _>(at)
-            .bind::<BigInt, _>(channel_id)
-            .bind::<BigInt, _>(limit)
-            .load(c)?,
-        DbConnection::Postgres(c) => fixed(&claim_sql(true))
-            .bind::<Timestamp, _>(lease_until)
-            .bind::<Text, _>(worker_id)
-            .bind::<Timestamp, _>(at)
-            .bind::<BigInt, _>(channel_id)
-            .bind::<BigInt, _>(limit)
-            .load(c)?,
-    };
-    rows.sort_by_key(|r| (r.next_attempt_at, r.id));
+    let mut rows = claim_kind(conn, false, channel_id, worker_id, limit, lease_until, at)?;
+    let room = limit - rows.len() as i64;
+    if room > 0 {
+        rows.extend(claim_kind(
+            conn,
+            true,
+            channel_id,
+            worker_id,
+            room,
+            lease_until,
+            at,
+        )?);
+    }
+    rows.sort_by_key(|r| (r.campaign_id.is_some(), r.next_attempt_at, r.id));
     Ok(rows)
 }
 
@@ -518,14 +622,22 @@ pub fn recent_sends(
 
 /// How many messages wait, per channel.
 pub fn queue_depth(conn: &mut DbConnection) -> QueryResult<Vec<(i64, i64)>> {
-    messages::table
-        // Literal, so both databases use the partial index `messages_queued`.
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
-            "status = 'queued'",
-        ))
-        .group_by(messages::channel_id)
-        .select((messages::channel_id, diesel::dsl::count_star()))
-        .load(conn)
+    // Literal, so both databases use the partial indexes `messages_queued_single` and
+    // `messages_queued_campaign`: every queued message is in exactly one of them.
+    let mut depth: std::collections::BTreeMap<i64, i64> = Default::default();
+    for kind in ["campaign_id IS NULL", "campaign_id IS NOT NULL"] {
+        let rows: Vec<(i64, i64)> = messages::table
+            .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+                "status = 'queued' AND {kind}"
+            )))
+            .group_by(messages::channel_id)
+            .select((messages::channel_id, diesel::dsl::count_star()))
+            .load(conn)?;
+        for (channel, n) in rows {
+            *depth.entry(channel).or_default() += n;
+        }
+    }
+    Ok(depth.into_iter().collect())
 }
 
 pub fn register_worker(

@@ -13,7 +13,7 @@ use herald::storage::schema::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::broadcasts::{control, wait_for_state};
+use crate::broadcasts::{control, estimate_of, wait_for_state};
 use crate::fixtures::{Setup, contact, setup, spawn};
 use crate::helpers::TestApp;
 use crate::provider_kit::api;
@@ -47,19 +47,6 @@ async fn upload(app: &TestApp, key: &str, id: &str, query: &str, csv: &str) -> (
         .expect("POST");
     let status = res.status();
     (status, res.json().await.expect("JSON"))
-}
-
-async fn estimate(app: &TestApp, key: &str, id: &str) -> Value {
-    let (status, e) = api(
-        app,
-        Method::GET,
-        &format!("/api/v1/broadcasts/{id}/estimate"),
-        key,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{e}");
-    e
 }
 
 async fn patch(app: &TestApp, key: &str, id: &str, body: &Value) -> (StatusCode, Value) {
@@ -258,7 +245,7 @@ async fn a_csv_audience_keeps_good_rows_reports_bad_ones_and_sends_with_its_vari
             .contains("no column \"Nope\""),
         "{err}"
     );
-    let e = estimate(&app, &s.key, &id).await;
+    let e = estimate_of(&app, &s.key, &id).await;
     assert_eq!(e["matched"], 8, "{e}");
     assert_eq!(e["reach"], 2, "{e}");
     assert_eq!(

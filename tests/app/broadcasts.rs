@@ -69,6 +69,20 @@ async fn broadcast(app: &TestApp, key: &str, id: &str) -> Value {
     b
 }
 
+/// A draft's reach estimate (answered 200).
+pub(crate) async fn estimate_of(app: &TestApp, key: &str, id: &str) -> Value {
+    let (status, estimate) = api(
+        app,
+        Method::GET,
+        &format!("/api/v1/broadcasts/{id}/estimate"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{estimate}");
+    estimate
+}
+
 pub(crate) async fn control(app: &TestApp, key: &str, id: &str, what: &str) -> (StatusCode, Value) {
     api(
         app,
@@ -198,18 +212,45 @@ async fn a_broadcast_reaches_its_audience_once(app: TestApp) {
     assert_eq!(other["error"]["code"], "idempotency_key_reused");
 
     // The estimate: 6 Paris VIPs (the 2 staff and 3 in Berlin are not matched), one opted out.
-    let (status, estimate) = api(
-        &app,
-        Method::GET,
-        &format!("/api/v1/broadcasts/{id}/estimate"),
-        &s.key,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{estimate}");
+    let estimate = estimate_of(&app, &s.key, &id).await;
     assert_eq!(estimate["matched"], 6, "{estimate}");
     assert_eq!(estimate["reach"], 5, "{estimate}");
     assert_eq!(estimate["excluded"]["opted_out"], 1, "{estimate}");
+
+    // Equality tests of one attribute in an "any" group are read as one IN, ignoring case
+    // like one test; the group's other conditions still count. 8 VIPs in Paris, 3 in Berlin.
+    for (conditions, matched) in [
+        (
+            json!([
+                {"field": "attributes.city", "op": "eq", "value": "PARIS"},
+                {"field": "attributes.city", "op": "eq", "value": "Berlin"}
+            ]),
+            11,
+        ),
+        (
+            json!([
+                {"field": "attributes.city", "op": "eq", "value": "lyon"},
+                {"field": "name", "op": "contains", "value": "person 10"},
+                {"field": "attributes.city", "op": "eq", "value": "BERLIN"}
+            ]),
+            3,
+        ),
+        (
+            json!([
+                {"field": "attributes.city", "op": "eq", "value": "lyon"},
+                {"field": "name", "op": "eq", "value": "person 1"},
+                {"field": "attributes.city", "op": "eq", "value": "Rome"}
+            ]),
+            1,
+        ),
+    ] {
+        let any = json!({"lists": ["VIP"], "filter": {"match": "any", "conditions": conditions}});
+        let (status, other) = post_draft(&app, &s.key, &draft(&s, "Any city", any), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{other}");
+        let other_id = other["id"].as_str().expect("id");
+        let e = estimate_of(&app, &s.key, other_id).await;
+        assert_eq!(e["matched"], matched, "{conditions}: {e}");
+    }
 
     // Launched from two clients at once: exactly one launch.
     let (a, b2) = tokio::join!(

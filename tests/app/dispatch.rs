@@ -38,6 +38,7 @@ crate::both_backends!(
     a_repeated_provider_id_is_recorded_with_the_rest_of_its_batch,
     outcomes_the_database_refuses_for_a_while_are_recorded_when_it_takes_them,
     the_reaper_says_whether_a_worker_stopped_or_a_lease_ran_out,
+    single_sends_are_claimed_before_a_broadcasts_queued_messages,
 );
 
 // Whether a statement is kept prepared can be seen on PostgreSQL only.
@@ -1397,4 +1398,98 @@ crate::both_backends!(with_backend sandbox_approvals: sandbox_approvals_with_the
 async fn sandbox_approvals_with_the_dispatcher_on(backend: crate::helpers::Backend) {
     let app = crate::fixtures::spawn(backend).await;
     sandbox_approvals_make_templates_sendable_without_a_sync(app).await;
+}
+
+/// A single send queued after a broadcast's messages is claimed before them (the rule:
+/// single sends never wait behind a broadcast); what room it leaves goes to the broadcast's, in
+/// queue order. The broadcast's batch is queued with `enqueue_many`, each message with the first
+/// event of its timeline.
+async fn single_sends_are_claimed_before_a_broadcasts_queued_messages(app: TestApp) {
+    use herald::storage::broadcasts::{self, DraftFields};
+    let db = db(&app);
+    let ch = whatsapp_channel(&db, "WA", "http://127.0.0.1:9", 1000);
+    let mut conn = db.get().unwrap();
+    let campaign = broadcasts::insert(
+        &mut conn,
+        &DraftFields {
+            name: "Sale".into(),
+            channel_id: ch.id,
+            audience: "{}".into(),
+            message: "{}".into(),
+            send_at: None,
+            time_zone: "UTC".into(),
+            expires_at: None,
+            timing: None,
+        },
+        None,
+        "test",
+        None,
+        None,
+    )
+    .unwrap();
+    let people: Vec<(i64, String)> = (0..5)
+        .map(|i| {
+            let p = E164::parse(&phone(i), None).expect("phone");
+            let (c, _) = contacts::upsert(&mut conn, &p, &ContactPatch::default()).unwrap();
+            (c.id, p.as_str().to_owned())
+        })
+        .collect();
+    let content = template_content(0);
+    let batch: Vec<NewMessage<'_>> = people[..4]
+        .iter()
+        .map(|(id, to)| NewMessage {
+            campaign_id: Some(campaign.id),
+            requested_by: "Broadcast \"Sale\"",
+            ..immediate(ch.id, *id, to, "template", "Sale", &content)
+        })
+        .collect();
+    assert_eq!(outbox::enqueue_many(&mut conn, &batch).unwrap(), 4);
+    // A repeat for a recipient who has the broadcast's message already is refused as a whole.
+    assert!(outbox::enqueue_many(&mut conn, &batch[..1]).is_err());
+    std::thread::sleep(Duration::from_millis(5));
+    let (single_contact, single_to) = &people[4];
+    let single = outbox::enqueue(
+        &mut conn,
+        &immediate(
+            ch.id,
+            *single_contact,
+            single_to,
+            "template",
+            "Hi",
+            &content,
+        ),
+    )
+    .unwrap();
+    // The queue depth counts both kinds.
+    let depth = outbox::queue_depth(&mut conn).unwrap();
+    assert!(depth.contains(&(ch.id, 5)), "{depth:?}");
+
+    let lease = now() + chrono::Duration::minutes(1);
+    let first = outbox::claim(&mut conn, ch.id, "w", 1, lease).unwrap();
+    assert_eq!(
+        first.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [single.id],
+        "the single send first, though queued last"
+    );
+    let rest = outbox::claim(&mut conn, ch.id, "w", 10, lease).unwrap();
+    assert_eq!(rest.len(), 4);
+    assert!(rest.iter().all(|m| m.campaign_id == Some(campaign.id)));
+    let contacts_in_order: Vec<i64> = rest.iter().map(|m| m.contact_id).collect();
+    let queued_order: Vec<i64> = people[..4].iter().map(|(id, _)| *id).collect();
+    assert_eq!(contacts_in_order, queued_order);
+    for m in &rest {
+        let timeline = herald::storage::messages::events(&mut conn, m.id).unwrap();
+        assert_eq!(timeline.len(), 1, "{timeline:?}");
+        assert_eq!(
+            (timeline[0].0.as_str(), timeline[0].1.as_str()),
+            ("queued", "herald")
+        );
+        assert_eq!(timeline[0].2, "Broadcast \"Sale\"");
+    }
+    // Neither kind is in the queue depth once claimed.
+    let depth = outbox::queue_depth(&mut conn).unwrap();
+    assert!(
+        depth.iter().all(|(c, n)| *c != ch.id || *n == 0),
+        "{depth:?}"
+    );
 }

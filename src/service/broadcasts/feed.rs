@@ -1,7 +1,8 @@
 //! The broadcast scheduler: starts scheduled broadcasts when their time comes, and turns a
 //! running broadcast's pending recipients into queued messages, a batch at a time and only
-//! about a second of the channel's rate ahead, so a single send queued meanwhile waits behind
-//! at most that second of broadcast messages. Each batch is one transaction: the messages and
+//! about two seconds of the channel's rate ahead (the dispatcher claims a channel's single sends
+//! before its broadcast messages, so a single send never waits behind them). Each batch is
+//! one transaction (on SQLite a savepoint in the write lane's, see [`step`]): the messages and
 //! their recipients' `queued` mark commit together, so a crash neither loses nor repeats one.
 //!
 //! Each step also checks what would make sending wrong: the channel disabled, the template
@@ -27,7 +28,7 @@ use crate::storage::broadcasts::{self as store, BroadcastRow};
 use crate::storage::channels::{self, Channel};
 use crate::storage::outbox::{self, NewMessage};
 use crate::storage::templates::{self, SendableTemplate, TemplateLookup};
-use crate::storage::{Db, DbConnection, broadcast_zones, contacts, now};
+use crate::storage::{Backend, Db, DbConnection, broadcast_zones, contacts, now};
 
 /// The most messages one step queues for one broadcast.
 const MAX_BATCH: i64 = 1000;
@@ -42,10 +43,12 @@ pub fn wake(_svc: &Services) {
     waker().notify_waiters();
 }
 
-/// How many of a broadcast's messages may wait in the outbox at once: about one second of the
-/// channel's rate (at least 20, at most [`MAX_BATCH`] x 2).
+/// How many of a broadcast's messages may be queued or in flight at once: about two seconds
+/// of the channel's rate (at least 20, at most [`MAX_BATCH`] x 4). Single sends do not wait
+/// behind them (the dispatcher claims those first), so the look-ahead only has to keep the
+/// outbox from running dry between two steps while the dispatcher holds part of it in flight.
 pub fn lookahead(channel: &Channel) -> i64 {
-    i64::from(channel.rate_limit_per_second).clamp(20, MAX_BATCH * 2)
+    (2 * i64::from(channel.rate_limit_per_second)).clamp(20, MAX_BATCH * 4)
 }
 
 /// What one step did.
@@ -64,8 +67,20 @@ pub struct Step {
 }
 
 /// One deterministic step (tests drive it; the run loop repeats it).
+///
+/// On SQLite the step takes its turn in the write lane (`storage::group`), with the
+/// dispatcher's claims and outcomes and the API's sends, instead of writing its batch on a
+/// connection of its own: SQLite has one writer, and a batch written beside the lane made each
+/// side wait for the other in the busy handler (1, 2, 5, 10… ms sleeps), which held the
+/// broadcast to a fifth of the dispatcher's rate. Its transaction is then a savepoint in the
+/// lane's, which commits as a whole: a batch's messages and its recipients' `queued` mark
+/// still commit together. PostgreSQL writers do not exclude each other; there the step keeps
+/// a connection and transaction of its own.
 pub async fn step(db: &Db, dispatcher: &Dispatcher) -> ServiceResult<Step> {
-    let done = db.run(step_in).await?;
+    let done = match db.backend() {
+        Backend::Sqlite => db.write_turn(step_in).await?,
+        Backend::Postgres => db.run(step_in).await?,
+    };
     if done.queued > 0 {
         dispatcher.wake();
     }
@@ -296,6 +311,9 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
     let requested_by = format!("Broadcast \"{}\"", row.name);
     let mut step = Step::default();
     let at = now();
+    // Rendered first, then written in a few multi-row statements (`outbox::enqueue_many`).
+    let mut rendered_all: Vec<(&contacts::Contact, String, String, Option<i64>)> =
+        Vec::with_capacity(batch.len());
     for (recipient_id, contact_id) in &batch {
         let Some(contact) = people.get(contact_id) else {
             // Deleted since the launch (its recipient row went with it).
@@ -342,30 +360,31 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
             }
         };
         let content_json = serde_json::to_string(&content).map_err(ServiceError::internal)?;
-        outbox::enqueue(
-            change.conn,
-            &NewMessage {
-                channel_id: channel.id,
-                contact_id: contact.id,
-                to_address: contact.phone.as_str(),
-                campaign_id: Some(row.id),
-                template_id,
-                content_kind: if template_id.is_some() {
-                    "template"
-                } else {
-                    "text"
-                },
-                body: &text,
-                content: &content_json,
-                idempotency_key: None,
-                requested_by: &requested_by,
-                resend_of: None,
-                not_before: at,
-                request_hash: None,
-            },
-        )?;
-        step.queued += 1;
+        rendered_all.push((contact, content_json, text, template_id));
     }
+    let messages: Vec<NewMessage<'_>> = rendered_all
+        .iter()
+        .map(|(contact, content_json, text, template_id)| NewMessage {
+            channel_id: channel.id,
+            contact_id: contact.id,
+            to_address: contact.phone.as_str(),
+            campaign_id: Some(row.id),
+            template_id: *template_id,
+            content_kind: if template_id.is_some() {
+                "template"
+            } else {
+                "text"
+            },
+            body: text,
+            content: content_json,
+            idempotency_key: None,
+            requested_by: &requested_by,
+            resend_of: None,
+            not_before: at,
+            request_hash: None,
+        })
+        .collect();
+    step.queued += outbox::enqueue_many(change.conn, &messages)?;
     if zones.is_some() {
         // Taken zone by zone: ids of other zones lie between them.
         let ids: Vec<i64> = batch.iter().map(|(r, _)| *r).collect();
