@@ -343,12 +343,13 @@ async fn a_template_the_provider_refuses_pauses_the_broadcast(app: TestApp) {
     assert_eq!(status, StatusCode::CREATED, "{b}");
     let id = b["id"].as_str().expect("id").to_owned();
     launch(&app, &s, &id).await;
-    // The first message's status report says Meta paused the template (what the webhook
-    // records for a status with error 132015): the broadcast pauses, naming it.
+    // A message's status report says Meta paused the template (what the webhook records for a
+    // status with error 132015): the broadcast pauses, naming it. Written over a message the
+    // sandbox has finished reporting on (`read`), so that no later report of its moves it.
     let first = loop {
         let sent: Option<i64> = messages::table
             .filter(messages::campaign_id.is_not_null())
-            .filter(messages::status.ne("queued"))
+            .filter(messages::status.eq("read"))
             .select(messages::id)
             .first(&mut *app.db())
             .optional()
