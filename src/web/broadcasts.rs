@@ -1288,23 +1288,34 @@ pub async fn launch(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
-    match service::launch(&state, auth.actor(), id.clone()).await {
-        Ok((launched, v)) => session.success(match launched {
+    let done = service::launch(&state, auth.actor(), id.clone()).await;
+    Ok(back_to_page(&req, &session, &id, done, |(launched, v)| {
+        let recipients = thousands(v.counts.recipients - v.counts.skipped);
+        match launched {
             Launched::AwaitingApproval => {
                 "Sent for approval: an admin or support lead launches it.".to_owned()
             }
-            Launched::Scheduled => format!(
-                "Launched: {} recipients, starting at its scheduled time.",
-                thousands(v.counts.recipients - v.counts.skipped)
-            ),
-            Launched::Running => format!(
-                "Launched: sending to {} recipients.",
-                thousands(v.counts.recipients - v.counts.skipped)
-            ),
-        }),
+            Launched::Scheduled => {
+                format!("Launched: {recipients} recipients, starting at its scheduled time.")
+            }
+            Launched::Running => format!("Launched: sending to {recipients} recipients."),
+        }
+    }))
+}
+
+/// Says how an action on a broadcast went (a flash message) and goes back to its page.
+fn back_to_page<T>(
+    req: &HttpRequest,
+    session: &TypedSession,
+    id: &str,
+    done: Result<T, crate::service::ServiceError>,
+    said: impl FnOnce(T) -> String,
+) -> HttpResponse {
+    match done {
+        Ok(value) => session.success(said(value)),
         Err(e) => session.error(e.to_string()),
     }
-    Ok(redirect_response(&req, &format!("{PATH}/{id}")))
+    redirect_response(req, &format!("{PATH}/{id}"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -1326,12 +1337,14 @@ pub async fn review(
     let id = path.into_inner();
     let form = form.into_inner();
     let approve = form.decision == "approve";
-    match service::review(&state, auth.actor(), id.clone(), approve, form.note).await {
-        Ok(_) if approve => session.success("Approved and launched."),
-        Ok(_) => session.success("Sent back to its author with your note."),
-        Err(e) => session.error(e.to_string()),
-    }
-    Ok(redirect_response(&req, &format!("{PATH}/{id}")))
+    let done = service::review(&state, auth.actor(), id.clone(), approve, form.note).await;
+    Ok(back_to_page(&req, &session, &id, done, |_| {
+        if approve {
+            "Approved and launched.".into()
+        } else {
+            "Sent back to its author with your note.".into()
+        }
+    }))
 }
 
 pub async fn control(
@@ -1347,15 +1360,15 @@ pub async fn control(
         "resume" => Control::Resume,
         _ => Control::Cancel,
     };
-    match service::control(&state, auth.actor(), id.clone(), what).await {
-        Ok(_) => session.success(match what {
+    let done = service::control(&state, auth.actor(), id.clone(), what).await;
+    Ok(back_to_page(&req, &session, &id, done, |_| {
+        match what {
             Control::Pause => "Paused: nothing new goes out; messages being sent finish.",
             Control::Resume => "Resumed where it stopped.",
             Control::Cancel => "Cancelled: what was not sent will not be.",
-        }),
-        Err(e) => session.error(e.to_string()),
-    }
-    Ok(redirect_response(&req, &format!("{PATH}/{id}")))
+        }
+        .into()
+    }))
 }
 
 #[derive(Debug, Deserialize)]

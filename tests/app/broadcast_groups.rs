@@ -149,16 +149,7 @@ async fn a_deeper_filter_is_edited_as_json_and_kept(app: TestApp) {
 
 /// The broadcast's filter as the API gives it.
 async fn stored_filter(app: &TestApp, key: &str, id: &str) -> Value {
-    let (status, b) = api(
-        app,
-        Method::GET,
-        &format!("/api/v1/broadcasts/{id}"),
-        key,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{b}");
-    b["audience"]["filter"].clone()
+    crate::broadcasts::broadcast(app, key, id).await["audience"]["filter"].clone()
 }
 
 crate::both_backends!(

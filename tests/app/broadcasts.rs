@@ -56,7 +56,7 @@ async fn post_draft(
     (status, res.json().await.expect("JSON"))
 }
 
-async fn broadcast(app: &TestApp, key: &str, id: &str) -> Value {
+pub(crate) async fn broadcast(app: &TestApp, key: &str, id: &str) -> Value {
     let (status, b) = api(
         app,
         Method::GET,
