@@ -301,6 +301,14 @@ impl Draft {
                 .map(|(_, v)| v.trim().to_owned())
                 .unwrap_or_default()
         };
+        // Message texts keep their spacing as typed.
+        let untrimmed = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
         let many = |k: &str| {
             pairs
                 .iter()
@@ -354,22 +362,14 @@ impl Draft {
             conditions,
             groups,
             filter_json: one("filter_json"),
-            text: pairs
-                .iter()
-                .find(|(k, _)| k == "text")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
+            text: untrimmed("text"),
             template: one("template"),
             variables: variables.into_values().collect(),
             send_at: one("send_at"),
             time_zone: one("time_zone"),
             expires_at: one("expires_at"),
             audience_source: one("audience_source"),
-            window_text: pairs
-                .iter()
-                .find(|(k, _)| k == "window_text")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
+            window_text: untrimmed("window_text"),
             local_time: one("local_time") == "on",
             quiet_from: one("quiet_from"),
             quiet_to: one("quiet_to"),
