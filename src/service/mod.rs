@@ -14,6 +14,7 @@ pub mod channels;
 pub mod contacts;
 pub mod imports;
 pub mod lists;
+pub mod overview;
 pub mod resends;
 pub mod reveals;
 pub mod sends;

@@ -14,6 +14,7 @@ pub mod group;
 pub mod imports;
 pub mod lists;
 pub mod login_attempts;
+pub mod message_counts;
 pub mod messages;
 pub mod outbox;
 pub mod prepared;

@@ -21,6 +21,7 @@ mod fixtures;
 // issue 15, part A: layout and search
 mod layout;
 mod outbox;
+mod overview;
 mod platform;
 mod provider_kit;
 mod search;
