@@ -231,6 +231,17 @@ impl SendAgainTo {
         }
     }
 
+    /// Who they are, after "the recipients who": "did not read it".
+    pub fn who(self) -> &'static str {
+        match self {
+            SendAgainTo::Failed => "it failed for",
+            SendAgainTo::NotDelivered => "it was not delivered to",
+            SendAgainTo::NotRead => "did not read it",
+            SendAgainTo::NotReplied => "did not reply",
+            SendAgainTo::Replied => "replied",
+        }
+    }
+
     /// The follow-up's name: "<name> (again: not read)".
     pub fn follow_up_name(self, name: &str) -> String {
         let suffix = format!(" (again: {})", self.label());

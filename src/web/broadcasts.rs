@@ -1948,13 +1948,7 @@ impl ResultsView {
                         to.follow_up_name(&v.row.name),
                         thousands(*n),
                         if *n == 1 { "" } else { "s" },
-                        match to {
-                            SendAgainTo::Failed => "it failed for",
-                            SendAgainTo::NotDelivered => "it was not delivered to",
-                            SendAgainTo::NotRead => "did not read it",
-                            SendAgainTo::NotReplied => "did not reply",
-                            SendAgainTo::Replied => "replied",
-                        }
+                        to.who()
                     );
                     (to.as_str(), to.label(), thousands(*n), *n, question)
                 })
@@ -2004,13 +1998,7 @@ pub async fn send_again(
                 "Draft created for the {} recipient{} who {}: review it, then launch it.",
                 thousands(n),
                 if n == 1 { "" } else { "s" },
-                match to {
-                    SendAgainTo::Failed => "it failed for",
-                    SendAgainTo::NotDelivered => "it was not delivered to",
-                    SendAgainTo::NotRead => "did not read it",
-                    SendAgainTo::NotReplied => "did not reply",
-                    SendAgainTo::Replied => "replied",
-                }
+                to.who()
             ));
             Ok(redirect_response(
                 &req,
