@@ -630,6 +630,51 @@ async fn send_again_freezes_each_choice_for_those_who_manage_broadcasts(app: Tes
     assert_eq!(after, before + 1);
 }
 
+/// The marketer's flow in Chromium: a finished broadcast's funnel, then "Send again to: not
+/// read", confirmed, and the follow-up launched to the two who did not read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn in_the_browser_a_marketer_sends_a_finished_broadcast_again_to_those_who_did_not_read_it() {
+    use crate::broadcasts::{click_and_confirm, wait_in};
+    let app = spawn(crate::helpers::Backend::Sqlite).await;
+    let m = mixed(&app).await;
+    let marketer = "mia@example.com";
+    app.user_with_role(&m.s.admin, marketer, "marketer").await;
+    let b = crate::browser::Browser::start(&app.address).await;
+    b.sign_in(marketer, crate::helpers::PASSWORD).await;
+    b.wait_for_text("Hello, Test").await;
+    b.goto(&format!("/broadcasts/{}", m.id)).await;
+    // The funnel's figures are text on the page.
+    wait_in(&b, "#results", "Delivered", 5).await;
+    let results = b.text("#results").await;
+    for figure in ["Targeted", "27", "Read", "21", "Failed", "30007"] {
+        assert!(results.contains(figure), "{figure} missing: {results}");
+    }
+    click_and_confirm(&b, "form.send-again button[value=not_read]").await;
+    b.wait_for_text("Draft created for the 2 recipients who did not read it")
+        .await;
+    wait_in(&b, "h1", "Spring offer (again: not read)", 5).await;
+    wait_in(&b, "main", "Follow-up of", 5).await;
+    click_and_confirm(&b, "form[action$='/launch'] button").await;
+    b.wait_for_text("Launched: sending to 2 recipients.").await;
+    let follow_up = b.path().await;
+    let id = follow_up.trim_start_matches("/broadcasts/").to_owned();
+    wait_for_state(&app, &m.s.key, &id, "completed", 30).await;
+    let fid = broadcast_id(&app, &id);
+    let sent: BTreeSet<i64> = messages::table
+        .filter(messages::campaign_id.eq(fid))
+        .select(messages::contact_id)
+        .load::<i64>(&mut *app.db())
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(sent, [m.people[3], m.people[4]].into_iter().collect());
+    b.finish().await;
+}
+
 crate::both_backends!(
     spawn = spawn;
     the_funnel_failures_and_recipient_table_agree_with_the_messages,
