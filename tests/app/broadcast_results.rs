@@ -448,6 +448,23 @@ fn frozen(app: &TestApp, public_id: &str) -> BTreeSet<i64> {
         .collect()
 }
 
+/// The contacts a broadcast's messages went to.
+fn sent_to(app: &TestApp, bid: i64) -> BTreeSet<i64> {
+    messages::table
+        .filter(messages::campaign_id.eq(bid))
+        .select(messages::contact_id)
+        .load::<i64>(&mut *app.db())
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Posts the page's "Send again to..." form.
+async fn send_again_form(who: &crate::helpers::Client, id: &str, to: &str) -> reqwest::Response {
+    who.post_form(&format!("/broadcasts/{id}/send-again"), &[("to", to)])
+        .await
+}
+
 /// How many follow-ups a broadcast has.
 fn follow_ups_of(app: &TestApp, bid: i64) -> i64 {
     broadcasts::table
@@ -557,14 +574,7 @@ async fn send_again_freezes_each_choice_for_those_who_manage_broadcasts(app: Tes
 
     // It launches like any draft, to exactly the frozen contacts.
     let fid = launch_and_finish(&app, &m.s, &not_read_id).await;
-    let sent_to: BTreeSet<i64> = messages::table
-        .filter(messages::campaign_id.eq(fid))
-        .select(messages::contact_id)
-        .load::<i64>(&mut *app.db())
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(sent_to, set(&[p[3], p[4]]));
+    assert_eq!(sent_to(&app, fid), set(&[p[3], p[4]]));
 
     // Refusals: an unknown choice, a broadcast that has not started, and a support lead (who
     // views broadcasts but does not compose them), through the API and the page.
@@ -596,24 +606,12 @@ async fn send_again_freezes_each_choice_for_those_who_manage_broadcasts(app: Tes
         !lead_page.contains("send-again"),
         "no offer to a support lead"
     );
-    let res =
-        m.s.lead
-            .post_form(
-                &format!("/broadcasts/{}/send-again", m.id),
-                &[("to", "failed")],
-            )
-            .await;
+    let res = send_again_form(&m.s.lead, &m.id, "failed").await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
     // The page's form creates the draft and opens it.
     let before = follow_ups_of(&app, m.bid);
-    let res =
-        m.s.admin
-            .post_form(
-                &format!("/broadcasts/{}/send-again", m.id),
-                &[("to", "failed")],
-            )
-            .await;
+    let res = send_again_form(&m.s.admin, &m.id, "failed").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let to = location(&res);
     assert!(
@@ -664,14 +662,10 @@ async fn in_the_browser_a_marketer_sends_a_finished_broadcast_again_to_those_who
     let id = follow_up.trim_start_matches("/broadcasts/").to_owned();
     wait_for_state(&app, &m.s.key, &id, "completed", 30).await;
     let fid = broadcast_id(&app, &id);
-    let sent: BTreeSet<i64> = messages::table
-        .filter(messages::campaign_id.eq(fid))
-        .select(messages::contact_id)
-        .load::<i64>(&mut *app.db())
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(sent, [m.people[3], m.people[4]].into_iter().collect());
+    assert_eq!(
+        sent_to(&app, fid),
+        [m.people[3], m.people[4]].into_iter().collect()
+    );
     b.finish().await;
 }
 
