@@ -164,7 +164,116 @@ pub struct Audience {
     /// Issue 17: a CSV upload as the audience (its rows are stored apart, by upload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvAudience>,
+    /// Issue 18: a follow-up's audience, frozen when "Send again to..." created it (its contacts
+    /// are stored apart; lists and filter are then not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<FollowUpAudience>,
 }
+
+// --- issue 18: "Send again to..." ---
+
+/// Who a follow-up goes to, among the first broadcast's recipients. Each is defined on the
+/// status of the recipient's message (resends not counted) and its attributed reply:
+/// - `failed`: the message failed;
+/// - `not_delivered`: the message went out (sent) or was tried, and no delivery was reported:
+///   sent, failed or unknown;
+/// - `not_read`: the message was sent or delivered, and not read;
+/// - `not_replied`: the message was sent, delivered or read, and no reply was attributed;
+/// - `replied`: a reply was attributed to the broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendAgainTo {
+    Failed,
+    NotDelivered,
+    NotRead,
+    NotReplied,
+    Replied,
+}
+
+impl SendAgainTo {
+    pub const ALL: [SendAgainTo; 5] = [
+        SendAgainTo::Failed,
+        SendAgainTo::NotDelivered,
+        SendAgainTo::NotRead,
+        SendAgainTo::NotReplied,
+        SendAgainTo::Replied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendAgainTo::Failed => "failed",
+            SendAgainTo::NotDelivered => "not_delivered",
+            SendAgainTo::NotRead => "not_read",
+            SendAgainTo::NotReplied => "not_replied",
+            SendAgainTo::Replied => "replied",
+        }
+    }
+
+    /// For people and the follow-up's name: "not read".
+    pub fn label(self) -> &'static str {
+        match self {
+            SendAgainTo::Failed => "failed",
+            SendAgainTo::NotDelivered => "not delivered",
+            SendAgainTo::NotRead => "not read",
+            SendAgainTo::NotReplied => "not replied",
+            SendAgainTo::Replied => "replied",
+        }
+    }
+
+    /// The message statuses a recipient's message must have to be chosen (`replied` also
+    /// needs, and `not_replied` needs the absence of, an attributed reply).
+    pub fn statuses(self) -> &'static [&'static str] {
+        match self {
+            SendAgainTo::Failed => &["failed"],
+            SendAgainTo::NotDelivered => &["sent", "failed", "unknown"],
+            SendAgainTo::NotRead => &["sent", "delivered"],
+            SendAgainTo::NotReplied | SendAgainTo::Replied => &["sent", "delivered", "read"],
+        }
+    }
+
+    /// Who they are, after "the recipients who": "did not read it".
+    pub fn who(self) -> &'static str {
+        match self {
+            SendAgainTo::Failed => "it failed for",
+            SendAgainTo::NotDelivered => "it was not delivered to",
+            SendAgainTo::NotRead => "did not read it",
+            SendAgainTo::NotReplied => "did not reply",
+            SendAgainTo::Replied => "replied",
+        }
+    }
+
+    /// The follow-up's name: "<name> (again: not read)".
+    pub fn follow_up_name(self, name: &str) -> String {
+        let suffix = format!(" (again: {})", self.label());
+        let room = 200usize.saturating_sub(suffix.chars().count());
+        let base: String = name.chars().take(room).collect();
+        format!("{base}{suffix}")
+    }
+}
+
+impl FromStr for SendAgainTo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SendAgainTo::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "\"{s}\" is not one of failed, not_delivered, not_read, not_replied, replied."
+                )
+            })
+    }
+}
+
+/// A follow-up's audience: whom of which broadcast, and how many contacts were frozen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUpAudience {
+    /// The first broadcast's public id.
+    pub of: String,
+    pub to: SendAgainTo,
+    pub contacts: i64,
+}
+// --- end issue 18 send again ---
 
 // --- issue 17: a CSV upload as the audience ---
 
@@ -470,6 +579,7 @@ impl Audience {
             && self.exclude_lists.is_empty()
             && self.filter.is_none()
             && self.csv.is_none()
+            && self.follow_up.is_none()
     }
 }
 
@@ -650,5 +760,24 @@ mod tests {
             "2026-11-01 00:00:00"
         );
         assert!(parse_time("-7w", now).is_none());
+    }
+
+    #[test]
+    fn send_again_choices_read_back_and_name_the_follow_up_within_the_name_limit() {
+        for to in SendAgainTo::ALL {
+            assert_eq!(to.as_str().parse::<SendAgainTo>(), Ok(to));
+        }
+        assert!("unread".parse::<SendAgainTo>().is_err());
+        assert_eq!(
+            SendAgainTo::NotRead.follow_up_name("Winter sale"),
+            "Winter sale (again: not read)"
+        );
+        let long = "x".repeat(200);
+        let named = SendAgainTo::NotDelivered.follow_up_name(&long);
+        assert_eq!(named.chars().count(), 200);
+        assert!(named.ends_with(" (again: not delivered)"));
+        // Read is never "not read"; a failure is never "not replied".
+        assert!(!SendAgainTo::NotRead.statuses().contains(&"read"));
+        assert!(!SendAgainTo::NotReplied.statuses().contains(&"failed"));
     }
 }

@@ -41,17 +41,12 @@ pub struct Overview {
 
 /// Reads the overview for someone with `role`.
 pub async fn load(svc: &Services, role: Role) -> ServiceResult<Overview> {
-    svc.read(move |conn| {
-        let hours = super::broadcasts::read_settings(conn)?.reply_window_hours;
-        Ok(read(conn, role, Duration::hours(hours), now())?)
-    })
-    .await
+    svc.read(move |conn| Ok(read(conn, role, now())?)).await
 }
 
 fn read(
     conn: &mut DbConnection,
     role: Role,
-    reply_window: Duration,
     at: NaiveDateTime,
 ) -> QueryResult<Overview> {
     let until = at.date();
@@ -73,7 +68,7 @@ fn read(
             .select(BroadcastRow::as_select())
             .load::<BroadcastRow>(conn)?;
         for b in active {
-            let counts = broadcasts::counts(conn, b.id, reply_window)?;
+            let counts = broadcasts::counts(conn, b.id)?;
             broadcasts.push((b, counts));
         }
     }

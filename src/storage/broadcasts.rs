@@ -48,6 +48,8 @@ pub struct BroadcastRow {
     pub updated_at: NaiveDateTime,
     /// `domain::local_time::Timing` as JSON, when local time or quiet hours are used.
     pub timing: Option<String>,
+    /// Issue 18: the broadcast this one was created from by "Send again to...".
+    pub follow_up_of: Option<i64>,
 }
 
 impl BroadcastRow {
@@ -350,6 +352,8 @@ pub struct AudienceContext {
     pub required_values: Vec<String>,
     /// Issue 17: a CSV audience's upload (its import's id); its rows are the audience.
     pub csv_upload: Option<i64>,
+    /// Issue 18: a follow-up's own id: its frozen contacts are the audience.
+    pub follow_up: Option<i64>,
 }
 
 /// SQL text under construction, with its bound values numbered `$1`… in order.
@@ -448,6 +452,20 @@ fn comparison(op: Op) -> &'static str {
 impl Sql {
     /// The contacts the audience names: `FROM contacts c WHERE ...`.
     fn audience(&mut self, audience: &Audience, ctx: &AudienceContext) {
+        if audience.follow_up.is_some() {
+            // Issue 18: the contacts frozen when the follow-up was created; a first broadcast's
+            // CSV rows (as `r`) still give each their variables.
+            self.push("FROM broadcast_follow_up_contacts f JOIN contacts c ON c.id = f.contact_id");
+            if ctx.csv_upload.is_some() {
+                self.push(
+                    " LEFT JOIN broadcast_csv_rows r ON r.contact_id = c.id AND r.import_id = ",
+                );
+                self.bind(Bound::Int(ctx.csv_upload.unwrap_or(-1)));
+            }
+            self.push(" WHERE f.broadcast_id = ");
+            self.bind(Bound::Int(ctx.follow_up.unwrap_or(-1)));
+            return;
+        }
         if audience.csv.is_some() {
             // Issue 17: the good rows of the upload (one per contact), lists and filter unused.
             self.push(
@@ -845,7 +863,11 @@ pub fn estimate(
             }
         }
     }
-    if let Some(csv) = &audience.csv {
+    if let Some(csv) = audience
+        .csv
+        .as_ref()
+        .filter(|_| audience.follow_up.is_none())
+    {
         // Rows of the file that never became recipients, from the upload's report.
         for (ex, n) in csv.rejected() {
             estimate.matched += n;
@@ -1175,40 +1197,22 @@ struct StatusCount {
     n: i64,
 }
 
-/// Runs a counting statement with `broadcast_id` bound as `$1` (and `$2` when given).
-fn load_counts<
-    T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static,
->(
+/// Runs a counting statement with `broadcast_id` bound as `$1`.
+fn load_counts(
     conn: &mut DbConnection,
     sql: &str,
     broadcast_id: i64,
-    secs: Option<f64>,
-) -> QueryResult<Vec<T>> {
-    match (conn, secs) {
-        (DbConnection::Sqlite(c), None) => fixed(sql).bind::<BigInt, _>(broadcast_id).load(c),
-        (DbConnection::Postgres(c), None) => fixed(sql).bind::<BigInt, _>(broadcast_id).load(c),
-        (DbConnection::Sqlite(c), Some(s)) => fixed(sql)
-            .bind::<BigInt, _>(broadcast_id)
-            .bind::<Double, _>(s)
-            .load(c),
-        (DbConnection::Postgres(c), Some(s)) => fixed(sql)
-            .bind::<BigInt, _>(broadcast_id)
-            .bind::<Double, _>(s)
-            .load(c),
-    }
+) -> QueryResult<Vec<StatusCount>> {
+    super::on_backend!(conn, |c| fixed(sql).bind::<BigInt, _>(broadcast_id).load(c))
 }
 
 /// Counts from the counters the database keeps, never visiting every message row: the page and
 /// the API ask for them every few seconds while a broadcast of a million runs. `sent`, `delivered` and
 /// `read` count each message once, at the furthest it got (a read message is not also counted
 /// as delivered); resends are not counted beside the message they resend. `replied` counts
-/// messages whose recipient's first inbound message on the channel came within `reply_window`
-/// after theirs was sent.
-pub fn counts(
-    conn: &mut DbConnection,
-    broadcast_id: i64,
-    reply_window: Duration,
-) -> QueryResult<Counts> {
+/// recipients with a reply attributed to the broadcast (the first within the reply window
+/// after delivery).
+pub fn counts(conn: &mut DbConnection, broadcast_id: i64) -> QueryResult<Counts> {
     // The recipients by state and the messages by status from the counters the database
     // keeps (storage::message_counts), minus the resends (few: found through the resend_of
     // index; `+` keeps SQLite off the campaign index there).
@@ -1229,7 +1233,7 @@ pub fn counts(
     for (status, n) in super::message_counts::campaign_statuses(conn, broadcast_id)? {
         *by_status.entry(status).or_default() += n;
     }
-    for row in load_counts::<StatusCount>(conn, resends, broadcast_id, None)? {
+    for row in load_counts(conn, resends, broadcast_id)? {
         *by_status.entry(row.status).or_default() -= row.n;
     }
     for (status, n) in by_status {
@@ -1245,87 +1249,10 @@ pub fn counts(
             _ => {}
         }
     }
-    // Replies: from the contacts who wrote in on the broadcast's channel since it started (a
-    // reply comes after the message it answers), not from every message sent.
-    let replied_sql = if is_postgres(conn) {
-        "SELECT count(*) AS n FROM messages m WHERE +m.campaign_id = $1 AND m.sent_at IS NOT NULL \
-         AND m.contact_id IN (SELECT i.contact_id FROM inbound_messages i JOIN broadcasts b ON b.id = $1 \
-         AND i.channel_id = b.channel_id AND i.received_at > COALESCE(b.started_at, b.created_at)) AND EXISTS \
-         (SELECT 1 FROM inbound_messages i WHERE i.contact_id = m.contact_id AND i.channel_id = m.channel_id \
-         AND i.received_at > m.sent_at AND i.received_at <= m.sent_at + make_interval(secs => $2))"
-    } else {
-        "SELECT count(*) AS n FROM messages m WHERE +m.campaign_id = $1 AND m.sent_at IS NOT NULL \
-         AND m.contact_id IN (SELECT i.contact_id FROM inbound_messages i JOIN broadcasts b ON b.id = $1 \
-         AND i.channel_id = b.channel_id AND i.received_at > COALESCE(b.started_at, b.created_at)) AND EXISTS \
-         (SELECT 1 FROM inbound_messages i WHERE i.contact_id = m.contact_id AND i.channel_id = m.channel_id \
-         AND i.received_at > m.sent_at AND julianday(i.received_at) <= julianday(m.sent_at) + $2 / 86400.0)"
-    };
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let secs = reply_window.num_seconds() as f64;
-    counts.replied = load_counts::<N>(conn, replied_sql, broadcast_id, Some(secs))?
-        .pop()
-        .map_or(0, |r| r.n);
+    // Issue 18: replies are attributed when they arrive (`broadcast_results::attribute_reply`):
+    // the recipients with one, from their partial index.
+    counts.replied = super::broadcast_results::replied(conn, broadcast_id)?;
     Ok(counts)
-}
-
-/// A recipient as the broadcast's page lists it.
-#[derive(Debug, Clone)]
-pub struct RecipientRow {
-    pub id: i64,
-    pub contact_id: i64,
-    pub status: String,
-    pub reason: Option<String>,
-}
-
-/// The status of the broadcast's message to each of these contacts (those queued).
-pub fn message_statuses(
-    conn: &mut DbConnection,
-    broadcast_id: i64,
-    contact_ids: &[i64],
-) -> QueryResult<std::collections::HashMap<i64, String>> {
-    let rows: Vec<(i64, String)> = messages::table
-        .filter(messages::campaign_id.eq(broadcast_id))
-        .filter(messages::resend_of.is_null())
-        .filter(messages::contact_id.eq_any(contact_ids))
-        .select((messages::contact_id, messages::status))
-        .load(conn)?;
-    Ok(rows.into_iter().collect())
-}
-
-/// A page of recipients in frozen order (keyset on id, `after`).
-pub fn recipients_page(
-    conn: &mut DbConnection,
-    broadcast_id: i64,
-    after: Option<i64>,
-    limit: i64,
-) -> QueryResult<Vec<RecipientRow>> {
-    let mut q = broadcast_recipients::table
-        .filter(broadcast_recipients::broadcast_id.eq(broadcast_id))
-        .order(broadcast_recipients::id.asc())
-        .limit(limit + 1)
-        .select((
-            broadcast_recipients::id,
-            broadcast_recipients::contact_id,
-            broadcast_recipients::status,
-            broadcast_recipients::reason,
-        ))
-        .into_boxed();
-    if let Some(a) = after {
-        q = q.filter(broadcast_recipients::id.gt(a));
-    }
-    Ok(q.load::<(i64, i64, String, Option<String>)>(conn)?
-        .into_iter()
-        .map(|(id, contact_id, status, reason)| RecipientRow {
-            id,
-            contact_id,
-            status,
-            reason,
-        })
-        .collect())
 }
 
 #[cfg(test)]
@@ -1343,6 +1270,7 @@ mod tests {
             frequency_cap: Some(2),
             required_values: vec!["city".into()],
             csv_upload: None,
+            follow_up: None,
         }
     }
 
@@ -1399,6 +1327,7 @@ mod tests {
                 ],
             }),
             csv: None,
+            follow_up: None,
         };
         for postgres in [false, true] {
             let mut sql = Sql::new(postgres);

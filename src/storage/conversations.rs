@@ -81,6 +81,8 @@ pub fn record_inbound(
         }
 
         touch_window(conn, contact.id, channel.id, msg.received_at)?;
+        // Issue 18: a reply to a broadcast counts for it (its recipient row says when).
+        super::broadcast_results::attribute_reply(conn, contact.id, channel.id, msg.received_at)?;
 
         let consent_change = match keyword_intent(msg.text) {
             Some(intent) => {

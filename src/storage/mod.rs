@@ -4,6 +4,8 @@
 pub mod api_keys;
 pub mod audit;
 pub mod broadcast_csv;
+// Issue 18: broadcast results (replies, failures, recipient table, follow-ups).
+pub mod broadcast_results;
 pub mod broadcast_zones;
 pub mod broadcasts;
 pub mod channels;

@@ -436,6 +436,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         timing -> Nullable<Text>,
+        // issue 18 (20261204120000_broadcast_results): the broadcast this one follows up
+        follow_up_of -> Nullable<BigInt>,
     }
 }
 
@@ -447,6 +449,8 @@ diesel::table! {
         status -> Text,
         reason -> Nullable<Text>,
         zone -> Nullable<Text>,
+        // issue 18 (20261204120000_broadcast_results): the recipient's first attributed reply
+        replied_at -> Nullable<Timestamp>,
     }
 }
 
@@ -477,3 +481,16 @@ diesel::joinable!(broadcast_csv_rows -> imports (import_id));
 diesel::joinable!(broadcast_csv_rows -> contacts (contact_id));
 diesel::allow_tables_to_appear_in_same_query!(broadcast_csv_rows, contacts);
 // --- end issue 17 CSV audience ---
+
+// --- issue 18: broadcast results (20261204120000_broadcast_results) ---
+diesel::table! {
+    broadcast_follow_up_contacts (broadcast_id, contact_id) {
+        broadcast_id -> BigInt,
+        contact_id -> BigInt,
+    }
+}
+
+diesel::joinable!(broadcast_follow_up_contacts -> broadcasts (broadcast_id));
+diesel::joinable!(broadcast_follow_up_contacts -> contacts (contact_id));
+diesel::allow_tables_to_appear_in_same_query!(broadcast_follow_up_contacts, contacts);
+// --- end issue 18 broadcast results ---

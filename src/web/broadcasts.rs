@@ -27,16 +27,21 @@ use crate::domain::template::{VariableMapping, VariableSource};
 use crate::error::AppError;
 use crate::service::broadcasts::{
     self as service, BroadcastSettings, BroadcastView, Control, DraftInput, Launched, MessageInput,
-    Preview, RecipientView, When,
+    Preview, When,
 };
+// Issue 18: broadcast results.
+use crate::domain::broadcast::SendAgainTo;
+use crate::service::broadcasts::results::{self as outcomes, ResultView, Results};
 use crate::service::sends::TemplateRef;
 use crate::startup::AppState;
+use crate::storage::broadcast_results::{FailureSource, RecipientFilter};
 use crate::storage::broadcasts::{Counts, Estimate, ListFilter};
 use crate::storage::channels::{self, Channel};
 use crate::storage::imports::Rejection;
 use crate::storage::templates::{self, TemplateFilter};
 use crate::storage::{contacts, lists};
 use crate::web::chrome::Chrome;
+use crate::web::download::{csv_download, csv_rows, download_error};
 use crate::web::format::{datetime, sse_event, thousands};
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
@@ -70,7 +75,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/broadcasts/{id}/review").post(review))
     .service(resource("/broadcasts/{id}/{action:pause|resume|cancel}").post(control))
     .service(resource("/broadcasts/{id}/progress").get(progress))
-    .service(resource("/broadcasts/{id}/events").get(events));
+    .service(resource("/broadcasts/{id}/events").get(events))
+    // Issue 18: broadcast results.
+    .service(resource("/broadcasts/{id}/send-again").post(send_again))
+    .service(resource("/broadcasts/{id}/recipients.csv").get(recipients_csv));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -574,6 +582,8 @@ impl Draft {
                 filter,
                 // Issue 17: "keep the uploaded CSV" (the service puts the upload back).
                 csv: (self.audience_source == "csv").then(CsvAudience::default),
+                // Issue 18: a follow-up keeps its frozen audience (the service puts it back).
+                follow_up: None,
             },
             message,
             send_at: when(&self.send_at, "schedule.at"),
@@ -1034,8 +1044,13 @@ struct ShowPage {
     duration: Option<String>,
     lists: Vec<String>,
     filter: Vec<String>,
-    recipients: Vec<RecipientView>,
+    recipients: Vec<RecipientRowView>,
     recipients_next: Option<i64>,
+    /// Issue 18: the results (funnel, failures, send again), once launched.
+    results: Option<ResultsView>,
+    /// The recipient table's filter, as given, and its query string (for paging and export).
+    rf: RecipientFilterForm,
+    rf_query: String,
     schedule: String,
     can_manage: bool,
     can_review: bool,
@@ -1050,6 +1065,9 @@ pub struct ShowQuery {
     preview: i64,
     #[serde(default)]
     after: Option<i64>,
+    /// Issue 18: the recipient table's filter.
+    #[serde(flatten)]
+    filter: RecipientFilterForm,
 }
 
 fn describe_filter(audience: &Audience) -> Vec<String> {
@@ -1122,12 +1140,30 @@ async fn show_page(
     } else {
         None
     };
+    // Issue 18: the results and the filtered recipient table.
+    let (filter, filter_problem) = query.filter.parse();
     let (recipients, more) = if is_draft {
         (Vec::new(), false)
     } else {
-        service::recipients(state, v.row.id, query.after, PAGE_SIZE).await?
+        outcomes::recipients(state, v.row.id, filter, query.after, PAGE_SIZE).await?
     };
-    let recipients_next = more.then(|| recipients.last().map(|r| r.id)).flatten();
+    let recipients_next = more.then(|| recipients.last().map(|r| r.row.id)).flatten();
+    let recipients: Vec<RecipientRowView> =
+        recipients.into_iter().map(RecipientRowView::from).collect();
+    let results = if is_draft && v.row.follow_up_of.is_none() {
+        None
+    } else {
+        let r = outcomes::results(state, &v).await?;
+        Some(ResultsView::of(
+            &v,
+            r,
+            role.can(Permission::ManageBroadcasts),
+        ))
+    };
+    let mut errors = errors;
+    if let Some(problem) = filter_problem {
+        errors.add("status", problem);
+    }
     let message_text = match &preview {
         Some(p) => p.text.clone().unwrap_or_default(),
         None => match &v.message {
@@ -1249,6 +1285,9 @@ async fn show_page(
         duration,
         recipients,
         recipients_next,
+        results,
+        rf_query: query.filter.query_string(),
+        rf: query.filter,
         schedule,
         can_manage: role.can(Permission::ManageBroadcasts),
         can_review: role.can(Permission::ApproveBroadcasts),
@@ -1605,4 +1644,434 @@ pub async fn save_settings(
             None => Err(e.into()),
         },
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 18: broadcast results (funnel, failures, recipient table, CSV, send again)
+
+/// The recipient table's filter as the query string gives it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RecipientFilterForm {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    reason: String,
+    /// `yes`, `no` or empty.
+    #[serde(default)]
+    replied: String,
+}
+
+/// The statuses a recipient can have (its message's, else its own).
+const RECIPIENT_STATUSES: [&str; 12] = [
+    "pending",
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "unknown",
+    "skipped",
+    "cancelled",
+    "expired",
+    "scheduled",
+];
+
+impl RecipientFilterForm {
+    /// The filter, and what was wrong with it (an unknown status is left out, and said).
+    fn parse(&self) -> (RecipientFilter, Option<String>) {
+        let status = self.status.trim();
+        let mut problem = None;
+        let status = if status.is_empty() {
+            None
+        } else if RECIPIENT_STATUSES.contains(&status) {
+            Some(status.to_owned())
+        } else {
+            problem = Some(format!(
+                "\"{}\" is not a status; showing every status.",
+                status.chars().take(40).collect::<String>()
+            ));
+            None
+        };
+        let reason = self.reason.trim();
+        let reason = (!reason.is_empty()).then(|| reason.chars().take(100).collect());
+        let replied = match self.replied.trim() {
+            "yes" => Some(true),
+            "no" => Some(false),
+            _ => None,
+        };
+        (
+            RecipientFilter {
+                status,
+                reason,
+                replied,
+            },
+            problem,
+        )
+    }
+
+    /// `status=...&reason=...&replied=...` (the parts given), for links that keep the filter.
+    fn query_string(&self) -> String {
+        [
+            ("status", &self.status),
+            ("reason", &self.reason),
+            ("replied", &self.replied),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| format!("{k}={}", urlencode(v.trim())))
+        .collect::<Vec<_>>()
+        .join("&")
+    }
+
+    fn is_empty(&self) -> bool {
+        self.query_string().is_empty()
+    }
+}
+
+/// A row of the recipient table.
+struct RecipientRowView {
+    id: i64,
+    contact: Option<contacts::Contact>,
+    status: String,
+    reason: String,
+    message: Option<String>,
+    status_at: String,
+    replied_at: String,
+}
+
+impl From<ResultView> for RecipientRowView {
+    fn from(r: ResultView) -> Self {
+        let reason = match (&r.row.reason, &r.row.error_code, &r.row.error_message) {
+            (Some(reason), _, _) => reason.clone(),
+            (None, Some(code), Some(text)) => format!("{code}: {text}"),
+            (None, Some(code), None) => code.clone(),
+            (None, None, Some(text)) => text.clone(),
+            (None, None, None) => String::new(),
+        };
+        RecipientRowView {
+            id: r.row.id,
+            contact: r.contact,
+            status: r.row.status,
+            reason,
+            message: r.row.message_public_id,
+            status_at: r.row.status_at.as_ref().map(datetime).unwrap_or_default(),
+            replied_at: r.row.replied_at.as_ref().map(datetime).unwrap_or_default(),
+        }
+    }
+}
+
+/// One bar of the funnel chart, placed.
+struct SvgBar {
+    class: &'static str,
+    label: &'static str,
+    count: String,
+    /// What the bar's link says (its accessible name).
+    title: String,
+    href: String,
+    y: i64,
+    width: i64,
+    text_y: i64,
+    count_x: i64,
+}
+
+/// A group of failures as the page lists it.
+struct FailureView {
+    what: String,
+    code: String,
+    example: String,
+    count: String,
+    href: String,
+}
+
+/// The results part of a broadcast's page.
+struct ResultsView {
+    bars: Vec<SvgBar>,
+    svg_height: i64,
+    summary: String,
+    failures: Vec<FailureView>,
+    /// (choice, its label, how many, the confirmation question), when offered.
+    send_again: Vec<(&'static str, &'static str, String, i64, String)>,
+    follow_ups: Vec<(String, String, String)>,
+    follow_up_of: Option<(String, String)>,
+}
+
+/// The chart's geometry: a label column, then bars up to `BAR_MAX` wide.
+const LABEL_W: i64 = 110;
+const BAR_MAX: i64 = 380;
+const ROW_H: i64 = 34;
+
+impl ResultsView {
+    fn of(v: &BroadcastView, r: Results, can_manage: bool) -> Self {
+        let id = &v.row.public_id;
+        let history = |status: Option<&str>| match status {
+            Some(st) => format!("/history?broadcast={}&status={st}", urlencode(id)),
+            None => format!("/history?broadcast={}", urlencode(id)),
+        };
+        let max = r
+            .funnel
+            .steps
+            .iter()
+            .chain(&r.funnel.beside)
+            .map(|b| b.count)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut bars = Vec::new();
+        let mut y = 8;
+        let steps = r.funnel.steps.iter().map(|b| (b, "funnel-step"));
+        let beside = r.funnel.beside.iter().map(|b| (b, "funnel-beside"));
+        let mut last_group = "funnel-step";
+        for (b, group) in steps.chain(beside) {
+            if group != last_group {
+                // A gap between the funnel and what fell beside it.
+                y += ROW_H / 2;
+                last_group = group;
+            }
+            let (href, title) = match (b.key, b.stopped) {
+                ("targeted", _) => (
+                    history(None),
+                    format!(
+                        "Targeted: {} recipients; show the broadcast's messages in the history",
+                        thousands(b.count)
+                    ),
+                ),
+                ("replied", _) => (
+                    format!("{PATH}/{id}?replied=yes#recipients"),
+                    format!(
+                        "Replied: {}; show the recipients who replied",
+                        thousands(b.count)
+                    ),
+                ),
+                ("opted_out", _) => (
+                    format!("{PATH}/{id}?status=skipped&reason=opted_out#recipients"),
+                    format!("Opted out: {}; show those recipients", thousands(b.count)),
+                ),
+                (_, Some((status, n))) if b.key != status || n != b.count => (
+                    history(Some(status)),
+                    format!(
+                        "{}: {}; show the {} whose message stopped at {status} in the history",
+                        b.label,
+                        thousands(b.count),
+                        thousands(n)
+                    ),
+                ),
+                (_, stopped) => (
+                    history(stopped.map(|(s, _)| s)),
+                    format!(
+                        "{}: {}; show them in the history",
+                        b.label,
+                        thousands(b.count)
+                    ),
+                ),
+            };
+            let width = if b.count == 0 {
+                0
+            } else {
+                (b.count * BAR_MAX / max).max(2)
+            };
+            bars.push(SvgBar {
+                class: match b.key {
+                    "targeted" => "funnel-bar funnel-targeted",
+                    "sent" => "funnel-bar funnel-sent",
+                    "delivered" => "funnel-bar funnel-delivered",
+                    "read" => "funnel-bar funnel-read",
+                    "replied" => "funnel-bar funnel-replied",
+                    "opted_out" => "funnel-bar funnel-opted-out",
+                    _ => "funnel-bar funnel-failed",
+                },
+                label: b.label,
+                count: thousands(b.count),
+                title,
+                href,
+                y,
+                width,
+                text_y: y + 17,
+                count_x: LABEL_W + width + 8,
+            });
+            y += ROW_H;
+        }
+        let summary = r
+            .funnel
+            .steps
+            .iter()
+            .chain(&r.funnel.beside)
+            .map(|b| format!("{} {}", b.label.to_lowercase(), thousands(b.count)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let failures = r
+            .failures
+            .iter()
+            .map(|g| {
+                let code = g.code.clone().unwrap_or_default();
+                let (what, href) = match g.source {
+                    FailureSource::Message => {
+                        let mut href = history(Some(&g.status));
+                        if !code.is_empty() {
+                            href.push_str(&format!("&error={}", urlencode(&code)));
+                        }
+                        (format!("Messages {}", g.status), href)
+                    }
+                    FailureSource::Recipient => (
+                        format!("Recipients {} (never sent)", g.status),
+                        format!(
+                            "{PATH}/{id}?status={}&reason={}#recipients",
+                            g.status,
+                            urlencode(&code)
+                        ),
+                    ),
+                };
+                let example = match g.source {
+                    FailureSource::Recipient => crate::domain::broadcast::Exclusion::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == code)
+                        .map(|x| x.label().to_owned())
+                        .unwrap_or_default(),
+                    FailureSource::Message => g.message.clone().unwrap_or_default(),
+                };
+                FailureView {
+                    what,
+                    code,
+                    example,
+                    count: thousands(g.count),
+                    href,
+                }
+            })
+            .collect();
+        let offered = can_manage && outcomes::may_send_again(v.state(), v.row.started_at.is_some());
+        let send_again = if offered {
+            r.send_again
+                .iter()
+                .map(|(to, n)| {
+                    let question = format!(
+                        "Create a draft of \"{}\" to the {} recipient{} who {}? Its audience is fixed now; you review and launch it.",
+                        to.follow_up_name(&v.row.name),
+                        thousands(*n),
+                        if *n == 1 { "" } else { "s" },
+                        to.who()
+                    );
+                    (to.as_str(), to.label(), thousands(*n), *n, question)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ResultsView {
+            svg_height: y + 8,
+            bars,
+            summary,
+            failures,
+            send_again,
+            follow_ups: r.follow_ups,
+            follow_up_of: r.follow_up_of,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SendAgainForm {
+    #[serde(default)]
+    to: String,
+}
+
+/// `POST /broadcasts/{id}/send-again` (`to`): creates the follow-up draft and opens it.
+pub async fn send_again(
+    req: HttpRequest,
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<String>,
+    form: web::Form<SendAgainForm>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let to = match form.to.parse::<SendAgainTo>() {
+        Ok(to) => to,
+        Err(e) => {
+            session.error(e);
+            return Ok(redirect_response(&req, &format!("{PATH}/{id}")));
+        }
+    };
+    match outcomes::send_again(&state, auth.actor(), id.clone(), to).await {
+        Ok(draft) => {
+            let n = draft.audience.follow_up.as_ref().map_or(0, |f| f.contacts);
+            session.success(format!(
+                "Draft created for the {} recipient{} who {}: review it, then launch it.",
+                thousands(n),
+                if n == 1 { "" } else { "s" },
+                to.who()
+            ));
+            Ok(redirect_response(
+                &req,
+                &format!("{PATH}/{}", draft.row.public_id),
+            ))
+        }
+        Err(e) => {
+            session.error(e.to_string());
+            Ok(redirect_response(&req, &format!("{PATH}/{id}")))
+        }
+    }
+}
+
+/// `GET /broadcasts/{id}/recipients.csv?status=&reason=&replied=`: the filtered recipient
+/// table, streamed in keyset batches.
+pub async fn recipients_csv(
+    _auth: Auth<perm::ViewBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<RecipientFilterForm>,
+) -> Result<HttpResponse, AppError> {
+    let v = service::get(&state, path.into_inner()).await?;
+    let (filter, problem) = query.parse();
+    if let Some(problem) = problem {
+        return Err(AppError::invalid("invalid_filter", problem));
+    }
+    let stem: String = v
+        .row
+        .name
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '-' })
+        .collect();
+    let id = v.row.id;
+    Ok(csv_download(
+        state.db.clone(),
+        format!("{stem}-recipients.csv"),
+        move |conn, sink| {
+            let header = [
+                "phone",
+                "name",
+                "status",
+                "status_at",
+                "reason",
+                "error_code",
+                "replied_at",
+                "message_id",
+            ];
+            if !sink(csv_rows([header])) {
+                return Ok(());
+            }
+            outcomes::each_recipient_batch(conn, id, &filter, |batch| {
+                let rows = batch.into_iter().map(|r| {
+                    let at = |t: Option<NaiveDateTime>| {
+                        t.map(|t| t.and_utc().to_rfc3339()).unwrap_or_default()
+                    };
+                    let (phone, name) = r
+                        .contact
+                        .map(|c| (c.phone.to_string(), c.name))
+                        .unwrap_or_default();
+                    [
+                        phone,
+                        name,
+                        r.row.status,
+                        at(r.row.status_at),
+                        r.row.reason.unwrap_or_default(),
+                        r.row.error_code.unwrap_or_default(),
+                        at(r.row.replied_at),
+                        r.row.message_public_id.unwrap_or_default(),
+                    ]
+                });
+                sink(csv_rows(rows))
+            })
+            .map_err(|e| download_error(&e))
+        },
+    ))
 }

@@ -873,7 +873,7 @@ async fn select(b: &crate::browser::Browser, css: &str, value: &str) {
         .unwrap_or_else(|_| panic!("{css} = {value}"));
 }
 
-async fn wait_in(b: &crate::browser::Browser, css: &str, text: &str, secs: u64) {
+pub(crate) async fn wait_in(b: &crate::browser::Browser, css: &str, text: &str, secs: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while std::time::Instant::now() < deadline {
         if b.text(css).await.contains(text) {
@@ -888,7 +888,7 @@ async fn wait_in(b: &crate::browser::Browser, css: &str, text: &str, secs: u64) 
 }
 
 /// Clicks a button that asks first, and says yes.
-async fn click_and_confirm(b: &crate::browser::Browser, css: &str) {
+pub(crate) async fn click_and_confirm(b: &crate::browser::Browser, css: &str) {
     b.click(css).await;
     for _ in 0..50 {
         if b.client.accept_alert().await.is_ok() {

@@ -8,6 +8,8 @@ mod api_keys;
 mod auth;
 mod broadcast_crash;
 mod broadcast_groups;
+// Issue 18: broadcast results.
+mod broadcast_results;
 // Issue 17: a CSV upload as a broadcast's audience.
 mod broadcast_csv;
 mod broadcast_timing;

@@ -12,6 +12,7 @@
 
 pub mod csv;
 pub mod feed;
+pub mod results;
 
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use serde::Serialize;
@@ -35,7 +36,7 @@ use crate::storage::{DbConnection, broadcast_zones, contacts, lists, now, settin
 pub const LAUNCH_APPROVAL: &str = "broadcasts.launch_approval";
 pub const FREQUENCY_CAP: &str = "broadcasts.frequency_cap";
 pub const FAILURE_PAUSE_PERCENT: &str = "broadcasts.failure_pause_percent";
-pub const REPLY_WINDOW_HOURS: &str = "broadcasts.reply_window_hours";
+pub const REPLY_WINDOW_HOURS: &str = crate::storage::broadcast_results::REPLY_WINDOW_KEY;
 
 /// The broadcast settings, with their defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,7 +47,8 @@ pub struct BroadcastSettings {
     pub frequency_cap: Option<i64>,
     /// Pause when this share (percent) of the last [`FAILURE_WINDOW`] outcomes failed.
     pub failure_pause_percent: i64,
-    /// A reply within this many hours of a broadcast message counts as a reply to it.
+    /// A recipient's first message within this many hours after the broadcast's message was
+    /// delivered counts as a reply to it.
     pub reply_window_hours: i64,
 }
 
@@ -59,7 +61,7 @@ impl Default for BroadcastSettings {
             launch_approval: false,
             frequency_cap: None,
             failure_pause_percent: 20,
-            reply_window_hours: 72,
+            reply_window_hours: crate::storage::broadcast_results::DEFAULT_REPLY_WINDOW_HOURS,
         }
     }
 }
@@ -73,9 +75,7 @@ pub fn read_settings(conn: &mut DbConnection) -> ServiceResult<BroadcastSettings
         failure_pause_percent: number(settings::get(conn, FAILURE_PAUSE_PERCENT)?)
             .filter(|n| (1..=100).contains(n))
             .unwrap_or(d.failure_pause_percent),
-        reply_window_hours: number(settings::get(conn, REPLY_WINDOW_HOURS)?)
-            .filter(|n| (1..=24 * 30).contains(n))
-            .unwrap_or(d.reply_window_hours),
+        reply_window_hours: crate::storage::broadcast_results::reply_window_hours(conn)?,
     })
 }
 
@@ -460,7 +460,10 @@ pub async fn create(
                 }
                 return Ok((found, true));
             }
-            let (fields, _) = check_draft(change.conn, &csv::for_new_draft(input)?)?;
+            let mut input = csv::for_new_draft(input)?;
+            // Issue 18: only "Send again to..." makes a follow-up.
+            input.audience.follow_up = None;
+            let (fields, _) = check_draft(change.conn, &input)?;
             let row = store::insert(
                 change.conn,
                 &fields,
@@ -495,6 +498,7 @@ pub async fn update(
                 return Err(not_editable(&row));
             }
             let input = csv::keep_upload(&row, input)?;
+            let input = results::keep_follow_up(&row, input)?;
             let (fields, _) = check_draft(change.conn, &input)?;
             store::update_draft(change.conn, row.id, &fields)?;
             if input.audience.csv.is_none() {
@@ -545,8 +549,7 @@ fn view_in(conn: &mut DbConnection, row: BroadcastRow) -> ServiceResult<Broadcas
         }
         BroadcastMessage::Text { .. } => None,
     };
-    let reply_window = Duration::hours(read_settings(conn)?.reply_window_hours);
-    let counts = store::counts(conn, row.id, reply_window)?;
+    let counts = results::counts(conn, row.id)?;
     Ok(BroadcastView {
         row,
         channel,
@@ -592,6 +595,7 @@ pub async fn list(
 
 fn audience_context(
     conn: &mut DbConnection,
+    broadcast_id: i64,
     audience: &Audience,
     channel: &Channel,
     message: &BroadcastMessage,
@@ -616,6 +620,8 @@ fn audience_context(
         frequency_cap: read_settings(conn)?.frequency_cap,
         required_values: required_values(message),
         csv_upload: csv::upload_id(conn, audience)?,
+        // Issue 18: a follow-up's frozen contacts are kept under its own id.
+        follow_up: audience.follow_up.is_some().then_some(broadcast_id),
     })
 }
 
@@ -626,7 +632,7 @@ pub async fn estimate(svc: &Services, public_id: String) -> ServiceResult<Estima
         let (audience, message) = parse_stored(&row)?;
         let channel = channels::find(conn, row.channel_id)?
             .ok_or_else(|| ServiceError::not_found("Its channel"))?;
-        let ctx = audience_context(conn, &audience, &channel, &message)?;
+        let ctx = audience_context(conn, row.id, &audience, &channel, &message)?;
         Ok(store::estimate(conn, &audience, &ctx)?)
     })
     .await
@@ -725,7 +731,7 @@ fn freeze_and_start(
             "This broadcast was launched already.",
         ));
     }
-    let ctx = audience_context(conn, &audience, &channel, &message)?;
+    let ctx = audience_context(conn, row.id, &audience, &channel, &message)?;
     let frozen = store::freeze(conn, row.id, &audience, &ctx)?;
     if !store::has_pending(conn, row.id)? {
         let why = if frozen == 0 {
@@ -1139,7 +1145,7 @@ pub async fn preview(
         let (audience, message) = parse_stored(&row)?;
         let channel = channels::find(conn, row.channel_id)?
             .ok_or_else(|| ServiceError::not_found("Its channel"))?;
-        let ctx = audience_context(conn, &audience, &channel, &message)?;
+        let ctx = audience_context(conn, row.id, &audience, &channel, &message)?;
         let Some(contact_id) = store::sample(conn, &audience, &ctx, index)? else {
             return Ok(None);
         };
@@ -1172,48 +1178,6 @@ pub async fn preview(
             contact,
             text,
         }))
-    })
-    .await
-}
-
-/// A recipient row with its contact, for the broadcast's page.
-#[derive(Debug, Clone)]
-pub struct RecipientView {
-    pub id: i64,
-    pub contact: Option<contacts::Contact>,
-    pub status: String,
-    pub reason: Option<String>,
-}
-
-/// A page of the frozen recipients (in frozen order, after `after`), and whether more follow.
-pub async fn recipients(
-    svc: &Services,
-    broadcast_id: i64,
-    after: Option<i64>,
-    limit: i64,
-) -> ServiceResult<(Vec<RecipientView>, bool)> {
-    svc.read(move |conn| {
-        let mut rows = store::recipients_page(conn, broadcast_id, after, limit)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let ids: Vec<i64> = rows.iter().map(|r| r.contact_id).collect();
-        let people: std::collections::HashMap<i64, contacts::Contact> =
-            contacts::by_ids(conn, &ids)?
-                .into_iter()
-                .map(|c| (c.id, c))
-                .collect();
-        let statuses = store::message_statuses(conn, broadcast_id, &ids)?;
-        Ok((
-            rows.into_iter()
-                .map(|r| RecipientView {
-                    id: r.id,
-                    contact: people.get(&r.contact_id).cloned(),
-                    status: statuses.get(&r.contact_id).cloned().unwrap_or(r.status),
-                    reason: r.reason,
-                })
-                .collect(),
-            more,
-        ))
     })
     .await
 }

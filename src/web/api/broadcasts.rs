@@ -540,3 +540,30 @@ pub async fn upload_audience(
     })))
 }
 // --- end issue 17 CSV audience ---
+
+// --- issue 18: "Send again to..." ---
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendAgainBody {
+    /// failed, not_delivered, not_read, not_replied or replied.
+    to: String,
+}
+
+/// `POST /api/v1/broadcasts/{id}/send-again {"to": "not_read"}` -> 201 with the new draft,
+/// whose audience (`audience.follow_up`) is the chosen recipients, frozen now.
+pub async fn send_again(
+    auth: Auth<perm::ManageBroadcasts>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Body<SendAgainBody>,
+) -> Result<HttpResponse, AppError> {
+    let to = body
+        .get()?
+        .to
+        .parse()
+        .map_err(|e: String| AppError::invalid("invalid_send_again", e))?;
+    let view = broadcasts::results::send_again(&state, auth.actor(), path.into_inner(), to).await?;
+    Ok(HttpResponse::Created().json(broadcast_json(view)))
+}
+// --- end issue 18 ---

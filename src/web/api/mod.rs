@@ -213,6 +213,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/broadcasts/{id}/reject",
             web::post().to(broadcasts::reject),
         )
+        // Issue 18: "Send again to..." (a follow-up draft).
+        .route(
+            "/broadcasts/{id}/send-again",
+            web::post().to(broadcasts::send_again),
+        )
         // Issue 17: a CSV upload as a draft's audience.
         .route(
             "/broadcasts/{id}/audience.csv",
