@@ -124,6 +124,9 @@ impl Background {
             db.clone(),
             registry.clone(),
         ));
+        // Issue 18: retention purges old message content; each run is claimed in the database,
+        // so every instance may look.
+        tokio::spawn(crate::service::retention::run(db.clone()));
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
             db.clone(),

@@ -14,6 +14,8 @@ pub mod group;
 pub mod imports;
 pub mod lists;
 pub mod login_attempts;
+// Issue 18: message detail reads and retention.
+pub mod message_detail;
 pub mod messages;
 pub mod outbox;
 pub mod prepared;
