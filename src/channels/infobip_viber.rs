@@ -438,7 +438,9 @@ impl ChannelAdapter for InfobipViberAdapter {
                 request.method
             )));
         }
-        parse_events(&request.body, &self.secrets()).map(WebhookOutcome::Events)
+        let secrets = self.secrets();
+        parse_events(&request.body, &secrets)
+            .map(|events| WebhookOutcome::Events(payload::redact_errors(events, &secrets)))
     }
 
     async fn test_connection(&self) -> Result<String, SendError> {

@@ -37,6 +37,31 @@ pub fn keep_json(value: &serde_json::Value, secrets: &[&str]) -> String {
     cap(&redact_known(&value.to_string(), secrets))
 }
 
+/// Redacts the error texts providers report on status events (they become the message's
+/// error column and are shown on its page), as payloads are.
+pub fn redact_errors(
+    mut events: Vec<super::ProviderEvent>,
+    secrets: &[&str],
+) -> Vec<super::ProviderEvent> {
+    for event in &mut events {
+        if let super::ProviderEvent::Status(s) = event
+            && let Some(e) = &mut s.error
+        {
+            e.message = redact(&e.message, secrets);
+        }
+    }
+    events
+}
+
+/// Redacts the texts of a send's error (its message, details and words for people), which
+/// are kept in the message's error column.
+pub fn redact_error(mut e: super::SendError, secrets: &[&str]) -> super::SendError {
+    e.message = redact(&e.message, secrets);
+    e.details = e.details.map(|d| redact(&d, secrets));
+    e.said = e.said.map(|s| redact(&s, secrets));
+    e
+}
+
 /// The text with every secret replaced by [`REDACTED`].
 pub fn redact(raw: &str, secrets: &[&str]) -> String {
     let structured = match serde_json::from_str::<serde_json::Value>(raw) {

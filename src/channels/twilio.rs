@@ -283,7 +283,9 @@ impl ChannelAdapter for TwilioAdapter {
 
     fn parse_webhook(&self, request: &WebhookRequest) -> Result<WebhookOutcome, WebhookError> {
         let params = verify(request, self.settings.auth_token.expose())?;
-        parse_params(&params, &self.secrets()).map(|e| WebhookOutcome::Events(vec![e]))
+        let secrets = self.secrets();
+        parse_params(&params, &secrets)
+            .map(|e| WebhookOutcome::Events(payload::redact_errors(vec![e], &secrets)))
     }
 
     async fn test_connection(&self) -> Result<String, SendError> {

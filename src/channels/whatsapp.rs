@@ -759,7 +759,9 @@ impl ChannelAdapter for WhatsappAdapter {
         if !self.signed_by_app(request) {
             return Err(WebhookError::BadSignature);
         }
-        parse_events(&request.body, &self.secrets()).map(WebhookOutcome::Events)
+        let secrets = self.secrets();
+        parse_events(&request.body, &secrets)
+            .map(|events| WebhookOutcome::Events(payload::redact_errors(events, &secrets)))
     }
 
     async fn test_connection(&self) -> Result<String, SendError> {

@@ -158,7 +158,8 @@ pub(crate) async fn call(
     if answer.is_success() {
         Ok(answer)
     } else {
-        Err(classify(&answer).with_payload(Some(answer.kept(secrets))))
+        let refusal = super::payload::redact_error(classify(&answer), secrets);
+        Err(refusal.with_payload(Some(answer.kept(secrets))))
     }
 }
 
