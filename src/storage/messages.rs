@@ -189,14 +189,8 @@ pub fn events(
     conn: &mut DbConnection,
     message_id: i64,
 ) -> QueryResult<Vec<(String, String, String, NaiveDateTime)>> {
-    message_events::table
-        .filter(message_events::message_id.eq(message_id))
-        .select((
-            message_events::status,
-            message_events::source,
-            message_events::detail,
-            message_events::occurred_at,
-        ))
-        .order(message_events::id)
-        .load(conn)
+    Ok(super::message_detail::timeline(conn, message_id)?
+        .into_iter()
+        .map(|e| (e.status, e.source, e.detail, e.occurred_at))
+        .collect())
 }
