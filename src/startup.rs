@@ -126,6 +126,9 @@ impl Background {
         ));
         // PostgreSQL's message counters: fold the deltas the triggers append.
         tokio::spawn(crate::service::overview::run_count_folding(db.clone()));
+        // Issue 18: retention purges old message content; each run is claimed in the database,
+        // so every instance may look.
+        tokio::spawn(crate::service::retention::run(db.clone()));
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
             db.clone(),

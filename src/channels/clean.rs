@@ -116,10 +116,14 @@ impl ProviderEvent {
                     provider_message_id,
                     error,
                     account,
+                    payload,
                     ..
                 } = &mut e;
                 strip_nul(event_id);
                 strip_nul(provider_message_id);
+                if let Some(p) = payload {
+                    strip_nul(p);
+                }
                 if let Some(error) = error {
                     clean_error(error);
                 }
@@ -258,6 +262,7 @@ mod tests {
                 class: ErrorClass::Permanent,
             }),
             account: None,
+            payload: None,
         })
         .cleaned();
         let ProviderEvent::Status(e) = status else {

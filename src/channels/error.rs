@@ -131,6 +131,9 @@ pub struct SendError {
     /// The HTTP status of the provider's answer, when one came (`None` for transport
     /// failures): an `Ambiguous` error with an answer is not "no answer".
     pub http_status: Option<u16>,
+    /// The provider's answer, as [`super::payload::keep`] keeps it (issue 18); `None` when no
+    /// answer came. Boxed: every fallible adapter call returns this error, so it stays small.
+    pub payload: Option<Box<String>>,
 }
 
 impl SendError {
@@ -143,7 +146,14 @@ impl SendError {
             said: None,
             retry_after: None,
             http_status: None,
+            payload: None,
         }
+    }
+
+    /// The provider's answer as kept (see [`super::payload`]).
+    pub fn with_payload(mut self, payload: Option<String>) -> Self {
+        self.payload = payload.map(Box::new);
+        self
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> Self {

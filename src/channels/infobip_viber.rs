@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::payload;
 use super::settings::{Fields, Secret, SettingSpec, SettingsError};
 use super::wire::{self, Answer};
 use super::{
@@ -202,7 +203,15 @@ impl InfobipViberAdapter {
             reqwest::header::AUTHORIZATION,
             format!("App {}", self.settings.api_key.expose()),
         );
-        wire::call(request, classify).await
+        wire::call(request, classify, &self.secrets()).await
+    }
+
+    /// The credentials no kept payload may show.
+    fn secrets(&self) -> [&str; 2] {
+        [
+            self.settings.api_key.expose(),
+            self.settings.webhook_secret.expose(),
+        ]
     }
 }
 
@@ -346,9 +355,10 @@ impl ChannelAdapter for InfobipViberAdapter {
         let answer = self
             .call(self.http.post(self.url("/viber/2/messages")).json(&body))
             .await?;
+        let payload = Some(answer.kept(&self.secrets()));
         let parsed: Option<SendResponse> = answer.json();
         let Some(sent) = parsed.and_then(|r| r.messages.into_iter().next()) else {
-            return Err(answer.unreadable_success());
+            return Err(answer.unreadable_success().with_payload(payload));
         };
         let status = sent.status.unwrap_or_default();
         // Infobip answers 200 even for a destination it refuses at once.
@@ -360,13 +370,15 @@ impl ChannelAdapter for InfobipViberAdapter {
                     .description
                     .unwrap_or_else(|| "Infobip rejected the message".into()),
             )
-            .with_code(name));
+            .with_code(name)
+            .with_payload(payload));
         }
         Ok(SendReceipt {
             provider_message_id: sent
                 .message_id
                 .unwrap_or_else(|| message.message_id.clone()),
             provider_status: status.name.or(status.group_name),
+            payload,
         })
     }
 
@@ -426,7 +438,9 @@ impl ChannelAdapter for InfobipViberAdapter {
                 request.method
             )));
         }
-        parse_events(&request.body).map(WebhookOutcome::Events)
+        let secrets = self.secrets();
+        parse_events(&request.body, &secrets)
+            .map(|events| WebhookOutcome::Events(payload::redact_errors(events, &secrets)))
     }
 
     async fn test_connection(&self) -> Result<String, SendError> {
@@ -482,13 +496,15 @@ struct InboundContent {
 
 /// Reads `{"results": [...]}`: delivery reports, seen reports and inbound messages share the
 /// envelope and are told apart by their fields.
-fn parse_events(body: &[u8]) -> Result<Vec<ProviderEvent>, WebhookError> {
+fn parse_events(body: &[u8], secrets: &[&str]) -> Result<Vec<ProviderEvent>, WebhookError> {
     let reports: Reports = wire::webhook_json(body)?;
     let results = reports
         .results
         .ok_or_else(|| WebhookError::malformed("no results array"))?;
     let mut events = Vec::with_capacity(results.len());
     for raw in results {
+        // The result object as Infobip wrote it, for its message's timeline.
+        let kept = payload::keep_json(&raw, secrets);
         let r: Report = serde_json::from_value(raw)
             .map_err(|e| WebhookError::malformed(format!("a result: {e}")))?;
         let id = r
@@ -503,9 +519,16 @@ fn parse_events(body: &[u8]) -> Result<Vec<ProviderEvent>, WebhookError> {
                 at: infobip_time(Some(seen)),
                 error: None,
                 account: None,
+                payload: Some(kept),
             }));
         } else if let Some(status) = r.status {
-            events.push(delivery_event(id, status, r.error, r.done_at.or(r.sent_at)));
+            events.push(delivery_event(
+                id,
+                status,
+                r.error,
+                r.done_at.or(r.sent_at),
+                kept,
+            ));
         } else if let (Some(message), Some(sender)) = (r.message, r.sender) {
             let text = match message.kind.as_deref() {
                 Some("TEXT") => message.text.unwrap_or_default(),
@@ -538,6 +561,7 @@ fn delivery_event(
     status: ReportStatus,
     error: Option<ReportError>,
     at: Option<String>,
+    payload: String,
 ) -> ProviderEvent {
     let group = status.group_name.clone().unwrap_or_default();
     let name = status.name.clone().unwrap_or_else(|| group.clone());
@@ -574,6 +598,7 @@ fn delivery_event(
         at: infobip_time(at.as_deref()),
         error,
         account: None,
+        payload: Some(payload),
     })
 }
 

@@ -26,6 +26,8 @@
 pub mod clean;
 pub mod diagnosis;
 pub mod infobip_viber;
+// Issue 18: provider answers and webhook payloads kept per message.
+pub mod payload;
 pub mod sandbox;
 pub mod twilio;
 pub mod whatsapp;
@@ -85,6 +87,9 @@ pub struct SendReceipt {
     /// The provider's own word for the state it took the message in (`accepted`,
     /// `held_for_quality_assessment`, `queued`, `PENDING_ACCEPTED`), for the timeline.
     pub provider_status: Option<String>,
+    /// The provider's answer, as [`payload::keep`] keeps it (secrets redacted, capped), for
+    /// the message's timeline (issue 18).
+    pub payload: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

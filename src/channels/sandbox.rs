@@ -185,13 +185,23 @@ impl SandboxAdapter {
 }
 
 fn status_event(provider_message_id: &str, status: DeliveryStatus) -> ProviderEvent {
+    let at = Utc::now();
+    // What a provider's webhook would say about the message, so the detail page shows the
+    // sandbox's reports as it shows a real provider's (issue 18).
+    let payload = serde_json::json!({
+        "id": provider_message_id,
+        "status": status.as_str(),
+        "timestamp": at.timestamp().to_string(),
+        "simulated": true,
+    });
     ProviderEvent::Status(StatusEvent {
         event_id: format!("sandbox:{provider_message_id}:{}", status.as_str()),
         provider_message_id: provider_message_id.to_owned(),
         status,
-        at: Utc::now(),
+        at,
         error: None,
         account: None,
+        payload: Some(crate::channels::payload::keep_json(&payload, &[])),
     })
 }
 
@@ -216,9 +226,11 @@ impl ChannelAdapter for SandboxAdapter {
             let read = status_event(&provider_id, DeliveryStatus::Read);
             let _ = sink.send((channel, read)).await;
         });
+        let answer = serde_json::json!({"id": id, "status": "accepted", "simulated": true});
         Ok(SendReceipt {
             provider_message_id: id,
             provider_status: Some("accepted".into()),
+            payload: Some(answer.to_string()),
         })
     }
 

@@ -14,6 +14,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::payload;
 use super::settings::{Fields, Secret, SettingSpec, SettingsError};
 use super::wire::{self, Answer};
 use super::{
@@ -181,7 +182,12 @@ impl TwilioAdapter {
             &self.settings.account_sid,
             Some(self.settings.auth_token.expose()),
         );
-        wire::call(request, classify).await
+        wire::call(request, classify, &self.secrets()).await
+    }
+
+    /// The credentials no kept payload may show.
+    fn secrets(&self) -> [&str; 1] {
+        [self.settings.auth_token.expose()]
     }
 }
 
@@ -249,12 +255,14 @@ impl ChannelAdapter for TwilioAdapter {
             .post(self.account_url("/Messages.json"))
             .form(&self.form(message));
         let answer = self.call(request).await?;
+        let payload = Some(answer.kept(&self.secrets()));
         let Some(created) = answer.json::<Created>() else {
-            return Err(answer.unreadable_success());
+            return Err(answer.unreadable_success().with_payload(payload));
         };
         Ok(SendReceipt {
             provider_message_id: created.sid,
             provider_status: created.status,
+            payload,
         })
     }
 
@@ -275,7 +283,9 @@ impl ChannelAdapter for TwilioAdapter {
 
     fn parse_webhook(&self, request: &WebhookRequest) -> Result<WebhookOutcome, WebhookError> {
         let params = verify(request, self.settings.auth_token.expose())?;
-        parse_params(&params).map(|e| WebhookOutcome::Events(vec![e]))
+        let secrets = self.secrets();
+        parse_params(&params, &secrets)
+            .map(|e| WebhookOutcome::Events(payload::redact_errors(vec![e], &secrets)))
     }
 
     async fn test_connection(&self) -> Result<String, SendError> {
@@ -394,6 +404,15 @@ fn alternate_port(url: &str) -> Option<String> {
     }
 }
 
+/// A status callback's form fields as a JSON object, for the message's timeline (issue 18).
+fn form_payload(params: &[(String, String)], secrets: &[&str]) -> String {
+    let fields: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    payload::keep_json(&serde_json::Value::Object(fields), secrets)
+}
+
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
@@ -403,7 +422,10 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// Reads a status callback or an inbound message from the signed parameters.
-fn parse_params(params: &[(String, String)]) -> Result<ProviderEvent, WebhookError> {
+fn parse_params(
+    params: &[(String, String)],
+    secrets: &[&str],
+) -> Result<ProviderEvent, WebhookError> {
     let sid = param(params, "MessageSid")
         .or_else(|| param(params, "SmsMessageSid"))
         .or_else(|| param(params, "SmsSid"))
@@ -441,6 +463,7 @@ fn parse_params(params: &[(String, String)]) -> Result<ProviderEvent, WebhookErr
             at: Utc::now(),
             error,
             account: None,
+            payload: Some(form_payload(params, secrets)),
         }));
     }
     let from = param(params, "From")

@@ -202,6 +202,9 @@ pub struct StatusEvent {
     pub error: Option<ProviderError>,
     /// As [`InboundEvent::account`].
     pub account: Option<String>,
+    /// The part of the webhook about this message (Meta's status object, Twilio's form
+    /// fields, Infobip's result object), as [`super::payload::keep`] keeps it (issue 18).
+    pub payload: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

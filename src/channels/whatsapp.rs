@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::payload;
 use super::settings::{Fields, Secret, SettingSpec, SettingsError};
 use super::wire::{self, Answer};
 use super::{
@@ -239,7 +240,16 @@ impl WhatsappAdapter {
 
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Answer, SendError> {
         let request = request.bearer_auth(self.settings.access_token.expose());
-        wire::call(request, classify).await
+        wire::call(request, classify, &self.secrets()).await
+    }
+
+    /// The credentials no kept payload may show.
+    fn secrets(&self) -> [&str; 3] {
+        [
+            self.settings.access_token.expose(),
+            self.settings.app_secret.expose(),
+            self.settings.verify_token.expose(),
+        ]
     }
 
     /// True when the request's `X-Hub-Signature-256` is this channel's app secret's HMAC of
@@ -655,13 +665,15 @@ impl ChannelAdapter for WhatsappAdapter {
         let answer = self
             .call(self.http.post(url).json(&message_body(message)))
             .await?;
+        let payload = Some(answer.kept(&self.secrets()));
         let parsed: Option<SendResponse> = answer.json();
         let Some(sent) = parsed.and_then(|r| r.messages.into_iter().next()) else {
-            return Err(answer.unreadable_success());
+            return Err(answer.unreadable_success().with_payload(payload));
         };
         Ok(SendReceipt {
             provider_message_id: sent.id,
             provider_status: sent.message_status,
+            payload,
         })
     }
 
@@ -747,7 +759,9 @@ impl ChannelAdapter for WhatsappAdapter {
         if !self.signed_by_app(request) {
             return Err(WebhookError::BadSignature);
         }
-        parse_events(&request.body).map(WebhookOutcome::Events)
+        let secrets = self.secrets();
+        parse_events(&request.body, &secrets)
+            .map(|events| WebhookOutcome::Events(payload::redact_errors(events, &secrets)))
     }
 
     async fn test_connection(&self) -> Result<String, SendError> {
@@ -922,7 +936,7 @@ struct OtherInfo {
 /// Reads a signed POST body into events. Unknown fields and types become `Unrecognised`
 /// events; only a body that is not the documented envelope, or an item without its id, is
 /// `Malformed`.
-fn parse_events(body: &[u8]) -> Result<Vec<ProviderEvent>, WebhookError> {
+fn parse_events(body: &[u8], secrets: &[&str]) -> Result<Vec<ProviderEvent>, WebhookError> {
     let payload: Payload = wire::webhook_json(body)?;
     if let Some(object) = payload
         .object
@@ -940,9 +954,20 @@ fn parse_events(body: &[u8]) -> Result<Vec<ProviderEvent>, WebhookError> {
             let field = change.field.unwrap_or_default();
             match field.as_str() {
                 "messages" => {
+                    // Each status object as Meta wrote it, for its message's timeline.
+                    let raw_statuses: Vec<String> = change
+                        .value
+                        .get("statuses")
+                        .and_then(Value::as_array)
+                        .map(|list| {
+                            list.iter()
+                                .map(|s| payload::keep_json(s, secrets))
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     let value: MessagesValue = serde_json::from_value(change.value)
                         .map_err(|e| WebhookError::malformed(format!("messages value: {e}")))?;
-                    messages_events(value, &mut events)?;
+                    messages_events(value, raw_statuses, &mut events)?;
                 }
                 "message_template_status_update" | "message_template_quality_update" => {
                     // What tells two verdicts apart: everything Meta said (event, reason,
@@ -963,6 +988,7 @@ fn parse_events(body: &[u8]) -> Result<Vec<ProviderEvent>, WebhookError> {
 
 fn messages_events(
     value: MessagesValue,
+    raw_statuses: Vec<String>,
     events: &mut Vec<ProviderEvent>,
 ) -> Result<(), WebhookError> {
     let account = value.metadata.and_then(|m| m.phone_number_id);
@@ -991,7 +1017,9 @@ fn messages_events(
             account: account.clone(),
         }));
     }
+    let mut raw_statuses = raw_statuses.into_iter();
     for s in value.statuses {
+        let payload = raw_statuses.next();
         let id =
             s.id.ok_or_else(|| WebhookError::malformed("a status has no message id"))?;
         let word = s.status.unwrap_or_default();
@@ -1014,6 +1042,7 @@ fn messages_events(
             provider_message_id: id,
             status,
             account: account.clone(),
+            payload,
         }));
     }
     for e in value.errors {

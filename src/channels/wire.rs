@@ -41,6 +41,11 @@ impl Answer {
         }
     }
 
+    /// The body as the message's timeline keeps it: secrets redacted, capped (issue 18).
+    pub fn kept(&self, secrets: &[&str]) -> String {
+        super::payload::keep_bytes(&self.body, secrets)
+    }
+
     /// The class an HTTP status alone implies, for answers without a known provider code.
     pub fn status_class(&self) -> ErrorClass {
         match self.status {
@@ -142,16 +147,19 @@ pub(crate) fn url_with_segments(base: &str, segments: &[&str]) -> Result<reqwest
     Ok(url)
 }
 
-/// `execute`, then any non-2xx answer classified by the provider's `classify`.
+/// `execute`, then any non-2xx answer classified by the provider's `classify`, with the answer
+/// kept as its payload (`secrets`, the channel's credentials, redacted).
 pub(crate) async fn call(
     request: reqwest::RequestBuilder,
     classify: fn(&Answer) -> SendError,
+    secrets: &[&str],
 ) -> Result<Answer, SendError> {
     let answer = execute(request).await?;
     if answer.is_success() {
         Ok(answer)
     } else {
-        Err(classify(&answer))
+        let refusal = super::payload::redact_error(classify(&answer), secrets);
+        Err(refusal.with_payload(Some(answer.kept(secrets))))
     }
 }
 

@@ -46,10 +46,13 @@ pub fn apply_status_to(
     status: ProviderStatus,
     at: chrono::NaiveDateTime,
     error: Option<(&str, &str, Option<ErrorClass>)>,
+    payload: Option<&str>,
 ) -> Result<Vec<HubEvent>, DispatchError> {
     let failure = error.map(|(code, message, _)| FailureDetail { code, message });
     let mut out = Vec::new();
-    if let Some(next) = messages::apply_provider_report(conn, message, status, at, failure)? {
+    if let Some(next) =
+        messages::apply_provider_report(conn, message, status, at, failure, payload)?
+    {
         out.push(HubEvent::message_status(message, next));
     }
     // The provider says the person unsubscribed (Twilio 21610 after STOP): record it, so no
@@ -132,6 +135,7 @@ fn apply_one(
                         status,
                         e.at.naive_utc(),
                         error,
+                        e.payload.as_deref(),
                     )?);
                     applied.statuses += 1;
                 }
@@ -146,6 +150,7 @@ fn apply_one(
                             error_message: error.map(|x| x.1),
                             error_class: e.error.as_ref().map(|x| x.class.as_str()),
                             occurred_at: e.at.naive_utc(),
+                            payload: e.payload.as_deref(),
                         },
                     )?;
                     applied.early += 1;
@@ -270,6 +275,7 @@ pub fn claim_early_statuses(
             status,
             early.occurred_at,
             error,
+            early.payload.as_deref(),
         )?);
     }
     Ok(out)

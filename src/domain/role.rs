@@ -151,6 +151,8 @@ permissions! {
     ManageUsers => "manage users",
     ManageApiKeys => "manage API keys",
     ViewAuditLog => "view the audit log",
+    // Issue 18: the retention setting (admins).
+    ManageRetention => "change how long message content is kept",
 }
 
 #[cfg(test)]
@@ -175,6 +177,7 @@ mod tests {
             Permission::ManageChannels,
             Permission::ViewAuditLog,
             Permission::ViewHistory,
+            Permission::ManageRetention,
         ] {
             assert!(Role::Admin.can(p));
             assert!(!Role::SupportLead.can(p), "{p:?}");

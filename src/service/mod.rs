@@ -15,7 +15,10 @@ pub mod contacts;
 pub mod imports;
 pub mod lists;
 pub mod overview;
+// Issue 18: the message detail page and retention.
+pub mod message_detail;
 pub mod resends;
+pub mod retention;
 pub mod reveals;
 pub mod sends;
 pub mod sign_in;

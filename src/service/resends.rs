@@ -87,6 +87,9 @@ fn refusal_words(refusal: &ResendRefusal) -> String {
         ResendRefusal::AlreadyResent { public_id } => format!(
             "This message was resent already, as message {public_id}; resend that one if it failed too."
         ),
+        ResendRefusal::Purged { days } => format!(
+            "This message cannot be resent: its content was removed after {days} days (retention)."
+        ),
     }
 }
 
@@ -106,6 +109,10 @@ mod tests {
                 public_id: "m-1".into()
             })
             .contains("as message m-1;")
+        );
+        assert_eq!(
+            refusal_words(&ResendRefusal::Purged { days: 30 }),
+            "This message cannot be resent: its content was removed after 30 days (retention)."
         );
     }
 

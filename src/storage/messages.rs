@@ -87,6 +87,20 @@ pub fn record_event(
     detail: &str,
     at: NaiveDateTime,
 ) -> QueryResult<usize> {
+    record_event_with_payload(conn, message_id, status, source, detail, at, None)
+}
+
+/// Appends to a message's timeline with what the provider said (its answer to the send, or
+/// the part of a webhook about this message), already redacted (`channels::payload`).
+pub fn record_event_with_payload(
+    conn: &mut DbConnection,
+    message_id: i64,
+    status: MessageStatus,
+    source: &str,
+    detail: &str,
+    at: NaiveDateTime,
+    payload: Option<&str>,
+) -> QueryResult<usize> {
     diesel::insert_into(message_events::table)
         .values((
             message_events::message_id.eq(message_id),
@@ -94,6 +108,7 @@ pub fn record_event(
             message_events::source.eq(source),
             message_events::detail.eq(detail),
             message_events::occurred_at.eq(at),
+            message_events::payload.eq(payload),
         ))
         .execute(conn)
 }
@@ -113,6 +128,7 @@ pub fn apply_provider_report(
     incoming: ProviderStatus,
     at: NaiveDateTime,
     failure: Option<FailureDetail<'_>>,
+    payload: Option<&str>,
 ) -> QueryResult<Option<MessageStatus>> {
     let current = message.status();
     let Some(next) = apply_provider_status(current, incoming) else {
@@ -164,7 +180,7 @@ pub fn apply_provider_report(
     let detail = failure
         .map(|f| format!("{} ({})", f.message, f.code))
         .unwrap_or_default();
-    record_event(conn, message.id, next, "provider", &detail, at)?;
+    record_event_with_payload(conn, message.id, next, "provider", &detail, at, payload)?;
     Ok(Some(next))
 }
 
@@ -173,14 +189,8 @@ pub fn events(
     conn: &mut DbConnection,
     message_id: i64,
 ) -> QueryResult<Vec<(String, String, String, NaiveDateTime)>> {
-    message_events::table
-        .filter(message_events::message_id.eq(message_id))
-        .select((
-            message_events::status,
-            message_events::source,
-            message_events::detail,
-            message_events::occurred_at,
-        ))
-        .order(message_events::id)
-        .load(conn)
+    Ok(super::message_detail::timeline(conn, message_id)?
+        .into_iter()
+        .map(|e| (e.status, e.source, e.detail, e.occurred_at))
+        .collect())
 }

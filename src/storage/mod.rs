@@ -17,6 +17,8 @@ pub mod imports;
 pub mod lists;
 pub mod login_attempts;
 pub mod message_counts;
+// Issue 18: message detail reads and retention.
+pub mod message_detail;
 pub mod messages;
 pub mod outbox;
 pub mod prepared;

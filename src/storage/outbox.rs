@@ -255,20 +255,27 @@ pub enum Outcome {
     Sent {
         provider_message_id: String,
         provider_status: Option<String>,
+        /// The provider's answer as kept (`channels::payload`), for the timeline.
+        payload: Option<String>,
     },
     /// Not taken, provably: queue again for `at`.
     Retry {
         at: NaiveDateTime,
         code: Option<String>,
         message: String,
+        payload: Option<String>,
     },
     /// A definite refusal, or the retries ran out.
     Failed {
         code: Option<String>,
         message: String,
+        payload: Option<String>,
     },
     /// It may have reached the provider; never resent automatically.
-    Unknown { message: String },
+    Unknown {
+        message: String,
+        payload: Option<String>,
+    },
     /// Not sent because the policy said no at send time (opt-out, window, template).
     Skipped { code: String, message: String },
     /// Never attempted (shutdown, or a per-recipient spacing): back to the queue as it was.
@@ -283,6 +290,17 @@ impl Outcome {
             Outcome::Failed { .. } => MessageStatus::Failed,
             Outcome::Unknown { .. } => MessageStatus::Unknown,
             Outcome::Skipped { .. } => MessageStatus::Skipped,
+        }
+    }
+
+    /// What the provider answered, as kept for the timeline (none when it was not asked).
+    pub fn payload(&self) -> Option<&str> {
+        match self {
+            Outcome::Sent { payload, .. }
+            | Outcome::Retry { payload, .. }
+            | Outcome::Failed { payload, .. }
+            | Outcome::Unknown { payload, .. } => payload.as_deref(),
+            Outcome::Skipped { .. } | Outcome::Released { .. } => None,
         }
     }
 }
@@ -336,6 +354,7 @@ pub fn record_outcome(
         Outcome::Sent {
             provider_message_id,
             provider_status,
+            payload,
         } => {
             let (stored_id, code, note) =
                 match provider_id_holder(conn, message, provider_message_id)? {
@@ -380,13 +399,14 @@ pub fn record_outcome(
                     (None, Some(s)) => format!("provider id {provider_message_id} ({s})"),
                     (None, None) => format!("provider id {provider_message_id}"),
                 };
-                super::messages::record_event(
+                super::messages::record_event_with_payload(
                     conn,
                     message.id,
                     MessageStatus::Sent,
                     "dispatcher",
                     &detail,
                     at,
+                    payload.as_deref(),
                 )?;
             }
             // Deleted meanwhile (or moved on): nothing left to record.
@@ -396,6 +416,7 @@ pub fn record_outcome(
             at: when,
             code,
             message: text,
+            ..
         } => (
             diesel::update(held)
                 .set((
@@ -411,6 +432,7 @@ pub fn record_outcome(
         Outcome::Failed {
             code,
             message: text,
+            ..
         } => (
             diesel::update(held)
                 .set((
@@ -423,7 +445,7 @@ pub fn record_outcome(
                 .execute(conn)?,
             text.clone(),
         ),
-        Outcome::Unknown { message: text } => (
+        Outcome::Unknown { message: text, .. } => (
             diesel::update(held)
                 .set((
                     release(),
@@ -462,13 +484,14 @@ pub fn record_outcome(
         }
     };
     if updated == 1 {
-        super::messages::record_event(
+        super::messages::record_event_with_payload(
             conn,
             message.id,
             outcome.status(),
             "dispatcher",
             &detail,
             at,
+            outcome.payload(),
         )?;
     }
     Ok(updated == 1)
@@ -744,6 +767,8 @@ pub enum ResendRefusal {
     Status(MessageStatus),
     /// It was resent already, as this message (resend that one if it failed too).
     AlreadyResent { public_id: String },
+    /// Retention removed its content after this many days: there is nothing left to send.
+    Purged { days: i32 },
 }
 
 /// A new message that sends a failed or unknown one again, linked to it; the old one keeps
@@ -759,6 +784,11 @@ pub fn resend(
     }
     if let Some(public_id) = resent_as(conn, original.id)? {
         return Ok(Err(ResendRefusal::AlreadyResent { public_id }));
+    }
+    if let Some(purged) = super::message_detail::purged(conn, original.id)? {
+        return Ok(Err(ResendRefusal::Purged {
+            days: purged.after_days,
+        }));
     }
     // In a savepoint: when two resends collide, the loser's unique violation must not abort
     // the caller's transaction (PostgreSQL would refuse the look-up that follows).
@@ -874,42 +904,52 @@ fn json_rows<T: serde::Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
 }
 
-/// Appends many timeline entries at once: `(message id, status, detail)`, in one statement of
-/// fixed text (see [`mark_sent_batch`]).
+/// One entry of [`record_events_batch`]: message id, status, detail, and the provider's
+/// answer as kept (issue 18).
+pub type TimelineEntry = (i64, MessageStatus, String, Option<String>);
+
+/// Appends many timeline entries at once, in one statement of fixed text (see
+/// [`mark_sent_batch`]).
 pub fn record_events_batch(
     conn: &mut DbConnection,
     source: &str,
-    entries: &[(i64, MessageStatus, String)],
+    entries: &[TimelineEntry],
     at: NaiveDateTime,
 ) -> QueryResult<usize> {
     if entries.is_empty() {
         return Ok(0);
     }
     const INSERT: &str =
-        "INSERT INTO message_events (message_id, status, source, detail, occurred_at)";
+        "INSERT INTO message_events (message_id, status, source, detail, occurred_at, payload)";
     match conn {
         DbConnection::Postgres(c) => {
             let ids: Vec<i64> = entries.iter().map(|e| e.0).collect();
             let statuses: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
             let details: Vec<&str> = entries.iter().map(|e| e.2.as_str()).collect();
+            let payloads: Vec<Option<&str>> = entries.iter().map(|e| e.3.as_deref()).collect();
             fixed(&format!(
-                "{INSERT} SELECT id, status, $1, detail, $2 \
-                 FROM unnest($3::bigint[], $4::text[], $5::text[]) AS v(id, status, detail)"
+                "{INSERT} SELECT id, status, $1, detail, $2, payload \
+                 FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]) \
+                 AS v(id, status, detail, payload)"
             ))
             .bind::<Text, _>(source)
             .bind::<Timestamp, _>(at)
             .bind::<Array<BigInt>, _>(ids)
             .bind::<Array<Text>, _>(statuses)
             .bind::<Array<Text>, _>(details)
+            .bind::<Array<diesel::sql_types::Nullable<Text>>, _>(payloads)
             .execute(c)
         }
         DbConnection::Sqlite(c) => {
-            let rows: Vec<(i64, &str, &str)> = entries
+            let rows: Vec<(i64, &str, &str, Option<&str>)> = entries
                 .iter()
-                .map(|(id, status, detail)| (*id, status.as_str(), detail.as_str()))
+                .map(|(id, status, detail, payload)| {
+                    (*id, status.as_str(), detail.as_str(), payload.as_deref())
+                })
                 .collect();
             fixed(&format!(
-                "{INSERT} SELECT value ->> 0, value ->> 1, $1, value ->> 2, $2 FROM json_each($3)"
+                "{INSERT} SELECT value ->> 0, value ->> 1, $1, value ->> 2, $2, value ->> 3 \
+                 FROM json_each($3)"
             ))
             .bind::<Text, _>(source)
             .bind::<Timestamp, _>(at)

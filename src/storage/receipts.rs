@@ -35,6 +35,8 @@ pub struct EarlyStatus {
     pub error_message: Option<String>,
     pub error_class: Option<String>,
     pub occurred_at: chrono::NaiveDateTime,
+    /// The webhook's words about the message, kept for its timeline (issue 18).
+    pub payload: Option<String>,
 }
 
 pub struct NewEarlyStatus<'a> {
@@ -45,6 +47,7 @@ pub struct NewEarlyStatus<'a> {
     pub error_message: Option<&'a str>,
     pub error_class: Option<&'a str>,
     pub occurred_at: chrono::NaiveDateTime,
+    pub payload: Option<&'a str>,
 }
 
 pub fn keep_early_status(conn: &mut DbConnection, s: &NewEarlyStatus<'_>) -> QueryResult<usize> {
@@ -59,6 +62,7 @@ pub fn keep_early_status(conn: &mut DbConnection, s: &NewEarlyStatus<'_>) -> Que
             es::error_class.eq(s.error_class),
             es::occurred_at.eq(s.occurred_at),
             es::received_at.eq(now()),
+            es::payload.eq(s.payload),
         ))
         .execute(conn)
 }
@@ -80,6 +84,7 @@ pub fn take_early_statuses(
             es::error_message,
             es::error_class,
             es::occurred_at,
+            es::payload,
         ))
         .order(es::occurred_at)
         .load(conn)?;

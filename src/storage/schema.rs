@@ -164,6 +164,8 @@ diesel::table! {
         body -> Text,
         received_at -> Timestamp,
         created_at -> Timestamp,
+        // Issue 18 (retention).
+        purged_at -> Nullable<Timestamp>,
     }
 }
 
@@ -197,6 +199,9 @@ diesel::table! {
         failed_at -> Nullable<Timestamp>,
         leased_by -> Nullable<Text>,
         request_hash -> Nullable<Text>,
+        // Issue 18 (retention).
+        purged_at -> Nullable<Timestamp>,
+        purged_after_days -> Nullable<Integer>,
     }
 }
 
@@ -208,6 +213,8 @@ diesel::table! {
         source -> Text,
         detail -> Text,
         occurred_at -> Timestamp,
+        // Issue 18 (message detail).
+        payload -> Nullable<Text>,
     }
 }
 
@@ -262,6 +269,8 @@ diesel::table! {
         error_class -> Nullable<Text>,
         occurred_at -> Timestamp,
         received_at -> Timestamp,
+        // Issue 18 (message detail).
+        payload -> Nullable<Text>,
     }
 }
 

@@ -64,3 +64,46 @@ pub fn set(conn: &mut DbConnection, key: &str, value: &str) -> QueryResult<usize
         ))
         .execute(c))
 }
+
+// --- Issue 18: retention ---
+
+/// Purge message bodies and raw payloads after this many days (absent: never).
+pub const RETENTION_DAYS: &str = "retention_days";
+/// When a retention run last started (RFC 3339), claimed by compare-and-set so that one
+/// process among several runs it.
+pub const RETENTION_LAST_RUN: &str = "retention_last_run";
+/// Where retention's walk of `messages` and `inbound_messages` goes on from (ids).
+pub const RETENTION_MESSAGES_AFTER: &str = "retention_messages_after";
+pub const RETENTION_INBOUND_AFTER: &str = "retention_inbound_after";
+
+/// Sets `key` to `value` only if it still holds `expected` (absent when `None`); true when
+/// this call changed it. Two processes claiming the same run: exactly one wins.
+pub fn compare_and_set(
+    conn: &mut DbConnection,
+    key: &str,
+    expected: Option<&str>,
+    value: &str,
+) -> QueryResult<bool> {
+    match expected {
+        None => insert_if_absent(conn, key, value),
+        Some(old) => {
+            let changed = diesel::update(
+                app_settings::table
+                    .filter(app_settings::key.eq(key))
+                    .filter(app_settings::value.eq(old)),
+            )
+            .set((
+                app_settings::value.eq(value),
+                app_settings::updated_at.eq(now()),
+            ))
+            .execute(conn)?;
+            Ok(changed == 1)
+        }
+    }
+}
+
+/// Forgets a setting.
+pub fn remove(conn: &mut DbConnection, key: &str) -> QueryResult<usize> {
+    diesel::delete(app_settings::table.find(key)).execute(conn)
+}
+// --- end issue 18 ---

@@ -91,6 +91,12 @@ const SETTINGS: &[Area] = &[
         href: paths::AUDIT,
         needs: Permission::ViewAuditLog,
     },
+    // Issue 18: retention.
+    Area {
+        label: "Retention",
+        href: paths::RETENTION,
+        needs: Permission::ManageRetention,
+    },
 ];
 
 /// Areas whose pages exist in this build; the others show in the navigation as coming.

@@ -22,6 +22,8 @@ pub mod home;
 pub mod identity;
 pub mod imports;
 pub mod lists;
+// Issue 18: the message detail page and the retention setting.
+pub mod messages;
 pub mod metrics;
 pub mod resend;
 pub mod send;
@@ -47,6 +49,8 @@ pub mod paths {
     pub const API_KEYS: &str = "/settings/api-keys";
     pub const CHANNELS: &str = "/settings/channels";
     pub const AUDIT: &str = "/settings/audit";
+    // Issue 18: retention.
+    pub const RETENTION: &str = "/settings/retention";
 }
 
 /// Marks the `/api/v1` scope: `Auth<P>` authenticates with bearer keys there.
@@ -159,6 +163,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/contacts/{id}/lists/{list}/remove").post(contacts::remove_from_list))
         .service(resource("/contacts/{id}/simulate-reply").post(contacts::simulate_reply))
         .service(resource("/messages/{id}/resend").post(resend::from_timeline))
+        // Issue 18: the message detail page and the retention setting.
+        .service(resource("/messages/{id}").get(messages::show))
+        .service(
+            resource(paths::RETENTION)
+                .route(get().to(messages::retention_form))
+                .route(post().to(messages::save_retention)),
+        )
         .service(
             resource(paths::CHANNELS)
                 .route(get().to(channels::index))

@@ -10,6 +10,13 @@ use crate::startup::AppState;
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
 
+/// Where to go back to after the resend: the contact's timeline, or (`?back=message`) the
+/// message's own page.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Back {
+    back: Option<String>,
+}
+
 /// The button on a contact's timeline: back to the timeline with what happened.
 pub async fn from_timeline(
     req: HttpRequest,
@@ -17,8 +24,21 @@ pub async fn from_timeline(
     state: web::Data<AppState>,
     session: TypedSession,
     path: web::Path<String>,
+    back: web::Query<Back>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
+    // Issue 18: from the message's own page, back to that page with what happened.
+    if back.back.as_deref() == Some("message") {
+        match resends::resend(&state, auth.actor(), id.clone()).await {
+            Ok(done) => session.success(format!(
+                "Queued again as message {}; this one keeps its outcome.",
+                done.message.public_id
+            )),
+            Err(ServiceError::Conflict { message, .. }) => session.error(message),
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(redirect_response(&req, &format!("/messages/{id}")));
+    }
     let contact = match resends::resend(&state, auth.actor(), id.clone()).await {
         Ok(done) => {
             session.success("Queued again as a new message; the old one keeps its outcome.");

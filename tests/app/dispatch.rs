@@ -477,9 +477,9 @@ async fn the_dispatchers_statements_are_prepared_once(app: TestApp) {
                 .len(),
             sent.len()
         );
-        let timeline: Vec<(i64, MessageStatus, String)> = rows
+        let timeline: Vec<outbox::TimelineEntry> = rows
             .iter()
-            .map(|r| (r.id, MessageStatus::Sent, "sent".to_owned()))
+            .map(|r| (r.id, MessageStatus::Sent, "sent".to_owned(), None))
             .collect();
         outbox::record_events_batch(&mut conn, "test", &timeline, now()).unwrap();
         let contacts: Vec<i64> = rows.iter().map(|r| r.contact_id).collect();
@@ -1060,6 +1060,7 @@ async fn a_repeated_provider_id_is_recorded_with_the_rest_of_its_batch(app: Test
         at: chrono::Utc::now(),
         error: None,
         account: None,
+        payload: None,
     });
     herald::dispatch::events::apply(&db, d.hub(), &ch, vec![delivered])
         .await

@@ -22,10 +22,13 @@ mod dispatch;
 mod fixtures;
 // issue 15, part A: layout and search
 mod layout;
+// Issue 18: the message detail page, kept payloads, retention.
+mod message_detail;
 mod outbox;
 mod overview;
 mod platform;
 mod provider_kit;
+mod retention;
 mod search;
 mod send;
 mod templates;

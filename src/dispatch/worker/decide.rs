@@ -135,6 +135,7 @@ fn decide(
             return Decision::Outcome(Outcome::Failed {
                 code: Some("invalid_content".into()),
                 message: format!("The stored message content cannot be read: {e}"),
+                payload: None,
             });
         }
     };

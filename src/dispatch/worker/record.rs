@@ -339,6 +339,7 @@ fn record_batch(
         let Outcome::Sent {
             provider_message_id,
             provider_status,
+            payload,
         } = &d.outcome
         else {
             continue;
@@ -348,7 +349,7 @@ fn record_batch(
                 Some(s) => format!("provider id {provider_message_id} ({s})"),
                 None => format!("provider id {provider_message_id}"),
             };
-            timeline.push((d.message.id, MessageStatus::Sent, detail));
+            timeline.push((d.message.id, MessageStatus::Sent, detail, payload.clone()));
         } else {
             // Reaped while sending (the answer still proves it left), or its provider id is
             // taken already, or the message was deleted: each is recorded as it stands.

@@ -73,6 +73,7 @@ impl Inner {
                         at: (Utc::now() + Duration::from_secs(60)).naive_utc(),
                         code: Some("channel_settings".into()),
                         message: format!("The channel cannot send: {e}"),
+                        payload: None,
                     },
                     None,
                 );
@@ -86,12 +87,14 @@ impl Inner {
                 Outcome::Sent {
                     provider_message_id: receipt.provider_message_id,
                     provider_status: receipt.provider_status,
+                    payload: receipt.payload,
                 },
                 None,
             ),
             Err(e) => {
                 let attempt = u32::try_from(message.attempts.max(1)).unwrap_or(1);
                 let text = e.text();
+                let payload = e.payload.as_deref().cloned();
                 let outcome = match e.disposition() {
                     SendDisposition::RetryLater { not_before } => {
                         let asked = if e.class == ErrorClass::PairRateLimit {
@@ -120,19 +123,23 @@ impl Inner {
                                 at: (Utc::now() + wait).naive_utc(),
                                 code: e.code.clone(),
                                 message: text,
+                                payload,
                             },
                             None => Outcome::Failed {
                                 code: e.code.clone(),
                                 message: format!("Gave up after {attempt} attempts: {text}"),
+                                payload,
                             },
                         }
                     }
                     SendDisposition::Failed => Outcome::Failed {
                         code: e.code.clone(),
                         message: text,
+                        payload,
                     },
                     SendDisposition::Unknown => Outcome::Unknown {
                         message: e.unknown_text(),
+                        payload,
                     },
                 };
                 (outcome, Some(e.class))
