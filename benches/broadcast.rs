@@ -291,6 +291,7 @@ fn queue_held(db: &Db, channel: &Channel, n: i64) -> Duration {
                         resend_of: None,
                         not_before: held,
                         request_hash: None,
+                        source: herald::domain::message::MessageSource::Person,
                     },
                 )?;
             }

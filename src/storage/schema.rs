@@ -197,6 +197,8 @@ diesel::table! {
         failed_at -> Nullable<Timestamp>,
         leased_by -> Nullable<Text>,
         request_hash -> Nullable<Text>,
+        // issue 18 (20261204100000_history): person | api | broadcast
+        source -> Text,
     }
 }
 
