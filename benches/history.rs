@@ -308,21 +308,7 @@ async fn session_cookie(base: &str) -> String {
         .expect("GET /login");
     let visitor = cookie_of(&res);
     let page = res.text().await.expect("login page");
-    let marker = "\"X-CSRF-Token\": \"";
-    let start = page.find(marker).expect("a CSRF token on /login") + marker.len();
-    let token = &page[start..start + page[start..].find('"').expect("token end")];
-    let res = http
-        .post(format!("{base}/login"))
-        .header("cookie", &visitor)
-        .form(&[
-            ("email", ADMIN_EMAIL),
-            ("password", PASSWORD),
-            ("csrf_token", token),
-        ])
-        .send()
-        .await
-        .expect("POST /login");
-    assert_eq!(res.status().as_u16(), 303, "signing in");
+    let res = support::post_login(&http, base, &page, Some(&visitor), ADMIN_EMAIL, PASSWORD).await;
     cookie_of(&res)
 }
 
