@@ -17,7 +17,7 @@ use crate::web::chrome::Chrome;
 use crate::web::download::{csv_download, csv_rows, download_error};
 use crate::web::format::{self, MessageStatusView, thousands};
 use crate::web::identity::{Auth, perm};
-use crate::web::render_with_status;
+use crate::web::{is_htmx, render_with_status};
 
 pub const PATH: &str = "/history";
 /// How much of a message's text a row shows.
@@ -275,7 +275,10 @@ pub async fn index(
         .as_ref()
         .filter(|p| p.not_first)
         .map(|_| format!("{PATH}{}", params.query_string(None)));
-    render_with_status(
+    // A GET form sends its empty fields too: htmx shows the address without them.
+    let cursor = Some(params.cursor.trim()).filter(|c| !c.is_empty());
+    let canonical = format!("{PATH}{}", params.query_string(cursor));
+    let mut res = render_with_status(
         &HistoryPage {
             chrome,
             channels: options(&choices.channels, filter.channel_id, &params.channel),
@@ -295,7 +298,16 @@ pub async fn index(
             problems,
         },
         status,
-    )
+    )?;
+    if is_htmx(&req)
+        && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&canonical)
+    {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("hx-push-url"),
+            v,
+        );
+    }
+    Ok(res)
 }
 
 /// The CSV's columns.

@@ -212,6 +212,12 @@ fn seed_rows(conn: &mut DbConnection, w: &mut World) {
     }
 }
 
+/// The seeded history (also the browser test's).
+pub async fn seed_history(app: &TestApp) -> usize {
+    let w = seed(app).await;
+    w.messages.iter().filter(|m| m.status == "failed").count()
+}
+
 async fn seed(app: &TestApp) -> World {
     let admin = app.admin().await;
     let key = create_api_key(&admin, "History tests", "admin").await;
