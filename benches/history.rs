@@ -4,6 +4,7 @@
 //!   --pg URL     PostgreSQL instead: a fresh database on the server URL names, dropped after
 //!   --conns N    concurrent connections of each load run (default 32)
 //!   --secs S     length of each load run (default 10)
+//!   --seed-only  seed, print the database's URL and keep it (to look at plans by hand)
 //!
 //! Before the server starts, the messages are written through the storage layer
 //! (`storage::outbox::enqueue_many`, as a broadcast's batches are, with their first timeline
@@ -12,7 +13,8 @@
 //! status) by one UPDATE over its id range. 20,000 contacts, the three sandbox channels, a
 //! template per channel, broadcasts of 20,000 recipients (seven batches in ten are a
 //! broadcast's; the others are single sends, half from an API key and half from people).
-//! PostgreSQL gets `ANALYZE` afterwards, as autovacuum would; SQLite keeps no statistics.
+//! PostgreSQL gets `VACUUM ANALYZE` afterwards, as autovacuum would; SQLite keeps no
+//! statistics.
 //!
 //! Then the real `herald serve` (its worker off) and `wrk` (/usr/bin/wrk, two threads, the
 //! admin's session cookie as a header): `/healthz` first, then the history's first page, a
@@ -280,7 +282,10 @@ fn seed(db: &Db, rows: usize, postgres: bool) -> Seeded {
         }
     }
     if postgres {
-        conn.batch_execute("ANALYZE").expect("analyze");
+        // What autovacuum does after a bulk change: each row was queued, then moved to its
+        // final state, and the dead versions would otherwise sit at the top of the history's
+        // index (their queued-at time is the newest) until it runs.
+        conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
     }
     Seeded { channels, oldest }
 }
@@ -420,6 +425,12 @@ async fn main() {
     let seeded = seed(&db, rows, postgres);
     println!("  seeded in {:.1} s", started.elapsed().as_secs_f64());
     support::create_user(&database_url, ADMIN_EMAIL, PASSWORD, "admin");
+    if std::env::args().any(|a| a == "--seed-only") {
+        println!("  kept: {database_url}");
+        std::mem::forget(pg);
+        std::mem::forget(dir);
+        return;
+    }
 
     let (wa_id, wa) = seeded.channels[0].clone();
     let since = (Utc::now() - chrono::Duration::days(30))

@@ -124,6 +124,8 @@ impl Background {
             db.clone(),
             registry.clone(),
         ));
+        // PostgreSQL's message counters: fold the deltas the triggers append.
+        tokio::spawn(crate::service::overview::run_count_folding(db.clone()));
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
             db.clone(),

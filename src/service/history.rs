@@ -15,6 +15,7 @@ use crate::domain::message::MessageSource;
 use crate::domain::phone::{DefaultCountry, E164};
 use crate::service::{FieldProblems, ServiceError, ServiceResult, Services};
 use crate::storage::history::{self, HistoryFilter, HistoryRow, Position, Start};
+use crate::storage::message_counts::{self, CountFilter};
 use crate::storage::{DbConnection, broadcasts, channels, contacts, templates};
 
 /// Messages on one page of the history.
@@ -402,8 +403,8 @@ pub enum Total {
     MoreThan(i64),
 }
 
-/// The count of `filter`'s messages. Trigger-kept counters answer exactly where they can
-/// ([`counted`]); otherwise the index is walked up to [`COUNT_CAP`] rows.
+/// The count of `filter`'s messages. The counters the database keeps answer exactly where
+/// they can ([`counted`]); otherwise the index is walked up to [`COUNT_CAP`] rows.
 pub fn total(conn: &mut DbConnection, filter: &HistoryFilter) -> ServiceResult<Total> {
     if let Some(n) = counted(conn, filter)? {
         return Ok(Total::Exact(n));
@@ -416,8 +417,8 @@ pub fn total(conn: &mut DbConnection, filter: &HistoryFilter) -> ServiceResult<T
     })
 }
 
-/// Whether per-day counters can answer `filter`: only whole days, channel, status and
-/// broadcast narrow it.
+/// Whether the per-day counters can answer `filter`: only whole days, channel, status,
+/// broadcast and error code narrow it.
 pub fn counters_answer(filter: &HistoryFilter) -> bool {
     let whole_day = |t: Option<NaiveDateTime>| t.is_none_or(|t| t.time() == chrono::NaiveTime::MIN);
     whole_day(filter.since)
@@ -425,17 +426,35 @@ pub fn counters_answer(filter: &HistoryFilter) -> bool {
         && filter.template_id.is_none()
         && filter.contact_id.is_none()
         && filter.source.is_none()
-        && filter.error_code.is_none()
 }
 
-/// The exact count from the counters kept by database triggers, when they can answer.
-/// The seam for `storage::message_counts` (issue 18, the lead's part): until it is merged,
-/// nothing answers here and [`total`] counts through the index.
-fn counted(_conn: &mut DbConnection, filter: &HistoryFilter) -> ServiceResult<Option<i64>> {
+/// The exact count from the counters the database keeps (`storage::message_counts`), when
+/// they can answer: one total per status asked for (none: every status).
+fn counted(conn: &mut DbConnection, filter: &HistoryFilter) -> ServiceResult<Option<i64>> {
     if !counters_answer(filter) {
         return Ok(None);
     }
-    Ok(None)
+    let base = CountFilter {
+        since_day: filter.since.map(|t| t.date()),
+        // `until` is the midnight after the last day counted.
+        until_day: filter.until.and_then(|t| t.date().pred_opt()),
+        channel_id: filter.channel_id,
+        campaign_id: filter.broadcast_id,
+        status: None,
+        error_code: filter.error_code.clone(),
+    };
+    if filter.statuses.is_empty() {
+        return Ok(Some(message_counts::total(conn, &base)?));
+    }
+    let mut n = 0;
+    for status in &filter.statuses {
+        let one = CountFilter {
+            status: Some(status.clone()),
+            ..base.clone()
+        };
+        n += message_counts::total(conn, &one)?;
+    }
+    Ok(Some(n))
 }
 
 /// One page of the history.
@@ -653,7 +672,7 @@ mod tests {
     }
 
     #[test]
-    fn only_whole_days_channel_status_and_broadcast_go_to_the_counters() {
+    fn only_whole_days_channel_status_broadcast_and_error_go_to_the_counters() {
         let mut f = HistoryFilter {
             since: Some(at("2026-12-01 00:00:00")),
             until: Some(at("2026-12-04 00:00:00")),
@@ -666,6 +685,8 @@ mod tests {
         f.until = Some(at("2026-12-04 09:30:00"));
         assert!(!counters_answer(&f));
         f.until = None;
+        f.error_code = Some("131026".into());
+        assert!(counters_answer(&f));
         f.contact_id = Some(5);
         assert!(!counters_answer(&f));
     }

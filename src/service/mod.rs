@@ -16,6 +16,7 @@ pub mod contacts;
 pub mod history;
 pub mod imports;
 pub mod lists;
+pub mod overview;
 pub mod resends;
 pub mod reveals;
 pub mod sends;

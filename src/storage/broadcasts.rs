@@ -871,10 +871,12 @@ pub fn freeze(
     sql.push(", s.contact_id, CASE WHEN s.reason IS NULL THEN 'pending' ELSE 'skipped' END, s.reason FROM (");
     sql.candidates(audience, ctx);
     sql.push(") s");
-    match conn {
-        DbConnection::Sqlite(c) => sql.statement().execute(c),
-        DbConnection::Postgres(c) => sql.statement().execute(c),
-    }
+    let written = match conn {
+        DbConnection::Sqlite(c) => sql.statement().execute(c)?,
+        DbConnection::Postgres(c) => sql.statement().execute(c)?,
+    };
+    super::message_counts::count_frozen_recipients(conn, broadcast_id)?;
+    Ok(written)
 }
 
 #[derive(QueryableByName)]
@@ -1196,8 +1198,8 @@ fn load_counts<
     }
 }
 
-/// Counts in a few reads that neither sort nor visit every message row: the page and the API
-/// ask for them every few seconds while a broadcast of a million runs. `sent`, `delivered` and
+/// Counts from the counters the database keeps, never visiting every message row: the page and
+/// the API ask for them every few seconds while a broadcast of a million runs. `sent`, `delivered` and
 /// `read` count each message once, at the furthest it got (a read message is not also counted
 /// as delivered); resends are not counted beside the message they resend. `replied` counts
 /// messages whose recipient's first inbound message on the channel came within `reply_window`
@@ -1207,30 +1209,25 @@ pub fn counts(
     broadcast_id: i64,
     reply_window: Duration,
 ) -> QueryResult<Counts> {
-    // The recipients by state from the (broadcast_id, status) index alone, in state order (no
-    // sort, no visit of the recipient rows).
-    let sql = "SELECT status, count(*) AS n FROM broadcast_recipients WHERE broadcast_id = $1 \
-               GROUP BY status";
+    // The recipients by state and the messages by status from the counters the database
+    // keeps (storage::message_counts), minus the resends (few: found through the resend_of
+    // index; `+` keeps SQLite off the campaign index there).
     let mut counts = Counts::default();
-    for r in load_counts::<StatusCount>(conn, sql, broadcast_id, None)? {
-        counts.recipients += r.n;
-        match r.status.as_str() {
-            "pending" => counts.pending += r.n,
-            "skipped" => counts.skipped += r.n,
-            "cancelled" => counts.cancelled += r.n,
-            "expired" => counts.expired += r.n,
+    for (status, n) in super::message_counts::recipient_statuses(conn, broadcast_id)? {
+        counts.recipients += n;
+        match status.as_str() {
+            "pending" => counts.pending += n,
+            "skipped" => counts.skipped += n,
+            "cancelled" => counts.cancelled += n,
+            "expired" => counts.expired += n,
             _ => {}
         }
     }
-    // Every message of the campaign by status, read from the (campaign_id, status) index
-    // alone, minus the resends (few: found through the resend_of index; `+` keeps SQLite off
-    // the campaign index there).
-    let all = "SELECT status, count(*) AS n FROM messages WHERE campaign_id = $1 GROUP BY status";
     let resends = "SELECT status, count(*) AS n FROM messages \
                    WHERE resend_of IS NOT NULL AND +campaign_id = $1 GROUP BY status";
     let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
-    for row in load_counts::<StatusCount>(conn, all, broadcast_id, None)? {
-        *by_status.entry(row.status).or_default() += row.n;
+    for (status, n) in super::message_counts::campaign_statuses(conn, broadcast_id)? {
+        *by_status.entry(status).or_default() += n;
     }
     for row in load_counts::<StatusCount>(conn, resends, broadcast_id, None)? {
         *by_status.entry(row.status).or_default() -= row.n;

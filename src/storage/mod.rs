@@ -16,6 +16,7 @@ pub mod history;
 pub mod imports;
 pub mod lists;
 pub mod login_attempts;
+pub mod message_counts;
 pub mod messages;
 pub mod outbox;
 pub mod prepared;

@@ -457,6 +457,36 @@ async fn filters_each_narrow_the_history(app: TestApp) {
         .map(|m| format!("/contacts/{}", w.contacts[m.contact].1))
         .collect();
     assert_eq!(contact_links, want_links);
+    let (viber, viber_public) = (w.channels[2].0, w.channels[2].1.clone());
+    // Whole days, channel and status: counted exactly by the database's counters; the
+    // index walk stops at its cap.
+    let html = w
+        .admin
+        .get_html(&format!(
+            "/history?channel={viber_public}&status=failed&since=2026-11-02&until=2026-11-10"
+        ))
+        .await;
+    let want = expected(&w, |m| {
+        m.channel_id == viber
+            && m.status == "failed"
+            && m.created_at >= day(2)
+            && m.created_at < day(11)
+    });
+    assert!(want.len() > 1);
+    assert_eq!(row_ids(&html), want);
+    assert_eq!(
+        text_of(&html, "#history-total"),
+        format!("{} messages match these filters.", want.len())
+    );
+    let everything = history::HistoryFilter::default();
+    assert_eq!(
+        history::count_up_to(&mut app.db(), &everything, 5).unwrap(),
+        5
+    );
+    assert_eq!(
+        history::count_up_to(&mut app.db(), &everything, 1_000).unwrap(),
+        i64::try_from(COUNT).unwrap()
+    );
     // Nothing matches: the empty state, not an error.
     let html = w
         .admin

@@ -23,6 +23,7 @@ mod history;
 // issue 15, part A: layout and search
 mod layout;
 mod outbox;
+mod overview;
 mod platform;
 mod provider_kit;
 mod search;

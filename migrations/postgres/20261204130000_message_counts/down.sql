@@ -1,0 +1,16 @@
+DROP INDEX consent_events_status_time;
+DROP INDEX contact_windows_channel;
+DROP TRIGGER broadcast_recipient_counts_delete ON broadcast_recipients;
+DROP TRIGGER broadcast_recipient_counts_update ON broadcast_recipients;
+DROP TABLE broadcast_recipient_count_deltas;
+DROP TABLE broadcast_recipient_counts;
+DROP TRIGGER message_counts_delete ON messages;
+DROP TRIGGER message_counts_update ON messages;
+DROP TRIGGER message_counts_insert ON messages;
+DROP TABLE message_count_deltas;
+DROP TABLE message_counts;
+DROP FUNCTION message_counts_on_insert();
+DROP FUNCTION message_counts_on_update();
+DROP FUNCTION message_counts_on_delete();
+DROP FUNCTION broadcast_recipient_counts_on_update();
+DROP FUNCTION broadcast_recipient_counts_on_delete();

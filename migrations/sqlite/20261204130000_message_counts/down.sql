@@ -1,0 +1,11 @@
+DROP INDEX consent_events_status_time;
+DROP INDEX contact_windows_channel;
+DROP TRIGGER broadcast_recipient_counts_delete;
+DROP TRIGGER broadcast_recipient_counts_update;
+DROP TABLE broadcast_recipient_count_deltas;
+DROP TABLE broadcast_recipient_counts;
+DROP TRIGGER message_counts_delete;
+DROP TRIGGER message_counts_update;
+DROP TRIGGER message_counts_insert;
+DROP TABLE message_count_deltas;
+DROP TABLE message_counts;

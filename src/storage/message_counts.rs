@@ -1,0 +1,236 @@
+//! Counters the database keeps as messages and broadcast recipients change (migration
+//! `20261204130000_message_counts`): messages per UTC day, channel, broadcast, status and error
+//! code; a broadcast's recipients per state. The overview, the history's count and a broadcast's
+//! counts read these few hundred rows instead of visiting every message.
+//!
+//! On SQLite row triggers update the counters in the writer's own transaction. On PostgreSQL
+//! statement triggers append each statement's changes to `*_deltas` tables (nothing shared is
+//! locked, so concurrent senders never wait on a counter row) and [`fold`] moves them into the
+//! counters; every read here adds the deltas not folded yet, in one statement, so a count is
+//! exact as soon as the change commits, on either database.
+
+use chrono::NaiveDate;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Date, Nullable, Text};
+
+use super::DbConnection;
+use super::prepared::fixed;
+
+/// Which messages to count. Every field narrows; `None` means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountFilter {
+    /// First UTC day counted (messages are counted on the day they were created).
+    pub since_day: Option<NaiveDate>,
+    /// Last UTC day counted, inclusive.
+    pub until_day: Option<NaiveDate>,
+    pub channel_id: Option<i64>,
+    /// A broadcast's id (`messages.campaign_id`).
+    pub campaign_id: Option<i64>,
+    pub status: Option<String>,
+    pub error_code: Option<String>,
+}
+
+/// Messages created on one day on one channel with one status.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct DayCount {
+    #[diesel(sql_type = Date)]
+    pub day: NaiveDate,
+    #[diesel(sql_type = BigInt)]
+    pub channel_id: i64,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+/// Failed messages with one error code on one channel.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct FailureCount {
+    #[diesel(sql_type = BigInt)]
+    pub channel_id: i64,
+    #[diesel(sql_type = Text)]
+    pub error_code: String,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Total {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    n: Option<i64>,
+}
+
+/// The counters and the deltas not folded yet, as one relation (`{where}` is applied to both).
+fn counted(columns: &str, condition: &str) -> String {
+    format!(
+        "SELECT {columns} FROM message_counts WHERE {condition} \
+         UNION ALL SELECT {columns} FROM message_count_deltas WHERE {condition}"
+    )
+}
+
+const FILTER: &str = "($1 IS NULL OR day >= $1) AND ($2 IS NULL OR day <= $2) \
+     AND ($3 IS NULL OR channel_id = $3) AND ($4 IS NULL OR campaign_id = $4) \
+     AND ($5 IS NULL OR status = $5) AND ($6 IS NULL OR error_code = $6)";
+
+/// How many messages match: exact, from the counters.
+pub fn total(conn: &mut DbConnection, filter: &CountFilter) -> QueryResult<i64> {
+    let sql = format!(
+        "SELECT CAST(sum(n) AS BIGINT) AS n FROM ({}) c",
+        counted("n", FILTER)
+    );
+    let f = filter.clone();
+    macro_rules! run {
+        ($c:expr) => {
+            fixed(&sql)
+                .bind::<Nullable<Date>, _>(f.since_day)
+                .bind::<Nullable<Date>, _>(f.until_day)
+                .bind::<Nullable<BigInt>, _>(f.channel_id)
+                .bind::<Nullable<BigInt>, _>(f.campaign_id)
+                .bind::<Nullable<Text>, _>(f.status.clone())
+                .bind::<Nullable<Text>, _>(f.error_code.clone())
+                .load::<Total>($c)
+        };
+    }
+    let rows = match conn {
+        DbConnection::Sqlite(c) => run!(c)?,
+        DbConnection::Postgres(c) => run!(c)?,
+    };
+    Ok(rows.into_iter().next().and_then(|t| t.n).unwrap_or(0))
+}
+
+/// Runs `sql` with the first and last day bound as `$1` and `$2`.
+fn load_days<T>(
+    conn: &mut DbConnection,
+    sql: &str,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> QueryResult<Vec<T>>
+where
+    T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static,
+{
+    match conn {
+        DbConnection::Sqlite(c) => fixed(sql)
+            .bind::<Date, _>(since)
+            .bind::<Date, _>(until)
+            .load(c),
+        DbConnection::Postgres(c) => fixed(sql)
+            .bind::<Date, _>(since)
+            .bind::<Date, _>(until)
+            .load(c),
+    }
+}
+
+/// Messages per day, channel and status from `since` to `until` (inclusive), days without
+/// messages left out; in day order.
+pub fn daily(
+    conn: &mut DbConnection,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> QueryResult<Vec<DayCount>> {
+    let sql = format!(
+        "SELECT day, channel_id, status, CAST(sum(n) AS BIGINT) AS n FROM ({}) c \
+         GROUP BY day, channel_id, status HAVING sum(n) <> 0 ORDER BY day, channel_id, status",
+        counted("day, channel_id, status, n", "day >= $1 AND day <= $2")
+    );
+    load_days(conn, &sql, since, until)
+}
+
+/// Failed messages per channel and error code from `since` to `until`, most first.
+pub fn failures(
+    conn: &mut DbConnection,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> QueryResult<Vec<FailureCount>> {
+    let sql = format!(
+        "SELECT channel_id, error_code, CAST(sum(n) AS BIGINT) AS n FROM ({}) c \
+         GROUP BY channel_id, error_code HAVING sum(n) <> 0 ORDER BY sum(n) DESC, error_code",
+        counted(
+            "channel_id, error_code, n",
+            "day >= $1 AND day <= $2 AND status = 'failed'"
+        )
+    );
+    load_days(conn, &sql, since, until)
+}
+
+fn load_statuses(conn: &mut DbConnection, sql: &str, id: i64) -> QueryResult<Vec<(String, i64)>> {
+    let rows: Vec<StatusCount> = match conn {
+        DbConnection::Sqlite(c) => fixed(sql).bind::<BigInt, _>(id).load(c)?,
+        DbConnection::Postgres(c) => fixed(sql).bind::<BigInt, _>(id).load(c)?,
+    };
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
+}
+
+/// A broadcast's messages by status (resends included: they carry the broadcast too).
+pub fn campaign_statuses(
+    conn: &mut DbConnection,
+    campaign_id: i64,
+) -> QueryResult<Vec<(String, i64)>> {
+    let sql = format!(
+        "SELECT status, CAST(sum(n) AS BIGINT) AS n FROM ({}) c GROUP BY status HAVING sum(n) <> 0",
+        counted("status, n", "campaign_id = $1")
+    );
+    load_statuses(conn, &sql, campaign_id)
+}
+
+/// A broadcast's recipients by state.
+pub fn recipient_statuses(
+    conn: &mut DbConnection,
+    broadcast_id: i64,
+) -> QueryResult<Vec<(String, i64)>> {
+    let sql = "SELECT status, CAST(sum(n) AS BIGINT) AS n FROM (\
+               SELECT status, n FROM broadcast_recipient_counts WHERE broadcast_id = $1 \
+               UNION ALL SELECT status, n FROM broadcast_recipient_count_deltas WHERE broadcast_id = $1\
+               ) c GROUP BY status HAVING sum(n) <> 0";
+    load_statuses(conn, sql, broadcast_id)
+}
+
+/// Writes a broadcast's first recipient counts, right after its freeze inserted the rows (the
+/// triggers follow only later changes; see the migration). Call it in the freeze's transaction.
+pub fn count_frozen_recipients(conn: &mut DbConnection, broadcast_id: i64) -> QueryResult<usize> {
+    let sql = "INSERT INTO broadcast_recipient_counts (broadcast_id, status, n) \
+               SELECT broadcast_id, status, count(*) FROM broadcast_recipients \
+               WHERE broadcast_id = $1 GROUP BY broadcast_id, status \
+               ON CONFLICT (broadcast_id, status) DO UPDATE SET n = excluded.n";
+    match conn {
+        DbConnection::Sqlite(c) => fixed(sql).bind::<BigInt, _>(broadcast_id).execute(c),
+        DbConnection::Postgres(c) => fixed(sql).bind::<BigInt, _>(broadcast_id).execute(c),
+    }
+}
+
+/// Moves up to `batch` deltas of each kind into the counters (PostgreSQL; nothing to do on
+/// SQLite, whose triggers write the counters directly). Safe to run on several instances at
+/// once: each takes the deltas it locked (`SKIP LOCKED`) and adds them in key order in one
+/// statement, so two folds never wait on each other in a cycle. Returns how many counter rows it changed (0: nothing was waiting).
+pub fn fold(conn: &mut DbConnection, batch: i64) -> QueryResult<usize> {
+    let DbConnection::Postgres(c) = conn else {
+        return Ok(0);
+    };
+    let messages = "WITH taken AS (DELETE FROM message_count_deltas WHERE id IN (\
+                      SELECT id FROM message_count_deltas ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                      RETURNING day, channel_id, campaign_id, status, error_code, n) \
+                    INSERT INTO message_counts (day, channel_id, campaign_id, status, error_code, n) \
+                    SELECT day, channel_id, campaign_id, status, error_code, sum(n) FROM taken \
+                    GROUP BY day, channel_id, campaign_id, status, error_code \
+                    ORDER BY day, channel_id, campaign_id, status, error_code \
+                    ON CONFLICT (day, channel_id, campaign_id, status, error_code) \
+                    DO UPDATE SET n = message_counts.n + excluded.n";
+    let recipients = "WITH taken AS (DELETE FROM broadcast_recipient_count_deltas WHERE id IN (\
+                        SELECT id FROM broadcast_recipient_count_deltas ORDER BY id LIMIT $1 \
+                        FOR UPDATE SKIP LOCKED) RETURNING broadcast_id, status, n) \
+                      INSERT INTO broadcast_recipient_counts (broadcast_id, status, n) \
+                      SELECT broadcast_id, status, sum(n) FROM taken GROUP BY broadcast_id, status \
+                      ORDER BY broadcast_id, status \
+                      ON CONFLICT (broadcast_id, status) \
+                      DO UPDATE SET n = broadcast_recipient_counts.n + excluded.n";
+    let a = fixed(messages).bind::<BigInt, _>(batch).execute(c)?;
+    let b = fixed(recipients).bind::<BigInt, _>(batch).execute(c)?;
+    Ok(a + b)
+}
