@@ -291,6 +291,7 @@ fn queue_held(db: &Db, channel: &Channel, n: i64) -> Duration {
                         resend_of: None,
                         not_before: held,
                         request_hash: None,
+                        source: herald::domain::message::MessageSource::Person,
                     },
                 )?;
             }
@@ -409,20 +410,7 @@ async fn signed_in(base: &str) -> reqwest::Client {
         .text()
         .await
         .expect("login page");
-    let marker = "\"X-CSRF-Token\": \"";
-    let start = page.find(marker).expect("a CSRF token on /login") + marker.len();
-    let token = &page[start..start + page[start..].find('"').expect("token end")];
-    let res = http
-        .post(format!("{base}/login"))
-        .form(&[
-            ("email", ADMIN_EMAIL),
-            ("password", PASSWORD),
-            ("csrf_token", token),
-        ])
-        .send()
-        .await
-        .expect("POST /login");
-    assert_eq!(res.status().as_u16(), 303, "signing in");
+    support::post_login(&http, base, &page, None, ADMIN_EMAIL, PASSWORD).await;
     http
 }
 

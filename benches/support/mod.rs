@@ -220,6 +220,36 @@ impl Drop for Server {
     }
 }
 
+/// Signs in through the login form whose page `login_page` holds (its CSRF token), sending
+/// `cookie` (the visitor's session) when given; asserts the redirect that means success.
+pub async fn post_login(
+    http: &reqwest::Client,
+    base: &str,
+    login_page: &str,
+    cookie: Option<&str>,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let marker = "\"X-CSRF-Token\": \"";
+    let start = login_page.find(marker).expect("a CSRF token on /login") + marker.len();
+    let token = &login_page[start..start + login_page[start..].find('"').expect("token end")];
+    let mut req = http.post(format!("{base}/login"));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let res = req
+        .form(&[
+            ("email", email),
+            ("password", password),
+            ("csrf_token", token),
+        ])
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(res.status().as_u16(), 303, "signing in");
+    res
+}
+
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Percentiles {

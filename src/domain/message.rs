@@ -224,6 +224,57 @@ pub fn apply_provider_status(
     }
 }
 
+// --- issue 18: where a message came from (the history's "source") ---
+
+/// Where a message came from: a person (the send page, a resend from the dashboard), a
+/// client with an API key, or a broadcast. Kept on the message (`messages.source`) so the
+/// history filters on it; issue 20 adds triggers and reminders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageSource {
+    Person,
+    Api,
+    Broadcast,
+}
+
+impl MessageSource {
+    pub const ALL: [MessageSource; 3] = [
+        MessageSource::Person,
+        MessageSource::Api,
+        MessageSource::Broadcast,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageSource::Person => "person",
+            MessageSource::Api => "api",
+            MessageSource::Broadcast => "broadcast",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            MessageSource::Person => "A person",
+            MessageSource::Api => "API key",
+            MessageSource::Broadcast => "Broadcast",
+        }
+    }
+
+    /// The source of what an actor asks for directly: an API key's sends are `api`, the
+    /// rest (people, and the command line) `person`.
+    pub fn of_actor(kind: crate::domain::audit::ActorKind) -> Self {
+        match kind {
+            crate::domain::audit::ActorKind::ApiKey => MessageSource::Api,
+            _ => MessageSource::Person,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        MessageSource::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+// --- end issue 18 source ---
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,8 @@ pub mod api_keys;
 pub mod broadcasts;
 pub mod channels;
 pub mod contacts;
+// issue 18: the send history
+pub mod history;
 pub mod imports;
 pub mod lists;
 pub mod overview;

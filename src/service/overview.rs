@@ -44,11 +44,7 @@ pub async fn load(svc: &Services, role: Role) -> ServiceResult<Overview> {
     svc.read(move |conn| Ok(read(conn, role, now())?)).await
 }
 
-fn read(
-    conn: &mut DbConnection,
-    role: Role,
-    at: NaiveDateTime,
-) -> QueryResult<Overview> {
+fn read(conn: &mut DbConnection, role: Role, at: NaiveDateTime) -> QueryResult<Overview> {
     let until = at.date();
     let since = until - Duration::days(DAYS - 1);
     let daily = message_counts::daily(conn, since, until)?;

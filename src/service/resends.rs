@@ -6,6 +6,7 @@
 use serde_json::json;
 
 use crate::domain::audit::Actor;
+use crate::domain::message::MessageSource;
 use crate::service::sends::announce_queued;
 use crate::service::{Change, ServiceError, ServiceResult, Services};
 use crate::storage::contacts;
@@ -37,7 +38,10 @@ pub async fn resend(svc: &Services, actor: Actor, public_id: String) -> ServiceR
 pub fn resend_in(change: &mut Change<'_>, public_id: &str) -> ServiceResult<Resent> {
     let original = find(change.conn, public_id)?;
     let contact = contact_in(change.conn, &original)?;
-    let message = outbox::resend(change.conn, &original, &change.actor.label)?
+    // A resend is someone's decision, even of a broadcast's message: a person's, or an API
+    // client's.
+    let source = MessageSource::of_actor(change.actor.kind);
+    let message = outbox::resend(change.conn, &original, &change.actor.label, source)?
         .map_err(|refusal| ServiceError::conflict("conflict", refusal_words(&refusal)))?;
     change.audit(
         "message.resent",

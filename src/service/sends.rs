@@ -16,7 +16,7 @@ use crate::domain::audit::Actor;
 use crate::domain::channel::ChannelKind;
 use crate::domain::consent::ConsentStatus;
 use crate::domain::content::{MessageContent, check_free_text};
-use crate::domain::message::MessageStatus;
+use crate::domain::message::{MessageSource, MessageStatus};
 use crate::domain::phone::{DefaultCountry, E164};
 use crate::domain::policy::{self, ContentIntent, Denial, SendContext};
 use crate::domain::template::Variables;
@@ -546,6 +546,7 @@ fn queue_new(
             resend_of: None,
             not_before: now(),
             request_hash: Some(&checked.fingerprint),
+            source: MessageSource::of_actor(requester.actor.kind),
         },
     )?;
     Ok(Queued {

@@ -38,7 +38,16 @@ pub struct MessageRow {
     pub read_at: Option<NaiveDateTime>,
     pub failed_at: Option<NaiveDateTime>,
     pub leased_by: Option<String>,
+    /// Where it came from (`MessageSource`): person, api or broadcast.
+    pub source: String,
 }
+
+/// `MessageRow`'s columns, for statements written out in SQL (the claim, the history).
+pub const COLUMNS: &str = "id, public_id, channel_id, contact_id, to_address, campaign_id, template_id, \
+                           content_kind, body, content, status, provider_message_id, error_code, \
+                           error_message, attempts, next_attempt_at, lease_expires_at, idempotency_key, \
+                           requested_by, resend_of, created_at, updated_at, sent_at, delivered_at, \
+                           read_at, failed_at, leased_by, source";
 
 impl MessageRow {
     pub fn status(&self) -> MessageStatus {

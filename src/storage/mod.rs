@@ -13,6 +13,8 @@ pub mod consents;
 pub mod contacts;
 pub mod conversations;
 pub mod group;
+// issue 18: the send history
+pub mod history;
 pub mod imports;
 pub mod lists;
 pub mod login_attempts;

@@ -13,7 +13,7 @@ use super::messages::MessageRow;
 use super::prepared::fixed;
 use super::schema::{channel_throttle, message_events, messages, workers};
 use super::{DbConnection, new_public_id, now, on_backend};
-use crate::domain::message::MessageStatus;
+use crate::domain::message::{MessageSource, MessageStatus};
 
 /// A message to queue.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct NewMessage<'a> {
     /// A fingerprint of the request it answers, so that a repeat of its idempotency key can
     /// be told apart from a different request under the same key.
     pub request_hash: Option<&'a str>,
+    /// Where it came from, for the history.
+    pub source: MessageSource,
 }
 
 /// A `messages` row as queued.
@@ -57,6 +59,7 @@ struct QueuedRow<'a> {
     requested_by: &'a str,
     resend_of: Option<i64>,
     request_hash: Option<&'a str>,
+    source: &'static str,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
 }
@@ -80,6 +83,7 @@ impl<'a> QueuedRow<'a> {
             requested_by: m.requested_by,
             resend_of: m.resend_of,
             request_hash: m.request_hash,
+            source: m.source.as_str(),
             created_at: at,
             updated_at: at,
         }
@@ -171,10 +175,7 @@ pub fn request_hash(conn: &mut DbConnection, message_id: i64) -> QueryResult<Opt
 /// (`messages_queued_single`, `messages_queued_campaign`), whose predicate is written out
 /// literally so that both databases use it.
 fn claim_sql(postgres: bool, campaign: bool) -> String {
-    let columns = "id, public_id, channel_id, contact_id, to_address, campaign_id, template_id, content_kind, body, \
-                   content, status, provider_message_id, error_code, error_message, attempts, next_attempt_at, \
-                   lease_expires_at, idempotency_key, requested_by, resend_of, created_at, updated_at, sent_at, \
-                   delivered_at, read_at, failed_at, leased_by";
+    let columns = super::messages::COLUMNS;
     let lock = if postgres {
         " FOR UPDATE SKIP LOCKED"
     } else {
@@ -778,6 +779,7 @@ pub fn resend(
     conn: &mut DbConnection,
     original: &MessageRow,
     requested_by: &str,
+    source: MessageSource,
 ) -> QueryResult<Result<MessageRow, ResendRefusal>> {
     if !original.status().may_resend() {
         return Ok(Err(ResendRefusal::Status(original.status())));
@@ -809,6 +811,7 @@ pub fn resend(
                 resend_of: Some(original.id),
                 not_before: now(),
                 request_hash: None,
+                source,
             },
         )
     });

@@ -199,6 +199,8 @@ diesel::table! {
         failed_at -> Nullable<Timestamp>,
         leased_by -> Nullable<Text>,
         request_hash -> Nullable<Text>,
+        // issue 18 (20261204100000_history): person | api | broadcast
+        source -> Text,
         // Issue 18 (retention).
         purged_at -> Nullable<Timestamp>,
         purged_after_days -> Nullable<Integer>,

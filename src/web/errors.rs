@@ -237,6 +237,23 @@ pub async fn render(
     Ok(ServiceResponse::new(req, response).map_into_right_body())
 }
 
+// --- issue 18: query parameters refused with 400 ---
+
+/// A refusal of an API call's query parameters (the history's filters and cursor, a NUL in
+/// one) as a 400 in the error shape, `code` and `fields` included, rather than the 422 of a
+/// body that breaks a rule. Other errors pass through.
+pub fn query_refused(err: impl Into<AppError>) -> Result<HttpResponse, AppError> {
+    match err.into() {
+        err @ (AppError::Invalid { .. } | AppError::BadRequest(_)) => {
+            let mut res = actix_web::ResponseError::error_response(&err);
+            *res.status_mut() = StatusCode::BAD_REQUEST;
+            Ok(res)
+        }
+        other => Err(other),
+    }
+}
+// --- end issue 18 ---
+
 /// Adds `Retry-After` to a page answered 429 or 503.
 pub fn with_retry_after(mut res: HttpResponse, secs: u64) -> HttpResponse {
     res.headers_mut()

@@ -81,7 +81,8 @@ pub async fn dashboard(
         .user()
         .and_then(|u| u.name.split_whitespace().next().map(str::to_owned))
         .unwrap_or_default();
-    let view = overview_view::OverviewView::new(&figures, &channels, role == Role::Admin);
+    let view =
+        overview_view::OverviewView::new(&figures, &channels, role.can(Permission::ViewHistory));
     render(&Dashboard {
         chrome,
         first_name,

@@ -18,6 +18,8 @@ pub mod errors;
 pub mod events;
 pub mod format;
 pub mod health;
+// issue 18: the send history
+pub mod history;
 pub mod home;
 pub mod identity;
 pub mod imports;
@@ -207,6 +209,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/templates/{id}/provider").post(templates::resubmit))
         .service(resource("/templates/{id}/sync").post(templates::sync))
         .service(resource(paths::AUDIT).get(audit::index))
+        // issue 18: the send history
+        .service(resource(history::PATH).get(history::index))
+        .service(resource("/history/export.csv").get(history::export))
         .configure(broadcasts::configure)
         .default_service(web::to(not_found));
 }

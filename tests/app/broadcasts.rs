@@ -293,6 +293,7 @@ async fn a_broadcast_reaches_its_audience_once(app: TestApp) {
     )
     .await;
     assert_eq!(m["broadcast_id"], id.as_str(), "{m}");
+    assert_eq!(m["source"], "broadcast", "{m}");
 
     // Nothing changes a completed broadcast.
     let (status, _) = control(&app, &s.key, &id, "cancel").await;

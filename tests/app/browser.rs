@@ -541,3 +541,55 @@ async fn an_admin_connects_twilio_tests_it_edits_it_and_disables_it() {
     assert!(!crate::provider_kit::channel(&app, &id).is_enabled());
     b.finish().await;
 }
+
+// --- issue 18: the history in a browser ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn an_admin_filters_the_history_and_pages_it_at_a_phones_width() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let failed = crate::history::seed_history(&app).await;
+    let b = Browser::start(&app.address).await;
+    b.sign_in(crate::helpers::ADMIN_EMAIL, PASSWORD).await;
+    b.wait_for_text("Sign out").await;
+    b.click(".sidebar a[href='/history']").await;
+    b.wait_for_text("60 messages.").await;
+    // The filter form swaps the results in and the address follows.
+    b.client
+        .find(Locator::Css("#history-status"))
+        .await
+        .expect("status filter")
+        .select_by_value("failed")
+        .await
+        .expect("choose failed");
+    b.click("#history-filters button[type=submit]").await;
+    b.wait_for_text(&format!("{failed} messages match these filters."))
+        .await;
+    assert_eq!(b.path().await, "/history?status=failed");
+    let rows = b
+        .client
+        .find_all(Locator::Css("#history-table tbody tr"))
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), failed);
+    // At a phone's width the page (filters and table) stays within the window.
+    b.client.set_window_size(390, 844).await.expect("size");
+    b.click("#history-clear").await;
+    b.wait_for_text("60 messages.").await;
+    b.click("#history-older").await;
+    b.wait_for_text("Newest").await;
+    let fits = b
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .expect("widths");
+    assert_eq!(fits, serde_json::json!(true));
+    b.finish().await;
+}
+// --- end issue 18 ---

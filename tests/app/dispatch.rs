@@ -129,6 +129,7 @@ fn immediate<'a>(
         resend_of: None,
         not_before: now(),
         request_hash: None,
+        source: herald::domain::message::MessageSource::Person,
     }
 }
 

@@ -20,6 +20,8 @@ mod conformance;
 mod contacts;
 mod dispatch;
 mod fixtures;
+// Issue 18: the send history.
+mod history;
 // issue 15, part A: layout and search
 mod layout;
 // Issue 18: the message detail page, kept payloads, retention.

@@ -23,6 +23,7 @@ use crate::domain::audit::Actor;
 use crate::domain::broadcast::{BroadcastMessage, BroadcastState, parse_zone};
 use crate::domain::content::MessageContent;
 use crate::domain::local_time::{Timing, zone_state};
+use crate::domain::message::MessageSource;
 use crate::service::{Change, ServiceError, ServiceResult, Services, write};
 use crate::storage::broadcasts::{self as store, BroadcastRow};
 use crate::storage::channels::{self, Channel};
@@ -382,6 +383,7 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
             resend_of: None,
             not_before: at,
             request_hash: None,
+            source: MessageSource::Broadcast,
         })
         .collect();
     step.queued += outbox::enqueue_many(change.conn, &messages)?;

@@ -2,18 +2,23 @@
 //! `GET /api/v1/messages/{id}` (its status). The same use case as the send page:
 //! `service::sends`.
 
+use std::collections::HashMap;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::template::Variables;
 use crate::error::AppError;
+use crate::service::history::{self, HistoryParams};
 use crate::service::sends::{self, ContentRequest, Recipient, SendRequest, TemplateRef};
+use crate::service::{FieldProblems, ServiceError};
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::messages::{self, MessageRow};
 use crate::storage::{DbConnection, contacts};
-use crate::web::api::{Body, ChannelRef, idempotency_key};
+use crate::web::api::{Body, ChannelRef, Params, idempotency_key};
+use crate::web::errors::query_refused;
 use crate::web::identity::{Auth, Principal, perm};
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +76,8 @@ pub struct MessageJson {
     pub failed_at: Option<String>,
     /// The broadcast that sent it, if one did.
     pub broadcast_id: Option<String>,
+    /// Where it came from: `person`, `api` or `broadcast`.
+    pub source: String,
 }
 
 fn rfc3339(at: Option<chrono::NaiveDateTime>) -> Option<String> {
@@ -103,6 +110,7 @@ fn message_json(m: MessageRow, channel: &Channel, contact_id: String) -> Message
         read_at: rfc3339(m.read_at),
         failed_at: rfc3339(m.failed_at),
         broadcast_id: None,
+        source: m.source,
     }
 }
 
@@ -222,6 +230,86 @@ pub async fn get(
         .await?;
     Ok(HttpResponse::Ok().json(json))
 }
+
+// --- issue 18: the history as a list ---
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(flatten)]
+    filters: HistoryParams,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+/// `limit`: 1 to 500, 50 when not given.
+fn list_limit(raw: Option<&str>) -> Result<i64, ServiceError> {
+    let raw = raw.map(str::trim).filter(|l| !l.is_empty());
+    let Some(raw) = raw else {
+        return Ok(history::API_LIMIT_DEFAULT);
+    };
+    match raw.parse::<i64>() {
+        Ok(n) if (1..=history::API_LIMIT_MAX).contains(&n) => Ok(n),
+        _ => {
+            let mut fields = FieldProblems::new();
+            fields.add(
+                "limit",
+                format!(
+                    "\"{raw}\" is not a page size: give a number from 1 to {}.",
+                    history::API_LIMIT_MAX
+                ),
+            );
+            Err(ServiceError::invalid_fields("invalid_limit", fields))
+        }
+    }
+}
+
+/// `GET /api/v1/messages?channel=&status=&contact=&broadcast=&template=&source=&error=&since=
+/// &until=&limit=&cursor=` (admins) -> `{"data": [message, ...], "next_cursor": null|"..."}`,
+/// newest first, each message as `GET /api/v1/messages/{id}` answers it. Filters that do not
+/// fit are a 400 naming them (`service::history` reads them, as for the history page).
+pub async fn list(
+    _auth: Auth<perm::ViewHistory>,
+    state: web::Data<AppState>,
+    query: Params<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    let query = match query.get() {
+        Ok(q) => q,
+        Err(e) => return query_refused(e),
+    };
+    let limit = match list_limit(query.limit.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return query_refused(e),
+    };
+    let page = match history::page(&state, query.filters, limit, false).await {
+        Ok(p) => p,
+        Err(e) => return query_refused(e),
+    };
+    let channels: HashMap<i64, Channel> = state
+        .db
+        .run(|conn| Ok::<_, AppError>(channels::list(conn)?))
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
+    let mut data = Vec::with_capacity(page.rows.len());
+    for row in page.rows {
+        let channel = channels
+            .get(&row.message.channel_id)
+            .ok_or_else(|| AppError::not_found("A message's channel"))?;
+        let mut json = message_json(
+            row.message,
+            channel,
+            row.contact_public_id.unwrap_or_default(),
+        );
+        json.broadcast_id = row.broadcast_public_id;
+        data.push(json);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "data": data,
+        "next_cursor": page.older,
+    })))
+}
+// --- end issue 18 ---
 
 /// `POST /api/v1/messages/{id}/resend`: 202 with the new message.
 pub async fn resend(

@@ -231,7 +231,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/contacts/{id}", web::get().to(contacts::get))
         .route("/templates", web::get().to(templates::list))
-        .route("/messages", web::post().to(messages::send))
+        .service(
+            web::resource("/messages")
+                .route(web::get().to(messages::list))
+                .route(web::post().to(messages::send)),
+        )
         .route("/messages/{id}", web::get().to(messages::get))
         .route("/messages/{id}/resend", web::post().to(messages::resend))
         .default_service(web::to(not_found));

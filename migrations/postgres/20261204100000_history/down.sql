@@ -1,0 +1,14 @@
+DROP INDEX messages_history_direct;
+DROP INDEX messages_history_error;
+DROP INDEX messages_history_template;
+DROP INDEX messages_history_campaign;
+DROP INDEX messages_campaign;
+CREATE INDEX messages_campaign ON messages (campaign_id, status) WHERE campaign_id IS NOT NULL;
+DROP INDEX messages_contact;
+CREATE INDEX messages_contact ON messages (contact_id, created_at);
+DROP INDEX messages_history_status;
+DROP INDEX messages_history_channel_status;
+DROP INDEX messages_history_channel;
+DROP INDEX messages_history;
+CREATE INDEX messages_created ON messages USING brin (created_at);
+ALTER TABLE messages DROP COLUMN source;
