@@ -3,7 +3,9 @@
 //! the run itself is claimed in the database (a compare-and-set on its start time), so among
 //! several processes one runs it. A run purges in small batches, each its own transaction with
 //! a pause between, keeps every status, time, id, error code and count, and writes one audit
-//! entry (`retention.purged`) saying how much it purged, when it purged anything.
+//! entry (`retention.purged`) saying how much it purged, when it purged anything. Each batch
+//! adds what it purged to a tally in the same transaction, and the audit entry is written from
+//! the tally: a run cut short by a crash is audited (marked `interrupted`) when the next starts.
 
 use std::time::Duration;
 
@@ -87,7 +89,7 @@ pub async fn set_days(svc: &Services, actor: Actor, input: String) -> ServiceRes
 }
 
 /// What one run purged.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RetentionRun {
     pub days: i32,
     pub messages: usize,
@@ -142,12 +144,57 @@ fn purge_one(
                 &done.inbound_after.to_string(),
             )?;
         }
+        if done.messages + done.inbound + done.payloads > 0 {
+            let mut tally = tally(change.conn)?.unwrap_or(RetentionRun {
+                days,
+                ..RetentionRun::default()
+            });
+            tally.messages += done.messages;
+            tally.inbound += done.inbound;
+            tally.payloads += done.payloads;
+            tally.batches += 1;
+            let text = serde_json::to_string(&tally)
+                .map_err(|e| ServiceError::Internal(anyhow::Error::new(e)))?;
+            settings::set(change.conn, settings::RETENTION_RUN_TALLY, &text)?;
+        }
         Ok(done)
     })
 }
 
+/// The tally of the run under way (or of one a crash cut short).
+fn tally(conn: &mut DbConnection) -> ServiceResult<Option<RetentionRun>> {
+    Ok(settings::get(conn, settings::RETENTION_RUN_TALLY)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
+}
+
+/// Writes the audit entry for the tally left in the database, if any, and clears it, in one
+/// transaction. `interrupted`: the tally is a crashed run's, found by the next run.
+fn settle(conn: &mut DbConnection, actor: &Actor, interrupted: bool) -> ServiceResult<()> {
+    crate::service::write(conn, actor, |change| {
+        let Some(run) = tally(change.conn)? else {
+            return Ok(());
+        };
+        change.audit(
+            "retention.purged",
+            "settings",
+            Some("retention"),
+            json!({
+                "days": run.days,
+                "messages": run.messages,
+                "inbound_messages": run.inbound,
+                "payloads": run.payloads,
+                "batches": run.batches,
+                "interrupted": interrupted,
+            }),
+        )?;
+        settings::remove(change.conn, settings::RETENTION_RUN_TALLY)?;
+        Ok(())
+    })
+}
+
 /// Purges everything older than `days` before `now`, `batch` rows per table per transaction
-/// with `pause` between them, then writes the run's audit entry when it purged anything.
+/// with `pause` between them, then writes the run's audit entry when it purged anything (first
+/// settling the tally of a run a crash cut short, if there is one).
 /// Safe to run twice at once (a row is purged once; the second run finds nothing), though
 /// [`run_due`] sees to it that one process runs it.
 pub async fn purge(
@@ -163,6 +210,8 @@ pub async fn purge(
         days,
         ..RetentionRun::default()
     };
+    let a = actor.clone();
+    db.run(move |conn| settle(conn, &a, true)).await?;
     loop {
         let a = actor.clone();
         let done = db
@@ -177,25 +226,7 @@ pub async fn purge(
         }
         tokio::time::sleep(pause).await;
     }
-    if run.purged_anything() {
-        db.run(move |conn| {
-            crate::service::write(conn, &actor, |change| {
-                change.audit(
-                    "retention.purged",
-                    "settings",
-                    Some("retention"),
-                    json!({
-                        "days": run.days,
-                        "messages": run.messages,
-                        "inbound_messages": run.inbound,
-                        "payloads": run.payloads,
-                        "batches": run.batches,
-                    }),
-                )
-            })
-        })
-        .await?;
-    }
+    db.run(move |conn| settle(conn, &actor, false)).await?;
     Ok(run)
 }
 

@@ -75,6 +75,9 @@ pub const RETENTION_LAST_RUN: &str = "retention_last_run";
 /// Where retention's walk of `messages` and `inbound_messages` goes on from (ids).
 pub const RETENTION_MESSAGES_AFTER: &str = "retention_messages_after";
 pub const RETENTION_INBOUND_AFTER: &str = "retention_inbound_after";
+/// What the retention run under way has purged so far (JSON), kept in each batch's
+/// transaction so that a run cut short by a crash is still audited by the next one.
+pub const RETENTION_RUN_TALLY: &str = "retention_run_tally";
 
 /// Sets `key` to `value` only if it still holds `expected` (absent when `None`); true when
 /// this call changed it. Two processes claiming the same run: exactly one wins.

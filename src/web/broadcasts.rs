@@ -1661,22 +1661,6 @@ pub struct RecipientFilterForm {
     replied: String,
 }
 
-/// The statuses a recipient can have (its message's, else its own).
-const RECIPIENT_STATUSES: [&str; 12] = [
-    "pending",
-    "queued",
-    "sending",
-    "sent",
-    "delivered",
-    "read",
-    "failed",
-    "unknown",
-    "skipped",
-    "cancelled",
-    "expired",
-    "scheduled",
-];
-
 impl RecipientFilterForm {
     /// The filter, and what was wrong with it (an unknown status is left out, and said).
     fn parse(&self) -> (RecipientFilter, Option<String>) {
@@ -1684,7 +1668,8 @@ impl RecipientFilterForm {
         let mut problem = None;
         let status = if status.is_empty() {
             None
-        } else if RECIPIENT_STATUSES.contains(&status) {
+        } else if status == "pending" || crate::service::history::STATUSES.contains(&status) {
+            // A recipient's status: its message's (any message status), else its own.
             Some(status.to_owned())
         } else {
             problem = Some(format!(

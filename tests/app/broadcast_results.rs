@@ -675,3 +675,162 @@ crate::both_backends!(
     replies_count_once_within_the_window_after_delivery,
     send_again_freezes_each_choice_for_those_who_manage_broadcasts
 );
+
+/// The admin's path in Chromium: a customer says she never got last Tuesday's WhatsApp
+/// broadcast. The admin filters the history by her phone (typed as she gave it) and that
+/// broadcast, opens the message, reads why it failed and who approved the template, then
+/// filters to every failure of that broadcast and exports them as CSV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn in_the_browser_an_admin_finds_why_a_customer_missed_last_tuesdays_broadcast() {
+    use chrono::{Datelike, Weekday};
+    let app = spawn(crate::helpers::Backend::Sqlite).await;
+    let s = setup(&app).await;
+    crate::fixtures::approved_template(&app, &s, "spring_sale", crate::fixtures::WA_BODY).await;
+    let mut people = Vec::new();
+    for (phone, name) in [
+        ("+16505550142", "Grace Hopper"),
+        ("+16505550143", "Alan Turing"),
+        ("+16505550144", "Ada Lovelace"),
+        ("+16505550145", "=HYPERLINK(\"x\")"),
+    ] {
+        let id = contact(
+            &app,
+            &s.key,
+            json!({"phone": phone, "name": name, "lists": ["Customers"]}),
+        )
+        .await;
+        people.push(internal_contact(&app, &id));
+    }
+    let (status, b) = api(
+        &app,
+        Method::POST,
+        "/api/v1/broadcasts",
+        &s.key,
+        Some(&json!({
+            "name": "Tuesday spring sale",
+            "channel": s.wa.name,
+            "audience": {"lists": ["Customers"]},
+            "message": {"template": {"name": "spring_sale", "language": "en_US",
+                "variables": {"1": {"source": "attribute", "key": "name"}, "2": "SPRING"}}},
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().expect("id").to_owned();
+    let bid = launch_and_finish(&app, &s, &id).await;
+    // What the provider said later: Grace's number is not on WhatsApp; the fourth person's
+    // message was not delivered either.
+    set_outcome(
+        &app,
+        bid,
+        people[0],
+        "failed",
+        Some(("131026", "Message undeliverable")),
+    );
+    set_outcome(
+        &app,
+        bid,
+        people[3],
+        "failed",
+        Some((
+            "131049",
+            "Not delivered to maintain healthy ecosystem engagement",
+        )),
+    );
+    // It went out last Tuesday (a week ago when today is a Tuesday).
+    let today = Utc::now().date_naive();
+    let back =
+        (today.weekday().num_days_from_monday() + 7 - Weekday::Tue.num_days_from_monday()) % 7;
+    let tuesday = today - chrono::Duration::days(if back == 0 { 7 } else { back.into() });
+    let at = tuesday.and_hms_opt(10, 0, 0).expect("time");
+    diesel::update(messages::table.filter(messages::campaign_id.eq(bid)))
+        .set(messages::created_at.eq(at))
+        .execute(&mut *app.db())
+        .expect("last Tuesday");
+
+    let b = crate::browser::Browser::start(&app.address).await;
+    b.sign_in(crate::helpers::ADMIN_EMAIL, crate::helpers::PASSWORD)
+        .await;
+    b.wait_for_text("Sign out").await;
+    b.click(".sidebar a[href='/history']").await;
+    b.wait_for_text("Every message sent").await;
+    // Her number as she says it, last Tuesday, that broadcast.
+    b.fill("#history-contact", "(650) 555-0142").await;
+    let day = tuesday.format("%Y-%m-%d").to_string();
+    b.client
+        .execute(
+            "document.getElementById('history-since').value = arguments[0];
+             document.getElementById('history-until').value = arguments[0];",
+            vec![json!(day)],
+        )
+        .await
+        .expect("dates");
+    b.client
+        .find(fantoccini::Locator::Css("#history-broadcast"))
+        .await
+        .expect("broadcast filter")
+        .select_by_label("Tuesday spring sale")
+        .await
+        .expect("choose the broadcast");
+    b.click("#history-filters button[type=submit]").await;
+    b.wait_for_text("1 message match these filters.").await;
+    let row = b.text("#history-table tbody tr").await;
+    assert!(row.contains("Grace Hopper"), "{row}");
+    assert!(row.contains("Failed"), "{row}");
+    // Her message: why, and who approved the template it used.
+    b.click("#history-table tbody tr a.nowrap").await;
+    b.wait_for_text("131026").await;
+    let page = b.text("main").await;
+    assert!(page.contains("Message undeliverable"), "{page}");
+    assert!(
+        page.contains("Tuesday spring sale"),
+        "its broadcast: {page}"
+    );
+    let template = b.text("#message-template").await;
+    assert!(template.contains("spring_sale"), "{template}");
+    assert!(
+        template.contains("approved by Test Person"),
+        "the support lead approved it: {template}"
+    );
+    // Every failure of that broadcast, exported.
+    b.goto(&format!("/history?broadcast={id}&status=failed"))
+        .await;
+    b.wait_for_text("2 messages match these filters.").await;
+    let href = b
+        .client
+        .find(fantoccini::Locator::Css("#history-export"))
+        .await
+        .expect("export link")
+        .attr("href")
+        .await
+        .expect("href")
+        .expect("an href");
+    assert!(
+        href.contains("status=failed") && href.contains(&format!("broadcast={id}")),
+        "{href}"
+    );
+    let csv = b
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(document.getElementById('history-export').href)
+               .then(r => r.text()).then(done, e => done('error: ' + e));",
+            vec![],
+        )
+        .await
+        .expect("the export");
+    let csv = csv.as_str().expect("text").to_owned();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and the two failures: {csv}");
+    assert!(csv.contains("131026") && csv.contains("131049"), "{csv}");
+    assert!(csv.contains("+16505550142"), "{csv}");
+    assert!(
+        !csv.contains(",=HYPERLINK") && !csv.contains(",\"=HYPERLINK"),
+        "a formula is neutralised: {csv}"
+    );
+    b.finish().await;
+}

@@ -179,6 +179,7 @@ async fn retention_purges_only_old_rows_in_batches_keeping_statuses_and_counts(a
     assert_eq!(entries[0]["details"]["messages"], 5);
     assert_eq!(entries[0]["details"]["inbound_messages"], 2);
     assert_eq!(entries[0]["details"]["days"], 30);
+    assert_eq!(entries[0]["details"]["interrupted"], false);
 
     // A second run finds nothing and writes nothing to the audit log.
     let again = retention::purge(&db, 30, Utc::now().naive_utc(), 2, Duration::ZERO)
@@ -186,6 +187,26 @@ async fn retention_purges_only_old_rows_in_batches_keeping_statuses_and_counts(a
         .expect("run");
     assert!(!again.purged_anything(), "{again:?}");
     assert_eq!(audit(&app, &key, "retention.purged").await.len(), 1);
+
+    // A run a crash cut short after some batches left its tally (written in each batch's
+    // transaction); the next run audits it before its own walk.
+    herald::storage::settings::set(
+        &mut app.db(),
+        herald::storage::settings::RETENTION_RUN_TALLY,
+        r#"{"days":30,"messages":7,"inbound":1,"payloads":3,"batches":2}"#,
+    )
+    .expect("tally");
+    retention::purge(&db, 30, Utc::now().naive_utc(), 2, Duration::ZERO)
+        .await
+        .expect("run");
+    let entries = audit(&app, &key, "retention.purged").await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let crashed = entries
+        .iter()
+        .find(|e| e["details"]["interrupted"] == true)
+        .expect("the interrupted run's entry");
+    assert_eq!(crashed["details"]["messages"], 7);
+    assert_eq!(crashed["details"]["payloads"], 3);
 
     // The page says why the content is gone; the resend says why it cannot.
     let failed = &old[2].1;
