@@ -50,6 +50,11 @@ pub struct Settings {
     /// Past it the answer is 408 and the connection is closed (`web::body_deadline`).
     pub body_timeout: Duration,
     pub body_min_rate: u64,
+    /// `HERALD_CALLBACK_RETRY_BASE_MS` (default 5000): the first retry's delay ceiling for
+    /// status callbacks (it doubles up to an hour; retries go on for 24 hours).
+    pub callback_retry_base: Duration,
+    /// `HERALD_CALLBACK_TIMEOUT_SECS` (default 10): how long a status callback may take.
+    pub callback_timeout: Duration,
     /// `HERALD_LOG`: log filter, e.g. `info` or `herald=debug,actix_web=info`.
     pub log_filter: String,
     /// `HERALD_LOG_FORMAT`: `text` (default) or `json`.
@@ -204,7 +209,21 @@ impl Settings {
             500,
             "a number of bytes a second",
         )?;
+        let callback_retry_base_ms: u64 = parse(
+            "HERALD_CALLBACK_RETRY_BASE_MS",
+            get("HERALD_CALLBACK_RETRY_BASE_MS"),
+            5000,
+            "a number of milliseconds",
+        )?;
+        let callback_timeout_secs: u64 = parse(
+            "HERALD_CALLBACK_TIMEOUT_SECS",
+            get("HERALD_CALLBACK_TIMEOUT_SECS"),
+            10,
+            "a number of seconds",
+        )?;
         Ok(Settings {
+            callback_retry_base: Duration::from_millis(callback_retry_base_ms.clamp(1, 3_600_000)),
+            callback_timeout: Duration::from_secs(callback_timeout_secs.clamp(1, 120)),
             body_timeout: Duration::from_secs(body_timeout_secs.min(3600)),
             body_min_rate,
             max_in_flight: max_in_flight.clamp(1, 10_000),

@@ -75,6 +75,8 @@ pub struct Application {
     server: Server,
     /// The outbox worker run beside the server (`HERALD_RUN_WORKER`, on by default).
     dispatcher: Option<Dispatcher>,
+    /// Issue 19: the status-callback worker, run beside the outbox worker.
+    callbacks: Option<crate::dispatch::callbacks::CallbackWorker>,
 }
 
 /// What runs behind the pages: the channel registry, the event hub, the sandbox's reports and
@@ -84,6 +86,8 @@ pub struct Background {
     pub hub: EventHub,
     pub metrics: Arc<Metrics>,
     pub dispatcher: Dispatcher,
+    /// Issue 19: the status-callback worker, run wherever the outbox worker runs.
+    pub callbacks: crate::dispatch::callbacks::CallbackWorker,
 }
 
 impl Background {
@@ -137,11 +141,17 @@ impl Background {
             metrics.clone(),
             DispatchConfig::from_settings(settings),
         );
+        let callbacks = crate::dispatch::callbacks::CallbackWorker {
+            db: db.clone(),
+            keys: keys.clone(),
+            config: crate::dispatch::callbacks::CallbackConfig::from_settings(settings),
+        };
         Ok(Background {
             registry,
             hub,
             metrics,
             dispatcher,
+            callbacks,
         })
     }
 }
@@ -174,8 +184,10 @@ impl Worker {
             dispatcher.clone(),
             stop.clone(),
         ));
+        let callbacks = self.background.callbacks.spawn(stop.clone());
         dispatcher.run(stop).await?;
         let _ = broadcasts.await;
+        let _ = callbacks.await;
         Ok(())
     }
 }
@@ -257,6 +269,7 @@ impl Application {
         let workers = settings.workers;
         let background = Background::start(&db, &settings, &public_url, &keys)?;
         let run_worker = settings.run_worker;
+        let callbacks = run_worker.then(|| background.callbacks.clone());
         let services = Arc::new(Services {
             channels: background.registry.clone(),
             hub: background.hub.clone(),
@@ -308,6 +321,7 @@ impl Application {
             url: public_url,
             server,
             dispatcher: run_worker.then_some(background.dispatcher),
+            callbacks,
         })
     }
 
@@ -337,6 +351,7 @@ impl Application {
                 stop_rx.clone(),
             ))
         });
+        let callbacks = self.callbacks.map(|c| c.spawn(stop_rx.clone()));
         let worker = self.dispatcher.map(|d| {
             tokio::spawn(async move {
                 if let Err(e) = d.run(stop_rx).await {
@@ -351,6 +366,9 @@ impl Application {
         }
         if let Some(b) = broadcasts {
             let _ = b.await;
+        }
+        if let Some(c) = callbacks {
+            let _ = c.await;
         }
         result
     }

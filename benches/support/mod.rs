@@ -6,6 +6,8 @@
 #![allow(dead_code)] // Each benchmark uses the part it needs.
 
 pub mod load;
+// Issue 19: shared by the dispatch and callbacks benchmarks.
+pub mod outbox;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -14,6 +14,8 @@ pub struct Keys {
     pub channel_secrets: [u8; 32],
     /// Encrypts secrets kept server-side until they are shown once (`storage::sessions`).
     pub reveals: [u8; 32],
+    /// Encrypts the signing secrets of status-callback endpoints at rest.
+    pub webhook_secrets: [u8; 32],
 }
 
 impl Keys {
@@ -28,16 +30,20 @@ impl Keys {
         let mut cookie = [0u8; 64];
         let mut channel_secrets = [0u8; 32];
         let mut reveals = [0u8; 32];
+        let mut webhook_secrets = [0u8; 32];
         hk.expand(b"session cookie", &mut cookie)
             .map_err(|_| anyhow::anyhow!("deriving the cookie key failed"))?;
         hk.expand(b"channel secrets", &mut channel_secrets)
             .map_err(|_| anyhow::anyhow!("deriving the channel secrets key failed"))?;
         hk.expand(b"shown-once secrets", &mut reveals)
             .map_err(|_| anyhow::anyhow!("deriving the shown-once secrets key failed"))?;
+        hk.expand(b"webhook endpoint secrets", &mut webhook_secrets)
+            .map_err(|_| anyhow::anyhow!("deriving the webhook secrets key failed"))?;
         Ok(Keys {
             cookie: actix_web::cookie::Key::from(&cookie),
             channel_secrets,
             reveals,
+            webhook_secrets,
         })
     }
 

@@ -40,7 +40,7 @@ mod test_support;
 #[cfg(test)]
 mod webhook_robustness;
 mod webhooks;
-mod wire;
+pub(crate) mod wire;
 
 use std::future::Future;
 use std::time::Duration;

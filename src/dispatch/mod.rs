@@ -2,6 +2,8 @@
 //! hub (live updates for pages), applying provider events (webhooks and the sandbox), and the
 //! outbox worker.
 
+// Issue 19: status callbacks to the business.
+pub mod callbacks;
 pub mod error;
 pub mod events;
 pub mod hub;

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod broadcast;
+pub mod callbacks;
 pub mod channel;
 pub mod consent;
 pub mod contact;

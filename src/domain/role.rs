@@ -153,6 +153,8 @@ permissions! {
     ViewAuditLog => "view the audit log",
     // Issue 18: the retention setting (admins).
     ManageRetention => "change how long message content is kept",
+    // Issue 19: status callbacks (admins).
+    ManageWebhooks => "manage webhook endpoints",
 }
 
 #[cfg(test)]
@@ -178,6 +180,7 @@ mod tests {
             Permission::ViewAuditLog,
             Permission::ViewHistory,
             Permission::ManageRetention,
+            Permission::ManageWebhooks,
         ] {
             assert!(Role::Admin.can(p));
             assert!(!Role::SupportLead.can(p), "{p:?}");

@@ -9,7 +9,11 @@
 //! into its HTTP error (`error::AppError`) and background code handles itself.
 
 pub mod api_keys;
+// Issue 19: the API's objects as JSON, shared with status callbacks.
+pub mod api_objects;
 pub mod broadcasts;
+// Issue 19: status callbacks to the business.
+pub mod callbacks;
 pub mod channels;
 pub mod contacts;
 // issue 18: the send history

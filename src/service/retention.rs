@@ -55,7 +55,7 @@ pub fn cutoff(now: NaiveDateTime, days: i32) -> NaiveDateTime {
     now - chrono::Duration::days(i64::from(days))
 }
 
-fn stored_days(conn: &mut DbConnection) -> ServiceResult<Option<i32>> {
+pub(crate) fn stored_days(conn: &mut DbConnection) -> ServiceResult<Option<i32>> {
     Ok(settings::get(conn, settings::RETENTION_DAYS)?.and_then(|v| parse_days(&v).ok().flatten()))
 }
 

@@ -23,6 +23,8 @@ pub struct Reveal {
 pub enum RevealOn {
     Users,
     ApiKeys,
+    /// Issue 19: a status-callback endpoint's signing secret.
+    Webhooks,
 }
 
 impl RevealOn {
@@ -30,6 +32,7 @@ impl RevealOn {
         match self {
             RevealOn::Users => "users",
             RevealOn::ApiKeys => "api_keys",
+            RevealOn::Webhooks => "webhooks",
         }
     }
 }

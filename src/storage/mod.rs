@@ -8,6 +8,8 @@ pub mod broadcast_csv;
 pub mod broadcast_results;
 pub mod broadcast_zones;
 pub mod broadcasts;
+// Issue 19: status callbacks to the business.
+pub mod callbacks;
 pub mod channels;
 pub mod consents;
 pub mod contacts;

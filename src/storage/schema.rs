@@ -505,3 +505,81 @@ diesel::joinable!(broadcast_follow_up_contacts -> broadcasts (broadcast_id));
 diesel::joinable!(broadcast_follow_up_contacts -> contacts (contact_id));
 diesel::allow_tables_to_appear_in_same_query!(broadcast_follow_up_contacts, contacts);
 // --- end issue 18 broadcast results ---
+
+// --- issue 19: status callbacks to the business (20261205100000_status_callbacks) ---
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> BigInt,
+        public_id -> Text,
+        url -> Text,
+        description -> Text,
+        /// The event types wanted, space-separated.
+        events -> Text,
+        enabled -> Integer,
+        allow_private_network -> Integer,
+        /// Sealed (see `auth::sealed`).
+        secret -> Text,
+        previous_secret -> Nullable<Text>,
+        previous_secret_until -> Nullable<Timestamp>,
+        failing_since -> Nullable<Timestamp>,
+        disabled_reason -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_subscriptions (event_type, endpoint_id) {
+        event_type -> Text,
+        endpoint_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_events (id) {
+        id -> BigInt,
+        event_type -> Text,
+        subject_id -> BigInt,
+        detail -> Text,
+        occurred_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> BigInt,
+        endpoint_id -> BigInt,
+        webhook_id -> Text,
+        event_type -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_status_code -> Nullable<Integer>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> BigInt,
+        delivery_id -> BigInt,
+        attempted_at -> Timestamp,
+        status_code -> Nullable<Integer>,
+        duration_ms -> Integer,
+        response_excerpt -> Text,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(webhook_subscriptions -> webhook_endpoints (endpoint_id));
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    webhook_endpoints,
+    webhook_subscriptions,
+    webhook_deliveries,
+    webhook_attempts,
+);
+// --- end issue 19 status callbacks ---

@@ -87,6 +87,11 @@ const SETTINGS: &[Area] = &[
         needs: Permission::ManageApiKeys,
     },
     Area {
+        label: "Webhooks",
+        href: paths::WEBHOOKS,
+        needs: Permission::ManageWebhooks,
+    },
+    Area {
         label: "Audit log",
         href: paths::AUDIT,
         needs: Permission::ViewAuditLog,

@@ -33,6 +33,8 @@ pub mod session;
 pub mod templates;
 pub mod users;
 pub mod webhooks;
+// Issue 19: Settings › Webhooks (status callbacks to the business).
+pub mod webhook_endpoints;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
@@ -53,6 +55,8 @@ pub mod paths {
     pub const AUDIT: &str = "/settings/audit";
     // Issue 18: retention.
     pub const RETENTION: &str = "/settings/retention";
+    // Issue 19: status callbacks.
+    pub const WEBHOOKS: &str = "/settings/webhooks";
 }
 
 /// Marks the `/api/v1` scope: `Auth<P>` authenticates with bearer keys there.
@@ -129,6 +133,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(post().to(api_keys::create)),
         )
         .service(resource("/settings/api-keys/{id}/revoke").post(api_keys::revoke))
+        // Issue 19: status-callback endpoints.
+        .service(
+            resource(paths::WEBHOOKS)
+                .route(get().to(webhook_endpoints::index))
+                .route(post().to(webhook_endpoints::create)),
+        )
+        .service(resource("/settings/webhooks/new").get(webhook_endpoints::new_form))
+        .service(
+            resource("/settings/webhooks/{id}")
+                .route(get().to(webhook_endpoints::show))
+                .route(post().to(webhook_endpoints::update)),
+        )
+        .service(resource("/settings/webhooks/{id}/rotate").post(webhook_endpoints::rotate))
+        .service(resource("/settings/webhooks/{id}/test").post(webhook_endpoints::test))
+        .service(resource("/settings/webhooks/{id}/send-again").post(webhook_endpoints::send_again))
+        .service(resource("/settings/webhooks/{id}/delete").post(webhook_endpoints::delete))
         .service(
             resource("/contacts")
                 .route(get().to(contacts::index))

@@ -15,6 +15,8 @@ mod broadcast_csv;
 mod broadcast_timing;
 mod broadcasts;
 mod browser;
+// Issue 19: status callbacks to the business.
+mod callbacks;
 mod channels;
 mod conformance;
 mod contacts;

@@ -538,7 +538,7 @@ fn parse_stored(row: &BroadcastRow) -> ServiceResult<(Audience, BroadcastMessage
     Ok((audience, message))
 }
 
-fn view_in(conn: &mut DbConnection, row: BroadcastRow) -> ServiceResult<BroadcastView> {
+pub(crate) fn view_in(conn: &mut DbConnection, row: BroadcastRow) -> ServiceResult<BroadcastView> {
     let (audience, message) = parse_stored(&row)?;
     let channel = channels::find(conn, row.channel_id)?
         .ok_or_else(|| ServiceError::not_found("Its channel"))?;

@@ -10,16 +10,15 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::broadcast::{Audience, BroadcastMessage, BroadcastState};
+use crate::domain::broadcast::{Audience, BroadcastState};
 use crate::domain::template::{VariableMapping, VariableSource};
 use crate::error::AppError;
-use crate::service::broadcasts::{self, BroadcastView, Control, DraftInput, MessageInput, When};
+use crate::service::api_objects::{BroadcastJson, QuietHoursBody, broadcast_json};
+use crate::service::broadcasts::{self, Control, DraftInput, MessageInput, When};
 use crate::service::sends::TemplateRef;
 use crate::startup::AppState;
-use crate::storage::broadcasts::{Counts, ListFilter};
-use crate::web::api::{
-    Body, ChannelRef, Params, csv_body, default_country, idempotency_key, import_turn,
-};
+use crate::storage::broadcasts::ListFilter;
+use crate::web::api::{Body, Params, csv_body, default_country, idempotency_key, import_turn};
 use crate::web::identity::{Auth, Principal, perm};
 
 #[derive(Debug, Deserialize)]
@@ -78,13 +77,6 @@ pub struct ScheduleBody {
     /// `{"from": "21:00", "to": "08:00"}` in the recipient's local time.
     #[serde(default)]
     quiet_hours: Option<QuietHoursBody>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuietHoursBody {
-    from: String,
-    to: String,
 }
 
 fn when(raw: Option<&str>, field: &str) -> Result<Option<When>, AppError> {
@@ -191,78 +183,6 @@ fn input_from(body: DraftBody) -> Result<DraftInput, AppError> {
             .map(|q| (q.from, q.to))
             .unwrap_or_default(),
     })
-}
-
-#[derive(Serialize)]
-pub struct ScheduleJson {
-    at: Option<String>,
-    time_zone: String,
-    expires_at: Option<String>,
-    recipient_local_time: bool,
-    /// The wall-clock time each recipient gets it at, in their zone.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    local_time: Option<String>,
-    quiet_hours: Option<QuietHoursBody>,
-}
-
-#[derive(Serialize)]
-pub struct BroadcastJson {
-    id: String,
-    name: String,
-    state: BroadcastState,
-    channel: ChannelRef,
-    audience: Audience,
-    message: BroadcastMessage,
-    schedule: ScheduleJson,
-    counts: Counts,
-    pause_reason: Option<String>,
-    review_note: Option<String>,
-    approved_by: Option<String>,
-    created_by: String,
-    created_at: String,
-    launched_at: Option<String>,
-    started_at: Option<String>,
-    finished_at: Option<String>,
-}
-
-fn rfc3339(at: Option<NaiveDateTime>) -> Option<String> {
-    at.map(|t| t.and_utc().to_rfc3339())
-}
-
-pub fn broadcast_json(v: BroadcastView) -> BroadcastJson {
-    let state = v.state();
-    let timing = v.row.timing();
-    let row = v.row;
-    BroadcastJson {
-        id: row.public_id,
-        name: row.name,
-        state,
-        channel: ChannelRef::of(&v.channel),
-        audience: v.audience,
-        message: v.message,
-        schedule: ScheduleJson {
-            at: rfc3339(row.send_at),
-            time_zone: row.time_zone,
-            expires_at: rfc3339(row.expires_at),
-            recipient_local_time: timing.local_time.is_some(),
-            local_time: timing
-                .local_time
-                .map(|t| t.format("%Y-%m-%dT%H:%M").to_string()),
-            quiet_hours: timing.quiet_hours.map(|q| QuietHoursBody {
-                from: q.from.format("%H:%M").to_string(),
-                to: q.to.format("%H:%M").to_string(),
-            }),
-        },
-        counts: v.counts,
-        pause_reason: row.pause_reason,
-        review_note: row.review_note,
-        approved_by: row.approved_by_label,
-        created_by: row.created_by_label,
-        created_at: row.created_at.and_utc().to_rfc3339(),
-        launched_at: rfc3339(row.launched_at),
-        started_at: rfc3339(row.started_at),
-        finished_at: rfc3339(row.finished_at),
-    }
 }
 
 /// `POST /api/v1/broadcasts` -> 201 with the draft (200 with `Idempotent-Replayed: true` for a

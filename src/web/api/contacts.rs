@@ -10,96 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::domain::phone::E164;
 use crate::error::AppError;
 use crate::import;
-use crate::service::contacts::{ContactFilter, ContactUpsert, ContactView};
+use crate::service::api_objects::{ContactJson, contact_json};
+use crate::service::contacts::{ContactFilter, ContactUpsert};
 use crate::service::imports::{ImportList, NewImport, ReadAs};
 use crate::service::{self, ServiceError};
 use crate::startup::AppState;
 use crate::storage::new_public_id;
 use crate::web::api::{Body, Params, csv_body, default_country, import_turn};
 use crate::web::identity::{Auth, perm};
-
-#[derive(Serialize)]
-pub struct WindowJson {
-    pub open: bool,
-    pub expires_at: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct ChannelStateJson {
-    pub channel_id: String,
-    pub name: String,
-    pub kind: &'static str,
-    pub window: WindowJson,
-    pub opted_out: bool,
-}
-
-#[derive(Serialize)]
-pub struct ConsentJson {
-    pub status: &'static str,
-    pub source: &'static str,
-    pub changed_at: String,
-}
-
-#[derive(Serialize)]
-pub struct ContactJson {
-    pub id: String,
-    pub phone: String,
-    pub name: String,
-    pub email: String,
-    pub language: String,
-    pub time_zone: String,
-    pub attributes: BTreeMap<String, String>,
-    pub lists: Vec<String>,
-    pub consent: BTreeMap<&'static str, ConsentJson>,
-    pub channels: Vec<ChannelStateJson>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-/// A contact with everything the API shows about it.
-pub fn contact_json(view: ContactView) -> ContactJson {
-    let c = view.contact;
-    ContactJson {
-        lists: view.lists.into_iter().map(|l| l.name).collect(),
-        consent: view
-            .consents
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    ConsentJson {
-                        status: v.status.as_str(),
-                        source: v.source.as_str(),
-                        changed_at: v.changed_at.and_utc().to_rfc3339(),
-                    },
-                )
-            })
-            .collect(),
-        channels: view
-            .channels
-            .into_iter()
-            .map(|ch| ChannelStateJson {
-                opted_out: ch.opted_out,
-                window: WindowJson {
-                    open: ch.window.is_open(),
-                    expires_at: ch.window.expires_at().map(|t| t.to_rfc3339()),
-                },
-                kind: ch.channel.kind.as_str(),
-                channel_id: ch.channel.public_id,
-                name: ch.channel.name,
-            })
-            .collect(),
-        id: c.public_id,
-        phone: c.phone.into_inner(),
-        name: c.name,
-        email: c.email,
-        language: c.language,
-        time_zone: c.time_zone,
-        attributes: c.attributes,
-        created_at: c.created_at.and_utc().to_rfc3339(),
-        updated_at: c.updated_at.and_utc().to_rfc3339(),
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,18 +6,19 @@ use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::domain::template::Variables;
 use crate::error::AppError;
+use crate::service::api_objects::{self, MessageJson, message_json};
 use crate::service::history::{self, HistoryParams};
 use crate::service::sends::{self, ContentRequest, Recipient, SendRequest, TemplateRef};
 use crate::service::{FieldProblems, ServiceError};
 use crate::startup::AppState;
+use crate::storage::DbConnection;
 use crate::storage::channels::{self, Channel};
-use crate::storage::messages::{self, MessageRow};
-use crate::storage::{DbConnection, contacts};
-use crate::web::api::{Body, ChannelRef, Params, idempotency_key};
+use crate::storage::messages;
+use crate::web::api::{Body, Params, idempotency_key};
 use crate::web::errors::query_refused;
 use crate::web::identity::{Auth, Principal, perm};
 
@@ -46,72 +47,6 @@ pub struct TemplateBody {
     language: String,
     #[serde(default)]
     variables: Option<Variables>,
-}
-
-#[derive(Serialize)]
-pub struct ErrorJson {
-    pub code: String,
-    pub message: String,
-}
-
-#[derive(Serialize)]
-pub struct MessageJson {
-    pub id: String,
-    pub status: String,
-    pub channel: ChannelRef,
-    pub to: String,
-    pub contact_id: String,
-    /// `text` or `template`.
-    pub content: String,
-    /// What the recipient reads.
-    pub body: String,
-    pub provider_message_id: Option<String>,
-    pub error: Option<ErrorJson>,
-    pub attempts: i32,
-    pub created_at: String,
-    pub updated_at: String,
-    pub sent_at: Option<String>,
-    pub delivered_at: Option<String>,
-    pub read_at: Option<String>,
-    pub failed_at: Option<String>,
-    /// The broadcast that sent it, if one did.
-    pub broadcast_id: Option<String>,
-    /// Where it came from: `person`, `api` or `broadcast`.
-    pub source: String,
-}
-
-fn rfc3339(at: Option<chrono::NaiveDateTime>) -> Option<String> {
-    at.map(|t| t.and_utc().to_rfc3339())
-}
-
-fn message_json(m: MessageRow, channel: &Channel, contact_id: String) -> MessageJson {
-    let error = match (&m.error_code, &m.error_message) {
-        (None, None) => None,
-        (code, message) => Some(ErrorJson {
-            code: code.clone().unwrap_or_else(|| "error".into()),
-            message: message.clone().unwrap_or_default(),
-        }),
-    };
-    MessageJson {
-        id: m.public_id,
-        status: m.status,
-        channel: ChannelRef::of(channel),
-        to: m.to_address,
-        contact_id,
-        content: m.content_kind,
-        body: m.body,
-        provider_message_id: m.provider_message_id,
-        error,
-        attempts: m.attempts,
-        created_at: m.created_at.and_utc().to_rfc3339(),
-        updated_at: m.updated_at.and_utc().to_rfc3339(),
-        sent_at: rfc3339(m.sent_at),
-        delivered_at: rfc3339(m.delivered_at),
-        read_at: rfc3339(m.read_at),
-        failed_at: rfc3339(m.failed_at),
-        broadcast_id: None,
-        source: m.source,
-    }
 }
 
 /// The request a body asks for, or what is wrong with its shape.
@@ -203,18 +138,7 @@ pub async fn send(
 fn message_or_404(conn: &mut DbConnection, id: &str) -> Result<MessageJson, AppError> {
     let m = messages::find_by_public_id(conn, id)?
         .ok_or_else(|| AppError::not_found("This message"))?;
-    let channel =
-        channels::find(conn, m.channel_id)?.ok_or_else(|| AppError::not_found("Its channel"))?;
-    let contact = contacts::find(conn, m.contact_id)?
-        .map(|c| c.public_id)
-        .unwrap_or_default();
-    let broadcast = match m.campaign_id {
-        Some(id) => crate::storage::broadcasts::find(conn, id)?.map(|b| b.public_id),
-        None => None,
-    };
-    let mut json = message_json(m, &channel, contact);
-    json.broadcast_id = broadcast;
-    Ok(json)
+    Ok(api_objects::message_json_in(conn, m)?)
 }
 
 /// `GET /api/v1/messages/{id}` -> its status, provider id, error and timestamps.

@@ -16,6 +16,8 @@ pub mod channels;
 pub mod contacts;
 pub mod messages;
 pub mod templates;
+// Issue 19: status-callback endpoints.
+pub mod webhook_endpoints;
 
 use std::future::{Ready, ready};
 
@@ -30,23 +32,7 @@ use crate::error::AppError;
 use crate::web::errors::nul_error;
 use crate::web::format::{json_may_hold_nul, nul_field_in_json, nul_field_in_pairs};
 
-/// A channel as the API's answers name it (a message's or a template's channel).
-#[derive(serde::Serialize)]
-pub struct ChannelRef {
-    pub id: String,
-    pub name: String,
-    pub kind: &'static str,
-}
-
-impl ChannelRef {
-    pub fn of(channel: &crate::storage::channels::Channel) -> Self {
-        ChannelRef {
-            id: channel.public_id.clone(),
-            name: channel.name.clone(),
-            kind: channel.kind.as_str(),
-        }
-    }
-}
+pub use crate::service::api_objects::ChannelRef;
 
 /// The longest idempotency key accepted.
 pub const IDEMPOTENCY_KEY_MAX: usize = 255;
@@ -238,6 +224,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/messages/{id}", web::get().to(messages::get))
         .route("/messages/{id}/resend", web::post().to(messages::resend))
+        // Issue 19: status-callback endpoints.
+        .service(
+            web::resource("/webhook-endpoints")
+                .route(web::get().to(webhook_endpoints::list))
+                .route(web::post().to(webhook_endpoints::create)),
+        )
+        .service(
+            web::resource("/webhook-endpoints/{id}")
+                .route(web::get().to(webhook_endpoints::get))
+                .route(web::patch().to(webhook_endpoints::patch))
+                .route(web::delete().to(webhook_endpoints::delete)),
+        )
+        .route(
+            "/webhook-endpoints/{id}/rotate-secret",
+            web::post().to(webhook_endpoints::rotate_secret),
+        )
+        .route(
+            "/webhook-endpoints/{id}/test",
+            web::post().to(webhook_endpoints::test),
+        )
+        .route(
+            "/webhook-endpoints/{id}/deliveries",
+            web::get().to(webhook_endpoints::deliveries),
+        )
+        .route(
+            "/webhook-endpoints/{id}/send-again",
+            web::post().to(webhook_endpoints::send_again),
+        )
         .default_service(web::to(not_found));
 }
 

@@ -1,0 +1,13 @@
+DROP TRIGGER webhook_events_broadcast ON broadcasts;
+DROP TRIGGER webhook_events_consent ON consent_events;
+DROP TRIGGER webhook_events_inbound ON inbound_messages;
+DROP TRIGGER webhook_events_message_update ON messages;
+DROP TRIGGER webhook_events_message_insert ON messages;
+DROP FUNCTION webhook_events_on_row();
+DROP FUNCTION webhook_events_on_message_update();
+DROP FUNCTION webhook_events_on_message_insert();
+DROP TABLE webhook_attempts;
+DROP TABLE webhook_deliveries;
+DROP TABLE webhook_events;
+DROP TABLE webhook_subscriptions;
+DROP TABLE webhook_endpoints;

@@ -1,0 +1,10 @@
+DROP TRIGGER webhook_events_broadcast;
+DROP TRIGGER webhook_events_consent;
+DROP TRIGGER webhook_events_inbound;
+DROP TRIGGER webhook_events_message_status;
+DROP TRIGGER webhook_events_message_insert;
+DROP TABLE webhook_attempts;
+DROP TABLE webhook_deliveries;
+DROP TABLE webhook_events;
+DROP TABLE webhook_subscriptions;
+DROP TABLE webhook_endpoints;

@@ -1,0 +1,703 @@
+//! Status callbacks to the business (issue 19): the endpoints admins register, their signing
+//! secrets (shown once, sealed at rest, rotated with a day's overlap), the delivery log and
+//! "send again"; and the two steps the delivery worker (`dispatch::callbacks`) runs through
+//! here: fanning events out into deliveries, and recording what each attempt got.
+//!
+//! Events are written by database triggers in the transaction of the change they report
+//! (migration 20261205100000_status_callbacks), only while an enabled endpoint wants that event
+//! type, so every place that changes a message, a consent or a broadcast reports it without
+//! knowing about callbacks, and a rolled-back change reports nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use serde_json::{Value, json};
+
+use super::reveals::{Reveal, RevealOn};
+use super::{Change, FieldProblems, ServiceError, ServiceResult, Services, api_objects};
+use crate::auth::keys::Keys;
+use crate::auth::sealed;
+use crate::domain::audit::Actor;
+use crate::domain::callbacks::{
+    self as rules, EventType, KEEP_TRYING, Subject, Verdict, check_url, new_secret,
+    private_refusal, refused_address,
+};
+use crate::storage::callbacks::{
+    self as store, DeliveryFilter, DeliveryRow, DeliveryStatus, Endpoint, EndpointFields,
+    NewDelivery,
+};
+use crate::storage::{DbConnection, channels, now, write_transaction};
+
+/// What an admin asks for when registering or changing an endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointInput {
+    pub url: String,
+    pub description: String,
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub allow_private_network: bool,
+}
+
+/// A change to some of an endpoint's settings (`None`: keep it).
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+    pub allow_private_network: Option<bool>,
+}
+
+/// The longest description kept.
+const DESCRIPTION_MAX: usize = 500;
+/// How long the secret being rotated out keeps signing beside the new one.
+pub const ROTATION_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How long a name may take to resolve when an endpoint is saved.
+const SAVE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Checks an endpoint's settings: field problems come back as `invalid_webhook_endpoint`.
+async fn checked(input: &EndpointInput) -> ServiceResult<(String, Vec<EventType>, String)> {
+    let mut problems = FieldProblems::new();
+    let url = problems.check("url", check_url(&input.url, input.allow_private_network));
+    let events = problems.check("events", rules::parse_events(&input.events));
+    let description = input.description.trim().to_owned();
+    if description.chars().count() > DESCRIPTION_MAX {
+        problems.add(
+            "description",
+            format!("Keep the description under {DESCRIPTION_MAX} characters."),
+        );
+    }
+    if let Some(url) = &url
+        && !input.allow_private_network
+        && let Some(why) = resolves_privately(url).await
+    {
+        problems.add("url", private_refusal(why));
+    }
+    match (url, events) {
+        (Some(url), Some(events)) if problems.is_empty() => {
+            Ok((url.to_string(), events, description))
+        }
+        _ => Err(ServiceError::invalid_fields(
+            "invalid_webhook_endpoint",
+            problems,
+        )),
+    }
+}
+
+/// Whether a URL's host name resolves to an address callbacks may not go to. A name that does
+/// not resolve now is accepted (it is looked up again, and checked, before every call).
+async fn resolves_privately(url: &url::Url) -> Option<&'static str> {
+    let Some(url::Host::Domain(name)) = url.host() else {
+        return None;
+    };
+    let port = url.port_or_known_default().unwrap_or(443);
+    let lookup = tokio::net::lookup_host((name.to_owned(), port));
+    let addrs = tokio::time::timeout(SAVE_LOOKUP_TIMEOUT, lookup)
+        .await
+        .ok()?
+        .ok()?;
+    addrs.map(|a| a.ip()).find_map(refused_address)
+}
+
+fn seal(keys: &Keys, secret: &str) -> ServiceResult<String> {
+    sealed::seal(&keys.webhook_secrets, secret).map_err(ServiceError::internal)
+}
+
+fn endpoint_or_404(conn: &mut DbConnection, public_id: &str) -> ServiceResult<Endpoint> {
+    store::find_endpoint(conn, public_id.trim())?
+        .ok_or_else(|| ServiceError::not_found("This webhook endpoint"))
+}
+
+fn audit_details(e: &Endpoint) -> Value {
+    json!({
+        "url": e.url,
+        "events": e.event_names(),
+        "enabled": e.is_enabled(),
+        "allow_private_network": e.allows_private_network(),
+    })
+}
+
+pub async fn list(svc: &Services) -> ServiceResult<Vec<Endpoint>> {
+    svc.read(|conn| Ok(store::list_endpoints(conn)?)).await
+}
+
+pub async fn get(svc: &Services, public_id: String) -> ServiceResult<Endpoint> {
+    svc.read(move |conn| endpoint_or_404(conn, &public_id))
+        .await
+}
+
+/// Registers an endpoint. Its secret comes back to be shown once; when `reveal_to` names an
+/// admin's session, it also waits there to be shown on the next page.
+pub async fn create(
+    svc: &Services,
+    actor: Actor,
+    input: EndpointInput,
+    reveal_to: Option<i64>,
+) -> ServiceResult<(Endpoint, String)> {
+    let (url, events, description) = checked(&input).await?;
+    let secret = new_secret();
+    let sealed_secret = seal(&svc.keys, &secret)?;
+    let reveal = match reveal_to {
+        Some(session) => Some((
+            Reveal::new(
+                format!("Signing secret of {url}"),
+                secret.clone(),
+                "Copy it now: Herald shows it only once. Verify each callback's webhook-signature with it.",
+            )
+            .seal(&svc.keys)?,
+            session,
+        )),
+        None => None,
+    };
+    let endpoint = svc
+        .write(actor, move |change| {
+            let names: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+            let fields = EndpointFields {
+                url: &url,
+                description: &description,
+                events: &names,
+                enabled: input.enabled,
+                allow_private_network: input.allow_private_network,
+            };
+            let public_id = crate::storage::new_public_id();
+            let endpoint =
+                store::insert_endpoint(change.conn, &public_id, &fields, &sealed_secret)?;
+            change.audit(
+                "webhook_endpoint.created",
+                "webhook_endpoint",
+                Some(&endpoint.public_id),
+                audit_details(&endpoint),
+            )?;
+            if let Some((reveal, session)) = reveal {
+                reveal.keep(change.conn, session, RevealOn::Webhooks)?;
+            }
+            Ok(endpoint)
+        })
+        .await?;
+    Ok((endpoint, secret))
+}
+
+/// Changes what is given in `patch`.
+pub async fn update(
+    svc: &Services,
+    actor: Actor,
+    public_id: String,
+    patch: EndpointPatch,
+) -> ServiceResult<Endpoint> {
+    let current = get(svc, public_id).await?;
+    let input = EndpointInput {
+        url: patch.url.unwrap_or_else(|| current.url.clone()),
+        description: patch
+            .description
+            .unwrap_or_else(|| current.description.clone()),
+        events: patch.events.unwrap_or_else(|| {
+            current
+                .event_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        }),
+        enabled: patch.enabled.unwrap_or(current.is_enabled()),
+        allow_private_network: patch
+            .allow_private_network
+            .unwrap_or(current.allows_private_network()),
+    };
+    let (url, events, description) = checked(&input).await?;
+    svc.write(actor, move |change| {
+        let names: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+        let fields = EndpointFields {
+            url: &url,
+            description: &description,
+            events: &names,
+            enabled: input.enabled,
+            allow_private_network: input.allow_private_network,
+        };
+        let endpoint = store::update_endpoint(change.conn, current.id, &fields)?;
+        change.audit(
+            "webhook_endpoint.updated",
+            "webhook_endpoint",
+            Some(&endpoint.public_id),
+            audit_details(&endpoint),
+        )?;
+        Ok(endpoint)
+    })
+    .await
+}
+
+/// A new signing secret; the current one keeps signing beside it for [`ROTATION_OVERLAP`].
+pub async fn rotate_secret(
+    svc: &Services,
+    actor: Actor,
+    public_id: String,
+    reveal_to: Option<i64>,
+) -> ServiceResult<(Endpoint, String)> {
+    let secret = new_secret();
+    let sealed_new = seal(&svc.keys, &secret)?;
+    let reveal = match reveal_to {
+        Some(session) => Some((
+            Reveal::new(
+                "New signing secret",
+                secret.clone(),
+                "Copy it now: Herald shows it only once. The old secret keeps signing beside it for 24 hours.",
+            )
+            .seal(&svc.keys)?,
+            session,
+        )),
+        None => None,
+    };
+    let endpoint = svc
+        .write(actor, move |change| {
+            let endpoint = endpoint_or_404(change.conn, &public_id)?;
+            let until = now() + ROTATION_OVERLAP;
+            store::rotate_secret(
+                change.conn,
+                endpoint.id,
+                &sealed_new,
+                &endpoint.secret,
+                until,
+            )?;
+            change.audit(
+                "webhook_endpoint.secret_rotated",
+                "webhook_endpoint",
+                Some(&endpoint.public_id),
+                json!({"old_secret_signs_until": until.and_utc().to_rfc3339()}),
+            )?;
+            if let Some((reveal, session)) = reveal {
+                reveal.keep(change.conn, session, RevealOn::Webhooks)?;
+            }
+            Ok(store::find_endpoint_by_id(change.conn, endpoint.id)?.unwrap_or(endpoint))
+        })
+        .await?;
+    Ok((endpoint, secret))
+}
+
+/// Deletes an endpoint with its delivery log.
+pub async fn delete(svc: &Services, actor: Actor, public_id: String) -> ServiceResult<Endpoint> {
+    svc.write(actor, move |change| {
+        let endpoint = endpoint_or_404(change.conn, &public_id)?;
+        store::delete_endpoint(change.conn, endpoint.id)?;
+        change.audit(
+            "webhook_endpoint.deleted",
+            "webhook_endpoint",
+            Some(&endpoint.public_id),
+            audit_details(&endpoint),
+        )?;
+        Ok(endpoint)
+    })
+    .await
+}
+
+/// The type of the test event.
+pub const TEST_EVENT: &str = "webhook.test";
+
+/// Queues a `webhook.test` delivery to the endpoint (enabled or not: an admin checking a
+/// receiver before turning it on). Returns its `webhook-id`.
+pub async fn send_test(svc: &Services, actor: Actor, public_id: String) -> ServiceResult<String> {
+    svc.write(actor, move |change| {
+        let endpoint = endpoint_or_404(change.conn, &public_id)?;
+        let webhook_id = rules::new_webhook_id();
+        let payload = json!({
+            "type": TEST_EVENT,
+            "timestamp": now().and_utc().to_rfc3339(),
+            "data": {"endpoint_id": endpoint.public_id, "message": "A test event from Herald."},
+        });
+        store::insert_deliveries(
+            change.conn,
+            &[NewDelivery {
+                endpoint_id: endpoint.id,
+                webhook_id: webhook_id.clone(),
+                event_type: TEST_EVENT.into(),
+                payload: payload.to_string(),
+            }],
+        )?;
+        change.audit(
+            "webhook_endpoint.test_sent",
+            "webhook_endpoint",
+            Some(&endpoint.public_id),
+            json!({"webhook_id": webhook_id}),
+        )?;
+        Ok(webhook_id)
+    })
+    .await
+}
+
+/// Which deliveries to send again.
+#[derive(Debug, Clone)]
+pub enum SendAgain {
+    /// One delivery, by its `webhook-id`.
+    One(String),
+    /// Every failed delivery created since this time.
+    FailedSince(NaiveDateTime),
+}
+
+/// Makes deliveries due again (with the same `webhook-id`, so a receiver that did get them
+/// drops the repeat). Returns how many.
+pub async fn send_again(
+    svc: &Services,
+    actor: Actor,
+    public_id: String,
+    what: SendAgain,
+) -> ServiceResult<usize> {
+    svc.write(actor, move |change| {
+        let endpoint = endpoint_or_404(change.conn, &public_id)?;
+        let n = match &what {
+            SendAgain::One(webhook_id) => {
+                let delivery = store::find_delivery(change.conn, endpoint.id, webhook_id.trim())?
+                    .ok_or_else(|| ServiceError::not_found("This delivery"))?;
+                store::send_one_again(change.conn, delivery.id)?
+            }
+            SendAgain::FailedSince(since) => {
+                store::send_failed_again(change.conn, endpoint.id, *since)?
+            }
+        };
+        let details = match &what {
+            SendAgain::One(id) => json!({"webhook_id": id, "deliveries": n}),
+            SendAgain::FailedSince(t) => {
+                json!({"failed_since": t.and_utc().to_rfc3339(), "deliveries": n})
+            }
+        };
+        change.audit(
+            "webhook_endpoint.sent_again",
+            "webhook_endpoint",
+            Some(&endpoint.public_id),
+            details,
+        )?;
+        Ok(n)
+    })
+    .await
+}
+
+/// Reads the delivery log's filters (`status`, `event`, and `cursor`: the id of the oldest
+/// delivery of the previous page), as the API and the endpoint page give them.
+pub fn log_filter(
+    status: Option<&str>,
+    event: Option<&str>,
+    cursor: Option<&str>,
+) -> ServiceResult<DeliveryFilter> {
+    let blank = |s: Option<&str>| {
+        s.map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let mut problems = FieldProblems::new();
+    let status = blank(status).and_then(|s| {
+        let parsed = DeliveryStatus::parse(&s);
+        if parsed.is_none() {
+            problems.add(
+                "status",
+                format!("\"{s}\" is not a delivery status: use pending, succeeded or failed."),
+            );
+        }
+        parsed
+    });
+    let before_id = blank(cursor).and_then(|c| {
+        let parsed = c.parse::<i64>().ok();
+        if parsed.is_none() {
+            problems.add("cursor", "The cursor is not one Herald gave.");
+        }
+        parsed
+    });
+    if !problems.is_empty() {
+        return Err(ServiceError::invalid_fields("invalid_filter", problems));
+    }
+    Ok(DeliveryFilter {
+        status,
+        event_type: blank(event),
+        before_id,
+    })
+}
+
+/// A delivery with its attempts, for the log.
+pub struct LoggedDelivery {
+    pub delivery: DeliveryRow,
+    pub attempts: Vec<store::AttemptRow>,
+}
+
+/// The largest page of the delivery log.
+pub const LOG_PAGE: i64 = 50;
+
+/// A page of an endpoint's delivery log, newest first, and whether there are older ones.
+pub async fn log(
+    svc: &Services,
+    public_id: String,
+    filter: DeliveryFilter,
+) -> ServiceResult<(Endpoint, Vec<LoggedDelivery>, bool)> {
+    svc.read(move |conn| {
+        let endpoint = endpoint_or_404(conn, &public_id)?;
+        let mut rows = store::deliveries(conn, endpoint.id, &filter, LOG_PAGE + 1)?;
+        let more = rows.len() as i64 > LOG_PAGE;
+        rows.truncate(LOG_PAGE as usize);
+        let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
+        let mut by_delivery: HashMap<i64, Vec<store::AttemptRow>> = HashMap::new();
+        for a in store::attempts_of(conn, &ids)? {
+            by_delivery.entry(a.delivery_id).or_default().push(a);
+        }
+        let logged = rows
+            .into_iter()
+            .map(|d| LoggedDelivery {
+                attempts: by_delivery.remove(&d.id).unwrap_or_default(),
+                delivery: d,
+            })
+            .collect();
+        Ok((endpoint, logged, more))
+    })
+    .await
+}
+
+// --- the worker's steps ---
+
+/// Fans out up to `limit` events into deliveries, one per event per endpoint that wants it,
+/// in one transaction (an event is either still waiting or fanned out). Blocking. Returns how
+/// many events were taken.
+pub fn fan_out(conn: &mut DbConnection, limit: i64) -> ServiceResult<usize> {
+    write_transaction(conn, |conn| {
+        let events = store::take_events(conn, limit)?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut wanted: HashMap<String, Vec<i64>> = HashMap::new();
+        for (event_type, endpoint) in store::subscriptions(conn)? {
+            wanted.entry(event_type).or_default().push(endpoint);
+        }
+        let datas = event_data(conn, &events)?;
+        let mut rows = Vec::new();
+        for (event, data) in events.iter().zip(datas) {
+            let (Some(targets), Some(data)) = (wanted.get(&event.event_type), data) else {
+                continue;
+            };
+            let payload = json!({
+                "type": event.event_type,
+                "timestamp": event.occurred_at.and_utc().to_rfc3339(),
+                "data": data,
+            })
+            .to_string();
+            for endpoint in targets {
+                rows.push(NewDelivery {
+                    endpoint_id: *endpoint,
+                    webhook_id: rules::new_webhook_id(),
+                    event_type: event.event_type.clone(),
+                    payload: payload.clone(),
+                });
+            }
+        }
+        store::insert_deliveries(conn, &rows)?;
+        Ok(events.len())
+    })
+}
+
+/// The `data` of each event: the API's own JSON of its message, contact or broadcast, as it is
+/// now but with the status the event reports (`None` when the subject is gone).
+fn event_data(
+    conn: &mut DbConnection,
+    events: &[store::EventRow],
+) -> ServiceResult<Vec<Option<Value>>> {
+    let kind = |e: &store::EventRow| e.event_type.parse::<EventType>().ok().map(|t| t.subject());
+    // Messages come in bulk (every status change): read them a batch at a time.
+    let message_ids: Vec<i64> = events
+        .iter()
+        .filter(|e| kind(e) == Some(Subject::Message))
+        .map(|e| e.subject_id)
+        .collect();
+    let mut messages = HashMap::new();
+    let mut contacts = HashMap::new();
+    let mut broadcasts = HashMap::new();
+    let mut channels_by_id = HashMap::new();
+    if !message_ids.is_empty() {
+        for chunk in message_ids.chunks(500) {
+            for m in store::messages_by_ids(conn, chunk)? {
+                messages.insert(m.id, m);
+            }
+        }
+        let contact_ids: Vec<i64> = messages.values().map(|m| m.contact_id).collect();
+        let campaign_ids: Vec<i64> = messages.values().filter_map(|m| m.campaign_id).collect();
+        for chunk in contact_ids.chunks(500) {
+            contacts.extend(store::contact_public_ids(conn, chunk)?);
+        }
+        for chunk in campaign_ids.chunks(500) {
+            broadcasts.extend(store::broadcast_public_ids(conn, chunk)?);
+        }
+    }
+    for c in channels::list(conn)? {
+        channels_by_id.insert(c.id, c);
+    }
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let data = match kind(e) {
+            Some(Subject::Message) => messages.get(&e.subject_id).and_then(|m| {
+                let channel = channels_by_id.get(&m.channel_id)?;
+                let contact = contacts.get(&m.contact_id).cloned().unwrap_or_default();
+                let mut json = api_objects::message_json(m.clone(), channel, contact);
+                json.broadcast_id = m.campaign_id.and_then(|b| broadcasts.get(&b).cloned());
+                // The status this event reports, whatever happened since.
+                json.status = e.detail.clone();
+                serde_json::to_value(json).ok()
+            }),
+            Some(Subject::Inbound) => store::inbound(conn, e.subject_id)?.and_then(|m| {
+                let channel = channels_by_id.get(&m.channel_id)?;
+                let contact = crate::storage::contacts::find(conn, m.contact_id).ok()??;
+                Some(json!({
+                    "id": m.public_id,
+                    "channel": api_objects::ChannelRef::of(channel),
+                    "contact_id": contact.public_id,
+                    "from": contact.phone.as_str(),
+                    "body": m.body,
+                    "provider_message_id": m.provider_message_id,
+                    "received_at": m.received_at.and_utc().to_rfc3339(),
+                }))
+            }),
+            Some(Subject::Contact) => match crate::storage::contacts::find(conn, e.subject_id)? {
+                Some(contact) => {
+                    let view = super::contacts::view_in(conn, contact)?;
+                    let mut json = serde_json::to_value(api_objects::contact_json(view))
+                        .map_err(ServiceError::internal)?;
+                    if let Some(obj) = json.as_object_mut() {
+                        obj.insert("channel_kind".into(), Value::String(e.detail.clone()));
+                    }
+                    Some(json)
+                }
+                None => None,
+            },
+            Some(Subject::Broadcast) => match crate::storage::broadcasts::find(conn, e.subject_id)?
+            {
+                Some(row) => {
+                    let view = super::broadcasts::view_in(conn, row)?;
+                    Some(
+                        serde_json::to_value(api_objects::broadcast_json(view))
+                            .map_err(ServiceError::internal)?,
+                    )
+                }
+                None => None,
+            },
+            None => None,
+        };
+        out.push(data);
+    }
+    Ok(out)
+}
+
+/// What one attempt got.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub delivery_id: i64,
+    pub endpoint_id: i64,
+    /// The delivery's attempts, this one included.
+    pub attempts: i32,
+    /// When the delivery was created (or sent again): tries stop [`KEEP_TRYING`] after it.
+    pub created_at: NaiveDateTime,
+    pub attempted_at: NaiveDateTime,
+    /// The HTTP status, when an answer came.
+    pub status: Option<u16>,
+    pub duration_ms: i32,
+    pub excerpt: String,
+    /// Why no answer came (timeout, connection refused, address refused).
+    pub error: Option<String>,
+    /// The endpoint's `Retry-After`.
+    pub retry_after: Option<Duration>,
+}
+
+/// Records attempts (a batch, in one transaction): each delivery is done, failed, or due again
+/// after a backoff with jitter; a 410 disables its endpoint, and so does failing for a day
+/// (with an audit entry). Blocking.
+pub fn record_attempts(
+    conn: &mut DbConnection,
+    outcomes: &[AttemptOutcome],
+    retry_base: Duration,
+) -> ServiceResult<()> {
+    let actor = Actor::system("status callbacks");
+    let policy = rules::retry_policy(retry_base);
+    super::write(conn, &actor, |change| {
+        let at = now();
+        for o in outcomes {
+            let verdict = rules::verdict(o.status);
+            let (status, next) = match verdict {
+                Verdict::Delivered => (DeliveryStatus::Succeeded, at),
+                Verdict::Gone | Verdict::Failed => (DeliveryStatus::Failed, at),
+                Verdict::Retry => {
+                    let jitter: f64 = rand::random();
+                    let delay =
+                        policy.next_attempt(o.attempts.max(1) as u32, o.retry_after, jitter);
+                    match delay {
+                        Some(d) if at - o.created_at < KEEP_TRYING => (
+                            DeliveryStatus::Pending,
+                            at + chrono::TimeDelta::from_std(d)
+                                .unwrap_or(chrono::TimeDelta::hours(1)),
+                        ),
+                        _ => (DeliveryStatus::Failed, at),
+                    }
+                }
+            };
+            store::record_attempt(
+                change.conn,
+                &store::NewAttempt {
+                    delivery_id: o.delivery_id,
+                    attempted_at: o.attempted_at,
+                    status_code: o.status.map(i32::from),
+                    duration_ms: o.duration_ms,
+                    response_excerpt: &o.excerpt,
+                    error: o.error.as_deref(),
+                },
+                status,
+                next,
+            )?;
+            let failing = verdict != Verdict::Delivered;
+            let since = store::note_health(change.conn, o.endpoint_id, failing, at)?;
+            let reason = match (verdict, since) {
+                (Verdict::Gone, _) => Some("The endpoint answered 410 Gone.".to_owned()),
+                (_, Some(since)) if failing && at - since >= KEEP_TRYING => Some(format!(
+                    "Every delivery failed since {} (24 hours).",
+                    since.and_utc().format("%Y-%m-%d %H:%M UTC")
+                )),
+                _ => None,
+            };
+            if let Some(reason) = reason
+                && store::find_endpoint_by_id(change.conn, o.endpoint_id)?
+                    .is_some_and(|e| e.is_enabled())
+            {
+                disable(change, o.endpoint_id, &reason)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn disable(change: &mut Change<'_>, endpoint_id: i64, reason: &str) -> ServiceResult<()> {
+    store::disable_endpoint(change.conn, endpoint_id, reason)?;
+    let public_id = store::find_endpoint_by_id(change.conn, endpoint_id)?
+        .map(|e| e.public_id)
+        .unwrap_or_default();
+    change.audit(
+        "webhook_endpoint.disabled",
+        "webhook_endpoint",
+        Some(&public_id),
+        json!({"reason": reason}),
+    )
+}
+
+/// The HMAC keys an endpoint signs with now: its secret, and the one rotated out while that
+/// still signs.
+pub fn signing_keys(keys: &Keys, endpoint: &Endpoint) -> ServiceResult<Vec<Vec<u8>>> {
+    let open = |sealed_secret: &str| -> ServiceResult<Vec<u8>> {
+        let secret =
+            sealed::open(&keys.webhook_secrets, sealed_secret).map_err(ServiceError::internal)?;
+        rules::secret_key(&secret).map_err(|e| ServiceError::internal(anyhow::anyhow!(e)))
+    };
+    let mut out = vec![open(&endpoint.secret)?];
+    if let (Some(old), Some(until)) = (&endpoint.previous_secret, endpoint.previous_secret_until)
+        && until > now()
+    {
+        out.push(open(old)?);
+    }
+    Ok(out)
+}
+
+/// How long finished deliveries are kept when retention is off.
+const KEEP_LOG_DAYS: i32 = 30;
+
+/// Purges finished deliveries older than the retention setting (30 days when it is off).
+/// Blocking.
+pub fn purge(conn: &mut DbConnection) -> ServiceResult<usize> {
+    let days = super::retention::stored_days(conn)?.unwrap_or(KEEP_LOG_DAYS);
+    let before = now() - chrono::TimeDelta::days(i64::from(days.max(1)));
+    Ok(store::purge_finished_before(conn, before)?)
+}
