@@ -174,8 +174,13 @@ impl Worker {
             dispatcher.clone(),
             stop.clone(),
         ));
+        let automations = tokio::spawn(crate::service::automations::run(
+            dispatcher.clone(),
+            stop.clone(),
+        ));
         dispatcher.run(stop).await?;
         let _ = broadcasts.await;
+        let _ = automations.await;
         Ok(())
     }
 }
@@ -337,6 +342,10 @@ impl Application {
                 stop_rx.clone(),
             ))
         });
+        let automations = self
+            .dispatcher
+            .as_ref()
+            .map(|d| tokio::spawn(crate::service::automations::run(d.clone(), stop_rx.clone())));
         let worker = self.dispatcher.map(|d| {
             tokio::spawn(async move {
                 if let Err(e) = d.run(stop_rx).await {
@@ -351,6 +360,9 @@ impl Application {
         }
         if let Some(b) = broadcasts {
             let _ = b.await;
+        }
+        if let Some(a) = automations {
+            let _ = a.await;
         }
         result
     }

@@ -153,6 +153,8 @@ permissions! {
     ViewAuditLog => "view the audit log",
     // Issue 18: the retention setting (admins).
     ManageRetention => "change how long message content is kept",
+    // Issue 20: triggers and reminder rules (admins).
+    ManageAutomations => "manage triggers and reminder rules",
 }
 
 #[cfg(test)]
@@ -178,6 +180,7 @@ mod tests {
             Permission::ViewAuditLog,
             Permission::ViewHistory,
             Permission::ManageRetention,
+            Permission::ManageAutomations,
         ] {
             assert!(Role::Admin.can(p));
             assert!(!Role::SupportLead.can(p), "{p:?}");

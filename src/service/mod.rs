@@ -9,6 +9,8 @@
 //! into its HTTP error (`error::AppError`) and background code handles itself.
 
 pub mod api_keys;
+// Issue 20: scheduled sends, triggers, reminders.
+pub mod automations;
 pub mod broadcasts;
 pub mod channels;
 pub mod contacts;
