@@ -693,3 +693,60 @@ async fn a_delayed_trigger_is_cancelled_by_a_later_event_with_its_key(app: TestA
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_counters_match(&app);
 }
+
+async fn select(b: &crate::browser::Browser, css: &str, value: &str) {
+    b.client
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|_| panic!("{css}"))
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|_| panic!("{css} = {value}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn in_the_browser_an_admin_makes_a_shopify_trigger_and_tries_an_order() {
+    let app = spawn(crate::helpers::Backend::Sqlite).await;
+    let s = setup(&app).await;
+    approved_template(&app, &s, "order_shipped", WA_BODY).await;
+    let b = crate::browser::Browser::start(&app.address).await;
+    b.sign_in(crate::helpers::ADMIN_EMAIL, crate::helpers::PASSWORD)
+        .await;
+    b.wait_for_text("Hello, Ada").await;
+
+    // Automations › New trigger: Shopify, the approved template, the example mapping of an
+    // orders/create payload as the form offers it.
+    b.click("a[href='/automations']").await;
+    b.wait_for_text("New trigger").await;
+    b.fill("#t-name", "Shopify orders").await;
+    select(&b, "#t-channel", &s.wa.public_id).await;
+    select(&b, "#t-template", "order_shipped|en_US").await;
+    select(&b, "#t-scheme", "shopify").await;
+    b.fill("#t-secret", "shpss_5e1f0c").await;
+    b.click("#trigger-form button[type=submit]").await;
+    b.wait_for_text("Paste its URL and secret").await;
+    assert!(b.text("#trigger-url").await.contains("/hooks/"));
+
+    // Try it: a real orders/create payload, pasted; the confirmation as John would read it.
+    b.client
+        .execute(
+            "document.querySelector('#try-sample').value = arguments[0];",
+            vec![json!(ORDER)],
+        )
+        .await
+        .expect("paste the sample");
+    b.click("#try-button").await;
+    b.wait_for_text("Hi John, your order #9999 has shipped.")
+        .await;
+    assert!(b.text("#trial-recipient").await.contains("+14155550134"));
+    assert!(
+        b.text("#trigger-events")
+            .await
+            .contains("Nothing received yet")
+    );
+    b.finish().await;
+}
