@@ -249,6 +249,8 @@ fn seed(db: &Db, rows: usize, postgres: bool) -> Seeded {
                         MessageSource::Api => "API key \"Shop\"",
                         MessageSource::Person => "Bench Person <bench@example.com>",
                         MessageSource::Broadcast => "Broadcast",
+                        MessageSource::Trigger => "Trigger \"Orders\"",
+                        MessageSource::Reminder => "Reminder \"Visits\"",
                     },
                     resend_of: None,
                     not_before: oldest,

@@ -185,9 +185,14 @@ impl Worker {
             stop.clone(),
         ));
         let callbacks = self.background.callbacks.spawn(stop.clone());
+        let automations = tokio::spawn(crate::service::automations::run(
+            dispatcher.clone(),
+            stop.clone(),
+        ));
         dispatcher.run(stop).await?;
         let _ = broadcasts.await;
         let _ = callbacks.await;
+        let _ = automations.await;
         Ok(())
     }
 }
@@ -352,6 +357,10 @@ impl Application {
             ))
         });
         let callbacks = self.callbacks.map(|c| c.spawn(stop_rx.clone()));
+        let automations = self
+            .dispatcher
+            .as_ref()
+            .map(|d| tokio::spawn(crate::service::automations::run(d.clone(), stop_rx.clone())));
         let worker = self.dispatcher.map(|d| {
             tokio::spawn(async move {
                 if let Err(e) = d.run(stop_rx).await {
@@ -369,6 +378,9 @@ impl Application {
         }
         if let Some(c) = callbacks {
             let _ = c.await;
+        }
+        if let Some(a) = automations {
+            let _ = a.await;
         }
         result
     }

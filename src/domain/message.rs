@@ -31,6 +31,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
+    /// Written to the outbox to go at a chosen time (a scheduled send, a delayed trigger, a
+    /// reminder); it becomes `queued` when the time comes, unless it is cancelled first.
+    Scheduled,
     /// Written to the outbox, waiting for a worker (also after a retryable error).
     Queued,
     /// A worker holds it under a lease and is calling the provider.
@@ -53,7 +56,8 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
-    pub const ALL: [MessageStatus; 9] = [
+    pub const ALL: [MessageStatus; 10] = [
+        MessageStatus::Scheduled,
         MessageStatus::Queued,
         MessageStatus::Sending,
         MessageStatus::Sent,
@@ -68,6 +72,7 @@ impl MessageStatus {
     /// The name stored in the database and shown in the API.
     pub fn as_str(self) -> &'static str {
         match self {
+            MessageStatus::Scheduled => "scheduled",
             MessageStatus::Queued => "queued",
             MessageStatus::Sending => "sending",
             MessageStatus::Sent => "sent",
@@ -82,6 +87,7 @@ impl MessageStatus {
 
     pub fn label(self) -> &'static str {
         match self {
+            MessageStatus::Scheduled => "Scheduled",
             MessageStatus::Queued => "Queued",
             MessageStatus::Sending => "Sending",
             MessageStatus::Sent => "Sent",
@@ -118,10 +124,18 @@ impl MessageStatus {
     }
 
     /// The recipient has an outcome a person can read, so a campaign counts them as done.
-    /// Only `queued` and `sending` are still work in progress: a campaign is complete when none
-    /// of its messages is in either.
+    /// Only `scheduled`, `queued` and `sending` are still work in progress: a campaign is
+    /// complete when none of its messages is in any of them.
     pub fn is_final_outcome(self) -> bool {
-        !matches!(self, MessageStatus::Queued | MessageStatus::Sending)
+        !matches!(
+            self,
+            MessageStatus::Scheduled | MessageStatus::Queued | MessageStatus::Sending
+        )
+    }
+
+    /// A person (or client) may still withdraw it: only while it waits for its time.
+    pub fn may_cancel(self) -> bool {
+        self == MessageStatus::Scheduled
     }
 
     /// Position in the order of progress; `None` for messages no provider ever saw.
@@ -134,7 +148,7 @@ impl MessageStatus {
             MessageStatus::Failed => Some(4),
             MessageStatus::Delivered => Some(5),
             MessageStatus::Read => Some(6),
-            MessageStatus::Skipped | MessageStatus::Cancelled => None,
+            MessageStatus::Scheduled | MessageStatus::Skipped | MessageStatus::Cancelled => None,
         }
     }
 }
@@ -155,7 +169,7 @@ impl FromStr for MessageStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown message status \"{0}\": expected queued, sending, sent, delivered, read, failed, unknown, skipped or cancelled"
+    "unknown message status \"{0}\": expected scheduled, queued, sending, sent, delivered, read, failed, unknown, skipped or cancelled"
 )]
 pub struct UnknownMessageStatus(pub String);
 
@@ -224,6 +238,33 @@ pub fn apply_provider_status(
     }
 }
 
+/// How far ahead a single message may be scheduled.
+pub const MAX_SCHEDULE_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
+/// Why a time to send a message later is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendAtError {
+    #[error("The time to send it must be in the future.")]
+    NotInFuture,
+    #[error("The time to send it must be within 30 days from now.")]
+    TooFarAhead,
+}
+
+/// Checks the time a message was asked to go at: after `now`, at most
+/// [`MAX_SCHEDULE_AHEAD`] later.
+pub fn check_send_at(
+    send_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), SendAtError> {
+    if send_at <= now {
+        Err(SendAtError::NotInFuture)
+    } else if send_at - now > MAX_SCHEDULE_AHEAD {
+        Err(SendAtError::TooFarAhead)
+    } else {
+        Ok(())
+    }
+}
+
 // --- issue 18: where a message came from (the history's "source") ---
 
 /// Where a message came from: a person (the send page, a resend from the dashboard), a
@@ -235,13 +276,19 @@ pub enum MessageSource {
     Person,
     Api,
     Broadcast,
+    /// Issue 20: a trigger (a shop or CRM posted an event).
+    Trigger,
+    /// Issue 20: a reminder rule.
+    Reminder,
 }
 
 impl MessageSource {
-    pub const ALL: [MessageSource; 3] = [
+    pub const ALL: [MessageSource; 5] = [
         MessageSource::Person,
         MessageSource::Api,
         MessageSource::Broadcast,
+        MessageSource::Trigger,
+        MessageSource::Reminder,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -249,6 +296,8 @@ impl MessageSource {
             MessageSource::Person => "person",
             MessageSource::Api => "api",
             MessageSource::Broadcast => "broadcast",
+            MessageSource::Trigger => "trigger",
+            MessageSource::Reminder => "reminder",
         }
     }
 
@@ -257,6 +306,8 @@ impl MessageSource {
             MessageSource::Person => "A person",
             MessageSource::Api => "API key",
             MessageSource::Broadcast => "Broadcast",
+            MessageSource::Trigger => "Trigger",
+            MessageSource::Reminder => "Reminder",
         }
     }
 
@@ -298,7 +349,8 @@ mod tests {
     /// Every (current, report) pair, written out: the table is the specification.
     #[test]
     fn every_report_on_every_status() {
-        let table: [(MessageStatus, [Option<MessageStatus>; 4]); 9] = [
+        let table: [(MessageStatus, [Option<MessageStatus>; 4]); 10] = [
+            (M::Scheduled, [None, None, None, None]),
             //             sent           delivered          read           failed
             (
                 M::Queued,
@@ -350,6 +402,23 @@ mod tests {
     }
 
     #[test]
+    fn a_send_time_must_be_ahead_and_within_thirty_days() {
+        let now = chrono::Utc::now();
+        let secs = chrono::TimeDelta::seconds;
+        assert_eq!(check_send_at(now, now), Err(SendAtError::NotInFuture));
+        assert_eq!(
+            check_send_at(now - secs(1), now),
+            Err(SendAtError::NotInFuture)
+        );
+        assert_eq!(check_send_at(now + secs(1), now), Ok(()));
+        assert_eq!(check_send_at(now + MAX_SCHEDULE_AHEAD, now), Ok(()));
+        assert_eq!(
+            check_send_at(now + MAX_SCHEDULE_AHEAD + secs(1), now),
+            Err(SendAtError::TooFarAhead)
+        );
+    }
+
+    #[test]
     fn no_downgrades() {
         assert_eq!(apply_provider_status(M::Read, P::Delivered), None);
         assert_eq!(apply_provider_status(M::Delivered, P::Sent), None);
@@ -385,17 +454,28 @@ mod tests {
             let movable = ProviderStatus::ALL
                 .into_iter()
                 .any(|p| apply_provider_status(status, p).is_some());
-            assert_eq!(status.is_terminal(), !movable, "{status}");
+            // A scheduled message moves by time (it becomes queued), not by reports.
+            let waits_for_time = status == M::Scheduled;
+            assert_eq!(
+                status.is_terminal(),
+                !movable && !waits_for_time,
+                "{status}"
+            );
         }
     }
 
     #[test]
-    fn only_queued_and_sending_are_unfinished() {
+    fn only_scheduled_queued_and_sending_are_unfinished() {
         let unfinished: Vec<MessageStatus> = MessageStatus::ALL
             .into_iter()
             .filter(|s| !s.is_final_outcome())
             .collect();
-        assert_eq!(unfinished, vec![M::Queued, M::Sending]);
+        assert_eq!(unfinished, vec![M::Scheduled, M::Queued, M::Sending]);
+        let cancellable: Vec<MessageStatus> = MessageStatus::ALL
+            .into_iter()
+            .filter(|s| s.may_cancel())
+            .collect();
+        assert_eq!(cancellable, vec![M::Scheduled]);
     }
 
     fn any_status() -> impl Strategy<Value = MessageStatus> {

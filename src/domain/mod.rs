@@ -16,5 +16,7 @@ pub mod retry;
 pub mod role;
 pub mod sms;
 pub mod template;
+// Issue 20: triggers from a shop or CRM.
+pub mod trigger;
 pub mod user;
 pub mod window;

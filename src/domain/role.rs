@@ -155,6 +155,8 @@ permissions! {
     ManageRetention => "change how long message content is kept",
     // Issue 19: status callbacks (admins).
     ManageWebhooks => "manage webhook endpoints",
+    // Issue 20: triggers and reminder rules (admins).
+    ManageAutomations => "manage triggers and reminder rules",
 }
 
 #[cfg(test)]
@@ -181,6 +183,7 @@ mod tests {
             Permission::ViewHistory,
             Permission::ManageRetention,
             Permission::ManageWebhooks,
+            Permission::ManageAutomations,
         ] {
             assert!(Role::Admin.can(p));
             assert!(!Role::SupportLead.can(p), "{p:?}");

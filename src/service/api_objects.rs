@@ -63,6 +63,9 @@ pub struct MessageJson {
     pub broadcast_id: Option<String>,
     /// Where it came from: `person`, `api` or `broadcast`.
     pub source: String,
+    /// Issue 20: when a `scheduled` message goes (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<String>,
 }
 
 fn rfc3339(at: Option<chrono::NaiveDateTime>) -> Option<String> {
@@ -77,7 +80,10 @@ pub fn message_json(m: MessageRow, channel: &Channel, contact_id: String) -> Mes
             message: message.clone().unwrap_or_default(),
         }),
     };
+    let send_at = (m.status() == crate::domain::message::MessageStatus::Scheduled)
+        .then(|| m.next_attempt_at.and_utc().to_rfc3339());
     MessageJson {
+        send_at,
         id: m.public_id,
         status: m.status,
         channel: ChannelRef::of(channel),

@@ -11,6 +11,8 @@
 pub mod api_keys;
 // Issue 19: the API's objects as JSON, shared with status callbacks.
 pub mod api_objects;
+// Issue 20: scheduled sends, triggers, reminders.
+pub mod automations;
 pub mod broadcasts;
 // Issue 19: status callbacks to the business.
 pub mod callbacks;

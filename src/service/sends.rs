@@ -16,7 +16,7 @@ use crate::domain::audit::Actor;
 use crate::domain::channel::ChannelKind;
 use crate::domain::consent::ConsentStatus;
 use crate::domain::content::{MessageContent, check_free_text};
-use crate::domain::message::{MessageSource, MessageStatus};
+use crate::domain::message::{MessageSource, MessageStatus, check_send_at};
 use crate::domain::phone::{DefaultCountry, E164};
 use crate::domain::policy::{self, ContentIntent, Denial, SendContext};
 use crate::domain::template::Variables;
@@ -77,6 +77,10 @@ pub struct SendRequest {
     /// A channel's public id or its name.
     pub channel: String,
     pub content: ContentRequest,
+    /// When it goes, if later than now (`scheduled` until then); RFC 3339 at the edges.
+    /// Left out of the fingerprint when absent, so immediate sends fingerprint as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<DateTime<Utc>>,
 }
 
 impl SendRequest {
@@ -99,6 +103,9 @@ pub struct Requester<'a> {
     /// The idempotency key, already scoped to the requester (so two API clients never share
     /// one).
     pub idempotency_key: Option<&'a str>,
+    /// Where the message comes from when it is not the actor's own send (a trigger, a
+    /// reminder rule); by default `MessageSource::of_actor`.
+    pub source: Option<MessageSource>,
 }
 
 /// The refusal of a send: 422 with the API's `code`, the words for a person, and the field at
@@ -423,6 +430,7 @@ pub async fn send(
                 &Requester {
                     actor: &actor,
                     idempotency_key: scoped_key.as_deref(),
+                    source: None,
                 },
             )
         })
@@ -448,11 +456,14 @@ pub async fn remember_variable_sources(
     .await
 }
 
-/// Tells the live pages and this process's dispatcher about a message just queued.
+/// Tells the live pages and this process's dispatcher about a message just queued (or
+/// scheduled: the dispatcher has nothing to do until its time).
 pub(crate) fn announce_queued(svc: &Services, message: &MessageRow) {
-    svc.hub
-        .publish(HubEvent::message_status(message, MessageStatus::Queued));
-    svc.dispatcher.wake();
+    let status = message.status();
+    svc.hub.publish(HubEvent::message_status(message, status));
+    if status == MessageStatus::Queued {
+        svc.dispatcher.wake();
+    }
 }
 
 /// Checks the request and queues the message, or says why not. With an idempotency key, the
@@ -522,33 +533,41 @@ fn queue_new(
 ) -> ServiceResult<Queued> {
     let conn = &mut *change.conn;
     let request = &checked.request;
+    if let Some(at) = request.send_at {
+        check_send_at(at, Utc::now())
+            .map_err(|e| refused("invalid_send_at", Some("send_at"), e.to_string()))?;
+    }
     let channel = find_channel(conn, &request.channel)?;
     let (contact, created_contact) = resolve_recipient(conn, &checked.target)?;
     let ctx = send_context(conn, contact.id, &channel, Utc::now())?;
     let prepared = prepare(conn, &channel, &ctx, &request.content)?;
     let content_json = serde_json::to_string(&prepared.content).map_err(ServiceError::internal)?;
-    let message = outbox::enqueue(
-        conn,
-        &NewMessage {
-            channel_id: channel.id,
-            contact_id: contact.id,
-            to_address: contact.phone.as_str(),
-            campaign_id: None,
-            template_id: prepared.template_id,
-            content_kind: match prepared.content {
-                MessageContent::Text { .. } if prepared.template_id.is_none() => "text",
-                _ => "template",
-            },
-            body: &prepared.text,
-            content: &content_json,
-            idempotency_key: requester.idempotency_key,
-            requested_by: &requester.actor.label,
-            resend_of: None,
-            not_before: now(),
-            request_hash: Some(&checked.fingerprint),
-            source: MessageSource::of_actor(requester.actor.kind),
+    let message = NewMessage {
+        channel_id: channel.id,
+        contact_id: contact.id,
+        to_address: contact.phone.as_str(),
+        campaign_id: None,
+        template_id: prepared.template_id,
+        content_kind: match prepared.content {
+            MessageContent::Text { .. } if prepared.template_id.is_none() => "text",
+            _ => "template",
         },
-    )?;
+        body: &prepared.text,
+        content: &content_json,
+        idempotency_key: requester.idempotency_key,
+        requested_by: &requester.actor.label,
+        resend_of: None,
+        not_before: request.send_at.map_or_else(now, |at| at.naive_utc()),
+        request_hash: Some(&checked.fingerprint),
+        source: requester
+            .source
+            .unwrap_or_else(|| MessageSource::of_actor(requester.actor.kind)),
+    };
+    // A later send waits as `scheduled`; the policy is asked again when it goes.
+    let message = match request.send_at {
+        Some(_) => outbox::schedule(conn, &message)?,
+        None => outbox::enqueue(conn, &message)?,
+    };
     Ok(Queued {
         message,
         contact,
@@ -567,6 +586,7 @@ mod tests {
             recipient: Recipient::Phone("+14155550100".into()),
             channel: "Sandbox WhatsApp".into(),
             content: ContentRequest::Text(text.into()),
+            send_at: None,
         }
     }
 
@@ -639,6 +659,7 @@ mod tests {
         let requester = |key| Requester {
             actor: &actor,
             idempotency_key: key,
+            source: None,
         };
         let to = |text: &str| {
             Checked::new(
@@ -646,6 +667,7 @@ mod tests {
                     recipient: Recipient::Phone("+14155550199".into()),
                     channel: channel.public_id.clone(),
                     content: ContentRequest::Text(text.into()),
+                    send_at: None,
                 },
                 DefaultCountry::default(),
             )

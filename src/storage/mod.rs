@@ -31,6 +31,8 @@ pub mod schema;
 pub mod sessions;
 pub mod settings;
 pub mod templates;
+// Issue 20: triggers.
+pub mod triggers;
 pub mod users;
 
 use std::sync::{Arc, OnceLock};

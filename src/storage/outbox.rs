@@ -65,7 +65,7 @@ struct QueuedRow<'a> {
 }
 
 impl<'a> QueuedRow<'a> {
-    fn new(m: &NewMessage<'a>, at: NaiveDateTime) -> Self {
+    fn new(m: &NewMessage<'a>, at: NaiveDateTime, status: MessageStatus) -> Self {
         QueuedRow {
             public_id: new_public_id(),
             channel_id: m.channel_id,
@@ -76,7 +76,7 @@ impl<'a> QueuedRow<'a> {
             content_kind: m.content_kind,
             body: m.body,
             content: m.content,
-            status: MessageStatus::Queued.as_str(),
+            status: status.as_str(),
             attempts: 0,
             next_attempt_at: m.not_before,
             idempotency_key: m.idempotency_key,
@@ -93,22 +93,123 @@ impl<'a> QueuedRow<'a> {
 /// Queues a message and records the first event of its timeline. A unique violation on the
 /// idempotency key comes back as Diesel's error for the caller to answer with the first one.
 pub fn enqueue(conn: &mut DbConnection, m: &NewMessage<'_>) -> QueryResult<MessageRow> {
+    insert_as(conn, m, MessageStatus::Queued)
+}
+
+/// Writes a message that waits as `scheduled` until `m.not_before`, when [`promote_due`]
+/// queues it; otherwise as [`enqueue`].
+pub fn schedule(conn: &mut DbConnection, m: &NewMessage<'_>) -> QueryResult<MessageRow> {
+    insert_as(conn, m, MessageStatus::Scheduled)
+}
+
+fn insert_as(
+    conn: &mut DbConnection,
+    m: &NewMessage<'_>,
+    status: MessageStatus,
+) -> QueryResult<MessageRow> {
     let at = now();
     // The whole row comes back from the insert (a MultiConnection cannot say RETURNING of a
     // selection, hence once per backend).
     let message: MessageRow = super::on_backend!(conn, |c| diesel::insert_into(messages::table)
-        .values(QueuedRow::new(m, at))
+        .values(QueuedRow::new(m, at, status))
         .returning(MessageRow::as_returning())
         .get_result(c))?;
-    super::messages::record_event(
-        conn,
-        message.id,
-        MessageStatus::Queued,
-        "herald",
-        m.requested_by,
-        at,
-    )?;
+    super::messages::record_event(conn, message.id, status, "herald", m.requested_by, at)?;
     Ok(message)
+}
+
+/// A message that changed status in a background step: `(id, public id, contact id, channel
+/// id)`.
+pub type Moved = (i64, String, i64, i64);
+
+/// Queues up to `limit` scheduled messages whose time has come, oldest first, and records the
+/// step on each timeline. Safe to run in several workers at once: the update is conditional on
+/// the status, so a message is promoted (and returned) once, and one cancelled meanwhile
+/// stays cancelled.
+pub fn promote_due(
+    conn: &mut DbConnection,
+    at: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<Moved>> {
+    let scheduled = MessageStatus::Scheduled.as_str();
+    let due: Vec<i64> = messages::table
+        // Literal, so both databases use the partial index `messages_scheduled`.
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "status = 'scheduled'",
+        ))
+        .filter(messages::next_attempt_at.le(at))
+        .order((messages::next_attempt_at, messages::id))
+        .select(messages::id)
+        .limit(limit)
+        .load(conn)?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let moved: Vec<Moved> = super::on_backend!(conn, |c| diesel::update(
+        messages::table
+            .filter(messages::id.eq_any(&due))
+            .filter(messages::status.eq(scheduled))
+    )
+    .set((
+        messages::status.eq(MessageStatus::Queued.as_str()),
+        messages::updated_at.eq(at),
+    ))
+    .returning((
+        messages::id,
+        messages::public_id,
+        messages::contact_id,
+        messages::channel_id,
+    ))
+    .get_results(c))?;
+    let events: Vec<_> = moved
+        .iter()
+        .map(|(id, ..)| {
+            (
+                message_events::message_id.eq(*id),
+                message_events::status.eq(MessageStatus::Queued.as_str()),
+                message_events::source.eq("herald"),
+                message_events::detail.eq("Its scheduled time came."),
+                message_events::occurred_at.eq(at),
+            )
+        })
+        .collect();
+    if !events.is_empty() {
+        super::on_backend!(conn, |c| diesel::insert_into(message_events::table)
+            .values(&events)
+            .execute(c))?;
+    }
+    Ok(moved)
+}
+
+/// Withdraws a scheduled message before it goes: `false` when it is no longer scheduled (it
+/// went, or was cancelled already). `detail` goes on its timeline (who cancelled it, or why).
+pub fn cancel_scheduled(
+    conn: &mut DbConnection,
+    message_id: i64,
+    detail: &str,
+    at: NaiveDateTime,
+) -> QueryResult<bool> {
+    let n = diesel::update(
+        messages::table
+            .find(message_id)
+            .filter(messages::status.eq(MessageStatus::Scheduled.as_str())),
+    )
+    .set((
+        messages::status.eq(MessageStatus::Cancelled.as_str()),
+        messages::updated_at.eq(at),
+    ))
+    .execute(conn)?;
+    if n == 1 {
+        super::messages::record_event(
+            conn,
+            message_id,
+            MessageStatus::Cancelled,
+            "herald",
+            detail,
+            at,
+        )?;
+    }
+    Ok(n == 1)
 }
 
 /// Rows per statement of [`enqueue_many`]: 18 values a message, well under SQLite's 32,766
@@ -123,7 +224,10 @@ pub fn enqueue_many(conn: &mut DbConnection, batch: &[NewMessage<'_>]) -> QueryR
     let at = now();
     let mut queued = 0;
     for chunk in batch.chunks(ENQUEUE_CHUNK) {
-        let rows: Vec<QueuedRow<'_>> = chunk.iter().map(|m| QueuedRow::new(m, at)).collect();
+        let rows: Vec<QueuedRow<'_>> = chunk
+            .iter()
+            .map(|m| QueuedRow::new(m, at, MessageStatus::Queued))
+            .collect();
         // Neither database promises RETURNING in the order of the rows: each event takes
         // what it needs from the row that came back.
         let written: Vec<(i64, String)> =

@@ -583,3 +583,45 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_attempts,
 );
 // --- end issue 19 status callbacks ---
+
+// --- issue 20: triggers (20261205121000_triggers) ---
+diesel::table! {
+    triggers (id) {
+        id -> BigInt,
+        public_id -> Text,
+        slug -> Text,
+        name -> Text,
+        channel_id -> BigInt,
+        template_id -> Nullable<BigInt>,
+        text -> Nullable<Text>,
+        scheme -> Text,
+        secret -> Text,
+        mapping -> Text,
+        enabled -> Integer,
+        created_by_label -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    trigger_events (id) {
+        id -> BigInt,
+        trigger_id -> BigInt,
+        dedup_key -> Nullable<Text>,
+        delay_key -> Nullable<Text>,
+        outcome -> Text,
+        reason -> Nullable<Text>,
+        message_id -> Nullable<BigInt>,
+        payload -> Nullable<Text>,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(trigger_events -> triggers (trigger_id));
+diesel::joinable!(triggers -> channels (channel_id));
+diesel::joinable!(trigger_events -> messages (message_id));
+diesel::allow_tables_to_appear_in_same_query!(triggers, trigger_events);
+diesel::allow_tables_to_appear_in_same_query!(triggers, channels);
+diesel::allow_tables_to_appear_in_same_query!(trigger_events, messages);
+// --- end issue 20 triggers ---

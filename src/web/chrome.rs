@@ -63,6 +63,12 @@ const MAIN: &[Area] = &[
         href: "/broadcasts",
         needs: Permission::ViewBroadcasts,
     },
+    // Issue 20: triggers (and reminder rules).
+    Area {
+        label: "Automations",
+        href: paths::AUTOMATIONS,
+        needs: Permission::ManageAutomations,
+    },
     Area {
         label: "History",
         href: "/history",

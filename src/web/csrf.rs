@@ -20,7 +20,10 @@ pub const FIELD: &str = "csrf_token";
 fn needs_check(req: &ServiceRequest) -> bool {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let path = req.path();
-    !safe && !path.starts_with("/api/") && !path.starts_with("/webhooks/")
+    !safe
+        && !path.starts_with("/api/")
+        && !path.starts_with("/webhooks/")
+        && !path.starts_with("/hooks/")
 }
 
 fn field_from(pairs: &[u8]) -> Option<String> {

@@ -124,6 +124,14 @@ fn source_of(row: &HistoryRow) -> (&'static str, Named) {
                 href: Some(crate::web::paths::API_KEYS.to_owned()),
             },
         ),
+        // Issue 20: what a trigger or reminder rule sent, by its name as recorded.
+        Some(s @ (MessageSource::Trigger | MessageSource::Reminder)) => (
+            s.as_str(),
+            Named {
+                name: m.requested_by.clone(),
+                href: None,
+            },
+        ),
         _ => (
             MessageSource::Person.as_str(),
             Named {

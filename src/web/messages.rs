@@ -13,8 +13,9 @@ use serde::Deserialize;
 use crate::domain::content::MessageContent;
 use crate::domain::role::Permission;
 use crate::error::AppError;
+use crate::service::automations::scheduled;
 use crate::service::message_detail::{self, MessageDetail, Sender};
-use crate::service::{FieldProblems, retention};
+use crate::service::{FieldProblems, ServiceError, retention};
 use crate::startup::AppState;
 use crate::web::chrome::Chrome;
 use crate::web::format::{self, MessageStatusView};
@@ -68,6 +69,8 @@ struct MessagePage {
     shows_payloads: bool,
     /// The viewer may resend, and this message may be resent.
     may_resend: bool,
+    /// Issue 20: the viewer may cancel, and this message is scheduled: when it goes.
+    cancellable_at: Option<String>,
     /// Retention's words, when the content is gone.
     purged_note: Option<String>,
 }
@@ -79,7 +82,12 @@ fn pretty(payload: &str) -> String {
     }
 }
 
-fn page(chrome: Chrome, d: MessageDetail, shows_payloads: bool, can_resend: bool) -> MessagePage {
+fn page(
+    chrome: Chrome,
+    d: MessageDetail,
+    shows_payloads: bool,
+    (can_resend, can_cancel): (bool, bool),
+) -> MessagePage {
     let m = &d.message;
     let status = MessageStatusView::of(m);
     let (rendered, template_call, variables) = match &d.content {
@@ -177,6 +185,8 @@ fn page(chrome: Chrome, d: MessageDetail, shows_payloads: bool, can_resend: bool
             && m.status().may_resend()
             && d.resent_as.is_none()
             && d.purged.is_none(),
+        cancellable_at: (can_cancel && m.status().may_cancel())
+            .then(|| precise(&m.next_attempt_at)),
         purged_note,
         chrome,
         d,
@@ -197,8 +207,29 @@ pub async fn show(
         chrome,
         detail,
         shows_payloads,
-        role.can(Permission::ResendMessages),
+        (
+            role.can(Permission::ResendMessages),
+            role.can(Permission::SendMessages),
+        ),
     ))
+}
+
+/// Issue 20: `POST /messages/{public_id}/cancel`: withdraws a scheduled message (the button on
+/// its page, behind a confirmation), then back to the page with what happened.
+pub async fn cancel(
+    req: HttpRequest,
+    auth: Auth<perm::SendMessages>,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    match scheduled::cancel(&state, auth.actor(), id.clone()).await {
+        Ok(_) => session.success("Cancelled: this message will not be sent."),
+        Err(ServiceError::Conflict { message, .. }) => session.error(message),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(redirect_response(&req, &format!("/messages/{id}")))
 }
 
 // ---------------------------------------------------------------------------------------------

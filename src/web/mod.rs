@@ -6,6 +6,8 @@ pub mod api_keys;
 pub mod assets;
 pub mod audit;
 pub mod auth_pages;
+// Issue 20: Automations › Triggers.
+pub mod automations;
 pub mod body_deadline;
 pub mod broadcasts;
 pub mod channels;
@@ -21,6 +23,8 @@ pub mod health;
 // issue 18: the send history
 pub mod history;
 pub mod home;
+// Issue 20: triggers from a shop or CRM.
+pub mod hooks;
 pub mod identity;
 pub mod imports;
 pub mod lists;
@@ -57,6 +61,8 @@ pub mod paths {
     pub const RETENTION: &str = "/settings/retention";
     // Issue 19: status callbacks.
     pub const WEBHOOKS: &str = "/settings/webhooks";
+    // Issue 20: automations (triggers).
+    pub const AUTOMATIONS: &str = "/automations";
 }
 
 /// Marks the `/api/v1` scope: `Auth<P>` authenticates with bearer keys there.
@@ -87,6 +93,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(get().to(webhooks::receive))
                 .route(post().to(webhooks::receive)),
         )
+        // Issue 20: a shop or CRM triggers a message (signed; no session, no CSRF).
+        .service(resource("/hooks/{slug}").post(hooks::receive))
         .service(
             web::scope("/api/v1")
                 .app_data(ApiScope)
@@ -185,6 +193,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/contacts/{id}/lists/{list}/remove").post(contacts::remove_from_list))
         .service(resource("/contacts/{id}/simulate-reply").post(contacts::simulate_reply))
         .service(resource("/messages/{id}/resend").post(resend::from_timeline))
+        // Issue 20: cancelling a scheduled send.
+        .service(resource("/messages/{id}/cancel").post(messages::cancel))
+        // Issue 20: Automations › Triggers.
+        .service(
+            resource(paths::AUTOMATIONS)
+                .route(get().to(automations::index))
+                .route(post().to(automations::create)),
+        )
+        .service(resource("/automations/triggers/{id}").get(automations::show))
+        .service(resource("/automations/triggers/{id}/try").post(automations::try_it))
+        .service(resource("/automations/triggers/{id}/enabled").post(automations::set_enabled))
+        .service(resource("/automations/triggers/{id}/delete").post(automations::delete))
         // Issue 18: the message detail page and the retention setting.
         .service(resource("/messages/{id}").get(messages::show))
         .service(

@@ -15,6 +15,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use crate::domain::audit::Actor;
+use crate::domain::broadcast::{local_to_utc, parse_zone};
 use crate::domain::channel::ChannelKind;
 use crate::domain::content::{check_free_text, free_text_limit};
 use crate::domain::phone::E164;
@@ -77,6 +78,9 @@ struct Input {
     mode: String,
     template: String,
     text: String,
+    /// Issue 20: send later, at this date and time (`datetime-local`) in `send_zone`.
+    send_at: String,
+    send_zone: String,
     /// Per variable: source, contact field, fixed or fallback text, value (`None`: not posted).
     sources: BTreeMap<String, (String, String, String)>,
     values: BTreeMap<String, Option<String>>,
@@ -102,6 +106,8 @@ impl Input {
             mode: fields.get("mode"),
             template: fields.get("template"),
             text: fields.raw("text").unwrap_or_default(),
+            send_at: fields.get("send_at"),
+            send_zone: fields.get("send_zone"),
             ..Input::default()
         };
         if fields.has("change_recipient") && trigger == Some("change_recipient") {
@@ -236,6 +242,9 @@ pub struct Compose {
     pub send_blocked: bool,
     /// Why Send is disabled, shown beside it (empty when it is not).
     pub send_note: String,
+    /// Issue 20: "Send later", kept as typed across refreshes of the form.
+    pub send_at: String,
+    pub send_zone: String,
 }
 
 impl Compose {
@@ -555,6 +564,12 @@ fn compose(
         can_send,
         send_blocked: blocked.is_some(),
         send_note,
+        send_at: input.send_at.clone(),
+        send_zone: if input.send_zone.trim().is_empty() {
+            "UTC".to_owned()
+        } else {
+            input.send_zone.clone()
+        },
     })
 }
 
@@ -975,5 +990,27 @@ fn request_from(fields: &Fields) -> Result<SendRequest, Refused> {
         recipient,
         channel,
         content,
+        send_at: send_at_from(fields)?,
     })
+}
+
+/// Issue 20: "Send later": a date and time (`datetime-local`) read in the zone given beside
+/// it (UTC when empty); nothing typed means now. Whether it is in the future and within 30
+/// days is the send use case's rule.
+fn send_at_from(fields: &Fields) -> Result<Option<chrono::DateTime<chrono::Utc>>, Refused> {
+    let raw = fields.get("send_at");
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let local = chrono::NaiveDateTime::parse_from_str(&raw, "%Y-%m-%dT%H:%M")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&raw, "%Y-%m-%dT%H:%M:%S"))
+        .map_err(|_| Refused {
+            code: "invalid_send_at",
+            message: format!("\"{raw}\" is not a date and time: enter one like 2026-12-24T09:00."),
+        })?;
+    let zone = parse_zone(&fields.get("send_zone")).map_err(|message| Refused {
+        code: "invalid_send_at",
+        message,
+    })?;
+    Ok(Some(local_to_utc(local, zone)))
 }

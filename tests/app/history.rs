@@ -167,6 +167,8 @@ fn seed_rows(conn: &mut DbConnection, w: &mut World) {
             MessageSource::Api => "API key \"Shop\"".to_owned(),
             MessageSource::Broadcast => "Broadcast \"Winter sale\"".to_owned(),
             MessageSource::Person => "Ada Admin <ada@example.com>".to_owned(),
+            MessageSource::Trigger => "Trigger \"Orders\"".to_owned(),
+            MessageSource::Reminder => "Reminder \"Visits\"".to_owned(),
         };
         let row = outbox::enqueue(
             conn,

@@ -6,6 +6,8 @@ mod helpers;
 mod api_crash;
 mod api_keys;
 mod auth;
+// Issue 20: automations (scheduled sends, triggers, reminders).
+mod automations;
 mod broadcast_crash;
 mod broadcast_groups;
 // Issue 18: broadcast results.

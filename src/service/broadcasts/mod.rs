@@ -1110,6 +1110,7 @@ pub async fn test_send(
             recipient: Recipient::Contact(contact.public_id.clone()),
             channel: b.channel.public_id.clone(),
             content,
+            send_at: None,
         };
         let tester = Actor {
             label: format!("{} (test of broadcast \"{}\")", actor.label, b.row.name),

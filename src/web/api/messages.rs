@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use crate::domain::message::MessageStatus;
 use crate::domain::template::Variables;
 use crate::error::AppError;
 use crate::service::api_objects::{self, MessageJson, message_json};
@@ -37,6 +38,9 @@ pub struct SendBody {
     text: Option<String>,
     #[serde(default)]
     template: Option<TemplateBody>,
+    /// Issue 20: send later, at this RFC 3339 time (in the future, within 30 days).
+    #[serde(default)]
+    send_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,10 +107,26 @@ fn request_from(body: SendBody) -> Result<SendRequest, AppError> {
             ));
         }
     };
+    let send_at = match body.send_at.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => Some(
+            chrono::DateTime::parse_from_rfc3339(raw)
+                .map_err(|_| {
+                    AppError::invalid(
+                        "invalid_send_at",
+                        format!(
+                            "`send_at` \"{raw}\" is not an RFC 3339 time: give the date, time and offset, like 2026-12-24T09:00:00+01:00."
+                        ),
+                    )
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
     Ok(SendRequest {
         recipient,
         channel,
         content,
+        send_at,
     })
 }
 
@@ -234,6 +254,22 @@ pub async fn list(
     })))
 }
 // --- end issue 18 ---
+
+/// Issue 20: `POST /api/v1/messages/{id}/cancel`: 200 with the message, now `cancelled`;
+/// 409 `not_scheduled` when it is no longer waiting for its time.
+pub async fn cancel(
+    auth: Auth<perm::SendMessages>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner().trim().to_owned();
+    let done = crate::service::automations::scheduled::cancel(&state, auth.actor(), id).await?;
+    let json = state
+        .db
+        .run(move |conn| message_or_404(conn, &done.public_id))
+        .await?;
+    Ok(HttpResponse::Ok().json(json))
+}
 
 /// `POST /api/v1/messages/{id}/resend`: 202 with the new message.
 pub async fn resend(

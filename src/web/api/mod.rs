@@ -18,6 +18,8 @@ pub mod messages;
 pub mod templates;
 // Issue 19: status-callback endpoints.
 pub mod webhook_endpoints;
+// Issue 20: triggers.
+pub mod triggers;
 
 use std::future::{Ready, ready};
 
@@ -252,6 +254,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/webhook-endpoints/{id}/send-again",
             web::post().to(webhook_endpoints::send_again),
         )
+        // Issue 20: triggers.
+        .service(
+            web::resource("/triggers")
+                .route(web::get().to(triggers::list))
+                .route(web::post().to(triggers::create)),
+        )
+        .service(
+            web::resource("/triggers/{id}")
+                .route(web::get().to(triggers::get))
+                .route(web::patch().to(triggers::update))
+                .route(web::delete().to(triggers::delete)),
+        )
+        .route("/triggers/{id}/try", web::post().to(triggers::try_payload))
+        // Issue 20: cancelling a scheduled send.
+        .route("/messages/{id}/cancel", web::post().to(messages::cancel))
         .default_service(web::to(not_found));
 }
 

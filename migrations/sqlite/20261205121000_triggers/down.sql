@@ -1,0 +1,2 @@
+DROP TABLE trigger_events;
+DROP TABLE triggers;

@@ -1,0 +1,33 @@
+//! Issue 20, automations: messages that go later or on their own. Scheduled single sends
+//! (`send_at` on a send) wait as `scheduled` and are queued when their time comes
+//! ([`scheduled`]). Everything here runs in `herald serve` (beside the dispatcher) and in
+//! `herald worker`; several instances may run it at once, every change being conditional on
+//! the state it changes.
+
+pub mod scheduled;
+pub mod triggers;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::dispatch::worker::Dispatcher;
+
+/// How often the background step looks for due work when nothing woke it.
+const PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs the automations' background step until `stop` turns true.
+pub async fn run(dispatcher: Dispatcher, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = scheduled::promote(&dispatcher).await {
+            tracing::warn!(error = ?e, "queueing scheduled messages failed; trying again");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PAUSE) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+}

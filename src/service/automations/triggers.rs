@@ -1,0 +1,859 @@
+//! Triggers: a shop or CRM posts JSON to `/hooks/{slug}` and a message goes out through the
+//! one send use case (`service::sends`).
+//!
+//! Managing them (create, update, disable, delete) is audited like every change. A delivery is
+//! handled in three steps: [`open`] finds the trigger and starts checking the signature from
+//! the headers; the edge streams the raw body into it; [`receive`] finishes the check first
+//! (a wrong signature stores nothing), then in ONE write records the event (a unique index on
+//! the delivery id turns a retry away), cancels what an earlier event with the same delay key
+//! scheduled, reads the payload through the mapping, upserts the contact and queues (or
+//! schedules) the message, or records why not. Nothing the payload says makes the sender
+//! retry: a payload Herald cannot use is acknowledged and logged with the reason.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::auth::sealed;
+use crate::domain::audit::Actor;
+use crate::domain::message::MessageSource;
+use crate::domain::phone::{DefaultCountry, E164};
+use crate::domain::template::Variables;
+use crate::domain::trigger::{Headers, Mapping, Scheme, Verification};
+use crate::service::sends::{
+    self, Checked, ContentRequest, Recipient, Requester, SendRequest, TemplateRef,
+};
+use crate::service::{FieldProblems, ServiceError, ServiceResult, Services};
+use crate::storage::channels::{self, Channel};
+use crate::storage::contacts::{self, ContactPatch};
+use crate::storage::messages::MessageRow;
+use crate::storage::templates::{self, TemplateLookup};
+use crate::storage::triggers::{self as store, EventLine, NewEvent, TriggerFields, TriggerRow};
+use crate::storage::{DbConnection, now, outbox, write_transaction};
+
+/// The largest payload Herald reads into a message (a larger one is logged, not used).
+pub const MAX_PAYLOAD: usize = 1024 * 1024;
+/// The most of a payload kept in the event log.
+const KEPT_PAYLOAD: usize = 16 * 1024;
+
+/// What a trigger sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerContent {
+    Text(String),
+    /// An approved template on the trigger's channel, by name and language.
+    Template {
+        name: String,
+        language: String,
+    },
+}
+
+/// A trigger as asked for (create, or the new state on update).
+#[derive(Debug, Clone)]
+pub struct TriggerInput {
+    pub name: String,
+    /// A channel's public id or name.
+    pub channel: String,
+    pub content: TriggerContent,
+    pub scheme: String,
+    /// `None`: Herald makes one (WooCommerce, Standard Webhooks, API key), or keeps the
+    /// current one on update.
+    pub secret: Option<String>,
+    pub mapping: Mapping,
+    pub enabled: bool,
+}
+
+/// A trigger as shown to an admin (page and API).
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerView {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub channel: String,
+    pub channel_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateName>,
+    pub verification: VerificationView,
+    pub mapping: Mapping,
+    pub enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip)]
+    pub scheme: Option<Scheme>,
+    #[serde(skip)]
+    pub row_id: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateName {
+    pub name: String,
+    pub language: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerificationView {
+    pub scheme: String,
+    pub secret: String,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
+    let mut fields = FieldProblems::new();
+    fields.add(field, message.into());
+    ServiceError::invalid_fields("invalid_trigger", fields)
+}
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("There is no trigger with id \"{id}\"."))
+}
+
+/// A new random secret for the schemes where Herald makes it.
+fn new_secret(scheme: Scheme) -> String {
+    use base64::Engine;
+    let bytes: [u8; 24] = rand::random();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    match scheme {
+        Scheme::StandardWebhooks => format!("whsec_{encoded}"),
+        _ => encoded.replace(['+', '/', '='], ""),
+    }
+}
+
+fn view(
+    svc_url: &str,
+    key: &[u8; 32],
+    conn: &mut DbConnection,
+    row: TriggerRow,
+) -> ServiceResult<TriggerView> {
+    let channel = channels::find(conn, row.channel_id)?;
+    let template = match row.template_id {
+        Some(id) => templates::find(conn, id)?.map(|t| TemplateName {
+            name: t.name,
+            language: t.language,
+        }),
+        None => None,
+    };
+    let mapping: Mapping = serde_json::from_str(&row.mapping).map_err(ServiceError::internal)?;
+    let secret = sealed::open(key, &row.secret).map_err(ServiceError::internal)?;
+    Ok(TriggerView {
+        id: row.public_id,
+        name: row.name,
+        url: format!("{svc_url}/hooks/{}", row.slug),
+        channel: channel.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+        channel_id: channel.map(|c| c.public_id).unwrap_or_default(),
+        text: row.text,
+        template,
+        verification: VerificationView {
+            scheme: row.scheme.clone(),
+            secret,
+        },
+        mapping,
+        enabled: row.enabled != 0,
+        created_at: row.created_at.and_utc().to_rfc3339(),
+        updated_at: row.updated_at.and_utc().to_rfc3339(),
+        scheme: Scheme::parse(&row.scheme),
+        row_id: row.id,
+    })
+}
+
+/// The checked parts of a [`TriggerInput`], ready to store.
+struct Checked_ {
+    channel: Channel,
+    template_id: Option<i64>,
+    text: Option<String>,
+    scheme: Scheme,
+    mapping_json: String,
+}
+
+/// Checks a trigger: a name, a channel, an approved template (its variables all mapped, no
+/// other) or text, a known scheme with a usable secret, and a mapping whose paths are JSON
+/// Pointers.
+fn check(
+    conn: &mut DbConnection,
+    input: &TriggerInput,
+    except: Option<i64>,
+) -> ServiceResult<Checked_> {
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(invalid(
+            "name",
+            "Give the trigger a name (up to 100 characters).",
+        ));
+    }
+    if store::name_taken(conn, name, except)? {
+        return Err(ServiceError::conflict(
+            "name_taken",
+            format!("There is already a trigger called \"{name}\"."),
+        ));
+    }
+    let scheme = Scheme::parse(&input.scheme).ok_or_else(|| {
+        invalid(
+            "verification.scheme",
+            format!(
+                "\"{}\" is not a verification scheme: use shopify, woocommerce, hubspot, standard_webhooks or api_key.",
+                input.scheme
+            ),
+        )
+    })?;
+    let channel = sends::find_channel(conn, &input.channel)?;
+    let (template_id, text, variables) = match &input.content {
+        TriggerContent::Text(text) => {
+            crate::domain::content::check_free_text(channel.kind, text)
+                .map_err(|e| invalid("text", e.to_string()))?;
+            (None, Some(text.clone()), None)
+        }
+        TriggerContent::Template { name, language } => {
+            let wanted = TemplateRef::Name {
+                name: name.clone(),
+                language: language.clone(),
+            };
+            match sends::find_template(conn, &channel, &wanted)? {
+                TemplateLookup::Sendable(t) => {
+                    let mut names: Vec<String> = Vec::new();
+                    for p in t.placeholders() {
+                        if !names.contains(&p.name) {
+                            names.push(p.name);
+                        }
+                    }
+                    (Some(t.template_id), None, Some(names))
+                }
+                TemplateLookup::NotSendable { reason, .. } => {
+                    return Err(invalid(
+                        "template",
+                        format!("This template cannot be sent yet: {reason}"),
+                    ));
+                }
+                TemplateLookup::NotFound => {
+                    return Err(invalid("template", "No such template on this channel."));
+                }
+            }
+        }
+    };
+    let problems = input.mapping.check(variables.as_deref());
+    if !problems.is_empty() {
+        let mut fields = FieldProblems::new();
+        for (field, words) in problems {
+            fields.add(&field, words);
+        }
+        return Err(ServiceError::invalid_fields("invalid_mapping", fields));
+    }
+    let mapping_json = serde_json::to_string(&input.mapping).map_err(ServiceError::internal)?;
+    Ok(Checked_ {
+        channel,
+        template_id,
+        text,
+        scheme,
+        mapping_json,
+    })
+}
+
+/// Creates a trigger (audited `trigger.created`); its secret is sealed at rest.
+pub async fn create(
+    svc: &Services,
+    actor: Actor,
+    input: TriggerInput,
+) -> ServiceResult<TriggerView> {
+    let key = svc.keys.channel_secrets;
+    let url = svc.public_url.clone();
+    svc.write(actor, move |change| {
+        let c = check(change.conn, &input, None)?;
+        let secret = match input
+            .secret
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            Some(s) => s.to_owned(),
+            None if c.scheme.herald_generates_secret() => new_secret(c.scheme),
+            None => {
+                return Err(invalid(
+                    "verification.secret",
+                    format!(
+                        "Paste the signing secret {} shows for this webhook.",
+                        c.scheme.label()
+                    ),
+                ));
+            }
+        };
+        c.scheme
+            .check_secret(&secret)
+            .map_err(|w| invalid("verification.secret", w))?;
+        let sealed_secret = sealed::seal(&key, &secret).map_err(ServiceError::internal)?;
+        let slug = uuid::Uuid::new_v4().simple().to_string();
+        let row = store::insert(
+            change.conn,
+            &TriggerFields {
+                name: input.name.trim(),
+                channel_id: c.channel.id,
+                template_id: c.template_id,
+                text: c.text.as_deref(),
+                scheme: c.scheme.as_str(),
+                sealed_secret: &sealed_secret,
+                mapping: &c.mapping_json,
+                enabled: input.enabled,
+            },
+            &slug,
+            &change.actor.label,
+        )?;
+        change.audit(
+            "trigger.created",
+            "trigger",
+            Some(&row.public_id),
+            json!({"name": row.name, "scheme": row.scheme, "channel": c.channel.name}),
+        )?;
+        view(&url, &key, change.conn, row)
+    })
+    .await
+}
+
+/// Changes a trigger (audited `trigger.updated`; `trigger.disabled` / `trigger.enabled` when
+/// only that changed). `edit` gets the current state and returns the new one.
+pub async fn update(
+    svc: &Services,
+    actor: Actor,
+    public_id: String,
+    edit: impl FnOnce(TriggerInput) -> TriggerInput + Send + 'static,
+) -> ServiceResult<TriggerView> {
+    let key = svc.keys.channel_secrets;
+    let url = svc.public_url.clone();
+    svc.write(actor, move |change| {
+        let row = store::find_by_public_id(change.conn, &public_id)?.ok_or_else(|| not_found(&public_id))?;
+        let current = view(&url, &key, change.conn, row.clone())?;
+        let before = input_of(&current);
+        let after = edit(before.clone());
+        let c = check(change.conn, &after, Some(row.id))?;
+        let secret = after
+            .secret
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&current.verification.secret)
+            .to_owned();
+        c.scheme
+            .check_secret(&secret)
+            .map_err(|w| invalid("verification.secret", w))?;
+        let sealed_secret = sealed::seal(&key, &secret).map_err(ServiceError::internal)?;
+        store::update(
+            change.conn,
+            row.id,
+            &TriggerFields {
+                name: after.name.trim(),
+                channel_id: c.channel.id,
+                template_id: c.template_id,
+                text: c.text.as_deref(),
+                scheme: c.scheme.as_str(),
+                sealed_secret: &sealed_secret,
+                mapping: &c.mapping_json,
+                enabled: after.enabled,
+            },
+        )?;
+        let action = match (before.enabled, after.enabled) {
+            (true, false) => "trigger.disabled",
+            (false, true) => "trigger.enabled",
+            _ => "trigger.updated",
+        };
+        change.audit(
+            action,
+            "trigger",
+            Some(&row.public_id),
+            json!({"name": after.name.trim(), "secret_changed": secret != current.verification.secret}),
+        )?;
+        let row = store::find_by_public_id(change.conn, &public_id)?.ok_or_else(|| not_found(&public_id))?;
+        view(&url, &key, change.conn, row)
+    })
+    .await
+}
+
+/// The input that would leave a trigger as it is (the start of an edit).
+pub fn input_of(v: &TriggerView) -> TriggerInput {
+    TriggerInput {
+        name: v.name.clone(),
+        channel: v.channel_id.clone(),
+        content: match (&v.text, &v.template) {
+            (_, Some(t)) => TriggerContent::Template {
+                name: t.name.clone(),
+                language: t.language.clone(),
+            },
+            (text, None) => TriggerContent::Text(text.clone().unwrap_or_default()),
+        },
+        scheme: v.verification.scheme.clone(),
+        secret: None,
+        mapping: v.mapping.clone(),
+        enabled: v.enabled,
+    }
+}
+
+/// Deletes a trigger and its event log (audited `trigger.deleted`); its messages stay.
+pub async fn delete(svc: &Services, actor: Actor, public_id: String) -> ServiceResult<()> {
+    svc.write(actor, move |change| {
+        let row = store::find_by_public_id(change.conn, &public_id)?
+            .ok_or_else(|| not_found(&public_id))?;
+        store::delete(change.conn, row.id)?;
+        change.audit(
+            "trigger.deleted",
+            "trigger",
+            Some(&row.public_id),
+            json!({"name": row.name}),
+        )?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn list(svc: &Services) -> ServiceResult<Vec<TriggerView>> {
+    let key = svc.keys.channel_secrets;
+    let url = svc.public_url.clone();
+    svc.read(move |conn| {
+        store::list(conn)?
+            .into_iter()
+            .map(|row| view(&url, &key, conn, row))
+            .collect()
+    })
+    .await
+}
+
+pub async fn get(svc: &Services, public_id: String) -> ServiceResult<TriggerView> {
+    let key = svc.keys.channel_secrets;
+    let url = svc.public_url.clone();
+    svc.read(move |conn| {
+        let row =
+            store::find_by_public_id(conn, &public_id)?.ok_or_else(|| not_found(&public_id))?;
+        view(&url, &key, conn, row)
+    })
+    .await
+}
+
+/// A page of a trigger's event log, newest first.
+pub async fn events(
+    svc: &Services,
+    trigger_row_id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> ServiceResult<Vec<EventLine>> {
+    svc.read(move |conn| Ok(store::events(conn, trigger_row_id, before, limit)?))
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deliveries
+
+/// A trigger found by its URL, with its signature check started.
+pub struct Hook {
+    row: TriggerRow,
+    pub verification: Verification,
+}
+
+/// Why a delivery is turned away before anything is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No trigger has this URL (404).
+    #[error("There is no trigger at this address.")]
+    Unknown,
+    /// The trigger is disabled (410: the sender should stop).
+    #[error("This trigger is disabled.")]
+    Disabled,
+    /// The signature is missing or wrong (401).
+    #[error("{0}")]
+    Unsigned(crate::domain::trigger::VerifyError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// Finds the trigger at `/hooks/{slug}` and starts checking the request's signature from its
+/// headers (`uri` is the public URL the sender called, for HubSpot).
+pub async fn open(
+    svc: &Services,
+    slug: String,
+    method: String,
+    uri: String,
+    headers: Headers,
+) -> Result<Hook, Refusal> {
+    let key = svc.keys.channel_secrets;
+    let row = svc
+        .read(move |conn| Ok(store::find_by_slug(conn, &slug)?))
+        .await?
+        .ok_or(Refusal::Unknown)?;
+    if !row.is_enabled() {
+        return Err(Refusal::Disabled);
+    }
+    let scheme = Scheme::parse(&row.scheme)
+        .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("unknown scheme {}", row.scheme)))?;
+    let secret = sealed::open(&key, &row.secret).map_err(ServiceError::internal)?;
+    let verification = Verification::start(scheme, &secret, &method, &uri, &headers, Utc::now())
+        .map_err(Refusal::Unsigned)?;
+    Ok(Hook { row, verification })
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Received {
+    /// `queued`, `scheduled`, `skipped`, `refused`, or `duplicate` (a retry: nothing new).
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip)]
+    message: Option<MessageRow>,
+}
+
+/// Finishes the signature check (a wrong one stores nothing), then records and handles the
+/// delivery in one write. `body` holds at most [`MAX_PAYLOAD`] bytes; `too_large` says the
+/// sender sent more.
+pub async fn receive(
+    svc: &Services,
+    hook: Hook,
+    headers: Headers,
+    body: Vec<u8>,
+    too_large: bool,
+) -> Result<Received, Refusal> {
+    let Hook { row, verification } = hook;
+    verification.finish().map_err(Refusal::Unsigned)?;
+    let scheme = Scheme::parse(&row.scheme);
+    let delivery_id = scheme
+        .and_then(Scheme::delivery_id_header)
+        .and_then(|h| headers.get(h))
+        .map(|v| v.trim().chars().take(200).collect::<String>())
+        .filter(|v| !v.is_empty());
+    let shard = crate::storage::group::shard_of(&row.slug);
+    let actor = Actor::system(&format!("Trigger \"{}\"", row.name));
+    let country = svc.settings.default_country;
+    let received = svc
+        .db
+        .write_grouped(shard, move |conn| {
+            write_transaction(conn, |conn| {
+                handle(
+                    conn,
+                    &row,
+                    &actor,
+                    delivery_id.as_deref(),
+                    &body,
+                    too_large,
+                    country,
+                )
+            })
+        })
+        .await?;
+    if let Some(m) = &received.message {
+        sends::announce_queued(svc, m);
+    }
+    Ok(received)
+}
+
+fn kept(body: &[u8]) -> String {
+    let cut = body.len().min(KEPT_PAYLOAD);
+    String::from_utf8_lossy(&body[..cut]).into_owned()
+}
+
+fn done(outcome: &'static str, reason: Option<String>) -> Received {
+    Received {
+        outcome,
+        reason,
+        message_id: None,
+        message: None,
+    }
+}
+
+/// One delivery, inside the write's transaction.
+fn handle(
+    conn: &mut DbConnection,
+    row: &TriggerRow,
+    actor: &Actor,
+    delivery_id: Option<&str>,
+    body: &[u8],
+    too_large: bool,
+    default_country: DefaultCountry,
+) -> ServiceResult<Received> {
+    let mapping: Mapping = serde_json::from_str(&row.mapping).map_err(ServiceError::internal)?;
+    let payload: Result<Value, String> = if too_large {
+        Err(format!(
+            "Refused: the payload is larger than {} MiB.",
+            MAX_PAYLOAD / (1024 * 1024)
+        ))
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("Refused: the payload is not JSON ({e})."))
+    };
+    let dedup = match (delivery_id, &payload) {
+        (Some(id), _) => Some(format!("delivery:{id}")),
+        (None, Ok(p)) => mapping.dedup_value(p).map(|v| format!("key:{v}")),
+        _ => None,
+    };
+    let delay_key = payload.as_ref().ok().and_then(|p| {
+        mapping
+            .delay_key
+            .as_deref()
+            .and_then(|k| crate::domain::trigger::text_at(p, k))
+    });
+    let stored_payload = (!too_large).then(|| kept(body));
+    let Some(event_id) = store::insert_event(
+        conn,
+        &NewEvent {
+            trigger_id: row.id,
+            dedup_key: dedup.as_deref(),
+            delay_key: delay_key.as_deref(),
+            outcome: "received",
+            reason: None,
+            payload: stored_payload.as_deref(),
+        },
+    )?
+    else {
+        return Ok(done(
+            "duplicate",
+            Some("This delivery was received before; nothing more is done.".into()),
+        ));
+    };
+    let outcome = match payload {
+        Err(why) => done("refused", Some(why)),
+        Ok(payload) => {
+            // A later event with the same key replaces what an earlier one scheduled, whatever
+            // this one then does (an order cancelled before its confirmation went).
+            if let Some(k) = &delay_key {
+                for id in store::delayed_with_key(conn, row.id, k)? {
+                    outbox::cancel_scheduled(
+                        conn,
+                        id,
+                        "Cancelled: a later event with the same key arrived before it went.",
+                        now(),
+                    )?;
+                }
+            }
+            match mapping.conditions_hold(&payload) {
+                Err(why) => done("skipped", Some(why)),
+                Ok(()) => send_for(conn, row, actor, &mapping, &payload, default_country)?,
+            }
+        }
+    };
+    let message_id = outcome.message.as_ref().map(|m| m.id);
+    store::set_outcome(
+        conn,
+        event_id,
+        outcome.outcome,
+        outcome.reason.as_deref(),
+        message_id,
+    )?;
+    Ok(outcome)
+}
+
+/// The message an event asks for, queued or scheduled through the send use case; a refusal
+/// (an invalid number, the policy) is the event's outcome, with nothing else written.
+fn send_for(
+    conn: &mut DbConnection,
+    row: &TriggerRow,
+    actor: &Actor,
+    mapping: &Mapping,
+    payload: &Value,
+    default_country: DefaultCountry,
+) -> ServiceResult<Received> {
+    let prepared = match prepare(conn, row, mapping, payload, default_country)? {
+        Ok(p) => p,
+        Err(why) => return Ok(done("refused", Some(why))),
+    };
+    let (checked, patch, phone) = prepared;
+    // A savepoint: a refused send rolls back the contact it made or changed.
+    let queued = write_transaction(conn, |conn| {
+        contacts::upsert(conn, &phone, &patch)?;
+        sends::queue_in(
+            conn,
+            &checked,
+            &Requester {
+                actor,
+                idempotency_key: None,
+                source: Some(MessageSource::Trigger),
+            },
+        )
+    });
+    match queued {
+        Ok(q) => {
+            let scheduled = q.message.status() == crate::domain::message::MessageStatus::Scheduled;
+            Ok(Received {
+                outcome: if scheduled { "scheduled" } else { "queued" },
+                reason: None,
+                message_id: Some(q.message.public_id.clone()),
+                message: Some(q.message),
+            })
+        }
+        Err(ServiceError::Invalid { message, .. }) => {
+            Ok(done("refused", Some(format!("Refused: {message}"))))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+type PreparedSend = (Checked, ContactPatch, E164);
+
+/// The send request an event makes, or why it cannot make one.
+fn prepare(
+    conn: &mut DbConnection,
+    row: &TriggerRow,
+    mapping: &Mapping,
+    payload: &Value,
+    default_country: DefaultCountry,
+) -> ServiceResult<Result<PreparedSend, String>> {
+    let mapped = match mapping.apply(payload) {
+        Ok(m) => m,
+        Err(why) => return Ok(Err(format!("Refused: {why}"))),
+    };
+    let country = mapping
+        .default_country
+        .as_deref()
+        .and_then(|c| DefaultCountry::parse(c).ok())
+        .unwrap_or(default_country);
+    let phone = match E164::parse(&mapped.phone, Some(country)) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(Err(format!(
+                "Refused: {} is not a phone number Herald can send to ({e}).",
+                mapped.phone
+            )));
+        }
+    };
+    let content = match (row.template_id, &row.text) {
+        (Some(id), _) => {
+            let template = templates::find(conn, id)?.ok_or_else(|| {
+                ServiceError::internal(anyhow::anyhow!("trigger template {id} is gone"))
+            })?;
+            ContentRequest::Template {
+                template: TemplateRef::Id(template.public_id),
+                variables: Variables::Named(mapped.variables.clone()),
+            }
+        }
+        (None, text) => ContentRequest::Text(text.clone().unwrap_or_default()),
+    };
+    let channel = channels::find(conn, row.channel_id)?
+        .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("trigger channel is gone")))?;
+    let send_at: Option<DateTime<Utc>> = mapping
+        .delay_minutes
+        .filter(|m| *m > 0)
+        .map(|m| Utc::now() + chrono::Duration::minutes(i64::from(m)));
+    let request = SendRequest {
+        recipient: Recipient::Phone(phone.as_str().to_owned()),
+        channel: channel.public_id,
+        content,
+        send_at,
+    };
+    let checked = match Checked::new(request, country) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("Refused: {e}"))),
+    };
+    let patch = ContactPatch {
+        name: mapped.name.clone(),
+        attributes: mapped.attributes.clone(),
+        ..ContactPatch::default()
+    };
+    Ok(Ok((checked, patch, phone)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Try it
+
+/// What a sample payload would do, with nothing sent or stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    /// The conditions' verdict: `None` when they hold, else why it would be skipped.
+    pub skipped: Option<String>,
+    /// The recipient in E.164, or why there is none.
+    pub recipient: Result<String, String>,
+    pub variables: BTreeMap<String, String>,
+    /// The message as the recipient would read it, or why it cannot be made.
+    pub rendered: Result<String, String>,
+}
+
+/// Reads a sample payload through a trigger's mapping and renders the message it would send.
+pub async fn try_payload(
+    svc: &Services,
+    public_id: String,
+    sample: String,
+) -> ServiceResult<Trial> {
+    let country = svc.settings.default_country;
+    svc.read(move |conn| {
+        let row =
+            store::find_by_public_id(conn, &public_id)?.ok_or_else(|| not_found(&public_id))?;
+        let mapping: Mapping =
+            serde_json::from_str(&row.mapping).map_err(ServiceError::internal)?;
+        let payload: Value = match serde_json::from_str(&sample) {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Trial {
+                    skipped: None,
+                    recipient: Err(format!("The sample is not JSON: {e}.")),
+                    variables: BTreeMap::new(),
+                    rendered: Err("Paste the JSON body the shop or CRM sends.".into()),
+                });
+            }
+        };
+        let skipped = mapping.conditions_hold(&payload).err();
+        let mapped = match mapping.apply(&payload) {
+            Ok(m) => m,
+            Err(why) => {
+                return Ok(Trial {
+                    skipped,
+                    recipient: Err(why.clone()),
+                    variables: BTreeMap::new(),
+                    rendered: Err(why),
+                });
+            }
+        };
+        let country = mapping
+            .default_country
+            .as_deref()
+            .and_then(|c| DefaultCountry::parse(c).ok())
+            .unwrap_or(country);
+        let recipient = E164::parse(&mapped.phone, Some(country))
+            .map(|p| p.as_str().to_owned())
+            .map_err(|e| {
+                format!(
+                    "{} is not a phone number Herald can send to ({e}).",
+                    mapped.phone
+                )
+            });
+        let rendered = match (row.template_id, &row.text) {
+            (Some(id), _) => match templates::sendable(conn, id)? {
+                TemplateLookup::Sendable(t) => t
+                    .render(&Variables::Named(mapped.variables.clone()))
+                    .map(|r| r.text)
+                    .map_err(|e| e.to_string()),
+                TemplateLookup::NotSendable { reason, .. } => {
+                    Err(format!("The template cannot be sent now: {reason}"))
+                }
+                TemplateLookup::NotFound => Err("The template is gone.".into()),
+            },
+            (None, text) => Ok(text.clone().unwrap_or_default()),
+        };
+        Ok(Trial {
+            skipped,
+            recipient,
+            variables: mapped.variables,
+            rendered,
+        })
+    })
+    .await
+}
+
+/// What the trigger form offers: the channels, and the templates that may be sent now as
+/// (channel name, template name, language).
+pub struct Choices {
+    pub channels: Vec<Channel>,
+    pub templates: Vec<(String, String, String)>,
+}
+
+pub async fn choices(svc: &Services) -> ServiceResult<Choices> {
+    svc.read(|conn| {
+        let channels = channels::list(conn)?;
+        let templates = templates::sendable_list(conn, &templates::TemplateFilter::default())?
+            .into_iter()
+            .map(|(c, t)| {
+                (
+                    c.name,
+                    t.template.name().to_string(),
+                    t.template.language().to_string(),
+                )
+            })
+            .collect();
+        Ok(Choices {
+            channels,
+            templates,
+        })
+    })
+    .await
+}
