@@ -8,7 +8,6 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::domain::message::MessageStatus;
 use crate::domain::template::Variables;
 use crate::error::AppError;
 use crate::service::api_objects::{self, MessageJson, message_json};
