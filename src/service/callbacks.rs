@@ -701,3 +701,113 @@ pub fn purge(conn: &mut DbConnection) -> ServiceResult<usize> {
     let before = now() - chrono::TimeDelta::days(i64::from(days.max(1)));
     Ok(store::purge_finished_before(conn, before)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::testing;
+    use diesel::prelude::*;
+
+    fn endpoint(conn: &mut DbConnection) -> Endpoint {
+        store::insert_endpoint(
+            conn,
+            "ep-1",
+            &EndpointFields {
+                url: "https://example.com/hooks",
+                description: "",
+                events: &["message.sent"],
+                enabled: true,
+                allow_private_network: false,
+            },
+            "sealed",
+        )
+        .expect("endpoint")
+    }
+
+    fn failed_attempt(e: &Endpoint, delivery_id: i64, status: u16) -> AttemptOutcome {
+        AttemptOutcome {
+            delivery_id,
+            endpoint_id: e.id,
+            attempts: 1,
+            created_at: now(),
+            attempted_at: now(),
+            status: Some(status),
+            duration_ms: 3,
+            excerpt: "nope".into(),
+            error: None,
+            retry_after: None,
+        }
+    }
+
+    fn delivery(conn: &mut DbConnection, e: &Endpoint) -> i64 {
+        store::insert_deliveries(
+            conn,
+            &[NewDelivery {
+                endpoint_id: e.id,
+                webhook_id: rules::new_webhook_id(),
+                event_type: "message.sent".into(),
+                payload: "{}".into(),
+            }],
+        )
+        .expect("delivery");
+        store::deliveries(conn, e.id, &DeliveryFilter::default(), 1).expect("log")[0].id
+    }
+
+    #[test]
+    fn an_endpoint_failing_for_a_day_is_disabled_with_an_audit_entry() {
+        use crate::storage::schema::webhook_endpoints;
+        let (_dir, db) = testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let e = endpoint(&mut conn);
+        // A failure an hour ago: still enabled, and the retry is scheduled.
+        let id = delivery(&mut conn, &e);
+        record_attempts(
+            &mut conn,
+            &[failed_attempt(&e, id, 503)],
+            Duration::from_millis(10),
+        )
+        .expect("recorded");
+        let after = store::find_endpoint_by_id(&mut conn, e.id)
+            .unwrap()
+            .unwrap();
+        assert!(after.is_enabled());
+        assert!(after.failing_since.is_some());
+        let log = store::deliveries(&mut conn, e.id, &DeliveryFilter::default(), 10).unwrap();
+        assert_eq!(log[0].status, "pending", "retried later");
+        // Failing since 25 hours ago: the next failure disables it, with the reason and an entry.
+        diesel::update(webhook_endpoints::table.find(e.id))
+            .set(webhook_endpoints::failing_since.eq(Some(now() - chrono::TimeDelta::hours(25))))
+            .execute(&mut conn)
+            .unwrap();
+        let id = delivery(&mut conn, &e);
+        record_attempts(
+            &mut conn,
+            &[failed_attempt(&e, id, 500)],
+            Duration::from_millis(10),
+        )
+        .expect("recorded");
+        let after = store::find_endpoint_by_id(&mut conn, e.id)
+            .unwrap()
+            .unwrap();
+        assert!(!after.is_enabled());
+        assert!(after.disabled_reason.unwrap().contains("24 hours"));
+        assert_eq!(testing::audit_entries_by(&mut conn, "status callbacks"), 1);
+        assert!(
+            store::subscriptions(&mut conn).unwrap().is_empty(),
+            "nothing more is fanned out"
+        );
+    }
+
+    #[test]
+    fn a_delivery_older_than_a_day_fails_instead_of_retrying() {
+        let (_dir, db) = testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let e = endpoint(&mut conn);
+        let id = delivery(&mut conn, &e);
+        let mut old = failed_attempt(&e, id, 503);
+        old.created_at = now() - chrono::TimeDelta::hours(25);
+        record_attempts(&mut conn, &[old], Duration::from_millis(10)).expect("recorded");
+        let log = store::deliveries(&mut conn, e.id, &DeliveryFilter::default(), 10).unwrap();
+        assert_eq!(log[0].status, "failed");
+    }
+}
