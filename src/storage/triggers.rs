@@ -45,28 +45,53 @@ pub struct TriggerFields<'a> {
     pub enabled: bool,
 }
 
+/// The columns a create or an update writes (`None` writes NULL: a trigger that moves from a
+/// template to text loses its template).
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = triggers, treat_none_as_null = true)]
+struct Columns<'a> {
+    name: &'a str,
+    channel_id: i64,
+    template_id: Option<i64>,
+    text: Option<&'a str>,
+    scheme: &'a str,
+    secret: &'a str,
+    mapping: &'a str,
+    enabled: i32,
+    updated_at: NaiveDateTime,
+}
+
+impl<'a> Columns<'a> {
+    fn of(f: &TriggerFields<'a>) -> Self {
+        Columns {
+            name: f.name,
+            channel_id: f.channel_id,
+            template_id: f.template_id,
+            text: f.text,
+            scheme: f.scheme,
+            secret: f.sealed_secret,
+            mapping: f.mapping,
+            enabled: i32::from(f.enabled),
+            updated_at: now(),
+        }
+    }
+}
+
 pub fn insert(
     conn: &mut DbConnection,
     fields: &TriggerFields<'_>,
     slug: &str,
     created_by: &str,
 ) -> QueryResult<TriggerRow> {
-    let at = now();
+    let columns = Columns::of(fields);
+    let created_at = columns.updated_at;
     super::on_backend!(conn, |c| diesel::insert_into(triggers::table)
         .values((
             triggers::public_id.eq(new_public_id()),
             triggers::slug.eq(slug),
-            triggers::name.eq(fields.name),
-            triggers::channel_id.eq(fields.channel_id),
-            triggers::template_id.eq(fields.template_id),
-            triggers::text.eq(fields.text),
-            triggers::scheme.eq(fields.scheme),
-            triggers::secret.eq(fields.sealed_secret),
-            triggers::mapping.eq(fields.mapping),
-            triggers::enabled.eq(i32::from(fields.enabled)),
             triggers::created_by_label.eq(created_by),
-            triggers::created_at.eq(at),
-            triggers::updated_at.eq(at),
+            triggers::created_at.eq(created_at),
+            &columns,
         ))
         .returning(TriggerRow::as_returning())
         .get_result(c))
@@ -74,17 +99,7 @@ pub fn insert(
 
 pub fn update(conn: &mut DbConnection, id: i64, fields: &TriggerFields<'_>) -> QueryResult<usize> {
     diesel::update(triggers::table.find(id))
-        .set((
-            triggers::name.eq(fields.name),
-            triggers::channel_id.eq(fields.channel_id),
-            triggers::template_id.eq(fields.template_id),
-            triggers::text.eq(fields.text),
-            triggers::scheme.eq(fields.scheme),
-            triggers::secret.eq(fields.sealed_secret),
-            triggers::mapping.eq(fields.mapping),
-            triggers::enabled.eq(i32::from(fields.enabled)),
-            triggers::updated_at.eq(now()),
-        ))
+        .set(&Columns::of(fields))
         .execute(conn)
 }
 

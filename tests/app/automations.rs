@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::fixtures::{WA_BODY, approved_template, setup, spawn};
 use crate::helpers::{TestApp, location};
 use crate::provider_kit::{api, audit, get_json};
+use crate::send::wait_for_api_status;
 use herald::domain::trigger::Scheme;
 use herald::storage::message_counts::{self, CountFilter};
 use herald::storage::schema::{message_events, messages, trigger_events};
@@ -509,7 +510,7 @@ async fn a_signed_shopify_order_sent_twice_makes_one_message_that_is_read(app: T
     assert_eq!(st, StatusCode::OK, "{again}");
     assert_eq!(again["outcome"], "duplicate", "{again}");
     let message_id = first["message_id"].as_str().expect("message").to_owned();
-    let read = wait_for_status(&app, &s.key, &message_id, "read").await;
+    let read = wait_for_api_status(&app, &s.key, &message_id, "read").await;
     assert_eq!(read["body"], "Hi John, your order #9999 has shipped.");
     assert_eq!(read["source"], "trigger");
     let made: i64 = messages::table
@@ -607,18 +608,6 @@ async fn a_signed_shopify_order_sent_twice_makes_one_message_that_is_read(app: T
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
-async fn wait_for_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
-    for _ in 0..150 {
-        let (code, m) = get_json(app, key, &format!("/api/v1/messages/{id}")).await;
-        assert_eq!(code, StatusCode::OK, "{m}");
-        if m["status"] == status {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("message {id} never became {status}");
-}
-
 async fn a_delayed_trigger_is_cancelled_by_a_later_event_with_its_key(app: TestApp) {
     let s = setup(&app).await;
     let body = json!({
@@ -694,16 +683,6 @@ async fn a_delayed_trigger_is_cancelled_by_a_later_event_with_its_key(app: TestA
     assert_counters_match(&app);
 }
 
-async fn select(b: &crate::browser::Browser, css: &str, value: &str) {
-    b.client
-        .find(fantoccini::Locator::Css(css))
-        .await
-        .unwrap_or_else(|_| panic!("{css}"))
-        .select_by_value(value)
-        .await
-        .unwrap_or_else(|_| panic!("{css} = {value}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(herald_browser_tests),
@@ -723,9 +702,9 @@ async fn in_the_browser_an_admin_makes_a_shopify_trigger_and_tries_an_order() {
     b.click("a[href='/automations']").await;
     b.wait_for_text("New trigger").await;
     b.fill("#t-name", "Shopify orders").await;
-    select(&b, "#t-channel", &s.wa.public_id).await;
-    select(&b, "#t-template", "order_shipped|en_US").await;
-    select(&b, "#t-scheme", "shopify").await;
+    crate::broadcasts::select(&b, "#t-channel", &s.wa.public_id).await;
+    crate::broadcasts::select(&b, "#t-template", "order_shipped|en_US").await;
+    crate::broadcasts::select(&b, "#t-scheme", "shopify").await;
     b.fill("#t-secret", "shpss_5e1f0c").await;
     b.click("#trigger-form button[type=submit]").await;
     b.wait_for_text("Paste its URL and secret").await;

@@ -864,7 +864,7 @@ fn bulk_contacts(app: &TestApp, n: i64, list_id: i64) {
         .expect("bulk contacts");
 }
 
-async fn select(b: &crate::browser::Browser, css: &str, value: &str) {
+pub(crate) async fn select(b: &crate::browser::Browser, css: &str, value: &str) {
     b.client
         .find(fantoccini::Locator::Css(css))
         .await

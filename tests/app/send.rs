@@ -46,7 +46,7 @@ fn message_count(app: &TestApp) -> i64 {
         .expect("count")
 }
 
-async fn wait_for_api_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_for_api_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
     for _ in 0..100 {
         let (code, m) = get_json(app, key, &format!("/api/v1/messages/{id}")).await;
         assert_eq!(code, StatusCode::OK, "{m}");

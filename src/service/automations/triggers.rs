@@ -157,8 +157,14 @@ fn view(
     })
 }
 
+/// The key trigger secrets are sealed with (the one channel secrets use) and the public URL
+/// the hooks are reached at.
+fn sealing(svc: &Services) -> ([u8; 32], String) {
+    (svc.keys.channel_secrets, svc.public_url.clone())
+}
+
 /// The checked parts of a [`TriggerInput`], ready to store.
-struct Checked_ {
+struct CheckedTrigger {
     channel: Channel,
     template_id: Option<i64>,
     text: Option<String>,
@@ -173,7 +179,7 @@ fn check(
     conn: &mut DbConnection,
     input: &TriggerInput,
     except: Option<i64>,
-) -> ServiceResult<Checked_> {
+) -> ServiceResult<CheckedTrigger> {
     let name = input.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(invalid(
@@ -239,7 +245,7 @@ fn check(
         return Err(ServiceError::invalid_fields("invalid_mapping", fields));
     }
     let mapping_json = serde_json::to_string(&input.mapping).map_err(ServiceError::internal)?;
-    Ok(Checked_ {
+    Ok(CheckedTrigger {
         channel,
         template_id,
         text,
@@ -254,8 +260,7 @@ pub async fn create(
     actor: Actor,
     input: TriggerInput,
 ) -> ServiceResult<TriggerView> {
-    let key = svc.keys.channel_secrets;
-    let url = svc.public_url.clone();
+    let (key, url) = sealing(svc);
     svc.write(actor, move |change| {
         let c = check(change.conn, &input, None)?;
         let secret = match input
@@ -315,8 +320,7 @@ pub async fn update(
     public_id: String,
     edit: impl FnOnce(TriggerInput) -> TriggerInput + Send + 'static,
 ) -> ServiceResult<TriggerView> {
-    let key = svc.keys.channel_secrets;
-    let url = svc.public_url.clone();
+    let (key, url) = sealing(svc);
     svc.write(actor, move |change| {
         let row = store::find_by_public_id(change.conn, &public_id)?.ok_or_else(|| not_found(&public_id))?;
         let current = view(&url, &key, change.conn, row.clone())?;
@@ -402,8 +406,7 @@ pub async fn delete(svc: &Services, actor: Actor, public_id: String) -> ServiceR
 }
 
 pub async fn list(svc: &Services) -> ServiceResult<Vec<TriggerView>> {
-    let key = svc.keys.channel_secrets;
-    let url = svc.public_url.clone();
+    let (key, url) = sealing(svc);
     svc.read(move |conn| {
         store::list(conn)?
             .into_iter()
@@ -414,8 +417,7 @@ pub async fn list(svc: &Services) -> ServiceResult<Vec<TriggerView>> {
 }
 
 pub async fn get(svc: &Services, public_id: String) -> ServiceResult<TriggerView> {
-    let key = svc.keys.channel_secrets;
-    let url = svc.public_url.clone();
+    let (key, url) = sealing(svc);
     svc.read(move |conn| {
         let row =
             store::find_by_public_id(conn, &public_id)?.ok_or_else(|| not_found(&public_id))?;
@@ -682,6 +684,15 @@ fn send_for(
 
 type PreparedSend = (Checked, ContactPatch, E164);
 
+/// The country national numbers in the payload are read in: the mapping's, else Herald's.
+fn country_of(mapping: &Mapping, default: DefaultCountry) -> DefaultCountry {
+    mapping
+        .default_country
+        .as_deref()
+        .and_then(|c| DefaultCountry::parse(c).ok())
+        .unwrap_or(default)
+}
+
 /// The send request an event makes, or why it cannot make one.
 fn prepare(
     conn: &mut DbConnection,
@@ -694,11 +705,7 @@ fn prepare(
         Ok(m) => m,
         Err(why) => return Ok(Err(format!("Refused: {why}"))),
     };
-    let country = mapping
-        .default_country
-        .as_deref()
-        .and_then(|c| DefaultCountry::parse(c).ok())
-        .unwrap_or(default_country);
+    let country = country_of(mapping, default_country);
     let phone = match E164::parse(&mapped.phone, Some(country)) {
         Ok(p) => p,
         Err(e) => {
@@ -794,11 +801,7 @@ pub async fn try_payload(
                 });
             }
         };
-        let country = mapping
-            .default_country
-            .as_deref()
-            .and_then(|c| DefaultCountry::parse(c).ok())
-            .unwrap_or(country);
+        let country = country_of(&mapping, country);
         let recipient = E164::parse(&mapped.phone, Some(country))
             .map(|p| p.as_str().to_owned())
             .map_err(|e| {
