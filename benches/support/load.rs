@@ -182,3 +182,86 @@ pub fn request(
     }
     b.body(Full::new(body.into())).expect("request")
 }
+
+/// An open-loop load: request `i` is due at `i / rate` seconds after the start, whatever became
+/// of the ones before (a sender such as a shop does not wait for Herald), over `conns`
+/// keep-alive connections, until `rate * span` requests were sent. A request's latency counts
+/// from when it was due, so time spent waiting for a free connection is not hidden
+/// (coordinated omission).
+pub async fn paced(
+    addr: SocketAddr,
+    conns: usize,
+    rate: f64,
+    span: Duration,
+    make: Arc<MakeRequest>,
+) -> Outcome {
+    let total = (rate * span.as_secs_f64()).round() as usize;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns.max(1) {
+        let (next, make) = (next.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ms = Vec::new();
+            let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+            let mut failed = 0;
+            let mut sender = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                if sender.is_none() {
+                    sender = connect(addr).await;
+                }
+                let Some(s) = sender.as_mut() else {
+                    failed += 1;
+                    continue;
+                };
+                let mut req = make(i);
+                req.headers_mut()
+                    .insert(hyper::header::HOST, "127.0.0.1".parse().expect("host"));
+                let answer = match s.send_request(req).await {
+                    Ok(res) => {
+                        let status = res.status().as_u16();
+                        res.into_body().collect().await.map(|_| status).ok()
+                    }
+                    Err(_) => None,
+                };
+                match answer {
+                    Some(status) => {
+                        ms.push(due.elapsed().as_secs_f64() * 1000.0);
+                        *statuses.entry(status).or_default() += 1;
+                    }
+                    None => {
+                        failed += 1;
+                        sender = None;
+                    }
+                }
+            }
+            (ms, statuses, failed)
+        }));
+    }
+    let mut all_ms = Vec::new();
+    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut failed = 0;
+    for t in tasks {
+        let (ms, s, f) = t.await.expect("load task");
+        all_ms.extend(ms);
+        for (k, v) in s {
+            *statuses.entry(k).or_default() += v;
+        }
+        failed += f;
+    }
+    let elapsed = started.elapsed();
+    let mean_ms = all_ms.iter().sum::<f64>() / all_ms.len().max(1) as f64;
+    Outcome {
+        statuses,
+        failed,
+        latency: Percentiles::of(all_ms, failed),
+        mean_ms,
+        elapsed,
+    }
+}

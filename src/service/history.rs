@@ -558,18 +558,34 @@ pub struct Choices {
 /// The most broadcasts or templates the form lists (a filter by address takes any).
 const CHOICES: i64 = 200;
 
-pub async fn choices(svc: &Services) -> ServiceResult<Choices> {
-    svc.read(|conn| {
-        let channels = channels::list(conn)?
-            .into_iter()
-            .map(|c| (c.id, c.public_id, c.name))
-            .collect();
-        let (broadcasts, templates) = history::choices(conn, CHOICES)?;
-        Ok(Choices {
-            channels,
-            broadcasts,
-            templates,
-        })
+fn choices_in(conn: &mut DbConnection) -> ServiceResult<Choices> {
+    let channels = channels::list(conn)?
+        .into_iter()
+        .map(|c| (c.id, c.public_id, c.name))
+        .collect();
+    let (broadcasts, templates) = history::choices(conn, CHOICES)?;
+    Ok(Choices {
+        channels,
+        broadcasts,
+        templates,
+    })
+}
+
+/// The history page's two reads, the filter form's choices and the page itself (with the
+/// count), on one connection in one trip to the blocking pool: under load each trip waits for
+/// a free connection, so one wait instead of two. The page's own refusal (a bad filter) comes
+/// back beside the choices, which the form still needs.
+pub async fn page_with_choices(
+    svc: &Services,
+    params: HistoryParams,
+    size: i64,
+) -> ServiceResult<(Choices, ServiceResult<HistoryPage>)> {
+    let country = svc.settings.default_country;
+    svc.read(move |conn| {
+        let choices = choices_in(conn)?;
+        let page = resolve(conn, &params, country)
+            .and_then(|Resolved { filter, start }| page_in(conn, filter, start, size, true));
+        Ok((choices, page))
     })
     .await
 }

@@ -230,13 +230,13 @@ pub async fn index(
             Some(format!("The address's filters could not be read ({e}).")),
         ),
     };
-    let choices: Choices = service::choices(&state).await?;
-    let (page, mut problems) =
-        match service::page(&state, params.clone(), service::PAGE_SIZE, true).await {
-            Ok(page) => (Some(page), FieldProblems::new()),
-            Err(ServiceError::Invalid { fields, .. }) if !fields.is_empty() => (None, fields),
-            Err(e) => return Err(e.into()),
-        };
+    let (choices, page): (Choices, _) =
+        service::page_with_choices(&state, params.clone(), service::PAGE_SIZE).await?;
+    let (page, mut problems) = match page {
+        Ok(page) => (Some(page), FieldProblems::new()),
+        Err(ServiceError::Invalid { fields, .. }) if !fields.is_empty() => (None, fields),
+        Err(e) => return Err(e.into()),
+    };
     if let Some(message) = unreadable {
         problems.add("filters", message);
     }

@@ -181,8 +181,10 @@ async fn authenticate_api_key(
 }
 
 /// Paths that never need a person: the API (keys), provider webhooks, assets, probes.
+/// Paths machines call (the API, providers' webhooks, shops' and CRMs' trigger events): no
+/// session, no setup or password-change redirect (a shop must never be sent to a sign-in page).
 fn is_machine_path(path: &str) -> bool {
-    ["/api/", "/webhooks/", "/assets/"]
+    ["/api/", "/webhooks/", "/hooks/", "/assets/"]
         .iter()
         .any(|p| path.starts_with(p))
         || matches!(path, "/healthz" | "/metrics" | "/favicon.ico")
@@ -351,5 +353,26 @@ impl FromRequest for MaybeUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let user = req.extensions().get::<Identity>().and_then(|i| i.0.clone());
         ready(Ok(MaybeUser(user)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_machine_path;
+
+    #[test]
+    fn machine_paths_skip_the_session_and_the_setup_redirect() {
+        for path in [
+            "/api/v1/messages",
+            "/webhooks/twilio/ch_1",
+            "/hooks/shop-orders-1a2b",
+            "/assets/app.css",
+            "/healthz",
+        ] {
+            assert!(is_machine_path(path), "{path}");
+        }
+        for path in ["/", "/history", "/hooksmith", "/automations", "/setup"] {
+            assert!(!is_machine_path(path), "{path}");
+        }
     }
 }

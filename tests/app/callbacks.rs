@@ -717,3 +717,74 @@ async fn two_workers_deliver_each_attempt_once(backend: Backend) {
     assert_eq!(got.len(), N, "no delivery was posted twice");
     assert!(deliveries_in_db(&app).iter().all(|(_, _, n)| *n == 1));
 }
+
+// ---------------------------------------------------------------------------------------------
+// In the browser: Settings › Webhooks
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn in_the_browser_an_admin_adds_an_endpoint_and_sees_a_signed_test_event_arrive() {
+    let app = spawn_fast(Backend::Sqlite).await;
+    app.admin().await;
+    let (receiver, url) = Receiver::start().await;
+    let b = crate::browser::Browser::start(&app.address).await;
+    b.sign_in(crate::helpers::ADMIN_EMAIL, crate::helpers::PASSWORD)
+        .await;
+    b.goto("/settings/webhooks").await;
+    b.wait_for_text("No webhook endpoints yet.").await;
+    b.click(".empty a.button").await;
+    b.wait_for_text("New webhook endpoint").await;
+
+    // A receiver on loopback is refused at the URL until private networks are allowed.
+    b.fill("#endpoint-url", &url).await;
+    b.fill("#endpoint-description", "Order system").await;
+    b.click("input[name=events][value='message.delivered']")
+        .await;
+    b.click("form[action='/settings/webhooks'] button[type=submit]")
+        .await;
+    b.wait_for_text("Herald posts only to public addresses")
+        .await;
+    assert!(b.text("#error-url").await.contains("public addresses"));
+    b.click("input[name=allow_private_network]").await;
+    b.click("form[action='/settings/webhooks'] button[type=submit]")
+        .await;
+    b.wait_for_text("Send test event").await;
+    let secret = b.text("#revealed-secret").await;
+    assert!(secret.starts_with("whsec_"), "shown once: {secret}");
+    // What was typed survived the refusal.
+    assert_eq!(b.text("h1").await, url);
+    assert!(b.text(".page-header").await.contains("Order system"));
+    let page = b.path().await;
+
+    // The test event arrives signed with that secret, and the log says so.
+    b.click("form[action$='/test'] button[type=submit]").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        b.goto(&page).await;
+        b.wait_for_text("Delivery log").await;
+        let log = b.text("section[aria-labelledby='log-title']").await;
+        if log.contains("Succeeded") {
+            assert!(log.contains("webhook.test"), "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no successful delivery: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = receiver.got();
+    assert_eq!(got.len(), 1, "one delivery");
+    assert!(verifies(&got[0], &secret), "signed with the secret shown");
+    assert_eq!(got[0].json()["type"], "webhook.test");
+    // The secret was shown once: the page no longer has it.
+    assert!(
+        !b.client
+            .source()
+            .await
+            .expect("page source")
+            .contains(&secret)
+    );
+    b.finish().await;
+}
