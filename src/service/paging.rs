@@ -146,7 +146,13 @@ mod tests {
         for raw in ["", "42", "abc", "%%%", &encode_cursor(7)[1..], "azE"] {
             let err = decode_cursor(raw).unwrap_err();
             assert!(
-                matches!(err, ServiceError::Invalid { code: "invalid_cursor", .. }),
+                matches!(
+                    err,
+                    ServiceError::Invalid {
+                        code: "invalid_cursor",
+                        ..
+                    }
+                ),
                 "{raw}: {err:?}"
             );
         }
@@ -166,7 +172,10 @@ mod tests {
                     code: "invalid_limit",
                     fields,
                     ..
-                }) => assert_eq!(fields.iter().next().map(|p| p.field.as_str()), Some("limit")),
+                }) => assert_eq!(
+                    fields.iter().next().map(|p| p.field.as_str()),
+                    Some("limit")
+                ),
                 other => panic!("{bad}: {other:?}"),
             }
         }
@@ -180,7 +189,12 @@ mod tests {
         };
         let page = request.finish(vec![9, 8, 7], |r| *r);
         assert_eq!(page.data, vec![9, 8]);
-        assert_eq!(page.next_cursor.as_deref().and_then(|c| decode_cursor(c).ok()), Some(8));
+        assert_eq!(
+            page.next_cursor
+                .as_deref()
+                .and_then(|c| decode_cursor(c).ok()),
+            Some(8)
+        );
         let last = request.finish(vec![6, 5], |r| *r);
         assert_eq!(last.data, vec![6, 5]);
         assert_eq!(last.next_cursor, None);

@@ -133,7 +133,11 @@ pub fn page(conn: &mut DbConnection, after: Option<i64>, limit: i64) -> QueryRes
     if let Some(after) = after {
         query = query.filter(channels::id.gt(after));
     }
-    query.load(conn)?.into_iter().map(Channel::try_from).collect()
+    query
+        .load(conn)?
+        .into_iter()
+        .map(Channel::try_from)
+        .collect()
 }
 
 /// Creates one sandbox channel per kind the first time Herald starts on a database. A flag

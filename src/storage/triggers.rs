@@ -148,7 +148,11 @@ pub fn list(conn: &mut DbConnection) -> QueryResult<Vec<TriggerRow>> {
 }
 
 /// A page of triggers in the order they were made, after the trigger with id `after`.
-pub fn page(conn: &mut DbConnection, after: Option<i64>, limit: i64) -> QueryResult<Vec<TriggerRow>> {
+pub fn page(
+    conn: &mut DbConnection,
+    after: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<TriggerRow>> {
     let mut query = triggers::table
         .order(triggers::id)
         .select(TriggerRow::as_select())

@@ -74,7 +74,10 @@ struct ReferencePage {
 }
 
 /// `GET /settings/api-reference` (anyone signed in).
-pub async fn page(_auth: Auth<perm::ViewDashboard>, chrome: Chrome) -> Result<HttpResponse, AppError> {
+pub async fn page(
+    _auth: Auth<perm::ViewDashboard>,
+    chrome: Chrome,
+) -> Result<HttpResponse, AppError> {
     let doc = serde_json::to_value(document()).map_err(AppError::internal)?;
     render(&ReferencePage {
         chrome,
@@ -129,9 +132,10 @@ fn operation(doc: &Value, method: &str, path: &str, op: &Value) -> OperationView
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let public = op["security"]
-        .as_array()
-        .is_some_and(|s| s.iter().all(|r| r.as_object().is_some_and(|o| o.is_empty())));
+    let public = op["security"].as_array().is_some_and(|s| {
+        s.iter()
+            .all(|r| r.as_object().is_some_and(|o| o.is_empty()))
+    });
     let parameters = op["parameters"]
         .as_array()
         .into_iter()
@@ -139,7 +143,7 @@ fn operation(doc: &Value, method: &str, path: &str, op: &Value) -> OperationView
         .map(|p| ParameterView {
             name: text(&p["name"]),
             location: text(&p["in"]),
-            kind: type_name(doc, &p["schema"]),
+            kind: type_name(&p["schema"]),
             required: p["required"].as_bool().unwrap_or(false),
             description: text(&p["description"]),
         })
@@ -151,7 +155,7 @@ fn operation(doc: &Value, method: &str, path: &str, op: &Value) -> OperationView
             let schema = resolve(doc, &content["schema"]);
             BodyView {
                 content_type: content_type.clone(),
-                schema: type_name(doc, &content["schema"]),
+                schema: type_name(&content["schema"]),
                 fields: fields(doc, schema),
                 example: pretty(content.get("example").or_else(|| schema.get("example"))),
             }
@@ -174,7 +178,7 @@ fn operation(doc: &Value, method: &str, path: &str, op: &Value) -> OperationView
                 schema: if content.is_null() {
                     String::new()
                 } else {
-                    type_name(doc, &content["schema"])
+                    type_name(&content["schema"])
                 },
                 // The success answers' examples; the errors all share one shape.
                 example: if status.starts_with('2') {
@@ -207,13 +211,13 @@ fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
 }
 
 /// A schema in a few words: `ContactJson`, `array of MessageJson`, `string`, `integer or null`.
-fn type_name(doc: &Value, schema: &Value) -> String {
+fn type_name(schema: &Value) -> String {
     if let Some(r) = schema["$ref"].as_str() {
         return r.rsplit('/').next().unwrap_or(r).to_owned();
     }
     for combinator in ["oneOf", "anyOf", "allOf"] {
         if let Some(parts) = schema[combinator].as_array() {
-            let names: Vec<String> = parts.iter().map(|p| type_name(doc, p)).collect();
+            let names: Vec<String> = parts.iter().map(type_name).collect();
             return names.join(" or ");
         }
     }
@@ -230,7 +234,7 @@ fn type_name(doc: &Value, schema: &Value) -> String {
         _ => "any".into(),
     };
     if base.starts_with("array") {
-        return format!("{base} of {}", type_name(doc, &schema["items"]));
+        return format!("{base} of {}", type_name(&schema["items"]));
     }
     base
 }
@@ -249,7 +253,7 @@ fn fields(doc: &Value, schema: &Value) -> Vec<FieldView> {
         .flatten()
         .map(|(name, p)| FieldView {
             name: name.clone(),
-            kind: type_name(doc, p),
+            kind: type_name(p),
             required: required.contains(&name.as_str()),
             description: text(&resolve(doc, p)["description"]),
         })

@@ -3,8 +3,8 @@
 pub mod account;
 pub mod api;
 // Issue 19: the API reference page.
-pub mod api_reference;
 pub mod api_keys;
+pub mod api_reference;
 pub mod assets;
 pub mod audit;
 pub mod auth_pages;

@@ -46,7 +46,13 @@ async fn admin_key(app: &TestApp) -> String {
     create_api_key(&admin, "openapi", "admin").await
 }
 
-async fn call(app: &TestApp, method: Method, path: &str, key: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut req = reqwest::Client::new()
         .request(method, format!("{}{path}", app.address))
         .bearer_auth(key);
@@ -56,7 +62,10 @@ async fn call(app: &TestApp, method: Method, path: &str, key: &str, body: Option
     let res = req.send().await.unwrap();
     let status = res.status();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// `(method, path)` of every operation in the document.
@@ -96,10 +105,17 @@ async fn the_document_describes_every_registered_route_and_nothing_else(app: Tes
         let op = &doc["paths"][path][method];
         let id = op["operationId"].as_str().unwrap();
         assert!(ids.insert(id.to_owned()), "operationId {id} twice");
-        assert!(!op["summary"].as_str().unwrap_or_default().is_empty(), "{method} {path}: no summary");
+        assert!(
+            !op["summary"].as_str().unwrap_or_default().is_empty(),
+            "{method} {path}: no summary"
+        );
         let tag = op["tags"][0].as_str().unwrap();
         assert!(
-            doc["tags"].as_array().unwrap().iter().any(|t| t["name"] == tag),
+            doc["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == tag),
             "{method} {path}: tag {tag} is not described"
         );
         let responses = op["responses"].as_object().unwrap();
@@ -126,7 +142,10 @@ async fn the_document_describes_every_registered_route_and_nothing_else(app: Tes
         }
     }
     // The shared pieces: bearer security, the error shape, and every reference resolves.
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     assert_eq!(doc["security"][0]["bearer"], json!([]));
     let error = &doc["components"]["schemas"]["ErrorBody"];
     assert_eq!(error["required"], json!(["error"]));
@@ -150,7 +169,9 @@ async fn every_registered_route_is_served_and_asks_for_a_key(app: TestApp) {
     for route in ROUTES {
         let path = format!(
             "/api/v1{}",
-            route.path.replace("{id}", "018f6f4e-0000-7000-8000-000000000000")
+            route
+                .path
+                .replace("{id}", "018f6f4e-0000-7000-8000-000000000000")
         );
         let method = Method::from_bytes(route.method.to_ascii_uppercase().as_bytes()).unwrap();
         let res = client
@@ -191,7 +212,8 @@ async fn the_document_validates_as_openapi_3_1(app: TestApp) {
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, doc.to_string()).unwrap();
     let out = Command::new(&validator).arg(&file).output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.contains("OK"), "{said}");
     // The validator does judge: a document that breaks the specification fails.
     let mut broken = doc.clone();
@@ -207,7 +229,14 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(app: Test
     };
     let key = admin_key(&app).await;
     // Something to find: a contact, a broadcast draft and an endpoint.
-    let (status, _) = call(&app, Method::POST, "/api/v1/contacts", &key, Some(json!({"phone": "+14155550100", "name": "Ada"}))).await;
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/contacts",
+        &key,
+        Some(json!({"phone": "+14155550100", "name": "Ada"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(&schemathesis)
@@ -235,7 +264,8 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(app: Test
         ])
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     // It ran the operations (a run that tested nothing would pass too); with a key given it
     // may leave out the one that takes none, the document itself.
@@ -245,7 +275,11 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(app: Test
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(tested + 1 >= ROUTES.len(), "tested {tested} of {}: {said}", ROUTES.len());
+    assert!(
+        tested + 1 >= ROUTES.len(),
+        "tested {tested} of {}: {said}",
+        ROUTES.len()
+    );
 }
 
 /// Walks a list through `next_cursor`, `limit` at a time; the ids in order.
@@ -278,37 +312,83 @@ async fn contacts_page_through_next_cursor(app: TestApp) {
     let key = admin_key(&app).await;
     let mut made = Vec::new();
     for i in 0..7 {
-        let (status, c) = call(&app, Method::POST, "/api/v1/contacts", &key, Some(json!({"phone": format!("+1415555010{i}")}))).await;
+        let (status, c) = call(
+            &app,
+            Method::POST,
+            "/api/v1/contacts",
+            &key,
+            Some(json!({"phone": format!("+1415555010{i}")})),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED, "{c}");
         made.push(c["id"].clone());
     }
     made.reverse(); // newest first
     for limit in [1, 3, 7, 50] {
-        assert_eq!(walk(&app, &key, "/api/v1/contacts", limit).await, made, "limit {limit}");
+        assert_eq!(
+            walk(&app, &key, "/api/v1/contacts", limit).await,
+            made,
+            "limit {limit}"
+        );
     }
     // A filter holds across pages.
-    let (_, all) = call(&app, Method::GET, "/api/v1/contacts?q=%2B14155550103", &key, None).await;
+    let (_, all) = call(
+        &app,
+        Method::GET,
+        "/api/v1/contacts?q=%2B14155550103",
+        &key,
+        None,
+    )
+    .await;
     assert_eq!(all["data"].as_array().unwrap().len(), 1);
     // The older `before` still pages, beside the cursor.
     let (_, first) = call(&app, Method::GET, "/api/v1/contacts?limit=4", &key, None).await;
     let before = first["next_before"].as_str().unwrap();
-    let (_, rest) = call(&app, Method::GET, &format!("/api/v1/contacts?limit=4&before={before}"), &key, None).await;
-    let rest: Vec<Value> = rest["data"].as_array().unwrap().iter().map(|c| c["id"].clone()).collect();
+    let (_, rest) = call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/contacts?limit=4&before={before}"),
+        &key,
+        None,
+    )
+    .await;
+    let rest: Vec<Value> = rest["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
     assert_eq!(rest, made[4..]);
 }
 
 async fn the_audit_log_pages_through_next_cursor(app: TestApp) {
     let key = admin_key(&app).await;
     for i in 0..5 {
-        let (status, _) = call(&app, Method::POST, "/api/v1/contacts", &key, Some(json!({"phone": format!("+1415555020{i}")}))).await;
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/v1/contacts",
+            &key,
+            Some(json!({"phone": format!("+1415555020{i}")})),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let (_, everything) = call(&app, Method::GET, "/api/v1/audit?limit=200", &key, None).await;
-    let all: Vec<Value> = everything["data"].as_array().unwrap().iter().map(|e| e["id"].clone()).collect();
+    let all: Vec<Value> = everything["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
     assert!(all.len() > 5, "{everything}");
     assert!(everything["next_cursor"].is_null());
     for limit in [1, 2, 5] {
-        assert_eq!(walk(&app, &key, "/api/v1/audit", limit).await, all, "limit {limit}");
+        assert_eq!(
+            walk(&app, &key, "/api/v1/audit", limit).await,
+            all,
+            "limit {limit}"
+        );
     }
     // Newest first, and the older `before` form agrees with the cursor.
     let ids: Vec<i64> = all.iter().map(|v| v.as_i64().unwrap()).collect();
@@ -321,12 +401,24 @@ async fn every_list_pages_the_same_way_and_refuses_a_bad_limit_or_cursor(app: Te
     let key = admin_key(&app).await;
     // A few of each so that the small lists span pages too.
     for i in 0..3 {
-        let (status, body) = call(&app, Method::POST, "/api/v1/webhook-endpoints", &key, Some(json!({
-            "url": format!("https://receiver{i}.example/hook"), "events": ["message.sent"]}))).await;
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/api/v1/webhook-endpoints",
+            &key,
+            Some(json!({
+            "url": format!("https://receiver{i}.example/hook"), "events": ["message.sent"]})),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     let (_, channels) = call(&app, Method::GET, "/api/v1/channels?limit=200", &key, None).await;
-    let channel_ids: Vec<Value> = channels["data"].as_array().unwrap().iter().map(|c| c["id"].clone()).collect();
+    let channel_ids: Vec<Value> = channels["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
     assert!(channel_ids.len() >= 2, "{channels}");
     assert_eq!(walk(&app, &key, "/api/v1/channels", 1).await, channel_ids);
     let endpoints = walk(&app, &key, "/api/v1/webhook-endpoints", 2).await;
@@ -344,38 +436,94 @@ async fn every_list_pages_the_same_way_and_refuses_a_bad_limit_or_cursor(app: Te
     for list in lists {
         let (status, page) = call(&app, Method::GET, list, &key, None).await;
         assert_eq!(status, StatusCode::OK, "{list}: {page}");
-        assert!(page["data"].is_array() && page.get("next_cursor").is_some(), "{list}: {page}");
+        assert!(
+            page["data"].is_array() && page.get("next_cursor").is_some(),
+            "{list}: {page}"
+        );
         for bad in ["0", "ten", "-3", "1000"] {
-            let (status, body) = call(&app, Method::GET, &format!("{list}?limit={bad}"), &key, None).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{list}?limit={bad}: {body}");
+            let (status, body) = call(
+                &app,
+                Method::GET,
+                &format!("{list}?limit={bad}"),
+                &key,
+                None,
+            )
+            .await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{list}?limit={bad}: {body}"
+            );
             assert_eq!(body["error"]["code"], "invalid_limit", "{list}: {body}");
-            assert!(body["error"]["fields"]["limit"].is_string(), "{list}: {body}");
+            assert!(
+                body["error"]["fields"]["limit"].is_string(),
+                "{list}: {body}"
+            );
         }
         for bad in ["zzz", "42", "%00"] {
-            let (status, body) = call(&app, Method::GET, &format!("{list}?cursor={bad}"), &key, None).await;
+            let (status, body) = call(
+                &app,
+                Method::GET,
+                &format!("{list}?cursor={bad}"),
+                &key,
+                None,
+            )
+            .await;
             if bad == "%00" {
                 // Refused naming the parameter (messages reads its query as the history does: 400).
-                assert!(status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::BAD_REQUEST, "{list}: {body}");
-                assert!(body["error"]["message"].as_str().unwrap().contains("cursor"), "{list}: {body}");
+                assert!(
+                    status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::BAD_REQUEST,
+                    "{list}: {body}"
+                );
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("cursor"),
+                    "{list}: {body}"
+                );
                 continue;
             }
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{list}?cursor={bad}: {body}");
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{list}?cursor={bad}: {body}"
+            );
             assert_eq!(body["error"]["code"], "invalid_cursor", "{list}: {body}");
         }
     }
     // The delivery log pages the same way.
     let endpoint = endpoints[0].as_str().unwrap();
     for _ in 0..3 {
-        let (status, _) = call(&app, Method::POST, &format!("/api/v1/webhook-endpoints/{endpoint}/test"), &key, None).await;
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            &format!("/api/v1/webhook-endpoints/{endpoint}/test"),
+            &key,
+            None,
+        )
+        .await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     let log = format!("/api/v1/webhook-endpoints/{endpoint}/deliveries");
     let (_, all) = call(&app, Method::GET, &log, &key, None).await;
-    let all: Vec<String> = all["data"].as_array().unwrap().iter().map(|d| d["webhook_id"].as_str().unwrap().to_owned()).collect();
+    let all: Vec<String> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["webhook_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(all.len(), 3);
     let (_, first) = call(&app, Method::GET, &format!("{log}?limit=2"), &key, None).await;
     let next = first["next_cursor"].as_str().unwrap();
-    let (_, second) = call(&app, Method::GET, &format!("{log}?limit=2&cursor={next}"), &key, None).await;
+    let (_, second) = call(
+        &app,
+        Method::GET,
+        &format!("{log}?limit=2&cursor={next}"),
+        &key,
+        None,
+    )
+    .await;
     assert_eq!(second["data"][0]["webhook_id"].as_str().unwrap(), all[2]);
     assert!(second["next_cursor"].is_null());
     let (status, _) = call(&app, Method::GET, &format!("{log}?cursor=zzz"), &key, None).await;
@@ -401,8 +549,14 @@ async fn the_reference_page_renders_the_documents_operations(app: TestApp) {
     let send = &doc["paths"]["/api/v1/messages"]["post"];
     assert!(html.contains(send["summary"].as_str().unwrap()));
     assert!(html.contains("Idempotency-Key"), "the header parameter");
-    assert!(html.contains("+14155550100") && html.contains("order_update"), "the request example");
-    assert!(html.contains("href=\"/settings/api-reference\""), "the settings navigation links it");
+    assert!(
+        html.contains("+14155550100") && html.contains("order_update"),
+        "the request example"
+    );
+    assert!(
+        html.contains("href=\"/settings/api-reference\""),
+        "the settings navigation links it"
+    );
     // Any signed-in person reads it; nobody else.
     let marketer = app
         .user_with_role(&admin, "mo@example.com", "marketer")

@@ -15,10 +15,10 @@ use crate::domain::template::{VariableMapping, VariableSource};
 use crate::error::AppError;
 use crate::service::api_objects::{BroadcastJson, QuietHoursBody, broadcast_json};
 use crate::service::broadcasts::{self, Control, DraftInput, MessageInput, When};
+use crate::service::paging::{Page, encode_cursor};
 use crate::service::sends::TemplateRef;
 use crate::startup::AppState;
 use crate::storage::broadcasts::ListFilter;
-use crate::service::paging::{Page, encode_cursor};
 use crate::web::api::{
     BadRequest, Body, Busy, Conflict, NotFound, Params, Unprocessable, csv_body, default_country,
     idempotency_key, import_turn, page_params,

@@ -13,9 +13,9 @@ use crate::domain::role::Permission;
 use crate::error::AppError;
 use crate::service::ServiceError;
 use crate::service::channels::{self as service, ChannelDraft, webhook_url};
+use crate::service::paging::Page;
 use crate::startup::AppState;
 use crate::storage::channels::Channel;
-use crate::service::paging::Page;
 use crate::web::api::{
     BadRequest, Body, Conflict, NotFound, PageQuery, Params, Unprocessable, page_request,
 };

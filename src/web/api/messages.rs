@@ -12,13 +12,13 @@ use crate::domain::template::Variables;
 use crate::error::AppError;
 use crate::service::api_objects::{self, MessageJson, message_json};
 use crate::service::history::{self, HistoryParams};
+use crate::service::paging::Page;
 use crate::service::sends::{self, ContentRequest, Recipient, SendRequest, TemplateRef};
 use crate::service::{FieldProblems, ServiceError};
 use crate::startup::AppState;
 use crate::storage::DbConnection;
 use crate::storage::channels::{self, Channel};
 use crate::storage::messages;
-use crate::service::paging::Page;
 use crate::web::api::{
     BadRequest, Body, Conflict, NotFound, Params, Unprocessable, idempotency_key,
 };

@@ -80,7 +80,9 @@ fn error_response(description: &str, code: &str) -> Response {
             "application/json",
             ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name(ErrorBody::name())))
-                .example(Some(json!({"error": {"code": code, "message": description}})))
+                .example(Some(
+                    json!({"error": {"code": code, "message": description}}),
+                ))
                 .build(),
         )
         .build()
@@ -133,23 +135,38 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
         ),
         (
             "403",
-            error_response(
-                "The key's role does not allow this operation.",
-                "forbidden",
-            ),
+            error_response("The key's role does not allow this operation.", "forbidden"),
         ),
     ]
 }
 
 /// The tags, in the order the reference page shows them, with what each covers.
 const TAGS: &[(&str, &str)] = &[
-    ("messages", "Send one message, read its status, list the history, resend or cancel."),
-    ("contacts", "Upsert contacts by phone, read them with their windows and consent, import a CSV."),
-    ("templates", "The templates that can be sent now, with their variables."),
-    ("broadcasts", "Drafts, their audience and reach, and the controls that run them."),
+    (
+        "messages",
+        "Send one message, read its status, list the history, resend or cancel.",
+    ),
+    (
+        "contacts",
+        "Upsert contacts by phone, read them with their windows and consent, import a CSV.",
+    ),
+    (
+        "templates",
+        "The templates that can be sent now, with their variables.",
+    ),
+    (
+        "broadcasts",
+        "Drafts, their audience and reach, and the controls that run them.",
+    ),
     ("channels", "The channels messages go through."),
-    ("webhook-endpoints", "Status callbacks to your systems, signed by the Standard Webhooks scheme, and their delivery log."),
-    ("triggers", "Incoming webhooks from a shop or CRM that send a message."),
+    (
+        "webhook-endpoints",
+        "Status callbacks to your systems, signed by the Standard Webhooks scheme, and their delivery log.",
+    ),
+    (
+        "triggers",
+        "Incoming webhooks from a shop or CRM that send a message.",
+    ),
     ("audit", "The audit log."),
     ("meta", "This document."),
 ];

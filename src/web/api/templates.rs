@@ -7,10 +7,10 @@ use crate::domain::channel::ChannelKind;
 use crate::domain::content::ParameterFormat;
 use crate::domain::template::{Language, PlaceholderInfo};
 use crate::error::AppError;
+use crate::service::paging::{Page, PageRequest};
 use crate::startup::AppState;
 use crate::storage::channels::{self, Channel};
 use crate::storage::templates::{self, SendableTemplate, TemplateFilter};
-use crate::service::paging::{Page, PageRequest};
 use crate::web::api::{BadRequest, ChannelRef, NotFound, Params, Unprocessable, page_params};
 use crate::web::identity::{Auth, perm};
 

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 use crate::service::callbacks::{self as service, EndpointInput, EndpointPatch, SendAgain};
+use crate::service::paging::{Page, PageRequest, encode_cursor};
 use crate::startup::AppState;
 use crate::storage::callbacks::Endpoint;
-use crate::service::paging::{Page, PageRequest, encode_cursor};
 use crate::web::api::{
     BadRequest, Body, Conflict, NotFound, PageQuery, Params, Unprocessable, page_params,
     page_request,
