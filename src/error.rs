@@ -104,20 +104,31 @@ impl AppError {
 }
 
 /// The body of every API error.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_phone", "message": "\"12\" is not a phone number."}}))]
 pub struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail<'a> {
+    /// Machine-readable, snake_case (`not_found`, `invalid_limit`, `window_closed`...).
     pub code: &'a str,
+    /// For people: what is wrong and how to put it right.
     pub message: &'a str,
+    /// The fields at fault, each with its first problem, when the error names fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    pub fields: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(ErrorBody {
-        error: ErrorDetail { code, message },
+        error: ErrorDetail {
+            code,
+            message,
+            fields: None,
+        },
     })
 }
 
@@ -146,9 +157,13 @@ impl ResponseError for AppError {
                         .entry(p.field.clone())
                         .or_insert_with(|| p.message.clone().into());
                 }
-                HttpResponse::build(self.status_code()).json(serde_json::json!({
-                    "error": {"code": self.code(), "message": self.to_string(), "fields": named}
-                }))
+                HttpResponse::build(self.status_code()).json(ErrorBody {
+                    error: ErrorDetail {
+                        code: self.code(),
+                        message: &self.to_string(),
+                        fields: Some(&named),
+                    },
+                })
             }
             _ => json_error(self.status_code(), self.code(), &self.to_string()),
         };

@@ -14,7 +14,7 @@ use super::template::VariableMapping;
 
 /// Where a broadcast is in its life. Only `draft` may be edited; `completed` and `cancelled`
 /// are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BroadcastState {
     Draft,

@@ -22,7 +22,7 @@ impl MessageContent {
 }
 
 /// How a template names its placeholders: `{{1}}`, `{{2}}` or `{{first_name}}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParameterFormat {
     Positional,

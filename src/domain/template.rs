@@ -535,7 +535,7 @@ fn url_buttons<'a>(buttons: impl Iterator<Item = Option<&'a str>>) -> Vec<(u8, &
 // Placeholders as variables
 
 /// Where a placeholder sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "component", rename_all = "snake_case")]
 pub enum PlaceholderLocation {
     Header,
@@ -547,7 +547,7 @@ pub enum PlaceholderLocation {
 }
 
 /// One placeholder of a template, as the API and the send form list them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlaceholderInfo {
     /// The variable name a send fills: the placeholder's own name in the body (`1`,
     /// `first_name`); `header` for a numbered header placeholder (named ones keep their name, and

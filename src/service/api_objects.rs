@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::ServiceResult;
 use super::broadcasts::BroadcastView;
@@ -16,7 +17,7 @@ use crate::storage::messages::MessageRow;
 use crate::storage::{DbConnection, contacts};
 
 /// A channel as the API's answers name it (a message's or a template's channel).
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ToSchema)]
 pub struct ChannelRef {
     pub id: String,
     pub name: String,
@@ -33,13 +34,22 @@ impl ChannelRef {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ErrorJson {
     pub code: String,
     pub message: String,
 }
 
-#[derive(Serialize)]
+/// A message as the API answers it (and status callbacks carry it).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "7f0b2c1e-8a8b-4f7e-9d4a-2b6a1f3c9e21", "status": "delivered",
+    "channel": {"id": "0b9c3a52-4b9e-4d43-9a1e-3c1f6c2f7a10", "name": "Shop SMS", "kind": "sms"},
+    "to": "+14155550100", "contact_id": "5d1c7e8a-2f3b-4c6d-8e9f-0a1b2c3d4e5f", "content": "text",
+    "body": "Your order has shipped.", "provider_message_id": "SM0123456789abcdef",
+    "error": null, "attempts": 1, "created_at": "2026-12-04T09:00:00+00:00",
+    "updated_at": "2026-12-04T09:00:05+00:00", "sent_at": "2026-12-04T09:00:01+00:00",
+    "delivered_at": "2026-12-04T09:00:05+00:00", "read_at": null, "failed_at": null,
+    "broadcast_id": null, "source": "api"}))]
 pub struct MessageJson {
     pub id: String,
     pub status: String,
@@ -122,13 +132,13 @@ pub fn message_json_in(conn: &mut DbConnection, m: MessageRow) -> ServiceResult<
     Ok(json)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WindowJson {
     pub open: bool,
     pub expires_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ChannelStateJson {
     pub channel_id: String,
     pub name: String,
@@ -137,14 +147,22 @@ pub struct ChannelStateJson {
     pub opted_out: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ConsentJson {
     pub status: &'static str,
     pub source: &'static str,
     pub changed_at: String,
 }
 
-#[derive(Serialize)]
+/// A contact as the API answers it.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "5d1c7e8a-2f3b-4c6d-8e9f-0a1b2c3d4e5f", "phone": "+14155550100",
+    "name": "Ada Lovelace", "email": "", "language": "en", "time_zone": "Europe/London",
+    "attributes": {"city": "London"}, "lists": ["VIP"], "consent": {},
+    "channels": [{"channel_id": "0b9c3a52-4b9e-4d43-9a1e-3c1f6c2f7a10", "name": "Shop WhatsApp",
+        "kind": "whatsapp", "window": {"open": true, "expires_at": "2026-12-05T09:00:00+00:00"},
+        "opted_out": false}],
+    "created_at": "2026-12-04T09:00:00+00:00", "updated_at": "2026-12-04T09:00:00+00:00"}))]
 pub struct ContactJson {
     pub id: String,
     pub phone: String,
@@ -206,14 +224,14 @@ pub fn contact_json(view: ContactView) -> ContactJson {
 }
 
 /// `{"from": "21:00", "to": "08:00"}`: a broadcast's quiet hours in the recipient's local time.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuietHoursBody {
     pub from: String,
     pub to: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ScheduleJson {
     at: Option<String>,
     time_zone: String,
@@ -225,13 +243,19 @@ pub struct ScheduleJson {
     quiet_hours: Option<QuietHoursBody>,
 }
 
-#[derive(Serialize)]
+/// A broadcast as the API answers it.
+#[derive(Serialize, ToSchema)]
 pub struct BroadcastJson {
     id: String,
     name: String,
     state: BroadcastState,
     channel: ChannelRef,
+    /// As sent in the draft: `lists`, `exclude_lists`, `filter` (docs/api.md), or the `csv`
+    /// upload or `follow_up` it came from.
+    #[schema(value_type = Object)]
     audience: Audience,
+    /// `{"text": {"text"}}` or `{"template": {"template", "variables", "window_text"}}`.
+    #[schema(value_type = Object)]
     message: BroadcastMessage,
     schedule: ScheduleJson,
     counts: Counts,

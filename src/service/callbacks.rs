@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use serde_json::{Value, json};
 
+use super::paging::{Page, PageRequest};
 use super::reveals::{Reveal, RevealOn};
 use super::{Change, FieldProblems, ServiceError, ServiceResult, Services, api_objects};
 use crate::auth::keys::Keys;
@@ -120,6 +121,15 @@ fn audit_details(e: &Endpoint) -> Value {
 
 pub async fn list(svc: &Services) -> ServiceResult<Vec<Endpoint>> {
     svc.read(|conn| Ok(store::list_endpoints(conn)?)).await
+}
+
+/// A page of endpoints, in the order they were made (the API's list).
+pub async fn page(svc: &Services, request: PageRequest) -> ServiceResult<Page<Endpoint>> {
+    svc.read(move |conn| {
+        let rows = store::page_endpoints(conn, request.after, request.fetch())?;
+        Ok(request.finish(rows, |e| e.id))
+    })
+    .await
 }
 
 pub async fn get(svc: &Services, public_id: String) -> ServiceResult<Endpoint> {
@@ -405,6 +415,7 @@ pub fn log_filter(
         status,
         event_type: blank(event),
         before_id,
+        page_size: LOG_PAGE,
     })
 }
 
@@ -425,9 +436,10 @@ pub async fn log(
 ) -> ServiceResult<(Endpoint, Vec<LoggedDelivery>, bool)> {
     svc.read(move |conn| {
         let endpoint = endpoint_or_404(conn, &public_id)?;
-        let mut rows = store::deliveries(conn, endpoint.id, &filter, LOG_PAGE + 1)?;
-        let more = rows.len() as i64 > LOG_PAGE;
-        rows.truncate(LOG_PAGE as usize);
+        let page = filter.page_size;
+        let mut rows = store::deliveries(conn, endpoint.id, &filter, page + 1)?;
+        let more = rows.len() as i64 > page;
+        rows.truncate(usize::try_from(page).unwrap_or(usize::MAX));
         let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
         let mut by_delivery: HashMap<i64, Vec<store::AttemptRow>> = HashMap::new();
         for a in store::attempts_of(conn, &ids)? {

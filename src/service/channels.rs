@@ -15,6 +15,7 @@ use crate::dispatch::registry::{ChannelRegistry, RegistryError};
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
 use crate::domain::fields::FieldProblems;
+use crate::service::paging::{Page, PageRequest};
 use crate::service::{Change, ServiceError, ServiceResult, Services};
 use crate::storage::channels::{self, Channel, ChannelChanges, NewChannel};
 use crate::storage::{DbConnection, is_unique_violation};
@@ -83,6 +84,15 @@ pub fn secrets_unreadable(registry: &ChannelRegistry, channel: &Channel) -> bool
 /// Every channel, in the list's order.
 pub async fn list(svc: &Services) -> ServiceResult<Vec<Channel>> {
     svc.read(|conn| Ok(channels::list(conn)?)).await
+}
+
+/// A page of channels, in the order they were made (the API's list).
+pub async fn page(svc: &Services, request: PageRequest) -> ServiceResult<Page<Channel>> {
+    svc.read(move |conn| {
+        let rows = channels::page(conn, request.after, request.fetch())?;
+        Ok(request.finish(rows, |c| c.id))
+    })
+    .await
 }
 
 /// The channel with this public id.

@@ -214,19 +214,31 @@ pub struct ViewPage {
     pub data: Vec<ContactView>,
     /// The public id to pass as `before` for the next page; `None` on the last page.
     pub next_before: Option<String>,
+    /// The same place as an opaque `cursor` (`service::paging`).
+    pub next_cursor: Option<String>,
 }
 
-/// Contacts matching `filter`, newest first, `limit` at a time from the contact named by
-/// `before` (its public id; `Invalid` "invalid_cursor" when there is no such contact).
+/// Where a page of contact views starts.
+pub enum ViewsFrom {
+    First,
+    /// After the contact with this public id (the older `before` parameter).
+    Before(String),
+    /// After the contact a `cursor` names (its row id).
+    Cursor(i64),
+}
+
+/// Contacts matching `filter`, newest first, `limit` at a time from `from` (a public id that
+/// names no contact is `Invalid` "invalid_cursor").
 pub async fn views(
     svc: &Services,
     filter: ContactFilter,
-    before: Option<String>,
+    from: ViewsFrom,
     limit: i64,
 ) -> ServiceResult<ViewPage> {
     svc.read(move |conn| {
-        let cursor = match &before {
-            Some(public_id) => Cursor::Before(
+        let cursor = match &from {
+            ViewsFrom::Cursor(id) => Cursor::Before(*id),
+            ViewsFrom::Before(public_id) => Cursor::Before(
                 contacts::find_by_public_id(conn, public_id)?
                     .ok_or_else(|| {
                         ServiceError::invalid(
@@ -236,21 +248,23 @@ pub async fn views(
                     })?
                     .id,
             ),
-            None => Cursor::First,
+            ViewsFrom::First => Cursor::First,
         };
         let filter = filter.resolve(conn)?;
         let (rows, more) = contacts::page(conn, &filter, cursor, limit)?;
-        let next_before = if more {
-            rows.last().map(|c| c.public_id.clone())
-        } else {
-            None
-        };
+        let last = rows.last().filter(|_| more);
+        let next_before = last.map(|c| c.public_id.clone());
+        let next_cursor = last.map(|c| super::paging::encode_cursor(c.id));
         let all = channels::list(conn)?;
         let data = rows
             .into_iter()
             .map(|c| view_with(conn, c, &all))
             .collect::<ServiceResult<Vec<_>>>()?;
-        Ok(ViewPage { data, next_before })
+        Ok(ViewPage {
+            data,
+            next_before,
+            next_cursor,
+        })
     })
     .await
 }

@@ -23,6 +23,7 @@ pub mod history;
 pub mod imports;
 pub mod lists;
 pub mod overview;
+pub mod paging;
 // Issue 18: the message detail page and retention.
 pub mod message_detail;
 pub mod resends;

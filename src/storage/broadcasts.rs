@@ -1158,7 +1158,7 @@ pub fn template_refusal(
 }
 
 /// A broadcast's counts: recipients by state and messages by status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Counts {
     pub recipients: i64,
     /// Not sent yet: pending recipients and queued or sending messages.

@@ -106,6 +106,23 @@ pub fn list_endpoints(conn: &mut DbConnection) -> QueryResult<Vec<Endpoint>> {
         .load(conn)
 }
 
+/// A page of endpoints in the order they were made, after the endpoint with id `after`.
+pub fn page_endpoints(
+    conn: &mut DbConnection,
+    after: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<Endpoint>> {
+    let mut query = webhook_endpoints::table
+        .order(webhook_endpoints::id)
+        .select(Endpoint::as_select())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(webhook_endpoints::id.gt(after));
+    }
+    query.load(conn)
+}
+
 pub fn enabled_endpoints(conn: &mut DbConnection) -> QueryResult<Vec<Endpoint>> {
     webhook_endpoints::table
         .filter(webhook_endpoints::enabled.ne(0))
@@ -488,6 +505,8 @@ pub struct DeliveryFilter {
     pub event_type: Option<String>,
     /// Only those older than this delivery (the next page).
     pub before_id: Option<i64>,
+    /// How many a page holds.
+    pub page_size: i64,
 }
 
 /// A page of an endpoint's deliveries, newest first.

@@ -123,6 +123,23 @@ pub fn list(conn: &mut DbConnection) -> QueryResult<Vec<Channel>> {
         .collect()
 }
 
+/// A page of channels in the order they were made, after the channel with id `after`.
+pub fn page(conn: &mut DbConnection, after: Option<i64>, limit: i64) -> QueryResult<Vec<Channel>> {
+    let mut query = channels::table
+        .select(ChannelRow::as_select())
+        .order(channels::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(channels::id.gt(after));
+    }
+    query
+        .load(conn)?
+        .into_iter()
+        .map(Channel::try_from)
+        .collect()
+}
+
 /// Creates one sandbox channel per kind the first time Herald starts on a database. A flag
 /// records that it happened, so channels an admin deletes later do not come back.
 pub fn seed_sandbox(conn: &mut DbConnection) -> QueryResult<Vec<Channel>> {

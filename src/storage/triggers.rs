@@ -147,6 +147,23 @@ pub fn list(conn: &mut DbConnection) -> QueryResult<Vec<TriggerRow>> {
         .load(conn)
 }
 
+/// A page of triggers in the order they were made, after the trigger with id `after`.
+pub fn page(
+    conn: &mut DbConnection,
+    after: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<TriggerRow>> {
+    let mut query = triggers::table
+        .order(triggers::id)
+        .select(TriggerRow::as_select())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(triggers::id.gt(after));
+    }
+    query.load(conn)
+}
+
 /// A delivery to record.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {

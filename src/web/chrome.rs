@@ -108,6 +108,12 @@ const SETTINGS: &[Area] = &[
         href: paths::RETENTION,
         needs: Permission::ManageRetention,
     },
+    // Issue 19: the API reference (anyone signed in).
+    Area {
+        label: "API reference",
+        href: paths::API_REFERENCE,
+        needs: Permission::ViewDashboard,
+    },
 ];
 
 /// Areas whose pages exist in this build; the others show in the navigation as coming.

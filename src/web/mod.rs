@@ -2,7 +2,9 @@
 
 pub mod account;
 pub mod api;
+// Issue 19: the API reference page.
 pub mod api_keys;
+pub mod api_reference;
 pub mod assets;
 pub mod audit;
 pub mod auth_pages;
@@ -61,6 +63,7 @@ pub mod paths {
     pub const RETENTION: &str = "/settings/retention";
     // Issue 19: status callbacks.
     pub const WEBHOOKS: &str = "/settings/webhooks";
+    pub const API_REFERENCE: &str = super::api_reference::PATH;
     // Issue 20: automations (triggers).
     pub const AUTOMATIONS: &str = "/automations";
 }
@@ -249,6 +252,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/templates/{id}/provider").post(templates::resubmit))
         .service(resource("/templates/{id}/sync").post(templates::sync))
         .service(resource(paths::AUDIT).get(audit::index))
+        // Issue 19: the API reference, rendered from the OpenAPI document.
+        .service(resource(paths::API_REFERENCE).get(api_reference::page))
         // issue 18: the send history
         .service(resource(history::PATH).get(history::index))
         .service(resource("/history/export.csv").get(history::export))

@@ -4,7 +4,9 @@
 mod helpers;
 
 mod api_crash;
+// Issue 19: the OpenAPI document, the API reference page, cursor pagination.
 mod api_keys;
+mod api_openapi;
 mod auth;
 // Issue 20: automations (scheduled sends, triggers, reminders).
 mod automations;

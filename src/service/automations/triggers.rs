@@ -65,7 +65,8 @@ pub struct TriggerInput {
 }
 
 /// A trigger as shown to an admin (page and API).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Trigger)]
 pub struct TriggerView {
     pub id: String,
     pub name: String,
@@ -77,23 +78,29 @@ pub struct TriggerView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateName>,
     pub verification: VerificationView,
+    /// JSON pointers into the payload: `phone`, `default_country`, `variables`... (docs/api.md).
+    #[schema(value_type = Object)]
     pub mapping: Mapping,
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip)]
+    #[schema(ignore)]
     pub scheme: Option<Scheme>,
     #[serde(skip)]
+    #[schema(ignore)]
     pub row_id: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = TriggerTemplateName)]
 pub struct TemplateName {
     pub name: String,
     pub language: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = TriggerVerification)]
 pub struct VerificationView {
     pub scheme: String,
     pub secret: String,
@@ -412,6 +419,28 @@ pub async fn list(svc: &Services) -> ServiceResult<Vec<TriggerView>> {
             .into_iter()
             .map(|row| view(&url, &key, conn, row))
             .collect()
+    })
+    .await
+}
+
+/// A page of triggers, in the order they were made (the API's list).
+pub async fn page(
+    svc: &Services,
+    request: crate::service::paging::PageRequest,
+) -> ServiceResult<crate::service::paging::Page<TriggerView>> {
+    let (key, url) = sealing(svc);
+    svc.read(move |conn| {
+        let rows = store::page(conn, request.after, request.fetch())?;
+        let more = request.finish(rows, |row| row.id);
+        let data = more
+            .data
+            .into_iter()
+            .map(|row| view(&url, &key, conn, row))
+            .collect::<ServiceResult<Vec<_>>>()?;
+        Ok(crate::service::paging::Page {
+            data,
+            next_cursor: more.next_cursor,
+        })
     })
     .await
 }

@@ -15,26 +15,39 @@ use crate::domain::template::{VariableMapping, VariableSource};
 use crate::error::AppError;
 use crate::service::api_objects::{BroadcastJson, QuietHoursBody, broadcast_json};
 use crate::service::broadcasts::{self, Control, DraftInput, MessageInput, When};
+use crate::service::paging::{Page, encode_cursor};
 use crate::service::sends::TemplateRef;
 use crate::startup::AppState;
 use crate::storage::broadcasts::ListFilter;
-use crate::web::api::{Body, Params, csv_body, default_country, idempotency_key, import_turn};
+use crate::web::api::{
+    BadRequest, Body, Busy, Conflict, NotFound, Params, Unprocessable, csv_body, default_country,
+    idempotency_key, import_turn, page_params,
+};
 use crate::web::identity::{Auth, Principal, perm};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BroadcastDraft, example = json!({"name": "December sale", "channel": "Shop WhatsApp",
+    "audience": {"lists": ["VIP"], "exclude_lists": ["Staff"]},
+    "message": {"template": {"name": "sale", "language": "en_US",
+        "variables": {"1": {"source": "attribute_with_fallback", "key": "first_name", "fallback": "there"}}}},
+    "schedule": {"at": "2026-12-24T09:00", "time_zone": "Europe/Berlin", "recipient_local_time": true}}))]
 pub struct DraftBody {
     name: String,
+    /// A channel's id or name.
     channel: String,
+    /// `{"lists": [list id or name...], "exclude_lists": [...], "filter": {...}}` (docs/api.md).
     #[serde(default)]
+    #[schema(value_type = Object)]
     audience: Audience,
     message: MessageBody,
     #[serde(default)]
     schedule: ScheduleBody,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BroadcastMessageBody)]
 pub struct MessageBody {
     #[serde(default)]
     text: Option<String>,
@@ -45,8 +58,9 @@ pub struct MessageBody {
     window_text: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BroadcastTemplate)]
 pub struct TemplateBody {
     #[serde(default)]
     id: Option<String>,
@@ -58,11 +72,13 @@ pub struct TemplateBody {
     /// `{"source": "attribute_with_fallback", "key": "city", "fallback": "your city"}`; as an
     /// object by variable name, or an array for `{{1}}`, `{{2}}`…
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     variables: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BroadcastSchedule)]
 pub struct ScheduleBody {
     /// An RFC 3339 instant, or a local time (`2026-12-24T09:00`) read in `time_zone`.
     #[serde(default)]
@@ -187,6 +203,18 @@ fn input_from(body: DraftBody) -> Result<DraftInput, AppError> {
 
 /// `POST /api/v1/broadcasts` -> 201 with the draft (200 with `Idempotent-Replayed: true` for a
 /// repeat of the same request under the same key).
+#[utoipa::path(post, path = "/api/v1/broadcasts", tag = "broadcasts",
+    summary = "Create a broadcast draft",
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat of the same body under the same key answers the first draft.")),
+    request_body = DraftBody,
+    responses(
+        (status = 200, description = "A repeat under the same `Idempotency-Key`: the first draft.", body = BroadcastJson),
+        (status = 201, description = "The draft.", body = BroadcastJson),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn create(
     req: HttpRequest,
     auth: Auth<perm::ManageBroadcasts>,
@@ -219,6 +247,17 @@ pub async fn create(
 }
 
 /// `PATCH /api/v1/broadcasts/{id}`: rewrites a draft (the whole draft, as for `POST`).
+#[utoipa::path(patch, path = "/api/v1/broadcasts/{id}", tag = "broadcasts",
+    summary = "Rewrite a draft",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    request_body = DraftBody,
+    responses(
+        (status = 200, description = "The draft as it is now.", body = BroadcastJson),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn update(
     auth: Auth<perm::ManageBroadcasts>,
     state: web::Data<AppState>,
@@ -230,26 +269,44 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(broadcast_json(view)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `draft`, `pending_approval`, `scheduled`, `running`, `paused`, `completed` or `cancelled`.
     #[serde(default)]
     state: Option<String>,
+    /// Search in the names.
     #[serde(default)]
     q: Option<String>,
+    /// Page size: 1 to 200 (default 50).
     #[serde(default)]
-    limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
 
 /// `GET /api/v1/broadcasts?state=&q=&limit=&cursor=` -> `{"data": [...], "next_cursor"}`.
+#[utoipa::path(get, path = "/api/v1/broadcasts", tag = "broadcasts",
+    summary = "List broadcasts, newest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of broadcasts.", body = Page<BroadcastJson>),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn list(
     _auth: Auth<perm::ViewBroadcasts>,
     state: web::Data<AppState>,
     query: Params<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.get()?;
+    let request = match page_params(q.limit.as_deref(), q.cursor.as_deref()) {
+        Ok(r) => r,
+        Err(res) => return Ok(res),
+    };
     let wanted_state = match q.state.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(
@@ -257,31 +314,27 @@ pub async fn list(
                 .map_err(|e| AppError::invalid("invalid_state", format!("`state`: {e}")))?,
         ),
     };
-    let before = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            AppError::invalid(
-                "invalid_cursor",
-                "`cursor` is the `next_cursor` of a previous page.",
-            )
-        })?),
-    };
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
     let filter = ListFilter {
         state: wanted_state,
         q: q.q,
     };
-    let (views, more) = broadcasts::list(&state, filter, before, limit).await?;
-    let next = if more {
-        views.last().map(|v| v.row.id.to_string())
-    } else {
-        None
-    };
+    let (views, more) = broadcasts::list(&state, filter, request.after, request.limit).await?;
+    let next_cursor = views
+        .last()
+        .filter(|_| more)
+        .map(|v| encode_cursor(v.row.id));
     let data: Vec<BroadcastJson> = views.into_iter().map(broadcast_json).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data, "next_cursor": next })))
+    Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
 }
 
 /// `GET /api/v1/broadcasts/{id}`.
+#[utoipa::path(get, path = "/api/v1/broadcasts/{id}", tag = "broadcasts",
+    summary = "Read a broadcast, its state and counts",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    responses(
+        (status = 200, description = "The broadcast.", body = BroadcastJson),
+        (status = 404, response = NotFound),
+    ))]
 pub async fn get(
     _auth: Auth<perm::ViewBroadcasts>,
     state: web::Data<AppState>,
@@ -291,23 +344,52 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(broadcast_json(view)))
 }
 
+/// How many a broadcast would reach.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = BroadcastEstimate, example = json!({"matched": 1200, "reach": 1150,
+    "excluded": {"opted_out": 30, "no_phone_for_channel": 20}}))]
+struct Estimate {
+    /// Contacts the audience matches.
+    matched: i64,
+    /// Of those, who would be sent to.
+    reach: i64,
+    /// Who would not, by reason.
+    excluded: BTreeMap<&'static str, i64>,
+}
+
 /// `GET /api/v1/broadcasts/{id}/estimate` -> the reach and the exclusions by reason.
+#[utoipa::path(get, path = "/api/v1/broadcasts/{id}/estimate", tag = "broadcasts",
+    summary = "Estimate a broadcast's reach",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    responses(
+        (status = 200, description = "The reach, and the exclusions by reason.", body = Estimate),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn estimate(
     _auth: Auth<perm::ViewBroadcasts>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let e = broadcasts::estimate(&state, path.into_inner()).await?;
-    let excluded: BTreeMap<&str, i64> = e.excluded.iter().map(|(x, n)| (x.as_str(), *n)).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "matched": e.matched,
-        "reach": e.reach(),
-        "excluded": excluded,
-    })))
+    Ok(HttpResponse::Ok().json(Estimate {
+        matched: e.matched,
+        reach: e.reach(),
+        excluded: e.excluded.iter().map(|(x, n)| (x.as_str(), *n)).collect(),
+    }))
 }
 
 /// `POST /api/v1/broadcasts/{id}/launch` -> 200 with the broadcast (`pending_approval`,
 /// `scheduled` or `running`).
+#[utoipa::path(post, path = "/api/v1/broadcasts/{id}/launch", tag = "broadcasts",
+    summary = "Launch a draft",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    responses(
+        (status = 200, description = "The broadcast: `pending_approval`, `scheduled` or `running`.", body = BroadcastJson),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn launch(
     auth: Auth<perm::ManageBroadcasts>,
     state: web::Data<AppState>,
@@ -327,6 +409,14 @@ async fn control(
     Ok(HttpResponse::Ok().json(broadcast_json(view)))
 }
 
+#[utoipa::path(post, path = "/api/v1/broadcasts/{id}/pause", tag = "broadcasts",
+    summary = "Pause a running broadcast",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    responses(
+        (status = 200, description = "The broadcast as it is now.", body = BroadcastJson),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ))]
 pub async fn pause(
     auth: Auth<perm::ManageBroadcasts>,
     state: web::Data<AppState>,
@@ -335,6 +425,14 @@ pub async fn pause(
     control(auth, state, path.into_inner(), Control::Pause).await
 }
 
+#[utoipa::path(post, path = "/api/v1/broadcasts/{id}/resume", tag = "broadcasts",
+    summary = "Resume a paused broadcast",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    responses(
+        (status = 200, description = "The broadcast as it is now.", body = BroadcastJson),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ))]
 pub async fn resume(
     auth: Auth<perm::ManageBroadcasts>,
     state: web::Data<AppState>,
@@ -343,6 +441,14 @@ pub async fn resume(
     control(auth, state, path.into_inner(), Control::Resume).await
 }
 
+#[utoipa::path(post, path = "/api/v1/broadcasts/{id}/cancel", tag = "broadcasts",
+    summary = "Cancel a broadcast",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    responses(
+        (status = 200, description = "The broadcast as it is now.", body = BroadcastJson),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ))]
 pub async fn cancel(
     auth: Auth<perm::ManageBroadcasts>,
     state: web::Data<AppState>,
@@ -351,8 +457,9 @@ pub async fn cancel(
     control(auth, state, path.into_inner(), Control::Cancel).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BroadcastReview, example = json!({"note": "Checked the prices."}))]
 pub struct ReviewBody {
     #[serde(default)]
     note: String,
@@ -371,6 +478,17 @@ async fn review(
 }
 
 /// `POST /api/v1/broadcasts/{id}/approve` (optional `{"note"}`).
+#[utoipa::path(post, path = "/api/v1/broadcasts/{id}/approve", tag = "broadcasts",
+    summary = "Approve a broadcast waiting for approval",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    request_body(content = ReviewBody, description = "An optional note."),
+    responses(
+        (status = 200, description = "The broadcast as it is now.", body = BroadcastJson),
+        (status = 403, description = "Nobody approves their own broadcast.", body = crate::error::ErrorBody),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn approve(
     auth: Auth<perm::ApproveBroadcasts>,
     state: web::Data<AppState>,
@@ -381,6 +499,17 @@ pub async fn approve(
 }
 
 /// `POST /api/v1/broadcasts/{id}/reject` with `{"note"}` (required).
+#[utoipa::path(post, path = "/api/v1/broadcasts/{id}/reject", tag = "broadcasts",
+    summary = "Send a broadcast back to draft",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    request_body(content = ReviewBody, description = "Why (required)."),
+    responses(
+        (status = 200, description = "The broadcast as it is now.", body = BroadcastJson),
+        (status = 403, description = "Nobody approves their own broadcast.", body = crate::error::ErrorBody),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn reject(
     auth: Auth<perm::ApproveBroadcasts>,
     state: web::Data<AppState>,
@@ -392,8 +521,9 @@ pub async fn reject(
 
 // --- issue 17: a CSV upload as the audience ---
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AudienceQuery {
     /// The phone column's header; without it, found from the header names.
     #[serde(default)]
@@ -403,7 +533,8 @@ pub struct AudienceQuery {
     default_country: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AudienceRejectedRow)]
 struct RejectedRowJson {
     line: i64,
     value: String,
@@ -412,7 +543,32 @@ struct RejectedRowJson {
 
 /// `POST /api/v1/broadcasts/{id}/audience.csv`: the CSV as the raw body (`text/csv`) or the
 /// multipart field `file`; `?phone_column=`, `?default_country=`. Answers once the file is
+/// What an audience upload read.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AudienceUploaded {
+    broadcast: BroadcastJson,
+    /// The upload as the audience names it (its `audience.csv`).
+    #[schema(value_type = Object)]
+    csv: crate::domain::broadcast::CsvAudience,
+    rejected: Vec<RejectedRowJson>,
+    /// Every rejected row, as CSV.
+    report_url: String,
+}
+
 /// read: the broadcast (its `audience.csv`), and the bad rows by line, value and reason.
+#[utoipa::path(post, path = "/api/v1/broadcasts/{id}/audience.csv", tag = "broadcasts",
+    summary = "Upload a CSV as a draft's audience",
+    params(("id" = String, Path, description = "The broadcast's id."), AudienceQuery),
+    request_body(description = "The CSV, as the raw body or the multipart field `file`.",
+        content((String = "text/csv", example = "phone,first_name\n+14155550100,Ada\n"))),
+    responses(
+        (status = 200, description = "The file is read.", body = AudienceUploaded),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Busy),
+    ))]
 pub async fn upload_audience(
     req: HttpRequest,
     auth: Auth<perm::ManageBroadcasts>,
@@ -452,19 +608,23 @@ pub async fn upload_audience(
             reason: r.reason,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "broadcast": broadcast_json(done.view),
-        "csv": done.csv,
-        "rejected": rejected,
-        "report_url": format!("{}/contacts/imports/{}/rejected.csv", state.public_url, done.csv.upload),
-    })))
+    Ok(HttpResponse::Ok().json(AudienceUploaded {
+        broadcast: broadcast_json(done.view),
+        report_url: format!(
+            "{}/contacts/imports/{}/rejected.csv",
+            state.public_url, done.csv.upload
+        ),
+        csv: done.csv,
+        rejected,
+    }))
 }
 // --- end issue 17 CSV audience ---
 
 // --- issue 18: "Send again to..." ---
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BroadcastSendAgain, example = json!({"to": "not_read"}))]
 pub struct SendAgainBody {
     /// failed, not_delivered, not_read, not_replied or replied.
     to: String,
@@ -472,6 +632,17 @@ pub struct SendAgainBody {
 
 /// `POST /api/v1/broadcasts/{id}/send-again {"to": "not_read"}` -> 201 with the new draft,
 /// whose audience (`audience.follow_up`) is the chosen recipients, frozen now.
+#[utoipa::path(post, path = "/api/v1/broadcasts/{id}/send-again", tag = "broadcasts",
+    summary = "Draft a follow-up to some of a broadcast's recipients",
+    params(("id" = String, Path, description = "The broadcast's id.")),
+    request_body = SendAgainBody,
+    responses(
+        (status = 201, description = "The new draft.", body = BroadcastJson),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn send_again(
     auth: Auth<perm::ManageBroadcasts>,
     state: web::Data<AppState>,

@@ -13,12 +13,21 @@ use crate::domain::role::Permission;
 use crate::error::AppError;
 use crate::service::ServiceError;
 use crate::service::channels::{self as service, ChannelDraft, webhook_url};
+use crate::service::paging::Page;
 use crate::startup::AppState;
 use crate::storage::channels::Channel;
-use crate::web::api::Body;
+use crate::web::api::{
+    BadRequest, Body, Conflict, NotFound, PageQuery, Params, Unprocessable, page_request,
+};
 use crate::web::identity::{Auth, perm};
 
-#[derive(Serialize)]
+/// A channel as the API lists it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"id": "0b9c3a52-4b9e-4d43-9a1e-3c1f6c2f7a10", "name": "Shop SMS",
+    "kind": "sms", "provider": "twilio", "sandbox": false, "sender": "+14155550100",
+    "enabled": true, "rate_limit_per_second": 80,
+    "webhook_url": "https://herald.example/webhooks/twilio/0b9c3a52-4b9e-4d43-9a1e-3c1f6c2f7a10",
+    "created_at": "2026-12-04T09:00:00+00:00"}))]
 pub struct ChannelJson {
     pub id: String,
     pub name: String,
@@ -50,11 +59,13 @@ impl ChannelJson {
 }
 
 /// One channel; admins also see its non-secret settings and which secrets are saved.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ChannelDetail {
     #[serde(flatten)]
     channel: ChannelJson,
+    /// The non-secret settings (admins only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     settings: Option<Value>,
     /// The names of the saved secrets (`["auth_token"]`), never their values.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,21 +87,26 @@ fn detail(state: &AppState, channel: Channel, admin: bool) -> ChannelDetail {
     }
 }
 
-#[derive(Serialize)]
-struct ChannelList {
-    data: Vec<ChannelJson>,
-}
-
+/// `GET /api/v1/channels`: the channels, in the order they were made, a page at a time.
+#[utoipa::path(get, path = "/api/v1/channels", tag = "channels",
+    summary = "List the channels",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of channels.", body = Page<ChannelJson>),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn list(
     _auth: Auth<perm::ViewChannels>,
     state: web::Data<AppState>,
+    query: Params<PageQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let all = service::list(&state).await?;
-    let data = all
-        .into_iter()
-        .map(|c| ChannelJson::new(c, &state.public_url))
-        .collect();
-    Ok(HttpResponse::Ok().json(ChannelList { data }))
+    let request = match page_request(query) {
+        Ok(r) => r,
+        Err(res) => return Ok(res),
+    };
+    let page = service::page(&state, request).await?;
+    Ok(HttpResponse::Ok().json(page.map(|c| ChannelJson::new(c, &state.public_url))))
 }
 
 /// A number as the API sent it (`80` or `"80"`), as text for the same check the form runs.
@@ -102,8 +118,10 @@ fn number_text(value: Option<Value>) -> Option<String> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChannelCreate)]
+#[schema(example = json!({"kind": "sms", "name": "Shop SMS", "settings": {"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "…", "from": "+14155550100"}, "rate_limit_per_second": 80}))]
 pub struct CreateBody {
     /// `whatsapp`, `sms`, `viber` (through the real provider) or `sandbox`.
     kind: String,
@@ -111,8 +129,12 @@ pub struct CreateBody {
     simulates: Option<String>,
     name: Option<String>,
     sender: Option<String>,
+    /// The provider's settings (see the README for the keys of each provider).
     #[serde(default)]
+    #[schema(value_type = Object)]
     settings: Map<String, Value>,
+    /// Messages a second (a number, or a number as text).
+    #[schema(value_type = Option<i32>)]
     rate_limit_per_second: Option<Value>,
 }
 
@@ -164,6 +186,15 @@ fn target(body: &CreateBody) -> Result<(ChannelKind, Provider), FieldProblems> {
 }
 
 /// `POST /api/v1/channels` -> 201 with the channel (its `id` and `webhook_url` among the fields).
+#[utoipa::path(post, path = "/api/v1/channels", tag = "channels",
+    summary = "Create a channel (admins)",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The channel, with its webhook URL.", body = ChannelDetail),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn create(
     auth: Auth<perm::ManageChannels>,
     state: web::Data<AppState>,
@@ -191,6 +222,13 @@ pub async fn create(
 }
 
 /// `GET /api/v1/channels/{id}`.
+#[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels",
+    summary = "Read a channel",
+    params(("id" = String, Path, description = "The channel's id.")),
+    responses(
+        (status = 200, description = "The channel (admins also see its settings).", body = ChannelDetail),
+        (status = 404, response = NotFound),
+    ))]
 pub async fn get(
     auth: Auth<perm::ViewChannels>,
     state: web::Data<AppState>,
@@ -201,20 +239,34 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(detail(&state, channel, admin)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChannelPatch, example = json!({"enabled": false}))]
 pub struct PatchBody {
     name: Option<String>,
     sender: Option<String>,
     /// Keys to change: a secret replaces the saved one (empty keeps it), a non-secret `null`
     /// or `""` removes the setting, keys not named stay as they are.
     #[serde(default)]
+    #[schema(value_type = Object)]
     settings: Map<String, Value>,
+    #[schema(value_type = Option<i32>)]
     rate_limit_per_second: Option<Value>,
     enabled: Option<bool>,
 }
 
 /// `PATCH /api/v1/channels/{id}` -> 200 with the channel.
+#[utoipa::path(patch, path = "/api/v1/channels/{id}", tag = "channels",
+    summary = "Change a channel (admins)",
+    params(("id" = String, Path, description = "The channel's id.")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The channel as it is now.", body = ChannelDetail),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn patch(
     auth: Auth<perm::ManageChannels>,
     state: web::Data<AppState>,
@@ -239,6 +291,14 @@ pub async fn patch(
 }
 
 /// `DELETE /api/v1/channels/{id}` -> 204, or 409 when messages were sent through it.
+#[utoipa::path(delete, path = "/api/v1/channels/{id}", tag = "channels",
+    summary = "Delete a channel (admins)",
+    params(("id" = String, Path, description = "The channel's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ))]
 pub async fn delete(
     auth: Auth<perm::ManageChannels>,
     state: web::Data<AppState>,

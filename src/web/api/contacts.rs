@@ -11,23 +11,31 @@ use crate::domain::phone::E164;
 use crate::error::AppError;
 use crate::import;
 use crate::service::api_objects::{ContactJson, contact_json};
-use crate::service::contacts::{ContactFilter, ContactUpsert};
+use crate::service::contacts::{ContactFilter, ContactUpsert, ViewsFrom};
 use crate::service::imports::{ImportList, NewImport, ReadAs};
 use crate::service::{self, ServiceError};
 use crate::startup::AppState;
 use crate::storage::new_public_id;
-use crate::web::api::{Body, Params, csv_body, default_country, import_turn};
+use crate::web::api::{
+    BadRequest, Body, Busy, NotFound, Params, Unprocessable, csv_body, default_country,
+    import_turn, page_params,
+};
 use crate::web::identity::{Auth, perm};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ContactUpsert)]
+#[schema(example = json!({"phone": "+14155550100", "name": "Ada Lovelace", "language": "en",
+    "attributes": {"city": "London"}, "lists": ["VIP"]}))]
 pub struct UpsertBody {
+    /// `+E164`, or a national number read with the server's default country.
     phone: String,
     name: Option<String>,
     email: Option<String>,
     language: Option<String>,
     time_zone: Option<String>,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     attributes: BTreeMap<String, serde_json::Value>,
     /// `{"sms": "opted_out"}`.
     #[serde(default)]
@@ -39,6 +47,15 @@ pub struct UpsertBody {
 
 /// `POST /api/v1/contacts`: creates the contact for this phone number or updates the one that
 /// has it. 201 when created, 200 when updated.
+#[utoipa::path(post, path = "/api/v1/contacts", tag = "contacts",
+    summary = "Create or update a contact by phone",
+    request_body = UpsertBody,
+    responses(
+        (status = 200, description = "The contact existed and was updated.", body = ContactJson),
+        (status = 201, description = "The contact was created.", body = ContactJson),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn upsert(
     auth: Auth<perm::ManageContacts>,
     state: web::Data<AppState>,
@@ -68,6 +85,14 @@ pub async fn upsert(
         .json(json))
 }
 
+/// `GET /api/v1/contacts/{id}`: the contact, with its window and consent per channel.
+#[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts",
+    summary = "Read a contact",
+    params(("id" = String, Path, description = "The contact's id.")),
+    responses(
+        (status = 200, description = "The contact.", body = ContactJson),
+        (status = 404, response = NotFound),
+    ))]
 pub async fn get(
     _auth: Auth<perm::ViewContacts>,
     state: web::Data<AppState>,
@@ -85,47 +110,67 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(contact_json(view)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Finds the contact with this number (0 or 1 results).
     phone: Option<String>,
     // The contacts page's filters (no `#[serde(flatten)]`: it would read `limit` as a string).
+    /// Search in names, numbers and e-mails.
     q: Option<String>,
+    /// A list's id or name.
     list: Option<String>,
+    /// A kind of channel (`whatsapp`, `sms`, `viber`) the contacts opted out of.
     opted_out: Option<String>,
     language: Option<String>,
+    /// Older form of `cursor`: the `next_before` of the previous page.
     before: Option<String>,
-    limit: Option<i64>,
+    /// Page size: 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of contacts.
+#[derive(Serialize, utoipa::ToSchema)]
 struct ContactPage {
     data: Vec<ContactJson>,
-    /// Pass as `before` for the next page; null on the last page.
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+    /// The same place for the older `before` parameter.
     next_before: Option<String>,
 }
 
 /// `GET /api/v1/contacts?phone=+E164` finds the contact with that number (0 or 1 results);
 /// without `phone`, pages through contacts (newest first), filtered as the contacts page is:
 /// `q` (search), `list` (a list's id or name), `opted_out` (a kind of channel), `language`.
+#[utoipa::path(get, path = "/api/v1/contacts", tag = "contacts",
+    summary = "Find contacts by phone, or page through them",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of contacts, newest first.", body = ContactPage),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn list(
     _auth: Auth<perm::ViewContacts>,
     state: web::Data<AppState>,
     query: Params<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let query = query.get()?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(AppError::invalid(
-            "invalid_limit",
-            format!("limit must be between 1 and 200, not {limit}"),
-        ));
-    }
+    let request = match page_params(query.limit.as_deref(), query.cursor.as_deref()) {
+        Ok(r) => r,
+        Err(res) => return Ok(res),
+    };
+    let limit = request.limit;
     if let Some(raw) = query.phone {
         let phone = E164::parse(&raw, Some(state.settings.default_country))
             .map_err(|e| AppError::invalid("invalid_phone", e))?;
         let found = service::contacts::view_by_phone(&state, phone).await?;
         return Ok(HttpResponse::Ok().json(ContactPage {
             data: found.into_iter().map(contact_json).collect(),
+            next_cursor: None,
             next_before: None,
         }));
     }
@@ -135,28 +180,42 @@ pub async fn list(
         opted_out: query.opted_out.unwrap_or_default(),
         language: query.language.unwrap_or_default(),
     };
-    let page = service::contacts::views(&state, filter, query.before, limit).await?;
+    let from = match (request.after, query.before) {
+        (Some(id), _) => ViewsFrom::Cursor(id),
+        (None, Some(public_id)) => ViewsFrom::Before(public_id),
+        (None, None) => ViewsFrom::First,
+    };
+    let page = service::contacts::views(&state, filter, from, limit).await?;
     Ok(HttpResponse::Ok().json(ContactPage {
         data: page.data.into_iter().map(contact_json).collect(),
+        next_cursor: page.next_cursor,
         next_before: page.next_before,
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
+    /// A list's name or id to add the contacts to (a new name creates the list).
     list: Option<String>,
+    /// ISO country for numbers written without their country code.
     default_country: Option<String>,
+    /// `comma`, `semicolon` or `tab` (found from the file when not given).
     delimiter: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ImportRejectedRow)]
 struct RejectedJson {
+    /// The line in the file (the header is line 1).
     row: i64,
     value: String,
     reason: String,
 }
 
-#[derive(Serialize)]
+/// What an import did.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ContactImport)]
 struct ImportJson {
     id: String,
     rows: u64,
@@ -171,6 +230,19 @@ struct ImportJson {
 /// `POST /api/v1/contacts/import`: the CSV as the raw body (`Content-Type: text/csv`) or as the
 /// multipart field `file`; `?list=` (name or id; a new name creates the list), `?default_country=`.
 /// Columns are mapped from the header names. Answers when the import is done.
+#[utoipa::path(post, path = "/api/v1/contacts/import", tag = "contacts",
+    summary = "Import contacts from a CSV",
+    params(ImportQuery),
+    request_body(description = "The CSV, as the raw body or the multipart field `file`; a `phone` column, and `name`, `email`, `language`, `time_zone` or any other header as an attribute.",
+        content(
+            (String = "text/csv", example = "phone,name,city\n+14155550100,Ada,London\n"),
+        )),
+    responses(
+        (status = 200, description = "The import is done.", body = ImportJson),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Busy),
+    ))]
 pub async fn import(
     req: HttpRequest,
     auth: Auth<perm::ImportContacts>,

@@ -12,18 +12,23 @@ use crate::domain::template::Variables;
 use crate::error::AppError;
 use crate::service::api_objects::{self, MessageJson, message_json};
 use crate::service::history::{self, HistoryParams};
+use crate::service::paging::Page;
 use crate::service::sends::{self, ContentRequest, Recipient, SendRequest, TemplateRef};
 use crate::service::{FieldProblems, ServiceError};
 use crate::startup::AppState;
 use crate::storage::DbConnection;
 use crate::storage::channels::{self, Channel};
 use crate::storage::messages;
-use crate::web::api::{Body, Params, idempotency_key};
+use crate::web::api::{
+    BadRequest, Body, Conflict, NotFound, Params, Unprocessable, idempotency_key,
+};
 use crate::web::errors::query_refused;
 use crate::web::identity::{Auth, Principal, perm};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"to": "+14155550100", "channel": "Shop WhatsApp",
+    "template": {"name": "order_update", "language": "en_US", "variables": ["Ada", "#1001"]}}))]
 pub struct SendBody {
     /// A phone number (`+E164`; national numbers use `HERALD_DEFAULT_COUNTRY`) or a contact id.
     #[serde(default)]
@@ -42,13 +47,16 @@ pub struct SendBody {
     send_at: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SendTemplateBody)]
 pub struct TemplateBody {
     name: String,
     #[serde(default)]
     language: String,
+    /// A list in the order of the template's variables, or an object by variable name.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     variables: Option<Variables>,
 }
 
@@ -130,6 +138,18 @@ fn request_from(body: SendBody) -> Result<SendRequest, AppError> {
 }
 
 /// `POST /api/v1/messages` -> 202 with the queued message.
+#[utoipa::path(post, path = "/api/v1/messages", tag = "messages",
+    summary = "Send a message",
+    description = "Queues one message: free text (inside the conversation window, or on SMS) or an approved template. With an `Idempotency-Key`, a repeat answers the first message again (with `Idempotent-Replayed: true`).",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a repeat under the same key sends nothing new.")),
+    request_body = SendBody,
+    responses(
+        (status = 202, description = "Queued (or scheduled, with `send_at`).", body = MessageJson),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn send(
     req: HttpRequest,
     auth: Auth<perm::SendMessages>,
@@ -161,6 +181,13 @@ fn message_or_404(conn: &mut DbConnection, id: &str) -> Result<MessageJson, AppE
 }
 
 /// `GET /api/v1/messages/{id}` -> its status, provider id, error and timestamps.
+#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messages",
+    summary = "Read a message and its status",
+    params(("id" = String, Path, description = "The message's id.")),
+    responses(
+        (status = 200, description = "The message.", body = MessageJson),
+        (status = 404, response = NotFound),
+    ))]
 pub async fn get(
     _auth: Auth<perm::ViewContacts>,
     state: web::Data<AppState>,
@@ -210,6 +237,26 @@ fn list_limit(raw: Option<&str>) -> Result<i64, ServiceError> {
 /// &until=&limit=&cursor=` (admins) -> `{"data": [message, ...], "next_cursor": null|"..."}`,
 /// newest first, each message as `GET /api/v1/messages/{id}` answers it. Filters that do not
 /// fit are a 400 naming them (`service::history` reads them, as for the history page).
+#[utoipa::path(get, path = "/api/v1/messages", tag = "messages",
+    summary = "List messages, newest first, with filters",
+    params(
+        ("channel" = Option<String>, Query, description = "A channel's id or name."),
+        ("status" = Option<String>, Query, description = "A message status (`delivered`, `failed`...)."),
+        ("contact" = Option<String>, Query, description = "A contact's id or phone number."),
+        ("broadcast" = Option<String>, Query, description = "A broadcast's id."),
+        ("template" = Option<String>, Query, description = "A template's name."),
+        ("source" = Option<String>, Query, description = "`person`, `api` or `broadcast`."),
+        ("error" = Option<String>, Query, description = "An error code."),
+        ("since" = Option<String>, Query, description = "RFC 3339 time or date: messages created at or after it."),
+        ("until" = Option<String>, Query, description = "RFC 3339 time or date: messages created before it."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size: 1 to 500 (default 50)."),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of messages.", body = Page<MessageJson>),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn list(
     _auth: Auth<perm::ViewHistory>,
     state: web::Data<AppState>,
@@ -247,15 +294,23 @@ pub async fn list(
         json.broadcast_id = row.broadcast_public_id;
         data.push(json);
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "data": data,
-        "next_cursor": page.older,
-    })))
+    Ok(HttpResponse::Ok().json(Page {
+        data,
+        next_cursor: page.older,
+    }))
 }
 // --- end issue 18 ---
 
 /// Issue 20: `POST /api/v1/messages/{id}/cancel`: 200 with the message, now `cancelled`;
 /// 409 `not_scheduled` when it is no longer waiting for its time.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/cancel", tag = "messages",
+    summary = "Cancel a scheduled message",
+    params(("id" = String, Path, description = "The message's id.")),
+    responses(
+        (status = 200, description = "The message, now `cancelled`.", body = MessageJson),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ))]
 pub async fn cancel(
     auth: Auth<perm::SendMessages>,
     state: web::Data<AppState>,
@@ -270,16 +325,34 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(json))
 }
 
+/// The message a resend queued.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Resent {
+    id: String,
+    status: String,
+    /// The message it sends again.
+    resend_of: String,
+}
+
 /// `POST /api/v1/messages/{id}/resend`: 202 with the new message.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/resend", tag = "messages",
+    summary = "Send a failed message again",
+    params(("id" = String, Path, description = "The message's id.")),
+    responses(
+        (status = 202, description = "The new message, queued.", body = Resent),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn resend(
     auth: Auth<perm::ResendMessages>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let done = crate::service::resends::resend(&state, auth.actor(), path.into_inner()).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
-        "id": done.message.public_id,
-        "status": done.message.status,
-        "resend_of": done.original.public_id,
-    })))
+    Ok(HttpResponse::Accepted().json(Resent {
+        id: done.message.public_id,
+        status: done.message.status,
+        resend_of: done.original.public_id,
+    }))
 }

@@ -15,6 +15,7 @@ pub mod broadcasts;
 pub mod channels;
 pub mod contacts;
 pub mod messages;
+pub mod openapi;
 pub mod templates;
 // Issue 19: status-callback endpoints.
 pub mod webhook_endpoints;
@@ -31,10 +32,12 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
-use crate::web::errors::nul_error;
+use crate::service::paging::PageRequest;
+use crate::web::errors::{nul_error, query_refused};
 use crate::web::format::{json_may_hold_nul, nul_field_in_json, nul_field_in_pairs};
 
 pub use crate::service::api_objects::ChannelRef;
+pub use openapi::{BadRequest, Busy, Conflict, NotFound, Unprocessable};
 
 /// The longest idempotency key accepted.
 pub const IDEMPOTENCY_KEY_MAX: usize = 255;
@@ -126,6 +129,37 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     }
 }
 
+/// `?limit=&cursor=` of a list without filters (`service::paging`).
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size: 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The page a list's `limit` and `cursor` ask for; a bad one is the 400 naming it
+/// (`invalid_limit`, `invalid_cursor`), as the answer to send.
+pub fn page_params(
+    limit: Option<&str>,
+    cursor: Option<&str>,
+) -> Result<PageRequest, actix_web::HttpResponse> {
+    PageRequest::parse(limit, cursor).map_err(|e| match query_refused(e) {
+        Ok(res) => res,
+        Err(other) => actix_web::ResponseError::error_response(&other),
+    })
+}
+
+/// [`page_params`] for a list that takes only [`PageQuery`].
+pub fn page_request(query: Params<PageQuery>) -> Result<PageRequest, actix_web::HttpResponse> {
+    match query.get() {
+        Ok(q) => page_params(q.limit.as_deref(), q.cursor.as_deref()),
+        Err(e) => Err(actix_web::ResponseError::error_response(&e)),
+    }
+}
+
 /// The query string's parameters, judged in the handler after `Auth<P>`, like [`Body`].
 pub struct Params<T>(Result<T, AppError>);
 
@@ -152,124 +186,62 @@ impl<T: DeserializeOwned> FromRequest for Params<T> {
     }
 }
 
+openapi::api_routes! {
+    "/openapi.json" => { get openapi::serve },
+    "/channels" => { get channels::list, post channels::create },
+    "/channels/{id}" => { get channels::get, patch channels::patch, delete channels::delete },
+    "/audit" => { get audit::list },
+    "/broadcasts" => { get broadcasts::list, post broadcasts::create },
+    "/broadcasts/{id}" => { get broadcasts::get, patch broadcasts::update },
+    "/broadcasts/{id}/estimate" => { get broadcasts::estimate },
+    "/broadcasts/{id}/launch" => { post broadcasts::launch },
+    "/broadcasts/{id}/pause" => { post broadcasts::pause },
+    "/broadcasts/{id}/resume" => { post broadcasts::resume },
+    "/broadcasts/{id}/cancel" => { post broadcasts::cancel },
+    "/broadcasts/{id}/approve" => { post broadcasts::approve },
+    "/broadcasts/{id}/reject" => { post broadcasts::reject },
+    // Issue 18: "Send again to..." (a follow-up draft).
+    "/broadcasts/{id}/send-again" => { post broadcasts::send_again },
+    // Issue 17: a CSV upload as a draft's audience.
+    "/broadcasts/{id}/audience.csv" => { post broadcasts::upload_audience },
+    // Before `/contacts/{id}`, which would otherwise answer 405 to its POST.
+    "/contacts/import" => { post contacts::import },
+    "/contacts" => { get contacts::list, post contacts::upsert },
+    "/contacts/{id}" => { get contacts::get },
+    "/templates" => { get templates::list },
+    "/messages" => { get messages::list, post messages::send },
+    "/messages/{id}" => { get messages::get },
+    "/messages/{id}/resend" => { post messages::resend },
+    // Issue 20: cancelling a scheduled send.
+    "/messages/{id}/cancel" => { post messages::cancel },
+    // Issue 19: status-callback endpoints.
+    "/webhook-endpoints" => { get webhook_endpoints::list, post webhook_endpoints::create },
+    "/webhook-endpoints/{id}" => {
+        get webhook_endpoints::get,
+        patch webhook_endpoints::patch,
+        delete webhook_endpoints::delete,
+    },
+    "/webhook-endpoints/{id}/rotate-secret" => { post webhook_endpoints::rotate_secret },
+    "/webhook-endpoints/{id}/test" => { post webhook_endpoints::test },
+    "/webhook-endpoints/{id}/deliveries" => { get webhook_endpoints::deliveries },
+    "/webhook-endpoints/{id}/send-again" => { post webhook_endpoints::send_again },
+    // Issue 20: triggers.
+    "/triggers" => { get triggers::list, post triggers::create },
+    "/triggers/{id}" => { get triggers::get, patch triggers::update, delete triggers::delete },
+    "/triggers/{id}/try" => { post triggers::try_payload },
+}
+
+/// The API's routes (the table above) under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PathConfig::default().error_handler(path_error))
-        .service(
-            web::resource("/channels")
-                .route(web::get().to(channels::list))
-                .route(web::post().to(channels::create)),
-        )
-        .service(
-            web::resource("/channels/{id}")
-                .route(web::get().to(channels::get))
-                .route(web::patch().to(channels::patch))
-                .route(web::delete().to(channels::delete)),
-        )
-        .route("/audit", web::get().to(audit::list))
-        .service(
-            web::resource("/broadcasts")
-                .route(web::get().to(broadcasts::list))
-                .route(web::post().to(broadcasts::create)),
-        )
-        .service(
-            web::resource("/broadcasts/{id}")
-                .route(web::get().to(broadcasts::get))
-                .route(web::patch().to(broadcasts::update)),
-        )
-        .route(
-            "/broadcasts/{id}/estimate",
-            web::get().to(broadcasts::estimate),
-        )
-        .route(
-            "/broadcasts/{id}/launch",
-            web::post().to(broadcasts::launch),
-        )
-        .route("/broadcasts/{id}/pause", web::post().to(broadcasts::pause))
-        .route(
-            "/broadcasts/{id}/resume",
-            web::post().to(broadcasts::resume),
-        )
-        .route(
-            "/broadcasts/{id}/cancel",
-            web::post().to(broadcasts::cancel),
-        )
-        .route(
-            "/broadcasts/{id}/approve",
-            web::post().to(broadcasts::approve),
-        )
-        .route(
-            "/broadcasts/{id}/reject",
-            web::post().to(broadcasts::reject),
-        )
-        // Issue 18: "Send again to..." (a follow-up draft).
-        .route(
-            "/broadcasts/{id}/send-again",
-            web::post().to(broadcasts::send_again),
-        )
-        // Issue 17: a CSV upload as a draft's audience.
-        .route(
-            "/broadcasts/{id}/audience.csv",
-            web::post().to(broadcasts::upload_audience),
-        )
-        .route("/contacts/import", web::post().to(contacts::import))
-        .service(
-            web::resource("/contacts")
-                .route(web::get().to(contacts::list))
-                .route(web::post().to(contacts::upsert)),
-        )
-        .route("/contacts/{id}", web::get().to(contacts::get))
-        .route("/templates", web::get().to(templates::list))
-        .service(
-            web::resource("/messages")
-                .route(web::get().to(messages::list))
-                .route(web::post().to(messages::send)),
-        )
-        .route("/messages/{id}", web::get().to(messages::get))
-        .route("/messages/{id}/resend", web::post().to(messages::resend))
-        // Issue 19: status-callback endpoints.
-        .service(
-            web::resource("/webhook-endpoints")
-                .route(web::get().to(webhook_endpoints::list))
-                .route(web::post().to(webhook_endpoints::create)),
-        )
-        .service(
-            web::resource("/webhook-endpoints/{id}")
-                .route(web::get().to(webhook_endpoints::get))
-                .route(web::patch().to(webhook_endpoints::patch))
-                .route(web::delete().to(webhook_endpoints::delete)),
-        )
-        .route(
-            "/webhook-endpoints/{id}/rotate-secret",
-            web::post().to(webhook_endpoints::rotate_secret),
-        )
-        .route(
-            "/webhook-endpoints/{id}/test",
-            web::post().to(webhook_endpoints::test),
-        )
-        .route(
-            "/webhook-endpoints/{id}/deliveries",
-            web::get().to(webhook_endpoints::deliveries),
-        )
-        .route(
-            "/webhook-endpoints/{id}/send-again",
-            web::post().to(webhook_endpoints::send_again),
-        )
-        // Issue 20: triggers.
-        .service(
-            web::resource("/triggers")
-                .route(web::get().to(triggers::list))
-                .route(web::post().to(triggers::create)),
-        )
-        .service(
-            web::resource("/triggers/{id}")
-                .route(web::get().to(triggers::get))
-                .route(web::patch().to(triggers::update))
-                .route(web::delete().to(triggers::delete)),
-        )
-        .route("/triggers/{id}/try", web::post().to(triggers::try_payload))
-        // Issue 20: cancelling a scheduled send.
-        .route("/messages/{id}/cancel", web::post().to(messages::cancel))
-        .default_service(web::to(not_found));
+    cfg.app_data(web::PathConfig::default().error_handler(path_error));
+    register_routes(cfg);
+    cfg.default_service(web::to(not_found));
+}
+
+/// The OpenAPI document of the API: the table's operations, described (made once).
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| openapi::finish(operations(), ROUTES))
 }
 
 // --- issue 17: a CSV body (the broadcast's CSV audience) ---

@@ -9,12 +9,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 use crate::service::callbacks::{self as service, EndpointInput, EndpointPatch, SendAgain};
+use crate::service::paging::{Page, PageRequest, encode_cursor};
 use crate::startup::AppState;
 use crate::storage::callbacks::Endpoint;
-use crate::web::api::{Body, Params};
+use crate::web::api::{
+    BadRequest, Body, Conflict, NotFound, PageQuery, Params, Unprocessable, page_params,
+    page_request,
+};
 use crate::web::identity::{Auth, perm};
 
-#[derive(Serialize)]
+/// A status-callback endpoint.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookEndpoint, example = json!({"id": "3e0f6b7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+    "url": "https://shop.example/herald", "description": "Order system",
+    "events": ["message.sent", "message.delivered", "message.read"], "enabled": true,
+    "allow_private_network": false, "disabled_reason": null, "failing_since": null,
+    "previous_secret_expires_at": null, "created_at": "2026-12-04T09:00:00+00:00",
+    "updated_at": "2026-12-04T09:00:00+00:00", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))]
 pub struct EndpointJson {
     pub id: String,
     pub url: String,
@@ -55,8 +66,11 @@ fn endpoint_json(e: Endpoint, secret: Option<String>) -> EndpointJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebhookEndpointCreate, example = json!({"url": "https://shop.example/herald",
+    "events": ["message.sent", "message.delivered", "message.read", "message.failed"],
+    "description": "Order system"}))]
 pub struct CreateBody {
     url: String,
     events: Vec<String>,
@@ -65,6 +79,7 @@ pub struct CreateBody {
     #[serde(default)]
     allow_private_network: bool,
     #[serde(default = "enabled_by_default")]
+    #[schema(default = true)]
     enabled: bool,
 }
 
@@ -73,6 +88,16 @@ fn enabled_by_default() -> bool {
 }
 
 /// `POST /api/v1/webhook-endpoints` -> 201 with the endpoint and its `secret`, shown once.
+#[utoipa::path(post, path = "/api/v1/webhook-endpoints", tag = "webhook-endpoints",
+    summary = "Register a status-callback endpoint (admins)",
+    description = "Events: `message.queued`, `message.sent`, `message.delivered`, `message.read`, `message.failed`, `message.unknown`, `message.inbound`, `contact.opted_out`, `contact.opted_in`, `broadcast.completed`, `broadcast.paused`. Deliveries are signed by the Standard Webhooks scheme with the `secret`, shown only here.",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The endpoint, with its `secret` (shown once).", body = EndpointJson),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn create(
     auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
@@ -90,19 +115,37 @@ pub async fn create(
     Ok(HttpResponse::Created().json(endpoint_json(endpoint, Some(secret))))
 }
 
-/// `GET /api/v1/webhook-endpoints` -> `{"data": [...], "next_cursor": null}` (there are few).
+/// `GET /api/v1/webhook-endpoints` -> `{"data": [...], "next_cursor"}`, in the order they were
+/// made.
+#[utoipa::path(get, path = "/api/v1/webhook-endpoints", tag = "webhook-endpoints",
+    summary = "List the endpoints (admins)",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of endpoints.", body = Page<EndpointJson>),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn list(
     _auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
+    query: Params<PageQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let data: Vec<EndpointJson> = service::list(&state)
-        .await?
-        .into_iter()
-        .map(|e| endpoint_json(e, None))
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"data": data, "next_cursor": null})))
+    let request = match page_request(query) {
+        Ok(r) => r,
+        Err(res) => return Ok(res),
+    };
+    let page = service::page(&state, request).await?;
+    Ok(HttpResponse::Ok().json(page.map(|e| endpoint_json(e, None))))
 }
 
+/// `GET /api/v1/webhook-endpoints/{id}`.
+#[utoipa::path(get, path = "/api/v1/webhook-endpoints/{id}", tag = "webhook-endpoints",
+    summary = "Read an endpoint (admins)",
+    params(("id" = String, Path, description = "The endpoint's id.")),
+    responses(
+        (status = 200, description = "The endpoint.", body = EndpointJson),
+        (status = 404, response = NotFound),
+    ))]
 pub async fn get(
     _auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
@@ -112,8 +155,9 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(endpoint_json(endpoint, None)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebhookEndpointPatch, example = json!({"enabled": false}))]
 pub struct PatchBody {
     #[serde(default)]
     url: Option<String>,
@@ -128,6 +172,17 @@ pub struct PatchBody {
 }
 
 /// `PATCH /api/v1/webhook-endpoints/{id}`: changes the fields given.
+#[utoipa::path(patch, path = "/api/v1/webhook-endpoints/{id}", tag = "webhook-endpoints",
+    summary = "Change an endpoint (admins)",
+    params(("id" = String, Path, description = "The endpoint's id.")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The endpoint as it is now.", body = EndpointJson),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn patch(
     auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
@@ -147,6 +202,13 @@ pub async fn patch(
 }
 
 /// `DELETE /api/v1/webhook-endpoints/{id}` -> 204.
+#[utoipa::path(delete, path = "/api/v1/webhook-endpoints/{id}", tag = "webhook-endpoints",
+    summary = "Delete an endpoint (admins)",
+    params(("id" = String, Path, description = "The endpoint's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, response = NotFound),
+    ))]
 pub async fn delete(
     auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
@@ -157,6 +219,13 @@ pub async fn delete(
 }
 
 /// `POST /api/v1/webhook-endpoints/{id}/rotate-secret` -> the endpoint with its new `secret`.
+#[utoipa::path(post, path = "/api/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhook-endpoints",
+    summary = "Make a new signing secret (the old one signs beside it for 24 hours)",
+    params(("id" = String, Path, description = "The endpoint's id.")),
+    responses(
+        (status = 200, description = "The endpoint with its new `secret` (shown once).", body = EndpointJson),
+        (status = 404, response = NotFound),
+    ))]
 pub async fn rotate_secret(
     auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
@@ -167,30 +236,89 @@ pub async fn rotate_secret(
     Ok(HttpResponse::Ok().json(endpoint_json(endpoint, Some(secret))))
 }
 
+/// The test event queued.
+#[derive(Serialize, utoipa::ToSchema)]
+struct TestQueued {
+    /// The delivery's `webhook-id`.
+    webhook_id: String,
+}
+
 /// `POST /api/v1/webhook-endpoints/{id}/test` -> 202 `{"webhook_id": "msg_…"}`.
+#[utoipa::path(post, path = "/api/v1/webhook-endpoints/{id}/test", tag = "webhook-endpoints",
+    summary = "Send a test event",
+    params(("id" = String, Path, description = "The endpoint's id.")),
+    responses(
+        (status = 202, description = "The test event is queued.", body = TestQueued),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ))]
 pub async fn test(
     auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = service::send_test(&state, auth.actor(), path.into_inner()).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"webhook_id": id})))
+    let webhook_id = service::send_test(&state, auth.actor(), path.into_inner()).await?;
+    Ok(HttpResponse::Accepted().json(TestQueued { webhook_id }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// `pending`, `succeeded` or `failed`.
     #[serde(default)]
     status: Option<String>,
+    /// An event type (`message.delivered`...).
     #[serde(default)]
     event: Option<String>,
+    /// Page size: 1 to 200 (default 50).
+    #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
     /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
 
+/// One attempt to deliver.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = DeliveryAttempt)]
+struct AttemptJson {
+    at: String,
+    /// The receiver's HTTP status, when it answered.
+    status_code: Option<i32>,
+    duration_ms: i32,
+    /// The first bytes of the receiver's answer.
+    response: String,
+    /// Why there was no answer (timeout, refused...).
+    error: Option<String>,
+}
+
+/// One delivery of an event to the endpoint, with its attempts.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Delivery)]
+struct DeliveryJson {
+    webhook_id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    /// `pending`, `succeeded` or `failed`.
+    status: String,
+    created_at: String,
+    next_attempt_at: Option<String>,
+    attempts: Vec<AttemptJson>,
+}
+
 /// `GET /api/v1/webhook-endpoints/{id}/deliveries?status=&event=&cursor=` -> the delivery log,
 /// newest first, each with its attempts.
+#[utoipa::path(get, path = "/api/v1/webhook-endpoints/{id}/deliveries", tag = "webhook-endpoints",
+    summary = "Read an endpoint's delivery log",
+    params(("id" = String, Path, description = "The endpoint's id."), LogQuery),
+    responses(
+        (status = 200, description = "A page of deliveries, newest first.", body = Page<DeliveryJson>),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn deliveries(
     _auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
@@ -198,36 +326,49 @@ pub async fn deliveries(
     query: Params<LogQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.get()?;
-    let filter = service::log_filter(q.status.as_deref(), q.event.as_deref(), q.cursor.as_deref())?;
+    let request: PageRequest = match page_params(q.limit.as_deref(), q.cursor.as_deref()) {
+        Ok(r) => r,
+        Err(res) => return Ok(res),
+    };
+    let mut filter = service::log_filter(q.status.as_deref(), q.event.as_deref(), None)?;
+    filter.before_id = request.after;
+    filter.page_size = request.limit;
     let (_, rows, more) = service::log(&state, path.into_inner(), filter).await?;
-    let next = more
-        .then(|| rows.last().map(|r| r.delivery.id.to_string()))
-        .flatten();
-    let data: Vec<serde_json::Value> = rows
+    let next_cursor = rows
+        .last()
+        .filter(|_| more)
+        .map(|r| encode_cursor(r.delivery.id));
+    let data = rows
         .into_iter()
         .map(|r| {
             let d = r.delivery;
-            serde_json::json!({
-                "webhook_id": d.webhook_id,
-                "type": d.event_type,
-                "status": d.status,
-                "created_at": d.created_at.and_utc().to_rfc3339(),
-                "next_attempt_at": (d.status == "pending").then(|| d.next_attempt_at.and_utc().to_rfc3339()),
-                "attempts": r.attempts.into_iter().map(|a| serde_json::json!({
-                    "at": a.attempted_at.and_utc().to_rfc3339(),
-                    "status_code": a.status_code,
-                    "duration_ms": a.duration_ms,
-                    "response": a.response_excerpt,
-                    "error": a.error,
-                })).collect::<Vec<_>>(),
-            })
+            DeliveryJson {
+                next_attempt_at: (d.status == "pending")
+                    .then(|| d.next_attempt_at.and_utc().to_rfc3339()),
+                created_at: d.created_at.and_utc().to_rfc3339(),
+                webhook_id: d.webhook_id,
+                event_type: d.event_type,
+                status: d.status,
+                attempts: r
+                    .attempts
+                    .into_iter()
+                    .map(|a| AttemptJson {
+                        at: a.attempted_at.and_utc().to_rfc3339(),
+                        status_code: a.status_code,
+                        duration_ms: a.duration_ms,
+                        response: a.response_excerpt,
+                        error: a.error,
+                    })
+                    .collect(),
+            }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"data": data, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DeliverySendAgain, example = json!({"failed_since": "2026-12-04T09:00:00Z"}))]
 pub struct SendAgainBody {
     /// One delivery's `webhook-id`.
     #[serde(default)]
@@ -239,6 +380,16 @@ pub struct SendAgainBody {
 
 /// `POST /api/v1/webhook-endpoints/{id}/send-again` `{"webhook_id"}` or `{"failed_since"}` ->
 /// `{"deliveries": n}`.
+#[utoipa::path(post, path = "/api/v1/webhook-endpoints/{id}/send-again", tag = "webhook-endpoints",
+    summary = "Deliver again: one delivery, or every failed one since a time",
+    params(("id" = String, Path, description = "The endpoint's id.")),
+    request_body = SendAgainBody,
+    responses(
+        (status = 200, description = "How many deliveries are due again.", body = SentAgain),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+    ))]
 pub async fn send_again(
     auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
@@ -265,6 +416,12 @@ pub async fn send_again(
             ));
         }
     };
-    let n = service::send_again(&state, auth.actor(), path.into_inner(), what).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"deliveries": n})))
+    let deliveries = service::send_again(&state, auth.actor(), path.into_inner(), what).await?;
+    Ok(HttpResponse::Ok().json(SentAgain { deliveries }))
+}
+
+/// How many deliveries a send-again made due.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SentAgain {
+    deliveries: usize,
 }
