@@ -4,7 +4,9 @@
 mod helpers;
 
 mod api_crash;
+// Issue 19: per-key rate limits and idempotency keys.
 mod api_keys;
+mod api_limits;
 mod auth;
 // Issue 20: automations (scheduled sends, triggers, reminders).
 mod automations;
