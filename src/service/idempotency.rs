@@ -133,3 +133,106 @@ pub async fn replay(svc: &Services, key: &IdempotencyKey) -> ServiceResult<Optio
         resource_id: found.resource_id,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::audit::Actor;
+    use crate::domain::role::Role;
+    use crate::service::{testing, write};
+    use crate::storage::{api_keys, idempotency as store};
+
+    fn key(api_key_id: i64, fingerprint: &str) -> IdempotencyKey {
+        IdempotencyKey {
+            api_key_id,
+            key: "order-1".into(),
+            route: "/api/v1/channels".into(),
+            fingerprint: fingerprint.into(),
+            status: 201,
+        }
+    }
+
+    #[test]
+    fn a_key_is_taken_once_until_it_expires() {
+        let (_dir, db) = testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let api_key = api_keys::insert(
+            &mut conn,
+            &api_keys::NewApiKey {
+                name: "Shop",
+                role: Role::Admin,
+                prefix: "hrld_x",
+                key_hash: "hash",
+                created_by: None,
+                rate_limit_per_minute: None,
+            },
+        )
+        .expect("key");
+        let actor = Actor::system("idempotency test");
+        let first = key(api_key.id, "a");
+        write(&mut conn, &actor, |change| {
+            remember(change, Some(&first), "channel", "ch_1")
+        })
+        .expect("first use");
+        // A twin (or any second use) is refused inside its transaction, which rolls back.
+        let err = write(&mut conn, &actor, |change| {
+            remember(change, Some(&key(api_key.id, "a")), "channel", "ch_2")
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ServiceError::Conflict { code: TAKEN, .. }),
+            "{err:?}"
+        );
+        let since = crate::storage::now() - KEEP_FOR;
+        let found = store::find(&mut conn, api_key.id, "order-1", since)
+            .expect("find")
+            .expect("kept");
+        assert_eq!((found.resource_id.as_str(), found.status), ("ch_1", 201));
+        // Without a key nothing is written.
+        write(&mut conn, &actor, |change| {
+            remember(change, None, "channel", "ch_3")
+        })
+        .expect("no key");
+
+        // A day later the key is forgotten and may be used again.
+        {
+            use crate::storage::schema::idempotency_keys as k;
+            use diesel::prelude::*;
+            diesel::update(k::table)
+                .set(k::created_at.eq(crate::storage::now() - chrono::Duration::hours(25)))
+                .execute(&mut conn)
+                .expect("age");
+        }
+        assert!(
+            store::find(&mut conn, api_key.id, "order-1", since)
+                .expect("find")
+                .is_none()
+        );
+        write(&mut conn, &actor, |change| {
+            remember(change, Some(&key(api_key.id, "b")), "channel", "ch_4")
+        })
+        .expect("reused after expiry");
+    }
+
+    #[test]
+    fn the_fingerprint_covers_method_path_and_body() {
+        let base = IdempotencyKey::fingerprint_of("POST", "/api/v1/contacts", b"{}");
+        assert_eq!(
+            base,
+            IdempotencyKey::fingerprint_of("POST", "/api/v1/contacts", b"{}")
+        );
+        assert_ne!(
+            base,
+            IdempotencyKey::fingerprint_of("POST", "/api/v1/channels", b"{}")
+        );
+        assert_ne!(
+            base,
+            IdempotencyKey::fingerprint_of("PUT", "/api/v1/contacts", b"{}")
+        );
+        assert_ne!(
+            base,
+            IdempotencyKey::fingerprint_of("POST", "/api/v1/contacts", b"{ }")
+        );
+        assert_eq!(base.len(), 64);
+    }
+}

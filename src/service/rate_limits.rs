@@ -245,7 +245,8 @@ mod tests {
     #[test]
     fn a_window_allows_the_limit_then_refuses_until_the_next_minute() {
         let limiter = RateLimiter::default();
-        let t = 1_800_000_000 - 1_800_000_000 % 60 + 10;
+        // Ten seconds into a window (1,800,000,000 is a whole number of minutes).
+        let t = 1_800_000_010;
         for n in 1..=3 {
             let q = limiter.count_locally(7, 3, t).expect("limited");
             assert!(q.allowed, "request {n}");
