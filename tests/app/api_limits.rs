@@ -44,6 +44,22 @@ async fn call(
     req.send().await.expect("API call")
 }
 
+/// `GET /api/v1/templates`, a cheap call that counts against the key's limit.
+async fn templates(base: &str, key: &str) -> reqwest::Response {
+    call(base, Method::GET, "/api/v1/templates", key, None, None).await
+}
+
+/// A POST to `app` with the API key `key`, an optional `Idempotency-Key` and JSON body.
+async fn post(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    idempotency_key: Option<&str>,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    call(&app.address, Method::POST, path, key, idempotency_key, body).await
+}
+
 fn header(res: &reqwest::Response, name: &str) -> Option<String> {
     res.headers()
         .get(name)
@@ -54,7 +70,7 @@ fn header(res: &reqwest::Response, name: &str) -> Option<String> {
 /// Calls `GET /api/v1/templates` until refused; returns how many answers were 200.
 async fn spend(base: &str, key: &str, at_most: usize) -> usize {
     for n in 0..at_most {
-        let res = call(base, Method::GET, "/api/v1/templates", key, None, None).await;
+        let res = templates(base, key).await;
         if res.status() == StatusCode::TOO_MANY_REQUESTS {
             return n;
         }
@@ -106,15 +122,7 @@ async fn a_key_gets_its_limit_then_429_and_its_own_limit_beats_the_default(app: 
 
     early_in_a_minute().await;
     for n in 0..4u32 {
-        let res = call(
-            &app.address,
-            Method::GET,
-            "/api/v1/templates",
-            &by_default,
-            None,
-            None,
-        )
-        .await;
+        let res = templates(&app.address, &by_default).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(header(&res, "ratelimit-limit").as_deref(), Some("4"));
         assert_eq!(
@@ -124,15 +132,7 @@ async fn a_key_gets_its_limit_then_429_and_its_own_limit_beats_the_default(app: 
         let reset: u64 = header(&res, "ratelimit-reset").unwrap().parse().unwrap();
         assert!((1..=60).contains(&reset), "{reset}");
     }
-    let refused = call(
-        &app.address,
-        Method::GET,
-        "/api/v1/templates",
-        &by_default,
-        None,
-        None,
-    )
-    .await;
+    let refused = templates(&app.address, &by_default).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         header(&refused, "ratelimit-remaining").as_deref(),
@@ -156,15 +156,7 @@ async fn a_key_gets_its_limit_then_429_and_its_own_limit_beats_the_default(app: 
         )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let res = call(
-        &app.address,
-        Method::GET,
-        "/api/v1/templates",
-        &by_default,
-        None,
-        None,
-    )
-    .await;
+    let res = templates(&app.address, &by_default).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, "ratelimit-limit"), None);
     // Back to the default (blank): the window it spent still counts.
@@ -212,7 +204,7 @@ async fn instances_share_a_keys_budget_on_postgres() {
         } else {
             &other.address
         };
-        let res = call(base, Method::GET, "/api/v1/templates", &key, None, None).await;
+        let res = templates(base, &key).await;
         match res.status() {
             StatusCode::OK => allowed += 1,
             StatusCode::TOO_MANY_REQUESTS => {}
@@ -225,7 +217,7 @@ async fn instances_share_a_keys_budget_on_postgres() {
     );
     // Both are refused now.
     for base in [&app.address, &other.address] {
-        let res = call(base, Method::GET, "/api/v1/templates", &key, None, None).await;
+        let res = templates(base, &key).await;
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }
@@ -238,27 +230,11 @@ async fn admin_key(app: &TestApp) -> String {
 async fn a_repeated_key_replays_and_a_different_body_is_refused(app: TestApp) {
     let key = admin_key(&app).await;
     let contact = json!({"phone": "+14155550100", "name": "Ada"});
-    let first = call(
-        &app.address,
-        Method::POST,
-        "/api/v1/contacts",
-        &key,
-        Some("c-1"),
-        Some(&contact),
-    )
-    .await;
+    let first = post(&app, "/api/v1/contacts", &key, Some("c-1"), Some(&contact)).await;
     assert_eq!(first.status(), StatusCode::CREATED);
     assert_eq!(header(&first, "idempotent-replayed"), None);
     let first: Value = first.json().await.unwrap();
-    let again = call(
-        &app.address,
-        Method::POST,
-        "/api/v1/contacts",
-        &key,
-        Some("c-1"),
-        Some(&contact),
-    )
-    .await;
+    let again = post(&app, "/api/v1/contacts", &key, Some("c-1"), Some(&contact)).await;
     assert_eq!(again.status(), StatusCode::CREATED);
     assert_eq!(
         header(&again, "idempotent-replayed").as_deref(),
@@ -269,29 +245,13 @@ async fn a_repeated_key_replays_and_a_different_body_is_refused(app: TestApp) {
     assert_eq!(again["name"], "Ada");
 
     let other = json!({"phone": "+14155550100", "name": "Grace"});
-    let reused = call(
-        &app.address,
-        Method::POST,
-        "/api/v1/contacts",
-        &key,
-        Some("c-1"),
-        Some(&other),
-    )
-    .await;
+    let reused = post(&app, "/api/v1/contacts", &key, Some("c-1"), Some(&other)).await;
     assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let reused: Value = reused.json().await.unwrap();
     assert_eq!(reused["error"]["code"], "idempotency_key_reused");
     // The same key on another route is another request too.
     let channel = json!({"kind": "sandbox", "name": "Replayed"});
-    let res = call(
-        &app.address,
-        Method::POST,
-        "/api/v1/channels",
-        &key,
-        Some("c-1"),
-        Some(&channel),
-    )
-    .await;
+    let res = post(&app, "/api/v1/channels", &key, Some("c-1"), Some(&channel)).await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // The contact kept its first name: nothing ran for the refused requests.
     let got: Value = crate::helpers::api_get(
@@ -311,24 +271,15 @@ async fn a_repeated_key_replays_and_a_different_body_is_refused(app: TestApp) {
         .login(crate::helpers::ADMIN_EMAIL, crate::helpers::PASSWORD)
         .await;
     let second = create_api_key(&admin, "Other", "admin").await;
-    let res = call(
-        &app.address,
-        Method::POST,
-        "/api/v1/contacts",
-        &second,
-        Some("c-1"),
-        Some(&other),
-    )
-    .await;
+    let res = post(&app, "/api/v1/contacts", &second, Some("c-1"), Some(&other)).await;
     assert_eq!(res.status(), StatusCode::OK, "an update, not a replay");
     assert_eq!(header(&res, "idempotent-replayed"), None);
 
     // A webhook endpoint: the replay is the same endpoint, without repeating its secret.
     let endpoint = json!({"url": "http://127.0.0.1:9/hook", "events": ["message.sent"],
                           "allow_private_network": true});
-    let made = call(
-        &app.address,
-        Method::POST,
+    let made = post(
+        &app,
         "/api/v1/webhook-endpoints",
         &key,
         Some("e-1"),
@@ -342,9 +293,8 @@ async fn a_repeated_key_replays_and_a_different_body_is_refused(app: TestApp) {
             .as_str()
             .is_some_and(|s| s.starts_with("whsec_"))
     );
-    let replay = call(
-        &app.address,
-        Method::POST,
+    let replay = post(
+        &app,
         "/api/v1/webhook-endpoints",
         &key,
         Some("e-1"),
@@ -357,9 +307,8 @@ async fn a_repeated_key_replays_and_a_different_body_is_refused(app: TestApp) {
     assert!(replay.get("secret").is_none_or(Value::is_null), "{replay}");
 
     // A malformed key is refused before anything runs.
-    let res = call(
-        &app.address,
-        Method::POST,
+    let res = post(
+        &app,
         "/api/v1/contacts",
         &key,
         Some(&"k".repeat(300)),
@@ -385,16 +334,7 @@ async fn concurrent_twins_create_one_resource(app: TestApp) {
             json!({"kind": "sandbox", "name": "Twins"}),
         ),
     ] {
-        let calls = (0..8).map(|_| {
-            call(
-                &app.address,
-                Method::POST,
-                path,
-                &key,
-                Some(path),
-                Some(&body),
-            )
-        });
+        let calls = (0..8).map(|_| post(&app, path, &key, Some(path), Some(&body)));
         let answers = futures_util::future::join_all(calls).await;
         let mut ids = Vec::new();
         for res in answers {
@@ -430,9 +370,8 @@ async fn posts_without_a_body_replay_by_their_path(app: TestApp) {
     let key = admin_key(&app).await;
     let endpoint = json!({"url": "http://127.0.0.1:9/test", "events": ["message.sent"],
                           "allow_private_network": true});
-    let made: Value = call(
-        &app.address,
-        Method::POST,
+    let made: Value = post(
+        &app,
         "/api/v1/webhook-endpoints",
         &key,
         None,
@@ -446,10 +385,10 @@ async fn posts_without_a_body_replay_by_their_path(app: TestApp) {
         "/api/v1/webhook-endpoints/{}/test",
         made["id"].as_str().unwrap()
     );
-    let first = call(&app.address, Method::POST, &test, &key, Some("t-1"), None).await;
+    let first = post(&app, &test, &key, Some("t-1"), None).await;
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     let first: Value = first.json().await.unwrap();
-    let again = call(&app.address, Method::POST, &test, &key, Some("t-1"), None).await;
+    let again = post(&app, &test, &key, Some("t-1"), None).await;
     assert_eq!(again.status(), StatusCode::ACCEPTED);
     assert_eq!(
         header(&again, "idempotent-replayed").as_deref(),
@@ -458,7 +397,7 @@ async fn posts_without_a_body_replay_by_their_path(app: TestApp) {
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["webhook_id"], first["webhook_id"]);
     // Without a key, each call is a new test event.
-    let fresh: Value = call(&app.address, Method::POST, &test, &key, None, None)
+    let fresh: Value = post(&app, &test, &key, None, None)
         .await
         .json()
         .await
