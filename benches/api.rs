@@ -6,6 +6,8 @@
 //!   --secs S       length of each fixed-time run (default 4)
 //!   --statuses N   status webhooks per provider (default 20,000)
 //!   --only NAME    `sqlite` or `postgres`
+//!   --rate-limit N the bench key's rate limit a minute (default 0: unlimited, never counted);
+//!                  a limit above the load (1000000, the most allowed) measures what counting costs
 //!
 //! The real `herald serve` binary runs as its own process; a fake provider (Twilio's and Meta's
 //! APIs) runs in this one, and a lean HTTP/1.1 load generator (`support::load`) drives both.
@@ -39,6 +41,8 @@ struct Options {
     conns: usize,
     span: Duration,
     statuses: usize,
+    /// The bench key's requests a minute (0: unlimited).
+    rate_limit: u32,
 }
 
 fn insert_channel(
@@ -262,7 +266,9 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
         _ => None,
     })
     .expect("settings");
-    let api_key = herald::commands::create_api_key(&settings, "Bench", "admin").expect("key");
+    let limit = opts.rate_limit.to_string();
+    let api_key =
+        herald::commands::create_api_key(&settings, "Bench", "admin", Some(&limit)).expect("key");
     let bearer: Arc<str> = format!("Bearer {api_key}").into();
 
     let fake = FakeProvider::start(FakeConfig {
@@ -584,6 +590,7 @@ async fn main() {
         conns: arg_or("--conns", 32),
         span: Duration::from_secs(arg_or("--secs", 4)),
         statuses: arg_or("--statuses", 20_000),
+        rate_limit: arg_or("--rate-limit", 0),
     };
     let dir = tempfile::tempdir().expect("dir");
     let mut results: Vec<(&str, Vec<Row>)> = Vec::new();

@@ -622,7 +622,7 @@ async fn run_backend(label: &str, database_url: &str, opts: &Options) -> Vec<Row
         _ => None,
     })
     .expect("settings");
-    let key = herald::commands::create_api_key(&settings, "Bench", "admin").expect("key");
+    let key = herald::commands::create_api_key(&settings, "Bench", "admin", None).expect("key");
     let port = support::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let server = Server::start_on(

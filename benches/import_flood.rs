@@ -65,7 +65,7 @@ fn csv(import: usize, rows: usize) -> String {
 async fn run(label: &str, database_url: &str, imports: usize, rows: usize) {
     let settings = settings(database_url);
     let (base, handle) = start(settings.clone());
-    let key = herald::commands::create_api_key(&settings, "Benchmark", "admin").expect("key");
+    let key = herald::commands::create_api_key(&settings, "Benchmark", "admin", None).expect("key");
     let idle = HealthProbe::baseline(&base, PROBE_EVERY, Duration::from_secs(4)).await;
 
     let bodies: Vec<String> = (0..imports).map(|n| csv(n, rows)).collect();

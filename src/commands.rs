@@ -60,9 +60,16 @@ pub fn create_user(
 }
 
 /// Creates an API key and returns the secret, which is never stored.
-pub fn create_api_key(settings: &Settings, name: &str, role: &str) -> anyhow::Result<String> {
+pub fn create_api_key(
+    settings: &Settings,
+    name: &str,
+    role: &str,
+    rate_limit: Option<&str>,
+) -> anyhow::Result<String> {
     let name = DisplayName::parse(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     let role: Role = role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+    let rate_limit_per_minute = service::rate_limits::parse_limit(rate_limit.unwrap_or(""))
+        .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
     let (db, _) = prepare_database(settings, false)?;
     let mut conn = db.get()?;
     let new = token::new_api_key();
@@ -72,6 +79,7 @@ pub fn create_api_key(settings: &Settings, name: &str, role: &str) -> anyhow::Re
             role,
             token: &new,
             created_by: None,
+            rate_limit_per_minute,
         }
         .record(change)
     })

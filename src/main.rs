@@ -60,6 +60,10 @@ enum ApiKeyCommand {
         /// admin, support_lead or marketer
         #[arg(long)]
         role: String,
+        /// Requests a minute this key may make (0: unlimited); without it the default in the
+        /// settings applies
+        #[arg(long)]
+        rate_limit: Option<String>,
     },
 }
 
@@ -124,8 +128,12 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::ApiKey(ApiKeyCommand::Create { name, role }) => {
-            let key = commands::create_api_key(&settings, &name, &role)?;
+        Command::ApiKey(ApiKeyCommand::Create {
+            name,
+            role,
+            rate_limit,
+        }) => {
+            let key = commands::create_api_key(&settings, &name, &role, rate_limit.as_deref())?;
             println!("{key}");
             eprintln!("This key is shown once; Herald keeps only its hash.");
             Ok(())

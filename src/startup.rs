@@ -292,6 +292,7 @@ impl Application {
             dummy_hash,
             sign_in_turns: crate::service::sign_in::SignInTurns::per_core(),
             api_key_cache: Default::default(),
+            rate_limiter: Default::default(),
         });
         let state = web::Data::new(AppState {
             services,

@@ -113,11 +113,13 @@ pub async fn create(
     session_id: i64,
     name: &str,
     role: &str,
+    rate_limit: &str,
 ) -> ServiceResult<(DisplayName, Role)> {
     let mut problems = FieldProblems::new();
     let name = problems.check("name", DisplayName::parse(name));
     let role = problems.check("role", role.parse::<Role>().map_err(|e| e.to_string()));
-    let (Some(name), Some(role)) = (name, role) else {
+    let rate_limit = problems.check("rate_limit", super::rate_limits::parse_limit(rate_limit));
+    let (Some(name), Some(role), Some(rate_limit_per_minute)) = (name, role, rate_limit) else {
         return Err(ServiceError::invalid_fields("invalid_api_key", problems));
     };
     let new = token::new_api_key();
@@ -134,6 +136,7 @@ pub async fn create(
             role,
             token: &new,
             created_by,
+            rate_limit_per_minute,
         };
         key.record(change)?;
         reveal.keep(change.conn, session_id, RevealOn::ApiKeys)?;
@@ -149,6 +152,8 @@ pub struct NewKey<'a> {
     pub role: Role,
     pub token: &'a token::NewApiKey,
     pub created_by: Option<i64>,
+    /// The key's own limit (requests a minute); `None` follows the default.
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 impl NewKey<'_> {
@@ -162,13 +167,14 @@ impl NewKey<'_> {
                 prefix: &self.token.prefix,
                 key_hash: &self.token.hash,
                 created_by: self.created_by,
+                rate_limit_per_minute: self.rate_limit_per_minute,
             },
         )?;
         change.audit(
             "api_key.created",
             "api_key",
             Some(&key.public_id),
-            serde_json::json!({"name": key.name, "role": self.role.as_str(), "prefix": key.prefix}),
+            serde_json::json!({"name": key.name, "role": self.role.as_str(), "prefix": key.prefix, "rate_limit_per_minute": self.rate_limit_per_minute}),
         )?;
         Ok(key)
     }
@@ -216,6 +222,7 @@ mod tests {
             created_at: crate::storage::now(),
             last_used_at: None,
             revoked_at: None,
+            rate_limit_per_minute: None,
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use serde_json::{Value, json};
 
+use super::idempotency::{self, IdempotencyKey};
 use super::paging::{Page, PageRequest};
 use super::reveals::{Reveal, RevealOn};
 use super::{Change, FieldProblems, ServiceError, ServiceResult, Services, api_objects};
@@ -144,6 +145,7 @@ pub async fn create(
     actor: Actor,
     input: EndpointInput,
     reveal_to: Option<i64>,
+    once: Option<IdempotencyKey>,
 ) -> ServiceResult<(Endpoint, String)> {
     let (url, events, description) = checked(&input).await?;
     let secret = new_secret();
@@ -182,6 +184,7 @@ pub async fn create(
             if let Some((reveal, session)) = reveal {
                 reveal.keep(change.conn, session, RevealOn::Webhooks)?;
             }
+            idempotency::remember(change, once.as_ref(), "webhook_endpoint", &public_id)?;
             Ok(endpoint)
         })
         .await?;
@@ -241,6 +244,7 @@ pub async fn rotate_secret(
     actor: Actor,
     public_id: String,
     reveal_to: Option<i64>,
+    once: Option<IdempotencyKey>,
 ) -> ServiceResult<(Endpoint, String)> {
     let secret = new_secret();
     let sealed_new = seal(&svc.keys, &secret)?;
@@ -276,6 +280,7 @@ pub async fn rotate_secret(
             if let Some((reveal, session)) = reveal {
                 reveal.keep(change.conn, session, RevealOn::Webhooks)?;
             }
+            idempotency::remember(change, once.as_ref(), "webhook_endpoint", &public_id)?;
             Ok(store::find_endpoint_by_id(change.conn, endpoint.id)?.unwrap_or(endpoint))
         })
         .await?;
@@ -303,7 +308,12 @@ pub const TEST_EVENT: &str = "webhook.test";
 
 /// Queues a `webhook.test` delivery to the endpoint (enabled or not: an admin checking a
 /// receiver before turning it on). Returns its `webhook-id`.
-pub async fn send_test(svc: &Services, actor: Actor, public_id: String) -> ServiceResult<String> {
+pub async fn send_test(
+    svc: &Services,
+    actor: Actor,
+    public_id: String,
+    once: Option<IdempotencyKey>,
+) -> ServiceResult<String> {
     svc.write(actor, move |change| {
         let endpoint = endpoint_or_404(change.conn, &public_id)?;
         let webhook_id = rules::new_webhook_id();
@@ -327,6 +337,7 @@ pub async fn send_test(svc: &Services, actor: Actor, public_id: String) -> Servi
             Some(&endpoint.public_id),
             json!({"webhook_id": webhook_id}),
         )?;
+        idempotency::remember(change, once.as_ref(), "webhook_delivery", &webhook_id)?;
         Ok(webhook_id)
     })
     .await

@@ -15,6 +15,7 @@ use crate::dispatch::registry::{ChannelRegistry, RegistryError};
 use crate::domain::audit::Actor;
 use crate::domain::channel::{ChannelKind, Provider};
 use crate::domain::fields::FieldProblems;
+use crate::service::idempotency::{self, IdempotencyKey};
 use crate::service::paging::{Page, PageRequest};
 use crate::service::{Change, ServiceError, ServiceResult, Services};
 use crate::storage::channels::{self, Channel, ChannelChanges, NewChannel};
@@ -543,11 +544,14 @@ pub async fn create(
     kind: ChannelKind,
     provider: Provider,
     draft: ChannelDraft,
+    once: Option<IdempotencyKey>,
 ) -> ServiceResult<Channel> {
     let checked = check_new(kind, provider, &draft)?;
     let sealed = seal(&svc.channels, &checked.secrets)?;
     svc.write(actor, move |change| {
-        create_in(change, kind, provider, &checked, sealed.as_deref())
+        let channel = create_in(change, kind, provider, &checked, sealed.as_deref())?;
+        idempotency::remember(change, once.as_ref(), "channel", &channel.public_id)?;
+        Ok(channel)
     })
     .await
 }

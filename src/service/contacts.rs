@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::idempotency::{self, IdempotencyKey};
 use super::lists::list_or_404;
 use super::{Change, FieldProblems, ServiceError, ServiceResult, Services};
 use crate::channels::Adapter;
@@ -647,10 +648,17 @@ pub async fn upsert(
     actor: Actor,
     role: Role,
     input: ContactUpsert,
+    once: Option<IdempotencyKey>,
 ) -> ServiceResult<(ContactView, bool)> {
     let checked = check_upsert(&input, svc.settings.default_country)?;
-    svc.write(actor, move |change| upsert_in(change, role, checked))
-        .await
+    svc.write(actor, move |change| {
+        let (view, created) = upsert_in(change, role, checked)?;
+        // An update is answered (and replayed) as 200, a creation as the caller's 201.
+        let once = once.map(|k| if created { k } else { k.answered_with(200) });
+        idempotency::remember(change, once.as_ref(), "contact", &view.contact.public_id)?;
+        Ok((view, created))
+    })
+    .await
 }
 
 fn upsert_in(

@@ -107,7 +107,12 @@ pub struct NewImport {
 
 /// Creates the import's record with its audit entry. A second start of the same import (a
 /// double click) is a `Conflict`: nothing is imported twice.
-pub async fn begin(svc: &Services, actor: Actor, new: NewImport) -> ServiceResult<Import> {
+pub async fn begin(
+    svc: &Services,
+    actor: Actor,
+    new: NewImport,
+    once: Option<super::idempotency::IdempotencyKey>,
+) -> ServiceResult<Import> {
     // The file's name is only shown: control characters (a NUL would not even store) go.
     let file_name: String = new.file_name.chars().filter(|c| !c.is_control()).collect();
     svc.write(actor, move |change| {
@@ -136,6 +141,7 @@ pub async fn begin(svc: &Services, actor: Actor, new: NewImport) -> ServiceResul
             Some(&import.public_id),
             serde_json::json!({"file": import.file_name, "list": list.as_ref().map(|l| l.name.clone())}),
         )?;
+        super::idempotency::remember(change, once.as_ref(), "contact_import", &import.public_id)?;
         Ok(import)
     })
     .await

@@ -24,6 +24,9 @@ pub mod imports;
 pub mod lists;
 pub mod overview;
 pub mod paging;
+// Issue 19: per-key API rate limits and idempotency keys.
+pub mod idempotency;
+pub mod rate_limits;
 // Issue 18: the message detail page and retention.
 pub mod message_detail;
 pub mod resends;
@@ -71,6 +74,8 @@ pub struct Services {
     pub sign_in_turns: sign_in::SignInTurns,
     /// API keys that authenticated in the last moments (`api_keys::authenticate`).
     pub api_key_cache: api_keys::KeyCache,
+    /// Requests counted against each API key's limit (issue 19).
+    pub rate_limiter: rate_limits::RateLimiter,
 }
 
 /// Why a use case did not do what it was asked. The words are for the person or client who

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::domain::audit::Actor;
 use crate::domain::message::MessageSource;
+use crate::service::idempotency::{self, IdempotencyKey};
 use crate::service::sends::announce_queued;
 use crate::service::{Change, ServiceError, ServiceResult, Services};
 use crate::storage::contacts;
@@ -26,9 +27,18 @@ pub struct Resent {
 /// Queues the new message with its audit entry (`message.resent`) in one transaction, then
 /// tells the live pages and wakes the dispatcher. A message that is not `failed` or
 /// `unknown`, or that was resent already, is a [`ServiceError::Conflict`] (`conflict`).
-pub async fn resend(svc: &Services, actor: Actor, public_id: String) -> ServiceResult<Resent> {
+pub async fn resend(
+    svc: &Services,
+    actor: Actor,
+    public_id: String,
+    once: Option<IdempotencyKey>,
+) -> ServiceResult<Resent> {
     let done = svc
-        .write(actor, move |change| resend_in(change, &public_id))
+        .write(actor, move |change| {
+            let done = resend_in(change, &public_id)?;
+            idempotency::remember(change, once.as_ref(), "message", &done.message.public_id)?;
+            Ok(done)
+        })
         .await?;
     announce_queued(svc, &done.message);
     Ok(done)

@@ -19,6 +19,7 @@ struct ApiKeyRow {
     created_at: NaiveDateTime,
     last_used_at: Option<NaiveDateTime>,
     revoked_at: Option<NaiveDateTime>,
+    rate_limit_per_minute: Option<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct ApiKey {
     pub created_at: NaiveDateTime,
     pub last_used_at: Option<NaiveDateTime>,
     pub revoked_at: Option<NaiveDateTime>,
+    /// Requests a minute this key may make; `None` follows the default, 0 is unlimited.
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -53,6 +56,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             created_at: r.created_at,
             last_used_at: r.last_used_at,
             revoked_at: r.revoked_at,
+            rate_limit_per_minute: r.rate_limit_per_minute,
         })
     }
 }
@@ -63,6 +67,7 @@ pub struct NewApiKey<'a> {
     pub prefix: &'a str,
     pub key_hash: &'a str,
     pub created_by: Option<i64>,
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 pub fn insert(conn: &mut DbConnection, new: &NewApiKey<'_>) -> QueryResult<ApiKey> {
@@ -75,6 +80,7 @@ pub fn insert(conn: &mut DbConnection, new: &NewApiKey<'_>) -> QueryResult<ApiKe
             api_keys::key_hash.eq(new.key_hash),
             api_keys::created_by.eq(new.created_by),
             api_keys::created_at.eq(now()),
+            api_keys::rate_limit_per_minute.eq(new.rate_limit_per_minute),
         ))
         .returning((
             api_keys::id,
@@ -86,6 +92,7 @@ pub fn insert(conn: &mut DbConnection, new: &NewApiKey<'_>) -> QueryResult<ApiKe
             api_keys::created_at,
             api_keys::last_used_at,
             api_keys::revoked_at,
+            api_keys::rate_limit_per_minute,
         ))
         .get_result::<ApiKeyRow>(conn)?;
     ApiKey::try_from(row)
@@ -149,5 +156,19 @@ pub fn revoke(conn: &mut DbConnection, id: i64) -> QueryResult<bool> {
     )
     .set(api_keys::revoked_at.eq(now()))
     .execute(conn)?;
+    Ok(n == 1)
+}
+
+// --- Issue 19: per-key rate limits ---
+
+/// Sets the key's own limit (`None`: the default applies); false when there is no such key.
+pub fn set_rate_limit(
+    conn: &mut DbConnection,
+    id: i64,
+    per_minute: Option<i32>,
+) -> QueryResult<bool> {
+    let n = diesel::update(api_keys::table.find(id))
+        .set(api_keys::rate_limit_per_minute.eq(per_minute))
+        .execute(conn)?;
     Ok(n == 1)
 }

@@ -17,10 +17,13 @@ pub mod conversations;
 pub mod group;
 // issue 18: the send history
 pub mod history;
+// Issue 19: idempotency keys and the shared rate-limit counters.
+pub mod idempotency;
 pub mod imports;
 pub mod lists;
 pub mod login_attempts;
 pub mod message_counts;
+pub mod rate_limits;
 // Issue 18: message detail reads and retention.
 pub mod message_detail;
 pub mod messages;

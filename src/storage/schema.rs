@@ -36,6 +36,29 @@ diesel::table! {
         created_at -> Timestamp,
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
+        rate_limit_per_minute -> Nullable<Integer>,
+    }
+}
+
+diesel::table! {
+    api_rate_windows (api_key_id, window_start) {
+        api_key_id -> BigInt,
+        window_start -> BigInt,
+        hits -> Integer,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (id) {
+        id -> BigInt,
+        api_key_id -> BigInt,
+        key -> Text,
+        route -> Text,
+        fingerprint -> Text,
+        status -> Integer,
+        resource_kind -> Text,
+        resource_id -> Text,
+        created_at -> Timestamp,
     }
 }
 

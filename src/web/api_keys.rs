@@ -9,9 +9,9 @@ use serde::Deserialize;
 use crate::domain::fields::FieldProblems;
 use crate::domain::role::Role;
 use crate::error::AppError;
-use crate::service::ServiceError;
 use crate::service::api_keys as api_keys_service;
 use crate::service::reveals::{self, Reveal, RevealOn};
+use crate::service::{ServiceError, rate_limits};
 use crate::startup::AppState;
 use crate::web::chrome::Chrome;
 use crate::web::format;
@@ -28,6 +28,8 @@ pub struct KeyView {
     pub created_by: String,
     pub last_used: String,
     pub revoked: Option<String>,
+    /// The key's own limit as typed in its form (blank: the default applies).
+    pub rate_limit: String,
 }
 
 #[derive(Template)]
@@ -40,6 +42,8 @@ struct KeysPage {
     errors: FieldProblems,
     reveal: Option<Reveal>,
     api_base: String,
+    /// The default limit for keys without their own (blank: unlimited).
+    default_rate_limit: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +52,8 @@ pub struct NewKeyForm {
     name: String,
     #[serde(default)]
     role: String,
+    #[serde(default)]
+    rate_limit: String,
 }
 
 async fn page(
@@ -66,12 +72,20 @@ async fn page(
             created_by: creator.unwrap_or_else(|| "command line".into()),
             last_used: format::ago(k.last_used_at.as_ref()),
             revoked: k.revoked_at.as_ref().map(format::datetime),
+            rate_limit: k
+                .rate_limit_per_minute
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
             public_id: k.public_id,
             name: k.name,
             role: k.role,
             prefix: k.prefix,
         })
         .collect();
+    let default_rate_limit = rate_limits::default_setting(state)
+        .await?
+        .map(|n| n.to_string())
+        .unwrap_or_default();
     render_with_status(
         &KeysPage {
             chrome,
@@ -81,6 +95,7 @@ async fn page(
             errors,
             reveal,
             api_base: format!("{}/api/v1", state.public_url),
+            default_rate_limit,
         },
         status,
     )
@@ -123,6 +138,7 @@ pub async fn create(
         my_session(&auth)?,
         &form.name,
         &form.role,
+        &form.rate_limit,
     )
     .await;
     let (name, role) = match created {
@@ -170,6 +186,71 @@ pub async fn revoke(
         ));
     } else {
         session.error(format!("API key \"{}\" was already revoked.", key.name));
+    }
+    Ok(redirect_response(&req, paths::API_KEYS))
+}
+
+// --- Issue 19: per-key rate limits ---
+
+#[derive(Debug, Deserialize)]
+pub struct RateLimitForm {
+    #[serde(default)]
+    rate_limit: String,
+}
+
+/// A refused limit goes back as a message on the page (the table has no room for the field's).
+fn limit_refused(session: &TypedSession, e: ServiceError) -> Result<(), AppError> {
+    match e.fields() {
+        Some(fields) => {
+            session.error(fields.summary());
+            Ok(())
+        }
+        None => Err(e.into()),
+    }
+}
+
+/// Sets the default limit of keys without their own (blank or 0: unlimited).
+pub async fn set_default_rate_limit(
+    req: HttpRequest,
+    auth: Auth<perm::ManageApiKeys>,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    form: web::Form<RateLimitForm>,
+) -> Result<HttpResponse, AppError> {
+    match rate_limits::set_default(&state, auth.actor(), &form.rate_limit).await {
+        Ok(Some(n)) => session.success(format!(
+            "Keys without their own limit may now make {n} requests a minute."
+        )),
+        Ok(None) => session.success("Keys without their own limit are now unlimited."),
+        Err(e) => limit_refused(&session, e)?,
+    }
+    Ok(redirect_response(&req, paths::API_KEYS))
+}
+
+/// Sets one key's own limit (blank: the default applies; 0: unlimited).
+pub async fn set_rate_limit(
+    req: HttpRequest,
+    auth: Auth<perm::ManageApiKeys>,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<String>,
+    form: web::Form<RateLimitForm>,
+) -> Result<HttpResponse, AppError> {
+    let set =
+        rate_limits::set_for_key(&state, auth.actor(), path.into_inner(), &form.rate_limit).await;
+    match set {
+        Ok((key, Some(0))) => {
+            session.success(format!("API key \"{}\" is now unlimited.", key.name))
+        }
+        Ok((key, Some(n))) => session.success(format!(
+            "API key \"{}\" may now make {n} requests a minute.",
+            key.name
+        )),
+        Ok((key, None)) => session.success(format!(
+            "API key \"{}\" now follows the default limit.",
+            key.name
+        )),
+        Err(e) => limit_refused(&session, e)?,
     }
     Ok(redirect_response(&req, paths::API_KEYS))
 }

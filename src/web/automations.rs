@@ -175,7 +175,7 @@ pub async fn create(
             .await;
         }
     };
-    match triggers::create(&state, auth.actor(), input).await {
+    match triggers::create(&state, auth.actor(), input, None).await {
         Ok(t) => {
             session.success(format!(
                 "Trigger \"{}\" created. Paste its URL and secret into {}.",

@@ -1976,7 +1976,7 @@ pub async fn send_again(
             return Ok(redirect_response(&req, &format!("{PATH}/{id}")));
         }
     };
-    match outcomes::send_again(&state, auth.actor(), id.clone(), to).await {
+    match outcomes::send_again(&state, auth.actor(), id.clone(), to, None).await {
         Ok(draft) => {
             let n = draft.audience.follow_up.as_ref().map_or(0, |f| f.contacts);
             session.success(format!(

@@ -382,7 +382,7 @@ pub async fn create(
     let pairs = body.into_inner();
     let (kind, provider) = target(&field_of(&pairs, "kind"), &field_of(&pairs, "provider"))?;
     let (draft, values) = read_form(&pairs);
-    match service::create(&state, auth.actor(), kind, provider, draft).await {
+    match service::create(&state, auth.actor(), kind, provider, draft, None).await {
         Ok(channel) => {
             let next = if channel.is_sandbox() {
                 "It needs no account: sends are simulated.".to_owned()

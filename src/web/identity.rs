@@ -19,6 +19,7 @@ use crate::domain::audit::{Actor, ActorKind};
 use crate::domain::role::{Permission, Role};
 pub use crate::domain::role::{Permit, perm};
 use crate::error::AppError;
+use crate::service::rate_limits::Quota;
 use crate::startup::AppState;
 use crate::storage::{sessions, users};
 use crate::web::session::TypedSession;
@@ -141,10 +142,25 @@ impl<P: Permit + 'static> FromRequest for Auth<P> {
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            let req = req.clone();
             Box::pin(async move {
                 let state =
                     state.ok_or_else(|| AppError::internal(anyhow::anyhow!("no app state")))?;
-                let key = authenticate_api_key(&state, bearer.as_deref()).await?;
+                let (key, quota) = authenticate_api_key(&state, bearer.as_deref()).await?;
+                // Issue 19: the key's rate limit, counted before anything else is done; the
+                // quota goes on the answer as `RateLimit-*` headers (`rate_limit_headers`).
+                if let Some(quota) = quota {
+                    req.extensions_mut().insert(quota);
+                    if !quota.allowed {
+                        return Err(AppError::TooManyRequests {
+                            message: format!(
+                                "This API key may make {} requests a minute; try again in {} seconds.",
+                                quota.limit, quota.reset_secs
+                            ),
+                            retry_after_secs: quota.reset_secs,
+                        });
+                    }
+                }
                 check::<P>(Principal::ApiKey(key))
             })
         } else {
@@ -161,7 +177,7 @@ impl<P: Permit + 'static> FromRequest for Auth<P> {
 async fn authenticate_api_key(
     state: &AppState,
     bearer: Option<&str>,
-) -> Result<ApiKeyPrincipal, AppError> {
+) -> Result<(ApiKeyPrincipal, Option<Quota>), AppError> {
     let key = bearer
         .and_then(|v| {
             let (scheme, rest) = v.trim().split_once(' ')?;
@@ -172,12 +188,40 @@ async fn authenticate_api_key(
     let found = crate::service::api_keys::authenticate(state, key)
         .await?
         .ok_or(AppError::InvalidApiKey)?;
-    Ok(ApiKeyPrincipal {
-        id: found.id,
-        public_id: found.public_id,
-        name: found.name,
-        role: found.role,
-    })
+    let quota = crate::service::rate_limits::check(state, &found).await?;
+    Ok((
+        ApiKeyPrincipal {
+            id: found.id,
+            public_id: found.public_id,
+            name: found.name,
+            role: found.role,
+        },
+        quota,
+    ))
+}
+
+/// Issue 19: puts the API key's `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+/// on every API answer, refusals (429) included, once `Auth<P>` has counted the request.
+pub async fn rate_limit_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut res = next.call(req).await?;
+    let quota = res.request().extensions().get::<Quota>().copied();
+    if let Some(q) = quota {
+        let headers = res.headers_mut();
+        for (name, value) in [
+            ("ratelimit-limit", u64::from(q.limit)),
+            ("ratelimit-remaining", u64::from(q.remaining)),
+            ("ratelimit-reset", q.reset_secs),
+        ] {
+            headers.insert(
+                header::HeaderName::from_static(name),
+                header::HeaderValue::from(value),
+            );
+        }
+    }
+    Ok(res)
 }
 
 /// Paths that never need a person: the API (keys), provider webhooks, assets, probes.

@@ -285,7 +285,7 @@ pub async fn start(
         },
         bytes_total,
     };
-    let import = match service::imports::begin(&state, auth.actor(), new).await {
+    let import = match service::imports::begin(&state, auth.actor(), new, None).await {
         Ok(i) => i,
         Err(e) => {
             drain(file, multipart).await;

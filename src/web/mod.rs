@@ -101,6 +101,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .app_data(ApiScope)
+                // Issue 19: every answer carries the key's rate-limit headers.
+                .wrap(actix_web::middleware::from_fn(identity::rate_limit_headers))
                 .configure(api::configure),
         )
         .service(
@@ -144,6 +146,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(post().to(api_keys::create)),
         )
         .service(resource("/settings/api-keys/{id}/revoke").post(api_keys::revoke))
+        // Issue 19: per-key rate limits.
+        .service(resource("/settings/api-keys/rate-limit").post(api_keys::set_default_rate_limit))
+        .service(resource("/settings/api-keys/{id}/rate-limit").post(api_keys::set_rate_limit))
         // Issue 19: status-callback endpoints.
         .service(
             resource(paths::WEBHOOKS)

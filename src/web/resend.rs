@@ -29,7 +29,7 @@ pub async fn from_timeline(
     let id = path.into_inner();
     // Issue 18: from the message's own page, back to that page with what happened.
     if back.back.as_deref() == Some("message") {
-        match resends::resend(&state, auth.actor(), id.clone()).await {
+        match resends::resend(&state, auth.actor(), id.clone(), None).await {
             Ok(done) => session.success(format!(
                 "Queued again as message {}; this one keeps its outcome.",
                 done.message.public_id
@@ -39,7 +39,7 @@ pub async fn from_timeline(
         }
         return Ok(redirect_response(&req, &format!("/messages/{id}")));
     }
-    let contact = match resends::resend(&state, auth.actor(), id.clone()).await {
+    let contact = match resends::resend(&state, auth.actor(), id.clone(), None).await {
         Ok(done) => {
             session.success("Queued again as a new message; the old one keeps its outcome.");
             done.contact

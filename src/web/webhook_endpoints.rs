@@ -186,7 +186,7 @@ pub async fn create(
 ) -> Result<HttpResponse, AppError> {
     let form = FormValues::read(&body);
     let session_id = my_session(&auth)?;
-    match service::create(&state, auth.actor(), form.input(), Some(session_id)).await {
+    match service::create(&state, auth.actor(), form.input(), Some(session_id), None).await {
         Ok((endpoint, _)) => {
             session.success(format!("Webhook endpoint {} added.", endpoint.url));
             Ok(redirect_response(&req, &endpoint_path(&endpoint.public_id)))
@@ -397,8 +397,14 @@ pub async fn rotate(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let session_id = my_session(&auth)?;
-    let (endpoint, _) =
-        service::rotate_secret(&state, auth.actor(), path.into_inner(), Some(session_id)).await?;
+    let (endpoint, _) = service::rotate_secret(
+        &state,
+        auth.actor(),
+        path.into_inner(),
+        Some(session_id),
+        None,
+    )
+    .await?;
     session.success("A new signing secret was made; the old one keeps signing for 24 hours.");
     Ok(redirect_response(&req, &endpoint_path(&endpoint.public_id)))
 }
@@ -412,7 +418,7 @@ pub async fn test(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let public_id = path.into_inner();
-    let id = service::send_test(&state, auth.actor(), public_id.clone()).await?;
+    let id = service::send_test(&state, auth.actor(), public_id.clone(), None).await?;
     session.success(format!(
         "A test event ({id}) is on its way; its attempts show in the log below."
     ));

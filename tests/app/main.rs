@@ -4,8 +4,10 @@
 mod helpers;
 
 mod api_crash;
-// Issue 19: the OpenAPI document, the API reference page, cursor pagination.
 mod api_keys;
+// Issue 19: per-key rate limits and idempotency keys.
+mod api_limits;
+// Issue 19: the OpenAPI document, the API reference page, cursor pagination.
 mod api_openapi;
 mod auth;
 // Issue 20: automations (scheduled sends, triggers, reminders).

@@ -22,6 +22,7 @@ use crate::domain::message::MessageSource;
 use crate::domain::phone::{DefaultCountry, E164};
 use crate::domain::template::Variables;
 use crate::domain::trigger::{Headers, Mapping, Scheme, Verification};
+use crate::service::idempotency::{self, IdempotencyKey};
 use crate::service::sends::{
     self, Checked, ContentRequest, Recipient, Requester, SendRequest, TemplateRef,
 };
@@ -266,6 +267,7 @@ pub async fn create(
     svc: &Services,
     actor: Actor,
     input: TriggerInput,
+    once: Option<IdempotencyKey>,
 ) -> ServiceResult<TriggerView> {
     let (key, url) = sealing(svc);
     svc.write(actor, move |change| {
@@ -314,6 +316,7 @@ pub async fn create(
             Some(&row.public_id),
             json!({"name": row.name, "scheme": row.scheme, "channel": c.channel.name}),
         )?;
+        idempotency::remember(change, once.as_ref(), "trigger", &row.public_id)?;
         view(&url, &key, change.conn, row)
     })
     .await

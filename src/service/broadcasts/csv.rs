@@ -182,6 +182,7 @@ where
             list: ImportList::IdOrName(String::new()),
             bytes_total: how.bytes_total,
         },
+        None,
     )
     .await?;
     let (delimiter, upload) = match import_service::sniff_delimiter(upload, how.delimiter).await {

@@ -19,6 +19,7 @@ use super::{BroadcastView, find_row, parse_stored, user_id, view};
 use crate::domain::audit::Actor;
 use crate::domain::broadcast::{Audience, BroadcastState, FollowUpAudience, SendAgainTo};
 use crate::domain::local_time::Timing;
+use crate::service::idempotency::{self, IdempotencyKey};
 use crate::service::{ServiceError, ServiceResult, Services};
 use crate::storage::broadcast_results::{
     self as results_store, FailureGroup, RecipientFilter, ResultRow,
@@ -228,6 +229,7 @@ pub async fn send_again(
     actor: Actor,
     public_id: String,
     to: SendAgainTo,
+    once: Option<IdempotencyKey>,
 ) -> ServiceResult<BroadcastView> {
     let row = svc
         .write(actor, move |change| {
@@ -293,6 +295,7 @@ pub async fn send_again(
                     "contacts": contacts,
                 }),
             )?;
+            idempotency::remember(change, once.as_ref(), "broadcast", &row.public_id)?;
             find_row(change.conn, &row.public_id)
         })
         .await?;

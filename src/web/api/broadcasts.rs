@@ -649,12 +649,27 @@ pub async fn send_again(
     path: web::Path<String>,
     body: Body<SendAgainBody>,
 ) -> Result<HttpResponse, AppError> {
+    let once = body.idempotency();
     let to = body
         .get()?
         .to
         .parse()
         .map_err(|e: String| AppError::invalid("invalid_send_again", e))?;
-    let view = broadcasts::results::send_again(&state, auth.actor(), path.into_inner(), to).await?;
-    Ok(HttpResponse::Created().json(broadcast_json(view)))
+    let (state, actor) = (&state, auth.actor());
+    crate::web::api::idempotent(
+        state,
+        &auth.principal,
+        once,
+        actix_web::http::StatusCode::CREATED,
+        |key| async move {
+            let view =
+                broadcasts::results::send_again(state, actor, path.into_inner(), to, key).await?;
+            Ok(HttpResponse::Created().json(broadcast_json(view)))
+        },
+        |id| async move {
+            Ok(HttpResponse::Created().json(broadcast_json(broadcasts::get(state, id).await?)))
+        },
+    )
+    .await
 }
 // --- end issue 18 ---

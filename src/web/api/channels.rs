@@ -200,6 +200,7 @@ pub async fn create(
     state: web::Data<AppState>,
     body: Body<CreateBody>,
 ) -> Result<HttpResponse, AppError> {
+    let once = body.idempotency();
     let body = body.get()?;
     // 422 naming every field (`"fields": {"settings.account_sid": "…"}`), or 409 for a name
     // in use.
@@ -211,14 +212,29 @@ pub async fn create(
         rate_limit_per_second: number_text(body.rate_limit_per_second),
         settings: body.settings,
     };
-    let channel = service::create(&state, auth.actor(), kind, provider, draft).await?;
-    let json = detail(&state, channel, true);
-    Ok(HttpResponse::Created()
-        .insert_header((
-            header::LOCATION,
-            format!("/api/v1/channels/{}", json.channel.id),
-        ))
-        .json(json))
+    let state = &state;
+    let created = |channel| {
+        let json = detail(state, channel, true);
+        HttpResponse::Created()
+            .insert_header((
+                header::LOCATION,
+                format!("/api/v1/channels/{}", json.channel.id),
+            ))
+            .json(json)
+    };
+    let actor = auth.actor();
+    crate::web::api::idempotent(
+        state,
+        &auth.principal,
+        once,
+        actix_web::http::StatusCode::CREATED,
+        |key| async move {
+            let channel = service::create(state, actor, kind, provider, draft, key).await?;
+            Ok(created(channel))
+        },
+        |id| async move { Ok(created(service::get(state, id).await?)) },
+    )
+    .await
 }
 
 /// `GET /api/v1/channels/{id}`.

@@ -61,6 +61,7 @@ pub async fn upsert(
     state: web::Data<AppState>,
     body: Body<UpsertBody>,
 ) -> Result<HttpResponse, AppError> {
+    let once = body.idempotency();
     let body = body.get()?;
     let input = ContactUpsert {
         phone: body.phone,
@@ -72,17 +73,30 @@ pub async fn upsert(
         consent: body.consent,
         lists: body.lists,
     };
-    let (view, created) =
-        service::contacts::upsert(&state, auth.actor(), auth.principal.role(), input).await?;
-    let json = contact_json(view);
-    let mut res = if created {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
+    let state = &state;
+    let answer = |view, created| {
+        let json = contact_json(view);
+        let mut res = if created {
+            HttpResponse::Created()
+        } else {
+            HttpResponse::Ok()
+        };
+        res.insert_header((header::LOCATION, format!("/api/v1/contacts/{}", json.id)))
+            .json(json)
     };
-    Ok(res
-        .insert_header((header::LOCATION, format!("/api/v1/contacts/{}", json.id)))
-        .json(json))
+    let (role, actor) = (auth.principal.role(), auth.actor());
+    crate::web::api::idempotent(
+        state,
+        &auth.principal,
+        once,
+        actix_web::http::StatusCode::CREATED,
+        |key| async move {
+            let (view, created) = service::contacts::upsert(state, actor, role, input, key).await?;
+            Ok(answer(view, created))
+        },
+        |id| async move { Ok(answer(service::contacts::view(state, id).await?, false)) },
+    )
+    .await
 }
 
 /// `GET /api/v1/contacts/{id}`: the contact, with its window and consent per channel.
@@ -265,49 +279,93 @@ pub async fn import(
         }
     };
     let list = ImportList::IdOrName(query.list.clone().unwrap_or_default());
-    // A turn first (nothing is written while the import waits for one).
-    let mut payload = payload;
-    let permit = import_turn(&state, &mut payload).await?;
-    let read_as = ReadAs {
-        mapping: None,
-        country,
-        delimiter,
+    // Issue 19: the file streams in and is not kept, so the key's fingerprint is the request
+    // line with the body's type and length.
+    let mut once = crate::web::api::RequestKey::of(&req);
+    let header_of = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     };
-    let mut body = csv_body(&req, payload).await?;
-    let new = NewImport {
-        public_id: new_public_id(),
-        file_name: body
-            .file_name
-            .take()
-            .unwrap_or_else(|| "api-upload.csv".into()),
-        list,
-        bytes_total: body.bytes_total,
+    once.fingerprint(
+        format!(
+            "{}\n{}",
+            header_of(header::CONTENT_TYPE),
+            header_of(header::CONTENT_LENGTH)
+        )
+        .as_bytes(),
+    );
+    let state = &state;
+    let answer = |import: crate::storage::imports::Import, counts: Option<import::Summary>| async move {
+        let counts = counts.unwrap_or(import::Summary {
+            rows: u64::try_from(import.rows_read).unwrap_or(0),
+            imported: u64::try_from(import.imported).unwrap_or(0),
+            updated: u64::try_from(import.updated).unwrap_or(0),
+            rejected: u64::try_from(import.rejected).unwrap_or(0),
+        });
+        let rejected = service::imports::rejections(state, import.id, 10_000).await?;
+        Ok(HttpResponse::Ok().json(ImportJson {
+            report_url: format!(
+                "{}/contacts/imports/{}/rejected.csv",
+                state.public_url, import.public_id
+            ),
+            id: import.public_id,
+            rows: counts.rows,
+            imported: counts.imported,
+            updated: counts.updated,
+            rejected_total: counts.rejected,
+            rejected: rejected
+                .into_iter()
+                .map(|r| RejectedJson {
+                    row: r.row_number,
+                    value: r.value,
+                    reason: r.reason,
+                })
+                .collect(),
+        }))
     };
-    let import = service::imports::begin(&state, auth.actor(), new).await?;
-    let summary = service::imports::run(&state, import.clone(), read_as, permit, body.chunks).await;
-    let summary = summary.map_err(|e| match e {
-        import::ImportError::Invalid(m) => AppError::invalid("invalid_csv", m),
-        other => AppError::internal(other),
-    })?;
-    let import_id = import.id;
-    let rejected = service::imports::rejections(&state, import_id, 10_000).await?;
-    Ok(HttpResponse::Ok().json(ImportJson {
-        report_url: format!(
-            "{}/contacts/imports/{}/rejected.csv",
-            state.public_url, import.public_id
-        ),
-        id: import.public_id,
-        rows: summary.rows,
-        imported: summary.imported,
-        updated: summary.updated,
-        rejected_total: summary.rejected,
-        rejected: rejected
-            .into_iter()
-            .map(|r| RejectedJson {
-                row: r.row_number,
-                value: r.value,
-                reason: r.reason,
-            })
-            .collect(),
-    }))
+    let replay = |id| async move {
+        let import = service::imports::find(state, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("This import"))?;
+        answer(import, None).await
+    };
+    let (principal, actor) = (&auth.principal, auth.actor());
+    crate::web::api::idempotent(
+        state,
+        principal,
+        once,
+        actix_web::http::StatusCode::OK,
+        |key| async move {
+            // A turn first (nothing is written while the import waits for one).
+            let mut payload = payload;
+            let permit = import_turn(state, &mut payload).await?;
+            let read_as = ReadAs {
+                mapping: None,
+                country,
+                delimiter,
+            };
+            let mut body = csv_body(&req, payload).await?;
+            let new = NewImport {
+                public_id: new_public_id(),
+                file_name: body
+                    .file_name
+                    .take()
+                    .unwrap_or_else(|| "api-upload.csv".into()),
+                list,
+                bytes_total: body.bytes_total,
+            };
+            let import = service::imports::begin(state, actor, new, key).await?;
+            let summary =
+                service::imports::run(state, import.clone(), read_as, permit, body.chunks).await;
+            let summary = summary.map_err(|e| match e {
+                import::ImportError::Invalid(m) => AppError::invalid("invalid_csv", m),
+                other => AppError::internal(other),
+            })?;
+            answer(import, Some(summary)).await
+        },
+        replay,
+    )
+    .await
 }

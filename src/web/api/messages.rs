@@ -348,11 +348,30 @@ pub async fn resend(
     auth: Auth<perm::ResendMessages>,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    once: crate::web::api::RequestKey,
 ) -> Result<HttpResponse, AppError> {
-    let done = crate::service::resends::resend(&state, auth.actor(), path.into_inner()).await?;
-    Ok(HttpResponse::Accepted().json(Resent {
-        id: done.message.public_id,
-        status: done.message.status,
-        resend_of: done.original.public_id,
-    }))
+    let (state, actor, original) = (&state, auth.actor(), path.into_inner());
+    let id = original.clone();
+    let answer = |id: String, status: String| {
+        HttpResponse::Accepted().json(Resent {
+            id,
+            status,
+            resend_of: original.clone(),
+        })
+    };
+    crate::web::api::idempotent(
+        state,
+        &auth.principal,
+        once,
+        StatusCode::ACCEPTED,
+        |key| async move {
+            let done = crate::service::resends::resend(state, actor, id, key).await?;
+            Ok(answer(done.message.public_id, done.message.status))
+        },
+        |id| async move {
+            let found = state.db.run(move |conn| message_or_404(conn, &id)).await?;
+            Ok(answer(found.id, found.status))
+        },
+    )
+    .await
 }

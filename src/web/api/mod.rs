@@ -26,15 +26,18 @@ use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
-use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, error, mime, web};
+use actix_web::http::{StatusCode, header};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, error, mime, web};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
+use crate::service::idempotency::{self, IdempotencyKey};
 use crate::service::paging::PageRequest;
+use crate::startup::AppState;
 use crate::web::errors::{nul_error, query_refused};
 use crate::web::format::{json_may_hold_nul, nul_field_in_json, nul_field_in_pairs};
+use crate::web::identity::Principal;
 
 pub use crate::service::api_objects::ChannelRef;
 pub use openapi::{BadRequest, Busy, Conflict, NotFound, Unprocessable};
@@ -67,12 +70,18 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
 const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// A JSON body, read while `Auth<P>` checks the key and judged only in the handler, after it.
-pub struct Body<T>(Result<T, AppError>);
+/// It keeps the request's `Idempotency-Key` with the fingerprint of the raw body (issue 19).
+pub struct Body<T>(Result<T, AppError>, RequestKey);
 
 impl<T> Body<T> {
     /// The body, or why it is refused (422 for JSON that does not fit or holds a NUL).
     pub fn get(self) -> Result<T, AppError> {
         self.0
+    }
+
+    /// The request's `Idempotency-Key`, fingerprinted with this body.
+    pub fn idempotency(&self) -> RequestKey {
+        self.1.clone()
     }
 }
 
@@ -112,19 +121,28 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         if !is_json(req) {
-            return Box::pin(ready(Ok(Body(Err(AppError::BadRequest(
-                "Send the body as JSON with `Content-Type: application/json`.".into(),
-            ))))));
+            return Box::pin(ready(Ok(Body(
+                Err(AppError::BadRequest(
+                    "Send the body as JSON with `Content-Type: application/json`.".into(),
+                )),
+                RequestKey::default(),
+            ))));
         }
         let read = web::Bytes::from_request(req, payload);
+        let key = RequestKey::of(req);
         Box::pin(async move {
-            Ok(Body(match read.await {
+            let mut key = key;
+            let parsed = match read.await {
                 Ok(raw) if raw.len() > MAX_BODY_BYTES => Err(AppError::BadRequest(
                     "The JSON body is larger than 1 MiB.".into(),
                 )),
-                Ok(raw) => parse_json(&raw),
+                Ok(raw) => {
+                    key.fingerprint(&raw);
+                    parse_json(&raw)
+                }
                 Err(e) => Err(body_error(e)),
-            }))
+            };
+            Ok(Body(parsed, key))
         })
     }
 }
@@ -362,3 +380,124 @@ async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
 fn path_error(err: error::PathError, _: &HttpRequest) -> actix_web::Error {
     AppError::NotFound(format!("No such resource: {err}")).into()
 }
+
+// --- Issue 19: Idempotency-Key on every creating POST ---
+
+/// A request's `Idempotency-Key` (checked) and the fingerprint of its method, path and body.
+/// A use case adopts it in a few lines: take a [`Body`] (or this extractor, for a POST without
+/// one), pass `Option<&IdempotencyKey>` to the use case (which calls
+/// `service::idempotency::remember` in its transaction) and answer through [`idempotent`].
+#[derive(Debug, Clone)]
+pub struct RequestKey(Result<Option<KeyedRequest>, String>);
+
+#[derive(Debug, Clone)]
+pub struct KeyedRequest {
+    key: String,
+    route: String,
+    method: String,
+    path: String,
+    fingerprint: String,
+}
+
+impl Default for RequestKey {
+    fn default() -> Self {
+        RequestKey(Ok(None))
+    }
+}
+
+impl RequestKey {
+    fn of(req: &HttpRequest) -> Self {
+        RequestKey(match idempotency_key(req) {
+            Ok(None) => Ok(None),
+            Ok(Some(key)) => {
+                let method = req.method().as_str().to_owned();
+                let path = req.uri().to_string();
+                Ok(Some(KeyedRequest {
+                    fingerprint: IdempotencyKey::fingerprint_of(&method, &path, b""),
+                    route: req.match_pattern().unwrap_or_else(|| path.clone()),
+                    key,
+                    method,
+                    path,
+                }))
+            }
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
+    fn fingerprint(&mut self, body: &[u8]) {
+        if let Ok(Some(k)) = &mut self.0 {
+            k.fingerprint = IdempotencyKey::fingerprint_of(&k.method, &k.path, body);
+        }
+    }
+}
+
+/// For a creating POST without a body (the fingerprint is its method and path).
+impl FromRequest for RequestKey {
+    type Error = AppError;
+    type Future = Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Ok(RequestKey::of(req)))
+    }
+}
+
+/// Answers a creating POST once per `Idempotency-Key`: `create` runs the use case with the key
+/// (its fresh answer has `status`); a repeat of the same request, or a concurrent twin that
+/// lost the race, is answered by `replay` with the id of what the first one created, with the
+/// first status and `Idempotent-Replayed: true`. The same key for a different request is a
+/// 422 `idempotency_key_reused`. Without a key, `create` just runs.
+pub async fn idempotent<C, CF, R, RF>(
+    state: &AppState,
+    principal: &Principal,
+    request: RequestKey,
+    status: StatusCode,
+    create: C,
+    replay: R,
+) -> Result<HttpResponse, AppError>
+where
+    C: FnOnce(Option<IdempotencyKey>) -> CF,
+    CF: Future<Output = Result<HttpResponse, AppError>>,
+    R: FnOnce(String) -> RF,
+    RF: Future<Output = Result<HttpResponse, AppError>>,
+{
+    let keyed = request
+        .0
+        .map_err(|m| AppError::invalid("invalid_idempotency_key", m))?;
+    let (Some(k), Principal::ApiKey(api_key)) = (keyed, principal) else {
+        return create(None).await;
+    };
+    let key = IdempotencyKey {
+        api_key_id: api_key.id,
+        key: k.key,
+        route: k.route,
+        fingerprint: k.fingerprint,
+        status: status.as_u16(),
+    };
+    if let Some(done) = idempotency::replay(state, &key).await? {
+        return replayed(done, replay).await;
+    }
+    match create(Some(key.clone())).await {
+        // A twin sent at the same moment may have created it first (its key, or its unique
+        // name, stopped this one): answer with what it created.
+        Err(e @ AppError::Conflict { .. }) => match idempotency::replay(state, &key).await? {
+            Some(done) => replayed(done, replay).await,
+            None => Err(e),
+        },
+        answer => answer,
+    }
+}
+
+async fn replayed<R, RF>(done: idempotency::Replay, replay: R) -> Result<HttpResponse, AppError>
+where
+    R: FnOnce(String) -> RF,
+    RF: Future<Output = Result<HttpResponse, AppError>>,
+{
+    let mut res = replay(done.resource_id).await?;
+    *res.status_mut() = StatusCode::from_u16(done.status).unwrap_or(StatusCode::OK);
+    res.headers_mut().insert(
+        header::HeaderName::from_static("idempotent-replayed"),
+        header::HeaderValue::from_static("true"),
+    );
+    Ok(res)
+}
+// --- end issue 19 ---

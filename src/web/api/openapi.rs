@@ -123,7 +123,7 @@ error_responses! {
 }
 
 /// The answers every authenticated operation may give, whatever it does: added to each
-/// operation here, in one place (a per-key request limit's 429 is one more line).
+/// operation here, in one place (the key's check, its role and its request limit).
 fn shared_responses() -> Vec<(&'static str, Response)> {
     vec![
         (
@@ -136,6 +136,16 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
         (
             "403",
             error_response("The key's role does not allow this operation.", "forbidden"),
+        ),
+        (
+            "429",
+            error_response(
+                "The key used its requests for this minute (its own limit, or the default set \
+                 under Settings › API keys); try again after the `Retry-After` seconds. Every \
+                 answer to a limited key carries `RateLimit-Limit`, `RateLimit-Remaining` and \
+                 `RateLimit-Reset`.",
+                "rate_limited",
+            ),
         ),
     ]
 }

@@ -151,6 +151,7 @@ pub async fn create(
     state: web::Data<AppState>,
     body: Body<TriggerBody>,
 ) -> Result<HttpResponse, AppError> {
+    let once = body.idempotency();
     let body = body.get()?;
     for (present, field) in [
         (body.name.is_some(), "name"),
@@ -185,8 +186,19 @@ pub async fn create(
             enabled: true,
         },
     );
-    let created = triggers::create(&state, auth.actor(), input).await?;
-    Ok(HttpResponse::Created().json(created))
+    let (state, actor) = (&state, auth.actor());
+    crate::web::api::idempotent(
+        state,
+        &auth.principal,
+        once,
+        actix_web::http::StatusCode::CREATED,
+        |key| async move {
+            let created = triggers::create(state, actor, input, key).await?;
+            Ok(HttpResponse::Created().json(created))
+        },
+        |id| async move { Ok(HttpResponse::Created().json(triggers::get(state, id).await?)) },
+    )
+    .await
 }
 
 /// `GET /api/v1/triggers/{id}`.

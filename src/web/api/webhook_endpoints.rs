@@ -103,6 +103,7 @@ pub async fn create(
     state: web::Data<AppState>,
     body: Body<CreateBody>,
 ) -> Result<HttpResponse, AppError> {
+    let once = body.idempotency();
     let b = body.get()?;
     let input = EndpointInput {
         url: b.url,
@@ -111,8 +112,22 @@ pub async fn create(
         enabled: b.enabled,
         allow_private_network: b.allow_private_network,
     };
-    let (endpoint, secret) = service::create(&state, auth.actor(), input, None).await?;
-    Ok(HttpResponse::Created().json(endpoint_json(endpoint, Some(secret))))
+    let (state, actor) = (&state, auth.actor());
+    // A replay answers with the endpoint but never repeats its secret (Herald keeps it sealed).
+    crate::web::api::idempotent(
+        state,
+        &auth.principal,
+        once,
+        actix_web::http::StatusCode::CREATED,
+        |key| async move {
+            let (endpoint, secret) = service::create(state, actor, input, None, key).await?;
+            Ok(HttpResponse::Created().json(endpoint_json(endpoint, Some(secret))))
+        },
+        |id| async move {
+            Ok(HttpResponse::Created().json(endpoint_json(service::get(state, id).await?, None)))
+        },
+    )
+    .await
 }
 
 /// `GET /api/v1/webhook-endpoints` -> `{"data": [...], "next_cursor"}`, in the order they were
@@ -230,10 +245,25 @@ pub async fn rotate_secret(
     auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    once: crate::web::api::RequestKey,
 ) -> Result<HttpResponse, AppError> {
-    let (endpoint, secret) =
-        service::rotate_secret(&state, auth.actor(), path.into_inner(), None).await?;
-    Ok(HttpResponse::Ok().json(endpoint_json(endpoint, Some(secret))))
+    let (state, actor) = (&state, auth.actor());
+    // A replay answers with the endpoint but never repeats the new secret.
+    crate::web::api::idempotent(
+        state,
+        &auth.principal,
+        once,
+        actix_web::http::StatusCode::OK,
+        |key| async move {
+            let (endpoint, secret) =
+                service::rotate_secret(state, actor, path.into_inner(), None, key).await?;
+            Ok(HttpResponse::Ok().json(endpoint_json(endpoint, Some(secret))))
+        },
+        |id| async move {
+            Ok(HttpResponse::Ok().json(endpoint_json(service::get(state, id).await?, None)))
+        },
+    )
+    .await
 }
 
 /// The test event queued.
@@ -256,9 +286,23 @@ pub async fn test(
     auth: Auth<perm::ManageWebhooks>,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    once: crate::web::api::RequestKey,
 ) -> Result<HttpResponse, AppError> {
-    let webhook_id = service::send_test(&state, auth.actor(), path.into_inner()).await?;
-    Ok(HttpResponse::Accepted().json(TestQueued { webhook_id }))
+    let (state, actor) = (&state, auth.actor());
+    let answer = |webhook_id: String| HttpResponse::Accepted().json(TestQueued { webhook_id });
+    crate::web::api::idempotent(
+        state,
+        &auth.principal,
+        once,
+        actix_web::http::StatusCode::ACCEPTED,
+        |key| async move {
+            Ok(answer(
+                service::send_test(state, actor, path.into_inner(), key).await?,
+            ))
+        },
+        |id| async move { Ok(answer(id)) },
+    )
+    .await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
