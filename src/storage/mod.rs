@@ -33,6 +33,7 @@ pub mod settings;
 pub mod templates;
 // Issue 20: triggers.
 pub mod triggers;
+pub mod reminders;
 pub mod users;
 
 use std::sync::{Arc, OnceLock};

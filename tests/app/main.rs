@@ -8,6 +8,7 @@ mod api_keys;
 mod auth;
 // Issue 20: automations (scheduled sends, triggers, reminders).
 mod automations;
+mod reminders;
 mod broadcast_crash;
 mod broadcast_groups;
 // Issue 18: broadcast results.

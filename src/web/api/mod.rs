@@ -20,6 +20,8 @@ pub mod templates;
 pub mod webhook_endpoints;
 // Issue 20: triggers.
 pub mod triggers;
+// Issue 20: reminder rules.
+pub mod reminders;
 
 use std::future::{Ready, ready};
 
@@ -267,6 +269,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(triggers::delete)),
         )
         .route("/triggers/{id}/try", web::post().to(triggers::try_payload))
+        // Issue 20: reminder rules.
+        .service(
+            web::resource("/reminders")
+                .route(web::get().to(reminders::list))
+                .route(web::post().to(reminders::create)),
+        )
+        .service(
+            web::resource("/reminders/{id}")
+                .route(web::get().to(reminders::get))
+                .route(web::patch().to(reminders::update))
+                .route(web::delete().to(reminders::delete)),
+        )
         // Issue 20: cancelling a scheduled send.
         .route("/messages/{id}/cancel", web::post().to(messages::cancel))
         .default_service(web::to(not_found));
