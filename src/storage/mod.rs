@@ -32,8 +32,8 @@ pub mod sessions;
 pub mod settings;
 pub mod templates;
 // Issue 20: triggers.
-pub mod triggers;
 pub mod reminders;
+pub mod triggers;
 pub mod users;
 
 use std::sync::{Arc, OnceLock};

@@ -146,9 +146,9 @@ pub fn changed_contacts(
         .into_boxed();
     if let Some(at) = rule.scanned_at {
         q = q.filter(
-            contacts::updated_at
-                .gt(at)
-                .or(contacts::updated_at.eq(at).and(contacts::id.gt(rule.scanned_id))),
+            contacts::updated_at.gt(at).or(contacts::updated_at
+                .eq(at)
+                .and(contacts::id.gt(rule.scanned_id))),
         );
     }
     q.load(conn)
@@ -265,12 +265,19 @@ pub fn reschedule(conn: &mut DbConnection, id: i64, due_at: NaiveDateTime) -> Qu
             .find(id)
             .filter(reminders::state.eq("pending")),
     )
-    .set((reminders::due_at.eq(Some(due_at)), reminders::updated_at.eq(now())))
+    .set((
+        reminders::due_at.eq(Some(due_at)),
+        reminders::updated_at.eq(now()),
+    ))
     .execute(conn)
 }
 
 /// Pending reminders whose time has come, oldest first.
-pub fn due(conn: &mut DbConnection, at: NaiveDateTime, limit: i64) -> QueryResult<Vec<ReminderRow>> {
+pub fn due(
+    conn: &mut DbConnection,
+    at: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<ReminderRow>> {
     reminders::table
         .filter(reminders::state.eq("pending"))
         .filter(reminders::due_at.le(at))

@@ -8,9 +8,9 @@ mod api_keys;
 mod auth;
 // Issue 20: automations (scheduled sends, triggers, reminders).
 mod automations;
-mod reminders;
 mod broadcast_crash;
 mod broadcast_groups;
+mod reminders;
 // Issue 18: broadcast results.
 mod broadcast_results;
 // Issue 17: a CSV upload as a broadcast's audience.

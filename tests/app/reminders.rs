@@ -101,7 +101,10 @@ async fn a_reminder_goes_once_moves_with_the_date_and_is_dropped_when_cleared(ap
 
     let sent = wait_for(&app, phone, |r| r.iter().any(|x| x.1 == "sent")).await;
     assert_eq!(sent.len(), 1, "{sent:?}");
-    assert!(sent[0].3.is_some(), "the reminder links its message: {sent:?}");
+    assert!(
+        sent[0].3.is_some(),
+        "the reminder links its message: {sent:?}"
+    );
     // Once: later steps do not send it again.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(reminder_messages(&app), 1);
@@ -137,7 +140,10 @@ async fn a_reminder_goes_once_moves_with_the_date_and_is_dropped_when_cleared(ap
     let bad = wait_for(&app, phone, |r| r.iter().any(|x| x.0 == "next tuesday")).await;
     let row = bad.iter().find(|x| x.0 == "next tuesday").expect("row");
     assert_eq!(row.1, "skipped");
-    assert!(row.2.as_deref().unwrap_or("").contains("not a date"), "{row:?}");
+    assert!(
+        row.2.as_deref().unwrap_or("").contains("not a date"),
+        "{row:?}"
+    );
     assert_eq!(reminder_messages(&app), 1);
 }
 
@@ -148,9 +154,21 @@ async fn reminder_rules_are_managed_through_the_api(app: TestApp) {
     for (extra, code, words) in [
         (json!({}), "invalid_timing", "offset_minutes"),
         (json!({"at_time": "25:00"}), "invalid_reminder", "HH:MM"),
-        (json!({"at_time": "09:00", "offset_minutes": 5}), "invalid_timing", "not both"),
-        (json!({"offset_minutes": 5, "time_zone": "Mars/Base"}), "invalid_reminder", "time zone"),
-        (json!({"offset_minutes": 5, "grace_minutes": -1}), "invalid_reminder", "grace"),
+        (
+            json!({"at_time": "09:00", "offset_minutes": 5}),
+            "invalid_timing",
+            "not both",
+        ),
+        (
+            json!({"offset_minutes": 5, "time_zone": "Mars/Base"}),
+            "invalid_reminder",
+            "time zone",
+        ),
+        (
+            json!({"offset_minutes": 5, "grace_minutes": -1}),
+            "invalid_reminder",
+            "grace",
+        ),
     ] {
         let mut body = base.clone();
         for (k, v) in extra.as_object().expect("object") {
@@ -177,7 +195,14 @@ async fn reminder_rules_are_managed_through_the_api(app: TestApp) {
     assert!(list["next_cursor"].is_null());
 
     let path = format!("/api/v1/reminders/{id}");
-    let (st, b) = api(&app, Method::PATCH, &path, &s.key, Some(&json!({"enabled": false}))).await;
+    let (st, b) = api(
+        &app,
+        Method::PATCH,
+        &path,
+        &s.key,
+        Some(&json!({"enabled": false})),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_eq!(b["enabled"], false);
     assert_eq!(b["at_time"], "09:00", "the rest stays: {b}");

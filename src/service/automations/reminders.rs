@@ -188,10 +188,17 @@ pub fn parse_at_time(raw: &str) -> Result<NaiveTime, String> {
 }
 
 /// Checks a rule and returns the columns to store.
-fn check(conn: &mut DbConnection, input: &RuleInput, except: Option<i64>) -> ServiceResult<RuleFields> {
+fn check(
+    conn: &mut DbConnection,
+    input: &RuleInput,
+    except: Option<i64>,
+) -> ServiceResult<RuleFields> {
     let name = input.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(invalid("name", "Give the rule a name (up to 100 characters)."));
+        return Err(invalid(
+            "name",
+            "Give the rule a name (up to 100 characters).",
+        ));
     }
     if store::name_taken(conn, name, except)? {
         return Err(ServiceError::conflict(
@@ -211,7 +218,10 @@ fn check(conn: &mut DbConnection, input: &RuleInput, except: Option<i64>) -> Ser
             }
             (Some(*offset_minutes), None, 0)
         }
-        Timing::AtTime { at_time, day_offset } => {
+        Timing::AtTime {
+            at_time,
+            day_offset,
+        } => {
             let t = parse_at_time(at_time).map_err(|e| invalid("at_time", e))?;
             if day_offset.unsigned_abs() > 366 {
                 return Err(invalid(
@@ -227,7 +237,12 @@ fn check(conn: &mut DbConnection, input: &RuleInput, except: Option<i64>) -> Ser
         "UTC".to_owned()
     } else {
         zone.parse::<Tz>()
-            .map_err(|_| invalid("time_zone", format!("\"{zone}\" is not a time zone (e.g. Europe/Berlin).")))?
+            .map_err(|_| {
+                invalid(
+                    "time_zone",
+                    format!("\"{zone}\" is not a time zone (e.g. Europe/Berlin)."),
+                )
+            })?
             .name()
             .to_owned()
     };
@@ -308,7 +323,12 @@ pub async fn create(svc: &Services, actor: Actor, input: RuleInput) -> ServiceRe
     svc.write(actor, move |change| {
         let fields = check(change.conn, &input, None)?;
         let row = store::insert(change.conn, &fields, &change.actor.label)?;
-        change.audit("reminder.created", "reminder_rule", Some(&row.public_id), summary(&fields))?;
+        change.audit(
+            "reminder.created",
+            "reminder_rule",
+            Some(&row.public_id),
+            summary(&fields),
+        )?;
         view(change.conn, row)
     })
     .await
@@ -334,7 +354,12 @@ pub async fn update(
             (false, true) => "reminder.enabled",
             _ => "reminder.updated",
         };
-        change.audit(action, "reminder_rule", Some(&row.public_id), summary(&fields))?;
+        change.audit(
+            action,
+            "reminder_rule",
+            Some(&row.public_id),
+            summary(&fields),
+        )?;
         let row = store::find(change.conn, row.id)?.ok_or_else(|| not_found(&public_id))?;
         view(change.conn, row)
     })
@@ -347,7 +372,12 @@ pub async fn delete(svc: &Services, actor: Actor, public_id: String) -> ServiceR
         let row = store::find_by_public_id(change.conn, &public_id)?
             .ok_or_else(|| not_found(&public_id))?;
         store::delete(change.conn, row.id)?;
-        change.audit("reminder.deleted", "reminder_rule", Some(&row.public_id), json!({"name": row.name}))?;
+        change.audit(
+            "reminder.deleted",
+            "reminder_rule",
+            Some(&row.public_id),
+            json!({"name": row.name}),
+        )?;
         Ok(())
     })
     .await
@@ -363,7 +393,9 @@ pub async fn list(
         let after_id = match after {
             Some(id) => Some(
                 store::find_by_public_id(conn, &id)?
-                    .ok_or_else(|| ServiceError::invalid("invalid_cursor", "`cursor` is not one Herald gave."))?
+                    .ok_or_else(|| {
+                        ServiceError::invalid("invalid_cursor", "`cursor` is not one Herald gave.")
+                    })?
                     .id,
             ),
             None => None,
@@ -371,8 +403,15 @@ pub async fn list(
         let mut rows = store::page(conn, after_id, limit + 1)?;
         let more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
-        let next = if more { rows.last().map(|r| r.public_id.clone()) } else { None };
-        let views = rows.into_iter().map(|r| view(conn, r)).collect::<ServiceResult<_>>()?;
+        let next = if more {
+            rows.last().map(|r| r.public_id.clone())
+        } else {
+            None
+        };
+        let views = rows
+            .into_iter()
+            .map(|r| view(conn, r))
+            .collect::<ServiceResult<_>>()?;
         Ok((views, next))
     })
     .await
@@ -380,7 +419,8 @@ pub async fn list(
 
 pub async fn get(svc: &Services, public_id: String) -> ServiceResult<RuleView> {
     svc.read(move |conn| {
-        let row = store::find_by_public_id(conn, &public_id)?.ok_or_else(|| not_found(&public_id))?;
+        let row =
+            store::find_by_public_id(conn, &public_id)?.ok_or_else(|| not_found(&public_id))?;
         view(conn, row)
     })
     .await
@@ -438,7 +478,10 @@ pub fn due_at(rule: &Timing, value: &str, zone: Tz) -> Result<DateTime<Utc>, Str
         Timing::Offset { offset_minutes } => anchor
             .checked_add_signed(Duration::minutes(i64::from(*offset_minutes)))
             .ok_or_else(|| format!("\"{value}\" is out of range.")),
-        Timing::AtTime { at_time, day_offset } => {
+        Timing::AtTime {
+            at_time,
+            day_offset,
+        } => {
             let t = parse_at_time(at_time)?;
             let day = anchor.with_timezone(&zone).date_naive();
             let day = day
@@ -492,7 +535,15 @@ fn sync_contact(
             )?;
         }
         (Ok(due), None) => {
-            store::insert_reminder(conn, rule.id, *contact_id, &value, Some(due.naive_utc()), "pending", None)?;
+            store::insert_reminder(
+                conn,
+                rule.id,
+                *contact_id,
+                &value,
+                Some(due.naive_utc()),
+                "pending",
+                None,
+            )?;
         }
         (Err(why), None) => {
             store::insert_reminder(
@@ -571,15 +622,19 @@ fn send_one(
     let Some(contact) = contacts::find(conn, reminder.contact_id)? else {
         return Ok(None);
     };
-    if contact.value_of(&rule.attribute).map(|v| v.trim().to_owned()).as_deref()
+    if contact
+        .value_of(&rule.attribute)
+        .map(|v| v.trim().to_owned())
+        .as_deref()
         != Some(reminder.attribute_value.as_str())
     {
         return skip(conn, "Cancelled: the date changed.");
     }
     let content = match rule.template_id {
         Some(id) => {
-            let template = templates::find(conn, id)?
-                .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("reminder template {id} is gone")))?;
+            let template = templates::find(conn, id)?.ok_or_else(|| {
+                ServiceError::internal(anyhow::anyhow!("reminder template {id} is gone"))
+            })?;
             let mapping: VariableMapping =
                 serde_json::from_str(&rule.variables).map_err(ServiceError::internal)?;
             match resolve(&mapping, &|k: &str| contact.value_of(k)) {
@@ -627,7 +682,12 @@ fn send_one(
             Ok(Some(q.message))
         }
         Err(ServiceError::Invalid { message, .. }) => {
-            crate::storage::reminders::mark(conn, reminder.id, "skipped", &format!("Refused: {message}"))?;
+            crate::storage::reminders::mark(
+                conn,
+                reminder.id,
+                "skipped",
+                &format!("Refused: {message}"),
+            )?;
             Ok(None)
         }
         Err(e) => Err(e),

@@ -61,7 +61,12 @@ fn apply(body: RuleBody, mut input: RuleInput) -> Result<RuleInput, ServiceError
         }
         (None, None) => {}
     }
-    input.timing = match (body.offset_minutes, body.at_time, body.day_offset, input.timing) {
+    input.timing = match (
+        body.offset_minutes,
+        body.at_time,
+        body.day_offset,
+        input.timing,
+    ) {
         (Some(_), Some(_), _, _) | (Some(_), _, Some(_), _) => {
             return Err(ServiceError::invalid(
                 "invalid_timing",
