@@ -69,7 +69,7 @@ async fn run(label: &str, database_url: &str, rate: f64, span: Duration, conns: 
         _ => None,
     })
     .expect("settings");
-    let api_key = herald::commands::create_api_key(&settings, "Bench", "admin").expect("key");
+    let api_key = herald::commands::create_api_key(&settings, "Bench", "admin", None).expect("key");
 
     let fake = FakeProvider::start(FakeConfig {
         workers: 1,

@@ -35,6 +35,7 @@ pub mod sessions;
 pub mod settings;
 pub mod templates;
 // Issue 20: triggers.
+pub mod reminders;
 pub mod triggers;
 pub mod users;
 

@@ -648,3 +648,49 @@ diesel::allow_tables_to_appear_in_same_query!(triggers, trigger_events);
 diesel::allow_tables_to_appear_in_same_query!(triggers, channels);
 diesel::allow_tables_to_appear_in_same_query!(trigger_events, messages);
 // --- end issue 20 triggers ---
+
+// --- issue 20: reminders (20261205131000_reminders) ---
+diesel::table! {
+    reminder_rules (id) {
+        id -> BigInt,
+        public_id -> Text,
+        name -> Text,
+        channel_id -> BigInt,
+        template_id -> Nullable<BigInt>,
+        text -> Nullable<Text>,
+        variables -> Text,
+        attribute -> Text,
+        offset_minutes -> Nullable<Integer>,
+        at_time -> Nullable<Text>,
+        day_offset -> Integer,
+        time_zone -> Text,
+        grace_minutes -> Integer,
+        enabled -> Integer,
+        scanned_at -> Nullable<Timestamp>,
+        scanned_id -> BigInt,
+        created_by_label -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    reminders (id) {
+        id -> BigInt,
+        rule_id -> BigInt,
+        contact_id -> BigInt,
+        attribute_value -> Text,
+        due_at -> Nullable<Timestamp>,
+        state -> Text,
+        reason -> Nullable<Text>,
+        message_id -> Nullable<BigInt>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(reminders -> reminder_rules (rule_id));
+diesel::joinable!(reminders -> contacts (contact_id));
+diesel::allow_tables_to_appear_in_same_query!(reminders, reminder_rules);
+diesel::allow_tables_to_appear_in_same_query!(reminders, contacts);
+diesel::allow_tables_to_appear_in_same_query!(reminders, messages);
+// --- end issue 20 reminders ---

@@ -4,8 +4,8 @@
 //! it, and cursor pagination, the same on every list.
 //!
 //! The two PyPI tools run from the virtualenv `.ci/run` makes: `HERALD_TEST_OPENAPI_VALIDATOR`
-//! and `HERALD_TEST_SCHEMATHESIS` name them; without them those two checks are skipped, saying
-//! which variable to set (as `callbacks.rs` does with `HERALD_TEST_PYTHON`).
+//! and `HERALD_TEST_SCHEMATHESIS` name them; without them those two tests are listed as
+//! ignored, naming the variables (`build.rs` sets `herald_openapi_tools`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::process::Command;
@@ -19,8 +19,6 @@ use crate::helpers::{TestApp, api_get, create_api_key};
 crate::both_backends!(
     the_document_describes_every_registered_route_and_nothing_else,
     every_registered_route_is_served_and_asks_for_a_key,
-    the_document_validates_as_openapi_3_1,
-    schemathesis_finds_no_server_error_and_no_undocumented_answer,
     contacts_page_through_next_cursor,
     the_audit_log_pages_through_next_cursor,
     every_list_pages_the_same_way_and_refuses_a_bad_limit_or_cursor,
@@ -192,21 +190,54 @@ async fn every_registered_route_is_served_and_asks_for_a_key(app: TestApp) {
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
 
-/// `HERALD_TEST_OPENAPI_VALIDATOR`: the `openapi-spec-validator` command (`.ci/run` installs it).
-fn tool(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(p) if !p.trim().is_empty() => Some(p),
-        _ => {
-            eprintln!("skipping the {what} check: {var} is not set (.ci/run sets it)");
-            None
-        }
+/// The command a variable names (`.ci/run` installs both tools and sets both variables).
+fn tool(var: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| panic!("{var} names the tool (.ci/run sets it)"))
+}
+
+/// The two checks by the PyPI tools, on each database; ignored without the tools.
+mod tools {
+    use crate::helpers::{Backend, TestApp};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_openapi_tools),
+        ignore = "set HERALD_TEST_OPENAPI_VALIDATOR and HERALD_TEST_SCHEMATHESIS to run the OpenAPI tools"
+    )]
+    async fn sqlite_the_document_validates_as_openapi_3_1() {
+        super::the_document_validates_as_openapi_3_1(TestApp::spawn(Backend::Sqlite).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(herald_openapi_tools),
+        ignore = "set HERALD_TEST_OPENAPI_VALIDATOR and HERALD_TEST_SCHEMATHESIS to run the OpenAPI tools"
+    )]
+    async fn sqlite_schemathesis_finds_no_server_error_and_no_undocumented_answer() {
+        super::schemathesis_finds_no_server_error_and_no_undocumented_answer(
+            TestApp::spawn(Backend::Sqlite).await,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(all(herald_openapi_tools, herald_pg_tests)),
+        ignore = "set HERALD_TEST_DATABASE_URL and the OpenAPI tools' variables to run on PostgreSQL"
+    )]
+    async fn postgres_schemathesis_finds_no_server_error_and_no_undocumented_answer() {
+        super::schemathesis_finds_no_server_error_and_no_undocumented_answer(
+            TestApp::spawn(Backend::Postgres).await,
+        )
+        .await;
     }
 }
 
 async fn the_document_validates_as_openapi_3_1(app: TestApp) {
-    let Some(validator) = tool("HERALD_TEST_OPENAPI_VALIDATOR", "openapi-spec-validator") else {
-        return;
-    };
+    let validator = tool("HERALD_TEST_OPENAPI_VALIDATOR");
     let doc = document(&app).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("openapi.json");
@@ -224,9 +255,7 @@ async fn the_document_validates_as_openapi_3_1(app: TestApp) {
 }
 
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(app: TestApp) {
-    let Some(schemathesis) = tool("HERALD_TEST_SCHEMATHESIS", "schemathesis") else {
-        return;
-    };
+    let schemathesis = tool("HERALD_TEST_SCHEMATHESIS");
     let key = admin_key(&app).await;
     // Something to find: a contact, a broadcast draft and an endpoint.
     let (status, _) = call(

@@ -14,6 +14,7 @@ mod auth;
 mod automations;
 mod broadcast_crash;
 mod broadcast_groups;
+mod reminders;
 // Issue 18: broadcast results.
 mod broadcast_results;
 // Issue 17: a CSV upload as a broadcast's audience.

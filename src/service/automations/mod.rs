@@ -4,6 +4,7 @@
 //! `herald worker`; several instances may run it at once, every change being conditional on
 //! the state it changes.
 
+pub mod reminders;
 pub mod scheduled;
 pub mod triggers;
 
@@ -21,6 +22,9 @@ pub async fn run(dispatcher: Dispatcher, mut stop: watch::Receiver<bool>) {
     loop {
         if let Err(e) = scheduled::promote(&dispatcher).await {
             tracing::warn!(error = ?e, "queueing scheduled messages failed; trying again");
+        }
+        if let Err(e) = reminders::step(&dispatcher).await {
+            tracing::warn!(error = ?e, "sending due reminders failed; trying again");
         }
         tokio::select! {
             _ = tokio::time::sleep(PAUSE) => {}

@@ -21,6 +21,8 @@ pub mod templates;
 pub mod webhook_endpoints;
 // Issue 20: triggers.
 pub mod triggers;
+// Issue 20: reminder rules.
+pub mod reminders;
 
 use std::future::{Ready, ready};
 
@@ -247,6 +249,9 @@ openapi::api_routes! {
     "/triggers" => { get triggers::list, post triggers::create },
     "/triggers/{id}" => { get triggers::get, patch triggers::update, delete triggers::delete },
     "/triggers/{id}/try" => { post triggers::try_payload },
+    // Issue 20: reminder rules.
+    "/reminders" => { get reminders::list, post reminders::create },
+    "/reminders/{id}" => { get reminders::get, patch reminders::update, delete reminders::delete },
 }
 
 /// The API's routes (the table above) under `/api/v1`.

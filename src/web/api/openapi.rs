@@ -177,6 +177,10 @@ const TAGS: &[(&str, &str)] = &[
         "triggers",
         "Incoming webhooks from a shop or CRM that send a message.",
     ),
+    (
+        "reminders",
+        "Rules that send a message before or after a date kept on each contact.",
+    ),
     ("audit", "The audit log."),
     ("meta", "This document."),
 ];
