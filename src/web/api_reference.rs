@@ -13,9 +13,6 @@ use crate::web::chrome::Chrome;
 use crate::web::identity::{Auth, perm};
 use crate::web::render;
 
-/// Where the page lives.
-pub const PATH: &str = "/settings/api-reference";
-
 pub struct TagView {
     pub name: String,
     pub description: String,

@@ -63,7 +63,7 @@ pub mod paths {
     pub const RETENTION: &str = "/settings/retention";
     // Issue 19: status callbacks.
     pub const WEBHOOKS: &str = "/settings/webhooks";
-    pub const API_REFERENCE: &str = super::api_reference::PATH;
+    pub const API_REFERENCE: &str = "/settings/api-reference";
     // Issue 20: automations (triggers).
     pub const AUTOMATIONS: &str = "/automations";
 }
