@@ -18,6 +18,7 @@ crate::both_backends!(
     spawn = spawn;
     a_reminder_goes_once_moves_with_the_date_and_is_dropped_when_cleared,
     reminder_rules_are_managed_through_the_api,
+    three_workers_send_each_reminder_once,
 );
 
 fn rfc3339(at: chrono::DateTime<Utc>) -> String {
@@ -253,4 +254,78 @@ async fn reminder_rules_are_managed_through_the_api(app: TestApp) {
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, b) = get_json(&app, &s.key, &path).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{b}");
+}
+
+/// Three workers on one database (the server's own and two more that run the same step as fast
+/// as they can): every due reminder becomes exactly one message.
+async fn three_workers_send_each_reminder_once(app: TestApp) {
+    const N: usize = 40;
+    let s = setup(&app).await;
+    // Appointments 70 seconds ahead, reminders a minute before: due in about 10 seconds, after
+    // the contacts and the rule are in and both extra workers are running.
+    let soon = Utc::now() + chrono::Duration::seconds(70);
+    let phones: Vec<String> = (0..N).map(|i| format!("+1415555{:04}", 2000 + i)).collect();
+    for phone in &phones {
+        set_date(&app, &s.key, phone, json!(rfc3339(soon))).await;
+    }
+    let (st, rule) = api(
+        &app,
+        Method::POST,
+        "/api/v1/reminders",
+        &s.key,
+        Some(&json!({
+            "name": "Soon",
+            "channel": s.sms.name,
+            "text": "See you soon.",
+            "attribute": "appointment_at",
+            "offset_minutes": -1,
+        })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{rule}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let url = app.database_url.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let db = herald::storage::Db::connect(&url, 1).expect("connect");
+                let mut conn = db.get().expect("connection");
+                let mut queued = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let at = Utc::now();
+                    herald::service::automations::reminders::sync_in(&mut conn, at).expect("sync");
+                    queued += herald::service::automations::reminders::send_due_in(&mut conn, at)
+                        .expect("send")
+                        .len();
+                }
+                queued
+            })
+        })
+        .collect();
+    for phone in &phones {
+        wait_for(&app, phone, |r| r.iter().any(|x| x.1 != "pending")).await;
+    }
+    // A little longer, for any second send to show.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let by_extra: usize = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+
+    for phone in &phones {
+        let r = rows(&app, phone);
+        assert_eq!(r.len(), 1, "one reminder for {phone}: {r:?}");
+        assert_eq!(r[0].1, "sent", "{phone}: {r:?}");
+        assert!(r[0].3.is_some(), "{phone}: {r:?}");
+    }
+    assert_eq!(reminder_messages(&app), i64::try_from(N).unwrap());
+    let per_contact: Vec<i64> = messages::table
+        .filter(messages::source.eq("reminder"))
+        .group_by(messages::contact_id)
+        .select(diesel::dsl::count_star())
+        .load(&mut *app.db())
+        .expect("per contact");
+    assert_eq!(per_contact.len(), N);
+    assert!(per_contact.iter().all(|n| *n == 1), "{per_contact:?}");
+    assert!(by_extra <= N, "the extra workers queued {by_extra}");
 }
