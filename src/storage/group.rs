@@ -92,12 +92,16 @@ pub fn shard_of(key: impl std::hash::Hash) -> u64 {
 #[derive(Clone)]
 pub struct GroupWriter {
     lanes: Arc<Vec<mpsc::Sender<Box<dyn Job>>>>,
+    /// The lanes `shard` picks from; a lane after them, if any, is the dispatcher's own.
+    sharded: usize,
 }
 
 impl GroupWriter {
-    /// Starts `lanes` lane threads writing through `pool`.
-    pub fn start(pool: DbPool, lanes: usize) -> GroupWriter {
-        let senders = (0..lanes.max(1))
+    /// Starts `lanes` lane threads writing through `pool`, plus one more for
+    /// [`GroupWriter::write_turn`] when `own_turn_lane`.
+    pub fn start(pool: DbPool, lanes: usize, own_turn_lane: bool) -> GroupWriter {
+        let sharded = lanes.max(1);
+        let senders = (0..sharded + usize::from(own_turn_lane))
             .map(|n| {
                 let (tx, rx) = mpsc::channel(LANE_QUEUE);
                 let pool = pool.clone();
@@ -110,11 +114,33 @@ impl GroupWriter {
             .collect();
         GroupWriter {
             lanes: Arc::new(senders),
+            sharded,
         }
     }
 
     /// Runs `work` in the lane `shard` picks and answers once its transaction committed.
     pub async fn write<F, T, E>(&self, shard: u64, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<diesel::result::Error> + From<StorageError> + Send + 'static,
+    {
+        self.write_in((shard % self.sharded as u64) as usize, work)
+            .await
+    }
+
+    /// Runs `work` in the dispatcher's own lane (the last one), or the first when there is
+    /// no lane of its own.
+    pub async fn write_turn<F, T, E>(&self, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<diesel::result::Error> + From<StorageError> + Send + 'static,
+    {
+        self.write_in(self.lanes.len() - 1, work).await
+    }
+
+    async fn write_in<F, T, E>(&self, lane: usize, work: F) -> Result<T, E>
     where
         F: FnMut(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -126,7 +152,7 @@ impl GroupWriter {
             outcome: None,
             reply,
         });
-        let lane = &self.lanes[(shard % self.lanes.len() as u64) as usize];
+        let lane = &self.lanes[lane];
         if lane.send(job).await.is_err() {
             return Err(StorageError::Lane("the write lane has stopped").into());
         }

@@ -21,7 +21,7 @@ use crate::domain::audit::Actor;
 use crate::domain::message::MessageSource;
 use crate::domain::phone::{DefaultCountry, E164};
 use crate::domain::template::Variables;
-use crate::domain::trigger::{Headers, Mapping, Scheme, Verification};
+use crate::domain::trigger::{Headers, Mapping, Scheme, Verification, text_at};
 use crate::service::idempotency::{self, IdempotencyKey};
 use crate::service::sends::{
     self, Checked, ContentRequest, Recipient, Requester, SendRequest, TemplateRef,
@@ -550,7 +550,21 @@ pub async fn receive(
         .and_then(|h| headers.get(h))
         .map(|v| v.trim().chars().take(200).collect::<String>())
         .filter(|v| !v.is_empty());
-    let shard = crate::storage::group::shard_of(&row.slug);
+    let mapping: Mapping = serde_json::from_str(&row.mapping).map_err(ServiceError::internal)?;
+    let payload = read_payload(&body, too_large);
+    let stored_payload = (!too_large).then(|| kept(&body));
+    drop(body);
+    // Deliveries for one recipient take one write lane (a retry finds its twin committed, and
+    // the contact's rows are locked by one lane only); different recipients spread over the
+    // lanes, so one busy trigger is not limited to one lane's round trips.
+    let shard = match payload
+        .as_ref()
+        .ok()
+        .and_then(|p| text_at(p, &mapping.phone))
+    {
+        Some(phone) => crate::storage::group::shard_of(phone.trim()),
+        None => crate::storage::group::shard_of(&row.slug),
+    };
     let actor = Actor::system(&format!("Trigger \"{}\"", row.name));
     let country = svc.settings.default_country;
     let received = svc
@@ -559,11 +573,14 @@ pub async fn receive(
             write_transaction(conn, |conn| {
                 handle(
                     conn,
-                    &row,
-                    &actor,
-                    delivery_id.as_deref(),
-                    &body,
-                    too_large,
+                    &Delivery {
+                        row: &row,
+                        mapping: &mapping,
+                        actor: &actor,
+                        delivery_id: delivery_id.as_deref(),
+                        payload: &payload,
+                        stored_payload: stored_payload.as_deref(),
+                    },
                     country,
                 )
             })
@@ -589,37 +606,52 @@ fn done(outcome: &'static str, reason: Option<String>) -> Received {
     }
 }
 
-/// One delivery, inside the write's transaction.
-fn handle(
-    conn: &mut DbConnection,
-    row: &TriggerRow,
-    actor: &Actor,
-    delivery_id: Option<&str>,
-    body: &[u8],
-    too_large: bool,
-    default_country: DefaultCountry,
-) -> ServiceResult<Received> {
-    let mapping: Mapping = serde_json::from_str(&row.mapping).map_err(ServiceError::internal)?;
-    let payload: Result<Value, String> = if too_large {
+/// The payload as JSON, or why it cannot be read.
+fn read_payload(body: &[u8], too_large: bool) -> Result<Value, String> {
+    if too_large {
         Err(format!(
             "Refused: the payload is larger than {} MiB.",
             MAX_PAYLOAD / (1024 * 1024)
         ))
     } else {
         serde_json::from_slice(body).map_err(|e| format!("Refused: the payload is not JSON ({e})."))
-    };
+    }
+}
+
+/// One delivery as the write lane handles it (read once, before its turn).
+struct Delivery<'a> {
+    row: &'a TriggerRow,
+    mapping: &'a Mapping,
+    actor: &'a Actor,
+    delivery_id: Option<&'a str>,
+    payload: &'a Result<Value, String>,
+    /// The first bytes kept for the event log (`None` when the payload was too large).
+    stored_payload: Option<&'a str>,
+}
+
+/// One delivery, inside the write's transaction.
+fn handle(
+    conn: &mut DbConnection,
+    d: &Delivery<'_>,
+    default_country: DefaultCountry,
+) -> ServiceResult<Received> {
+    let Delivery {
+        row,
+        mapping,
+        actor,
+        delivery_id,
+        payload,
+        stored_payload,
+    } = *d;
     let dedup = match (delivery_id, &payload) {
         (Some(id), _) => Some(format!("delivery:{id}")),
         (None, Ok(p)) => mapping.dedup_value(p).map(|v| format!("key:{v}")),
         _ => None,
     };
-    let delay_key = payload.as_ref().ok().and_then(|p| {
-        mapping
-            .delay_key
-            .as_deref()
-            .and_then(|k| crate::domain::trigger::text_at(p, k))
-    });
-    let stored_payload = (!too_large).then(|| kept(body));
+    let delay_key = payload
+        .as_ref()
+        .ok()
+        .and_then(|p| mapping.delay_key.as_deref().and_then(|k| text_at(p, k)));
     let Some(event_id) = store::insert_event(
         conn,
         &NewEvent {
@@ -628,7 +660,7 @@ fn handle(
             delay_key: delay_key.as_deref(),
             outcome: "received",
             reason: None,
-            payload: stored_payload.as_deref(),
+            payload: stored_payload,
         },
     )?
     else {
@@ -638,7 +670,7 @@ fn handle(
         ));
     };
     let outcome = match payload {
-        Err(why) => done("refused", Some(why)),
+        Err(why) => done("refused", Some(why.clone())),
         Ok(payload) => {
             // A later event with the same key replaces what an earlier one scheduled, whatever
             // this one then does (an order cancelled before its confirmation went).
@@ -652,9 +684,9 @@ fn handle(
                     )?;
                 }
             }
-            match mapping.conditions_hold(&payload) {
+            match mapping.conditions_hold(payload) {
                 Err(why) => done("skipped", Some(why)),
-                Ok(()) => send_for(conn, row, actor, &mapping, &payload, default_country)?,
+                Ok(()) => send_for(conn, row, actor, mapping, payload, default_country)?,
             }
         }
     };
