@@ -51,6 +51,18 @@ fn rule_form<'a>(
     fields
 }
 
+/// Creates the rule of [`rule_form`] through the form; its page's path.
+async fn create_rule(s: &Setup, name: &str) -> String {
+    let res = s
+        .admin
+        .post_form("/automations/reminders", &rule_form(s, name, &[]))
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let path = location(&res);
+    assert!(path.starts_with("/automations/reminders/"), "{path}");
+    path
+}
+
 /// Sets a contact's `appointment_at` through the API.
 async fn appointment(app: &TestApp, s: &Setup, phone: &str, at: chrono::DateTime<Utc>) {
     let (st, b) = api(
@@ -132,13 +144,7 @@ async fn an_admin_makes_a_reminder_rule_sees_it_due_disables_and_deletes_it(app:
     let phone = "+14155550181";
     let at = Utc::now() + chrono::Duration::days(3);
     appointment(&app, &s, phone, at).await;
-    let res = s
-        .admin
-        .post_form("/automations/reminders", &rule_form(&s, "Day before", &[]))
-        .await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let path = location(&res);
-    assert!(path.starts_with("/automations/reminders/"), "{path}");
+    let path = create_rule(&s, "Day before").await;
 
     // The same name again is refused on the name.
     let res = s
@@ -229,12 +235,7 @@ async fn an_admin_makes_a_reminder_rule_sees_it_due_disables_and_deletes_it(app:
 
 async fn only_admins_see_the_reminder_pages(app: TestApp) {
     let s = setup(&app).await;
-    let res = s
-        .admin
-        .post_form("/automations/reminders", &rule_form(&s, "Day before", &[]))
-        .await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let path = location(&res);
+    let path = create_rule(&s, "Day before").await;
     for get in ["/automations/reminders", path.as_str()] {
         assert_eq!(
             s.lead.get(get).await.status(),
@@ -251,6 +252,17 @@ async fn only_admins_see_the_reminder_pages(app: TestApp) {
         .post_form("/automations/reminders", &rule_form(&s, "Sneaky", &[]))
         .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // The delete question names the rule as typed (escaped once, not twice).
+    let tricky = create_rule(&s, "Tom & Jerry's \"visit\"").await;
+    let page = s.admin.get_html(&tricky).await;
+    let doc = scraper::Html::parse_document(&page);
+    let sel = scraper::Selector::parse("form[data-confirm]").expect("selector");
+    let question = doc
+        .select(&sel)
+        .next()
+        .and_then(|f| f.value().attr("data-confirm"))
+        .expect("the delete form asks");
+    assert!(question.contains("“Tom & Jerry's \"visit\"”"), "{question}");
     // Signed out: to the sign-in page.
     let res = app.client().get("/automations/reminders").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
