@@ -18,6 +18,7 @@ crate::both_backends!(
     an_admin_makes_a_reminder_rule_sees_it_due_disables_and_deletes_it,
     only_admins_see_the_reminder_pages,
     a_trigger_page_has_the_same_enable_and_delete_buttons,
+    a_rules_page_shows_what_was_sent_and_what_was_skipped_and_why,
 );
 
 /// The form for "1 day before appointment_at" as text on the SMS channel, with `extra`
@@ -53,9 +54,13 @@ fn rule_form<'a>(
 
 /// Creates the rule of [`rule_form`] through the form; its page's path.
 async fn create_rule(s: &Setup, name: &str) -> String {
+    create_rule_with(s, name, &[]).await
+}
+
+async fn create_rule_with(s: &Setup, name: &str, extra: &[(&str, &str)]) -> String {
     let res = s
         .admin
-        .post_form("/automations/reminders", &rule_form(s, name, &[]))
+        .post_form("/automations/reminders", &rule_form(s, name, extra))
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let path = location(&res);
@@ -65,15 +70,22 @@ async fn create_rule(s: &Setup, name: &str) -> String {
 
 /// Sets a contact's `appointment_at` through the API.
 async fn appointment(app: &TestApp, s: &Setup, phone: &str, at: chrono::DateTime<Utc>) {
+    set_appointment(
+        app,
+        s,
+        phone,
+        json!(at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+    )
+    .await;
+}
+
+async fn set_appointment(app: &TestApp, s: &Setup, phone: &str, value: serde_json::Value) {
     let (st, b) = api(
         app,
         Method::POST,
         "/api/v1/contacts",
         &s.key,
-        Some(&json!({
-            "phone": phone,
-            "attributes": {"appointment_at": at.to_rfc3339_opts(SecondsFormat::Secs, true)},
-        })),
+        Some(&json!({"phone": phone, "attributes": {"appointment_at": value}})),
     )
     .await;
     assert!(st.is_success(), "{st} {b}");
@@ -88,16 +100,26 @@ async fn switch(admin: &Client, path: &str, enabled: &str) -> String {
     admin.get_html(path).await
 }
 
-/// The rule's page once the background step lists `phone` as due next (it runs each second).
+/// The rule's page once the background step (it runs each second) lists `phone` as due next.
 async fn page_once_due(admin: &Client, path: &str, phone: &str) -> String {
-    for _ in 0..100 {
+    page_once(
+        admin,
+        path,
+        &format!("#rule-due tr[data-contact='{phone}']"),
+    )
+    .await
+}
+
+/// The page once it shows something matching `selector`.
+async fn page_once(admin: &Client, path: &str, selector: &str) -> String {
+    for _ in 0..300 {
         let page = admin.get_html(path).await;
-        if !texts(&page, &format!("#rule-due tr[data-contact='{phone}']")).is_empty() {
+        if !texts(&page, selector).is_empty() {
             return page;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{phone} never showed as due next on {path}");
+    panic!("nothing matched {selector} on {path}");
 }
 
 async fn an_admin_makes_a_reminder_rule_sees_it_due_disables_and_deletes_it(app: TestApp) {
@@ -274,6 +296,39 @@ async fn only_admins_see_the_reminder_pages(app: TestApp) {
             .join(" ")
             .contains("Enabled")
     );
+}
+
+async fn a_rules_page_shows_what_was_sent_and_what_was_skipped_and_why(app: TestApp) {
+    let s = setup(&app).await;
+    // A minute before an appointment 62 seconds away: sent within seconds, with its message;
+    // a date that is not one: skipped, with why.
+    let sent = "+14155550184";
+    appointment(&app, &s, sent, Utc::now() + chrono::Duration::seconds(62)).await;
+    let skipped = "+14155550185";
+    set_appointment(&app, &s, skipped, json!("next tuesday")).await;
+    let path = create_rule_with(&s, "Minute before", &[("unit", "minutes"), ("amount", "1")]).await;
+
+    let page = page_once(&s.admin, &path, "#rule-activity tr[data-state='sent']").await;
+    let page = if texts(&page, "#rule-activity tr[data-state='skipped']").is_empty() {
+        page_once(&s.admin, &path, "#rule-activity tr[data-state='skipped']").await
+    } else {
+        page
+    };
+    let row = texts(&page, "#rule-activity tr[data-state='sent']").join(" ");
+    assert!(row.contains(sent), "{row}");
+    let doc = scraper::Html::parse_document(&page);
+    let link =
+        scraper::Selector::parse("#rule-activity tr[data-state='sent'] a[href^='/messages/']")
+            .expect("selector");
+    let message = doc
+        .select(&link)
+        .next()
+        .and_then(|a| a.value().attr("href"))
+        .expect("a link to the message");
+    assert_eq!(s.admin.get(message).await.status(), StatusCode::OK);
+    let row = texts(&page, "#rule-activity tr[data-state='skipped']").join(" ");
+    assert!(row.contains(skipped), "{row}");
+    assert!(row.contains("not a date"), "the reason: {row}");
 }
 
 /// Triggers share the Enable/Disable and Delete buttons (and their handlers) with reminder rules.
