@@ -19,6 +19,7 @@ crate::both_backends!(
     only_admins_see_the_reminder_pages,
     a_trigger_page_has_the_same_enable_and_delete_buttons,
     a_rules_page_shows_what_was_sent_and_what_was_skipped_and_why,
+    the_list_of_rules_pages,
 );
 
 /// The form for "1 day before appointment_at" as text on the SMS channel, with `extra`
@@ -329,6 +330,40 @@ async fn a_rules_page_shows_what_was_sent_and_what_was_skipped_and_why(app: Test
     let row = texts(&page, "#rule-activity tr[data-state='skipped']").join(" ");
     assert!(row.contains(skipped), "{row}");
     assert!(row.contains("not a date"), "the reason: {row}");
+}
+
+async fn the_list_of_rules_pages(app: TestApp) {
+    let s = setup(&app).await;
+    for n in 1..=51 {
+        let (st, b) = api(
+            &app,
+            Method::POST,
+            "/api/v1/reminders",
+            &s.key,
+            Some(
+                &json!({"name": format!("Rule {n:02}"), "channel": s.sms.name,
+                "text": "Soon!", "attribute": "appointment_at", "offset_minutes": -60}),
+            ),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+    }
+    let first = s.admin.get_html("/automations/reminders").await;
+    let names = texts(&first, "tr[data-rule] td:first-child");
+    assert_eq!(names.len(), 50);
+    assert_eq!(names[0], "Rule 01");
+    let doc = scraper::Html::parse_document(&first);
+    let next = scraper::Selector::parse("a[rel=next]").expect("selector");
+    let next = doc
+        .select(&next)
+        .next()
+        .and_then(|a| a.value().attr("href"))
+        .expect("a next page")
+        .to_owned();
+    let second = s.admin.get_html(&next).await;
+    assert_eq!(texts(&second, "tr[data-rule] td:first-child"), ["Rule 51"]);
+    assert!(texts(&second, "a[rel=next]").is_empty(), "the last page");
+    assert_eq!(texts(&second, ".pager a"), ["First page"]);
 }
 
 /// Triggers share the Enable/Disable and Delete buttons (and their handlers) with reminder rules.
