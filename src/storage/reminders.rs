@@ -383,3 +383,13 @@ pub fn mark(conn: &mut DbConnection, id: i64, state: &str, reason: &str) -> Quer
         ))
         .execute(conn)
 }
+
+/// How many reminders each of these rules has pending (rules with none are left out).
+pub fn pending_counts(conn: &mut DbConnection, rule_ids: &[i64]) -> QueryResult<Vec<(i64, i64)>> {
+    reminders::table
+        .filter(reminders::rule_id.eq_any(rule_ids))
+        .filter(reminders::state.eq("pending"))
+        .group_by(reminders::rule_id)
+        .select((reminders::rule_id, diesel::dsl::count_star()))
+        .load(conn)
+}

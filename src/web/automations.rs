@@ -9,15 +9,18 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use crate::domain::audit::Actor;
 use crate::domain::fields::FieldProblems;
 use crate::domain::trigger::{Mapping, Scheme};
 use crate::error::AppError;
-use crate::service::ServiceError;
+use crate::service::ServiceResult;
 use crate::service::automations::triggers::{
-    self, Choices, Trial, TriggerContent, TriggerInput, TriggerView,
+    self, Trial, TriggerContent, TriggerInput, TriggerView,
 };
+use crate::service::automations::{self as automation, Choices};
 use crate::startup::AppState;
 use crate::storage::triggers::EventLine;
+use crate::web::automation_forms::{Switchable, form_refusal, template_choice};
 use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
@@ -80,7 +83,7 @@ async fn index_page(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let triggers = triggers::list(state).await?;
-    let choices = triggers::choices(state).await?;
+    let choices = automation::choices(state).await?;
     render_with_status(
         &IndexPage {
             chrome,
@@ -130,11 +133,8 @@ fn input_from(form: &TriggerForm) -> Result<TriggerInput, FieldProblems> {
             Mapping::default()
         }
     };
-    let content = match form.template.split_once('|') {
-        Some((name, language)) => TriggerContent::Template {
-            name: name.to_owned(),
-            language: language.to_owned(),
-        },
+    let content = match template_choice(&form.template) {
+        Some((name, language)) => TriggerContent::Template { name, language },
         None => TriggerContent::Text(form.text.clone()),
     };
     if !problems.is_empty() {
@@ -182,27 +182,10 @@ pub async fn create(
                 t.name,
                 t.scheme.map(Scheme::label).unwrap_or("the sender")
             ));
-            Ok(redirect_response(
-                &req,
-                &format!("{}/triggers/{}", paths::AUTOMATIONS, t.id),
-            ))
+            Ok(redirect_response(&req, &TriggerPages::page(&t.id)))
         }
-        Err(ServiceError::Invalid {
-            fields, message, ..
-        }) => {
-            index_page(
-                &state,
-                chrome,
-                form,
-                fields,
-                Some(message),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(ServiceError::Conflict { message, .. }) => {
-            let mut errors = FieldProblems::new();
-            errors.add("name", message.clone());
+        Err(e) => {
+            let (errors, message) = form_refusal(e)?;
             index_page(
                 &state,
                 chrome,
@@ -213,7 +196,6 @@ pub async fn create(
             )
             .await
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -347,51 +329,33 @@ pub async fn try_it(
     show_page(&state, chrome, id, None, Some(trial), sample).await
 }
 
-/// `POST /automations/triggers/{id}/enabled` with `enabled=true|false`.
-pub async fn set_enabled(
-    req: HttpRequest,
-    auth: Auth<perm::ManageAutomations>,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    path: web::Path<String>,
-    form: web::Form<EnabledForm>,
-) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
-    let enabled = form.enabled == "true";
-    let t = triggers::update(&state, auth.actor(), id.clone(), move |mut i| {
-        i.enabled = enabled;
-        i
-    })
-    .await?;
-    session.success(if enabled {
-        format!("Trigger \"{}\" is enabled.", t.name)
-    } else {
-        format!(
-            "Trigger \"{}\" is disabled: deliveries get 410 until it is enabled again.",
-            t.name
-        )
-    });
-    Ok(redirect_response(
-        &req,
-        &format!("{}/triggers/{id}", paths::AUTOMATIONS),
-    ))
-}
+/// A trigger's enable/disable and delete buttons (`automation_forms::set_enabled`, `delete`).
+pub struct TriggerPages;
 
-#[derive(Debug, Default, Deserialize)]
-pub struct EnabledForm {
-    #[serde(default)]
-    enabled: String,
-}
+impl Switchable for TriggerPages {
+    const NOUN: &'static str = "Trigger";
+    const LIST: &'static str = paths::AUTOMATIONS;
+    const WHILE_DISABLED: &'static str = "deliveries get 410 until it is enabled again.";
 
-/// `POST /automations/triggers/{id}/delete`.
-pub async fn delete(
-    req: HttpRequest,
-    auth: Auth<perm::ManageAutomations>,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    path: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
-    triggers::delete(&state, auth.actor(), path.into_inner()).await?;
-    session.success("Trigger deleted; the messages it sent stay in the history.");
-    Ok(redirect_response(&req, paths::AUTOMATIONS))
+    fn page(id: &str) -> String {
+        format!("{}/triggers/{id}", paths::AUTOMATIONS)
+    }
+
+    async fn switch(
+        state: &AppState,
+        actor: Actor,
+        id: String,
+        enabled: bool,
+    ) -> ServiceResult<String> {
+        let t = triggers::update(state, actor, id, move |mut i| {
+            i.enabled = enabled;
+            i
+        })
+        .await?;
+        Ok(t.name)
+    }
+
+    async fn delete(state: &AppState, actor: Actor, id: String) -> ServiceResult<()> {
+        triggers::delete(state, actor, id).await
+    }
 }

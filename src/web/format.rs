@@ -14,6 +14,24 @@ pub fn datetime(at: &NaiveDateTime) -> String {
     at.format("%-d %b %Y, %H:%M UTC").to_string()
 }
 
+/// "25 Nov 2026, 17:04 CET": a UTC time read in a zone.
+pub fn datetime_in(at: &NaiveDateTime, zone: chrono_tz::Tz) -> String {
+    at.and_utc()
+        .with_timezone(&zone)
+        .format("%-d %b %Y, %H:%M %Z")
+        .to_string()
+}
+
+/// A number of minutes in the largest whole unit: "1 day", "3 hours", "90 minutes".
+pub fn minutes_words(minutes: u32) -> String {
+    let plural = |n: u32, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match minutes {
+        m if m > 0 && m.is_multiple_of(24 * 60) => plural(m / (24 * 60), "day"),
+        m if m > 0 && m.is_multiple_of(60) => plural(m / 60, "hour"),
+        m => plural(m, "minute"),
+    }
+}
+
 /// "never", "just now", "5 min ago", "3 h ago", "2 days ago", or the date past a month.
 pub fn ago(at: Option<&NaiveDateTime>) -> String {
     ago_at(at, chrono::Utc::now().naive_utc())
@@ -245,6 +263,20 @@ mod tests {
             "250 milliseconds"
         );
         assert_eq!(duration_words(Duration::from_secs(120)), "2 minutes");
+    }
+
+    #[test]
+    fn minutes_read_in_their_largest_whole_unit() {
+        assert_eq!(minutes_words(1440), "1 day");
+        assert_eq!(minutes_words(2880), "2 days");
+        assert_eq!(minutes_words(120), "2 hours");
+        assert_eq!(minutes_words(90), "90 minutes");
+        assert_eq!(minutes_words(0), "0 minutes");
+        let at = NaiveDateTime::parse_from_str("2026-11-25 16:04:00", "%F %T").unwrap();
+        assert_eq!(
+            datetime_in(&at, chrono_tz::Europe::Berlin),
+            "25 Nov 2026, 17:04 CET"
+        );
     }
 
     #[test]

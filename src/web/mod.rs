@@ -10,6 +10,8 @@ pub mod audit;
 pub mod auth_pages;
 // Issue 20: Automations › Triggers.
 pub mod automations;
+// Issue 20: what the trigger and reminder pages share.
+pub mod automation_forms;
 pub mod body_deadline;
 pub mod broadcasts;
 pub mod channels;
@@ -34,6 +36,8 @@ pub mod lists;
 pub mod messages;
 pub mod metrics;
 pub mod resend;
+// Issue 20: Automations › Reminders.
+pub mod reminders;
 pub mod send;
 pub mod session;
 pub mod templates;
@@ -66,6 +70,8 @@ pub mod paths {
     pub const API_REFERENCE: &str = "/settings/api-reference";
     // Issue 20: automations (triggers).
     pub const AUTOMATIONS: &str = "/automations";
+    // Issue 20: Automations › Reminders.
+    pub const REMINDERS: &str = "/automations/reminders";
 }
 
 /// Marks the `/api/v1` scope: `Auth<P>` authenticates with bearer keys there.
@@ -211,8 +217,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/automations/triggers/{id}").get(automations::show))
         .service(resource("/automations/triggers/{id}/try").post(automations::try_it))
-        .service(resource("/automations/triggers/{id}/enabled").post(automations::set_enabled))
-        .service(resource("/automations/triggers/{id}/delete").post(automations::delete))
+        .service(
+            resource("/automations/triggers/{id}/enabled")
+                .post(automation_forms::set_enabled::<automations::TriggerPages>),
+        )
+        .service(
+            resource("/automations/triggers/{id}/delete")
+                .post(automation_forms::delete::<automations::TriggerPages>),
+        )
+        // Issue 20: Automations › Reminders.
+        .service(
+            resource(paths::REMINDERS)
+                .route(get().to(reminders::index))
+                .route(post().to(reminders::create)),
+        )
+        .service(
+            resource("/automations/reminders/{id}")
+                .route(get().to(reminders::show))
+                .route(post().to(reminders::update)),
+        )
+        .service(
+            resource("/automations/reminders/{id}/enabled")
+                .post(automation_forms::set_enabled::<reminders::RulePages>),
+        )
+        .service(
+            resource("/automations/reminders/{id}/delete")
+                .post(automation_forms::delete::<reminders::RulePages>),
+        )
         // Issue 18: the message detail page and the retention setting.
         .service(resource("/messages/{id}").get(messages::show))
         .service(

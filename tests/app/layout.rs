@@ -95,7 +95,25 @@ async fn seed(app: &TestApp, s: &fixtures::Setup) -> Vec<String> {
         .and_then(|rest| rest.split('"').next())
         .expect("a list link")
         .to_owned();
+    // Issue 20: a reminder rule with a long name, on the Reminders list and its own page.
+    let (status, rule) = crate::provider_kit::api(
+        app,
+        reqwest::Method::POST,
+        "/api/v1/reminders",
+        &s.key,
+        Some(
+            &json!({"name": LONG_NAME, "channel": "Sandbox SMS", "text": "See you tomorrow!",
+            "attribute": "loyalty_programme_membership_reference", "offset_minutes": -1440}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
     vec![
+        "/automations/reminders".into(),
+        format!(
+            "/automations/reminders/{}",
+            rule["id"].as_str().expect("id")
+        ),
         format!("/contacts/{contact}"),
         format!("/contacts?list={list}"),
         "/contacts/lists".into(),

@@ -15,6 +15,8 @@ mod automations;
 mod broadcast_crash;
 mod broadcast_groups;
 mod reminders;
+// Issue 20: Automations › Reminders (the pages).
+mod reminder_pages;
 // Issue 18: broadcast results.
 mod broadcast_results;
 // Issue 17: a CSV upload as a broadcast's audience.

@@ -13,6 +13,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::dispatch::worker::Dispatcher;
+use crate::service::{ServiceResult, Services};
+use crate::storage::channels::{self, Channel};
+use crate::storage::templates;
 
 /// How often the background step looks for due work when nothing woke it.
 const PAUSE: Duration = Duration::from_secs(1);
@@ -34,4 +37,32 @@ pub async fn run(dispatcher: Dispatcher, mut stop: watch::Receiver<bool>) {
             break;
         }
     }
+}
+
+/// What the trigger and reminder forms offer: the channels, and the templates that may be sent
+/// now as (channel name, template name, language).
+pub struct Choices {
+    pub channels: Vec<Channel>,
+    pub templates: Vec<(String, String, String)>,
+}
+
+pub async fn choices(svc: &Services) -> ServiceResult<Choices> {
+    svc.read(|conn| {
+        let channels = channels::list(conn)?;
+        let templates = templates::sendable_list(conn, &templates::TemplateFilter::default())?
+            .into_iter()
+            .map(|(c, t)| {
+                (
+                    c.name,
+                    t.template.name().to_string(),
+                    t.template.language().to_string(),
+                )
+            })
+            .collect();
+        Ok(Choices {
+            channels,
+            templates,
+        })
+    })
+    .await
 }

@@ -398,24 +398,53 @@ pub async fn delete(svc: &Services, actor: Actor, public_id: String) -> ServiceR
     .await
 }
 
-/// A page of rules after the cursor (a rule's public id) and the cursor of the next page.
+fn page_in(
+    conn: &mut DbConnection,
+    request: crate::service::paging::PageRequest,
+) -> ServiceResult<crate::service::paging::Page<RuleView>> {
+    let rows = store::page(conn, request.after, request.fetch())?;
+    let page = request.finish(rows, |row| row.id);
+    let data = page
+        .data
+        .into_iter()
+        .map(|r| view(conn, r))
+        .collect::<ServiceResult<Vec<_>>>()?;
+    Ok(crate::service::paging::Page {
+        data,
+        next_cursor: page.next_cursor,
+    })
+}
+
 /// A page of rules, in the order they were made (the API's list).
 pub async fn page(
     svc: &Services,
     request: crate::service::paging::PageRequest,
 ) -> ServiceResult<crate::service::paging::Page<RuleView>> {
+    svc.read(move |conn| page_in(conn, request)).await
+}
+
+/// A rule as the Reminders page lists it: the rule and how many of its reminders are due next.
+pub struct Listed {
+    pub rule: RuleView,
+    pub due_next: i64,
+}
+
+/// A page of rules with their pending counts (the Reminders page).
+pub async fn listing(
+    svc: &Services,
+    request: crate::service::paging::PageRequest,
+) -> ServiceResult<crate::service::paging::Page<Listed>> {
     svc.read(move |conn| {
-        let rows = store::page(conn, request.after, request.fetch())?;
-        let page = request.finish(rows, |row| row.id);
-        let data = page
-            .data
-            .into_iter()
-            .map(|r| view(conn, r))
-            .collect::<ServiceResult<Vec<_>>>()?;
-        Ok(crate::service::paging::Page {
-            data,
-            next_cursor: page.next_cursor,
-        })
+        let page = page_in(conn, request)?;
+        let ids: Vec<i64> = page.data.iter().map(|r| r.row_id).collect();
+        let counts = store::pending_counts(conn, &ids)?;
+        Ok(page.map(|rule| Listed {
+            due_next: counts
+                .iter()
+                .find(|(id, _)| *id == rule.row_id)
+                .map_or(0, |(_, n)| *n),
+            rule,
+        }))
     })
     .await
 }

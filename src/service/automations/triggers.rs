@@ -896,31 +896,3 @@ pub async fn try_payload(
     })
     .await
 }
-
-/// What the trigger form offers: the channels, and the templates that may be sent now as
-/// (channel name, template name, language).
-pub struct Choices {
-    pub channels: Vec<Channel>,
-    pub templates: Vec<(String, String, String)>,
-}
-
-pub async fn choices(svc: &Services) -> ServiceResult<Choices> {
-    svc.read(|conn| {
-        let channels = channels::list(conn)?;
-        let templates = templates::sendable_list(conn, &templates::TemplateFilter::default())?
-            .into_iter()
-            .map(|(c, t)| {
-                (
-                    c.name,
-                    t.template.name().to_string(),
-                    t.template.language().to_string(),
-                )
-            })
-            .collect();
-        Ok(Choices {
-            channels,
-            templates,
-        })
-    })
-    .await
-}

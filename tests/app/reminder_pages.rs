@@ -1,0 +1,453 @@
+//! Issue 20, Automations › Reminders (the pages): an admin makes a reminder rule through the
+//! form (a bad one comes back 422 naming the field), finds it in the list, sees on its page
+//! the reminder due next for a contact whose date is set, disables it and deletes it (behind a
+//! confirmation); nobody else gets in. A trigger's page shares those buttons.
+
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::fixtures::{Setup, setup, spawn};
+use crate::helpers::{Client, TestApp, location, texts};
+use crate::provider_kit::api;
+
+crate::both_backends!(
+    spawn = spawn;
+    an_admin_makes_a_reminder_rule_sees_it_due_disables_and_deletes_it,
+    only_admins_see_the_reminder_pages,
+    a_trigger_page_has_the_same_enable_and_delete_buttons,
+    a_rules_page_shows_what_was_sent_and_what_was_skipped_and_why,
+    the_list_of_rules_pages,
+);
+
+/// The form for "1 day before appointment_at" as text on the SMS channel, with `extra`
+/// fields replacing the defaults.
+fn rule_form<'a>(
+    s: &'a Setup,
+    name: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut fields = vec![
+        ("name", name),
+        ("channel", s.sms.public_id.as_str()),
+        ("template", ""),
+        ("text", "See you tomorrow!"),
+        ("variables", ""),
+        ("attribute", "appointment_at"),
+        ("timing", "offset"),
+        ("amount", "1"),
+        ("unit", "days"),
+        ("direction", "before"),
+        ("at_time", "09:00"),
+        ("days", "1"),
+        ("day_direction", "before"),
+        ("time_zone", "Europe/Berlin"),
+        ("grace_minutes", "60"),
+    ];
+    for (k, v) in extra {
+        fields.retain(|(f, _)| f != k);
+        fields.push((k, v));
+    }
+    fields
+}
+
+/// Creates the rule of [`rule_form`] through the form; its page's path.
+async fn create_rule(s: &Setup, name: &str) -> String {
+    create_rule_with(s, name, &[]).await
+}
+
+async fn create_rule_with(s: &Setup, name: &str, extra: &[(&str, &str)]) -> String {
+    let res = s
+        .admin
+        .post_form("/automations/reminders", &rule_form(s, name, extra))
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let path = location(&res);
+    assert!(path.starts_with("/automations/reminders/"), "{path}");
+    path
+}
+
+/// Sets a contact's `appointment_at` through the API.
+async fn appointment(app: &TestApp, s: &Setup, phone: &str, at: chrono::DateTime<Utc>) {
+    set_appointment(
+        app,
+        s,
+        phone,
+        json!(at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+    )
+    .await;
+}
+
+async fn set_appointment(app: &TestApp, s: &Setup, phone: &str, value: serde_json::Value) {
+    let (st, b) = api(
+        app,
+        Method::POST,
+        "/api/v1/contacts",
+        &s.key,
+        Some(&json!({"phone": phone, "attributes": {"appointment_at": value}})),
+    )
+    .await;
+    assert!(st.is_success(), "{st} {b}");
+}
+
+/// Enables or disables the rule through its button; its page afterwards.
+async fn switch(admin: &Client, path: &str, enabled: &str) -> String {
+    let res = admin
+        .post_form(&format!("{path}/enabled"), &[("enabled", enabled)])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    admin.get_html(path).await
+}
+
+/// The rule's page once the background step (it runs each second) lists `phone` as due next.
+async fn page_once_due(admin: &Client, path: &str, phone: &str) -> String {
+    page_once(
+        admin,
+        path,
+        &format!("#rule-due tr[data-contact='{phone}']"),
+    )
+    .await
+}
+
+/// The page once it shows something matching `selector`.
+async fn page_once(admin: &Client, path: &str, selector: &str) -> String {
+    for _ in 0..300 {
+        let page = admin.get_html(path).await;
+        if !texts(&page, selector).is_empty() {
+            return page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nothing matched {selector} on {path}");
+}
+
+async fn an_admin_makes_a_reminder_rule_sees_it_due_disables_and_deletes_it(app: TestApp) {
+    let s = setup(&app).await;
+
+    // No rules yet: the empty state, and Automations shows Triggers and Reminders as tabs.
+    let page = s.admin.get_html("/automations/reminders").await;
+    assert!(page.contains("No reminder rules yet."), "{page}");
+    assert_eq!(texts(&page, "nav.tabs a"), ["Triggers", "Reminders"]);
+    assert_eq!(texts(&page, "nav.tabs a.active"), ["Reminders"]);
+    let triggers = s.admin.get_html("/automations").await;
+    assert_eq!(texts(&triggers, "nav.tabs a.active"), ["Triggers"]);
+
+    // Bad forms come back 422 with the problem beside its field and what was typed kept.
+    for (extra, field, words) in [
+        (
+            vec![("at_time", "25:00"), ("timing", "at_time")],
+            "#r-at-time-error",
+            "HH:MM",
+        ),
+        (vec![("amount", "soon")], "#r-amount-error", "whole number"),
+        (
+            vec![("time_zone", "Mars/Base")],
+            "#r-time-zone-error",
+            "time zone",
+        ),
+        (vec![("name", "")], "#r-name-error", "name"),
+    ] {
+        let res = s
+            .admin
+            .post_form(
+                "/automations/reminders",
+                &rule_form(&s, "Day before", &extra),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{extra:?}");
+        let html = res.text().await.expect("body");
+        let error = texts(&html, field).join(" ");
+        assert!(error.contains(words), "{extra:?}: {error:?} in {html}");
+        assert!(html.contains("See you tomorrow!"), "the text is kept");
+    }
+
+    // A contact with an appointment in three days; then the rule, made through the form.
+    let phone = "+14155550181";
+    let at = Utc::now() + chrono::Duration::days(3);
+    appointment(&app, &s, phone, at).await;
+    let path = create_rule(&s, "Day before").await;
+
+    // The same name again is refused on the name.
+    let res = s
+        .admin
+        .post_form("/automations/reminders", &rule_form(&s, "Day before", &[]))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.expect("body");
+    assert!(texts(&html, "#r-name-error").join(" ").contains("already"));
+
+    // The list shows it, its timing in words.
+    let page = s.admin.get_html("/automations/reminders").await;
+    let row = texts(&page, "tr[data-rule='Day before']").join(" ");
+    assert!(row.contains("1 day before appointment_at"), "{row}");
+    assert!(row.contains("Text: See you tomorrow!"), "{row}");
+    assert!(row.contains("Enabled"), "{row}");
+
+    // Its page: the contact due next, a day before the appointment, in the rule's zone.
+    let page = page_once_due(&s.admin, &path, phone).await;
+    let due = texts(&page, &format!("#rule-due tr[data-contact='{phone}']")).join(" ");
+    let berlin: chrono_tz::Tz = "Europe/Berlin".parse().expect("zone");
+    let expected = (at - chrono::Duration::days(1))
+        .with_timezone(&berlin)
+        .format("%-d %b %Y, %H:%M")
+        .to_string();
+    assert!(due.contains(&expected), "{due} should say {expected}");
+    assert!(
+        due.contains(&at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        "{due}"
+    );
+    assert!(page.contains("Nothing sent, skipped or cancelled yet."));
+    let list = s.admin.get_html("/automations/reminders").await;
+    assert_eq!(
+        texts(&list, "tr[data-rule='Day before'] td[data-due-next]"),
+        ["1"]
+    );
+
+    // Edited through the same form: two hours before.
+    let res = s
+        .admin
+        .post_form(
+            &path,
+            &rule_form(&s, "Day before", &[("unit", "hours"), ("amount", "2")]),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = s.admin.get_html(&path).await;
+    assert_eq!(
+        texts(&page, "#rule-timing"),
+        ["2 hours before appointment_at"]
+    );
+    let res = s
+        .admin
+        .post_form(
+            &path,
+            &rule_form(&s, "Day before", &[("grace_minutes", "-1")]),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.expect("body");
+    assert!(!texts(&html, "#r-grace-error").is_empty(), "{html}");
+
+    // Disabled (the list says so), then enabled again.
+    let page = switch(&s.admin, &path, "false").await;
+    assert!(page.contains("id=\"enable-rule\""), "{page}");
+    let list = s.admin.get_html("/automations/reminders").await;
+    assert!(
+        texts(&list, "tr[data-rule='Day before']")
+            .join(" ")
+            .contains("Disabled")
+    );
+    let page = switch(&s.admin, &path, "true").await;
+    assert!(page.contains("id=\"disable-rule\""), "{page}");
+    assert!(page.contains("is enabled."), "the flash says so: {page}");
+
+    // Delete asks first (the form carries the question), needs the CSRF token, and removes it.
+    let delete_form = format!("form[action='{path}/delete'][data-confirm]");
+    assert_eq!(texts(&page, &delete_form).len(), 1, "{page}");
+    let res = s.admin.post_form_raw(&format!("{path}/delete"), &[]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = s.admin.post_form(&format!("{path}/delete"), &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/automations/reminders");
+    assert_eq!(s.admin.get(&path).await.status(), StatusCode::NOT_FOUND);
+    let page = s.admin.get_html("/automations/reminders").await;
+    assert!(page.contains("No reminder rules yet."), "{page}");
+}
+
+async fn only_admins_see_the_reminder_pages(app: TestApp) {
+    let s = setup(&app).await;
+    let path = create_rule(&s, "Day before").await;
+    for get in ["/automations/reminders", path.as_str()] {
+        assert_eq!(
+            s.lead.get(get).await.status(),
+            StatusCode::FORBIDDEN,
+            "{get}"
+        );
+    }
+    for post in [format!("{path}/delete"), format!("{path}/enabled")] {
+        let res = s.lead.post_form(&post, &[("enabled", "false")]).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{post}");
+    }
+    let res = s
+        .lead
+        .post_form("/automations/reminders", &rule_form(&s, "Sneaky", &[]))
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // The delete question names the rule as typed (escaped once, not twice).
+    let tricky = create_rule(&s, "Tom & Jerry's \"visit\"").await;
+    let page = s.admin.get_html(&tricky).await;
+    let doc = scraper::Html::parse_document(&page);
+    let sel = scraper::Selector::parse("form[data-confirm]").expect("selector");
+    let question = doc
+        .select(&sel)
+        .next()
+        .and_then(|f| f.value().attr("data-confirm"))
+        .expect("the delete form asks");
+    assert!(question.contains("“Tom & Jerry's \"visit\"”"), "{question}");
+    // Signed out: to the sign-in page.
+    let res = app.client().get("/automations/reminders").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(location(&res).starts_with("/login"), "{}", location(&res));
+    // The rule is still there, still enabled.
+    let page = s.admin.get_html("/automations/reminders").await;
+    assert!(
+        texts(&page, "tr[data-rule='Day before']")
+            .join(" ")
+            .contains("Enabled")
+    );
+}
+
+async fn a_rules_page_shows_what_was_sent_and_what_was_skipped_and_why(app: TestApp) {
+    let s = setup(&app).await;
+    // A minute before an appointment 62 seconds away: sent within seconds, with its message;
+    // a date that is not one: skipped, with why.
+    let sent = "+14155550184";
+    appointment(&app, &s, sent, Utc::now() + chrono::Duration::seconds(62)).await;
+    let skipped = "+14155550185";
+    set_appointment(&app, &s, skipped, json!("next tuesday")).await;
+    let path = create_rule_with(&s, "Minute before", &[("unit", "minutes"), ("amount", "1")]).await;
+
+    let page = page_once(&s.admin, &path, "#rule-activity tr[data-state='sent']").await;
+    let page = if texts(&page, "#rule-activity tr[data-state='skipped']").is_empty() {
+        page_once(&s.admin, &path, "#rule-activity tr[data-state='skipped']").await
+    } else {
+        page
+    };
+    let row = texts(&page, "#rule-activity tr[data-state='sent']").join(" ");
+    assert!(row.contains(sent), "{row}");
+    let doc = scraper::Html::parse_document(&page);
+    let link =
+        scraper::Selector::parse("#rule-activity tr[data-state='sent'] a[href^='/messages/']")
+            .expect("selector");
+    let message = doc
+        .select(&link)
+        .next()
+        .and_then(|a| a.value().attr("href"))
+        .expect("a link to the message");
+    assert_eq!(s.admin.get(message).await.status(), StatusCode::OK);
+    let row = texts(&page, "#rule-activity tr[data-state='skipped']").join(" ");
+    assert!(row.contains(skipped), "{row}");
+    assert!(row.contains("not a date"), "the reason: {row}");
+}
+
+async fn the_list_of_rules_pages(app: TestApp) {
+    let s = setup(&app).await;
+    for n in 1..=51 {
+        let (st, b) = api(
+            &app,
+            Method::POST,
+            "/api/v1/reminders",
+            &s.key,
+            Some(
+                &json!({"name": format!("Rule {n:02}"), "channel": s.sms.name,
+                "text": "Soon!", "attribute": "appointment_at", "offset_minutes": -60}),
+            ),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+    }
+    let first = s.admin.get_html("/automations/reminders").await;
+    let names = texts(&first, "tr[data-rule] td:first-child");
+    assert_eq!(names.len(), 50);
+    assert_eq!(names[0], "Rule 01");
+    let doc = scraper::Html::parse_document(&first);
+    let next = scraper::Selector::parse("a[rel=next]").expect("selector");
+    let next = doc
+        .select(&next)
+        .next()
+        .and_then(|a| a.value().attr("href"))
+        .expect("a next page")
+        .to_owned();
+    let second = s.admin.get_html(&next).await;
+    assert_eq!(texts(&second, "tr[data-rule] td:first-child"), ["Rule 51"]);
+    assert!(texts(&second, "a[rel=next]").is_empty(), "the last page");
+    assert_eq!(texts(&second, ".pager a"), ["First page"]);
+}
+
+/// Triggers share the Enable/Disable and Delete buttons (and their handlers) with reminder rules.
+async fn a_trigger_page_has_the_same_enable_and_delete_buttons(app: TestApp) {
+    let s = setup(&app).await;
+    let (st, t) = api(
+        &app,
+        Method::POST,
+        "/api/v1/triggers",
+        &s.key,
+        Some(&json!({
+            "name": "Orders",
+            "channel": s.sms.name,
+            "text": "Thanks for your order!",
+            "verification": {"scheme": "api_key"},
+            "mapping": {"phone": "/phone"},
+        })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    let path = format!("/automations/triggers/{}", t["id"].as_str().expect("id"));
+    let page = switch(&s.admin, &path, "false").await;
+    assert!(page.contains("id=\"enable-trigger\""), "{page}");
+    assert!(
+        page.contains("deliveries get 410"),
+        "the flash says what it means: {page}"
+    );
+    let page = switch(&s.admin, &path, "true").await;
+    assert!(page.contains("id=\"disable-trigger\""), "{page}");
+    let delete_form = format!("form[action='{path}/delete'][data-confirm]");
+    assert_eq!(texts(&page, &delete_form).len(), 1, "{page}");
+    let res = s.admin.post_form(&format!("{path}/delete"), &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/automations");
+    assert_eq!(s.admin.get(&path).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(herald_browser_tests),
+    ignore = "set HERALD_TEST_CHROMEDRIVER to run browser tests"
+)]
+async fn in_the_browser_an_admin_makes_a_day_before_reminder_and_sees_it_due() {
+    let app = spawn(crate::helpers::Backend::Sqlite).await;
+    let s = setup(&app).await;
+    let phone = "+14155550182";
+    let at = Utc::now() + chrono::Duration::days(3);
+    appointment(&app, &s, phone, at).await;
+    let b = crate::browser::Browser::start(&app.address).await;
+    b.sign_in(crate::helpers::ADMIN_EMAIL, crate::helpers::PASSWORD)
+        .await;
+    b.wait_for_text("Hello, Ada").await;
+
+    // Automations › Reminders: the form starts at "1 day before appointment_at".
+    b.click("a[href='/automations']").await;
+    b.wait_for_text("New trigger").await;
+    b.click("nav.tabs a[href='/automations/reminders']").await;
+    b.wait_for_text("No reminder rules yet.").await;
+    b.fill("#r-name", "Appointment tomorrow").await;
+    crate::broadcasts::select(&b, "#r-channel", &s.sms.public_id).await;
+    b.fill("#r-text", "See you tomorrow!").await;
+    b.click("#reminder-form button[type=submit]").await;
+    b.wait_for_text("it sends 1 day before appointment_at")
+        .await;
+    assert_eq!(
+        b.text("#rule-timing").await.trim(),
+        "1 day before appointment_at"
+    );
+
+    // Due next: the contact, once the background step has looked (the page is read again).
+    let path = b.path().await;
+    let mut due = String::new();
+    for _ in 0..100 {
+        due = b.text("#rule-due").await;
+        if due.contains(phone) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.goto(&path).await;
+    }
+    assert!(due.contains(phone), "{due}");
+    let when = (at - chrono::Duration::days(1))
+        .format("%-d %b %Y")
+        .to_string();
+    assert!(due.contains(&when), "{due} should say {when}");
+    b.finish().await;
+}
