@@ -320,7 +320,6 @@ fn summary(f: &RuleFields) -> serde_json::Value {
     })
 }
 
-/// Creates a rule (audited `reminder.created`).
 /// Creates a rule (audited `reminder.created`); `once` is the API's `Idempotency-Key`, kept in
 /// the same transaction.
 pub async fn create(
