@@ -10,6 +10,7 @@ use super::{ServiceResult, Services};
 use crate::domain::broadcast::BroadcastState;
 use crate::domain::role::{Permission, Role};
 use crate::storage::broadcasts::{self, BroadcastRow, Counts};
+use crate::storage::channels::Channel;
 use crate::storage::message_counts::{self, DayCount, FailureCount};
 use crate::storage::schema::{consent_events, contact_windows, template_versions, templates};
 use crate::storage::{Db, DbConnection, now};
@@ -39,9 +40,52 @@ pub struct Overview {
     pub opt_outs_week: Vec<(String, i64)>,
 }
 
-/// Reads the overview for someone with `role`.
-pub async fn load(svc: &Services, role: Role) -> ServiceResult<Overview> {
-    svc.read(move |conn| Ok(read(conn, role, now())?)).await
+/// What an admin still has to set up (the home page's checklist).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetupFacts {
+    pub has_marketer: bool,
+    pub has_support_lead: bool,
+    /// A real (not sandbox) channel answered "Test connection".
+    pub has_tested_channel: bool,
+    pub has_api_key: bool,
+}
+
+/// Everything the home page shows, read in one trip to the pool.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub overview: Overview,
+    pub channels: Vec<Channel>,
+    /// For admins only.
+    pub setup: Option<SetupFacts>,
+}
+
+/// Reads the home page for someone with `role`: the overview, the channels and (for admins)
+/// what is left to set up.
+pub async fn home(svc: &Services, role: Role) -> ServiceResult<Home> {
+    svc.read(move |conn| {
+        let overview = read(conn, role, now())?;
+        let channels = crate::storage::channels::list(conn)?;
+        let setup = if role == Role::Admin {
+            let people = crate::storage::users::list(conn)?;
+            let has_role = |r: Role| people.iter().any(|u| u.role == r && u.is_active());
+            Some(SetupFacts {
+                has_marketer: has_role(Role::Marketer),
+                has_support_lead: has_role(Role::SupportLead),
+                has_tested_channel: channels
+                    .iter()
+                    .any(|c| !c.is_sandbox() && c.tested_ok_at.is_some()),
+                has_api_key: !crate::storage::api_keys::list(conn)?.is_empty(),
+            })
+        } else {
+            None
+        };
+        Ok(Home {
+            overview,
+            channels,
+            setup,
+        })
+    })
+    .await
 }
 
 fn read(conn: &mut DbConnection, role: Role, at: NaiveDateTime) -> QueryResult<Overview> {

@@ -6,11 +6,10 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
-use crate::domain::role::{Permission, Role};
+use crate::domain::role::Permission;
 use crate::error::AppError;
 use crate::startup::AppState;
-use crate::storage::channels::{self, Channel};
-use crate::storage::{api_keys, users};
+use crate::storage::channels::Channel;
 use crate::web::chrome::Chrome;
 use crate::web::identity::{Auth, perm};
 use crate::web::render;
@@ -39,44 +38,33 @@ pub async fn dashboard(
     chrome: Chrome,
 ) -> Result<HttpResponse, AppError> {
     let role = auth.principal.role();
-    let figures = crate::service::overview::load(&state.services, role).await?;
-    let (channels, steps) = state
-        .db
-        .run(move |conn| {
-            let channels = channels::list(conn)?;
-            let mut steps = Vec::new();
-            if role == Role::Admin {
-                let people = users::list(conn)?;
-                let has_role = |r: Role| people.iter().any(|u| u.role == r && u.is_active());
-                steps = vec![
-                    SetupStep {
-                        done: has_role(Role::Marketer),
-                        text: "Invite a marketer",
-                        href: crate::web::paths::USERS,
-                    },
-                    SetupStep {
-                        done: has_role(Role::SupportLead),
-                        text: "Invite a support lead to review templates",
-                        href: crate::web::paths::USERS,
-                    },
-                    SetupStep {
-                        // Ticked once a real account answered "Test connection", not on adding.
-                        done: channels
-                            .iter()
-                            .any(|c| !c.is_sandbox() && c.tested_ok_at.is_some()),
-                        text: "Connect a real WhatsApp, SMS or Viber account",
-                        href: crate::web::paths::CHANNELS,
-                    },
-                    SetupStep {
-                        done: !api_keys::list(conn)?.is_empty(),
-                        text: "Create an API key for your own systems",
-                        href: crate::web::paths::API_KEYS,
-                    },
-                ];
-            }
-            Ok::<_, AppError>((channels, steps))
-        })
-        .await?;
+    let home = crate::service::overview::home(&state.services, role).await?;
+    let steps = home.setup.map_or_else(Vec::new, |f| {
+        vec![
+            SetupStep {
+                done: f.has_marketer,
+                text: "Invite a marketer",
+                href: crate::web::paths::USERS,
+            },
+            SetupStep {
+                done: f.has_support_lead,
+                text: "Invite a support lead to review templates",
+                href: crate::web::paths::USERS,
+            },
+            SetupStep {
+                // Ticked once a real account answered "Test connection", not on adding.
+                done: f.has_tested_channel,
+                text: "Connect a real WhatsApp, SMS or Viber account",
+                href: crate::web::paths::CHANNELS,
+            },
+            SetupStep {
+                done: f.has_api_key,
+                text: "Create an API key for your own systems",
+                href: crate::web::paths::API_KEYS,
+            },
+        ]
+    });
+    let (figures, channels) = (home.overview, home.channels);
     let first_name = auth
         .user()
         .and_then(|u| u.name.split_whitespace().next().map(str::to_owned))
