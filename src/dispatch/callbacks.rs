@@ -99,6 +99,8 @@ impl CallbackWorker {
 const FAN_OUT_BATCH: i64 = 500;
 /// Attempts recorded per transaction at most.
 const RECORD_BATCH: usize = 256;
+/// How long the recorder waits for more finished calls to settle in one transaction.
+const RECORD_LINGER: Duration = Duration::from_millis(20);
 /// Deliveries claimed ahead (waiting or under way) per endpoint at most.
 pub const CLAIM_AHEAD: usize = 256;
 /// Deliveries claimed ahead in all at most.
@@ -602,11 +604,14 @@ async fn record(
     retry_base: Duration,
 ) {
     while let Some(first) = done.recv().await {
+        // Calls finish one by one: what finishes within a short while joins the batch, so a
+        // transaction settles many rather than a few.
         let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + RECORD_LINGER;
         while batch.len() < RECORD_BATCH {
-            match done.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(_) => break,
+            match tokio::time::timeout_at(until, done.recv()).await {
+                Ok(Some(o)) => batch.push(o),
+                Ok(None) | Err(_) => break,
             }
         }
         let endpoints: Vec<i64> = batch.iter().map(Settled::endpoint_id).collect();
@@ -630,17 +635,24 @@ async fn record(
             // Left as claimed: each comes due again when its lease ends.
             tracing::warn!(error = ?e, tried, untried, "settling callback attempts failed");
         }
-        {
+        // The claimer is woken only when an endpoint may claim again (a round costs the
+        // fan-out's transaction and two reads even when there is nothing to claim).
+        let may_claim = {
             let mut held = held(&shared);
+            let mut may_claim = false;
             for id in endpoints {
                 if let Some(n) = held.per_endpoint.get_mut(&id) {
                     *n = n.saturating_sub(1);
+                    may_claim |= *n <= CLAIM_AHEAD / 2;
                     if *n == 0 {
                         held.per_endpoint.remove(&id);
                     }
                 }
             }
+            may_claim
+        };
+        if may_claim {
+            wake.notify_one();
         }
-        wake.notify_one();
     }
 }
