@@ -1,8 +1,8 @@
 //! Status callbacks (issue 19): endpoints and the event types they want, the events the
 //! triggers append (migration 20261205100000_status_callbacks), deliveries fanned out from
 //! them, and each attempt. Events are taken and deliveries claimed with `FOR UPDATE SKIP
-//! LOCKED` on PostgreSQL and by one conditional statement on SQLite (whose writers are
-//! serialised), so several workers never take one twice.
+//! LOCKED` on PostgreSQL and by conditional statements in one write transaction on SQLite
+//! (whose writers are serialised), so several workers never take one twice.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
