@@ -1,11 +1,15 @@
 //! The status-callback worker (issue 19): fans the events the triggers appended out into
-//! deliveries, claims due deliveries per endpoint (a lease, so several workers never deliver
-//! one attempt twice and a dead worker's claims come due again), posts them signed by the
-//! Standard Webhooks scheme, and records each attempt in batches.
+//! deliveries, claims due deliveries ahead, up to [`CLAIM_AHEAD`] per endpoint, every endpoint
+//! in one statement (a lease, so several workers never deliver one attempt twice and a dead
+//! worker's claims come due again), posts them signed by the Standard Webhooks scheme, and
+//! settles the attempts in batches, one transaction for many.
 //!
-//! A slow or dead endpoint holds at most [`CallbackConfig::per_endpoint`] requests of this
-//! worker; the others and message sending go on (the calls run on their own tasks, and no
-//! transaction is open during one). Requests never follow redirects, time out, and go only to
+//! Each claimed delivery waits for a permit of its endpoint's semaphore
+//! ([`CallbackConfig::per_endpoint`]) and one of the worker's ([`CallbackConfig::overall`]):
+//! a slow or dead endpoint holds only its own permits, so the other endpoints and message
+//! sending go on (the calls run on their own tasks, and no transaction is open during one).
+//! Claims still waiting for their turn have their lease extended while it runs; one whose
+//! lease ran out anyway, or whose endpoint went away, is given back untried. Requests never follow redirects, time out, and go only to
 //! the address that was checked: names are resolved here, and an endpoint that does not allow
 //! private networks never reaches a loopback, private or link-local address, whatever its DNS
 //! says between the check and the call.
@@ -15,7 +19,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, watch};
+use chrono::NaiveDateTime;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use crate::auth::keys::Keys;
 use crate::domain::callbacks::{self as rules, refused_address};
@@ -56,6 +61,19 @@ impl CallbackConfig {
         chrono::TimeDelta::from_std(self.timeout * 2 + Duration::from_secs(1))
             .unwrap_or(chrono::TimeDelta::minutes(5))
     }
+
+    /// The lease a claim must have left for its call to start: the call's timeout and a
+    /// second to record it.
+    fn lease_to_start(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.timeout + Duration::from_secs(1))
+            .unwrap_or(chrono::TimeDelta::minutes(2))
+    }
+
+    /// A waiting claim's lease is extended once less than this is left (half-way between
+    /// what a start needs and a whole lease).
+    fn extend_below(&self) -> chrono::TimeDelta {
+        (self.lease() + self.lease_to_start()) / 2
+    }
 }
 
 /// What starts the worker: `herald serve` (with `HERALD_RUN_WORKER`) and `herald worker`.
@@ -81,6 +99,12 @@ impl CallbackWorker {
 const FAN_OUT_BATCH: i64 = 500;
 /// Attempts recorded per transaction at most.
 const RECORD_BATCH: usize = 256;
+/// How long the recorder waits for more finished calls to settle in one transaction.
+const RECORD_LINGER: Duration = Duration::from_millis(20);
+/// Deliveries claimed ahead (waiting or under way) per endpoint at most.
+pub const CLAIM_AHEAD: usize = 256;
+/// Deliveries claimed ahead in all at most.
+const HELD_MAX: usize = 1024;
 /// How often finished deliveries past retention are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -152,8 +176,49 @@ struct Target {
     keys_until: Option<chrono::NaiveDateTime>,
 }
 
-/// Requests open per endpoint, shared with the recorder (which frees them).
-type Open = Arc<Mutex<HashMap<i64, usize>>>;
+/// What this worker holds claimed, shared by the claimer, the calls and the recorder.
+#[derive(Default)]
+struct Held {
+    /// Claimed and not yet settled, per endpoint.
+    per_endpoint: HashMap<i64, usize>,
+    /// Claimed and waiting for their turn: each one's lease end, by delivery id. A call takes
+    /// its claim out of here when it starts; the claimer extends the leases of the others.
+    waiting: HashMap<i64, NaiveDateTime>,
+}
+
+type Shared = Arc<Mutex<Held>>;
+
+fn held(shared: &Shared) -> std::sync::MutexGuard<'_, Held> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What became of a claim.
+enum Settled {
+    Tried(AttemptOutcome),
+    /// Given back untried: its endpoint went away, the worker is stopping, or its lease ran
+    /// out before its turn.
+    Untried {
+        delivery_id: i64,
+        endpoint_id: i64,
+        attempts: i32,
+    },
+}
+
+impl Settled {
+    fn endpoint_id(&self) -> i64 {
+        match self {
+            Settled::Tried(o) => o.endpoint_id,
+            Settled::Untried { endpoint_id, .. } => *endpoint_id,
+        }
+    }
+}
+
+/// The permits calls wait for: each endpoint's and the worker's. Closing one gives back the
+/// claims still waiting on it.
+struct Permits {
+    overall: Arc<Semaphore>,
+    per_endpoint: HashMap<i64, Arc<Semaphore>>,
+}
 
 /// Runs until `stop` turns true.
 pub async fn run(db: Db, keys: Keys, config: CallbackConfig, mut stop: watch::Receiver<bool>) {
@@ -164,23 +229,35 @@ pub async fn run(db: Db, keys: Keys, config: CallbackConfig, mut stop: watch::Re
             return;
         }
     };
-    let open: Open = Arc::default();
+    let shared: Shared = Arc::default();
     let wake = Arc::new(Notify::new());
-    let (done_tx, done_rx) = mpsc::channel::<AttemptOutcome>(4096);
+    let (done_tx, done_rx) = mpsc::channel::<Settled>(HELD_MAX * 2);
     let recorder = tokio::spawn(record(
         db.clone(),
         done_rx,
-        open.clone(),
+        shared.clone(),
         wake.clone(),
         config.retry_base,
     ));
+    let mut permits = Permits {
+        overall: Arc::new(Semaphore::new(config.overall.max(1))),
+        per_endpoint: HashMap::new(),
+    };
     let mut targets: HashMap<i64, Arc<Target>> = HashMap::new();
     let mut last_purge = Instant::now();
     loop {
         if *stop.borrow() {
             break;
         }
-        if let Err(e) = step(&db, &keys, &config, &clients, &open, &done_tx, &mut targets).await {
+        let round = Round {
+            db: &db,
+            keys: &keys,
+            config: &config,
+            clients: &clients,
+            shared: &shared,
+            done: &done_tx,
+        };
+        if let Err(e) = round.step(&mut permits, &mut targets).await {
             tracing::warn!(error = ?e, "status callbacks: a step failed");
         }
         if last_purge.elapsed() >= PURGE_EVERY {
@@ -197,90 +274,209 @@ pub async fn run(db: Db, keys: Keys, config: CallbackConfig, mut stop: watch::Re
             _ = tokio::time::sleep(config.poll) => {}
         }
     }
+    // Claims still waiting are given back; calls under way finish (within the timeout) and
+    // are recorded; a claim left unsettled comes due again when its lease ends.
+    permits.overall.close();
+    for p in permits.per_endpoint.values() {
+        p.close();
+    }
     drop(done_tx);
-    // Calls under way finish (within the timeout) and are recorded; a claim left unrecorded
-    // comes due again when its lease ends.
     let _ = tokio::time::timeout(config.timeout + Duration::from_secs(5), recorder).await;
 }
 
-/// One round: fan out waiting events, then claim and start what each endpoint has room for.
-async fn step(
-    db: &Db,
-    keys: &Keys,
-    config: &CallbackConfig,
-    clients: &Clients,
-    open: &Open,
-    done: &mpsc::Sender<AttemptOutcome>,
-    targets: &mut HashMap<i64, Arc<Target>>,
-) -> anyhow::Result<()> {
-    loop {
-        let taken = db.run(|conn| service::fan_out(conn, FAN_OUT_BATCH)).await?;
-        if (taken as i64) < FAN_OUT_BATCH {
-            break;
+/// What one round works with.
+struct Round<'a> {
+    db: &'a Db,
+    keys: &'a Keys,
+    config: &'a CallbackConfig,
+    clients: &'a Clients,
+    shared: &'a Shared,
+    done: &'a mpsc::Sender<Settled>,
+}
+
+impl Round<'_> {
+    /// Fans out waiting events, extends the leases of claims about to run out before their
+    /// turn, then claims ahead for every endpoint with room, in one statement.
+    async fn step(
+        &self,
+        permits: &mut Permits,
+        targets: &mut HashMap<i64, Arc<Target>>,
+    ) -> anyhow::Result<()> {
+        let db = self.db;
+        loop {
+            let taken = db.run(|conn| service::fan_out(conn, FAN_OUT_BATCH)).await?;
+            if (taken as i64) < FAN_OUT_BATCH {
+                break;
+            }
         }
-    }
-    let endpoints = db
-        .run(|conn| Ok::<_, crate::service::ServiceError>(store::enabled_endpoints(conn)?))
-        .await?;
-    targets.retain(|id, _| endpoints.iter().any(|e| e.id == *id));
-    for endpoint in endpoints {
-        let (room, total) = {
-            let open = open.lock().unwrap_or_else(|e| e.into_inner());
-            let total: usize = open.values().sum();
-            let mine = open.get(&endpoint.id).copied().unwrap_or(0);
-            (
-                config
-                    .per_endpoint
-                    .saturating_sub(mine)
-                    .min(config.overall.saturating_sub(total)),
-                total,
-            )
-        };
-        if room == 0 || total >= config.overall {
-            continue;
-        }
-        let target = match target_for(keys, &endpoint, targets) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(endpoint = %endpoint.public_id, error = ?e, "cannot sign for this endpoint");
+        let endpoints = db
+            .run(|conn| Ok::<_, crate::service::ServiceError>(store::enabled_endpoints(conn)?))
+            .await?;
+        targets.retain(|id, _| endpoints.iter().any(|e| e.id == *id));
+        // An endpoint disabled or deleted: its waiting claims are given back.
+        permits.per_endpoint.retain(|id, p| {
+            let keep = endpoints.iter().any(|e| e.id == *id);
+            if !keep {
+                p.close();
+            }
+            keep
+        });
+        self.extend_leases().await?;
+        let (mut wanted, mut room_left) = (Vec::new(), {
+            let held = held(self.shared);
+            HELD_MAX.saturating_sub(held.per_endpoint.values().sum())
+        });
+        let mut ready = HashMap::new();
+        for endpoint in &endpoints {
+            let mine = held(self.shared)
+                .per_endpoint
+                .get(&endpoint.id)
+                .copied()
+                .unwrap_or(0);
+            // Claim again once half of what was claimed ahead has gone.
+            if mine > CLAIM_AHEAD / 2 || room_left == 0 {
                 continue;
             }
-        };
-        let id = endpoint.id;
-        let lease_until = now() + config.lease();
+            let target = match target_for(self.keys, endpoint, targets) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(endpoint = %endpoint.public_id, error = ?e, "cannot sign for this endpoint");
+                    continue;
+                }
+            };
+            let room = (CLAIM_AHEAD - mine).min(room_left);
+            room_left -= room;
+            wanted.push((endpoint.id, room as i64));
+            ready.insert(endpoint.id, target);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let lease_until = now() + self.config.lease();
         let claimed = db
             .run(move |conn| {
-                Ok::<_, crate::service::ServiceError>(store::claim(
+                Ok::<_, crate::service::ServiceError>(store::claim_due(conn, &wanted, lease_until)?)
+            })
+            .await?;
+        {
+            let mut held = held(self.shared);
+            for d in &claimed {
+                *held.per_endpoint.entry(d.endpoint_id).or_default() += 1;
+                held.waiting.insert(d.id, lease_until);
+            }
+        }
+        for delivery in claimed {
+            let Some(target) = ready.get(&delivery.endpoint_id).cloned() else {
+                // Not asked for (never happens): given back.
+                held(self.shared).waiting.remove(&delivery.id);
+                let _ = self
+                    .done
+                    .send(Settled::Untried {
+                        delivery_id: delivery.id,
+                        endpoint_id: delivery.endpoint_id,
+                        attempts: delivery.attempts,
+                    })
+                    .await;
+                continue;
+            };
+            let mine = permits
+                .per_endpoint
+                .entry(delivery.endpoint_id)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_endpoint.max(1))))
+                .clone();
+            let client = if target.allow_private {
+                self.clients.any.clone()
+            } else {
+                self.clients.public_only.clone()
+            };
+            let call = Call {
+                shared: self.shared.clone(),
+                done: self.done.clone(),
+                lease_to_start: self.config.lease_to_start(),
+            };
+            tokio::spawn(call.run(mine, permits.overall.clone(), client, target, delivery));
+        }
+        Ok(())
+    }
+
+    /// Extends, in one statement, the leases of waiting claims that would soon be too short
+    /// to start; a claim whose lease could not be extended (it ran out: another worker may hold
+    /// it now) is dropped from the waiting, and its call gives it back untried.
+    async fn extend_leases(&self) -> anyhow::Result<()> {
+        let at = now();
+        let before = at + self.config.extend_below();
+        let due: Vec<i64> = held(self.shared)
+            .waiting
+            .iter()
+            .filter(|(_, lease)| **lease < before)
+            .map(|(id, _)| *id)
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let lease_until = at + self.config.lease();
+        let ids = due.clone();
+        let extended = self
+            .db
+            .run(move |conn| {
+                Ok::<_, crate::service::ServiceError>(store::extend_leases(
                     conn,
-                    id,
-                    room as i64,
+                    &ids,
+                    before,
                     lease_until,
                 )?)
             })
             .await?;
-        if claimed.is_empty() {
-            continue;
-        }
-        *open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-            .or_default() += claimed.len();
-        for delivery in claimed {
-            let target = target.clone();
-            let client = if target.allow_private {
-                clients.any.clone()
+        let extended: std::collections::HashSet<i64> = extended.into_iter().collect();
+        let mut held = held(self.shared);
+        for id in due {
+            if extended.contains(&id) {
+                if let Some(lease) = held.waiting.get_mut(&id) {
+                    *lease = lease_until;
+                }
             } else {
-                clients.public_only.clone()
-            };
-            let done = done.clone();
-            tokio::spawn(async move {
-                let outcome = deliver(&client, &target, delivery).await;
-                let _ = done.send(outcome).await;
-            });
+                held.waiting.remove(&id);
+            }
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// One claimed delivery on its way: waits for its permits, then makes the call if its claim
+/// still holds, and hands what became of it to the recorder.
+struct Call {
+    shared: Shared,
+    done: mpsc::Sender<Settled>,
+    lease_to_start: chrono::TimeDelta,
+}
+
+impl Call {
+    async fn run(
+        self,
+        mine: Arc<Semaphore>,
+        overall: Arc<Semaphore>,
+        client: reqwest::Client,
+        target: Arc<Target>,
+        d: DeliveryRow,
+    ) {
+        let permits = match mine.acquire_owned().await {
+            Ok(m) => overall.acquire_owned().await.ok().map(|o| (m, o)),
+            Err(_) => None,
+        };
+        let lease = held(&self.shared).waiting.remove(&d.id);
+        let holds = lease.is_some_and(|until| until - now() >= self.lease_to_start);
+        let settled = if permits.is_some() && holds {
+            Settled::Tried(deliver(&client, &target, d).await)
+        } else {
+            Settled::Untried {
+                delivery_id: d.id,
+                endpoint_id: d.endpoint_id,
+                attempts: d.attempts,
+            }
+        };
+        let _ = self.done.send(settled).await;
+        drop(permits);
+    }
 }
 
 fn target_for(
@@ -398,40 +594,65 @@ fn describe(e: &reqwest::Error) -> String {
     words.chars().take(500).collect()
 }
 
-/// Records finished attempts a batch at a time, then frees their endpoints' room.
+/// Settles finished calls and claims given back a batch at a time, in one transaction, then
+/// frees their endpoints' room to claim ahead.
 async fn record(
     db: Db,
-    mut done: mpsc::Receiver<AttemptOutcome>,
-    open: Open,
+    mut done: mpsc::Receiver<Settled>,
+    shared: Shared,
     wake: Arc<Notify>,
     retry_base: Duration,
 ) {
     while let Some(first) = done.recv().await {
+        // Calls finish one by one: what finishes within a short while joins the batch, so a
+        // transaction settles many rather than a few.
         let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + RECORD_LINGER;
         while batch.len() < RECORD_BATCH {
-            match done.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(_) => break,
+            match tokio::time::timeout_at(until, done.recv()).await {
+                Ok(Some(o)) => batch.push(o),
+                Ok(None) | Err(_) => break,
             }
         }
-        let endpoints: Vec<i64> = batch.iter().map(|o| o.endpoint_id).collect();
-        let written = {
-            let batch = batch.clone();
-            db.run(move |conn| service::record_attempts(conn, &batch, retry_base))
-                .await
-        };
+        let endpoints: Vec<i64> = batch.iter().map(Settled::endpoint_id).collect();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut released = Vec::new();
+        for s in batch {
+            match s {
+                Settled::Tried(o) => outcomes.push(o),
+                Settled::Untried {
+                    delivery_id,
+                    attempts,
+                    ..
+                } => released.push((delivery_id, attempts)),
+            }
+        }
+        let (tried, untried) = (outcomes.len(), released.len());
+        let written = db
+            .run(move |conn| service::settle(conn, &outcomes, &released, retry_base))
+            .await;
         if let Err(e) = written {
             // Left as claimed: each comes due again when its lease ends.
-            tracing::warn!(error = ?e, attempts = batch.len(), "recording callback attempts failed");
+            tracing::warn!(error = ?e, tried, untried, "settling callback attempts failed");
         }
-        {
-            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+        // The claimer is woken only when an endpoint may claim again (a round costs the
+        // fan-out's transaction and two reads even when there is nothing to claim).
+        let may_claim = {
+            let mut held = held(&shared);
+            let mut may_claim = false;
             for id in endpoints {
-                if let Some(n) = open.get_mut(&id) {
+                if let Some(n) = held.per_endpoint.get_mut(&id) {
                     *n = n.saturating_sub(1);
+                    may_claim |= *n <= CLAIM_AHEAD / 2;
+                    if *n == 0 {
+                        held.per_endpoint.remove(&id);
+                    }
                 }
             }
+            may_claim
+        };
+        if may_claim {
+            wake.notify_one();
         }
-        wake.notify_one();
     }
 }

@@ -627,10 +627,27 @@ pub fn record_attempts(
     outcomes: &[AttemptOutcome],
     retry_base: Duration,
 ) -> ServiceResult<()> {
+    settle(conn, outcomes, &[], retry_base)
+}
+
+/// What the worker settles in one transaction: the attempts it made ([`record_attempts`]), and
+/// the claims it gives back untried (`(delivery id, attempts as claimed)`: its endpoint went
+/// away, or the lease ran out before its turn), due again at once. Blocking.
+pub fn settle(
+    conn: &mut DbConnection,
+    outcomes: &[AttemptOutcome],
+    released: &[(i64, i32)],
+    retry_base: Duration,
+) -> ServiceResult<()> {
     let actor = Actor::system("status callbacks");
     let policy = rules::retry_policy(retry_base);
     super::write(conn, &actor, |change| {
         let at = now();
+        store::release_claims(change.conn, released)?;
+        let mut attempts = Vec::with_capacity(outcomes.len());
+        // Per endpoint, in the order they came: whether one got through, whether the last
+        // failed, whether one said 410.
+        let mut health: Vec<(i64, bool, bool, bool)> = Vec::new();
         for o in outcomes {
             let verdict = rules::verdict(o.status);
             let (status, next) = match verdict {
@@ -650,34 +667,53 @@ pub fn record_attempts(
                     }
                 }
             };
-            store::record_attempt(
-                change.conn,
-                &store::NewAttempt {
-                    delivery_id: o.delivery_id,
-                    attempted_at: o.attempted_at,
-                    status_code: o.status.map(i32::from),
-                    duration_ms: o.duration_ms,
-                    response_excerpt: &o.excerpt,
-                    error: o.error.as_deref(),
-                },
-                status,
-                next,
-            )?;
+            attempts.push(store::NewAttempt {
+                delivery_id: o.delivery_id,
+                attempted_at: o.attempted_at,
+                status_code: o.status.map(i32::from),
+                duration_ms: o.duration_ms,
+                response_excerpt: &o.excerpt,
+                error: o.error.as_deref(),
+                then: status,
+                next_attempt_at: next,
+            });
             let failing = verdict != Verdict::Delivered;
-            let since = store::note_health(change.conn, o.endpoint_id, failing, at)?;
-            let reason = match (verdict, since) {
-                (Verdict::Gone, _) => Some("The endpoint answered 410 Gone.".to_owned()),
-                (_, Some(since)) if failing && at - since >= KEEP_TRYING => Some(format!(
+            let i = match health.iter().position(|h| h.0 == o.endpoint_id) {
+                Some(i) => i,
+                None => {
+                    health.push((o.endpoint_id, false, false, false));
+                    health.len() - 1
+                }
+            };
+            let h = &mut health[i];
+            h.1 |= !failing;
+            h.2 = failing;
+            h.3 |= verdict == Verdict::Gone;
+        }
+        store::record_attempts(change.conn, &attempts)?;
+        for (endpoint_id, answered, last_failed, gone) in health {
+            // As if noted one by one: an answer clears the failing time, a failure after it
+            // starts it again.
+            let mut since = None;
+            if answered {
+                since = store::note_health(change.conn, endpoint_id, false, at)?;
+            }
+            if last_failed {
+                since = store::note_health(change.conn, endpoint_id, true, at)?;
+            }
+            let reason = match since {
+                _ if gone => Some("The endpoint answered 410 Gone.".to_owned()),
+                Some(since) if last_failed && at - since >= KEEP_TRYING => Some(format!(
                     "Every delivery failed since {} (24 hours).",
                     since.and_utc().format("%Y-%m-%d %H:%M UTC")
                 )),
                 _ => None,
             };
             if let Some(reason) = reason
-                && store::find_endpoint_by_id(change.conn, o.endpoint_id)?
+                && store::find_endpoint_by_id(change.conn, endpoint_id)?
                     .is_some_and(|e| e.is_enabled())
             {
-                disable(change, o.endpoint_id, &reason)?;
+                disable(change, endpoint_id, &reason)?;
             }
         }
         Ok(())
@@ -819,6 +855,84 @@ mod tests {
             store::subscriptions(&mut conn).unwrap().is_empty(),
             "nothing more is fanned out"
         );
+    }
+
+    #[test]
+    fn a_batch_settles_each_delivery_and_gives_back_untried_claims() {
+        let (_dir, db) = testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let e = endpoint(&mut conn);
+        let ids: Vec<i64> = (0..4).map(|_| delivery(&mut conn, &e)).collect();
+        let lease = now() + chrono::TimeDelta::minutes(1);
+        assert_eq!(
+            store::claim_due(&mut conn, &[(e.id, 10)], lease)
+                .unwrap()
+                .len(),
+            4
+        );
+        settle(
+            &mut conn,
+            &[
+                failed_attempt(&e, ids[0], 200),
+                failed_attempt(&e, ids[1], 503),
+                failed_attempt(&e, ids[2], 400),
+            ],
+            &[(ids[3], 1)],
+            Duration::from_millis(10),
+        )
+        .expect("settled");
+        let log = store::deliveries(&mut conn, e.id, &DeliveryFilter::default(), 10).unwrap();
+        let row = |id: i64| log.iter().find(|d| d.id == id).expect("delivery");
+        assert_eq!(row(ids[0]).status, "succeeded");
+        assert_eq!(row(ids[1]).status, "pending", "retried later");
+        assert_eq!(row(ids[2]).status, "failed");
+        let given_back = row(ids[3]);
+        assert_eq!(given_back.status, "pending");
+        assert_eq!(given_back.attempts, 0, "the untried claim is not counted");
+        assert!(given_back.next_attempt_at <= now(), "due again at once");
+        assert_eq!(store::attempts_of(&mut conn, &ids).unwrap().len(), 3);
+        let after = store::find_endpoint_by_id(&mut conn, e.id)
+            .unwrap()
+            .unwrap();
+        assert!(
+            after.failing_since.is_some(),
+            "the last answer was a failure"
+        );
+        assert!(after.is_enabled());
+    }
+
+    #[test]
+    fn claims_take_each_endpoints_room_and_only_a_running_lease_is_extended() {
+        use crate::storage::schema::webhook_deliveries;
+        let (_dir, db) = testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let e = endpoint(&mut conn);
+        let (a, b) = (delivery(&mut conn, &e), delivery(&mut conn, &e));
+        let lease = now() + chrono::TimeDelta::minutes(1);
+        let first = store::claim_due(&mut conn, &[(e.id, 1)], lease).unwrap();
+        assert_eq!(first.iter().map(|d| d.id).collect::<Vec<_>>(), [a]);
+        assert_eq!(first[0].attempts, 1);
+        let second = store::claim_due(&mut conn, &[(e.id, 5)], lease).unwrap();
+        assert_eq!(second.iter().map(|d| d.id).collect::<Vec<_>>(), [b]);
+        assert!(
+            store::claim_due(&mut conn, &[(e.id, 5)], lease)
+                .unwrap()
+                .is_empty()
+        );
+
+        let later = now() + chrono::TimeDelta::minutes(5);
+        let before = now() + chrono::TimeDelta::minutes(2);
+        let mut extended = store::extend_leases(&mut conn, &[a, b], before, later).unwrap();
+        extended.sort();
+        assert_eq!(extended, [a, b]);
+        // `a`'s lease ran out (another worker may claim it): it is not extended.
+        diesel::update(webhook_deliveries::table.find(a))
+            .set(webhook_deliveries::next_attempt_at.eq(now() - chrono::TimeDelta::seconds(1)))
+            .execute(&mut conn)
+            .unwrap();
+        let much_later = now() + chrono::TimeDelta::minutes(10);
+        let extended = store::extend_leases(&mut conn, &[a, b], much_later, much_later).unwrap();
+        assert_eq!(extended, [b]);
     }
 
     #[test]

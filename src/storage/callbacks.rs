@@ -1,12 +1,12 @@
 //! Status callbacks (issue 19): endpoints and the event types they want, the events the
 //! triggers append (migration 20261205100000_status_callbacks), deliveries fanned out from
 //! them, and each attempt. Events are taken and deliveries claimed with `FOR UPDATE SKIP
-//! LOCKED` on PostgreSQL and by one conditional statement on SQLite (whose writers are
-//! serialised), so several workers never take one twice.
+//! LOCKED` on PostgreSQL and by conditional statements in one write transaction on SQLite
+//! (whose writers are serialised), so several workers never take one twice.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Timestamp};
+use diesel::sql_types::{Array, BigInt, Text, Timestamp};
 
 use super::prepared::fixed;
 use super::schema::{
@@ -407,44 +407,133 @@ const DELIVERY_COLUMNS: &str = "id, endpoint_id, webhook_id, event_type, payload
                                 next_attempt_at, last_status_code, created_at, updated_at";
 
 fn claim_sql(postgres: bool) -> String {
-    let lock = if postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
     // Claiming moves the next attempt to the lease's end: the row is not due for anyone else
     // meanwhile, and if this worker dies it comes due again by itself (at least once).
-    format!(
-        "UPDATE webhook_deliveries SET next_attempt_at = $1, attempts = attempts + 1, updated_at = $2 \
-         WHERE id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = $3 AND status = 'pending' \
-         AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $4{lock}) RETURNING {DELIVERY_COLUMNS}"
-    )
+    const SET: &str = "UPDATE webhook_deliveries SET next_attempt_at = $1, attempts = attempts + 1, \
+                       updated_at = $2 WHERE id IN";
+    const DUE: &str = "status = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at, id";
+    if postgres {
+        // Every endpoint at once: each takes at most its own room, skipping rows another
+        // worker holds.
+        format!(
+            "{SET} (SELECT d.id FROM unnest($3::bigint[], $4::bigint[]) AS e(endpoint_id, room) \
+             CROSS JOIN LATERAL (SELECT id FROM webhook_deliveries WHERE endpoint_id = e.endpoint_id \
+             AND {DUE} LIMIT e.room FOR UPDATE SKIP LOCKED) AS d) RETURNING {DELIVERY_COLUMNS}"
+        )
+    } else {
+        format!(
+            "{SET} (SELECT id FROM webhook_deliveries WHERE endpoint_id = $3 AND {DUE} LIMIT $4) \
+             RETURNING {DELIVERY_COLUMNS}"
+        )
+    }
 }
 
-/// Claims up to `limit` due deliveries of one endpoint until `lease_until`.
-pub fn claim(
+/// Claims due deliveries until `lease_until`: for each `(endpoint id, room)`, up to `room` of
+/// that endpoint's, oldest due first. One statement on PostgreSQL; on SQLite (whose writers are
+/// serialised) one statement per endpoint in one transaction.
+pub fn claim_due(
     conn: &mut DbConnection,
-    endpoint_id: i64,
-    limit: i64,
+    wanted: &[(i64, i64)],
     lease_until: NaiveDateTime,
 ) -> QueryResult<Vec<DeliveryRow>> {
+    let wanted: Vec<(i64, i64)> = wanted.iter().copied().filter(|w| w.1 > 0).collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
     let at = now();
     let mut rows: Vec<DeliveryRow> = match conn {
-        DbConnection::Sqlite(c) => fixed(&claim_sql(false))
-            .bind::<Timestamp, _>(lease_until)
-            .bind::<Timestamp, _>(at)
-            .bind::<BigInt, _>(endpoint_id)
-            .bind::<BigInt, _>(limit)
-            .load(c)?,
-        DbConnection::Postgres(c) => fixed(&claim_sql(true))
-            .bind::<Timestamp, _>(lease_until)
-            .bind::<Timestamp, _>(at)
-            .bind::<BigInt, _>(endpoint_id)
-            .bind::<BigInt, _>(limit)
-            .load(c)?,
+        DbConnection::Postgres(c) => {
+            let (endpoints, rooms): (Vec<i64>, Vec<i64>) = wanted.into_iter().unzip();
+            fixed(&claim_sql(true))
+                .bind::<Timestamp, _>(lease_until)
+                .bind::<Timestamp, _>(at)
+                .bind::<Array<BigInt>, _>(endpoints)
+                .bind::<Array<BigInt>, _>(rooms)
+                .load(c)?
+        }
+        DbConnection::Sqlite(_) => super::write_transaction(conn, |conn| {
+            let DbConnection::Sqlite(c) = conn else {
+                unreachable!("matched above")
+            };
+            let mut rows = Vec::new();
+            for (endpoint_id, room) in &wanted {
+                rows.extend(
+                    fixed::<diesel::sqlite::Sqlite>(&claim_sql(false))
+                        .bind::<Timestamp, _>(lease_until)
+                        .bind::<Timestamp, _>(at)
+                        .bind::<BigInt, _>(*endpoint_id)
+                        .bind::<BigInt, _>(*room)
+                        .load::<DeliveryRow>(c)?,
+                );
+            }
+            Ok::<_, diesel::result::Error>(rows)
+        })?,
     };
     rows.sort_by_key(|d| (d.next_attempt_at, d.id));
     Ok(rows)
+}
+
+/// Moves the lease of claimed deliveries still waiting for their turn to `lease_until`, for
+/// those whose lease is still running and ends before `before`: a lease that ran out may be
+/// another worker's by now (its claim set a later end). Returns the ids extended.
+pub fn extend_leases(
+    conn: &mut DbConnection,
+    ids: &[i64],
+    before: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> QueryResult<Vec<i64>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    const SET: &str = "UPDATE webhook_deliveries SET next_attempt_at = $1";
+    const WHERE: &str = "AND status = 'pending' AND next_attempt_at > $2 AND next_attempt_at < $3 \
+                         RETURNING id";
+    let at = now();
+    let rows: Vec<IdRow> = match conn {
+        DbConnection::Postgres(c) => fixed(&format!("{SET} WHERE id = ANY($4) {WHERE}"))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Timestamp, _>(at)
+            .bind::<Timestamp, _>(before)
+            .bind::<Array<BigInt>, _>(ids)
+            .load(c)?,
+        DbConnection::Sqlite(c) => fixed(&format!(
+            "{SET} WHERE id IN (SELECT value FROM json_each($4)) {WHERE}"
+        ))
+        .bind::<Timestamp, _>(lease_until)
+        .bind::<Timestamp, _>(at)
+        .bind::<Timestamp, _>(before)
+        .bind::<Text, _>(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+        .load(c)?,
+    };
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// Gives back claims that were not tried (`(delivery id, attempts as claimed)`): due now, the
+/// claim's count undone. A claim another worker has taken since (its count is higher) is left.
+pub fn release_claims(conn: &mut DbConnection, claims: &[(i64, i32)]) -> QueryResult<usize> {
+    let at = now();
+    let mut released = 0;
+    for (id, attempts) in claims {
+        released += diesel::update(
+            webhook_deliveries::table
+                .find(id)
+                .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()))
+                .filter(webhook_deliveries::attempts.eq(attempts)),
+        )
+        .set((
+            webhook_deliveries::next_attempt_at.eq(at),
+            webhook_deliveries::attempts.eq(attempts - 1),
+            webhook_deliveries::updated_at.eq(at),
+        ))
+        .execute(conn)?;
+    }
+    Ok(released)
 }
 
 /// One try of a delivery, as the log shows it.
@@ -467,34 +556,70 @@ pub struct NewAttempt<'a> {
     pub duration_ms: i32,
     pub response_excerpt: &'a str,
     pub error: Option<&'a str>,
+    /// Where the delivery goes from here: its status and, when still pending, the time of the
+    /// next try.
+    pub then: DeliveryStatus,
+    pub next_attempt_at: NaiveDateTime,
 }
 
-/// Logs an attempt and moves its delivery on: `status`, and when still pending, the time of
-/// the next try.
-pub fn record_attempt(
-    conn: &mut DbConnection,
-    attempt: &NewAttempt<'_>,
-    status: DeliveryStatus,
-    next_attempt_at: NaiveDateTime,
-) -> QueryResult<()> {
-    diesel::insert_into(webhook_attempts::table)
-        .values((
-            webhook_attempts::delivery_id.eq(attempt.delivery_id),
-            webhook_attempts::attempted_at.eq(attempt.attempted_at),
-            webhook_attempts::status_code.eq(attempt.status_code),
-            webhook_attempts::duration_ms.eq(attempt.duration_ms),
-            webhook_attempts::response_excerpt.eq(attempt.response_excerpt),
-            webhook_attempts::error.eq(attempt.error),
-        ))
-        .execute(conn)?;
-    diesel::update(webhook_deliveries::table.find(attempt.delivery_id))
-        .set((
-            webhook_deliveries::status.eq(status.as_str()),
-            webhook_deliveries::next_attempt_at.eq(next_attempt_at),
-            webhook_deliveries::last_status_code.eq(attempt.status_code),
-            webhook_deliveries::updated_at.eq(now()),
-        ))
-        .execute(conn)?;
+/// Logs attempts and moves their deliveries on, a batch at a time: one insert for the log, one
+/// update per outcome shared by many (a success, a failure with its code), one per retry (each
+/// has its own time).
+pub fn record_attempts(conn: &mut DbConnection, attempts: &[NewAttempt<'_>]) -> QueryResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = attempts
+        .iter()
+        .map(|a| {
+            (
+                webhook_attempts::delivery_id.eq(a.delivery_id),
+                webhook_attempts::attempted_at.eq(a.attempted_at),
+                webhook_attempts::status_code.eq(a.status_code),
+                webhook_attempts::duration_ms.eq(a.duration_ms),
+                webhook_attempts::response_excerpt.eq(a.response_excerpt),
+                webhook_attempts::error.eq(a.error),
+            )
+        })
+        .collect();
+    // SQLite binds at most 32,766 values a statement: 6 a row.
+    for chunk in rows.chunks(1000) {
+        on_backend!(conn, |c| diesel::insert_into(webhook_attempts::table)
+            .values(chunk)
+            .execute(c))?;
+    }
+    let at = now();
+    let mut finished: std::collections::BTreeMap<(&str, Option<i32>), Vec<i64>> =
+        Default::default();
+    for a in attempts {
+        if a.then == DeliveryStatus::Pending {
+            diesel::update(webhook_deliveries::table.find(a.delivery_id))
+                .set((
+                    webhook_deliveries::status.eq(a.then.as_str()),
+                    webhook_deliveries::next_attempt_at.eq(a.next_attempt_at),
+                    webhook_deliveries::last_status_code.eq(a.status_code),
+                    webhook_deliveries::updated_at.eq(at),
+                ))
+                .execute(conn)?;
+        } else {
+            finished
+                .entry((a.then.as_str(), a.status_code))
+                .or_default()
+                .push(a.delivery_id);
+        }
+    }
+    for ((status, code), ids) in finished {
+        for chunk in ids.chunks(1000) {
+            diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq_any(chunk)))
+                .set((
+                    webhook_deliveries::status.eq(status),
+                    webhook_deliveries::next_attempt_at.eq(at),
+                    webhook_deliveries::last_status_code.eq(code),
+                    webhook_deliveries::updated_at.eq(at),
+                ))
+                .execute(conn)?;
+        }
+    }
     Ok(())
 }
 

@@ -27,6 +27,7 @@ crate::both_backends!(with_backend done_when: a_template_send_reports_signed_sta
 crate::both_backends!(with_backend retries: failures_are_retried_410_disables_and_4xx_fails);
 crate::both_backends!(with_backend crash: a_worker_killed_while_delivering_loses_nothing);
 crate::both_backends!(with_backend two_workers: two_workers_deliver_each_attempt_once);
+crate::both_backends!(with_backend slow_endpoint: a_hanging_endpoint_delays_neither_sending_nor_other_endpoints);
 
 /// The test servers' master secret (`helpers::test_settings`): a worker started as a process
 /// needs it to open the endpoints' sealed secrets.
@@ -716,6 +717,61 @@ async fn two_workers_deliver_each_attempt_once(backend: Backend) {
     assert_eq!(ids.len(), N);
     assert_eq!(got.len(), N, "no delivery was posted twice");
     assert!(deliveries_in_db(&app).iter().all(|(_, _, n)| *n == 1));
+}
+
+/// An endpoint whose receiver never answers holds its own 16 calls and nothing more: while
+/// they hang and more of its deliveries wait behind them, a message is still sent and its
+/// `message.sent` reaches another endpoint.
+async fn a_hanging_endpoint_delays_neither_sending_nor_other_endpoints(backend: Backend) {
+    /// The calls one endpoint may have open (`CallbackConfig::per_endpoint`).
+    const PER_ENDPOINT: usize = 16;
+    const WAITING: usize = 24;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.run_worker = true;
+        s.callback_retry_base = Duration::from_millis(50);
+        // Longer than the test: the hanging calls stay open throughout (and stopping the
+        // app waits for them).
+        s.callback_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let (_admin, key) = fixtures::admin_and_key(&app).await;
+    let (hanging, hanging_url) = Receiver::start().await;
+    hanging.by_default(Answer::Slow(Duration::from_secs(3600)));
+    let (fast, fast_url) = Receiver::start().await;
+    let (slow_endpoint, _) = register(&app, &key, &hanging_url, &["message.failed"]).await;
+    register(&app, &key, &fast_url, &["message.sent"]).await;
+    for _ in 0..PER_ENDPOINT + WAITING {
+        send_test(&app, &key, &slow_endpoint).await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the hanging endpoint's calls",
+        || hanging.got().len() >= PER_ENDPOINT,
+    )
+    .await;
+
+    queue_sends(&app, &key, 1).await;
+    eventually(
+        Duration::from_secs(30),
+        "message.sent at the other endpoint",
+        || {
+            fast.got()
+                .iter()
+                .any(|r| r.json()["type"] == "message.sent")
+        },
+    )
+    .await;
+    assert_eq!(
+        hanging.got().len(),
+        PER_ENDPOINT,
+        "the hanging endpoint never has more than its own calls open"
+    );
+    let log = log(&app, &key, &slow_endpoint).await;
+    assert_eq!(log.len(), PER_ENDPOINT + WAITING);
+    assert!(
+        log.iter().all(|d| d["status"] == "pending"),
+        "none of the hanging endpoint's deliveries settled"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
