@@ -185,6 +185,11 @@ pub fn register_attribute_keys<'a>(
     conn: &mut DbConnection,
     keys: impl IntoIterator<Item = &'a String>,
 ) -> QueryResult<()> {
+    let mut keys = keys.into_iter().peekable();
+    // None (most sends): no savepoint either, which is two statements on PostgreSQL.
+    if keys.peek().is_none() {
+        return Ok(());
+    }
     let at = now();
     // One transaction: one turn at SQLite's write lock, not one per key.
     crate::storage::write_transaction(conn, |conn| {

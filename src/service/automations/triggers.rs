@@ -569,21 +569,20 @@ pub async fn receive(
     let country = svc.settings.default_country;
     let received = svc
         .db
+        // The lane runs each write in a savepoint (or a transaction) of its own.
         .write_grouped(shard, move |conn| {
-            write_transaction(conn, |conn| {
-                handle(
-                    conn,
-                    &Delivery {
-                        row: &row,
-                        mapping: &mapping,
-                        actor: &actor,
-                        delivery_id: delivery_id.as_deref(),
-                        payload: &payload,
-                        stored_payload: stored_payload.as_deref(),
-                    },
-                    country,
-                )
-            })
+            handle(
+                conn,
+                &Delivery {
+                    row: &row,
+                    mapping: &mapping,
+                    actor: &actor,
+                    delivery_id: delivery_id.as_deref(),
+                    payload: &payload,
+                    stored_payload: stored_payload.as_deref(),
+                },
+                country,
+            )
         })
         .await?;
     if let Some(m) = &received.message {
