@@ -8,10 +8,8 @@ pub mod api_reference;
 pub mod assets;
 pub mod audit;
 pub mod auth_pages;
-// Issue 20: Automations › Triggers.
+// Issue 20: Automations › Triggers and Reminders, and what their pages share.
 pub mod automations;
-// Issue 20: what the trigger and reminder pages share.
-pub mod automation_forms;
 pub mod body_deadline;
 pub mod broadcasts;
 pub mod channels;
@@ -36,8 +34,6 @@ pub mod lists;
 pub mod messages;
 pub mod metrics;
 pub mod resend;
-// Issue 20: Automations › Reminders.
-pub mod reminders;
 pub mod send;
 pub mod session;
 pub mod templates;
@@ -212,37 +208,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // Issue 20: Automations › Triggers.
         .service(
             resource(paths::AUTOMATIONS)
-                .route(get().to(automations::index))
-                .route(post().to(automations::create)),
+                .route(get().to(automations::triggers::index))
+                .route(post().to(automations::triggers::create)),
         )
-        .service(resource("/automations/triggers/{id}").get(automations::show))
-        .service(resource("/automations/triggers/{id}/try").post(automations::try_it))
+        .service(resource("/automations/triggers/{id}").get(automations::triggers::show))
+        .service(resource("/automations/triggers/{id}/try").post(automations::triggers::try_it))
         .service(
             resource("/automations/triggers/{id}/enabled")
-                .post(automation_forms::set_enabled::<automations::TriggerPages>),
+                .post(automations::set_enabled::<automations::triggers::TriggerPages>),
         )
         .service(
             resource("/automations/triggers/{id}/delete")
-                .post(automation_forms::delete::<automations::TriggerPages>),
+                .post(automations::delete::<automations::triggers::TriggerPages>),
         )
         // Issue 20: Automations › Reminders.
         .service(
             resource(paths::REMINDERS)
-                .route(get().to(reminders::index))
-                .route(post().to(reminders::create)),
+                .route(get().to(automations::reminders::index))
+                .route(post().to(automations::reminders::create)),
         )
         .service(
             resource("/automations/reminders/{id}")
-                .route(get().to(reminders::show))
-                .route(post().to(reminders::update)),
+                .route(get().to(automations::reminders::show))
+                .route(post().to(automations::reminders::update)),
         )
         .service(
             resource("/automations/reminders/{id}/enabled")
-                .post(automation_forms::set_enabled::<reminders::RulePages>),
+                .post(automations::set_enabled::<automations::reminders::RulePages>),
         )
         .service(
             resource("/automations/reminders/{id}/delete")
-                .post(automation_forms::delete::<reminders::RulePages>),
+                .post(automations::delete::<automations::reminders::RulePages>),
         )
         // Issue 18: the message detail page and the retention setting.
         .service(resource("/messages/{id}").get(messages::show))

@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use super::{Switchable, form_refusal, template_choice};
 use crate::domain::audit::Actor;
 use crate::domain::fields::FieldProblems;
 use crate::domain::trigger::{Mapping, Scheme};
@@ -20,7 +21,6 @@ use crate::service::automations::triggers::{
 use crate::service::automations::{self as automation, Choices};
 use crate::startup::AppState;
 use crate::storage::triggers::EventLine;
-use crate::web::automation_forms::{Switchable, form_refusal, template_choice};
 use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
@@ -329,7 +329,7 @@ pub async fn try_it(
     show_page(&state, chrome, id, None, Some(trial), sample).await
 }
 
-/// A trigger's enable/disable and delete buttons (`automation_forms::set_enabled`, `delete`).
+/// A trigger's enable/disable and delete buttons (`automations::set_enabled`, `delete`).
 pub struct TriggerPages;
 
 impl Switchable for TriggerPages {

@@ -10,6 +10,7 @@ use askama::Template;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use super::{Switchable, form_refusal, template_choice, template_value};
 use crate::domain::audit::Actor;
 use crate::domain::fields::FieldProblems;
 use crate::domain::template::VariableMapping;
@@ -22,7 +23,6 @@ use crate::service::automations::{self as automation, Choices};
 use crate::service::paging::PageRequest;
 use crate::startup::AppState;
 use crate::storage::reminders::ReminderLine;
-use crate::web::automation_forms::{Switchable, form_refusal, template_choice, template_value};
 use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
@@ -536,7 +536,7 @@ pub async fn update(
     .await
 }
 
-/// A rule's enable/disable and delete buttons (`automation_forms::set_enabled`, `delete`).
+/// A rule's enable/disable and delete buttons (`automations::set_enabled`, `delete`).
 pub struct RulePages;
 
 impl Switchable for RulePages {

@@ -1,7 +1,10 @@
-//! Issue 20: what the Automations pages (triggers, reminder rules) share: the choice of an
-//! approved template, how a refused save shows beside the form's fields, and the enable /
-//! disable and delete buttons of an automation's page ([`Switchable`], [`set_enabled`],
-//! [`delete`]).
+//! Issue 20: Automations (admins), two tabs: [`triggers`] and [`reminders`]. What their pages
+//! share is here: the choice of an approved template, how a refused save shows beside the
+//! form's fields, and the enable / disable and delete buttons of an automation's page
+//! ([`Switchable`], [`set_enabled`], [`delete`]).
+
+pub mod reminders;
+pub mod triggers;
 
 use std::future::Future;
 
