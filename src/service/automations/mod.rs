@@ -66,3 +66,29 @@ pub async fn choices(svc: &Services) -> ServiceResult<Choices> {
     })
     .await
 }
+
+/// The approved template an automation sends on `channel`, found by name and language, or why it
+/// cannot be sent, on the `template` field through `invalid` (each automation has its code).
+fn sendable_template(
+    conn: &mut crate::storage::DbConnection,
+    channel: &Channel,
+    name: &str,
+    language: &str,
+    invalid: impl Fn(&str, String) -> crate::service::ServiceError,
+) -> ServiceResult<Box<templates::SendableTemplate>> {
+    let wanted = crate::service::sends::TemplateRef::Name {
+        name: name.to_owned(),
+        language: language.to_owned(),
+    };
+    match crate::service::sends::find_template(conn, channel, &wanted)? {
+        templates::TemplateLookup::Sendable(t) => Ok(t),
+        templates::TemplateLookup::NotSendable { reason, .. } => Err(invalid(
+            "template",
+            format!("This template cannot be sent yet: {reason}"),
+        )),
+        templates::TemplateLookup::NotFound => Err(invalid(
+            "template",
+            "No such template on this channel.".to_owned(),
+        )),
+    }
+}

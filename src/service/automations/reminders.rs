@@ -34,7 +34,7 @@ use crate::service::sends::{
 use crate::service::{FieldProblems, ServiceError, ServiceResult, Services};
 use crate::storage::contacts;
 use crate::storage::reminders::{self as store, ReminderLine, RuleFields, RuleRow};
-use crate::storage::templates::{self, TemplateLookup};
+use crate::storage::templates;
 use crate::storage::{DbConnection, channels, now, write_transaction};
 
 /// The grace period a rule gets when none is given.
@@ -266,26 +266,10 @@ fn check(
             language,
             variables,
         } => {
-            let wanted = TemplateRef::Name {
-                name: name.clone(),
-                language: language.clone(),
-            };
-            match sends::find_template(conn, &channel, &wanted)? {
-                TemplateLookup::Sendable(t) => {
-                    check_mapping(&t.template, variables)
-                        .map_err(|f| ServiceError::invalid_fields("invalid_variables", f))?;
-                    (Some(t.template_id), None, variables.clone())
-                }
-                TemplateLookup::NotSendable { reason, .. } => {
-                    return Err(invalid(
-                        "template",
-                        format!("This template cannot be sent yet: {reason}"),
-                    ));
-                }
-                TemplateLookup::NotFound => {
-                    return Err(invalid("template", "No such template on this channel."));
-                }
-            }
+            let t = super::sendable_template(conn, &channel, name, language, invalid)?;
+            check_mapping(&t.template, variables)
+                .map_err(|f| ServiceError::invalid_fields("invalid_variables", f))?;
+            (Some(t.template_id), None, variables.clone())
         }
     };
     Ok(RuleFields {

@@ -218,30 +218,14 @@ fn check(
             (None, Some(text.clone()), None)
         }
         TriggerContent::Template { name, language } => {
-            let wanted = TemplateRef::Name {
-                name: name.clone(),
-                language: language.clone(),
-            };
-            match sends::find_template(conn, &channel, &wanted)? {
-                TemplateLookup::Sendable(t) => {
-                    let mut names: Vec<String> = Vec::new();
-                    for p in t.placeholders() {
-                        if !names.contains(&p.name) {
-                            names.push(p.name);
-                        }
-                    }
-                    (Some(t.template_id), None, Some(names))
-                }
-                TemplateLookup::NotSendable { reason, .. } => {
-                    return Err(invalid(
-                        "template",
-                        format!("This template cannot be sent yet: {reason}"),
-                    ));
-                }
-                TemplateLookup::NotFound => {
-                    return Err(invalid("template", "No such template on this channel."));
+            let t = super::sendable_template(conn, &channel, name, language, invalid)?;
+            let mut names: Vec<String> = Vec::new();
+            for p in t.placeholders() {
+                if !names.contains(&p.name) {
+                    names.push(p.name);
                 }
             }
+            (Some(t.template_id), None, Some(names))
         }
     };
     let problems = input.mapping.check(variables.as_deref());
