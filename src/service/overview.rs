@@ -91,8 +91,7 @@ pub async fn home(svc: &Services, role: Role) -> ServiceResult<Home> {
 fn read(conn: &mut DbConnection, role: Role, at: NaiveDateTime) -> QueryResult<Overview> {
     let until = at.date();
     let since = until - Duration::days(DAYS - 1);
-    let daily = message_counts::daily(conn, since, until)?;
-    let failures = message_counts::failures(conn, since, until)?;
+    let (daily, failures) = message_counts::days_and_failures(conn, since, until)?;
 
     let mut broadcasts = Vec::new();
     if role.can(Permission::ViewBroadcasts) {

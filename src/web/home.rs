@@ -95,16 +95,22 @@ mod overview_view {
     use crate::storage::channels::Channel;
     use crate::web::format::thousands;
 
-    /// Outcome groups stacked in each day's bar, bottom first: (class, words, the one status
-    /// the history can filter on when the group is one status).
-    pub const GROUPS: [(&str, &str, Option<&str>); 7] = [
-        ("read", "Read", Some("read")),
-        ("delivered", "Delivered", Some("delivered")),
-        ("sent", "Sent", Some("sent")),
-        ("pending", "Queued or sending", None),
-        ("failed", "Failed", Some("failed")),
-        ("unknown", "Unknown", Some("unknown")),
-        ("other", "Skipped, cancelled or expired", None),
+    /// Outcome groups stacked in each day's bar, bottom first: (class, words in the legend,
+    /// words in a bar's title, the one status the history can filter on when the group is
+    /// one status).
+    pub const GROUPS: [(&str, &str, &str, Option<&str>); 7] = [
+        ("read", "Read", "read", Some("read")),
+        ("delivered", "Delivered", "delivered", Some("delivered")),
+        ("sent", "Sent", "sent", Some("sent")),
+        ("pending", "Queued or sending", "queued or sending", None),
+        ("failed", "Failed", "failed", Some("failed")),
+        ("unknown", "Unknown", "unknown", Some("unknown")),
+        (
+            "other",
+            "Skipped, cancelled or expired",
+            "skipped, cancelled or expired",
+            None,
+        ),
     ];
 
     fn group_of(status: &str) -> usize {
@@ -285,6 +291,11 @@ mod overview_view {
             let days: Vec<NaiveDate> = (0..crate::service::overview::DAYS)
                 .map(|i| o.since + Duration::days(i))
                 .collect();
+            // Each day's words and ISO date, made once for every channel's bars.
+            let day_labels: Vec<(String, String)> = days
+                .iter()
+                .map(|d| (day_words(*d), d.to_string()))
+                .collect();
             let charts = per
                 .iter()
                 .map(|(&channel_id, by_day)| {
@@ -299,6 +310,7 @@ mod overview_view {
                         .iter()
                         .enumerate()
                         .map(|(i, day)| {
+                            let (words_of_day, iso_day) = &day_labels[i];
                             let groups = by_day.get(day).copied().unwrap_or_default();
                             let mut bottom = PLOT_HEIGHT;
                             let segments = groups
@@ -306,29 +318,32 @@ mod overview_view {
                                 .enumerate()
                                 .filter(|(_, count)| **count > 0)
                                 .map(|(g, &count)| {
-                                    let (class, words, status) = GROUPS[g];
+                                    let (class, _, words, status) = GROUPS[g];
                                     // At least one unit, so a handful among thousands shows.
                                     let height = (count * PLOT_HEIGHT / peak).max(1);
                                     bottom -= height;
-                                    let mut params = vec![
-                                        ("channel", channel_id.to_string()),
-                                        ("since", day.to_string()),
-                                        ("until", day.to_string()),
-                                    ];
-                                    if let Some(s) = status {
-                                        params.push(("status", s.to_owned()));
-                                    }
+                                    // Written out rather than encoded: an id, an ISO date
+                                    // and a status from the list above need no escaping
+                                    // (hundreds of these links make the page).
+                                    let href = links.enabled.then(|| match status {
+                                        Some(s) => format!(
+                                            "/history?channel={channel_id}&since={iso_day}&until={iso_day}&status={s}"
+                                        ),
+                                        None => format!(
+                                            "/history?channel={channel_id}&since={iso_day}&until={iso_day}"
+                                        ),
+                                    });
                                     Segment {
                                         y: bottom.max(0),
                                         height,
                                         class,
                                         title: format!(
                                             "{}: {} {}",
-                                            day_words(*day),
+                                            words_of_day,
                                             thousands(count),
-                                            words.to_lowercase()
+                                            words
                                         ),
-                                        href: links.history(&params),
+                                        href,
                                     }
                                 })
                                 .collect();
@@ -409,7 +424,7 @@ mod overview_view {
                 any_messages: total > 0,
                 figures,
                 charts,
-                legend: GROUPS.iter().map(|(c, w, _)| (*c, *w)).collect(),
+                legend: GROUPS.iter().map(|(c, w, _, _)| (*c, *w)).collect(),
                 failures,
                 broadcasts,
                 can_view_broadcasts: !o.broadcasts.is_empty(),

@@ -109,12 +109,17 @@ async fn the_counters_follow_every_change_and_the_overview_shows_them(app: TestA
         1
     );
     let today = Utc::now().date_naive();
-    let daily: i64 = message_counts::daily(&mut app.db(), today, today)
-        .unwrap()
-        .iter()
-        .map(|d| d.n)
-        .sum();
+    let (days, failures) = message_counts::days_and_failures(&mut app.db(), today, today).unwrap();
+    let daily: i64 = days.iter().map(|d| d.n).sum();
     assert_eq!(daily, counted(&app, None, None));
+    assert_eq!(
+        failures,
+        vec![message_counts::FailureCount {
+            channel_id: s.sms.id,
+            error_code: "30007".into(),
+            n: 1
+        }]
+    );
     // Folding the deltas (PostgreSQL) changes no count.
     message_counts::fold(&mut app.db(), 1000).expect("fold");
     assert_eq!(from_counters(&app, sms, Some("failed")), 1);
