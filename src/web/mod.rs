@@ -38,6 +38,8 @@ pub mod send;
 pub mod session;
 pub mod templates;
 pub mod users;
+// Issue 20: a template's variables as form rows (broadcasts, reminder rules).
+pub mod variables;
 pub mod webhooks;
 // Issue 19: Settings › Webhooks (status callbacks to the business).
 pub mod webhook_endpoints;
