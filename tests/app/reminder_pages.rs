@@ -668,6 +668,20 @@ async fn in_the_browser_an_admin_makes_a_day_before_reminder_and_sees_it_due() {
     let phone = "+14155550182";
     let at = Utc::now() + chrono::Duration::days(3);
     appointment(&app, &s, phone, at).await;
+    approved_template(
+        &app,
+        &s,
+        "visit_soon",
+        "Hi {{1}}, we see you at {{2}} for your visit.",
+    )
+    .await;
+    approved_template(
+        &app,
+        &s,
+        "visit_thanks",
+        "Thanks {{1}}, see you again soon.",
+    )
+    .await;
     let b = crate::browser::Browser::start(&app.address).await;
     b.sign_in(crate::helpers::ADMIN_EMAIL, crate::helpers::PASSWORD)
         .await;
@@ -679,6 +693,38 @@ async fn in_the_browser_an_admin_makes_a_day_before_reminder_and_sees_it_due() {
     b.click("nav.tabs a[href='/automations/reminders']").await;
     b.wait_for_text("No reminder rules yet.").await;
     b.fill("#r-name", "Appointment tomorrow").await;
+
+    // Choosing a template shows a row per variable in place (htmx); another template, its own.
+    let rows = || b.text("#r-variables");
+    crate::broadcasts::select(&b, "#r-template", "visit_soon|en_US").await;
+    crate::broadcasts::wait_in(&b, "#r-variables", "{{2}}", 10).await;
+    assert!(rows().await.contains("{{1}}"));
+    crate::broadcasts::select(&b, "#r-template", "visit_thanks|en_US").await;
+    for _ in 0..100 {
+        if !rows().await.contains("{{2}}") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown = rows().await;
+    assert!(
+        shown.contains("{{1}}") && !shown.contains("{{2}}"),
+        "{shown}"
+    );
+    let name = b
+        .client
+        .find(fantoccini::Locator::Css("#r-name"))
+        .await
+        .expect("the name")
+        .prop("value")
+        .await
+        .expect("its value");
+    assert_eq!(
+        name.as_deref(),
+        Some("Appointment tomorrow"),
+        "kept as typed"
+    );
+    crate::broadcasts::select(&b, "#r-template", "").await;
     crate::broadcasts::select(&b, "#r-channel", &s.sms.public_id).await;
     b.fill("#r-text", "See you tomorrow!").await;
     b.click("#reminder-form button.primary").await;

@@ -53,12 +53,12 @@ pub struct Choices {
 }
 
 impl Choices {
-    /// The variables of the template with this name and language (none when there is none).
-    pub fn variables_of(&self, name: &str, language: &str) -> &[String] {
+    /// The variables of the template with this name and language, if it may be sent.
+    pub fn variables_of(&self, name: &str, language: &str) -> Option<&[String]> {
         self.variables
             .iter()
             .find(|((n, l), _)| n == name && l == language)
-            .map_or(&[], |(_, v)| v.as_slice())
+            .map(|(_, v)| v.as_slice())
     }
 }
 

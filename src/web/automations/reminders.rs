@@ -217,11 +217,14 @@ pub struct VarBlock {
 impl VarBlock {
     fn of(form: &RuleForm, choices: &Choices) -> Self {
         let chosen = template_choice(&form.template);
-        let names = chosen
-            .as_ref()
-            .map(|(name, language)| choices.variables_of(name, language))
-            .unwrap_or_default();
-        let rows = variables::for_placeholders(names, &form.variables);
+        let rows = match &chosen {
+            Some((name, language)) => match choices.variables_of(name, language) {
+                Some(names) => variables::for_placeholders(names, &form.variables),
+                // Not sendable now (paused, or its approval withdrawn): the rows as they are.
+                None => form.variables.clone(),
+            },
+            None => Vec::new(),
+        };
         VarBlock {
             keys: variables::key_choices(&[], &choices.fields, &rows),
             rows,
@@ -837,6 +840,9 @@ mod tests {
         form.template = "thanks|en".into();
         let block = VarBlock::of(&form, &choices);
         assert!(block.rows.is_empty() && block.template);
+        form.template = "withdrawn|en".into();
+        let block = VarBlock::of(&form, &choices);
+        assert_eq!(block.rows, form.variables, "a saved mapping is not lost");
         form.template = String::new();
         assert!(!VarBlock::of(&form, &choices).template);
     }
