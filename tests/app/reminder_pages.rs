@@ -381,22 +381,16 @@ fn variable_rows(html: &str) -> Vec<String> {
     texts(html, "#r-variables tr[data-variable] th")
 }
 
+/// Two approved WhatsApp templates: `visit_soon` ({{1}} and {{2}}) and `visit_thanks` ({{1}}).
+async fn visit_templates(app: &TestApp, s: &Setup) {
+    let body = "Hi {{1}}, we see you at {{2}} for your visit.";
+    approved_template(app, s, "visit_soon", body).await;
+    approved_template(app, s, "visit_thanks", "Thanks {{1}}, see you again soon.").await;
+}
+
 async fn an_admin_maps_the_templates_variables_in_rows(app: TestApp) {
     let s = setup(&app).await;
-    approved_template(
-        &app,
-        &s,
-        "visit_soon",
-        "Hi {{1}}, we see you at {{2}} for your visit.",
-    )
-    .await;
-    approved_template(
-        &app,
-        &s,
-        "visit_thanks",
-        "Thanks {{1}}, see you again soon.",
-    )
-    .await;
+    visit_templates(&app, &s).await;
     let visit = "visit_soon|en_US";
     let wa = s.wa.public_id.as_str();
 
@@ -668,20 +662,7 @@ async fn in_the_browser_an_admin_makes_a_day_before_reminder_and_sees_it_due() {
     let phone = "+14155550182";
     let at = Utc::now() + chrono::Duration::days(3);
     appointment(&app, &s, phone, at).await;
-    approved_template(
-        &app,
-        &s,
-        "visit_soon",
-        "Hi {{1}}, we see you at {{2}} for your visit.",
-    )
-    .await;
-    approved_template(
-        &app,
-        &s,
-        "visit_thanks",
-        "Thanks {{1}}, see you again soon.",
-    )
-    .await;
+    visit_templates(&app, &s).await;
     let b = crate::browser::Browser::start(&app.address).await;
     b.sign_in(crate::helpers::ADMIN_EMAIL, crate::helpers::PASSWORD)
         .await;
