@@ -1,8 +1,9 @@
 //! Issue 20: Automations › Reminders (admins). The list of reminder rules (what each sends,
 //! when in words, how many reminders are due next) with the form for a new one; each rule's
 //! page with its settings, the same form to edit it, enable/disable, delete, what is due next
-//! and what happened lately. The same use cases as `/api/v1/reminders`
-//! (`service::automations::reminders`).
+//! and what happened lately (each list paged on its own cursor). The form fills the template's
+//! variables in rows (`web::variables`), re-rendered alone when the template changes. The same
+//! use cases as `/api/v1/reminders` (`service::automations::reminders`).
 
 use std::collections::BTreeMap;
 
