@@ -322,13 +322,25 @@ pub fn set_message(conn: &mut DbConnection, id: i64, message_id: i64) -> QueryRe
 /// and its message's public id.
 pub type ReminderLine = (ReminderRow, String, String, Option<String>);
 
+/// A page of a rule's reminders: the pending ones soonest first, or the others newest first;
+/// after the reminder `after` (in that order) when given, from the start when that reminder
+/// is no longer there.
 fn lines(
     conn: &mut DbConnection,
     rule_id: i64,
     pending: bool,
-    offset: i64,
+    after: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<ReminderLine>> {
+    let start: Option<(i64, Option<NaiveDateTime>, NaiveDateTime)> = match after {
+        Some(id) => reminders::table
+            .find(id)
+            .filter(reminders::rule_id.eq(rule_id))
+            .select((reminders::id, reminders::due_at, reminders::updated_at))
+            .first(conn)
+            .optional()?,
+        None => None,
+    };
     let base = reminders::table
         .inner_join(contacts::table)
         .left_join(messages::table.on(reminders::message_id.eq(messages::id.nullable())))
@@ -339,38 +351,51 @@ fn lines(
             contacts::phone,
             messages::public_id.nullable(),
         ))
-        .offset(offset)
         .limit(limit)
         .into_boxed();
     if pending {
-        base.filter(reminders::state.eq("pending"))
-            .order((reminders::due_at.asc(), reminders::id.asc()))
+        let mut q = base.filter(reminders::state.eq("pending"));
+        if let Some((id, Some(due), _)) = start {
+            q = q.filter(
+                reminders::due_at
+                    .gt(due)
+                    .or(reminders::due_at.eq(due).and(reminders::id.gt(id))),
+            );
+        }
+        q.order((reminders::due_at.asc(), reminders::id.asc()))
             .load(conn)
     } else {
-        base.filter(reminders::state.ne("pending"))
-            .order((reminders::updated_at.desc(), reminders::id.desc()))
+        let mut q = base.filter(reminders::state.ne("pending"));
+        if let Some((id, _, updated)) = start {
+            q = q.filter(
+                reminders::updated_at
+                    .lt(updated)
+                    .or(reminders::updated_at.eq(updated).and(reminders::id.lt(id))),
+            );
+        }
+        q.order((reminders::updated_at.desc(), reminders::id.desc()))
             .load(conn)
     }
 }
 
-/// What is due next, soonest first.
+/// What is due next, soonest first, `limit` after the reminder `after`.
 pub fn upcoming(
     conn: &mut DbConnection,
     rule_id: i64,
-    offset: i64,
+    after: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<ReminderLine>> {
-    lines(conn, rule_id, true, offset, limit)
+    lines(conn, rule_id, true, after, limit)
 }
 
-/// What happened (sent, skipped, cancelled), newest first.
+/// What happened (sent, skipped, cancelled), newest first, `limit` after the reminder `after`.
 pub fn recent(
     conn: &mut DbConnection,
     rule_id: i64,
-    offset: i64,
+    after: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<ReminderLine>> {
-    lines(conn, rule_id, false, offset, limit)
+    lines(conn, rule_id, false, after, limit)
 }
 
 /// Sets a taken reminder's final state and reason (a send the policy refused).

@@ -4,7 +4,6 @@
 //! pause, resume, cancel, recipients) and the settings. Every change goes through
 //! `service::broadcasts`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -23,7 +22,6 @@ use crate::domain::fields::FieldProblems;
 use crate::domain::phone::DefaultCountry;
 use crate::domain::role::{Permission, Role};
 use crate::domain::sms;
-use crate::domain::template::{VariableMapping, VariableSource};
 use crate::error::AppError;
 use crate::service::broadcasts::{
     self as service, BroadcastSettings, BroadcastView, Control, DraftInput, Launched, MessageInput,
@@ -45,6 +43,7 @@ use crate::web::download::{csv_download, csv_rows, download_error};
 use crate::web::format::{datetime, sse_event, thousands};
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
+use crate::web::variables::{self, VarRow};
 use crate::web::{render, render_with_status};
 
 pub const PATH: &str = "/broadcasts";
@@ -232,16 +231,6 @@ struct GroupRow {
 /// How many groups of conditions the form reads back (each with up to 60 conditions).
 const MAX_FORM_GROUPS: usize = 20;
 
-/// One variable of the chosen template.
-#[derive(Debug, Clone, Default)]
-struct VarRow {
-    name: String,
-    /// `field`, `fallback` or `fixed`.
-    source: String,
-    key: String,
-    text: String,
-}
-
 /// The conditions of filled rows.
 fn condition_nodes(rows: &[CondRow]) -> Vec<Node> {
     rows.iter()
@@ -344,23 +333,6 @@ impl Draft {
             })
             .filter(|g| !g.conditions.is_empty())
             .collect();
-        let mut variables: BTreeMap<String, VarRow> = BTreeMap::new();
-        for (k, v) in pairs {
-            if let Some(rest) = k.strip_prefix("var.")
-                && let Some((name, part)) = rest.rsplit_once('.')
-            {
-                let row = variables.entry(name.to_owned()).or_insert_with(|| VarRow {
-                    name: name.to_owned(),
-                    ..VarRow::default()
-                });
-                match part {
-                    "source" => row.source = v.clone(),
-                    "key" => row.key = v.trim().to_owned(),
-                    "text" => row.text = v.clone(),
-                    _ => {}
-                }
-            }
-        }
         Draft {
             name: one("name"),
             channel: one("channel"),
@@ -372,7 +344,7 @@ impl Draft {
             filter_json: one("filter_json"),
             text: untrimmed("text"),
             template: one("template"),
-            variables: variables.into_values().collect(),
+            variables: variables::read(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             send_at: one("send_at"),
             time_zone: one("time_zone"),
             expires_at: one("expires_at"),
@@ -447,29 +419,7 @@ impl Draft {
             } => (
                 String::new(),
                 template.clone(),
-                variables
-                    .iter()
-                    .map(|(name, s)| match s {
-                        VariableSource::Attribute { key } => VarRow {
-                            name: name.clone(),
-                            source: "field".into(),
-                            key: key.clone(),
-                            text: String::new(),
-                        },
-                        VariableSource::AttributeWithFallback { key, fallback } => VarRow {
-                            name: name.clone(),
-                            source: "fallback".into(),
-                            key: key.clone(),
-                            text: fallback.clone(),
-                        },
-                        VariableSource::Fixed { text } => VarRow {
-                            name: name.clone(),
-                            source: "fixed".into(),
-                            key: String::new(),
-                            text: text.clone(),
-                        },
-                    })
-                    .collect(),
+                variables::rows_of(variables),
             ),
         };
         Draft {
@@ -539,23 +489,9 @@ impl Draft {
         let message = if self.template.is_empty() {
             MessageInput::Text(self.text.clone())
         } else {
-            let mut mapping = VariableMapping::new();
-            for v in &self.variables {
-                let source = match v.source.as_str() {
-                    "fixed" => VariableSource::Fixed {
-                        text: v.text.clone(),
-                    },
-                    "fallback" => VariableSource::AttributeWithFallback {
-                        key: v.key.clone(),
-                        fallback: v.text.clone(),
-                    },
-                    _ => VariableSource::Attribute { key: v.key.clone() },
-                };
-                mapping.insert(v.name.clone(), source);
-            }
             MessageInput::Template {
                 template: TemplateRef::Id(self.template.clone()),
-                variables: mapping,
+                variables: variables::mapping(&self.variables),
                 window_text: Some(self.window_text.clone()),
             }
         };
@@ -615,6 +551,8 @@ struct FormPage {
     lists: Vec<Choice>,
     templates: Vec<Choice>,
     fields: Vec<String>,
+    /// What a variable's Field column offers (`_variable_rows.html`).
+    var_keys: Vec<(String, String)>,
     ops: Vec<(&'static str, &'static str)>,
     zones: Vec<&'static str>,
     /// Issue 17: the draft's uploaded CSV audience, and its first bad rows.
@@ -685,26 +623,7 @@ async fn form_page(
         })
         .await?;
     // One row per placeholder of the chosen template, keeping what was typed.
-    let mut rows = Vec::new();
-    for name in placeholders {
-        let row = d
-            .variables
-            .iter()
-            .find(|v| v.name == name)
-            .cloned()
-            .unwrap_or_else(|| VarRow {
-                name: name.clone(),
-                source: "field".into(),
-                key: if name == "1" {
-                    "name".into()
-                } else {
-                    String::new()
-                },
-                text: String::new(),
-            });
-        rows.push(row);
-    }
-    d.variables = rows;
+    d.variables = variables::for_placeholders(&placeholders, &d.variables);
     let mut conditions = d.conditions.clone();
     conditions.extend(std::iter::repeat_n(CondRow::default(), BLANK_CONDITIONS));
     let mut groups = d.groups.clone();
@@ -717,9 +636,11 @@ async fn form_page(
             conditions: vec![CondRow::default(); BLANK_CONDITIONS],
         });
     }
+    let columns = csv.as_ref().map(|c| c.columns.clone()).unwrap_or_default();
     let page = FormPage {
         chrome,
         id,
+        var_keys: variables::key_choices(&columns, &fields, &d.variables),
         conditions,
         groups,
         errors,

@@ -38,6 +38,8 @@ pub mod send;
 pub mod session;
 pub mod templates;
 pub mod users;
+// Issue 20: a template's variables as form rows (broadcasts, reminder rules).
+pub mod variables;
 pub mod webhooks;
 // Issue 19: Settings › Webhooks (status callbacks to the business).
 pub mod webhook_endpoints;
@@ -68,6 +70,8 @@ pub mod paths {
     pub const AUTOMATIONS: &str = "/automations";
     // Issue 20: Automations › Reminders.
     pub const REMINDERS: &str = "/automations/reminders";
+    /// The reminder form's variables block, re-rendered when the template changes.
+    pub const REMINDER_VARIABLES: &str = "/automations/reminders/variables";
 }
 
 /// Marks the `/api/v1` scope: `Auth<P>` authenticates with bearer keys there.
@@ -227,6 +231,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(get().to(automations::reminders::index))
                 .route(post().to(automations::reminders::create)),
         )
+        // Before `{id}`: the form's variables block for the chosen template.
+        .service(resource(paths::REMINDER_VARIABLES).post(automations::reminders::variables_block))
         .service(
             resource("/automations/reminders/{id}")
                 .route(get().to(automations::reminders::show))

@@ -108,11 +108,32 @@ async fn seed(app: &TestApp, s: &fixtures::Setup) -> Vec<String> {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{rule}");
+    // And one sending the template, its variables in rows (long keys and fallbacks).
+    let (status, templated) = crate::provider_kit::api(
+        app,
+        reqwest::Method::POST,
+        "/api/v1/reminders",
+        &s.key,
+        Some(
+            &json!({"name": "Order update reminder", "channel": "Sandbox WhatsApp",
+            "template": {"name": "order_update", "language": "en_US", "variables": {
+                "1": {"source": "attribute_with_fallback",
+                      "key": "loyalty_programme_membership_reference", "fallback": LONG_NAME},
+                "2": {"source": "fixed", "text": "REF-00000000000000000000000000000001"}}},
+            "attribute": "loyalty_programme_membership_reference", "offset_minutes": -1440}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{templated}");
     vec![
         "/automations/reminders".into(),
         format!(
             "/automations/reminders/{}",
             rule["id"].as_str().expect("id")
+        ),
+        format!(
+            "/automations/reminders/{}",
+            templated["id"].as_str().expect("id")
         ),
         format!("/contacts/{contact}"),
         format!("/contacts?list={list}"),

@@ -9,7 +9,7 @@ use chrono::{SecondsFormat, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::fixtures::{Setup, setup, spawn};
+use crate::fixtures::{Setup, approved_template, contact, setup, spawn};
 use crate::helpers::{Client, TestApp, location, texts};
 use crate::provider_kit::api;
 
@@ -20,6 +20,8 @@ crate::both_backends!(
     a_trigger_page_has_the_same_enable_and_delete_buttons,
     a_rules_page_shows_what_was_sent_and_what_was_skipped_and_why,
     the_list_of_rules_pages,
+    an_admin_maps_the_templates_variables_in_rows,
+    a_rules_due_and_activity_lists_page_past_fifty,
 );
 
 /// The form for "1 day before appointment_at" as text on the SMS channel, with `extra`
@@ -34,7 +36,6 @@ fn rule_form<'a>(
         ("channel", s.sms.public_id.as_str()),
         ("template", ""),
         ("text", "See you tomorrow!"),
-        ("variables", ""),
         ("attribute", "appointment_at"),
         ("timing", "offset"),
         ("amount", "1"),
@@ -366,6 +367,255 @@ async fn the_list_of_rules_pages(app: TestApp) {
     assert_eq!(texts(&second, ".pager a"), ["First page"]);
 }
 
+/// The `attr` of each element matching `selector`.
+fn attrs(html: &str, selector: &str, attr: &str) -> Vec<String> {
+    let doc = scraper::Html::parse_document(html);
+    let sel = scraper::Selector::parse(selector).expect("selector");
+    doc.select(&sel)
+        .filter_map(|e| e.value().attr(attr).map(str::to_owned))
+        .collect()
+}
+
+/// The variables the form shows a row for (`{{1}}`, ...).
+fn variable_rows(html: &str) -> Vec<String> {
+    texts(html, "#r-variables tr[data-variable] th")
+}
+
+/// Two approved WhatsApp templates: `visit_soon` ({{1}} and {{2}}) and `visit_thanks` ({{1}}).
+async fn visit_templates(app: &TestApp, s: &Setup) {
+    let body = "Hi {{1}}, we see you at {{2}} for your visit.";
+    approved_template(app, s, "visit_soon", body).await;
+    approved_template(app, s, "visit_thanks", "Thanks {{1}}, see you again soon.").await;
+}
+
+async fn an_admin_maps_the_templates_variables_in_rows(app: TestApp) {
+    let s = setup(&app).await;
+    visit_templates(&app, &s).await;
+    let visit = "visit_soon|en_US";
+    let wa = s.wa.public_id.as_str();
+
+    // The new rule's form offers no rows until a template is chosen.
+    let page = s.admin.get_html("/automations/reminders").await;
+    assert!(variable_rows(&page).is_empty(), "{page}");
+    assert_eq!(
+        attrs(&page, "#r-variables", "hx-trigger"),
+        ["change from:#r-template"]
+    );
+
+    // Choosing a template (htmx posts the form): its variables block alone, a row each, with
+    // what was typed for a variable of the same name kept.
+    let mut typed = rule_form(&s, "Visit", &[("channel", wa), ("template", visit)]);
+    typed.push(("var.1.source", "fallback"));
+    typed.push(("var.1.text", "friend"));
+    let res = s
+        .admin
+        .post_form("/automations/reminders/variables", &typed)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let block = res.text().await.expect("body");
+    assert!(!block.contains("<html"), "a fragment: {block}");
+    assert_eq!(variable_rows(&block), ["{{1}}", "{{2}}"]);
+    assert_eq!(attrs(&block, "#v-1-text", "value"), ["friend"]);
+    typed.retain(|(k, _)| *k != "template");
+    typed.push(("template", "visit_thanks|en_US"));
+    let res = s
+        .admin
+        .post_form("/automations/reminders/variables", &typed)
+        .await;
+    let block = res.text().await.expect("body");
+    assert_eq!(variable_rows(&block), ["{{1}}"], "{block}");
+
+    // Without JavaScript: "Show the template's variables" shows the form again (not saved).
+    let page = s.admin.get_html("/automations/reminders").await;
+    assert!(
+        page.contains(
+            "<noscript><button type=\"submit\" name=\"show_variables\" value=\"1\" \
+             class=\"secondary\">Show the template's variables</button></noscript>"
+        ),
+        "{page}"
+    );
+    let mut shown = rule_form(&s, "Visit", &[("channel", wa), ("template", visit)]);
+    shown.push(("show_variables", "1"));
+    let res = s.admin.post_form("/automations/reminders", &shown).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.expect("body");
+    assert_eq!(variable_rows(&page), ["{{1}}", "{{2}}"]);
+    assert_eq!(attrs(&page, "#r-name", "value"), ["Visit"]);
+    assert!(page.contains("No reminder rules yet."), "nothing saved");
+
+    // A row left incomplete: 422, its problem beside its row, every row's values kept.
+    let mut rows = rule_form(&s, "Visit", &[("channel", wa), ("template", visit)]);
+    rows.extend([
+        ("var.1.source", "fallback"),
+        ("var.1.key", "name"),
+        ("var.1.text", "there"),
+        ("var.2.source", "fixed"),
+        ("var.2.key", ""),
+        ("var.2.text", ""),
+    ]);
+    let res = s.admin.post_form("/automations/reminders", &rows).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.expect("body");
+    assert!(
+        texts(&html, "tr[data-variable='2'] #v-2-error")
+            .join(" ")
+            .contains("Enter the text"),
+        "{html}"
+    );
+    assert!(texts(&html, "#v-1-error").is_empty());
+    assert_eq!(attrs(&html, "#v-1-text", "value"), ["there"]);
+    assert_eq!(
+        attrs(&html, "#v-1-source option[selected]", "value"),
+        ["fallback"]
+    );
+    assert_eq!(attrs(&html, "#v-1-key option[selected]", "value"), ["name"]);
+    assert_eq!(
+        attrs(&html, "#v-2-source option[selected]", "value"),
+        ["fixed"]
+    );
+
+    // Filled in: the rule is made (no JSON typed), its page reads the mapping in words.
+    rows.retain(|(k, _)| *k != "var.2.text");
+    rows.push(("var.2.text", "10:00"));
+    let res = s.admin.post_form("/automations/reminders", &rows).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let path = location(&res);
+    let page = s.admin.get_html(&path).await;
+    assert_eq!(
+        texts(&page, "#rule-variables li"),
+        [
+            "{{1}}: contact attribute name, else \"there\"",
+            "{{2}}: always \"10:00\""
+        ]
+    );
+
+    // Its edit form shows the mapping in the rows.
+    assert_eq!(variable_rows(&page), ["{{1}}", "{{2}}"]);
+    assert_eq!(
+        attrs(&page, "#v-1-source option[selected]", "value"),
+        ["fallback"]
+    );
+    assert_eq!(attrs(&page, "#v-1-key option[selected]", "value"), ["name"]);
+    assert_eq!(attrs(&page, "#v-1-text", "value"), ["there"]);
+    assert_eq!(attrs(&page, "#v-2-text", "value"), ["10:00"]);
+
+    // The API reads the same mapping, as JSON.
+    let id = path.rsplit('/').next().expect("id");
+    let (st, rule) = api(
+        &app,
+        Method::GET,
+        &format!("/api/v1/reminders/{id}"),
+        &s.key,
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{rule}");
+    assert_eq!(
+        rule["template"]["variables"]["2"],
+        json!({"source": "fixed", "text": "10:00"}),
+        "{rule}"
+    );
+
+    // Edited through the rows; without JavaScript the other template's rows come first.
+    let mut edit = rows.clone();
+    edit.retain(|(k, _)| *k != "var.1.text" && *k != "template");
+    edit.extend([("var.1.text", "you"), ("template", "visit_thanks|en_US")]);
+    let mut show = edit.clone();
+    show.push(("show_variables", "1"));
+    let res = s.admin.post_form(&path, &show).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.expect("body");
+    assert_eq!(variable_rows(&page), ["{{1}}"]);
+    edit.retain(|(k, _)| !k.starts_with("var.2."));
+    let res = s.admin.post_form(&path, &edit).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = s.admin.get_html(&path).await;
+    assert_eq!(
+        texts(&page, "#rule-variables li"),
+        ["{{1}}: contact attribute name, else \"you\""]
+    );
+}
+
+async fn a_rules_due_and_activity_lists_page_past_fifty(app: TestApp) {
+    let s = setup(&app).await;
+    // A disabled rule (the background step leaves it alone) with 51 reminders due and 51 sent.
+    let path = create_rule(&s, "Paged").await;
+    switch(&s.admin, &path, "false").await;
+    let contact_id = contact(&app, &s.key, json!({"phone": "+14155550190"})).await;
+    let mut db = app.db();
+    let rule = herald::storage::reminders::find_by_public_id(
+        &mut db,
+        path.rsplit('/').next().expect("id"),
+    )
+    .expect("read")
+    .expect("the rule");
+    let contact = herald::storage::contacts::find_by_public_id(&mut db, &contact_id)
+        .expect("read")
+        .expect("the contact");
+    let start = Utc::now() + chrono::Duration::days(1);
+    for n in 1..=51 {
+        let due = start + chrono::Duration::hours(n);
+        herald::storage::reminders::insert_reminder(
+            &mut db,
+            rule.id,
+            contact.id,
+            &format!("due-{n:02}"),
+            Some(due.naive_utc()),
+            "pending",
+            None,
+        )
+        .expect("due");
+        herald::storage::reminders::insert_reminder(
+            &mut db,
+            rule.id,
+            contact.id,
+            &format!("sent-{n:02}"),
+            None,
+            "sent",
+            None,
+        )
+        .expect("sent");
+    }
+    let values = |html: &str, list: &str| texts(html, &format!("#{list} tbody td.hide-narrow"));
+
+    // The first page of each, the count of all due, and a Next link for each.
+    let page = s.admin.get_html(&path).await;
+    assert_eq!(texts(&page, "#due-count"), ["51 due"]);
+    let due = values(&page, "rule-due");
+    assert_eq!(due.len(), 50);
+    assert_eq!((due[0].as_str(), due[49].as_str()), ("due-01", "due-50"));
+    let recent = values(&page, "rule-activity");
+    assert_eq!(recent.len(), 50);
+    assert!(texts(&page, "#due-first, #activity-first").is_empty());
+
+    // Due next, page two: the last one; the activity stays on its first page.
+    let next = attrs(&page, "#due-next", "href").pop().expect("due next");
+    let second = s.admin.get_html(&next).await;
+    assert_eq!(values(&second, "rule-due"), ["due-51"]);
+    assert!(texts(&second, "#due-next").is_empty(), "the last page");
+    assert_eq!(texts(&second, "#due-first"), ["Soonest first"]);
+    assert_eq!(texts(&second, "#due-count"), ["51 due"]);
+    assert_eq!(values(&second, "rule-activity"), recent);
+
+    // Recent activity, page two (from there): the oldest; due next stays where it was.
+    let next = attrs(&second, "#activity-next", "href")
+        .pop()
+        .expect("activity next");
+    let third = s.admin.get_html(&next).await;
+    assert_eq!(values(&third, "rule-activity"), ["sent-01"]);
+    assert_eq!(values(&third, "rule-due"), ["due-51"]);
+    assert!(texts(&third, "#activity-next").is_empty());
+    let mut all: Vec<String> = recent;
+    all.extend(values(&third, "rule-activity"));
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 51, "each once");
+
+    // A cursor Herald did not give is refused.
+    let res = s.admin.get(&format!("{path}?due_cursor=nonsense")).await;
+    assert!(res.status().is_client_error(), "{}", res.status());
+}
+
 /// Triggers share the Enable/Disable and Delete buttons (and their handlers) with reminder rules.
 async fn a_trigger_page_has_the_same_enable_and_delete_buttons(app: TestApp) {
     let s = setup(&app).await;
@@ -412,6 +662,7 @@ async fn in_the_browser_an_admin_makes_a_day_before_reminder_and_sees_it_due() {
     let phone = "+14155550182";
     let at = Utc::now() + chrono::Duration::days(3);
     appointment(&app, &s, phone, at).await;
+    visit_templates(&app, &s).await;
     let b = crate::browser::Browser::start(&app.address).await;
     b.sign_in(crate::helpers::ADMIN_EMAIL, crate::helpers::PASSWORD)
         .await;
@@ -423,9 +674,41 @@ async fn in_the_browser_an_admin_makes_a_day_before_reminder_and_sees_it_due() {
     b.click("nav.tabs a[href='/automations/reminders']").await;
     b.wait_for_text("No reminder rules yet.").await;
     b.fill("#r-name", "Appointment tomorrow").await;
+
+    // Choosing a template shows a row per variable in place (htmx); another template, its own.
+    let rows = || b.text("#r-variables");
+    crate::broadcasts::select(&b, "#r-template", "visit_soon|en_US").await;
+    crate::broadcasts::wait_in(&b, "#r-variables", "{{2}}", 10).await;
+    assert!(rows().await.contains("{{1}}"));
+    crate::broadcasts::select(&b, "#r-template", "visit_thanks|en_US").await;
+    for _ in 0..100 {
+        if !rows().await.contains("{{2}}") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown = rows().await;
+    assert!(
+        shown.contains("{{1}}") && !shown.contains("{{2}}"),
+        "{shown}"
+    );
+    let name = b
+        .client
+        .find(fantoccini::Locator::Css("#r-name"))
+        .await
+        .expect("the name")
+        .prop("value")
+        .await
+        .expect("its value");
+    assert_eq!(
+        name.as_deref(),
+        Some("Appointment tomorrow"),
+        "kept as typed"
+    );
+    crate::broadcasts::select(&b, "#r-template", "").await;
     crate::broadcasts::select(&b, "#r-channel", &s.sms.public_id).await;
     b.fill("#r-text", "See you tomorrow!").await;
-    b.click("#reminder-form button[type=submit]").await;
+    b.click("#reminder-form button.primary").await;
     b.wait_for_text("it sends 1 day before appointment_at")
         .await;
     assert_eq!(

@@ -13,9 +13,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::dispatch::worker::Dispatcher;
+use crate::domain::template::CONTACT_FIELDS;
 use crate::service::{ServiceResult, Services};
 use crate::storage::channels::{self, Channel};
-use crate::storage::templates;
+use crate::storage::{contacts, templates};
 
 /// How often the background step looks for due work when nothing woke it.
 const PAUSE: Duration = Duration::from_secs(1);
@@ -44,24 +45,56 @@ pub async fn run(dispatcher: Dispatcher, mut stop: watch::Receiver<bool>) {
 pub struct Choices {
     pub channels: Vec<Channel>,
     pub templates: Vec<(String, String, String)>,
+    /// Each template's variables (the names its placeholders fill, in order) by name and
+    /// language; a name and language on several channels has the variables of all of them.
+    pub variables: Vec<((String, String), Vec<String>)>,
+    /// The contact fields and attributes (`attributes.<key>`) a variable can come from.
+    pub fields: Vec<String>,
+}
+
+impl Choices {
+    /// The variables of the template with this name and language, if it may be sent.
+    pub fn variables_of(&self, name: &str, language: &str) -> Option<&[String]> {
+        self.variables
+            .iter()
+            .find(|((n, l), _)| n == name && l == language)
+            .map(|(_, v)| v.as_slice())
+    }
 }
 
 pub async fn choices(svc: &Services) -> ServiceResult<Choices> {
     svc.read(|conn| {
         let channels = channels::list(conn)?;
-        let templates = templates::sendable_list(conn, &templates::TemplateFilter::default())?
-            .into_iter()
-            .map(|(c, t)| {
-                (
-                    c.name,
-                    t.template.name().to_string(),
-                    t.template.language().to_string(),
-                )
-            })
-            .collect();
+        let mut templates = Vec::new();
+        let mut variables: Vec<((String, String), Vec<String>)> = Vec::new();
+        for (c, t) in templates::sendable_list(conn, &templates::TemplateFilter::default())? {
+            let key = (
+                t.template.name().to_string(),
+                t.template.language().to_string(),
+            );
+            let at = match variables.iter().position(|(k, _)| *k == key) {
+                Some(at) => at,
+                None => {
+                    variables.push((key.clone(), Vec::new()));
+                    variables.len() - 1
+                }
+            };
+            for p in t.placeholders() {
+                if !variables[at].1.contains(&p.name) {
+                    variables[at].1.push(p.name);
+                }
+            }
+            templates.push((c.name, key.0, key.1));
+        }
+        let mut fields: Vec<String> = CONTACT_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+        for k in contacts::attribute_keys(conn)? {
+            fields.push(format!("attributes.{k}"));
+        }
         Ok(Choices {
             channels,
             templates,
+            variables,
+            fields,
         })
     })
     .await

@@ -28,6 +28,7 @@ use crate::domain::local_time::{first_start, zone_of_number};
 use crate::domain::message::{MessageSource, MessageStatus};
 use crate::domain::phone::DefaultCountry;
 use crate::domain::template::{VariableMapping, check_mapping, resolve};
+use crate::service::paging::{Page, PageRequest};
 use crate::service::sends::{
     self, Checked, ContentRequest, Recipient, Requester, SendRequest, TemplateRef,
 };
@@ -381,10 +382,7 @@ pub async fn delete(svc: &Services, actor: Actor, public_id: String) -> ServiceR
     .await
 }
 
-fn page_in(
-    conn: &mut DbConnection,
-    request: crate::service::paging::PageRequest,
-) -> ServiceResult<crate::service::paging::Page<RuleView>> {
+fn page_in(conn: &mut DbConnection, request: PageRequest) -> ServiceResult<Page<RuleView>> {
     let rows = store::page(conn, request.after, request.fetch())?;
     let page = request.finish(rows, |row| row.id);
     let data = page
@@ -392,17 +390,14 @@ fn page_in(
         .into_iter()
         .map(|r| view(conn, r))
         .collect::<ServiceResult<Vec<_>>>()?;
-    Ok(crate::service::paging::Page {
+    Ok(Page {
         data,
         next_cursor: page.next_cursor,
     })
 }
 
 /// A page of rules, in the order they were made (the API's list).
-pub async fn page(
-    svc: &Services,
-    request: crate::service::paging::PageRequest,
-) -> ServiceResult<crate::service::paging::Page<RuleView>> {
+pub async fn page(svc: &Services, request: PageRequest) -> ServiceResult<Page<RuleView>> {
     svc.read(move |conn| page_in(conn, request)).await
 }
 
@@ -413,10 +408,7 @@ pub struct Listed {
 }
 
 /// A page of rules with their pending counts (the Reminders page).
-pub async fn listing(
-    svc: &Services,
-    request: crate::service::paging::PageRequest,
-) -> ServiceResult<crate::service::paging::Page<Listed>> {
+pub async fn listing(svc: &Services, request: PageRequest) -> ServiceResult<Page<Listed>> {
     svc.read(move |conn| {
         let page = page_in(conn, request)?;
         let ids: Vec<i64> = page.data.iter().map(|r| r.row_id).collect();
@@ -441,22 +433,37 @@ pub async fn get(svc: &Services, public_id: String) -> ServiceResult<RuleView> {
     .await
 }
 
-/// What a rule's page lists: what is due next and what happened, a page of each.
+/// What a rule's page lists: what is due next and what happened, a page of each, and how many
+/// reminders are due in all.
 pub struct Activity {
-    pub upcoming: Vec<ReminderLine>,
-    pub recent: Vec<ReminderLine>,
+    pub upcoming: Page<ReminderLine>,
+    pub recent: Page<ReminderLine>,
+    pub due: i64,
 }
 
+/// A page of what is due next (soonest first) and of what happened (newest first), each from
+/// its own cursor.
 pub async fn activity(
     svc: &Services,
     rule_row_id: i64,
-    offset: i64,
-    limit: i64,
+    upcoming: PageRequest,
+    recent: PageRequest,
 ) -> ServiceResult<Activity> {
     svc.read(move |conn| {
+        let key = |l: &ReminderLine| l.0.id;
+        let due = store::pending_counts(conn, &[rule_row_id])?
+            .first()
+            .map_or(0, |(_, n)| *n);
         Ok(Activity {
-            upcoming: store::upcoming(conn, rule_row_id, offset, limit)?,
-            recent: store::recent(conn, rule_row_id, offset, limit)?,
+            upcoming: upcoming.finish(
+                store::upcoming(conn, rule_row_id, upcoming.after, upcoming.fetch())?,
+                key,
+            ),
+            recent: recent.finish(
+                store::recent(conn, rule_row_id, recent.after, recent.fetch())?,
+                key,
+            ),
+            due,
         })
     })
     .await

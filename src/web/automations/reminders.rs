@@ -1,8 +1,11 @@
 //! Issue 20: Automations › Reminders (admins). The list of reminder rules (what each sends,
 //! when in words, how many reminders are due next) with the form for a new one; each rule's
 //! page with its settings, the same form to edit it, enable/disable, delete, what is due next
-//! and what happened lately. The same use cases as `/api/v1/reminders`
-//! (`service::automations::reminders`).
+//! and what happened lately (each list paged on its own cursor). The form fills the template's
+//! variables in rows (`web::variables`), re-rendered alone when the template changes. The same
+//! use cases as `/api/v1/reminders` (`service::automations::reminders`).
+
+use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -13,7 +16,6 @@ use serde::Deserialize;
 use super::{Switchable, form_refusal, template_choice, template_value};
 use crate::domain::audit::Actor;
 use crate::domain::fields::FieldProblems;
-use crate::domain::template::VariableMapping;
 use crate::error::AppError;
 use crate::service::ServiceResult;
 use crate::service::automations::reminders::{
@@ -27,9 +29,10 @@ use crate::web::chrome::Chrome;
 use crate::web::format;
 use crate::web::identity::{Auth, perm, redirect_response};
 use crate::web::session::TypedSession;
+use crate::web::variables::{self, VarRow};
 use crate::web::{paths, render_with_status};
 
-/// Reminders listed per part of a rule's page (due next, recent activity).
+/// Reminders listed per page of each list on a rule's page (due next, recent activity).
 const ACTIVITY_PAGE: i64 = 50;
 
 const MINUTES_PER: [(&str, i32); 3] = [("days", 24 * 60), ("hours", 60), ("minutes", 1)];
@@ -46,9 +49,9 @@ pub struct RuleForm {
     template: String,
     #[serde(default)]
     text: String,
-    /// The template's variables as JSON (blank: none).
-    #[serde(default)]
-    variables: String,
+    /// The template's variables, one row each (`var.<name>.source|key|text`).
+    #[serde(flatten, deserialize_with = "variable_rows")]
+    variables: Vec<VarRow>,
     #[serde(default)]
     attribute: String,
     /// `offset` (before or after the date) or `at_time` (a time of day).
@@ -72,6 +75,18 @@ pub struct RuleForm {
     time_zone: String,
     #[serde(default)]
     grace_minutes: String,
+    /// Set by "Show the template's variables" (the form without JavaScript): the form again,
+    /// nothing saved.
+    #[serde(default)]
+    show_variables: String,
+}
+
+/// The `var.<name>.<part>` fields among the form's others.
+fn variable_rows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<VarRow>, D::Error> {
+    let rest = BTreeMap::<String, String>::deserialize(d)?;
+    Ok(variables::read(
+        rest.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
 }
 
 impl RuleForm {
@@ -82,7 +97,7 @@ impl RuleForm {
             channel: String::new(),
             template: String::new(),
             text: String::new(),
-            variables: String::new(),
+            variables: Vec::new(),
             attribute: "appointment_at".into(),
             timing: "offset".into(),
             amount: "1".into(),
@@ -93,6 +108,7 @@ impl RuleForm {
             day_direction: "before".into(),
             time_zone: "UTC".into(),
             grace_minutes: DEFAULT_GRACE_MINUTES.to_string(),
+            show_variables: String::new(),
         }
     }
 
@@ -104,9 +120,7 @@ impl RuleForm {
         form.text = v.text.clone().unwrap_or_default();
         if let Some(t) = &v.template {
             form.template = template_value(&t.name, &t.language);
-            if !t.variables.is_empty() {
-                form.variables = serde_json::to_string_pretty(&t.variables).unwrap_or_default();
-            }
+            form.variables = variables::rows_of(&t.variables);
         }
         form.attribute = v.attribute.clone();
         match &v.timing {
@@ -171,23 +185,11 @@ impl RuleForm {
                     .ok_or_else(|| "Give the grace period in whole minutes, e.g. 60.".to_owned()),
             )
             .unwrap_or(DEFAULT_GRACE_MINUTES);
-        let variables = if self.variables.trim().is_empty() {
-            VariableMapping::new()
-        } else {
-            problems
-                .check(
-                    "variables",
-                    serde_json::from_str::<VariableMapping>(&self.variables).map_err(|e| {
-                        format!("The variables are not valid JSON of the expected shape: {e}.")
-                    }),
-                )
-                .unwrap_or_default()
-        };
         let content = match template_choice(&self.template) {
             Some((name, language)) => RuleContent::Template {
                 name,
                 language,
-                variables,
+                variables: variables::mapping(&self.variables),
             },
             None => RuleContent::Text(self.text.clone()),
         };
@@ -202,6 +204,66 @@ impl RuleForm {
             enabled,
         })
     }
+}
+
+/// The form's variables block: a row for each variable of the chosen template, what was typed
+/// (or saved) kept, and what the Field column offers.
+pub struct VarBlock {
+    rows: Vec<VarRow>,
+    keys: Vec<(String, String)>,
+    /// A template is chosen (one without variables says so).
+    template: bool,
+}
+
+impl VarBlock {
+    fn of(form: &RuleForm, choices: &Choices) -> Self {
+        let chosen = template_choice(&form.template);
+        let rows = match &chosen {
+            Some((name, language)) => match choices.variables_of(name, language) {
+                Some(names) => variables::for_placeholders(names, &form.variables),
+                // Not sendable now (paused, or its approval withdrawn): the rows as they are.
+                None => form.variables.clone(),
+            },
+            None => Vec::new(),
+        };
+        VarBlock {
+            keys: variables::key_choices(&[], &choices.fields, &rows),
+            rows,
+            template: chosen.is_some(),
+        }
+    }
+
+    /// A row shows this field's problems (`variables.<name>`); the others are listed below.
+    pub fn shows(&self, field: &str) -> bool {
+        field
+            .strip_prefix("variables.")
+            .is_some_and(|name| self.rows.iter().any(|r| r.name == name))
+    }
+}
+
+/// The variables block alone (`automations/_reminder_variables.html`).
+#[derive(Template)]
+#[template(path = "automations/_reminder_variables.html")]
+struct VariablesFragment {
+    vars: VarBlock,
+    errors: FieldProblems,
+}
+
+/// `POST /automations/reminders/variables`: the form's variables block for the template now
+/// chosen (htmx, on the template's select), what was typed kept.
+pub async fn variables_block(
+    _auth: Auth<perm::ManageAutomations>,
+    state: web::Data<AppState>,
+    form: web::Form<RuleForm>,
+) -> Result<HttpResponse, AppError> {
+    let choices = automation::choices(&state).await?;
+    render_with_status(
+        &VariablesFragment {
+            vars: VarBlock::of(&form, &choices),
+            errors: FieldProblems::default(),
+        },
+        StatusCode::OK,
+    )
 }
 
 fn direction(n: i32) -> &'static str {
@@ -276,6 +338,7 @@ struct IndexPage {
     next_cursor: Option<String>,
     choices: Choices,
     form: RuleForm,
+    vars: VarBlock,
     errors: FieldProblems,
     problem: Option<String>,
 }
@@ -304,6 +367,7 @@ async fn index_page(
             rules: page.data.into_iter().map(ListRow::of).collect(),
             paged: request.after.is_some(),
             next_cursor: page.next_cursor,
+            vars: VarBlock::of(&form, &choices),
             choices,
             form,
             errors,
@@ -343,6 +407,18 @@ pub async fn create(
     form: web::Form<RuleForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
+    if !form.show_variables.is_empty() {
+        return index_page(
+            &state,
+            chrome,
+            None,
+            form,
+            FieldProblems::default(),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    }
     let refused = |errors: FieldProblems, problem: Option<String>, form: RuleForm| {
         let state = state.clone();
         async move {
@@ -420,58 +496,115 @@ struct ShowPage {
     action: String,
     timing: String,
     content: String,
-    variables_json: Option<String>,
+    /// The template's variables in words (`{{1}}: contact attribute name, else "there"`).
+    variables: Vec<String>,
     upcoming: Vec<ReminderRow>,
     recent: Vec<ReminderRow>,
-    /// More than a page of either.
-    more_upcoming: bool,
-    more_recent: bool,
+    /// How many reminders are due in all.
+    due: i64,
+    due_pager: Pager,
+    activity_pager: Pager,
     choices: Choices,
     form: RuleForm,
+    vars: VarBlock,
     errors: FieldProblems,
     problem: Option<String>,
+}
+
+/// A list's links on a rule's page: to its first page (when not on it) and to its next one
+/// (when more follow), the other list staying where it is (`automations/_list_pager.html`).
+pub struct Pager {
+    first: Option<String>,
+    next: Option<String>,
+}
+
+/// Where a rule's page starts each of its lists (due next, recent activity).
+#[derive(Debug, Default, Deserialize)]
+pub struct ShowQuery {
+    #[serde(default)]
+    due_cursor: Option<String>,
+    #[serde(default)]
+    activity_cursor: Option<String>,
+}
+
+impl ShowQuery {
+    /// The rule's page with these cursors, at the list `anchor`.
+    fn link(page: &str, due: Option<&str>, activity: Option<&str>, anchor: &str) -> String {
+        let params: Vec<String> = [("due_cursor", due), ("activity_cursor", activity)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+            .collect();
+        if params.is_empty() {
+            format!("{page}#{anchor}")
+        } else {
+            format!("{page}?{}#{anchor}", params.join("&"))
+        }
+    }
 }
 
 async fn show_page(
     state: &AppState,
     chrome: Chrome,
     id: String,
+    at: ShowQuery,
     edit: Option<(RuleForm, FieldProblems, Option<String>)>,
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let r = reminders::get(state, id).await?;
-    let activity = reminders::activity(state, r.row_id, 0, ACTIVITY_PAGE + 1).await?;
+    let page = |cursor: &Option<String>| {
+        PageRequest::parse(None, cursor.as_deref()).map(|p| PageRequest {
+            limit: ACTIVITY_PAGE,
+            ..p
+        })
+    };
+    let activity = reminders::activity(
+        state,
+        r.row_id,
+        page(&at.due_cursor)?,
+        page(&at.activity_cursor)?,
+    )
+    .await?;
     let choices = automation::choices(state).await?;
     let zone: Tz = r.time_zone.parse().unwrap_or(Tz::UTC);
-    let rows = |lines: Vec<ReminderLine>, due: bool| -> (Vec<ReminderRow>, bool) {
-        let more = lines.len() as i64 > ACTIVITY_PAGE;
-        let rows = lines
+    let rows = |lines: Vec<ReminderLine>, due: bool| -> Vec<ReminderRow> {
+        lines
             .into_iter()
-            .take(ACTIVITY_PAGE as usize)
             .map(|l| ReminderRow::of(l, zone, due))
-            .collect();
-        (rows, more)
+            .collect()
     };
-    let (upcoming, more_upcoming) = rows(activity.upcoming, true);
-    let (recent, more_recent) = rows(activity.recent, false);
+    let here = RulePages::page(&r.id);
+    let (due_cursor, activity_cursor) = (at.due_cursor.as_deref(), at.activity_cursor.as_deref());
+    let due_pager = Pager {
+        first: due_cursor.map(|_| ShowQuery::link(&here, None, activity_cursor, "rule-due")),
+        next: (activity.upcoming.next_cursor.as_deref())
+            .map(|next| ShowQuery::link(&here, Some(next), activity_cursor, "rule-due")),
+    };
+    let activity_pager = Pager {
+        first: activity_cursor.map(|_| ShowQuery::link(&here, due_cursor, None, "rule-activity")),
+        next: (activity.recent.next_cursor.as_deref())
+            .map(|next| ShowQuery::link(&here, due_cursor, Some(next), "rule-activity")),
+    };
     let (form, errors, problem) =
         edit.unwrap_or_else(|| (RuleForm::of(&r), FieldProblems::default(), None));
     render_with_status(
         &ShowPage {
             timing: timing_words(&r.timing, &r.attribute),
             content: content_words(&r),
-            variables_json: r
+            variables: r
                 .template
-                .as_ref()
-                .filter(|t| !t.variables.is_empty())
-                .and_then(|t| serde_json::to_string_pretty(&t.variables).ok()),
+                .iter()
+                .flat_map(|t| &t.variables)
+                .map(|(name, source)| variables::words(name, source))
+                .collect(),
             chrome,
-            action: format!("{}/{}", paths::REMINDERS, r.id),
+            action: here,
             r,
-            upcoming,
-            recent,
-            more_upcoming,
-            more_recent,
+            upcoming: rows(activity.upcoming.data, true),
+            recent: rows(activity.recent.data, false),
+            due: activity.due,
+            due_pager,
+            activity_pager,
+            vars: VarBlock::of(&form, &choices),
             choices,
             form,
             errors,
@@ -481,14 +614,23 @@ async fn show_page(
     )
 }
 
-/// `GET /automations/reminders/{id}`.
+/// `GET /automations/reminders/{id}`, `?due_cursor=` and `?activity_cursor=` paging its lists.
 pub async fn show(
     _auth: Auth<perm::ManageAutomations>,
     state: web::Data<AppState>,
     chrome: Chrome,
     path: web::Path<String>,
+    query: web::Query<ShowQuery>,
 ) -> Result<HttpResponse, AppError> {
-    show_page(&state, chrome, path.into_inner(), None, StatusCode::OK).await
+    show_page(
+        &state,
+        chrome,
+        path.into_inner(),
+        query.into_inner(),
+        None,
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// `POST /automations/reminders/{id}`: saves the edit form (the rule stays enabled or
@@ -504,6 +646,18 @@ pub async fn update(
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
     let form = form.into_inner();
+    if !form.show_variables.is_empty() {
+        let kept = Some((form, FieldProblems::default(), None));
+        return show_page(
+            &state,
+            chrome,
+            id,
+            ShowQuery::default(),
+            kept,
+            StatusCode::OK,
+        )
+        .await;
+    }
     let (errors, problem) = match form.input(true) {
         Ok(input) => {
             let saved = reminders::update(&state, auth.actor(), id.clone(), move |current| {
@@ -530,6 +684,7 @@ pub async fn update(
         &state,
         chrome,
         id,
+        ShowQuery::default(),
         Some((form, errors, problem)),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
@@ -570,6 +725,7 @@ impl Switchable for RulePages {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::template::VariableSource;
 
     #[test]
     fn timings_read_as_words() {
@@ -624,11 +780,71 @@ mod tests {
         );
         form.days = "soon".into();
         form.grace_minutes = "-5".into();
-        form.template = "order_shipped|en_US".into();
-        form.variables = "{not json".into();
         let problems = form.input(true).expect_err("refused");
-        for field in ["day_offset", "grace_minutes", "variables"] {
+        for field in ["day_offset", "grace_minutes"] {
             assert!(problems.get(field).is_some(), "{field}: {problems:?}");
         }
+    }
+
+    #[test]
+    fn the_variables_are_read_from_their_rows() {
+        let form: RuleForm = serde_urlencoded::from_str(
+            "name=Day+before&template=visit%7Cen&var.1.source=fallback&var.1.key=name\
+             &var.1.text=there&var.2.source=fixed&var.2.text=Dr+Who&amount=1&grace_minutes=60",
+        )
+        .expect("the form reads");
+        assert_eq!(form.name, "Day before");
+        assert_eq!(form.grace_minutes, "60");
+        let RuleContent::Template { variables, .. } = form.input(true).expect("whole").content
+        else {
+            panic!("a template");
+        };
+        assert_eq!(
+            variables.get("1"),
+            Some(&VariableSource::AttributeWithFallback {
+                key: "name".into(),
+                fallback: "there".into()
+            })
+        );
+        assert_eq!(
+            variables.get("2"),
+            Some(&VariableSource::Fixed {
+                text: "Dr Who".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_variables_block_has_the_chosen_templates_rows() {
+        let choices = Choices {
+            channels: Vec::new(),
+            templates: Vec::new(),
+            variables: vec![
+                (("visit".into(), "en".into()), vec!["1".into(), "2".into()]),
+                (("thanks".into(), "en".into()), Vec::new()),
+            ],
+            fields: vec!["name".into(), "attributes.city".into()],
+        };
+        let mut form = RuleForm::new_rule();
+        form.template = "visit|en".into();
+        form.variables = vec![VarRow::of(
+            "2",
+            &VariableSource::Fixed {
+                text: "Dr Who".into(),
+            },
+        )];
+        let block = VarBlock::of(&form, &choices);
+        let names: Vec<&str> = block.rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["1", "2"]);
+        assert_eq!(block.rows[1].text, "Dr Who");
+        assert!(block.shows("variables.2") && !block.shows("variables.9"));
+        form.template = "thanks|en".into();
+        let block = VarBlock::of(&form, &choices);
+        assert!(block.rows.is_empty() && block.template);
+        form.template = "withdrawn|en".into();
+        let block = VarBlock::of(&form, &choices);
+        assert_eq!(block.rows, form.variables, "a saved mapping is not lost");
+        form.template = String::new();
+        assert!(!VarBlock::of(&form, &choices).template);
     }
 }
