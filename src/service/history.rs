@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::message::MessageSource;
 use crate::domain::phone::{DefaultCountry, E164};
 use crate::service::{FieldProblems, ServiceError, ServiceResult, Services};
-use crate::storage::history::{self, HistoryFilter, HistoryRow, Position, Start};
+use crate::storage::history::{self, HistoryFilter, HistoryRow, Limit, Position, Start};
 use crate::storage::message_counts::{self, CountFilter};
 use crate::storage::{DbConnection, broadcasts, channels, contacts, templates};
 
@@ -494,7 +494,14 @@ fn page_in(
     count: bool,
 ) -> ServiceResult<HistoryPage> {
     let capacity = usize::try_from(size).unwrap_or(usize::MAX);
-    let mut rows = history::page(conn, &filter, start, size + 1)?;
+    // The dashboard's size and the API's default are fixed in the statement's text; any other
+    // size an API client asks for is bound (see `storage::history::Limit`).
+    let limit = if size == PAGE_SIZE || size == API_LIMIT_DEFAULT {
+        Limit::Fixed(size + 1)
+    } else {
+        Limit::Bound(size + 1)
+    };
+    let mut rows = history::page(conn, &filter, start, limit)?;
     let (older, newer, not_first) = match start {
         Start::Newer(_) if rows.len() <= capacity => {
             // Back at the top: the newest page, whole.
@@ -608,7 +615,7 @@ pub fn each_batch(
 ) -> ServiceResult<()> {
     let mut start = Start::Newest;
     loop {
-        let batch = history::page(conn, filter, start, EXPORT_BATCH)?;
+        let batch = history::page(conn, filter, start, Limit::Fixed(EXPORT_BATCH))?;
         let Some(last) = batch.last() else {
             return Ok(());
         };

@@ -71,28 +71,55 @@ fn counted(columns: &str, condition: &str) -> String {
     )
 }
 
-const FILTER: &str = "($1 IS NULL OR day >= $1) AND ($2 IS NULL OR day <= $2) \
-     AND ($3 IS NULL OR channel_id = $3) AND ($4 IS NULL OR campaign_id = $4) \
-     AND ($5 IS NULL OR status = $5) AND ($6 IS NULL OR error_code = $6)";
-
-/// How many messages match: exact, from the counters.
+/// How many messages match: exact, from the counters. The statement names only the columns
+/// `filter` narrows (one text per combination): with `$n IS NULL OR …` for every column,
+/// PostgreSQL's one plan for all of them could use no index.
 pub fn total(conn: &mut DbConnection, filter: &CountFilter) -> QueryResult<i64> {
+    let f = filter;
+    let mut conditions = Vec::new();
+    let mut narrow = |given: bool, condition: &str| {
+        if given {
+            conditions.push(format!("{condition} ${}", conditions.len() + 1));
+        }
+    };
+    narrow(f.since_day.is_some(), "day >=");
+    narrow(f.until_day.is_some(), "day <=");
+    narrow(f.channel_id.is_some(), "channel_id =");
+    narrow(f.campaign_id.is_some(), "campaign_id =");
+    narrow(f.status.is_some(), "status =");
+    narrow(f.error_code.is_some(), "error_code =");
+    let condition = if conditions.is_empty() {
+        "TRUE".to_owned()
+    } else {
+        conditions.join(" AND ")
+    };
     let sql = format!(
         "SELECT CAST(sum(n) AS BIGINT) AS n FROM ({}) c",
-        counted("n", FILTER)
+        counted("n", &condition)
     );
-    let f = filter.clone();
     macro_rules! run {
-        ($c:expr) => {
-            fixed(&sql)
-                .bind::<Nullable<Date>, _>(f.since_day)
-                .bind::<Nullable<Date>, _>(f.until_day)
-                .bind::<Nullable<BigInt>, _>(f.channel_id)
-                .bind::<Nullable<BigInt>, _>(f.campaign_id)
-                .bind::<Nullable<Text>, _>(f.status.clone())
-                .bind::<Nullable<Text>, _>(f.error_code.clone())
-                .load::<Total>($c)
-        };
+        ($c:expr) => {{
+            let mut q = fixed(&sql);
+            if let Some(v) = f.since_day {
+                q = q.bind::<Date, _>(v);
+            }
+            if let Some(v) = f.until_day {
+                q = q.bind::<Date, _>(v);
+            }
+            if let Some(v) = f.channel_id {
+                q = q.bind::<BigInt, _>(v);
+            }
+            if let Some(v) = f.campaign_id {
+                q = q.bind::<BigInt, _>(v);
+            }
+            if let Some(v) = &f.status {
+                q = q.bind::<Text, _>(v);
+            }
+            if let Some(v) = &f.error_code {
+                q = q.bind::<Text, _>(v);
+            }
+            q.load::<Total>($c)
+        }};
     }
     let rows = match conn {
         DbConnection::Sqlite(c) => run!(c)?,
