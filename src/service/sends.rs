@@ -308,6 +308,8 @@ pub struct Checked {
     request: SendRequest,
     target: Target,
     fingerprint: String,
+    /// Applied to the recipient's contact as the send finds or creates it by its number.
+    contact_patch: ContactPatch,
 }
 
 impl Checked {
@@ -318,17 +320,30 @@ impl Checked {
             request,
             target,
             fingerprint,
+            contact_patch: ContactPatch::default(),
         })
+    }
+
+    /// The send also writes these fields to the contact it finds or creates for a phone number
+    /// (a trigger's mapped name and attributes): one upsert of the contact, not two. A refused
+    /// send keeps none of it (the caller's transaction or savepoint is rolled back).
+    pub fn with_contact_patch(mut self, patch: ContactPatch) -> Checked {
+        self.contact_patch = patch;
+        self
     }
 }
 
 /// The contact a recipient names; a new number is created (inside the caller's transaction).
-fn resolve_recipient(conn: &mut DbConnection, target: &Target) -> ServiceResult<(Contact, bool)> {
+fn resolve_recipient(
+    conn: &mut DbConnection,
+    target: &Target,
+    patch: &ContactPatch,
+) -> ServiceResult<(Contact, bool)> {
     match target {
         Target::Contact(id) => contacts::find_by_public_id(conn, id)?
             .map(|c| (c, false))
             .ok_or_else(unknown_contact),
-        Target::Phone(phone) => Ok(contacts::upsert(conn, phone, &ContactPatch::default())?),
+        Target::Phone(phone) => Ok(contacts::upsert(conn, phone, patch)?),
     }
 }
 
@@ -538,7 +553,8 @@ fn queue_new(
             .map_err(|e| refused("invalid_send_at", Some("send_at"), e.to_string()))?;
     }
     let channel = find_channel(conn, &request.channel)?;
-    let (contact, created_contact) = resolve_recipient(conn, &checked.target)?;
+    let (contact, created_contact) =
+        resolve_recipient(conn, &checked.target, &checked.contact_patch)?;
     let ctx = send_context(conn, contact.id, &channel, Utc::now())?;
     let prepared = prepare(conn, &channel, &ctx, &request.content)?;
     let content_json = serde_json::to_string(&prepared.content).map_err(ServiceError::internal)?;

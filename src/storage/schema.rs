@@ -646,6 +646,7 @@ diesel::joinable!(triggers -> channels (channel_id));
 diesel::joinable!(trigger_events -> messages (message_id));
 diesel::allow_tables_to_appear_in_same_query!(triggers, trigger_events);
 diesel::allow_tables_to_appear_in_same_query!(triggers, channels);
+diesel::allow_tables_to_appear_in_same_query!(triggers, templates);
 diesel::allow_tables_to_appear_in_same_query!(trigger_events, messages);
 // --- end issue 20 triggers ---
 

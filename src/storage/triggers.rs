@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{messages, trigger_events, triggers};
+use super::schema::{channels, messages, templates, trigger_events, triggers};
 use super::{DbConnection, new_public_id, now};
 
 /// A stored trigger; `secret` is sealed (see `auth::sealed`) and `mapping` is JSON.
@@ -120,10 +120,21 @@ pub fn find_by_public_id(
         .optional()
 }
 
-pub fn find_by_slug(conn: &mut DbConnection, slug: &str) -> QueryResult<Option<TriggerRow>> {
+/// A trigger by its URL's slug, with the public ids of its channel and template (the names
+/// its sends give them): one read for a delivery instead of three.
+pub fn find_hook(
+    conn: &mut DbConnection,
+    slug: &str,
+) -> QueryResult<Option<(TriggerRow, String, Option<String>)>> {
     triggers::table
+        .inner_join(channels::table)
+        .left_join(templates::table.on(triggers::template_id.eq(templates::id.nullable())))
         .filter(triggers::slug.eq(slug))
-        .select(TriggerRow::as_select())
+        .select((
+            TriggerRow::as_select(),
+            channels::public_id,
+            templates::public_id.nullable(),
+        ))
         .first(conn)
         .optional()
 }
@@ -173,10 +184,13 @@ pub struct NewEvent<'a> {
     pub outcome: &'a str,
     pub reason: Option<&'a str>,
     pub payload: Option<&'a str>,
+    /// The message it queued or scheduled.
+    pub message_id: Option<i64>,
 }
 
-/// Records a delivery; `None` when one with the same de-duplication key was recorded before
-/// (the unique index decides, so two copies arriving together still make one event).
+/// Records a delivery with what it did; `None` when one with the same de-duplication key was
+/// recorded before (the unique index decides, so two copies arriving together still make one
+/// event).
 pub fn insert_event(conn: &mut DbConnection, e: &NewEvent<'_>) -> QueryResult<Option<i64>> {
     super::on_backend!(conn, |c| diesel::insert_into(trigger_events::table)
         .values((
@@ -186,29 +200,13 @@ pub fn insert_event(conn: &mut DbConnection, e: &NewEvent<'_>) -> QueryResult<Op
             trigger_events::outcome.eq(e.outcome),
             trigger_events::reason.eq(e.reason),
             trigger_events::payload.eq(e.payload),
+            trigger_events::message_id.eq(e.message_id),
             trigger_events::received_at.eq(now()),
         ))
         .on_conflict_do_nothing()
         .returning(trigger_events::id)
         .get_result(c)
         .optional())
-}
-
-/// Writes what an event did.
-pub fn set_outcome(
-    conn: &mut DbConnection,
-    event_id: i64,
-    outcome: &str,
-    reason: Option<&str>,
-    message_id: Option<i64>,
-) -> QueryResult<usize> {
-    diesel::update(trigger_events::table.find(event_id))
-        .set((
-            trigger_events::outcome.eq(outcome),
-            trigger_events::reason.eq(reason),
-            trigger_events::message_id.eq(message_id),
-        ))
-        .execute(conn)
 }
 
 /// The messages earlier events of this trigger with this delay key scheduled and that have

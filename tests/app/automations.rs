@@ -15,7 +15,7 @@ use crate::provider_kit::{api, audit, get_json};
 use crate::send::wait_for_api_status;
 use herald::domain::trigger::Scheme;
 use herald::storage::message_counts::{self, CountFilter};
-use herald::storage::schema::{message_events, messages, trigger_events};
+use herald::storage::schema::{contacts, message_events, messages, trigger_events};
 
 crate::both_backends!(
     spawn = spawn;
@@ -23,6 +23,7 @@ crate::both_backends!(
     the_send_page_schedules_and_the_message_page_cancels,
     a_signed_shopify_order_sent_twice_makes_one_message_that_is_read,
     a_delayed_trigger_is_cancelled_by_a_later_event_with_its_key,
+    a_send_the_policy_refuses_keeps_nothing_but_its_event_and_a_retry_is_a_duplicate,
 );
 
 fn rfc3339(at: chrono::DateTime<Utc>) -> String {
@@ -379,6 +380,23 @@ fn signed(
     )
 }
 
+/// Creates a trigger through the API: its secret and the URL to deliver to.
+async fn create_trigger(app: &TestApp, key: &str, body: &Value) -> (String, String) {
+    let (st, created) = api(app, Method::POST, "/api/v1/triggers", key, Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    let secret = created["verification"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let url = created["url"].as_str().expect("url");
+    let hook = format!(
+        "{}{}",
+        app.address,
+        &url[url.find("/hooks/").expect("path")..]
+    );
+    (secret, hook)
+}
+
 fn count_events(app: &TestApp) -> i64 {
     trigger_events::table
         .count()
@@ -623,21 +641,10 @@ async fn a_delayed_trigger_is_cancelled_by_a_later_event_with_its_key(app: TestA
             "dedup_key": "/event"
         }
     });
-    let (st, created) = api(&app, Method::POST, "/api/v1/triggers", &s.key, Some(&body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{created}");
-    let secret = created["verification"]["secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let (secret, hook) = create_trigger(&app, &s.key, &body).await;
     assert!(
         secret.starts_with("whsec_"),
         "Herald made the secret: {secret}"
-    );
-    let url = created["url"].as_str().expect("url");
-    let hook = format!(
-        "{}{}",
-        app.address,
-        &url[url.find("/hooks/").expect("path")..]
     );
 
     let open = json!({"event": "e1", "cart": "c-7", "status": "open", "phone": "+14155550125"})
@@ -681,6 +688,60 @@ async fn a_delayed_trigger_is_cancelled_by_a_later_event_with_its_key(app: TestA
     let (st, _) = deliver(&hook, &old, &open).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_counters_match(&app);
+}
+
+/// The policy refuses the send after the contact was written (free text on WhatsApp with no
+/// open window): the event is recorded as refused with the reason, the contact it would have
+/// made is not kept, and the sender's retry is a duplicate.
+async fn a_send_the_policy_refuses_keeps_nothing_but_its_event_and_a_retry_is_a_duplicate(
+    app: TestApp,
+) {
+    let s = setup(&app).await;
+    let body = json!({
+        "name": "Order notes",
+        "channel": s.wa.name,
+        "text": "Your order is ready.",
+        "verification": {"scheme": "standard_webhooks"},
+        "mapping": {"phone": "/phone", "name": "/name"}
+    });
+    let (secret, hook) = create_trigger(&app, &s.key, &body).await;
+    let secret = secret.as_str();
+    let event = json!({"phone": "+14155550177", "name": "Nobody"}).to_string();
+    let headers = signed(Scheme::StandardWebhooks, secret, &hook, &event, "msg_r1");
+    let (st, first) = deliver(&hook, &headers, &event).await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    assert_eq!(first["outcome"], "refused", "{first}");
+    assert!(
+        first["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{first}"
+    );
+    let (st, again) = deliver(&hook, &headers, &event).await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again["outcome"], "duplicate", "{again}");
+
+    assert_eq!(count_events(&app), 1, "the refusal is recorded once");
+    let recorded: (String, Option<String>, Option<i64>) = trigger_events::table
+        .select((
+            trigger_events::outcome,
+            trigger_events::reason,
+            trigger_events::message_id,
+        ))
+        .first(&mut *app.db())
+        .expect("event");
+    assert_eq!(recorded.0, "refused");
+    assert_eq!(recorded.1.as_deref(), first["reason"].as_str());
+    assert_eq!(recorded.2, None);
+    let made: i64 = messages::table
+        .count()
+        .get_result(&mut *app.db())
+        .expect("count");
+    assert_eq!(made, 0, "no message");
+    let kept: i64 = contacts::table
+        .filter(contacts::phone.eq("+14155550177"))
+        .count()
+        .get_result(&mut *app.db())
+        .expect("count");
+    assert_eq!(kept, 0, "the refused send's contact is rolled back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

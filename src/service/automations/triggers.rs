@@ -28,11 +28,11 @@ use crate::service::sends::{
 };
 use crate::service::{FieldProblems, ServiceError, ServiceResult, Services};
 use crate::storage::channels::{self, Channel};
-use crate::storage::contacts::{self, ContactPatch};
+use crate::storage::contacts::ContactPatch;
 use crate::storage::messages::MessageRow;
 use crate::storage::templates::{self, TemplateLookup};
 use crate::storage::triggers::{self as store, EventLine, NewEvent, TriggerFields, TriggerRow};
-use crate::storage::{DbConnection, now, outbox, write_transaction};
+use crate::storage::{DbConnection, now, outbox};
 
 /// The largest payload Herald reads into a message (a larger one is logged, not used).
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
@@ -459,6 +459,9 @@ pub async fn events(
 /// A trigger found by its URL, with its signature check started.
 pub struct Hook {
     row: TriggerRow,
+    /// The public ids of its channel and template, which its sends name.
+    channel: String,
+    template: Option<String>,
     pub verification: Verification,
 }
 
@@ -488,8 +491,8 @@ pub async fn open(
     headers: Headers,
 ) -> Result<Hook, Refusal> {
     let key = svc.keys.channel_secrets;
-    let row = svc
-        .read(move |conn| Ok(store::find_by_slug(conn, &slug)?))
+    let (row, channel, template) = svc
+        .read(move |conn| Ok(store::find_hook(conn, &slug)?))
         .await?
         .ok_or(Refusal::Unknown)?;
     if !row.is_enabled() {
@@ -500,7 +503,12 @@ pub async fn open(
     let secret = sealed::open(&key, &row.secret).map_err(ServiceError::internal)?;
     let verification = Verification::start(scheme, &secret, &method, &uri, &headers, Utc::now())
         .map_err(Refusal::Unsigned)?;
-    Ok(Hook { row, verification })
+    Ok(Hook {
+        row,
+        channel,
+        template,
+        verification,
+    })
 }
 
 /// What a delivery did.
@@ -526,7 +534,12 @@ pub async fn receive(
     body: Vec<u8>,
     too_large: bool,
 ) -> Result<Received, Refusal> {
-    let Hook { row, verification } = hook;
+    let Hook {
+        row,
+        channel,
+        template,
+        verification,
+    } = hook;
     verification.finish().map_err(Refusal::Unsigned)?;
     let scheme = Scheme::parse(&row.scheme);
     let delivery_id = scheme
@@ -551,28 +564,78 @@ pub async fn receive(
     };
     let actor = Actor::system(&format!("Trigger \"{}\"", row.name));
     let country = svc.settings.default_country;
-    let received = svc
-        .db
-        // The lane runs each write in a savepoint (or a transaction) of its own.
-        .write_grouped(shard, move |conn| {
-            handle(
-                conn,
-                &Delivery {
-                    row: &row,
-                    mapping: &mapping,
-                    actor: &actor,
-                    delivery_id: delivery_id.as_deref(),
-                    payload: &payload,
-                    stored_payload: stored_payload.as_deref(),
-                },
-                country,
-            )
-        })
-        .await?;
+    let delivery = std::sync::Arc::new(Delivery {
+        row,
+        channel,
+        template,
+        mapping,
+        actor,
+        delivery_id,
+        payload,
+        stored_payload,
+    });
+    let mut refused: Option<String> = None;
+    let received = loop {
+        let d = delivery.clone();
+        let why = refused.clone();
+        // The lane runs each write in a savepoint (or a transaction) of its own, which an
+        // `Undo` rolls back as a whole.
+        let written = svc
+            .db
+            .write_grouped(shard, move |conn| handle(conn, &d, country, why.as_deref()))
+            .await;
+        match written {
+            Ok(received) => break received,
+            Err(Undo::Duplicate) => {
+                break done(
+                    "duplicate",
+                    Some("This delivery was received before; nothing more is done.".into()),
+                );
+            }
+            // The send was refused after it wrote (the contact it made or changed): written
+            // again with the refusal alone. Once only: that write sends nothing.
+            Err(Undo::Refused(why)) if refused.is_none() => refused = Some(why),
+            Err(Undo::Refused(why)) => {
+                return Err(ServiceError::internal(anyhow::anyhow!(
+                    "a refusal was refused again: {why}"
+                ))
+                .into());
+            }
+            Err(Undo::Failed(e)) => return Err(e.into()),
+        }
+    };
     if let Some(m) = &received.message {
         sends::announce_queued(svc, m);
     }
     Ok(received)
+}
+
+/// Why a delivery's write is rolled back as a whole (its savepoint in the lane).
+enum Undo {
+    /// A retry: an earlier copy was recorded, so nothing of this one is kept.
+    Duplicate,
+    /// The send was refused after writing the contact: the event is written again, with this
+    /// reason and without the send.
+    Refused(String),
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for Undo {
+    fn from(e: ServiceError) -> Self {
+        Undo::Failed(e)
+    }
+}
+
+impl From<diesel::result::Error> for Undo {
+    fn from(e: diesel::result::Error) -> Self {
+        Undo::Failed(e.into())
+    }
+}
+
+impl From<crate::storage::StorageError> for Undo {
+    fn from(e: crate::storage::StorageError) -> Self {
+        Undo::Failed(e.into())
+    }
 }
 
 fn kept(body: &[u8]) -> String {
@@ -601,32 +664,33 @@ fn read_payload(body: &[u8], too_large: bool) -> Result<Value, String> {
     }
 }
 
-/// One delivery as the write lane handles it (read once, before its turn).
-struct Delivery<'a> {
-    row: &'a TriggerRow,
-    mapping: &'a Mapping,
-    actor: &'a Actor,
-    delivery_id: Option<&'a str>,
-    payload: &'a Result<Value, String>,
+/// One delivery as the write lane handles it (read once, before its turn; the lane may run
+/// its write more than once).
+struct Delivery {
+    row: TriggerRow,
+    /// The public ids of the trigger's channel and template.
+    channel: String,
+    template: Option<String>,
+    mapping: Mapping,
+    actor: Actor,
+    delivery_id: Option<String>,
+    payload: Result<Value, String>,
     /// The first bytes kept for the event log (`None` when the payload was too large).
-    stored_payload: Option<&'a str>,
+    stored_payload: Option<String>,
 }
 
-/// One delivery, inside the write's transaction.
+/// One delivery, inside the write's savepoint. The event is written last, once, with what it
+/// did: when its de-duplication key was recorded before (the unique index decides, so two
+/// copies arriving together still make one event) the whole write is undone. `refused` is
+/// the refusal of an earlier run of this write, recorded instead of the send.
 fn handle(
     conn: &mut DbConnection,
-    d: &Delivery<'_>,
+    d: &Delivery,
     default_country: DefaultCountry,
-) -> ServiceResult<Received> {
-    let Delivery {
-        row,
-        mapping,
-        actor,
-        delivery_id,
-        payload,
-        stored_payload,
-    } = *d;
-    let dedup = match (delivery_id, &payload) {
+    refused: Option<&str>,
+) -> Result<Received, Undo> {
+    let (row, mapping, payload) = (&d.row, &d.mapping, &d.payload);
+    let dedup = match (d.delivery_id.as_deref(), payload) {
         (Some(id), _) => Some(format!("delivery:{id}")),
         (None, Ok(p)) => mapping.dedup_value(p).map(|v| format!("key:{v}")),
         _ => None,
@@ -635,23 +699,6 @@ fn handle(
         .as_ref()
         .ok()
         .and_then(|p| mapping.delay_key.as_deref().and_then(|k| text_at(p, k)));
-    let Some(event_id) = store::insert_event(
-        conn,
-        &NewEvent {
-            trigger_id: row.id,
-            dedup_key: dedup.as_deref(),
-            delay_key: delay_key.as_deref(),
-            outcome: "received",
-            reason: None,
-            payload: stored_payload,
-        },
-    )?
-    else {
-        return Ok(done(
-            "duplicate",
-            Some("This delivery was received before; nothing more is done.".into()),
-        ));
-    };
     let outcome = match payload {
         Err(why) => done("refused", Some(why.clone())),
         Ok(payload) => {
@@ -667,51 +714,53 @@ fn handle(
                     )?;
                 }
             }
-            match mapping.conditions_hold(payload) {
-                Err(why) => done("skipped", Some(why)),
-                Ok(()) => send_for(conn, row, actor, mapping, payload, default_country)?,
+            match (mapping.conditions_hold(payload), refused) {
+                (Err(why), _) => done("skipped", Some(why)),
+                (Ok(()), Some(why)) => done("refused", Some(why.to_owned())),
+                (Ok(()), None) => send_for(conn, d, payload, default_country)?,
             }
         }
     };
-    let message_id = outcome.message.as_ref().map(|m| m.id);
-    store::set_outcome(
+    let recorded = store::insert_event(
         conn,
-        event_id,
-        outcome.outcome,
-        outcome.reason.as_deref(),
-        message_id,
+        &NewEvent {
+            trigger_id: row.id,
+            dedup_key: dedup.as_deref(),
+            delay_key: delay_key.as_deref(),
+            outcome: outcome.outcome,
+            reason: outcome.reason.as_deref(),
+            payload: d.stored_payload.as_deref(),
+            message_id: outcome.message.as_ref().map(|m| m.id),
+        },
     )?;
-    Ok(outcome)
+    match recorded {
+        Some(_) => Ok(outcome),
+        None => Err(Undo::Duplicate),
+    }
 }
 
-/// The message an event asks for, queued or scheduled through the send use case; a refusal
-/// (an invalid number, the policy) is the event's outcome, with nothing else written.
+/// The message an event asks for, queued or scheduled through the send use case with the
+/// mapped contact fields; a refusal before anything is written (an invalid number) is the
+/// event's outcome, one after the contact was written undoes the write.
 fn send_for(
     conn: &mut DbConnection,
-    row: &TriggerRow,
-    actor: &Actor,
-    mapping: &Mapping,
+    d: &Delivery,
     payload: &Value,
     default_country: DefaultCountry,
-) -> ServiceResult<Received> {
-    let prepared = match prepare(conn, row, mapping, payload, default_country)? {
-        Ok(p) => p,
+) -> Result<Received, Undo> {
+    let checked = match prepare(d, payload, default_country) {
+        Ok(c) => c,
         Err(why) => return Ok(done("refused", Some(why))),
     };
-    let (checked, patch, phone) = prepared;
-    // A savepoint: a refused send rolls back the contact it made or changed.
-    let queued = write_transaction(conn, |conn| {
-        contacts::upsert(conn, &phone, &patch)?;
-        sends::queue_in(
-            conn,
-            &checked,
-            &Requester {
-                actor,
-                idempotency_key: None,
-                source: Some(MessageSource::Trigger),
-            },
-        )
-    });
+    let queued = sends::queue_in(
+        conn,
+        &checked,
+        &Requester {
+            actor: &d.actor,
+            idempotency_key: None,
+            source: Some(MessageSource::Trigger),
+        },
+    );
     match queued {
         Ok(q) => {
             let scheduled = q.message.status() == crate::domain::message::MessageStatus::Scheduled;
@@ -723,13 +772,11 @@ fn send_for(
             })
         }
         Err(ServiceError::Invalid { message, .. }) => {
-            Ok(done("refused", Some(format!("Refused: {message}"))))
+            Err(Undo::Refused(format!("Refused: {message}")))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(Undo::Failed(e)),
     }
 }
-
-type PreparedSend = (Checked, ContactPatch, E164);
 
 /// The country national numbers in the payload are read in: the mapping's, else Herald's.
 fn country_of(mapping: &Mapping, default: DefaultCountry) -> DefaultCountry {
@@ -742,60 +789,44 @@ fn country_of(mapping: &Mapping, default: DefaultCountry) -> DefaultCountry {
 
 /// The send request an event makes, or why it cannot make one.
 fn prepare(
-    conn: &mut DbConnection,
-    row: &TriggerRow,
-    mapping: &Mapping,
+    d: &Delivery,
     payload: &Value,
     default_country: DefaultCountry,
-) -> ServiceResult<Result<PreparedSend, String>> {
-    let mapped = match mapping.apply(payload) {
-        Ok(m) => m,
-        Err(why) => return Ok(Err(format!("Refused: {why}"))),
-    };
+) -> Result<Checked, String> {
+    let mapping = &d.mapping;
+    let mapped = mapping
+        .apply(payload)
+        .map_err(|why| format!("Refused: {why}"))?;
     let country = country_of(mapping, default_country);
-    let phone = match E164::parse(&mapped.phone, Some(country)) {
-        Ok(p) => p,
-        Err(e) => {
-            return Ok(Err(format!(
-                "Refused: {} is not a phone number Herald can send to ({e}).",
-                mapped.phone
-            )));
-        }
-    };
-    let content = match (row.template_id, &row.text) {
-        (Some(id), _) => {
-            let template = templates::find(conn, id)?.ok_or_else(|| {
-                ServiceError::internal(anyhow::anyhow!("trigger template {id} is gone"))
-            })?;
-            ContentRequest::Template {
-                template: TemplateRef::Id(template.public_id),
-                variables: Variables::Named(mapped.variables.clone()),
-            }
-        }
+    let phone = E164::parse(&mapped.phone, Some(country)).map_err(|e| {
+        format!(
+            "Refused: {} is not a phone number Herald can send to ({e}).",
+            mapped.phone
+        )
+    })?;
+    let content = match (&d.template, &d.row.text) {
+        (Some(template), _) => ContentRequest::Template {
+            template: TemplateRef::Id(template.clone()),
+            variables: Variables::Named(mapped.variables.clone()),
+        },
         (None, text) => ContentRequest::Text(text.clone().unwrap_or_default()),
     };
-    let channel = channels::find(conn, row.channel_id)?
-        .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("trigger channel is gone")))?;
     let send_at: Option<DateTime<Utc>> = mapping
         .delay_minutes
         .filter(|m| *m > 0)
         .map(|m| Utc::now() + chrono::Duration::minutes(i64::from(m)));
     let request = SendRequest {
         recipient: Recipient::Phone(phone.as_str().to_owned()),
-        channel: channel.public_id,
+        channel: d.channel.clone(),
         content,
         send_at,
     };
-    let checked = match Checked::new(request, country) {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(format!("Refused: {e}"))),
-    };
-    let patch = ContactPatch {
+    let checked = Checked::new(request, country).map_err(|e| format!("Refused: {e}"))?;
+    Ok(checked.with_contact_patch(ContactPatch {
         name: mapped.name.clone(),
         attributes: mapped.attributes.clone(),
         ..ContactPatch::default()
-    };
-    Ok(Ok((checked, patch, phone)))
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
