@@ -128,11 +128,9 @@ pub fn total(conn: &mut DbConnection, filter: &CountFilter) -> QueryResult<i64> 
     Ok(rows.into_iter().next().and_then(|t| t.n).unwrap_or(0))
 }
 
-/// One counter row as stored (or one delta not folded yet), on PostgreSQL.
+/// One counter row as stored (or one delta not folded yet), without its day.
 #[derive(QueryableByName)]
-struct PgCountRow {
-    #[diesel(sql_type = Date)]
-    day: NaiveDate,
+struct Counted {
     #[diesel(sql_type = BigInt)]
     channel_id: i64,
     #[diesel(sql_type = Text)]
@@ -143,20 +141,23 @@ struct PgCountRow {
     n: i64,
 }
 
-/// The same on SQLite, whose `DATE` is ISO text: read as text and parsed once per day
+/// A counter row on PostgreSQL, its day a `DATE`.
+#[derive(QueryableByName)]
+struct PgCountRow {
+    #[diesel(sql_type = Date)]
+    day: NaiveDate,
+    #[diesel(embed)]
+    counted: Counted,
+}
+
+/// A counter row on SQLite, whose `DATE` is ISO text: read as text and parsed once per day
 /// (decoding it as a date on every row was a twentieth of the overview's time).
 #[derive(QueryableByName)]
 struct SqliteCountRow {
     #[diesel(sql_type = Text)]
     day: String,
-    #[diesel(sql_type = BigInt)]
-    channel_id: i64,
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = Text)]
-    error_code: String,
-    #[diesel(sql_type = BigInt)]
-    n: i64,
+    #[diesel(embed)]
+    counted: Counted,
 }
 
 /// Messages per day, channel and status from `since` to `until` (inclusive), in day order, and
@@ -173,7 +174,7 @@ pub fn days_and_failures(
          WHERE day >= $1 AND day <= $2 \
          UNION ALL SELECT day, channel_id, status, error_code, n FROM message_count_deltas \
          WHERE day >= $1 AND day <= $2";
-    let rows: Vec<(NaiveDate, i64, String, String, i64)> = match conn {
+    let rows: Vec<(NaiveDate, Counted)> = match conn {
         DbConnection::Sqlite(c) => {
             let rows: Vec<SqliteCountRow> = fixed(SQL)
                 .bind::<Date, _>(since)
@@ -192,7 +193,7 @@ pub fn days_and_failures(
                         day
                     }
                 };
-                out.push((day, r.channel_id, r.status, r.error_code, r.n));
+                out.push((day, r.counted));
             }
             out
         }
@@ -201,14 +202,18 @@ pub fn days_and_failures(
                 .bind::<Date, _>(since)
                 .bind::<Date, _>(until)
                 .load(c)?;
-            rows.into_iter()
-                .map(|r| (r.day, r.channel_id, r.status, r.error_code, r.n))
-                .collect()
+            rows.into_iter().map(|r| (r.day, r.counted)).collect()
         }
     };
     let mut days: BTreeMap<(NaiveDate, i64, String), i64> = BTreeMap::new();
     let mut failed: BTreeMap<(i64, String), i64> = BTreeMap::new();
-    for (day, channel_id, status, error_code, n) in rows {
+    for (day, c) in rows {
+        let Counted {
+            channel_id,
+            status,
+            error_code,
+            n,
+        } = c;
         if status == "failed" {
             *failed.entry((channel_id, error_code)).or_default() += n;
         }

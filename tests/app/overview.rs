@@ -61,15 +61,18 @@ async fn the_counters_follow_every_change_and_the_overview_shows_them(app: TestA
         assert_eq!(status, StatusCode::ACCEPTED, "{m}");
         ids.push(m["id"].as_str().expect("id").to_owned());
     }
-    // The sandbox reports delivered, then read.
+    // The sandbox reports delivered, then read. Every message is let reach `read` (its last
+    // status) before counting, so no report lands between a count and its check.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, m) = get_json(&app, &s.key, &format!("/api/v1/messages/{}", ids[2])).await;
-        if m["status"] == "read" {
-            break;
+    for id in &ids {
+        loop {
+            let (_, m) = get_json(&app, &s.key, &format!("/api/v1/messages/{id}")).await;
+            if m["status"] == "read" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never read: {m}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(std::time::Instant::now() < deadline, "never read: {m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A provider failure, written as the webhook path writes it (status and code together).
     diesel::update(messages::table.filter(messages::public_id.eq(&ids[0])))
