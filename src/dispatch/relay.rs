@@ -20,12 +20,19 @@ use super::hub::{EventHub, HubEvent};
 
 /// The PostgreSQL notification channel.
 pub const CHANNEL: &str = "herald_events";
+/// Sends a batch of payloads on [`CHANNEL`] (fixed text: kept prepared).
+const NOTIFY: &str = "SELECT pg_notify('herald_events', payload) FROM unnest($1) AS payload";
 /// How long events wait to be sent (and how often notifications are looked for).
 const TICK: Duration = Duration::from_millis(50);
 /// Events waiting to be sent at most; more are kept local (see [`EventHub::publish`]).
 const QUEUE: usize = 8192;
 /// Most events sent in one statement.
 const BATCH: usize = 500;
+/// How long the first event of a batch waits for others. Each `pg_notify` statement is a
+/// transaction whose commit takes PostgreSQL's notification lock and wakes every listening
+/// connection: sent one by one while messages flowed, they were about as many statements as
+/// messages.
+const GATHER: Duration = Duration::from_millis(20);
 /// PostgreSQL refuses payloads of 8,000 bytes or more.
 const MAX_PAYLOAD: usize = 7_900;
 
@@ -121,7 +128,16 @@ impl Relay {
             match self.outgoing.recv_timeout(TICK) {
                 Ok(first) => {
                     batch.push(first);
-                    batch.extend(self.outgoing.try_iter().take(BATCH - 1));
+                    let until = std::time::Instant::now() + GATHER;
+                    while batch.len() < BATCH {
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        match self.outgoing.recv_timeout(left) {
+                            Ok(event) => batch.push(event),
+                            Err(RecvTimeoutError::Timeout) => break,
+                            // Sent below; the next round finds the hub gone.
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Stop::HubGone,
@@ -156,12 +172,10 @@ impl Relay {
                 Some(payload)
             })
             .collect();
-        diesel::sql_query(format!(
-            "SELECT pg_notify('{CHANNEL}', payload) FROM unnest($1) AS payload"
-        ))
-        .bind::<Array<Text>, _>(payloads)
-        .execute(conn)
-        .map(drop)
+        crate::storage::prepared::fixed(NOTIFY)
+            .bind::<Array<Text>, _>(payloads)
+            .execute(conn)
+            .map(drop)
     }
 
     fn receive(&self, conn: &mut PgConnection) -> QueryResult<()> {
@@ -184,5 +198,13 @@ impl Relay {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_notify_statement_names_the_listened_channel() {
+        assert!(super::NOTIFY.contains(&format!("pg_notify('{}',", super::CHANNEL)));
     }
 }

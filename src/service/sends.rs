@@ -230,13 +230,35 @@ pub fn send_context(
         .unwrap_or(u32::MAX),
         _ => 0,
     };
-    Ok(SendContext {
+    Ok(context_of(
+        channel,
+        consent,
+        last.map(|t| t.and_utc()),
+        sent_since_last_inbound,
+        at,
+    ))
+}
+
+/// What the policy knows about a contact this very write created: no consent recorded, never
+/// written in, so no window and nothing sent since. Nothing to read.
+fn new_contact_context(channel: &Channel, at: DateTime<Utc>) -> SendContext {
+    context_of(channel, None, None, 0, at)
+}
+
+fn context_of(
+    channel: &Channel,
+    consent: Option<ConsentStatus>,
+    last_inbound: Option<DateTime<Utc>>,
+    sent_since_last_inbound: u32,
+    at: DateTime<Utc>,
+) -> SendContext {
+    SendContext {
         kind: channel.kind,
         channel_enabled: channel.is_enabled(),
         consent,
-        window: window::state(channel.kind, last.map(|t| t.and_utc()), at),
+        window: window::state(channel.kind, last_inbound, at),
         sent_since_last_inbound,
-    })
+    }
 }
 
 /// Whether the contact opted out of this kind of channel.
@@ -555,7 +577,11 @@ fn queue_new(
     let channel = find_channel(conn, &request.channel)?;
     let (contact, created_contact) =
         resolve_recipient(conn, &checked.target, &checked.contact_patch)?;
-    let ctx = send_context(conn, contact.id, &channel, Utc::now())?;
+    let ctx = if created_contact {
+        new_contact_context(&channel, Utc::now())
+    } else {
+        send_context(conn, contact.id, &channel, Utc::now())?
+    };
     let prepared = prepare(conn, &channel, &ctx, &request.content)?;
     let content_json = serde_json::to_string(&prepared.content).map_err(ServiceError::internal)?;
     let message = NewMessage {

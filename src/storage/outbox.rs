@@ -39,9 +39,11 @@ pub struct NewMessage<'a> {
     pub source: MessageSource,
 }
 
-/// A `messages` row as queued.
+/// A `messages` row as queued. An absent value is bound as NULL rather than written as
+/// `DEFAULT` (the columns' defaults are NULL anyway), so the statement's text never varies and
+/// it stays prepared: on PostgreSQL an unprepared insert is parsed and planned on every send.
 #[derive(Insertable)]
-#[diesel(table_name = messages)]
+#[diesel(table_name = messages, treat_none_as_default_value = false)]
 struct QueuedRow<'a> {
     public_id: String,
     channel_id: i64,
@@ -803,7 +805,8 @@ pub fn prune_workers(conn: &mut DbConnection, before: NaiveDateTime) -> QueryRes
     diesel::delete(workers::table.filter(workers::heartbeat_at.lt(before))).execute(conn)
 }
 
-fn throttle_row(conn: &mut DbConnection, channel_id: i64) -> QueryResult<(i64, i64)> {
+/// Makes the channel's schedule row unless it exists.
+fn throttle_row(conn: &mut DbConnection, channel_id: i64) -> QueryResult<()> {
     on_backend!(conn, |c| diesel::insert_into(channel_throttle::table)
         .values((
             channel_throttle::channel_id.eq(channel_id),
@@ -811,20 +814,16 @@ fn throttle_row(conn: &mut DbConnection, channel_id: i64) -> QueryResult<(i64, i
             channel_throttle::paused_until_us.eq(0i64),
         ))
         .on_conflict_do_nothing()
-        .execute(c))?;
-    channel_throttle::table
-        .find(channel_id)
-        .select((
-            channel_throttle::next_slot_us,
-            channel_throttle::paused_until_us,
-        ))
-        .first(conn)
+        .execute(c))
+    .map(drop)
 }
 
 /// Reserves `count` consecutive send slots, `interval_us` apart, on the channel's shared
-/// schedule, and returns the first slot's time (µs since the epoch). Workers compare and swap
-/// the schedule, so slots are never handed out twice and the channel's rate holds however
-/// many workers send.
+/// schedule, and returns the first slot's time (µs since the epoch). One statement under the
+/// schedule row's lock: the start is worked out from the row as stored when the lock is held
+/// (PostgreSQL re-reads a row a concurrent update changed; SQLite has one writer), so slots
+/// are never handed out twice and the channel's rate holds however many workers send. The
+/// row is made the first time a channel sends.
 pub fn reserve_slots(
     conn: &mut DbConnection,
     channel_id: i64,
@@ -832,21 +831,47 @@ pub fn reserve_slots(
     interval_us: i64,
     now_us: i64,
 ) -> QueryResult<i64> {
-    loop {
-        let (next, paused) = throttle_row(conn, channel_id)?;
-        let start = next.max(now_us).max(paused);
-        let updated = diesel::update(
-            channel_throttle::table
-                .find(channel_id)
-                .filter(channel_throttle::next_slot_us.eq(next))
-                .filter(channel_throttle::paused_until_us.eq(paused)),
-        )
-        .set(channel_throttle::next_slot_us.eq(start + count * interval_us))
-        .execute(conn)?;
-        if updated == 1 {
-            return Ok(start);
-        }
+    let span = count * interval_us;
+    if let Some(start) = reserve(conn, channel_id, span, now_us)? {
+        return Ok(start);
     }
+    throttle_row(conn, channel_id)?;
+    reserve(conn, channel_id, span, now_us)?.ok_or(diesel::result::Error::NotFound)
+}
+
+/// Moves the channel's schedule `span` µs past the later of its next slot, `now_us` and its
+/// pause; the start of what was reserved, or `None` when the channel has no schedule row yet.
+fn reserve(
+    conn: &mut DbConnection,
+    channel_id: i64,
+    span: i64,
+    now_us: i64,
+) -> QueryResult<Option<i64>> {
+    #[derive(QueryableByName)]
+    struct Start {
+        #[diesel(sql_type = BigInt)]
+        start: i64,
+    }
+    // SQLite's many-argument max() is PostgreSQL's GREATEST.
+    const PG: &str = "UPDATE channel_throttle SET next_slot_us = GREATEST(next_slot_us, $2, paused_until_us) + $3 \
+         WHERE channel_id = $1 RETURNING next_slot_us - $3 AS start";
+    const SQLITE: &str = "UPDATE channel_throttle SET next_slot_us = max(next_slot_us, $2, paused_until_us) + $3 \
+         WHERE channel_id = $1 RETURNING next_slot_us - $3 AS start";
+    let start: Option<Start> = match conn {
+        DbConnection::Sqlite(c) => fixed(SQLITE)
+            .bind::<BigInt, _>(channel_id)
+            .bind::<BigInt, _>(now_us)
+            .bind::<BigInt, _>(span)
+            .get_result(c)
+            .optional()?,
+        DbConnection::Postgres(c) => fixed(PG)
+            .bind::<BigInt, _>(channel_id)
+            .bind::<BigInt, _>(now_us)
+            .bind::<BigInt, _>(span)
+            .get_result(c)
+            .optional()?,
+    };
+    Ok(start.map(|s| s.start))
 }
 
 /// The provider said to slow down: no slot before `until_us`.
@@ -1081,4 +1106,26 @@ pub fn sent_as_text(
             messages::content.eq(content),
         ))
         .execute(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_slots_never_overlap_and_wait_for_a_pause() {
+        let (_dir, db) = crate::service::testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let channel = crate::storage::channels::seed_sandbox(&mut conn).expect("channels")[0].id;
+        // The first reservation makes the row and starts now.
+        assert_eq!(reserve_slots(&mut conn, channel, 3, 100, 1_000), Ok(1_000));
+        // The next starts where the last ended, even when "now" is earlier.
+        assert_eq!(reserve_slots(&mut conn, channel, 2, 100, 1_050), Ok(1_300));
+        // Idle time is not saved up: a later "now" starts later.
+        assert_eq!(reserve_slots(&mut conn, channel, 1, 100, 9_000), Ok(9_000));
+        // A pause holds every slot until it ends.
+        assert_eq!(pause_channel(&mut conn, channel, 20_000), Ok(1));
+        assert_eq!(reserve_slots(&mut conn, channel, 1, 100, 9_500), Ok(20_000));
+        assert_eq!(reserve_slots(&mut conn, channel, 1, 100, 9_500), Ok(20_100));
+    }
 }
