@@ -857,20 +857,16 @@ fn reserve(
          WHERE channel_id = $1 RETURNING next_slot_us - $3 AS start";
     const SQLITE: &str = "UPDATE channel_throttle SET next_slot_us = max(next_slot_us, $2, paused_until_us) + $3 \
          WHERE channel_id = $1 RETURNING next_slot_us - $3 AS start";
-    let start: Option<Start> = match conn {
-        DbConnection::Sqlite(c) => fixed(SQLITE)
-            .bind::<BigInt, _>(channel_id)
-            .bind::<BigInt, _>(now_us)
-            .bind::<BigInt, _>(span)
-            .get_result(c)
-            .optional()?,
-        DbConnection::Postgres(c) => fixed(PG)
-            .bind::<BigInt, _>(channel_id)
-            .bind::<BigInt, _>(now_us)
-            .bind::<BigInt, _>(span)
-            .get_result(c)
-            .optional()?,
+    let sql = match conn {
+        DbConnection::Sqlite(_) => SQLITE,
+        DbConnection::Postgres(_) => PG,
     };
+    let start: Option<Start> = on_backend!(conn, |c| fixed(sql)
+        .bind::<BigInt, _>(channel_id)
+        .bind::<BigInt, _>(now_us)
+        .bind::<BigInt, _>(span)
+        .get_result(c)
+        .optional())?;
     Ok(start.map(|s| s.start))
 }
 
