@@ -291,7 +291,8 @@ impl Application {
             passwords: password::Passwords::per_core()?,
             dummy_hash,
             sign_in_turns: crate::service::sign_in::SignInTurns::per_core(),
-            api_key_cache: Default::default(),
+            api_key_cache: crate::service::api_keys::key_cache(),
+            channel_cache: crate::service::channels::channel_cache(),
             rate_limiter: Default::default(),
         });
         let state = web::Data::new(AppState {

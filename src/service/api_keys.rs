@@ -1,8 +1,6 @@
 //! API keys: created with a role (the key itself shown once, stored only as a hash) and revoked.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::reveals::{Reveal, RevealOn};
 use super::{Change, FieldProblems, ServiceError, ServiceResult, Services};
@@ -23,49 +21,11 @@ const MAX_CACHED_KEYS: usize = 1024;
 
 /// Keys that authenticated recently, by the hash of their secret, so that a busy client's
 /// requests do not each read the database (and on SQLite wait for it).
-#[derive(Default)]
-pub struct KeyCache {
-    entries: Mutex<HashMap<String, (api_keys::ApiKey, Instant)>>,
-    /// Counts the times the cache was emptied: a key read before a revocation committed is
-    /// not kept after it (it would authenticate again until it went stale).
-    generation: std::sync::atomic::AtomicU64,
-}
+pub type KeyCache = super::fresh::Fresh<api_keys::ApiKey>;
 
-impl KeyCache {
-    fn fresh(&self, hash: &str) -> Option<api_keys::ApiKey> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(hash)
-            .filter(|(_, at)| at.elapsed() < KEY_FRESH_FOR)
-            .map(|(key, _)| key.clone())
-    }
-
-    fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Keeps `key`, read from the database while the cache was at `generation`.
-    fn keep(&self, hash: String, key: api_keys::ApiKey, generation: u64) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if self.generation() != generation {
-            return;
-        }
-        if entries.len() >= MAX_CACHED_KEYS {
-            entries.retain(|_, (_, at)| at.elapsed() < KEY_FRESH_FOR);
-            if entries.len() >= MAX_CACHED_KEYS {
-                entries.clear();
-            }
-        }
-        entries.insert(hash, (key, Instant::now()));
-    }
-
-    /// Forgets every key: the next request with any of them asks the database.
-    pub fn clear(&self) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        entries.clear();
-    }
+/// An empty [`KeyCache`].
+pub fn key_cache() -> KeyCache {
+    KeyCache::new(KEY_FRESH_FOR, MAX_CACHED_KEYS)
 }
 
 /// The active key whose secret this is, or `None`. Answered from [`KeyCache`] while fresh;
@@ -228,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_key_read_before_the_cache_was_emptied_is_not_kept() {
-        let cache = KeyCache::default();
+        let cache = key_cache();
         let before = cache.generation();
         cache.keep("h1".into(), key("kept"), before);
         assert_eq!(cache.fresh("h1").map(|k| k.name), Some("kept".into()));

@@ -21,6 +21,18 @@ use crate::service::{Change, ServiceError, ServiceResult, Services};
 use crate::storage::channels::{self, Channel, ChannelChanges, NewChannel};
 use crate::storage::{DbConnection, is_unique_violation};
 
+/// Channels as sends found them a moment ago, by the name or public id the send gave.
+pub type ChannelCache = crate::service::fresh::Fresh<Channel>;
+/// How long a send trusts a channel it looked up. A change made through this process empties
+/// the cache at once; another process's change is seen here within this time (and the
+/// dispatcher asks the policy again, channel state included, when the message goes).
+const CHANNEL_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An empty [`ChannelCache`].
+pub fn channel_cache() -> ChannelCache {
+    ChannelCache::new(CHANNEL_FRESH_FOR, 256)
+}
+
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_SENDER_CHARS: usize = 100;
 /// Far above any provider's documented throughput (WhatsApp's highest tier is 1,000/s).
@@ -627,10 +639,13 @@ pub async fn update(
     draft: ChannelDraft,
 ) -> ServiceResult<Updated> {
     let registry = svc.channels.clone();
-    svc.write(actor, move |change| {
-        update_in(change, &registry, &public_id, &draft)
-    })
-    .await
+    let updated = svc
+        .write(actor, move |change| {
+            update_in(change, &registry, &public_id, &draft)
+        })
+        .await?;
+    svc.channel_cache.clear();
+    Ok(updated)
 }
 
 /// Enables or disables a channel inside `change`'s transaction. Doing what is already done
@@ -666,10 +681,13 @@ pub async fn set_enabled(
     public_id: String,
     enabled: bool,
 ) -> ServiceResult<Channel> {
-    svc.write(actor, move |change| {
-        set_enabled_in(change, &public_id, enabled)
-    })
-    .await
+    let channel = svc
+        .write(actor, move |change| {
+            set_enabled_in(change, &public_id, enabled)
+        })
+        .await?;
+    svc.channel_cache.clear();
+    Ok(channel)
 }
 
 /// Deletes the channel inside `change`'s transaction, unless a message uses it (refused as
@@ -726,6 +744,7 @@ pub async fn delete(svc: &Services, actor: Actor, public_id: String) -> ServiceR
         })
         .await?;
     svc.channels.forget(deleted.id);
+    svc.channel_cache.clear();
     Ok(deleted)
 }
 

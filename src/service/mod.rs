@@ -18,6 +18,8 @@ pub mod broadcasts;
 pub mod callbacks;
 pub mod channels;
 pub mod contacts;
+// Answers read a moment ago: API keys and channels.
+pub mod fresh;
 // issue 18: the send history
 pub mod history;
 pub mod imports;
@@ -74,6 +76,8 @@ pub struct Services {
     pub sign_in_turns: sign_in::SignInTurns,
     /// API keys that authenticated in the last moments (`api_keys::authenticate`).
     pub api_key_cache: api_keys::KeyCache,
+    /// Channels looked up by sends in the last moments (`channels::for_send`).
+    pub channel_cache: channels::ChannelCache,
     /// Requests counted against each API key's limit (issue 19).
     pub rate_limiter: rate_limits::RateLimiter,
 }

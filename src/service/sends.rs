@@ -210,6 +210,21 @@ pub fn find_channel(conn: &mut DbConnection, id_or_name: &str) -> ServiceResult<
     channels::find_by_name(conn, wanted, None)?.ok_or_else(|| unknown_channel(wanted))
 }
 
+/// The channel a send names (its public id or its name), as [`find_channel`] finds it, from
+/// [`Services::channel_cache`] while fresh: a busy sender's requests do not each read it, and
+/// the write that queues the message does not wait for the read.
+pub async fn channel_for_send(svc: &Services, id_or_name: &str) -> ServiceResult<Channel> {
+    let key = id_or_name.trim().to_owned();
+    if let Some(channel) = svc.channel_cache.fresh(&key) {
+        return Ok(channel);
+    }
+    let generation = svc.channel_cache.generation();
+    let wanted = key.clone();
+    let channel = svc.db.run(move |conn| find_channel(conn, &wanted)).await?;
+    svc.channel_cache.keep(key, channel.clone(), generation);
+    Ok(channel)
+}
+
 /// What the policy needs to know about this contact on this channel now.
 pub fn send_context(
     conn: &mut DbConnection,
@@ -332,6 +347,9 @@ pub struct Checked {
     fingerprint: String,
     /// Applied to the recipient's contact as the send finds or creates it by its number.
     contact_patch: ContactPatch,
+    /// The channel, when it was looked up before the write ([`channel_for_send`]); else the
+    /// write looks it up.
+    channel: Option<Channel>,
 }
 
 impl Checked {
@@ -343,7 +361,14 @@ impl Checked {
             target,
             fingerprint,
             contact_patch: ContactPatch::default(),
+            channel: None,
         })
+    }
+
+    /// The channel the request names, looked up already (see [`channel_for_send`]).
+    pub fn with_channel(mut self, channel: Channel) -> Checked {
+        self.channel = Some(channel);
+        self
     }
 
     /// The send also writes these fields to the contact it finds or creates for a phone number
@@ -458,6 +483,8 @@ pub async fn send(
 ) -> ServiceResult<Queued> {
     let shard = request.recipient.shard();
     let checked = Checked::new(request, svc.settings.default_country)?;
+    let channel = channel_for_send(svc, &checked.request.channel).await?;
+    let checked = checked.with_channel(channel);
     let queued = svc
         .db
         .write_grouped(shard, move |conn| {
@@ -574,7 +601,10 @@ fn queue_new(
         check_send_at(at, Utc::now())
             .map_err(|e| refused("invalid_send_at", Some("send_at"), e.to_string()))?;
     }
-    let channel = find_channel(conn, &request.channel)?;
+    let channel = match &checked.channel {
+        Some(channel) => channel.clone(),
+        None => find_channel(conn, &request.channel)?,
+    };
     let (contact, created_contact) =
         resolve_recipient(conn, &checked.target, &checked.contact_patch)?;
     let ctx = if created_contact {

@@ -564,9 +564,13 @@ pub async fn receive(
     };
     let actor = Actor::system(&format!("Trigger \"{}\"", row.name));
     let country = svc.settings.default_country;
+    // Looked up before the write (and kept a moment for the next delivery); a channel that
+    // has gone is left to the write, which refuses the send with the reason.
+    let channel_row = sends::channel_for_send(svc, &channel).await.ok();
     let delivery = std::sync::Arc::new(Delivery {
         row,
         channel,
+        channel_row,
         template,
         mapping,
         actor,
@@ -670,6 +674,8 @@ struct Delivery {
     row: TriggerRow,
     /// The public ids of the trigger's channel and template.
     channel: String,
+    /// The channel itself, when it was found before the write.
+    channel_row: Option<crate::storage::channels::Channel>,
     template: Option<String>,
     mapping: Mapping,
     actor: Actor,
@@ -821,7 +827,10 @@ fn prepare(
         content,
         send_at,
     };
-    let checked = Checked::new(request, country).map_err(|e| format!("Refused: {e}"))?;
+    let mut checked = Checked::new(request, country).map_err(|e| format!("Refused: {e}"))?;
+    if let Some(channel) = &d.channel_row {
+        checked = checked.with_channel(channel.clone());
+    }
     Ok(checked.with_contact_patch(ContactPatch {
         name: mapped.name.clone(),
         attributes: mapped.attributes.clone(),
