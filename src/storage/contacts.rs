@@ -213,13 +213,9 @@ pub fn attribute_keys(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
         .load(conn)
 }
 
-/// Inserts the contact unless one has this number already (`None` then): one statement, and
-/// no unique violation to abort an outer transaction on PostgreSQL, so no savepoint.
-fn insert_new(
-    conn: &mut DbConnection,
-    phone: &E164,
-    patch: &ContactPatch,
-) -> QueryResult<Option<Contact>> {
+/// A contact for this number with the patch applied, as it would be stored (no id yet).
+fn new_contact(phone: &E164, patch: &ContactPatch) -> Contact {
+    let at = now();
     let mut contact = Contact {
         id: 0,
         public_id: new_public_id(),
@@ -229,10 +225,21 @@ fn insert_new(
         language: String::new(),
         time_zone: String::new(),
         attributes: Attributes::new(),
-        created_at: now(),
-        updated_at: now(),
+        created_at: at,
+        updated_at: at,
     };
     patch.apply(&mut contact);
+    contact
+}
+
+/// Inserts the contact unless one has this number already (`None` then): one statement, and
+/// no unique violation to abort an outer transaction on PostgreSQL, so no savepoint.
+fn insert_new(
+    conn: &mut DbConnection,
+    phone: &E164,
+    patch: &ContactPatch,
+) -> QueryResult<Option<Contact>> {
+    let mut contact = new_contact(phone, patch);
     let values = (
         contacts::public_id.eq(&contact.public_id),
         contacts::phone.eq(contact.phone.as_str()),
@@ -296,6 +303,11 @@ pub fn upsert(
     phone: &E164,
     patch: &ContactPatch,
 ) -> QueryResult<(Contact, bool)> {
+    if let DbConnection::Postgres(_) = conn
+        && let Some(done) = upsert_in_one(conn, phone, patch)?
+    {
+        return Ok(done);
+    }
     if let Some(existing) = find_by_phone(conn, phone)? {
         // Nothing to change (a send to a known number): no write.
         if patch.is_empty() {
@@ -311,6 +323,100 @@ pub fn upsert(
             Ok((update(conn, existing, patch)?, false))
         }
     }
+}
+
+/// PostgreSQL: the insert of a new number and the look-up of a known one in one statement (one
+/// round trip, where a new number took two): the inserted row's id, or the stored row.
+const UPSERT_PG: &str = "WITH new AS (\
+    INSERT INTO contacts (public_id, phone, name, email, language, time_zone, attributes, \
+      created_at, updated_at, search_text) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+    ON CONFLICT (phone) DO NOTHING RETURNING id) \
+  SELECT id, TRUE AS created, NULL::text AS public_id, NULL::text AS phone, NULL::text AS name, \
+    NULL::text AS email, NULL::text AS language, NULL::text AS time_zone, \
+    NULL::text AS attributes, NULL::timestamp AS created_at, NULL::timestamp AS updated_at \
+    FROM new \
+  UNION ALL \
+  SELECT id, FALSE, public_id, phone, name, email, language, time_zone, attributes, \
+    created_at, updated_at FROM contacts WHERE phone = $2 AND NOT EXISTS (SELECT 1 FROM new)";
+
+/// A row of [`UPSERT_PG`]: only the id when `created`.
+#[derive(QueryableByName)]
+struct Upserted {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = Bool)]
+    created: bool,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    public_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    phone: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    name: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    email: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    language: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    time_zone: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    attributes: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    created_at: Option<NaiveDateTime>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    updated_at: Option<NaiveDateTime>,
+}
+
+/// [`upsert`] on PostgreSQL in one statement (two when a known number's contact is patched).
+/// `None` when it found nothing: another writer stored the number after the statement began
+/// (the insert waited for it and did nothing, and the look-up's snapshot is older), which the
+/// caller's look-up then finds.
+fn upsert_in_one(
+    conn: &mut DbConnection,
+    phone: &E164,
+    patch: &ContactPatch,
+) -> QueryResult<Option<(Contact, bool)>> {
+    let DbConnection::Postgres(pg) = conn else {
+        return Ok(None);
+    };
+    let mut contact = new_contact(phone, patch);
+    let row: Option<Upserted> = super::prepared::fixed(UPSERT_PG)
+        .bind::<Text, _>(&contact.public_id)
+        .bind::<Text, _>(contact.phone.as_str())
+        .bind::<Text, _>(&contact.name)
+        .bind::<Text, _>(&contact.email)
+        .bind::<Text, _>(&contact.language)
+        .bind::<Text, _>(&contact.time_zone)
+        .bind::<Text, _>(attributes_to_json(&contact.attributes))
+        .bind::<diesel::sql_types::Timestamp, _>(contact.created_at)
+        .bind::<diesel::sql_types::Timestamp, _>(contact.updated_at)
+        .bind::<diesel::sql_types::Nullable<Text>, _>(Some(contact.search_text()))
+        .get_result(pg)
+        .optional()?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    if row.created {
+        contact.id = row.id;
+        register_attribute_keys(conn, contact.attributes.keys())?;
+        return Ok(Some((contact, true)));
+    }
+    let existing = Contact::from(ContactRow {
+        id: row.id,
+        public_id: row.public_id.unwrap_or_default(),
+        phone: row.phone.unwrap_or_default(),
+        name: row.name.unwrap_or_default(),
+        email: row.email.unwrap_or_default(),
+        language: row.language.unwrap_or_default(),
+        time_zone: row.time_zone.unwrap_or_default(),
+        attributes: row.attributes.unwrap_or_default(),
+        created_at: row.created_at.unwrap_or_default(),
+        updated_at: row.updated_at.unwrap_or_default(),
+    });
+    if patch.is_empty() {
+        return Ok(Some((existing, false)));
+    }
+    Ok(Some((update(conn, existing, patch)?, false)))
 }
 
 /// What the folded search text is made of, as stored.
