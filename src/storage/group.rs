@@ -22,6 +22,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use diesel::connection::SimpleConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{DbConnection, DbPool, StorageError, write_transaction};
@@ -36,6 +37,9 @@ trait Job: Send {
     /// Runs the write and keeps the outcome: inside the batch's transaction in a savepoint of
     /// its own, or (alone, or after its batch failed) in a transaction of its own.
     fn run(&mut self, conn: &mut DbConnection);
+    /// Runs the write in whatever transaction is open (the batch's, inside the savepoint the
+    /// lane made for it) and keeps the outcome; true when it succeeded.
+    fn run_bare(&mut self, conn: &mut DbConnection) -> bool;
     /// Hands the kept outcome to the caller (after the commit).
     fn answer(self: Box<Self>);
     /// Tells the caller the write could not run at all.
@@ -57,6 +61,13 @@ where
     fn run(&mut self, conn: &mut DbConnection) {
         let work = &mut self.work;
         self.outcome = Some(write_transaction(conn, |c| work(c)));
+    }
+
+    fn run_bare(&mut self, conn: &mut DbConnection) -> bool {
+        let outcome = (self.work)(conn);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
     }
 
     fn answer(self: Box<Self>) {
@@ -201,6 +212,14 @@ fn lane(pool: DbPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
+/// The savepoint each write of a batch runs in, made by the lane (not by Diesel, whose
+/// transaction manager would release it in a round trip of its own): between two writes the
+/// last one's is released and the next one's made in one round trip, which on PostgreSQL is one
+/// of the few a write costs.
+const SAVEPOINT: &str = "SAVEPOINT lane_write";
+const NEXT: &str = "RELEASE SAVEPOINT lane_write; SAVEPOINT lane_write";
+const UNDO: &str = "ROLLBACK TO SAVEPOINT lane_write";
+
 /// Runs the batch in one transaction; when that fails, each write alone.
 fn run_batch(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) {
     if batch.len() == 1 {
@@ -208,9 +227,16 @@ fn run_batch(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) {
         return;
     }
     let together = write_transaction(conn, |conn| {
+        let mut step = SAVEPOINT;
         for job in batch.iter_mut() {
-            job.run(conn);
+            conn.batch_execute(step)?;
+            if !job.run_bare(conn) {
+                // Undone alone; the savepoint stays, empty, for the next step to release.
+                conn.batch_execute(UNDO)?;
+            }
+            step = NEXT;
         }
+        // The last write's savepoint is released by the commit.
         Ok::<_, diesel::result::Error>(())
     });
     if let Err(e) = together {
@@ -372,6 +398,40 @@ mod tests {
             .map(|i| format!("item {i:02}"))
             .collect();
         // Each good write is there once: the failed batch left nothing behind.
+        assert_eq!(names(&db), expected);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_after_writing_is_undone_alone() {
+        let (_dir, db) = db();
+        let first = hold_the_lane(&db).await;
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write_grouped(0, move |conn| {
+                        insert(conn, &format!("item {i}"), 1)?;
+                        // Writes 3 and 4 (one after the other in the batch) change their mind.
+                        if i == 3 || i == 4 {
+                            insert(conn, &format!("more {i}"), 1)?;
+                            return Err(Failure::Storage);
+                        }
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        first.await.expect("task").expect("first write");
+        for (i, t) in tasks.into_iter().enumerate() {
+            let outcome = t.await.expect("task");
+            assert_eq!(outcome.is_err(), i == 3 || i == 4, "write {i}: {outcome:?}");
+        }
+        let mut expected: Vec<String> = (0..10)
+            .filter(|i| *i != 3 && *i != 4)
+            .map(|i| format!("item {i}"))
+            .collect();
+        expected.sort();
         assert_eq!(names(&db), expected);
     }
 
