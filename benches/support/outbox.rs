@@ -30,21 +30,26 @@ pub fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds in a `/proc/…/stat` text.
+fn stat_seconds(stat: &str) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // Fields after the command name: state is the 3rd, utime the 14th, stime the 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (n(11) + n(12)) / tick
+}
+
+fn read(p: impl AsRef<std::path::Path>) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
 /// CPU seconds used so far by `[this process minus the fake provider and the callback receiver,
 /// the fake provider's and the receiver's threads (named `actix…` and `receiver…`),
 /// PostgreSQL's server processes]`: where each message's work goes.
 pub fn cpu_seconds() -> [f64; 3] {
-    // SAFETY: sysconf has no preconditions.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let ticks = |stat: &str| -> f64 {
-        // Fields after the command name: state is the 3rd, utime the 14th, stime the 15th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (n(11) + n(12)) / tick
-    };
-    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap_or_default();
-    let process = ticks(&read("/proc/self/stat".into()));
+    let process = stat_seconds(&read("/proc/self/stat"));
     let mut fake = 0.0;
     for task in std::fs::read_dir("/proc/self/task")
         .into_iter()
@@ -53,16 +58,25 @@ pub fn cpu_seconds() -> [f64; 3] {
     {
         let comm = read(task.path().join("comm"));
         if comm.starts_with("actix") || comm.starts_with("receiver") {
-            fake += ticks(&read(task.path().join("stat")));
+            fake += stat_seconds(&read(task.path().join("stat")));
         }
     }
     let mut postgres = 0.0;
     for proc in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         if read(proc.path().join("comm")).trim() == "postgres" {
-            postgres += ticks(&read(proc.path().join("stat")));
+            postgres += stat_seconds(&read(proc.path().join("stat")));
         }
     }
     [process - fake, fake, postgres]
+}
+
+/// CPU seconds the main thread used so far (in a `#[tokio::main]` benchmark it runs only the
+/// harness's own future: spawned tasks run on the runtime's worker threads).
+pub fn main_thread_seconds() -> f64 {
+    stat_seconds(&read(format!(
+        "/proc/self/task/{}/stat",
+        std::process::id()
+    )))
 }
 
 /// Microseconds of CPU per message between two `cpu_seconds` readings.

@@ -1,18 +1,21 @@
 //! The status-callback worker (issue 19): fans the events the triggers appended out into
-//! deliveries, claims due deliveries ahead, up to [`CLAIM_AHEAD`] per endpoint, every endpoint
-//! in one statement (a lease, so several workers never deliver one attempt twice and a dead
-//! worker's claims come due again), posts them signed by the Standard Webhooks scheme, and
-//! settles the attempts in batches, one transaction for many.
+//! deliveries and claims them ahead as it writes them, up to [`CLAIM_AHEAD`] per endpoint, then
+//! fills the room left with deliveries already due, every endpoint in one statement (a lease,
+//! so several workers never deliver one attempt twice and a dead worker's claims come due
+//! again), posts them signed by the Standard Webhooks scheme, and settles the attempts in
+//! batches, one transaction for many. On SQLite each of these writes takes its turn in the
+//! write lane ([`Db::write_beside_lane`]) rather than waiting for the dispatcher's in SQLite's
+//! busy handler.
 //!
 //! Each claimed delivery waits for a permit of its endpoint's semaphore
 //! ([`CallbackConfig::per_endpoint`]) and one of the worker's ([`CallbackConfig::overall`]):
 //! a slow or dead endpoint holds only its own permits, so the other endpoints and message
 //! sending go on (the calls run on their own tasks, and no transaction is open during one).
 //! Claims still waiting for their turn have their lease extended while it runs; one whose
-//! lease ran out anyway, or whose endpoint went away, is given back untried. Requests never follow redirects, time out, and go only to
-//! the address that was checked: names are resolved here, and an endpoint that does not allow
-//! private networks never reaches a loopback, private or link-local address, whatever its DNS
-//! says between the check and the call.
+//! lease ran out anyway, or whose endpoint went away, is given back untried. Requests never
+//! follow redirects, time out, and go only to the address that was checked: names are resolved
+//! here, and an endpoint that does not allow private networks never reaches a loopback, private
+//! or link-local address, whatever its DNS says between the check and the call.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -168,7 +171,10 @@ impl Clients {
 
 /// An endpoint as the calls need it, rebuilt when the endpoint changes.
 struct Target {
-    url: String,
+    /// Parsed once, not per call.
+    url: reqwest::Url,
+    /// Why the URL's literal address is refused (checked once: it is never resolved).
+    refused: Option<&'static str>,
     allow_private: bool,
     keys: Vec<Vec<u8>>,
     updated_at: chrono::NaiveDateTime,
@@ -262,7 +268,7 @@ pub async fn run(db: Db, keys: Keys, config: CallbackConfig, mut stop: watch::Re
         }
         if last_purge.elapsed() >= PURGE_EVERY {
             last_purge = Instant::now();
-            match db.run(service::purge).await {
+            match db.write_beside_lane(service::purge).await {
                 Ok(n) if n > 0 => tracing::info!(deliveries = n, "purged old callback deliveries"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = ?e, "purging callback deliveries failed"),
@@ -295,20 +301,15 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
-    /// Fans out waiting events, extends the leases of claims about to run out before their
-    /// turn, then claims ahead for every endpoint with room, in one statement.
+    /// Extends the leases of claims about to run out before their turn, then fans out waiting
+    /// events, claiming their deliveries ahead for every endpoint with room as they are
+    /// written, and the room left with deliveries already due (one statement more).
     async fn step(
         &self,
         permits: &mut Permits,
         targets: &mut HashMap<i64, Arc<Target>>,
     ) -> anyhow::Result<()> {
         let db = self.db;
-        loop {
-            let taken = db.run(|conn| service::fan_out(conn, FAN_OUT_BATCH)).await?;
-            if (taken as i64) < FAN_OUT_BATCH {
-                break;
-            }
-        }
         let endpoints = db
             .run(|conn| Ok::<_, crate::service::ServiceError>(store::enabled_endpoints(conn)?))
             .await?;
@@ -322,7 +323,7 @@ impl Round<'_> {
             keep
         });
         self.extend_leases().await?;
-        let (mut wanted, mut room_left) = (Vec::new(), {
+        let (mut room, mut room_left) = (HashMap::new(), {
             let held = held(self.shared);
             HELD_MAX.saturating_sub(held.per_endpoint.values().sum())
         });
@@ -344,20 +345,39 @@ impl Round<'_> {
                     continue;
                 }
             };
-            let room = (CLAIM_AHEAD - mine).min(room_left);
-            room_left -= room;
-            wanted.push((endpoint.id, room as i64));
+            let n = (CLAIM_AHEAD - mine).min(room_left);
+            room_left -= n;
+            room.insert(endpoint.id, n);
             ready.insert(endpoint.id, target);
         }
-        if wanted.is_empty() {
-            return Ok(());
-        }
         let lease_until = now() + self.config.lease();
-        let claimed = db
-            .run(move |conn| {
-                Ok::<_, crate::service::ServiceError>(store::claim_due(conn, &wanted, lease_until)?)
-            })
-            .await?;
+        let mut claimed = Vec::new();
+        loop {
+            let offer = room.clone();
+            let fanned = db
+                .write_beside_lane(move |conn| {
+                    service::fan_out(conn, FAN_OUT_BATCH, &offer, lease_until)
+                })
+                .await;
+            // What earlier batches claimed still goes out.
+            let fanned = match fanned {
+                Ok(f) => f,
+                Err(e) if claimed.is_empty() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "status callbacks: a fan-out failed");
+                    break;
+                }
+            };
+            for d in &fanned.claimed {
+                if let Some(n) = room.get_mut(&d.endpoint_id) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            claimed.extend(fanned.claimed);
+            if (fanned.events as i64) < FAN_OUT_BATCH {
+                break;
+            }
+        }
         {
             let mut held = held(self.shared);
             for d in &claimed {
@@ -418,7 +438,7 @@ impl Round<'_> {
         let ids = due.clone();
         let extended = self
             .db
-            .run(move |conn| {
+            .write_beside_lane(move |conn| {
                 Ok::<_, crate::service::ServiceError>(store::extend_leases(
                     conn,
                     &ids,
@@ -491,8 +511,10 @@ fn target_for(
     {
         return Ok(t.clone());
     }
+    let url = reqwest::Url::parse(&endpoint.url)?;
     let target = Arc::new(Target {
-        url: endpoint.url.clone(),
+        refused: literal_refusal(&url).filter(|_| !endpoint.allows_private_network()),
+        url,
         allow_private: endpoint.allows_private_network(),
         keys: service::signing_keys(keys, endpoint)?,
         updated_at: endpoint.updated_at,
@@ -522,14 +544,12 @@ async fn deliver(client: &reqwest::Client, target: &Target, d: DeliveryRow) -> A
         retry_after: None,
     };
     // A literal address is never resolved, so it is checked here.
-    if !target.allow_private
-        && let Some(why) = literal_refusal(&target.url)
-    {
+    if let Some(why) = target.refused {
         outcome.error = Some(rules::private_refusal(why));
         return outcome;
     }
     let sent = client
-        .post(&target.url)
+        .post(target.url.clone())
         .header("content-type", "application/json")
         .header("webhook-id", &d.webhook_id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -564,9 +584,8 @@ async fn deliver(client: &reqwest::Client, target: &Target, d: DeliveryRow) -> A
     outcome
 }
 
-fn literal_refusal(url: &str) -> Option<&'static str> {
-    let parsed = url::Url::parse(url).ok()?;
-    let ip: IpAddr = match parsed.host()? {
+fn literal_refusal(url: &reqwest::Url) -> Option<&'static str> {
+    let ip: IpAddr = match url.host()? {
         url::Host::Ipv4(ip) => IpAddr::V4(ip),
         url::Host::Ipv6(ip) => IpAddr::V6(ip),
         url::Host::Domain(_) => return None,
@@ -629,7 +648,7 @@ async fn record(
         }
         let (tried, untried) = (outcomes.len(), released.len());
         let written = db
-            .run(move |conn| service::settle(conn, &outcomes, &released, retry_base))
+            .write_beside_lane(move |conn| service::settle(conn, &outcomes, &released, retry_base))
             .await;
         if let Err(e) = written {
             // Left as claimed: each comes due again when its lease ends.

@@ -324,12 +324,13 @@ pub async fn send_test(
         });
         store::insert_deliveries(
             change.conn,
-            &[NewDelivery {
+            vec![NewDelivery {
                 endpoint_id: endpoint.id,
                 webhook_id: webhook_id.clone(),
                 event_type: TEST_EVENT.into(),
                 payload: payload.to_string(),
             }],
+            None,
         )?;
         change.audit(
             "webhook_endpoint.test_sent",
@@ -470,51 +471,88 @@ pub async fn log(
 
 // --- the worker's steps ---
 
+/// What one [`fan_out`] took and claimed.
+pub struct FannedOut {
+    /// Events taken.
+    pub events: usize,
+    /// Deliveries claimed for the caller until the lease's end, oldest due first.
+    pub claimed: Vec<DeliveryRow>,
+}
+
 /// Fans out up to `limit` events into deliveries, one per event per endpoint that wants it,
-/// in one transaction (an event is either still waiting or fanned out). Blocking. Returns how
-/// many events were taken.
-pub fn fan_out(conn: &mut DbConnection, limit: i64) -> ServiceResult<usize> {
+/// in one transaction (an event is either still waiting or fanned out). An endpoint's
+/// deliveries are claimed for the caller as they are written, until `lease_until`, up to its
+/// `room` (so they are not written due and then claimed by a second statement); the others are
+/// due at once. When fewer than `limit` events waited (the last batch), the room left is
+/// filled, in the same transaction, with deliveries already due ([`store::claim_due`]: retries,
+/// claims given back, what found no room before). Blocking.
+pub fn fan_out(
+    conn: &mut DbConnection,
+    limit: i64,
+    room: &HashMap<i64, usize>,
+    lease_until: NaiveDateTime,
+) -> ServiceResult<FannedOut> {
     write_transaction(conn, |conn| {
+        let mut room = room.clone();
         let events = store::take_events(conn, limit)?;
-        if events.is_empty() {
-            return Ok(0);
-        }
-        let mut wanted: HashMap<String, Vec<i64>> = HashMap::new();
-        for (event_type, endpoint) in store::subscriptions(conn)? {
-            wanted.entry(event_type).or_default().push(endpoint);
-        }
-        let datas = event_data(conn, &events)?;
-        let mut rows = Vec::new();
-        for (event, data) in events.iter().zip(datas) {
-            let (Some(targets), Some(data)) = (wanted.get(&event.event_type), data) else {
-                continue;
-            };
-            let payload = json!({
-                "type": event.event_type,
-                "timestamp": event.occurred_at.and_utc().to_rfc3339(),
-                "data": data,
-            })
-            .to_string();
-            for endpoint in targets {
-                rows.push(NewDelivery {
-                    endpoint_id: *endpoint,
-                    webhook_id: rules::new_webhook_id(),
-                    event_type: event.event_type.clone(),
-                    payload: payload.clone(),
-                });
+        let (mut mine, mut due) = (Vec::new(), Vec::new());
+        if !events.is_empty() {
+            let mut wanted: HashMap<String, Vec<i64>> = HashMap::new();
+            for (event_type, endpoint) in store::subscriptions(conn)? {
+                wanted.entry(event_type).or_default().push(endpoint);
+            }
+            let datas = event_data(conn, &events)?;
+            for (event, data) in events.iter().zip(datas) {
+                let (Some(targets), Some(data)) = (wanted.get(&event.event_type), data) else {
+                    continue;
+                };
+                let mut payload = format!(
+                    r#"{{"type":{},"timestamp":{},"data":{data}}}"#,
+                    Value::from(event.event_type.as_str()),
+                    Value::from(event.occurred_at.and_utc().to_rfc3339()),
+                );
+                for (i, endpoint) in targets.iter().enumerate() {
+                    let delivery = NewDelivery {
+                        endpoint_id: *endpoint,
+                        webhook_id: rules::new_webhook_id(),
+                        event_type: event.event_type.clone(),
+                        payload: if i + 1 < targets.len() {
+                            payload.clone()
+                        } else {
+                            std::mem::take(&mut payload)
+                        },
+                    };
+                    match room.get_mut(endpoint) {
+                        Some(n) if *n > 0 => {
+                            *n -= 1;
+                            mine.push(delivery);
+                        }
+                        _ => due.push(delivery),
+                    }
+                }
             }
         }
-        store::insert_deliveries(conn, &rows)?;
-        Ok(events.len())
+        store::insert_deliveries(conn, due, None)?;
+        let mut claimed = Vec::new();
+        if (events.len() as i64) < limit {
+            let left: Vec<(i64, i64)> = room.iter().map(|(e, n)| (*e, *n as i64)).collect();
+            claimed = store::claim_due(conn, &left, lease_until)?;
+        }
+        claimed.extend(store::insert_deliveries(conn, mine, Some(lease_until))?);
+        Ok(FannedOut {
+            events: events.len(),
+            claimed,
+        })
     })
 }
 
-/// The `data` of each event: the API's own JSON of its message, contact or broadcast, as it is
-/// now but with the status the event reports (`None` when the subject is gone).
+/// The `data` of each event, as JSON text: the API's own JSON of its message, contact or
+/// broadcast, as it is now but with the status the event reports (`None` when the subject is
+/// gone).
 fn event_data(
     conn: &mut DbConnection,
     events: &[store::EventRow],
-) -> ServiceResult<Vec<Option<Value>>> {
+) -> ServiceResult<Vec<Option<String>>> {
     let kind = |e: &store::EventRow| e.event_type.parse::<EventType>().ok().map(|t| t.subject());
     // Messages come in bulk (every status change): read them a batch at a time.
     let message_ids: Vec<i64> = events
@@ -554,20 +592,25 @@ fn event_data(
                 json.broadcast_id = m.campaign_id.and_then(|b| broadcasts.get(&b).cloned());
                 // The status this event reports, whatever happened since.
                 json.status = e.detail.clone();
-                serde_json::to_value(json).ok()
+                // Written straight from the struct (not through a `Value`): every send makes
+                // one.
+                serde_json::to_string(&json).ok()
             }),
             Some(Subject::Inbound) => store::inbound(conn, e.subject_id)?.and_then(|m| {
                 let channel = channels_by_id.get(&m.channel_id)?;
                 let contact = crate::storage::contacts::find(conn, m.contact_id).ok()??;
-                Some(json!({
-                    "id": m.public_id,
-                    "channel": api_objects::ChannelRef::of(channel),
-                    "contact_id": contact.public_id,
-                    "from": contact.phone.as_str(),
-                    "body": m.body,
-                    "provider_message_id": m.provider_message_id,
-                    "received_at": m.received_at.and_utc().to_rfc3339(),
-                }))
+                Some(
+                    json!({
+                        "id": m.public_id,
+                        "channel": api_objects::ChannelRef::of(channel),
+                        "contact_id": contact.public_id,
+                        "from": contact.phone.as_str(),
+                        "body": m.body,
+                        "provider_message_id": m.provider_message_id,
+                        "received_at": m.received_at.and_utc().to_rfc3339(),
+                    })
+                    .to_string(),
+                )
             }),
             Some(Subject::Contact) => match crate::storage::contacts::find(conn, e.subject_id)? {
                 Some(contact) => {
@@ -577,7 +620,7 @@ fn event_data(
                     if let Some(obj) = json.as_object_mut() {
                         obj.insert("channel_kind".into(), Value::String(e.detail.clone()));
                     }
-                    Some(json)
+                    Some(json.to_string())
                 }
                 None => None,
             },
@@ -586,7 +629,7 @@ fn event_data(
                 Some(row) => {
                     let view = super::broadcasts::view_in(conn, row)?;
                     Some(
-                        serde_json::to_value(api_objects::broadcast_json(view))
+                        serde_json::to_string(&api_objects::broadcast_json(view))
                             .map_err(ServiceError::internal)?,
                     )
                 }
@@ -801,15 +844,16 @@ mod tests {
     fn delivery(conn: &mut DbConnection, e: &Endpoint) -> i64 {
         store::insert_deliveries(
             conn,
-            &[NewDelivery {
+            vec![NewDelivery {
                 endpoint_id: e.id,
                 webhook_id: rules::new_webhook_id(),
                 event_type: "message.sent".into(),
                 payload: "{}".into(),
             }],
+            None,
         )
-        .expect("delivery");
-        store::deliveries(conn, e.id, &DeliveryFilter::default(), 1).expect("log")[0].id
+        .expect("delivery")[0]
+            .id
     }
 
     #[test]
@@ -933,6 +977,81 @@ mod tests {
         let much_later = now() + chrono::TimeDelta::minutes(10);
         let extended = store::extend_leases(&mut conn, &[a, b], much_later, much_later).unwrap();
         assert_eq!(extended, [b]);
+    }
+
+    #[test]
+    fn a_fan_out_claims_what_fits_its_room_and_fills_the_rest_from_the_due() {
+        use diesel::connection::SimpleConnection;
+        let (_dir, db) = testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let e = store::insert_endpoint(
+            &mut conn,
+            "ep-2",
+            &EndpointFields {
+                url: "https://example.com/hooks",
+                description: "",
+                events: &["contact.opted_out"],
+                enabled: true,
+                allow_private_network: false,
+            },
+            "sealed",
+        )
+        .expect("endpoint");
+        let at = "2026-01-01 00:00:00";
+        conn.batch_execute(&format!(
+            "INSERT INTO contacts (id, public_id, phone, attributes, created_at, updated_at) \
+             VALUES (7, 'c-7', '+15550007', '{{}}', '{at}', '{at}'); \
+             INSERT INTO webhook_events (event_type, subject_id, detail, occurred_at) VALUES \
+             ('contact.opted_out', 7, 'whatsapp', '{at}'), ('contact.opted_out', 7, 'sms', '{at}'), \
+             ('contact.opted_out', 7, 'email', '{at}');"
+        ))
+        .expect("events");
+        let lease = now() + chrono::TimeDelta::minutes(1);
+        let room = HashMap::from([(e.id, 2)]);
+        let first = fan_out(&mut conn, 500, &room, lease).expect("fanned out");
+        assert_eq!(first.events, 3);
+        assert_eq!(first.claimed.len(), 2, "as many as its room");
+        let log = store::deliveries(&mut conn, e.id, &DeliveryFilter::default(), 10).unwrap();
+        assert_eq!(log.len(), 3, "one delivery per event");
+        for c in &first.claimed {
+            let stored = log.iter().find(|d| d.id == c.id).expect("stored");
+            assert_eq!(stored.webhook_id, c.webhook_id);
+            assert_eq!(stored.payload, c.payload);
+            assert_eq!(
+                (stored.attempts, stored.next_attempt_at),
+                (1, lease),
+                "claimed"
+            );
+            let body: Value = serde_json::from_str(&c.payload).expect("JSON");
+            assert_eq!(body["type"], "contact.opted_out");
+            assert_eq!(body["data"]["id"], "c-7");
+        }
+        let unclaimed = log
+            .iter()
+            .find(|d| first.claimed.iter().all(|c| c.id != d.id))
+            .expect("the third");
+        assert_eq!(unclaimed.attempts, 0);
+        assert!(unclaimed.next_attempt_at <= now(), "due at once");
+        assert!(
+            store::claim_due(&mut conn, &[(e.id, 5)], lease)
+                .unwrap()
+                .iter()
+                .all(|d| d.id == unclaimed.id),
+            "the claimed ones are nobody else's"
+        );
+
+        // No events left: the room is filled from the due deliveries.
+        conn.batch_execute(&format!(
+            "UPDATE webhook_deliveries SET attempts = 0, next_attempt_at = '{at}' WHERE id = {}",
+            unclaimed.id
+        ))
+        .unwrap();
+        let second = fan_out(&mut conn, 500, &HashMap::from([(e.id, 5)]), lease).unwrap();
+        assert_eq!(second.events, 0);
+        assert_eq!(
+            second.claimed.iter().map(|d| d.id).collect::<Vec<_>>(),
+            [unclaimed.id]
+        );
     }
 
     #[test]

@@ -329,35 +329,70 @@ pub struct NewDelivery {
     pub payload: String,
 }
 
-pub fn insert_deliveries(conn: &mut DbConnection, rows: &[NewDelivery]) -> QueryResult<usize> {
+/// Inserts deliveries, due now; or, with `lease_until`, claimed until then by the worker
+/// fanning them out (their first attempt counted, as [`claim_due`] does: nobody else takes
+/// them meanwhile, and if that worker dies they come due when the lease ends). Returns them as
+/// stored, in the order given.
+pub fn insert_deliveries(
+    conn: &mut DbConnection,
+    rows: Vec<NewDelivery>,
+    lease_until: Option<NaiveDateTime>,
+) -> QueryResult<Vec<DeliveryRow>> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let at = now();
-    let values: Vec<_> = rows
-        .iter()
-        .map(|d| {
-            (
-                webhook_deliveries::endpoint_id.eq(d.endpoint_id),
-                webhook_deliveries::webhook_id.eq(&d.webhook_id),
-                webhook_deliveries::event_type.eq(&d.event_type),
-                webhook_deliveries::payload.eq(&d.payload),
-                webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
-                webhook_deliveries::attempts.eq(0),
-                webhook_deliveries::next_attempt_at.eq(at),
-                webhook_deliveries::created_at.eq(at),
-                webhook_deliveries::updated_at.eq(at),
-            )
-        })
-        .collect();
-    let mut written = 0;
+    let (attempts, next_attempt_at) = match lease_until {
+        Some(until) => (1, until),
+        None => (0, at),
+    };
+    let mut ids = std::collections::HashMap::with_capacity(rows.len());
     // SQLite binds at most 32,766 values a statement: 9 a row.
-    for chunk in values.chunks(1000) {
-        written += on_backend!(conn, |c| diesel::insert_into(webhook_deliveries::table)
-            .values(chunk)
-            .execute(c))?;
+    for chunk in rows.chunks(1000) {
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|d| {
+                (
+                    webhook_deliveries::endpoint_id.eq(d.endpoint_id),
+                    webhook_deliveries::webhook_id.eq(&d.webhook_id),
+                    webhook_deliveries::event_type.eq(&d.event_type),
+                    webhook_deliveries::payload.eq(&d.payload),
+                    webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
+                    webhook_deliveries::attempts.eq(attempts),
+                    webhook_deliveries::next_attempt_at.eq(next_attempt_at),
+                    webhook_deliveries::created_at.eq(at),
+                    webhook_deliveries::updated_at.eq(at),
+                )
+            })
+            .collect();
+        // RETURNING gives rows in no promised order: each is matched by its webhook-id.
+        let written: Vec<(i64, String)> =
+            on_backend!(conn, |c| diesel::insert_into(webhook_deliveries::table)
+                .values(&values)
+                .returning((webhook_deliveries::id, webhook_deliveries::webhook_id))
+                .get_results(c))?;
+        ids.extend(written.into_iter().map(|(id, webhook_id)| (webhook_id, id)));
     }
-    Ok(written)
+    rows.into_iter()
+        .map(|d| {
+            Ok(DeliveryRow {
+                id: ids
+                    .get(&d.webhook_id)
+                    .copied()
+                    .ok_or(diesel::result::Error::NotFound)?,
+                endpoint_id: d.endpoint_id,
+                webhook_id: d.webhook_id,
+                event_type: d.event_type,
+                payload: d.payload,
+                status: DeliveryStatus::Pending.as_str().to_owned(),
+                attempts,
+                next_attempt_at,
+                last_status_code: None,
+                created_at: at,
+                updated_at: at,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -304,6 +304,24 @@ impl Db {
     {
         self.group_writer().write_turn(work).await
     }
+
+    /// A background worker's batch write (a broadcast step, the status callbacks' fan-out,
+    /// claims and records): on SQLite it takes its turn in the write lane ([`Db::write_turn`];
+    /// its transaction is a savepoint in the lane's), because a batch written on a connection
+    /// of its own beside the lane made each side wait for the other in SQLite's busy handler
+    /// (1, 2, 5, 10… ms sleeps), stalling the dispatcher. PostgreSQL writers do not exclude
+    /// each other: there it keeps a connection and transaction of its own ([`Db::run`]).
+    pub async fn write_beside_lane<F, T, E>(&self, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<diesel::result::Error> + From<StorageError> + Send + 'static,
+    {
+        match self.backend {
+            Backend::Sqlite => self.write_turn(work).await,
+            Backend::Postgres => self.run(work).await,
+        }
+    }
 }
 
 /// Applies pending migrations and returns their names. On PostgreSQL an advisory lock keeps

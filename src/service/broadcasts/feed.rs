@@ -29,7 +29,7 @@ use crate::storage::broadcasts::{self as store, BroadcastRow};
 use crate::storage::channels::{self, Channel};
 use crate::storage::outbox::{self, NewMessage};
 use crate::storage::templates::{self, SendableTemplate, TemplateLookup};
-use crate::storage::{Backend, Db, DbConnection, broadcast_zones, contacts, now};
+use crate::storage::{Db, DbConnection, broadcast_zones, contacts, now};
 
 /// The most messages one step queues for one broadcast.
 const MAX_BATCH: i64 = 1000;
@@ -71,17 +71,12 @@ pub struct Step {
 ///
 /// On SQLite the step takes its turn in the write lane (`storage::group`), with the
 /// dispatcher's claims and outcomes and the API's sends, instead of writing its batch on a
-/// connection of its own: SQLite has one writer, and a batch written beside the lane made each
-/// side wait for the other in the busy handler (1, 2, 5, 10… ms sleeps), which held the
+/// connection of its own ([`Db::write_beside_lane`]): a batch written beside the lane held the
 /// broadcast to a fifth of the dispatcher's rate. Its transaction is then a savepoint in the
 /// lane's, which commits as a whole: a batch's messages and its recipients' `queued` mark
-/// still commit together. PostgreSQL writers do not exclude each other; there the step keeps
-/// a connection and transaction of its own.
+/// still commit together.
 pub async fn step(db: &Db, dispatcher: &Dispatcher) -> ServiceResult<Step> {
-    let done = match db.backend() {
-        Backend::Sqlite => db.write_turn(step_in).await?,
-        Backend::Postgres => db.run(step_in).await?,
-    };
+    let done = db.write_beside_lane(step_in).await?;
     if done.queued > 0 {
         dispatcher.wake();
     }
