@@ -368,21 +368,21 @@ struct ChoiceRow {
 
 /// The filter form's choices in one statement (one round trip, where three lists were three):
 /// every channel, the newest broadcasts and the templates by name (at most [`CHOICES`] of
-/// each). Each list keeps its order through `row_number()`, which the outer `ORDER BY` follows
-/// (a `UNION ALL` alone promises no order).
+/// each). Each list's order is written as sort keys `k1`-`k3` (a channel's as in
+/// `channels::list`, a broadcast's id backwards, a template's name and language), which the
+/// outer `ORDER BY` follows (a `UNION ALL` alone promises no order); `row_number()` instead
+/// doubled the statement's time on SQLite.
 pub fn choices(conn: &mut DbConnection) -> QueryResult<Choices> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "SELECT list, id, public_id, name FROM ( \
-         SELECT CAST(0 AS BIGINT) AS list, row_number() OVER (ORDER BY disabled_at IS NOT NULL, kind, name) AS pos, \
-                id, public_id, name FROM channels \
-         UNION ALL SELECT 1, pos, id, public_id, name FROM ( \
-           SELECT row_number() OVER (ORDER BY id DESC) AS pos, id, public_id, name \
-           FROM broadcasts ORDER BY id DESC LIMIT {CHOICES}) b \
-         UNION ALL SELECT 2, pos, id, public_id, name || ' (' || language || ')' FROM ( \
-           SELECT row_number() OVER (ORDER BY name, language) AS pos, id, public_id, name, language \
-           FROM templates ORDER BY name, language LIMIT {CHOICES}) t \
-         ) lists ORDER BY list, pos"
+         SELECT CAST(0 AS BIGINT) AS list, CASE WHEN disabled_at IS NULL THEN 0 ELSE 1 END AS k1, \
+                kind AS k2, name AS k3, id, public_id, name FROM channels \
+         UNION ALL SELECT 1, -id, '', '', id, public_id, name FROM ( \
+           SELECT id, public_id, name FROM broadcasts ORDER BY id DESC LIMIT {CHOICES}) b \
+         UNION ALL SELECT 2, 0, name, language, id, public_id, name || ' (' || language || ')' FROM ( \
+           SELECT id, public_id, name, language FROM templates ORDER BY name, language LIMIT {CHOICES}) t \
+         ) lists ORDER BY list, k1, k2, k3"
         )
     });
     let rows: Vec<ChoiceRow> = super::on_backend!(conn, |c| fixed(&SQL).load::<ChoiceRow>(c))?;
