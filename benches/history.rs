@@ -5,6 +5,8 @@
 //!   --conns N    concurrent connections of each load run (default 32)
 //!   --secs S     length of each load run (default 10)
 //!   --seed-only  seed, print the database's URL and keep it (to look at plans by hand)
+//!   --db URL     measure a database seeded before (`--seed-only`) instead of seeding one
+//!   --only LIST  measure only these, comma-separated: healthz, first, filtered, overview, export
 //!
 //! Before the server starts, the messages are written through the storage layer
 //! (`storage::outbox::enqueue_many`, as a broadcast's batches are, with their first timeline
@@ -50,7 +52,6 @@ const DAYS: i64 = 90;
 struct Seeded {
     /// The channels' ids and public ids (WhatsApp, SMS, Viber).
     channels: Vec<(i64, String)>,
-    oldest: NaiveDateTime,
 }
 
 fn contact_phone(i: usize) -> String {
@@ -289,7 +290,7 @@ fn seed(db: &Db, rows: usize, postgres: bool) -> Seeded {
         // index (their queued-at time is the newest) until it runs.
         conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
     }
-    Seeded { channels, oldest }
+    Seeded { channels }
 }
 
 /// A signed-in admin's session cookie (`name=value`), for wrk's header.
@@ -410,31 +411,50 @@ async fn main() {
     let rows: usize = arg_or("--rows", 1_000_000);
     let conns: usize = arg_or("--conns", 32);
     let secs: u64 = arg_or("--secs", 10);
+    let only: Option<Vec<String>> =
+        arg("--only").map(|l| l.split(',').map(|s| s.trim().to_owned()).collect());
+    let wanted = |key: &str| only.as_ref().is_none_or(|o| o.iter().any(|k| k == key));
     let dir = tempfile::tempdir().expect("dir");
-    let pg = arg("--pg").map(|url| PgDatabase::create(&url));
-    let (label, database_url) = match &pg {
-        Some(pg) => ("PostgreSQL", pg.url.clone()),
-        None => (
+    let existing = arg("--db");
+    let pg = match &existing {
+        Some(_) => None,
+        None => arg("--pg").map(|url| PgDatabase::create(&url)),
+    };
+    let (label, database_url) = match (&existing, &pg) {
+        (Some(url), _) if url.starts_with("postgres") => ("PostgreSQL", url.clone()),
+        (Some(url), _) => ("SQLite", url.clone()),
+        (None, Some(pg)) => ("PostgreSQL", pg.url.clone()),
+        (None, None) => (
             "SQLite",
             format!("sqlite://{}", dir.path().join("history.db").display()),
         ),
     };
-    let postgres = pg.is_some();
-    println!("{label}, {rows} messages:");
     let db = Db::connect(&database_url, 2).expect("database");
     storage::run_migrations(&mut db.get().expect("conn")).expect("migrations");
-    let started = Instant::now();
-    let seeded = seed(&db, rows, postgres);
-    println!("  seeded in {:.1} s", started.elapsed().as_secs_f64());
-    support::create_user(&database_url, ADMIN_EMAIL, PASSWORD, "admin");
-    if std::env::args().any(|a| a == "--seed-only") {
-        println!("  kept: {database_url}");
-        std::mem::forget(pg);
-        std::mem::forget(dir);
-        return;
-    }
+    let channels = if existing.is_some() {
+        // Seeded before (`--seed-only`), the admin with it.
+        println!("{label}, the database seeded before ({database_url}):");
+        storage::channels::list(&mut db.get().expect("conn"))
+            .expect("channels")
+            .into_iter()
+            .map(|c| (c.id, c.public_id))
+            .collect()
+    } else {
+        println!("{label}, {rows} messages:");
+        let started = Instant::now();
+        let seeded = seed(&db, rows, pg.is_some());
+        println!("  seeded in {:.1} s", started.elapsed().as_secs_f64());
+        support::create_user(&database_url, ADMIN_EMAIL, PASSWORD, "admin");
+        if std::env::args().any(|a| a == "--seed-only") {
+            println!("  kept: {database_url}");
+            std::mem::forget(pg);
+            std::mem::forget(dir);
+            return;
+        }
+        seeded.channels
+    };
 
-    let (wa_id, wa) = seeded.channels[0].clone();
+    let (wa_id, wa) = channels[0].clone();
     let since = (Utc::now() - chrono::Duration::days(30))
         .format("%Y-%m-%d")
         .to_string();
@@ -465,7 +485,6 @@ async fn main() {
                 .collect();
             println!("  plan of the {what}: {messages_step:?}");
         }
-        let _ = seeded.oldest;
     }
 
     let server = Server::start_on(
@@ -474,16 +493,22 @@ async fn main() {
         &[("HERALD_RUN_WORKER", "false")],
         &[],
     );
+    println!("  server: pid {}", server.pid());
     let cookie = session_cookie(&server.url).await;
-    let pages = [
-        ("/healthz", "/healthz".to_owned()),
-        ("history, first page", "/history".to_owned()),
+    let pages: Vec<(&str, String)> = [
+        ("healthz", "/healthz", "/healthz".to_owned()),
+        ("first", "history, first page", "/history".to_owned()),
         (
+            "filtered",
             "history, channel + status + 30 days",
             format!("/history?{filtered_query}"),
         ),
-        ("overview /", "/".to_owned()),
-    ];
+        ("overview", "overview /", "/".to_owned()),
+    ]
+    .into_iter()
+    .filter(|(key, _, _)| wanted(key))
+    .map(|(_, what, path)| (what, path))
+    .collect();
     let check = reqwest::Client::new();
     for (what, path) in &pages {
         let res = check
@@ -516,19 +541,21 @@ async fn main() {
         println!("  {what}: {figure}");
         table.push(((*what).to_owned(), figure));
     }
-    let (exported, elapsed, before, peak) = export_all(&server, &cookie).await;
-    let figure = format!(
-        "{exported} rows in {elapsed:.1} s: {:.0} rows/s; RSS {before:.0} MiB before, {peak:.0} MiB at peak (+{:.0} MiB)",
-        exported as f64 / elapsed,
-        peak - before
-    );
-    println!("  CSV export of every message: {figure}");
-    table.push(("CSV export, every message".to_owned(), figure));
+    if wanted("export") {
+        let (exported, elapsed, before, peak) = export_all(&server, &cookie).await;
+        let figure = format!(
+            "{exported} rows in {elapsed:.1} s: {:.0} rows/s; RSS {before:.0} MiB before, {peak:.0} MiB at peak (+{:.0} MiB)",
+            exported as f64 / elapsed,
+            peak - before
+        );
+        println!("  CSV export of every message: {figure}");
+        table.push(("CSV export, every message".to_owned(), figure));
+    }
     support::print_log_gist(dir.path());
     drop(server);
 
     println!();
-    println!("| {label}, {rows} messages, {conns} connections, {secs} s each | measured |");
+    println!("| {label}, {conns} connections, {secs} s each | measured |");
     println!("|---|---|");
     for (what, figure) in &table {
         println!("| {what} | {figure} |");

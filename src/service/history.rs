@@ -16,7 +16,7 @@ use crate::domain::phone::{DefaultCountry, E164};
 use crate::service::{FieldProblems, ServiceError, ServiceResult, Services};
 use crate::storage::history::{self, HistoryFilter, HistoryRow, Limit, Position, Start};
 use crate::storage::message_counts::{self, CountFilter};
-use crate::storage::{DbConnection, broadcasts, channels, contacts, templates};
+use crate::storage::{self, DbConnection, broadcasts, channels, contacts, templates};
 
 /// Messages on one page of the history.
 pub const PAGE_SIZE: i64 = 50;
@@ -123,6 +123,18 @@ pub fn resolve(
     params: &HistoryParams,
     country: DefaultCountry,
 ) -> ServiceResult<Resolved> {
+    resolve_among(conn, params, country, &Choices::default())
+}
+
+/// [`resolve`], finding a channel, broadcast or template the parameters name by its id among
+/// `known` (the filter form's choices, read in the same trip) before asking the database: the
+/// form's own links name them so, and each look-up saved is a round trip.
+fn resolve_among(
+    conn: &mut DbConnection,
+    params: &HistoryParams,
+    country: DefaultCountry,
+    known: &Choices,
+) -> ServiceResult<Resolved> {
     let mut problems = FieldProblems::new();
     for (field, value) in params
         .filter_pairs()
@@ -154,13 +166,19 @@ pub fn resolve(
         .check("status", statuses(&params.status))
         .unwrap_or_default();
     let channel_id = problems
-        .check("channel", channel(conn, &params.channel)?)
+        .check("channel", channel(conn, &params.channel, &known.channels)?)
         .flatten();
     let broadcast_id = problems
-        .check("broadcast", broadcast(conn, &params.broadcast)?)
+        .check(
+            "broadcast",
+            broadcast(conn, &params.broadcast, &known.broadcasts)?,
+        )
         .flatten();
     let template_id = problems
-        .check("template", template(conn, &params.template)?)
+        .check(
+            "template",
+            template(conn, &params.template, &known.templates)?,
+        )
         .flatten();
     let contact_id = problems
         .check("contact", contact(conn, &params.contact, country)?)
@@ -253,12 +271,25 @@ fn source(raw: &str) -> Result<Option<MessageSource>, String> {
 /// What a look-up found: the id, or the words for what is wrong with the value.
 type Lookup = Result<Option<i64>, String>;
 
+/// The id of the choice `raw` names by its id (as in its page's address, or the number the
+/// database gives it), when `known` has it.
+fn known_id(raw: &str, known: &[history::Choice]) -> Option<i64> {
+    let number = raw.parse::<i64>().ok();
+    known
+        .iter()
+        .find(|(id, public_id, _)| number == Some(*id) || (number.is_none() && public_id == raw))
+        .map(|(id, _, _)| *id)
+}
+
 /// A channel by its id (as in its page's address, or the number the database gives it) or
 /// its name.
-fn channel(conn: &mut DbConnection, raw: &str) -> ServiceResult<Lookup> {
+fn channel(conn: &mut DbConnection, raw: &str, known: &[history::Choice]) -> ServiceResult<Lookup> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(Ok(None));
+    }
+    if let Some(id) = known_id(raw, known) {
+        return Ok(Ok(Some(id)));
     }
     let found = match raw.parse::<i64>() {
         Ok(id) => channels::find(conn, id)?,
@@ -278,12 +309,16 @@ fn by_id(
     conn: &mut DbConnection,
     raw: &str,
     what: &str,
+    known: &[history::Choice],
     find: fn(&mut DbConnection, i64) -> diesel::QueryResult<Option<i64>>,
     find_public: fn(&mut DbConnection, &str) -> diesel::QueryResult<Option<i64>>,
 ) -> ServiceResult<Lookup> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(Ok(None));
+    }
+    if let Some(id) = known_id(raw, known) {
+        return Ok(Ok(Some(id)));
     }
     let found = match raw.parse::<i64>() {
         Ok(id) => find(conn, id)?,
@@ -294,21 +329,31 @@ fn by_id(
         .ok_or_else(|| format!("There is no {what} \"{raw}\".")))
 }
 
-fn broadcast(conn: &mut DbConnection, raw: &str) -> ServiceResult<Lookup> {
+fn broadcast(
+    conn: &mut DbConnection,
+    raw: &str,
+    known: &[history::Choice],
+) -> ServiceResult<Lookup> {
     by_id(
         conn,
         raw,
         "broadcast",
+        known,
         |c, id| Ok(broadcasts::find(c, id)?.map(|b| b.id)),
         |c, id| Ok(broadcasts::find_by_public_id(c, id)?.map(|b| b.id)),
     )
 }
 
-fn template(conn: &mut DbConnection, raw: &str) -> ServiceResult<Lookup> {
+fn template(
+    conn: &mut DbConnection,
+    raw: &str,
+    known: &[history::Choice],
+) -> ServiceResult<Lookup> {
     by_id(
         conn,
         raw,
         "template",
+        known,
         |c, id| Ok(templates::find(c, id)?.map(|t| t.id)),
         |c, id| Ok(templates::find_by_public_id(c, id)?.map(|t| t.id)),
     )
@@ -486,7 +531,25 @@ pub async fn page(
     .await
 }
 
+/// The page and its count; a page whose statement takes values (a filter, a cursor) runs with
+/// the one plan PostgreSQL keeps for it (see `storage::read_with_generic_plans`).
 fn page_in(
+    conn: &mut DbConnection,
+    filter: HistoryFilter,
+    start: Start,
+    size: i64,
+    count: bool,
+) -> ServiceResult<HistoryPage> {
+    if history::has_values(&filter, start) {
+        storage::read_with_generic_plans(conn, |conn| {
+            page_planned(conn, filter, start, size, count)
+        })
+    } else {
+        page_planned(conn, filter, start, size, count)
+    }
+}
+
+fn page_planned(
     conn: &mut DbConnection,
     filter: HistoryFilter,
     start: Start,
@@ -555,33 +618,13 @@ fn page_in(
 
 /// What the filter form offers: `(id, public id, name)` of the channels, the newest
 /// broadcasts and the templates.
-#[derive(Debug, Clone, Default)]
-pub struct Choices {
-    pub channels: Vec<history::Choice>,
-    pub broadcasts: Vec<history::Choice>,
-    pub templates: Vec<history::Choice>,
-}
+pub use crate::storage::history::Choices;
 
-/// The most broadcasts or templates the form lists (a filter by address takes any).
-const CHOICES: i64 = 200;
-
-fn choices_in(conn: &mut DbConnection) -> ServiceResult<Choices> {
-    let channels = channels::list(conn)?
-        .into_iter()
-        .map(|c| (c.id, c.public_id, c.name))
-        .collect();
-    let (broadcasts, templates) = history::choices(conn, CHOICES)?;
-    Ok(Choices {
-        channels,
-        broadcasts,
-        templates,
-    })
-}
-
-/// The history page's two reads, the filter form's choices and the page itself (with the
-/// count), on one connection in one trip to the blocking pool: under load each trip waits for
-/// a free connection, so one wait instead of two. The page's own refusal (a bad filter) comes
-/// back beside the choices, which the form still needs.
+/// The history page's two reads, the filter form's choices (one statement) and the page itself
+/// (with the count), on one connection in one trip to the blocking pool: under load each trip
+/// waits for a free connection, so one wait instead of two. What the filters name by id is
+/// found among the choices first. The page's own refusal (a bad filter) comes back beside the
+/// choices, which the form still needs.
 pub async fn page_with_choices(
     svc: &Services,
     params: HistoryParams,
@@ -589,8 +632,8 @@ pub async fn page_with_choices(
 ) -> ServiceResult<(Choices, ServiceResult<HistoryPage>)> {
     let country = svc.settings.default_country;
     svc.read(move |conn| {
-        let choices = choices_in(conn)?;
-        let page = resolve(conn, &params, country)
+        let choices = history::choices(conn)?;
+        let page = resolve_among(conn, &params, country, &choices)
             .and_then(|Resolved { filter, start }| page_in(conn, filter, start, size, true));
         Ok((choices, page))
     })

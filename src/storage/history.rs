@@ -296,9 +296,17 @@ struct PgPlanLine {
     line: String,
 }
 
+/// Whether the statement of a page of `filter` from `from` takes values: PostgreSQL keeps one
+/// plan for a statement without any, and plans one with values again on each call unless the
+/// read asks for its generic plan (`storage::read_with_generic_plans`).
+pub fn has_values(filter: &HistoryFilter, from: Start) -> bool {
+    from != Start::Newest || !Statement::filtered(filter).binds.is_empty()
+}
+
 /// The database's plan for the first page of `filter` (SQLite's `EXPLAIN QUERY PLAN`,
-/// PostgreSQL's `EXPLAIN`), one line per step: for the tests and the benchmark, which check
-/// that no filter sorts or scans the whole table.
+/// PostgreSQL's `EXPLAIN` of the generic plan its pages run with, see [`has_values`]), one
+/// line per step: for the tests and the benchmark, which check that no filter sorts or scans
+/// the whole table.
 pub fn explain(conn: &mut DbConnection, filter: &HistoryFilter) -> QueryResult<Vec<String>> {
     let (sql, binds) = page_statement(filter, Start::Newest, Limit::Fixed(51));
     match conn {
@@ -307,43 +315,87 @@ pub fn explain(conn: &mut DbConnection, filter: &HistoryFilter) -> QueryResult<V
             .into_iter()
             .map(|l| l.detail)
             .collect()),
-        DbConnection::Postgres(c) => Ok(bound(&format!("EXPLAIN {sql}"), &binds)
-            .load::<PgPlanLine>(c)?
-            .into_iter()
-            .map(|l| l.line)
-            .collect()),
+        DbConnection::Postgres(c) => {
+            use diesel::connection::SimpleConnection;
+            // A statement prepared by name and explained with its generic plan forced: the
+            // plan does not depend on the values, so each is NULL.
+            let values = vec!["NULL"; binds.len()].join(", ");
+            let execute = if binds.is_empty() {
+                "EXECUTE herald_explain".to_owned()
+            } else {
+                format!("EXECUTE herald_explain({values})")
+            };
+            c.batch_execute(&format!("PREPARE herald_explain AS {sql}"))?;
+            let plan = c.transaction(|c| {
+                c.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")?;
+                diesel::sql_query(format!("EXPLAIN {execute}")).load::<PgPlanLine>(c)
+            });
+            c.batch_execute("DEALLOCATE herald_explain")?;
+            Ok(plan?.into_iter().map(|l| l.line).collect())
+        }
     }
 }
+
+/// The most broadcasts or templates the filter form lists (a filter by address takes any).
+pub const CHOICES: i64 = 200;
 
 /// Something to choose in the filter form: its id, public id and name.
 pub type Choice = (i64, String, String);
 
-/// Broadcasts and templates to choose from in the filter form: the newest broadcasts first
-/// (at most `limit`), templates by name.
-pub fn choices(conn: &mut DbConnection, limit: i64) -> QueryResult<(Vec<Choice>, Vec<Choice>)> {
-    use super::schema::{broadcasts, templates};
-    let broadcasts = broadcasts::table
-        .select((broadcasts::id, broadcasts::public_id, broadcasts::name))
-        .order(broadcasts::id.desc())
-        .limit(limit)
-        .load(conn)?;
-    let templates: Vec<(i64, String, String, String)> = templates::table
-        .select((
-            templates::id,
-            templates::public_id,
-            templates::name,
-            templates::language,
-        ))
-        .order((templates::name, templates::language))
-        .limit(limit)
-        .load(conn)?;
-    Ok((
-        broadcasts,
-        templates
-            .into_iter()
-            .map(|(id, public_id, name, language)| (id, public_id, format!("{name} ({language})")))
-            .collect(),
-    ))
+/// What the filter form offers, as [`choices`] reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Choices {
+    /// Every channel, in the order of `channels::list` (enabled first, by kind and name).
+    pub channels: Vec<Choice>,
+    /// The newest broadcasts first.
+    pub broadcasts: Vec<Choice>,
+    /// Templates by name, then language; the name says the language.
+    pub templates: Vec<Choice>,
+}
+
+#[derive(QueryableByName)]
+struct ChoiceRow {
+    /// 0 a channel, 1 a broadcast, 2 a template.
+    #[diesel(sql_type = BigInt)]
+    list: i64,
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    public_id: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// The filter form's choices in one statement (one round trip, where three lists were three):
+/// every channel, the newest broadcasts and the templates by name (at most [`CHOICES`] of
+/// each). Each list's order is written as sort keys `k1`-`k3` (a channel's as in
+/// `channels::list`, a broadcast's id backwards, a template's name and language), which the
+/// outer `ORDER BY` follows (a `UNION ALL` alone promises no order); `row_number()` instead
+/// doubled the statement's time on SQLite.
+pub fn choices(conn: &mut DbConnection) -> QueryResult<Choices> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT list, id, public_id, name FROM ( \
+         SELECT CAST(0 AS BIGINT) AS list, CASE WHEN disabled_at IS NULL THEN 0 ELSE 1 END AS k1, \
+                kind AS k2, name AS k3, id, public_id, name FROM channels \
+         UNION ALL SELECT 1, -id, '', '', id, public_id, name FROM ( \
+           SELECT id, public_id, name FROM broadcasts ORDER BY id DESC LIMIT {CHOICES}) b \
+         UNION ALL SELECT 2, 0, name, language, id, public_id, name || ' (' || language || ')' FROM ( \
+           SELECT id, public_id, name, language FROM templates ORDER BY name, language LIMIT {CHOICES}) t \
+         ) lists ORDER BY list, k1, k2, k3"
+        )
+    });
+    let rows: Vec<ChoiceRow> = super::on_backend!(conn, |c| fixed(&SQL).load::<ChoiceRow>(c))?;
+    let mut out = Choices::default();
+    for r in rows {
+        let list = match r.list {
+            0 => &mut out.channels,
+            1 => &mut out.broadcasts,
+            _ => &mut out.templates,
+        };
+        list.push((r.id, r.public_id, r.name));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

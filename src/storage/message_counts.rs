@@ -65,8 +65,13 @@ struct Total {
 
 /// The counters and the deltas not folded yet, as one relation (`{where}` is applied to both).
 fn counted(columns: &str, condition: &str) -> String {
+    counted_in("message_counts", columns, condition)
+}
+
+/// `counters` (the counters, or PostgreSQL's totals per status) and the deltas not folded yet.
+fn counted_in(counters: &str, columns: &str, condition: &str) -> String {
     format!(
-        "SELECT {columns} FROM message_counts WHERE {condition} \
+        "SELECT {columns} FROM {counters} WHERE {condition} \
          UNION ALL SELECT {columns} FROM message_count_deltas WHERE {condition}"
     )
 }
@@ -93,10 +98,20 @@ pub fn total(conn: &mut DbConnection, filter: &CountFilter) -> QueryResult<i64> 
     } else {
         conditions.join(" AND ")
     };
-    let sql = format!(
-        "SELECT CAST(sum(n) AS BIGINT) AS n FROM ({}) c",
-        counted("n", &condition)
-    );
+    // Over all time and every channel, PostgreSQL answers from its totals per status
+    // (migration `20261206110000`) rather than from every counter row.
+    let all_time = f.since_day.is_none()
+        && f.until_day.is_none()
+        && f.channel_id.is_none()
+        && f.campaign_id.is_none()
+        && f.error_code.is_none();
+    let counters = if all_time && matches!(conn, DbConnection::Postgres(_)) {
+        "message_status_totals"
+    } else {
+        "message_counts"
+    };
+    let rows = counted_in(counters, "n", &condition);
+    let sql = format!("SELECT CAST(sum(n) AS BIGINT) AS n FROM ({rows}) c");
     macro_rules! run {
         ($c:expr) => {{
             let mut q = fixed(&sql);
@@ -289,7 +304,8 @@ pub fn count_frozen_recipients(conn: &mut DbConnection, broadcast_id: i64) -> Qu
 }
 
 /// Moves up to `batch` deltas of each kind into the counters (PostgreSQL; nothing to do on
-/// SQLite, whose triggers write the counters directly). Safe to run on several instances at
+/// SQLite, whose triggers write the counters directly); the counters' own triggers carry the
+/// messages' deltas on into the totals per status (migration `20261206110000`). Safe to run on several instances at
 /// once: each takes the deltas it locked (`SKIP LOCKED`) and adds them in key order in one
 /// statement, so two folds never wait on each other in a cycle. Returns how many counter rows it changed (0: nothing was waiting).
 pub fn fold(conn: &mut DbConnection, batch: i64) -> QueryResult<usize> {

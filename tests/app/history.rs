@@ -78,6 +78,29 @@ fn created(i: usize) -> NaiveDateTime {
     base_time() + Duration::hours(5 * i as i64)
 }
 
+/// A broadcast row (completed, made at [`base_time`]): `(id, public id)`.
+fn insert_broadcast(conn: &mut DbConnection, name: &str, channel_id: i64) -> (i64, String) {
+    let public_id = uuid::Uuid::new_v4().to_string();
+    let id: i64 = diesel::insert_into(broadcasts::table)
+        .values((
+            broadcasts::public_id.eq(&public_id),
+            broadcasts::name.eq(name),
+            broadcasts::channel_id.eq(channel_id),
+            broadcasts::state.eq("completed"),
+            broadcasts::audience.eq("{}"),
+            broadcasts::message.eq("{}"),
+            broadcasts::time_zone.eq("UTC"),
+            broadcasts::created_by_label.eq("Ada"),
+            broadcasts::recipients.eq(0_i64),
+            broadcasts::created_at.eq(base_time()),
+            broadcasts::updated_at.eq(base_time()),
+        ))
+        .returning(broadcasts::id)
+        .get_result(conn)
+        .unwrap();
+    (id, public_id)
+}
+
 fn seed_rows(conn: &mut DbConnection, w: &mut World) {
     let now = base_time();
     for (i, (name, phone)) in NAMES.iter().zip(PHONES).enumerate() {
@@ -93,25 +116,8 @@ fn seed_rows(conn: &mut DbConnection, w: &mut World) {
         assert_eq!(w.contacts.len(), i);
         w.contacts.push((c.id, c.public_id, phone.to_owned()));
     }
-    let broadcast_public = uuid::Uuid::new_v4().to_string();
-    let broadcast_id: i64 = diesel::insert_into(broadcasts::table)
-        .values((
-            broadcasts::public_id.eq(&broadcast_public),
-            broadcasts::name.eq("Winter sale"),
-            broadcasts::channel_id.eq(w.channels[0].0),
-            broadcasts::state.eq("completed"),
-            broadcasts::audience.eq("{}"),
-            broadcasts::message.eq("{}"),
-            broadcasts::time_zone.eq("UTC"),
-            broadcasts::created_by_label.eq("Ada"),
-            broadcasts::recipients.eq(0_i64),
-            broadcasts::created_at.eq(now),
-            broadcasts::updated_at.eq(now),
-        ))
-        .returning(broadcasts::id)
-        .get_result(conn)
-        .unwrap();
-    w.broadcast = (broadcast_id, broadcast_public);
+    w.broadcast = insert_broadcast(conn, "Winter sale", w.channels[0].0);
+    let broadcast_id = w.broadcast.0;
     let template_public = uuid::Uuid::new_v4().to_string();
     let template_id: i64 = diesel::insert_into(templates::table)
         .values((
@@ -950,6 +956,55 @@ async fn filters_are_served_by_indexes(app: TestApp) {
     }
 }
 
+/// The filter form's choices (one statement): every channel in the channel list's order
+/// (disabled last), the newest broadcasts first, templates by name and language.
+async fn the_filter_form_offers_channels_broadcasts_and_templates_in_order(app: TestApp) {
+    let w = seed(&app).await;
+    let mut conn = app.db();
+    let now = base_time();
+    {
+        use herald::storage::schema::channels;
+        diesel::update(channels::table.find(w.channels[0].0))
+            .set(channels::disabled_at.eq(Some(now)))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    let (spring, _) = insert_broadcast(&mut conn, "Spring sale", w.channels[1].0);
+    for language in ["en", "de"] {
+        diesel::insert_into(templates::table)
+            .values((
+                templates::public_id.eq(uuid::Uuid::new_v4().to_string()),
+                templates::channel_id.eq(w.channels[1].0),
+                templates::name.eq("appointment_reminder"),
+                templates::language.eq(language),
+                templates::category.eq("utility"),
+                templates::created_at.eq(now),
+                templates::updated_at.eq(now),
+            ))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    let choices = history::choices(&mut conn).unwrap();
+    let listed: Vec<(i64, String, String)> = herald::storage::channels::list(&mut conn)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.public_id, c.name))
+        .collect();
+    assert_eq!(choices.channels, listed);
+    assert_eq!(choices.channels.last().map(|c| c.0), Some(w.channels[0].0));
+    let ids: Vec<i64> = choices.broadcasts.iter().map(|b| b.0).collect();
+    assert_eq!(ids, vec![spring, w.broadcast.0]);
+    let names: Vec<&str> = choices.templates.iter().map(|t| t.2.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "appointment_reminder (de)",
+            "appointment_reminder (en)",
+            "order_shipped (en_US)"
+        ]
+    );
+}
+
 both_backends!(
     filters_each_narrow_the_history,
     paging_returns_every_message_once_in_order,
@@ -959,4 +1014,5 @@ both_backends!(
     only_admins_see_the_history,
     sources_are_recorded_at_enqueue,
     filters_are_served_by_indexes,
+    the_filter_form_offers_channels_broadcasts_and_templates_in_order,
 );
