@@ -34,8 +34,8 @@ const LANE_QUEUE: usize = 4096;
 
 /// One caller's write, as a lane sees it.
 trait Job: Send {
-    /// Runs the write and keeps the outcome: inside the batch's transaction in a savepoint of
-    /// its own, or (alone, or after its batch failed) in a transaction of its own.
+    /// Runs the write in a transaction of its own and keeps the outcome: a write alone, or each
+    /// write again after its batch failed as a whole.
     fn run(&mut self, conn: &mut DbConnection);
     /// Runs the write in whatever transaction is open (the batch's, inside the savepoint the
     /// lane made for it) and keeps the outcome; true when it succeeded.
