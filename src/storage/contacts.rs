@@ -303,9 +303,7 @@ pub fn upsert(
     phone: &E164,
     patch: &ContactPatch,
 ) -> QueryResult<(Contact, bool)> {
-    if let DbConnection::Postgres(_) = conn
-        && let Some(done) = upsert_in_one(conn, phone, patch)?
-    {
+    if let Some(done) = upsert_in_one(conn, phone, patch)? {
         return Ok(done);
     }
     if let Some(existing) = find_by_phone(conn, phone)? {
@@ -368,7 +366,7 @@ struct Upserted {
 }
 
 /// [`upsert`] on PostgreSQL in one statement (two when a known number's contact is patched).
-/// `None` when it found nothing: another writer stored the number after the statement began
+/// `None` on SQLite (in-process, where two statements cost little), and when it found nothing: another writer stored the number after the statement began
 /// (the insert waited for it and did nothing, and the look-up's snapshot is older), which the
 /// caller's look-up then finds.
 fn upsert_in_one(
