@@ -2,10 +2,14 @@
 //! HERALD_BENCH_DATABASE_URL=postgres://… to add PostgreSQL). Options after `--`:
 //!   --messages N   messages per run (default 30,000)
 //!   --rate R       the channel's rate limit, so status changes flow at R a second (default 5,000)
+//!   --runs LIST    which runs with callbacks, of `fast`, `slow`, `dead` (default all three),
+//!                  and `bare`: Herald's HTTP client alone, posting to the fast receiver
 //!
 //! Each run dispatches N queued messages to the fake provider at R a second; every send is a
-//! status change (`message.sent`). Runs, in one process and one go:
-//!   1. no endpoint (the baseline);
+//! status change (`message.sent`). Runs, in one process and one go, after a warm-up run of a
+//! fifth as many messages that is not compared (a fresh database's first run is slower):
+//!   1. no endpoint (the baseline), run first and again last: the others are compared with
+//!      the mean of the two, as the database grows with every run;
 //!   2. an endpoint wanting `message.sent`, answered at once by a receiver on loopback: the
 //!      deliveries must keep up (the largest queue of events + deliveries seen is printed) and
 //!      Herald's CPU per message is compared with run 1 (goal: at most 1.2x);
@@ -142,6 +146,23 @@ fn backlog(db: &Db) -> i64 {
         + store::pending_deliveries(&mut conn).unwrap_or(0)
 }
 
+/// Leaves nothing from earlier runs for this one to pay for: on PostgreSQL the dead rows of the
+/// runs before (deliveries deleted with their endpoint, messages updated) vacuumed and the WAL
+/// checkpointed, so that autovacuum and the checkpointer do not start inside a measured run; on
+/// SQLite the WAL checkpointed.
+fn quiesce(db: &Db) {
+    use diesel::connection::SimpleConnection;
+    let mut conn = db.get().expect("conn");
+    // One statement each: VACUUM cannot run in the transaction a multi-statement string is.
+    let statements: &[&str] = match db.backend() {
+        Backend::Postgres => &["VACUUM (ANALYZE)", "CHECKPOINT"],
+        Backend::Sqlite => &["PRAGMA wal_checkpoint(TRUNCATE)"],
+    };
+    for sql in statements {
+        conn.batch_execute(sql).expect("quiesce");
+    }
+}
+
 struct Run {
     rate: f64,
     cpu_us: f64,
@@ -162,6 +183,7 @@ async fn run(
     let fake = start_fake(lean_fake()).await;
     let ch = channel(db, &format!("Bench {from}"), &fake.base_url, rate_limit);
     queue(db, &ch, from, n);
+    quiesce(db);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = callbacks.then(|| {
         CallbackWorker {
@@ -220,12 +242,56 @@ async fn run(
     }
 }
 
+/// Herald's HTTP client alone: `n` posts of a callback-sized body (1 KB) to a receiver that
+/// answers at once, 16 at a time, each on a task of its own as the worker makes them; the CPU
+/// per request (this process minus the receiver's thread and the main thread) is the floor of
+/// what a callback can cost.
+async fn bare_client(n: usize) -> f64 {
+    let (url, received) = start_receiver(Receiver::Fast);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let body = "x".repeat(1024);
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let before = (cpu_seconds(), main_thread_seconds());
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let permit = sem.clone().acquire_owned().await.expect("permit");
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = client.post(url).body(body).send().await;
+            if let Ok(res) = res {
+                let _ = res.bytes().await;
+            }
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let cpu = per_message(before.0, cpu_seconds(), n);
+    let harness = (main_thread_seconds() - before.1) * 1e6 / n as f64;
+    assert!(
+        received.load(Ordering::Relaxed) >= n as u64,
+        "every post arrived"
+    );
+    cpu[0] - harness
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n: usize = arg("--messages")
         .and_then(|v| v.parse().ok())
         .unwrap_or(30_000);
     let rate: i32 = arg("--rate").and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    let runs: Vec<String> = arg("--runs")
+        .unwrap_or_else(|| "fast,slow,dead".into())
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect();
     let dir = tempfile::tempdir().expect("dir");
     let mut backends: Vec<(String, String)> = vec![(
         "SQLite".into(),
@@ -246,13 +312,69 @@ async fn main() {
         "| backend | run | send rate (msg/s) | vs no callbacks | Herald CPU per message (µs) | vs no callbacks | largest backlog (events + deliveries) | all delivered after |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    if runs.iter().any(|r| r == "bare") {
+        println!(
+            "(Herald's HTTP client alone, {n} posts of 1 KB, 16 at a time: {:.0} µs of CPU a post)",
+            bare_client(n).await
+        );
+        println!();
+    }
     for (label, url) in &backends {
         let db = open_db(label, url);
         clear_endpoints(&db);
-        let base = run(&db, rate, n, 0, false, false).await;
+        // A fresh database's first run pays for warming up (pages allocated, caches and
+        // prepared statements filled), and every run leaves the database larger for the next:
+        // a warm-up run is not compared, and the baseline runs both first and last, the
+        // callbacks' runs compared with the mean of the two.
+        run(&db, rate, (n / 5).max(1), 4_000_000, false, false).await;
+        let base_first = run(&db, rate, n, 0, false, false).await;
+        let mut measured: Vec<(&str, Run)> = Vec::new();
+        for which in &runs {
+            let (name, how, from) = match which.as_str() {
+                "bare" => continue,
+                "fast" => (
+                    "callbacks, receiver answers at once",
+                    Receiver::Fast,
+                    1_000_000,
+                ),
+                "slow" => (
+                    "callbacks, receiver answers after 5 s",
+                    Receiver::After(Duration::from_secs(5)),
+                    2_000_000,
+                ),
+                "dead" => (
+                    "callbacks, receiver never answers",
+                    Receiver::Never,
+                    3_000_000,
+                ),
+                other => panic!("--runs takes bare, fast, slow and dead, not {other:?}"),
+            };
+            let (url, received) = start_receiver(how);
+            endpoint(&db, &url);
+            let wait = matches!(how, Receiver::Fast);
+            let unknown_before = count(&db, "unknown");
+            let r = run(&db, rate, n, from, true, wait).await;
+            if wait {
+                // A message whose send ended `unknown` reports no `message.sent`.
+                let unknown = (count(&db, "unknown") - unknown_before) as u64;
+                assert!(
+                    received.load(Ordering::Relaxed) + unknown >= n as u64,
+                    "every callback arrived"
+                );
+            }
+            clear_endpoints(&db);
+            measured.push((name, r));
+        }
+        let base_last = run(&db, rate, n, 5_000_000, false, false).await;
+        let base = Run {
+            rate: (base_first.rate + base_last.rate) / 2.0,
+            cpu_us: (base_first.cpu_us + base_last.cpu_us) / 2.0,
+            max_backlog: 0,
+            drained_after: None,
+        };
         let row = |name: &str, r: &Run| {
             println!(
-                "| {label} | {name} | {:.0} | {:.1}% | {:.0} | {:.2}x | {} | {} |",
+                "| {label} | {name} | {:.0} | {:+.1}% | {:.0} | {:.2}x | {} | {} |",
                 r.rate,
                 (r.rate / base.rate - 1.0) * 100.0,
                 r.cpu_us,
@@ -262,23 +384,10 @@ async fn main() {
                     .map_or("—".to_owned(), |d| format!("{:.1} s", d.as_secs_f64())),
             );
         };
-        row("no callbacks", &base);
-        let (fast_url, received) = start_receiver(Receiver::Fast);
-        endpoint(&db, &fast_url);
-        let fast = run(&db, rate, n, 1_000_000, true, true).await;
-        row("callbacks, receiver answers at once", &fast);
-        assert!(
-            received.load(Ordering::Relaxed) >= n as u64,
-            "every callback arrived"
-        );
-        let (slow_url, _) = start_receiver(Receiver::After(Duration::from_secs(5)));
-        endpoint(&db, &slow_url);
-        let slow = run(&db, rate, n, 2_000_000, true, false).await;
-        row("callbacks, receiver answers after 5 s", &slow);
-        let (dead_url, _) = start_receiver(Receiver::Never);
-        endpoint(&db, &dead_url);
-        let dead = run(&db, rate, n, 3_000_000, true, false).await;
-        row("callbacks, receiver never answers", &dead);
-        clear_endpoints(&db);
+        row("no callbacks, first", &base_first);
+        row("no callbacks, last", &base_last);
+        for (name, r) in &measured {
+            row(name, r);
+        }
     }
 }

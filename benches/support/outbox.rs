@@ -211,11 +211,21 @@ pub async fn drain_with(
     let tasks: Vec<_> = (0..workers.max(1))
         .map(|_| tokio::spawn(dispatcher(db).run(stop_rx.clone())))
         .collect();
+    let mut last_look = Instant::now();
     loop {
         let sent = fake.sends_accepted() - base;
         sample(sent);
         if sent >= expected {
             break;
+        }
+        // A send whose connection failed after the request went out is `unknown` (never sent
+        // again), so the fake may never see `expected`: every half second, stop once nothing
+        // is left to send.
+        if last_look.elapsed() >= Duration::from_millis(500) {
+            last_look = Instant::now();
+            if count(db, "queued") == 0 && count(db, "sending") == 0 {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1023,6 +1023,31 @@ struct IdRow {
     id: i64,
 }
 
+/// [`mark_sent_batch`]'s statement. `$1` the time, `$2` the worker, then the batch: two arrays
+/// on PostgreSQL, a JSON array of `[id, provider id]` on SQLite. On SQLite the status and the
+/// lease are compared through a unary `+`, which keeps them off the indexes: otherwise the
+/// planner walks every message in `sending` (the history's status index) and scans the batch's
+/// JSON once for each, instead of looking each row of the batch up by its id (measured: half
+/// of the dispatcher's CPU at 5,000 messages a second went there).
+fn mark_sent_sql(postgres: bool) -> String {
+    let (batch, keep) = if postgres {
+        ("unnest($3::bigint[], $4::text[]) AS v(id, pid)", "")
+    } else {
+        (
+            "(SELECT value ->> 0 AS id, value ->> 1 AS pid FROM json_each($3)) AS v",
+            "+",
+        )
+    };
+    format!(
+        "UPDATE messages SET status = 'sent', provider_message_id = v.pid, sent_at = $1, \
+         updated_at = $1, lease_expires_at = NULL, leased_by = NULL, error_code = NULL, \
+         error_message = NULL FROM {batch} \
+         WHERE messages.id = v.id AND {keep}messages.status = 'sending' AND {keep}messages.leased_by = $2 \
+         AND NOT EXISTS (SELECT 1 FROM messages AS holder WHERE holder.channel_id = messages.channel_id \
+         AND holder.provider_message_id = v.pid) RETURNING messages.id"
+    )
+}
+
 /// Records many successful sends at once: each message this worker holds becomes `sent` with
 /// its provider id. Returns the ids updated; the others need `record_outcome`: they were no
 /// longer held (reaped meanwhile), or their provider id is taken (by another message, or by
@@ -1047,32 +1072,21 @@ pub fn mark_sent_batch(
     if sent.is_empty() {
         return Ok(Vec::new());
     }
-    const SET: &str = "UPDATE messages SET status = 'sent', provider_message_id = v.pid, sent_at = $1, \
-                       updated_at = $1, lease_expires_at = NULL, leased_by = NULL, error_code = NULL, \
-                       error_message = NULL";
-    const WHERE: &str = "WHERE messages.id = v.id AND messages.status = 'sending' \
-                         AND messages.leased_by = $2 AND NOT EXISTS (SELECT 1 FROM messages AS holder \
-                         WHERE holder.channel_id = messages.channel_id AND holder.provider_message_id = v.pid) \
-                         RETURNING messages.id";
     let rows: Vec<IdRow> = match conn {
         DbConnection::Postgres(c) => {
             let (ids, pids): (Vec<i64>, Vec<&str>) = sent.iter().copied().unzip();
-            fixed(&format!(
-                "{SET} FROM unnest($3::bigint[], $4::text[]) AS v(id, pid) {WHERE}"
-            ))
+            fixed(&mark_sent_sql(true))
+                .bind::<Timestamp, _>(at)
+                .bind::<Text, _>(worker_id)
+                .bind::<Array<BigInt>, _>(ids)
+                .bind::<Array<Text>, _>(pids)
+                .load(c)?
+        }
+        DbConnection::Sqlite(c) => fixed(&mark_sent_sql(false))
             .bind::<Timestamp, _>(at)
             .bind::<Text, _>(worker_id)
-            .bind::<Array<BigInt>, _>(ids)
-            .bind::<Array<Text>, _>(pids)
-            .load(c)?
-        }
-        DbConnection::Sqlite(c) => fixed(&format!(
-            "{SET} FROM (SELECT value ->> 0 AS id, value ->> 1 AS pid FROM json_each($3)) AS v {WHERE}"
-        ))
-        .bind::<Timestamp, _>(at)
-        .bind::<Text, _>(worker_id)
-        .bind::<Text, _>(json_rows(&sent))
-        .load(c)?,
+            .bind::<Text, _>(json_rows(&sent))
+            .load(c)?,
     };
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
@@ -1173,5 +1187,39 @@ mod tests {
         assert_eq!(pause_channel(&mut conn, channel, 20_000), Ok(1));
         assert_eq!(reserve_slots(&mut conn, channel, 1, 100, 9_500), Ok(20_000));
         assert_eq!(reserve_slots(&mut conn, channel, 1, 100, 9_500), Ok(20_100));
+    }
+
+    #[derive(QueryableByName)]
+    struct PlanRow {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    /// SQLite looks each sent row of the batch up by its id, whatever the statistics say about
+    /// the messages in `sending` (with them on the status index it scanned the whole batch
+    /// once per message in flight).
+    #[test]
+    fn a_sent_batch_looks_its_messages_up_by_id_on_sqlite() {
+        let (_dir, db) = crate::service::testing::sqlite_db();
+        let mut conn = db.get().expect("connection");
+        let DbConnection::Sqlite(c) = &mut *conn else {
+            panic!("a SQLite database")
+        };
+        // Statistics that make the status index look selective, as a busy queue's do.
+        diesel::sql_query("ANALYZE").execute(c).expect("analyze");
+        let plan: Vec<PlanRow> =
+            diesel::sql_query(format!("EXPLAIN QUERY PLAN {}", mark_sent_sql(false)))
+                .load(c)
+                .expect("plan");
+        let plan: Vec<&str> = plan.iter().map(|r| r.detail.as_str()).collect();
+        assert!(
+            plan.iter()
+                .any(|d| d.starts_with("SEARCH messages USING INTEGER PRIMARY KEY")),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter().all(|d| !d.contains("messages_history_status")),
+            "{plan:?}"
+        );
     }
 }
