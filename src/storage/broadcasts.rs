@@ -1073,35 +1073,36 @@ pub fn withdraw_queued(
 }
 
 /// The outcomes of the broadcast's last `n` finished messages queued since `since`:
-/// (failed, finished).
+/// (failed, finished). "Last" is in the order they were queued (`created_at`, then id).
 ///
-/// One look-up per finished status, each walking the `(campaign_id, status)` index backwards
-/// from the newest message and stopping after `n`: one query over the four statuses at once
-/// visited (and sorted) every finished message of the broadcast, at every step of the
-/// scheduler.
+/// One look-up per finished status, each walking the `(campaign_id, status, created_at, id)`
+/// index backwards from the newest message and stopping after `n`. Ordered by id alone, with
+/// `created_at` bounded, the index could not give the order: every finished message of the
+/// broadcast since `since` went through a sorter at every step of the scheduler (8% of the
+/// server's CPU a few seconds into a broadcast of 100,000, and growing as it went).
 pub fn recent_failures(
     conn: &mut DbConnection,
     broadcast_id: i64,
     since: Option<NaiveDateTime>,
     n: i64,
 ) -> QueryResult<(i64, i64)> {
-    let mut last: Vec<(i64, String)> = Vec::new();
+    let mut last: Vec<(NaiveDateTime, i64, String)> = Vec::new();
     for status in ["sent", "delivered", "read", "failed"] {
         let mut query = messages::table
             .filter(messages::campaign_id.eq(broadcast_id))
             .filter(messages::status.eq(status))
-            .order(messages::id.desc())
+            .order((messages::created_at.desc(), messages::id.desc()))
             .limit(n)
-            .select((messages::id, messages::status))
+            .select((messages::created_at, messages::id, messages::status))
             .into_boxed();
         if let Some(since) = since {
             query = query.filter(messages::created_at.ge(since));
         }
-        last.extend(query.load::<(i64, String)>(conn)?);
+        last.extend(query.load::<(NaiveDateTime, i64, String)>(conn)?);
     }
-    last.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
+    last.sort_unstable_by_key(|(at, id, _)| std::cmp::Reverse((*at, *id)));
     last.truncate(usize::try_from(n).unwrap_or(0));
-    let failed = last.iter().filter(|(_, s)| s == "failed").count();
+    let failed = last.iter().filter(|(_, _, s)| s == "failed").count();
     Ok((failed as i64, last.len() as i64))
 }
 
