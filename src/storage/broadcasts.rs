@@ -964,6 +964,70 @@ pub fn set_recipient(
     .execute(conn)
 }
 
+#[derive(QueryableByName)]
+struct QueuedId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// SQLite: queues a text broadcast's message for each of `recipient_ids` still pending, with
+/// the first event of its timeline, as `outbox::enqueue_many` would, but written by the
+/// database from the recipients' and contacts' rows: two statements of fixed text (prepared
+/// once per connection) instead of reading each contact, rendering and binding 18 values a
+/// message in the write lane. Returns how many were queued (a contact deleted since the launch
+/// took its recipient row with it). Mark the recipients queued in the same transaction.
+///
+/// `+r.broadcast_id`, `+r.status`: with an index to enter the recipients by, SQLite walked
+/// every pending recipient of the broadcast and the id list again for each (72 ms a batch with
+/// 100,000 pending); this way it walks the list once and finds each recipient by its id.
+#[allow(clippy::too_many_arguments)]
+pub fn queue_text(
+    conn: &mut DbConnection,
+    broadcast_id: i64,
+    channel_id: i64,
+    recipient_ids: &[i64],
+    body: &str,
+    content: &str,
+    requested_by: &str,
+    at: NaiveDateTime,
+) -> QueryResult<usize> {
+    const MESSAGES: &str = "INSERT INTO messages (public_id, channel_id, contact_id, to_address, \
+         campaign_id, template_id, content_kind, body, content, status, attempts, next_attempt_at, \
+         idempotency_key, requested_by, resend_of, request_hash, source, created_at, updated_at) \
+         SELECT herald_public_id(), $1, c.id, c.phone, $2, NULL, 'text', $3, $4, 'queued', 0, $5, \
+         NULL, $6, NULL, NULL, 'broadcast', $5, $5 \
+         FROM json_each($7) AS j JOIN broadcast_recipients r ON r.id = j.value \
+         JOIN contacts c ON c.id = r.contact_id \
+         WHERE +r.broadcast_id = $2 AND +r.status = 'pending' ORDER BY j.key RETURNING id";
+    const EVENTS: &str = "INSERT INTO message_events (message_id, status, source, detail, occurred_at) \
+         SELECT value, 'queued', 'herald', $1, $2 FROM json_each($3)";
+    let DbConnection::Sqlite(c) = conn else {
+        return Err(diesel::result::Error::QueryBuilderError(
+            "queue_text is SQLite's".into(),
+        ));
+    };
+    let ids = serde_json::to_string(recipient_ids).unwrap_or_else(|_| "[]".into());
+    let written: Vec<QueuedId> = fixed(MESSAGES)
+        .bind::<BigInt, _>(channel_id)
+        .bind::<BigInt, _>(broadcast_id)
+        .bind::<Text, _>(body)
+        .bind::<Text, _>(content)
+        .bind::<Timestamp, _>(at)
+        .bind::<Text, _>(requested_by)
+        .bind::<Text, _>(&ids)
+        .load(c)?;
+    if written.is_empty() {
+        return Ok(0);
+    }
+    let message_ids: Vec<i64> = written.iter().map(|w| w.id).collect();
+    fixed(EVENTS)
+        .bind::<Text, _>(requested_by)
+        .bind::<Timestamp, _>(at)
+        .bind::<Text, _>(serde_json::to_string(&message_ids).unwrap_or_else(|_| "[]".into()))
+        .execute(c)?;
+    Ok(written.len())
+}
+
 /// The pending recipients with ids in `first..=last` became queued (their messages written in
 /// the same transaction).
 pub fn mark_queued(
