@@ -1292,8 +1292,19 @@ pub fn counts(conn: &mut DbConnection, broadcast_id: i64) -> QueryResult<Counts>
             _ => {}
         }
     }
-    let resends = "SELECT status, count(*) AS n FROM messages \
-                   WHERE resend_of IS NOT NULL AND +campaign_id = $1 GROUP BY status";
+    // On SQLite `GROUP BY +status`: grouped by the bare column, SQLite read every message
+    // through a status index (to group in its order, no sort) instead of the few resends
+    // through theirs: 35 ms with 200,000 messages, on every count.
+    let resends = match conn {
+        DbConnection::Sqlite(_) => {
+            "SELECT status, count(*) AS n FROM messages \
+             WHERE resend_of IS NOT NULL AND +campaign_id = $1 GROUP BY +status"
+        }
+        DbConnection::Postgres(_) => {
+            "SELECT status, count(*) AS n FROM messages \
+             WHERE resend_of IS NOT NULL AND +campaign_id = $1 GROUP BY status"
+        }
+    };
     let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
     for (status, n) in super::message_counts::campaign_statuses(conn, broadcast_id)? {
         *by_status.entry(status).or_default() += n;
