@@ -77,10 +77,14 @@ pub fn attribute_reply(
     Ok(Some(broadcast_id))
 }
 
-/// The broadcast's recipients with an attributed reply.
+/// The broadcast's recipients with an attributed reply, from their partial index. `id > 0`
+/// (always true) makes that index, `(broadcast_id, id) WHERE replied_at IS NOT NULL`, the one
+/// that matches the most: with the broadcast alone, SQLite took `(broadcast_id, id)` of every
+/// recipient and looked each row up (6 ms for 100,000 recipients, on every count).
 pub fn replied(conn: &mut DbConnection, broadcast_id: i64) -> QueryResult<i64> {
     broadcast_recipients::table
         .filter(broadcast_recipients::broadcast_id.eq(broadcast_id))
+        .filter(broadcast_recipients::id.gt(0))
         .filter(broadcast_recipients::replied_at.is_not_null())
         .count()
         .get_result(conn)
@@ -243,17 +247,27 @@ struct StatusCount {
 }
 
 /// The statuses of the messages of the broadcast's recipients with an attributed reply (from
-/// the partial index of replied recipients: few rows).
+/// the partial index of replied recipients: few rows). On SQLite `r.id > 0` picks that index
+/// (see [`replied`]): without it SQLite started from every message of the broadcast, 46 ms for
+/// 100,000. PostgreSQL keeps the plain form: with it, its plan for the page went from 22 to
+/// 359 ms (p50) during a broadcast of 47,835.
 pub fn replied_by_status(
     conn: &mut DbConnection,
     broadcast_id: i64,
 ) -> QueryResult<Vec<(String, i64)>> {
-    let sql = "SELECT m.status AS status, count(*) AS n FROM broadcast_recipients r \
-               JOIN messages m ON m.campaign_id = r.broadcast_id AND m.contact_id = r.contact_id \
-               AND m.resend_of IS NULL \
-               WHERE r.broadcast_id = $1 AND r.replied_at IS NOT NULL GROUP BY m.status";
-    let rows: Vec<StatusCount> =
-        on_backend!(conn, |c| fixed(sql).bind::<BigInt, _>(broadcast_id).load(c))?;
+    let pick = match conn {
+        DbConnection::Sqlite(_) => " AND r.id > 0",
+        DbConnection::Postgres(_) => "",
+    };
+    let sql = format!(
+        "SELECT m.status AS status, count(*) AS n FROM broadcast_recipients r \
+         JOIN messages m ON m.campaign_id = r.broadcast_id AND m.contact_id = r.contact_id \
+         AND m.resend_of IS NULL \
+         WHERE r.broadcast_id = $1{pick} AND r.replied_at IS NOT NULL GROUP BY m.status"
+    );
+    let rows: Vec<StatusCount> = on_backend!(conn, |c| fixed(&sql)
+        .bind::<BigInt, _>(broadcast_id)
+        .load(c))?;
     Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
 }
 

@@ -168,6 +168,11 @@ impl ManageConnection for ConnectionManager {
                      PRAGMA cache_size = -512;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
+                // A new public id per call (never folded into one value per statement), so
+                // that a statement can write many rows with ids of their own
+                // (`broadcasts::queue_text`).
+                herald_public_id_utils::register_nondeterministic_impl(&conn, new_public_id)
+                    .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
             }
         }
@@ -476,6 +481,12 @@ pub fn now() -> chrono::NaiveDateTime {
 /// A new opaque public id (UUID v7: time-ordered, so inserts stay at the end of the index).
 pub fn new_public_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+diesel::define_sql_function! {
+    /// [`new_public_id`] inside SQLite's statements: registered on every pooled SQLite
+    /// connection.
+    fn herald_public_id() -> diesel::sql_types::Text;
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! estimate, a launch that happens once however often it is asked, every recipient sent to
 //! once, pause and resume without repeats, cancel, launch approval, and a schedule.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use diesel::prelude::*;
-use herald::storage::schema::messages;
+use herald::storage::schema::{message_events, messages};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -277,6 +277,29 @@ async fn a_broadcast_reaches_its_audience_once(app: TestApp) {
     let per_contact = campaign_messages_per_contact(&app);
     assert_eq!(per_contact.len(), 5);
     assert!(per_contact.values().all(|n| *n == 1), "{per_contact:?}");
+
+    // Each message has a public id of its own, and its timeline starts with its queueing by
+    // the broadcast (on SQLite the database writes a text batch from the recipients' rows).
+    let written: Vec<(i64, String, String)> = messages::table
+        .filter(messages::campaign_id.is_not_null())
+        .select((messages::id, messages::public_id, messages::to_address))
+        .load(&mut *app.db())
+        .expect("messages");
+    let public_ids: HashSet<&str> = written.iter().map(|(_, p, _)| p.as_str()).collect();
+    assert_eq!(public_ids.len(), 5, "{written:?}");
+    for (message_id, _, to) in &written {
+        assert!(to.starts_with('+'), "{written:?}");
+        let first: (String, String) = message_events::table
+            .filter(message_events::message_id.eq(message_id))
+            .order(message_events::id.asc())
+            .select((message_events::status, message_events::detail))
+            .first(&mut *app.db())
+            .expect("a timeline");
+        assert_eq!(
+            first,
+            ("queued".to_owned(), "Broadcast \"Winter sale\"".to_owned())
+        );
+    }
 
     // A broadcast's message names its broadcast.
     let message_id: String = messages::table

@@ -294,6 +294,30 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
     if row.pause_reason.is_some() {
         store::clear_pause_reason(change.conn, row.id)?;
     }
+    let at = now();
+    if let (BroadcastMessage::Text { text }, DbConnection::Sqlite(_)) = (&message, &*change.conn) {
+        // SQLite, whose one writer is the bound: the database writes the batch from the
+        // recipients' rows (no contact read, rendered or bound here, in the write lane).
+        let content = serde_json::to_string(&MessageContent::Text { body: text.clone() })
+            .map_err(ServiceError::internal)?;
+        let ids: Vec<i64> = batch.iter().map(|(r, _)| *r).collect();
+        let queued = store::queue_text(
+            change.conn,
+            row.id,
+            channel.id,
+            &ids,
+            text,
+            &content,
+            &format!("Broadcast \"{}\"", row.name),
+            at,
+        )?;
+        mark_batch_queued(change.conn, row.id, zones.is_some(), &batch)?;
+        tracing::debug!(broadcast = %row.public_id, queued, at = %Utc::now(), "broadcast batch queued");
+        return Ok(Step {
+            queued,
+            ..Step::default()
+        });
+    }
     let ids: Vec<i64> = batch.iter().map(|(_, c)| *c).collect();
     let people: std::collections::HashMap<i64, contacts::Contact> =
         contacts::by_ids(change.conn, &ids)?
@@ -306,7 +330,6 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
     let row_values = super::csv::variables_of(change.conn, &audience, &ids)?;
     let requested_by = format!("Broadcast \"{}\"", row.name);
     let mut step = Step::default();
-    let at = now();
     // Rendered first, then written in a few multi-row statements (`outbox::enqueue_many`).
     let mut rendered_all: Vec<(&contacts::Contact, String, String, Option<i64>)> =
         Vec::with_capacity(batch.len());
@@ -382,15 +405,27 @@ fn feed_one(change: &mut Change<'_>, broadcast_id: i64) -> ServiceResult<Step> {
         })
         .collect();
     step.queued += outbox::enqueue_many(change.conn, &messages)?;
-    if zones.is_some() {
-        // Taken zone by zone: ids of other zones lie between them.
-        let ids: Vec<i64> = batch.iter().map(|(r, _)| *r).collect();
-        broadcast_zones::mark_queued(change.conn, &ids)?;
-    } else if let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) {
-        store::mark_queued(change.conn, row.id, *first, *last)?;
-    }
+    mark_batch_queued(change.conn, row.id, zones.is_some(), &batch)?;
     tracing::debug!(broadcast = %row.public_id, queued = step.queued, at = %Utc::now(), "broadcast batch queued");
     Ok(step)
+}
+
+/// The batch's pending recipients become queued (their messages written in the same
+/// transaction).
+fn mark_batch_queued(
+    conn: &mut DbConnection,
+    broadcast_id: i64,
+    by_zone: bool,
+    batch: &[(i64, i64)],
+) -> ServiceResult<()> {
+    if by_zone {
+        // Taken zone by zone: ids of other zones lie between them.
+        let ids: Vec<i64> = batch.iter().map(|(r, _)| *r).collect();
+        broadcast_zones::mark_queued(conn, &ids)?;
+    } else if let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) {
+        store::mark_queued(conn, broadcast_id, *first, *last)?;
+    }
+    Ok(())
 }
 
 /// The zones whose recipients may be sent to now, and the first time another zone may be.
