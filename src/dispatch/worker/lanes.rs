@@ -101,27 +101,16 @@ impl Dispatcher {
                 Ok::<_, DispatchError>((decided, start_us))
             })
             .await?;
-        let to_send = i64::try_from(sends(&decided)).unwrap_or(i64::MAX);
         let mut slots: Box<dyn Iterator<Item = Instant> + Send> = match start_us {
             Some(start_us) => Box::new(slot_instants(start_us, interval_us)),
-            None if to_send == 0 => Box::new(std::iter::empty()),
+            // (`Inner::reserve` asks the database nothing when there is no send.)
             None => {
-                let id = channel.id;
                 let reserved = self
                     .inner
-                    .db
-                    .run(move |conn| {
-                        Ok::<_, DispatchError>(outbox::reserve_slots(
-                            conn,
-                            id,
-                            to_send,
-                            interval_us,
-                            now_us(),
-                        )?)
-                    })
+                    .reserve(channel, sends(&decided), Duration::ZERO)
                     .await;
                 match reserved {
-                    Ok(start_us) => Box::new(slot_instants(start_us, interval_us)),
+                    Ok(slots) => Box::new(slots.into_iter()),
                     Err(e) => {
                         tracing::warn!(channel = %channel.name, error = ?e, "reserving send slots failed");
                         let past = Instant::now()
